@@ -1,0 +1,1 @@
+"""Data package: configs shipped inside the hpcft wheel (read with importlib.resources)."""

@@ -1,0 +1,1 @@
+"""Data package: edf shipped inside the hpcft wheel (read with importlib.resources)."""

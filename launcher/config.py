@@ -1,0 +1,261 @@
+"""Load a training config, merge it with a profile and the command line, and validate it into a job.
+
+Order of precedence for job options: profile `launch:` < config `launch:` < command line.
+Relative paths in the config are resolved against the config file's folder, so a config means the same job
+whichever directory hpcft is started from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.profiles import Profile, load_profile
+from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.validation import check_keys, format_validation_error
+
+DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
+_ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
+_LIST_UNION_KEYS = ("mounts",)
+_LIST_CONCAT_KEYS = ("sbatch_args", "srun_args")
+
+
+@dataclass
+class Job:
+    """Everything render needs: the validated config, the profile, and where they came from."""
+
+    cfg: TrainConfig
+    profile: Profile
+    config_path: Path
+    config_sha256: str
+    overrides: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_yaml_config(path: Path) -> dict[str, Any]:
+    """Read the YAML file with OmegaConf (interpolations stay unresolved here)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "command line") -> dict[str, Any]:
+    """Apply `key=value` overrides (dotted keys, `datasets.0.path=...`) with YAML-typed values."""
+    conf = OmegaConf.create(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{where}: override '{item}' must look like key=value (e.g. learning_rate=1e-5)")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed = value
+        try:
+            OmegaConf.update(conf, key.strip(), parsed, merge=True, force_add=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{where}: cannot set '{key}': {exc}") from None
+    return OmegaConf.to_container(conf, resolve=False)
+
+
+def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Resolve `${oc.env:SCRATCH}`-style interpolations, then shell-style `$USER` references in strings."""
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"{where}: key '{key}': {str(exc).splitlines()[0]}") from None
+    return _expand_env(resolved, where, "")
+
+
+def _expand_env(value: Any, where: str, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where}: key '{key}': environment variable ${name} is not set; "
+                                  f"export it or write the path out")
+            return os.environ[name]
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
+                 cli_launch: dict[str, Any]) -> dict[str, Any]:
+    """Merge job options, later layers winning; mounts are united, extra args and env accumulate."""
+    merged: dict[str, Any] = {}
+    for layer in (profile_launch or {}, config_launch or {}, cli_launch or {}):
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if key in _LIST_UNION_KEYS:
+                merged[key] = unique_mounts(list(merged.get(key, [])) + list(value))
+            elif key in _LIST_CONCAT_KEYS:
+                merged[key] = list(merged.get(key, [])) + list(value)
+            elif key == "env":
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def unique_mounts(mounts: list[str]) -> list[str]:
+    """Drop repeated mounts: a later `src:dst` wins over an earlier mount of the same destination, and a plain
+    mount inside another plain mount (/capstor/x under /capstor) is already visible, so it is dropped."""
+    by_dest: dict[str, str] = {}
+    for mount in mounts:
+        src, _, rest = str(mount).partition(":")
+        dest = (rest.split(":")[0] if rest else src).rstrip("/") or "/"
+        by_dest.pop(dest, None)
+        by_dest[dest] = str(mount)
+    plain = {d for d, m in by_dest.items() if ":" not in m}
+    return [m for d, m in by_dest.items()
+            if ":" in m or not any(p != d and d.startswith(p.rstrip("/") + "/") for p in plain)]
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or value in (".", "..")
+
+
+def _to_abs(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
+    """Make local paths absolute (relative to the config's folder) and check inputs exist."""
+    for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
+        if isinstance(data.get(key), str):
+            data[key] = _to_abs(data[key], base)
+    for key in ("base_model", "base_model_config", "tokenizer_config"):
+        value = data.get(key)
+        if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
+            data[key] = _to_abs(value, base)
+            if not Path(data[key]).exists():
+                raise ConfigError(f"{where}: key '{key}': model folder not found: {data[key]} "
+                                  "(relative paths are taken from the config file's folder)")
+    deepspeed = data.get("deepspeed")
+    if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
+        data["deepspeed"] = _to_abs(deepspeed, base)
+        if not Path(data["deepspeed"]).is_file():
+            raise ConfigError(f"{where}: key 'deepspeed': file not found: {data['deepspeed']}; give a JSON file "
+                              f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}")
+    for list_key in ("datasets", "test_datasets"):
+        for i, entry in enumerate(data.get(list_key) or []):
+            if not isinstance(entry, dict):
+                continue
+            _resolve_dataset_paths(entry, base, where, f"{list_key}[{i}]")
+
+
+def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: str) -> None:
+    path = entry.get("path")
+    if isinstance(path, str) and (_looks_local(path) or (base / path).exists()
+                                  or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")):
+        entry["path"] = _to_abs(path, base)
+        if not Path(entry["path"]).exists():
+            raise ConfigError(f"{where}: key '{name}.path': dataset file not found: {entry['path']} "
+                              "(relative paths are taken from the config file's folder)")
+    files = entry.get("data_files")
+    if files is not None:
+        listed = [files] if isinstance(files, str) else list(files)
+        resolved = []
+        for file in listed:
+            full = _to_abs(str(file), base)
+            if not Path(full).exists():
+                raise ConfigError(f"{where}: key '{name}.data_files': file not found: {full}")
+            resolved.append(full)
+        entry["data_files"] = resolved[0] if isinstance(files, str) else resolved
+
+
+def token_like_values(data: Any, key: str = "") -> list[str]:
+    """Keys whose value looks like an access token (they should come from the environment instead)."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found += token_like_values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += token_like_values(v, f"{key}[{i}]")
+    elif isinstance(data, str) and _TOKEN_LIKE.search(data):
+        found.append(key)
+    return found
+
+
+def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | None = None,
+             cli_launch: dict[str, Any] | None = None) -> Job:
+    """The whole front half of hpcft: read, merge, interpolate, check keys and paths, validate."""
+    path = Path(config_path).expanduser().resolve()
+    where = str(config_path)
+    profile = load_profile(profile_name)
+    raw = read_yaml_config(path)
+    raw = apply_overrides(raw, overrides or [])
+    data = resolve_interpolations(raw, where)
+    try:
+        warnings = check_keys(data, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    config_launch = data.pop("launch", None) or {}
+    if not isinstance(config_launch, dict):
+        raise ConfigError(f"{where}: key 'launch' must be a mapping of job options (nodes, time, ...)")
+    data["launch"] = merge_launch(profile.launch, config_launch, cli_launch or {})
+    resolve_paths(data, path.parent, where)
+    for key in token_like_values(data):
+        warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
+                        "(e.g. export HF_TOKEN) instead of the config")
+    _refuse_secret_values(data, profile, where)
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
+               warnings=warnings)
+
+
+def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:
+    """A config that interpolates a secret (`${oc.env:HF_TOKEN}`) would write it into train.yaml: refuse."""
+    secrets = {name: os.environ[name] for name in profile.secret_env if os.environ.get(name)}
+    if not secrets:
+        return
+    flat = yaml.safe_dump(data)
+    for name, value in secrets.items():
+        if len(value) >= 8 and value in flat:
+            raise ConfigError(f"{where}: the config contains the value of the secret ${name}; remove it, the job "
+                              "receives secrets from your environment without writing them to disk")
+
+
+def load_train_yaml(path: str | Path) -> TrainConfig:
+    """Read a rendered train.yaml on the node (already resolved: no profile, no interpolation left)."""
+    path = Path(path)
+    data = read_yaml_config(path)
+    data = resolve_interpolations(data, str(path))
+    try:
+        check_keys(data, str(path))
+        return TrainConfig.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        if isinstance(exc, ValidationError):
+            raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError(str(exc)) from None

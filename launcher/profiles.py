@@ -1,0 +1,133 @@
+"""Cluster profiles: what differs between clusters (runtime, partitions, GPUs, network env, mounts).
+
+Shipped profiles live in `cluster_profiles/`; users add or override them in `$HPCFT_PROFILE_PATH`
+(colon-separated folders) or `~/.config/hpcft/profiles/`. A profile may `extends:` another one.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.validation import format_validation_error
+
+DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"]
+
+
+class EdfOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    writable: bool = True
+    annotations: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+
+
+class Profile(BaseModel):
+    """A merged cluster profile."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    runtime: Literal["none", "edf", "pyxis", "apptainer"] = "none"
+    # The Python that runs torchrun on the nodes. "auto" means the interpreter running hpcft (local clusters).
+    python: str = "python"
+    gres: bool = True  # request GPUs with --gres=gpu:N (else --gpus-per-node=N)
+    launch: dict[str, Any] = Field(default_factory=dict)  # defaults for the LaunchConfig keys
+    env: dict[str, str] = Field(default_factory=dict)
+    edf: EdfOptions = Field(default_factory=EdfOptions)
+    apptainer_args: list[str] = Field(default_factory=list)
+    secret_env: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_ENV))
+    secret_file: str | None = None  # a 0600 file of KEY=VALUE lines, sourced on the node, never copied
+    setup: list[str] = Field(default_factory=list)  # shell lines run before srun (e.g. module load)
+    rdzv_port_base: int = Field(29500, ge=1024, le=60000)
+
+
+def profile_dirs() -> list[Path]:
+    """User folders first (they override shipped profiles), in the order they are searched."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("HPCFT_PROFILE_PATH", "").split(os.pathsep) if p]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    dirs.append(config_home / "hpcft" / "profiles")
+    return dirs
+
+
+def _shipped() -> dict[str, Any]:
+    root = resources.files("hpcft.cluster_profiles")
+    return {p.name[: -len(".yaml")]: p for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
+def available_profiles() -> dict[str, str]:
+    """Profile name -> where it comes from (the first match wins)."""
+    found: dict[str, str] = {}
+    for folder in profile_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                found.setdefault(path.stem, str(path))
+    for name, res in sorted(_shipped().items()):
+        found.setdefault(name, f"(shipped) {res}")
+    return found
+
+
+def _read_raw(name: str) -> tuple[dict[str, Any], str]:
+    for folder in profile_dirs():
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return _parse_yaml(path.read_text(), str(path)), str(path)
+    shipped = _shipped()
+    if name in shipped:
+        return _parse_yaml(shipped[name].read_text(), f"cluster_profiles/{name}.yaml"), name
+    known = ", ".join(sorted(available_profiles()))
+    raise ConfigError(
+        f"unknown profile '{name}'; known profiles: {known}. Add your own as ~/.config/hpcft/profiles/{name}.yaml"
+    )
+
+
+def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a profile must be a YAML mapping of keys to values")
+    return data
+
+
+def load_profile(name: str) -> Profile:
+    """Read a profile, apply its `extends:` chain, and validate the merged result."""
+    chain: list[dict[str, Any]] = []
+    seen: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current in seen:
+            raise ConfigError(f"profile '{name}': extends loop {' -> '.join(seen + [current])}")
+        seen.append(current)
+        raw, _ = _read_raw(current)
+        chain.append(raw)
+        parent = raw.get("extends")
+        # A user profile may extend the shipped profile of the same name (override one key of `cscs`).
+        if parent == current:
+            shipped = _shipped()
+            if current not in shipped:
+                raise ConfigError(f"profile '{current}' extends itself but no shipped profile has that name")
+            chain.append(_parse_yaml(shipped[current].read_text(), current))
+            parent = chain[-1].get("extends")
+        current = parent
+    merged = OmegaConf.merge(*[OmegaConf.create(c) for c in reversed(chain)])
+    data = OmegaConf.to_container(merged, resolve=False)
+    data.pop("extends", None)
+    data["name"] = name
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"profile '{name}'")) from None
+
+
+def profile_as_yaml(profile: Profile) -> str:
+    return yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)

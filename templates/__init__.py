@@ -1,0 +1,1 @@
+"""Data package: templates shipped inside the hpcft wheel (read with importlib.resources)."""

@@ -1,0 +1,69 @@
+"""Map axolotl's optimizer and learning-rate-schedule keys onto transformers' TrainingArguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.training_args import OptimizerNames
+
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.schema import TrainConfig
+
+# axolotl spellings that transformers names differently (everything else keeps its transformers name).
+OPTIMIZER_ALIASES = {"adamw": "adamw_torch", "adamw_bnb_32bit": "paged_adamw_32bit", "adamw_fused": "adamw_torch_fused"}
+COMMON_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
+                     "paged_adamw_32bit", "adafactor", "sgd", "lion_8bit")
+
+
+def optimizer_name(name: str) -> str:
+    """The transformers optimizer name for an axolotl `optimizer:` value; ConfigError naming the key if unknown."""
+    name = OPTIMIZER_ALIASES.get(name, name)
+    known = {o.value for o in OptimizerNames}
+    if name not in known:
+        raise ConfigError(f"optimizer: '{name}' is not a known optimizer; use one of {', '.join(COMMON_OPTIMIZERS)} "
+                          f"(or any transformers OptimizerNames value)")
+    return name
+
+
+def optim_args_string(optim_args: dict[str, Any] | str | None) -> str | None:
+    """transformers takes optim_args as 'k=v,k=v'; axolotl allows a mapping too."""
+    if optim_args is None or isinstance(optim_args, str):
+        return optim_args
+    return ",".join(f"{key}={value}" for key, value in optim_args.items())
+
+
+def scheduler_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """lr_scheduler_type, its kwargs and warmup for TrainingArguments."""
+    kwargs = dict(cfg.lr_scheduler_kwargs or {})
+    name = cfg.lr_scheduler
+    if name == "cosine" and cfg.cosine_min_lr_ratio is not None:
+        # transformers' cosine_with_min_lr decays to min_lr_rate * learning_rate instead of 0 (axolotl's floor).
+        name = "cosine_with_min_lr"
+        kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio
+    elif cfg.cosine_min_lr_ratio is not None:
+        raise ConfigError(f"cosine_min_lr_ratio needs lr_scheduler: cosine (got lr_scheduler: {cfg.lr_scheduler})")
+    has_warmup = bool(cfg.warmup_steps or cfg.warmup_ratio)
+    if name == "constant" and has_warmup:
+        name = "constant_with_warmup"  # transformers' plain constant would silently ignore the warmup
+    warmup: float = 0
+    if cfg.warmup_steps:
+        warmup = int(cfg.warmup_steps)
+    elif cfg.warmup_ratio:
+        warmup = min(float(cfg.warmup_ratio), 0.999)  # transformers reads a float in [0, 1) as a ratio
+    return {"lr_scheduler_type": name, "lr_scheduler_kwargs": kwargs, "warmup_steps": warmup}
+
+
+def optimizer_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """optim, optim_args, learning rate, Adam hyper-parameters, weight decay and clipping for TrainingArguments."""
+    args: dict[str, Any] = {
+        "optim": optimizer_name(cfg.optimizer),
+        "learning_rate": cfg.learning_rate,
+        "weight_decay": cfg.weight_decay,
+        "max_grad_norm": cfg.max_grad_norm,
+    }
+    if cfg.optim_args is not None:
+        args["optim_args"] = optim_args_string(cfg.optim_args)
+    for key in ("adam_beta1", "adam_beta2", "adam_epsilon"):
+        if getattr(cfg, key) is not None:
+            args[key] = getattr(cfg, key)
+    return args
