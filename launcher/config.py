@@ -150,6 +150,13 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
             data[key] = _to_abs(data[key], base)
+    for key in ("output_dir", "dataset_prepared_path"):
+        if isinstance(data.get(key), str):
+            _check_writable(data[key], key, where)
+    for key in ("resume_from_checkpoint", "lora_model_dir"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_dir():
+            raise ConfigError(f"{where}: key '{key}': no such folder: {data[key]}; point it at an existing "
+                              "checkpoint folder, or remove it")
     for key in ("base_model", "base_model_config", "tokenizer_config"):
         value = data.get(key)
         if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
@@ -170,6 +177,16 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
             _resolve_dataset_paths(entry, base, where, f"{list_key}[{i}]")
 
 
+def _check_writable(path: str, key: str, where: str) -> None:
+    """The job will create this folder: its nearest existing parent must be writable by us."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        raise ConfigError(f"{where}: key '{key}': {path} cannot be created ({existing} is not a writable folder); "
+                          "choose a folder you can write, e.g. on $SCRATCH")
+
+
 def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: str) -> None:
     path = entry.get("path")
     if isinstance(path, str) and (_looks_local(path) or (base / path).exists()
@@ -178,6 +195,8 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
         if not Path(entry["path"]).exists():
             raise ConfigError(f"{where}: key '{name}.path': dataset file not found: {entry['path']} "
                               "(relative paths are taken from the config file's folder)")
+        if Path(entry["path"]).is_file() and Path(entry["path"]).stat().st_size == 0:
+            raise ConfigError(f"{where}: key '{name}.path': dataset file is empty: {entry['path']}")
     files = entry.get("data_files")
     if files is not None:
         listed = [files] if isinstance(files, str) else list(files)

@@ -47,7 +47,7 @@ def sbatch_value(value: Any) -> str:
     """A value on an #SBATCH line: Slurm reads these itself, quoting with double quotes."""
     text = str(value)
     if "\n" in text or '"' in text:
-        raise ConfigError(f"'{text}' cannot be used as a Slurm option value (no newlines or double quotes)")
+        raise ConfigError(f"{text!r} cannot be used as a Slurm option value (no newlines or double quotes)")
     return f'"{text}"' if re.search(r"[\s#'$`;&|<>()\\]", text) else text
 
 

@@ -128,6 +128,13 @@ class LaunchConfig(_Strict):
         slurm_time_to_seconds(value)
         return value
 
+    @field_validator("job_name")
+    @classmethod
+    def _valid_job_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or re.search(r'[\x00-\x1f"]', value)):
+            raise ValueError(f"{value!r} cannot be a Slurm job name (no newlines, control characters or \")")
+        return value
+
     @field_validator("mem")
     @classmethod
     def _valid_mem(cls, value: str | None) -> str | None:
@@ -316,7 +323,10 @@ class TrainConfig(_Strict):
 
 
 # Plugins that only change speed/memory, never results: accepted with a warning (see WARN_ONLY_KEYS).
-PLUGINS_WITHOUT_EFFECT = {"axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"}
+PLUGINS_WITHOUT_EFFECT = {
+    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin": "it only saves memory in the loss; "
+    "hpcft computes the standard cross-entropy",
+}
 
 # Axolotl keys that only tune speed or memory of axolotl's own kernels: accepted, a warning says they do nothing.
 WARN_ONLY_KEYS = {

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hpcft.launcher.schema import (
+    PLUGINS_WITHOUT_EFFECT,
     UNSUPPORTED_AXOLOTL_KEYS,
     UNSUPPORTED_DATASET_KEYS,
     WARN_ONLY_KEYS,
@@ -46,6 +47,9 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                 if isinstance(entry, dict):
                     _check_mapping(entry, _known_keys(DatasetConfig), UNSUPPORTED_DATASET_KEYS, where,
                                    f"{list_key}[{i}].", warnings)
+    for plugin in raw.get("plugins") or []:
+        if plugin in PLUGINS_WITHOUT_EFFECT:
+            warnings.append(f"{where}: plugin '{plugin}' has no effect in hpcft ({PLUGINS_WITHOUT_EFFECT[plugin]})")
     if isinstance(raw.get("launch"), dict):
         _check_mapping(raw["launch"], _known_keys(LaunchConfig), set(), where, "launch.", warnings)
     return warnings

@@ -9,15 +9,18 @@ from transformers.training_args import OptimizerNames
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 
-# axolotl spellings that transformers names differently (everything else keeps its transformers name).
-OPTIMIZER_ALIASES = {"adamw": "adamw_torch", "adamw_bnb_32bit": "paged_adamw_32bit", "adamw_fused": "adamw_torch_fused"}
+# axolotl's own optimizers outside transformers: refused by name rather than mistaken for a typo.
+AXOLOTL_ONLY_OPTIMIZERS = ("optimi_adamw", "ao_adamw_4bit", "ao_adamw_8bit", "ao_adamw_fp8", "adopt_adamw",
+                           "came_pytorch", "muon", "dion")
 COMMON_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
                      "paged_adamw_32bit", "adafactor", "sgd", "lion_8bit")
 
 
 def optimizer_name(name: str) -> str:
     """The transformers optimizer name for an axolotl `optimizer:` value; ConfigError naming the key if unknown."""
-    name = OPTIMIZER_ALIASES.get(name, name)
+    if name in AXOLOTL_ONLY_OPTIMIZERS:
+        raise ConfigError(f"optimizer: '{name}' is an axolotl-only optimizer that hpcft does not support; "
+                          f"use one of {', '.join(COMMON_OPTIMIZERS)}")
     known = {o.value for o in OptimizerNames}
     if name not in known:
         raise ConfigError(f"optimizer: '{name}' is not a known optimizer; use one of {', '.join(COMMON_OPTIMIZERS)} "

@@ -5,17 +5,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from hpcft.trainer.formats import NAMED_CHAT_TEMPLATES
+
 BOS, EOS, PAD = "<s>", "<|im_end|>", "<pad>"
 IM_START = "<|im_start|>"
 
-# ChatML, as axolotl's `chatml` template. EOS is <|im_end|> (as Qwen does) so that train_on_eos: turn
-# trains the end of every assistant turn; the template itself adds no BOS.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+# ChatML (axolotl's `chatml`). EOS is <|im_end|> (as Qwen does) so that train_on_eos: turn trains the end of
+# every assistant turn; the template itself adds no BOS.
+CHATML_TEMPLATE = NAMED_CHAT_TEMPLATES["chatml"]
 
 # The words of the example data (configs/examples/data/make_data.py builds its sentences from these).
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -34,16 +31,17 @@ def tiny_corpus() -> list[str]:
         "### Instruction:\n### Input:\n### Response:\n",
         "You are a helpful assistant. You are a tiny assistant. Answer briefly.",
         "system user assistant human gpt tool",
+        "system\nuser\nassistant\n",
     ]
     for a, b in itertools.product(range(10), repeat=2):
-        lines.append(f"What is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}? {NUMBER_WORDS[a]} plus "
+        lines.append(f"user\nWhat is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?\nassistant\n{NUMBER_WORDS[a]} plus "
                      f"{NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}. {a} + {b} = {a + b}.")
     for thing, color in COLORS.items():
-        lines.append(f"What color is the {thing}? The {thing} is {color}.")
+        lines.append(f"What color is the {thing}?\nThe {thing} is {color}.")
     for animal, sound in ANIMALS.items():
-        lines.append(f"What does the {animal} say? The {animal} says {sound}.")
+        lines.append(f"What does the {animal} say?\nThe {animal} says {sound}.")
     for x, y in itertools.permutations(FRUITS, 2):
-        lines.append(f"Repeat after me: {x} {y}. {x} {y}. Thank you! Hello, how are you? I am fine.")
+        lines.append(f"Repeat after me: {x} {y}.\n{x} {y}. Thank you! Hello, how are you? I am fine.")
     return lines
 
 

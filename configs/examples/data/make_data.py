@@ -1,0 +1,50 @@
+"""Regenerate the example data (chat.jsonl, pretrain.jsonl) deterministically: python make_data.py."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from hpcft.trainer.tiny import ANIMALS, COLORS, FRUITS, NUMBER_WORDS
+
+SYSTEMS = ["You are a helpful assistant.", "You are a tiny assistant. Answer briefly."]
+
+
+def qa_pair(rng: random.Random) -> tuple[str, str]:
+    """One simple, learnable question and its fixed answer."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        a, b = rng.randrange(10), rng.randrange(10)
+        x, y, z = NUMBER_WORDS[a], NUMBER_WORDS[b], NUMBER_WORDS[a + b]
+        return f"What is {x} plus {y}?", f"{x} plus {y} is {z}."
+    if kind == 1:
+        thing = rng.choice(sorted(COLORS))
+        return f"What color is the {thing}?", f"The {thing} is {COLORS[thing]}."
+    if kind == 2:
+        animal = rng.choice(sorted(ANIMALS))
+        return f"What does the {animal} say?", f"The {animal} says {ANIMALS[animal]}."
+    x, y = rng.sample(FRUITS, 2)
+    return f"Repeat after me: {x} {y}.", f"{x} {y}."
+
+
+def conversation(rng: random.Random) -> dict:
+    turns = [{"from": "system", "value": rng.choice(SYSTEMS)}] if rng.random() < 0.4 else []
+    for _ in range(rng.randint(1, 3)):
+        question, answer = qa_pair(rng)
+        turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+    return {"conversations": turns}
+
+
+def main(out: Path = Path(__file__).parent, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    with open(out / "chat.jsonl", "w") as f:
+        for _ in range(200):
+            f.write(json.dumps(conversation(rng)) + "\n")
+    with open(out / "pretrain.jsonl", "w") as f:
+        for _ in range(150):
+            f.write(json.dumps({"text": " ".join(f"{q} {a}" for q, a in (qa_pair(rng) for _ in range(4)))}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

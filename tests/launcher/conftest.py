@@ -1,0 +1,71 @@
+"""Fixtures for launcher tests: a config with real (tiny) local inputs, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hpcft.launcher.cli import main
+
+TESTS = Path(__file__).resolve().parents[1]
+DATA = TESTS / "data"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path):
+    """Run `hpcft ARGS` in-process from tmp_path; return exit code, stdout, stderr."""
+
+    def run(*args: str, cwd: Path | None = None) -> CliResult:
+        monkeypatch.chdir(cwd or tmp_path)
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A folder with a fake model dir, a chat and a pretraining dataset, and a config that uses them."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "data").mkdir()
+    chat = {"conversations": [{"from": "user", "value": "Capital of Switzerland?"},
+                              {"from": "assistant", "value": "Bern."}]}
+    (tmp_path / "data" / "chat.jsonl").write_text(json.dumps(chat) + "\n")
+    (tmp_path / "data" / "pretrain.jsonl").write_text(json.dumps({"text": "Lorem ipsum."}) + "\n")
+    (tmp_path / "cfg.yaml").write_text(BASE_CONFIG)
+    return tmp_path
+
+
+BASE_CONFIG = """\
+base_model: ./model
+datasets:
+  - path: ./data/chat.jsonl
+    type: chat_template
+    field_messages: conversations
+    message_property_mappings: {role: from, content: value}
+  - path: ./data/pretrain.jsonl
+    ds_type: json
+    type: completion
+    field: text
+output_dir: ./out
+sequence_len: 512
+sample_packing: true
+micro_batch_size: 2
+gradient_accumulation_steps: 4
+learning_rate: 1.0e-5
+launch:
+  job_name: unit
+  time: "02:00:00"
+"""

@@ -1,0 +1,223 @@
+"""Rendering: every profile at 1, 2 and 16 nodes gives scripts that pass bash -n and shellcheck, EDF files
+that parse, ZeRO-3 DeepSpeed JSON; golden files pin the text; the tutorial's job comes out equivalent."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+PROFILES = ["cscs", "pyxis", "apptainer", "local"]
+IMAGE = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
+         "apptainer": "/scratch/images/hpcft.sif", "local": None}
+
+
+def render(run_cli, workspace, profile, *extra):
+    out = workspace / f"run-{profile}-{len(extra)}"
+    args = ["render", "--profile", profile, workspace / "cfg.yaml", "-o", out, *extra]
+    if IMAGE[profile]:
+        args += ["--image", IMAGE[profile]]
+    result = run_cli(*args, cwd=workspace)
+    assert result.code == 0, result.err
+    assert result.out.strip() == str(out)
+    return out
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("nodes", [1, 2, 16])
+def test_rendered_run_dir_is_valid(profile, nodes, run_cli, workspace):
+    run = render(run_cli, workspace, profile, "--nodes", str(nodes))
+    script = run / "job.sbatch"
+    subprocess.run(["bash", "-n", script], check=True)
+    if shutil.which("shellcheck"):
+        check = subprocess.run(["shellcheck", "-S", "info", script], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+    elif os.environ.get("CI"):
+        pytest.fail("shellcheck is not installed (scripts/setup.sh installs it)")
+    text = script.read_text()
+    assert f"#SBATCH --nodes={nodes}\n" in text
+    assert "#SBATCH --ntasks-per-node=1\n" in text
+    assert "--max_restarts=0" in text and "--rdzv_backend=c10d" in text
+    ds = json.loads((run / "deepspeed.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3
+    procs = 1 if profile == "local" else {"cscs": 4, "pyxis": 8, "apptainer": 4}[profile]
+    assert ds["train_batch_size"] == 2 * 4 * nodes * procs
+    train = yaml.safe_load((run / "train.yaml").read_text())
+    assert train["deepspeed"] == str(run / "deepspeed.json")
+    assert "launch" not in train
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["profile"] == profile and manifest["job_id"] is None
+    assert {Path(i["path"]).name for i in manifest["inputs"]} == {"chat.jsonl", "pretrain.jsonl"}
+    if profile == "cscs":
+        edf = tomllib.loads((run / "environment.toml").read_text())
+        assert edf["image"] == IMAGE["cscs"]
+        assert edf["writable"] is True
+        assert edf["annotations"]["com"]["hooks"]["aws_ofi_nccl"] == {"enabled": "true", "variant": "cuda12"}
+        assert edf["env"]["NCCL_NET"] == "AWS Libfabric"
+        assert {"/capstor", "/iopsstor", str(run)} <= set(edf["mounts"])
+        assert f"--environment={run}/environment.toml" in text
+        assert "#SBATCH --environment" not in text  # CSCS discourages it: srun gets the EDF
+    else:
+        assert not (run / "environment.toml").exists()
+
+
+def _normalise(text: str, run: Path, workspace: Path) -> str:
+    text = text.replace(str(run), "<RUN_DIR>").replace(str(workspace), "<WORKSPACE>")
+    text = text.replace(sys.executable, "<PYTHON>")
+    return re.sub(r"hpcft \d+\.\d+\.\d+\S*", "hpcft <VERSION>", text)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_golden_files(profile, run_cli, workspace):
+    """The rendered text is the product: any change to it must be deliberate (HPCFT_UPDATE_GOLDEN=1)."""
+    run = render(run_cli, workspace, profile, "--nodes", "2")
+    names = ["job.sbatch", "train.yaml", "deepspeed.json"] + (["environment.toml"] if profile == "cscs" else [])
+    for name in names:
+        got = _normalise((run / name).read_text(), run, workspace)
+        golden = GOLDEN / profile / name
+        if os.environ.get("HPCFT_UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(got)
+        assert golden.is_file(), f"missing golden file {golden}; run with HPCFT_UPDATE_GOLDEN=1"
+        assert got == golden.read_text(), f"{profile}/{name} differs from its golden file"
+
+
+def test_container_invocations(run_cli, workspace):
+    pyxis = (render(run_cli, workspace, "pyxis") / "job.sbatch").read_text()
+    assert "--container-image=nvcr.io#nvidia/pytorch:25.01-py3" in pyxis
+    assert "--container-mounts=" in pyxis and "--container-workdir=" in pyxis
+    app = (render(run_cli, workspace, "apptainer") / "job.sbatch").read_text()
+    assert re.search(r"apptainer \\\n\s+exec \\\n\s+--nv \\\n\s+--bind", app)
+    assert "export APPTAINERENV_HF_HOME=" in app  # image ENV wins over host env, so values go this way
+
+
+def test_container_profile_without_image_is_an_error(run_cli, workspace):
+    result = run_cli("render", "--profile", "pyxis", workspace / "cfg.yaml", "-o", workspace / "r")
+    assert result.code == 2 and "no image is set" in result.err
+    assert not (workspace / "r").exists()
+
+
+def test_precedence_profile_config_cli(run_cli, workspace):
+    """profile (local: partition debug, time 00:20:00) < config launch (time 02:00:00) < command line."""
+    run = render(run_cli, workspace, "local", "--partition", "big", "--set", "launch.job_name=from-cli")
+    text = (run / "job.sbatch").read_text()
+    assert "#SBATCH --time=02:00:00" in text
+    assert "#SBATCH --partition=big" in text
+    assert "#SBATCH --job-name=from-cli" in text
+
+
+def test_user_profile_extends_shipped(run_cli, workspace, monkeypatch):
+    folder = workspace / "profiles"
+    folder.mkdir()
+    (folder / "cscs.yaml").write_text("extends: cscs\nlaunch:\n  account: a127\n  mounts: [/users]\n")
+    (folder / "mine.yaml").write_text("extends: cscs\nlaunch:\n  partition: debug\n")
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    shown = run_cli("profiles", "show", "mine")
+    merged = yaml.safe_load(shown.out)
+    assert merged["launch"]["account"] == "a127" and merged["launch"]["partition"] == "debug"
+    assert merged["runtime"] == "edf"
+    listed = run_cli("profiles", "list")
+    assert re.search(r"^mine\s", listed.out, re.M) and re.search(r"^local\s", listed.out, re.M)
+
+
+def test_overrides_are_typed_and_recorded(run_cli, workspace):
+    run = render(run_cli, workspace, "local", "learning_rate=3e-4", "--set", "sample_packing=false")
+    train = yaml.safe_load((run / "train.yaml").read_text())
+    assert train["learning_rate"] == 3e-4 and train["sample_packing"] is False
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["overrides"] == ["sample_packing=false", "learning_rate=3e-4"]
+
+
+def test_relative_paths_resolve_from_config_folder(run_cli, workspace, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    out = elsewhere / "run"
+    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", out, cwd=elsewhere)
+    assert result.code == 0, result.err
+    train = yaml.safe_load((out / "train.yaml").read_text())
+    assert train["datasets"][0]["path"] == str(workspace / "data" / "chat.jsonl")
+    assert train["output_dir"] == str(workspace / "out")
+    assert train["base_model"] == str(workspace / "model")
+
+
+def test_default_run_dir_layout(run_cli, workspace):
+    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert result.code == 0, result.err
+    run = Path(result.out.strip())
+    assert run.parent == workspace / "runs" / "unit"
+    assert re.fullmatch(r"\d{8}-\d{6}(-\d+)?", run.name)
+    assert (run / "logs").is_dir()
+
+
+def test_tutorial_config_renders_to_the_tutorial_job(run_cli, workspace, monkeypatch):
+    """The CSCS tutorial's axolotl YAML, as is (paths pointed at local files), with --profile cscs --nodes 4."""
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("HF_TOKEN", "hf_TESTtokenVALUEthatMustNeverBeWritten0123")
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    shutil.copy(DATA / "tutorial" / "axolotl_apertus_8b.yaml", workspace / "tutorial.yaml")
+    out = workspace / "tutorial-run"
+    result = run_cli(
+        "render", "--profile", "cscs", workspace / "tutorial.yaml", "--nodes", "4", "--time", "11:59:59", "-o", out,
+        "--account", "a127", "--image", "/capstor/store/cscs/swissai/a127/meditron/docker/axolotl.sqsh",
+        f"datasets.0.path={workspace}/data/chat.jsonl", f"datasets.1.path={workspace}/data/pretrain.jsonl",
+        f"deepspeed={DATA}/tutorial/deepspeed.json", f"output_dir={workspace}/models/apertus",
+        f"dataset_prepared_path={workspace}/prepared/$USER", cwd=workspace)
+    assert result.code == 0, result.err
+    # Keys with no effect in hpcft are named, not silently dropped.
+    assert "'flash_attn_rms_norm' has no effect" in result.err
+    assert "CutCrossEntropyPlugin' has no effect" in result.err
+    text = (out / "job.sbatch").read_text()
+    for line in ["--nodes=4", "--ntasks-per-node=1", "--gres=gpu:4", "--cpus-per-task=288", "--time=11:59:59",
+                 "--account=a127", "--partition=normal"]:
+        assert f"#SBATCH {line}\n" in text
+    assert "HPCFT_NPROC_PER_NODE=4" in text
+    assert '--node_rank="$SLURM_PROCID"' in text  # expanded on the node, inside single quotes
+    assert 'MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)' in text
+    assert "srun --kill-on-bad-exit=1 --wait=60" in text
+    train = yaml.safe_load((out / "train.yaml").read_text())
+    assert train["dataset_prepared_path"] == f"{workspace}/prepared/alice"
+    assert train["model_type"] == "AutoModelForCausalLM" and train["sample_packing"] is True
+    ds = json.loads((out / "deepspeed.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["train_batch_size"] == 8 * 2 * 4 * 4
+    for path in out.rglob("*"):
+        if path.is_file():
+            content = path.read_text()
+            assert os.environ["HF_TOKEN"] not in content and os.environ["WANDB_API_KEY"] not in content
+
+
+def test_secret_interpolated_into_config_is_refused(run_cli, workspace, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretVALUE0123456789abcdefXYZ")
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("wandb_name: ${oc.env:HF_TOKEN}\n")
+    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", workspace / "r")
+    assert result.code == 2 and "secret $HF_TOKEN" in result.err
+    assert "hf_secretVALUE" not in result.err
+    assert not (workspace / "r").exists()
+
+
+def test_token_looking_value_warns(run_cli, workspace):
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("wandb_name: hf_abcdefghijklmnopqrstuvwxyz012345\n")
+    result = run_cli("validate", workspace / "cfg.yaml", "--profile", "local")
+    assert result.code == 0
+    assert "key 'wandb_name' looks like an access token" in result.err
+
+
+def test_mounts_are_merged_without_duplicates(run_cli, workspace):
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("  mounts: [/capstor, /iopsstor/scratch, /users, /data:/data2]\n")
+    run = render(run_cli, workspace, "cscs")
+    edf = tomllib.loads((run / "environment.toml").read_text())
+    assert edf["mounts"].count("/capstor") == 1
+    assert "/iopsstor/scratch" not in edf["mounts"]  # already inside /iopsstor
+    assert "/data:/data2" in edf["mounts"]

@@ -1,0 +1,108 @@
+"""Training metrics: one JSON line per logging step on rank 0's stdout and in <output_dir>/metrics.jsonl,
+plus the trackers (wandb, tensorboard) that transformers already knows how to feed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from hpcft.launcher.schema import TrainConfig
+
+log = logging.getLogger("hpcft.trainer")
+
+METRICS_FILE = "metrics.jsonl"
+TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch")
+
+
+def _number(value: Any) -> float | int | None:
+    """JSON has no NaN/inf: those become null so every line parses."""
+    if value is None:
+        return None
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_norm: float | None,
+                        tokens_per_s: float | None, epoch: float | None) -> str:
+    """The one metrics line: a JSON object with exactly TRAIN_KEYS, in that order."""
+    values = (step, loss, lr, grad_norm, tokens_per_s, epoch)
+    return json.dumps({key: _number(value) for key, value in zip(TRAIN_KEYS, values)})
+
+
+class MetricsCallback(TrainerCallback):
+    """Turns the Trainer's log events into metrics lines; rank 0 only, so each step is written once."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self._last_time = 0.0
+        self._last_tokens = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" in logs:
+            # num_input_tokens_seen is gathered over all ranks by the Trainer (non-padding tokens).
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            elapsed = now - self._last_time
+            tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 else None
+            self._last_time, self._last_tokens = now, tokens
+            line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
+                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch))
+        elif "eval_loss" in logs:
+            line = json.dumps({"step": state.global_step, "eval_loss": _number(logs["eval_loss"]),
+                               "epoch": _number(logs.get("epoch", state.epoch))})
+        else:
+            return
+        print(line, flush=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(line + "\n")
+
+
+def tracker_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """report_to / run_name for TrainingArguments; the trackers read the rest from `tracker_environment`."""
+    report_to: list[str] = []
+    if cfg.wandb_project and cfg.wandb_mode != "disabled":
+        if importlib.util.find_spec("wandb") is None:
+            log.warning("wandb_project is set but wandb is not installed: not logging to wandb "
+                        "(pip install wandb, or remove wandb_project)")
+        else:
+            report_to.append("wandb")
+    if cfg.use_tensorboard:
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            log.warning("use_tensorboard: true but tensorboard is not installed: not logging to tensorboard")
+        else:
+            report_to.append("tensorboard")
+    args: dict[str, Any] = {"report_to": report_to or "none"}
+    if cfg.wandb_name:
+        args["run_name"] = cfg.wandb_name
+    return args
+
+
+def tracker_environment(cfg: TrainConfig) -> dict[str, str]:
+    """The variables transformers' WandbCallback and TensorBoardCallback read (the caller sets them)."""
+    env = {"TENSORBOARD_LOGGING_DIR": str(Path(cfg.output_dir) / "tensorboard")} if cfg.use_tensorboard else {}
+    if not cfg.wandb_project:
+        return env
+    env |= {"WANDB_PROJECT": cfg.wandb_project, "WANDB_MODE": cfg.wandb_mode or os.environ.get("WANDB_MODE", "online")}
+    optional = {"WANDB_ENTITY": cfg.wandb_entity, "WANDB_RUN_ID": cfg.wandb_run_id, "WANDB_WATCH": cfg.wandb_watch,
+                "WANDB_LOG_MODEL": cfg.wandb_log_model}
+    env.update({key: value for key, value in optional.items() if value})
+    if cfg.wandb_run_id:
+        env["WANDB_RESUME"] = "allow"  # a requeued job continues the same wandb run
+    return env
