@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from hpcft.launcher import __version__
 from hpcft.launcher.errors import ConfigError
@@ -86,6 +85,13 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from hpcft.launcher.reference import config_reference_markdown
+
+    print(config_reference_markdown(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpcft",
@@ -112,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.add_argument("action", choices=["list", "show"])
     profiles.add_argument("name", nargs="?")
     profiles.set_defaults(func=cmd_profiles)
+
+    reference = sub.add_parser("reference", help="print the config reference (Markdown) generated from the schema")
+    reference.set_defaults(func=cmd_reference)
 
     try:
         from hpcft.launcher.lifecycle_cli import add_lifecycle_commands

@@ -20,7 +20,6 @@ from typing import Any
 
 import jinja2
 import yaml
-
 from hpcft.launcher import __version__
 from hpcft.launcher.config import DEEPSPEED_PRESETS, Job, unique_mounts
 from hpcft.launcher.errors import ConfigError
@@ -62,8 +61,8 @@ def toml_key(key: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
     env.filters.update(q=lambda v: shlex.quote(str(v)), sbatch_value=sbatch_value, toml_str=toml_str,
                        toml_key=toml_key)
     return env

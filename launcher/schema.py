@@ -37,31 +37,50 @@ def slurm_time_to_seconds(value: str) -> int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
 
 class DatasetConfig(_Strict):
     """One entry of `datasets:` (axolotl semantics)."""
 
     path: str
+    """Local file/folder (relative to the config file), a `save_to_disk` folder, or a Hub dataset name."""
     type: str | None = None  # chat_template | completion | alpaca | None (pretokenized)
+    """Prompt format: `chat_template`, `completion`, `alpaca`; leave unset for pretokenized rows (input_ids/labels)."""
     ds_type: Literal["json", "jsonl", "parquet", "csv", "text", "arrow"] | None = None
+    """File format when `path` is a file or folder: json, parquet, csv, text, arrow (guessed from the suffix)."""
     data_files: str | list[str] | None = None
+    """Files to load (with `path: json` etc.), relative to the config file."""
     split: str = "train"
+    """Split to train on."""
     name: str | None = None
+    """Dataset configuration (subset) name on the Hub."""
     revision: str | None = None
+    """Dataset revision on the Hub."""
     field: str | None = None  # completion: the text column (default "text")
+    """`completion`: the column with the text (default `text`)."""
     field_messages: str = "messages"
+    """`chat_template`: the column holding the list of messages."""
     message_property_mappings: dict[str, str] | None = None
+    """`chat_template`: message keys for `role` and `content`, e.g. `{role: from, content: value}`."""
     message_field_role: str | None = None  # legacy axolotl spelling of message_property_mappings.role
+    """Legacy spelling of `message_property_mappings.role`."""
     message_field_content: str | None = None
+    """Legacy spelling of `message_property_mappings.content`."""
     roles: dict[str, list[str]] | None = None
+    """Map template roles to the role names your data uses, e.g. `{user: [human], assistant: [gpt]}`."""
     roles_to_train: list[str] | None = None
+    """Roles whose turns are trained (default `[assistant]`)."""
     train_on_eos: Literal["turn", "last", "all", "none"] | None = None
+    """Which end-of-turn tokens are trained: `turn` (each trained turn), `last`, `all`, `none`."""
     train_on_inputs: bool | None = None
+    """Per dataset: also train on the prompt tokens."""
     chat_template: str | None = None
+    """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
     chat_template_jinja: str | None = None
+    """The chat template text (Jinja) when `chat_template: jinja`."""
     drop_system_message: bool | None = None
+    """Drop the system turn before templating."""
 
     @field_validator("type")
     @classmethod
@@ -99,28 +118,50 @@ class LaunchConfig(_Strict):
     """Job options: set by the profile, the config's `launch:` block and the command line (in that order)."""
 
     nodes: int = Field(1, ge=1)
+    """Number of nodes (`#SBATCH --nodes`)."""
     time: str = "01:00:00"
+    """Time limit: `HH:MM:SS`, `D-HH:MM:SS` or minutes."""
     partition: str | None = None
+    """Slurm partition."""
     account: str | None = None
+    """Slurm account (project) to charge."""
     qos: str | None = None
+    """Slurm QOS."""
     reservation: str | None = None
+    """Slurm reservation."""
     constraint: str | None = None
+    """Slurm node constraint."""
     job_name: str | None = None
+    """Job name (default: the config file's name); also names the run folder."""
     gpus_per_node: int = Field(0, ge=0)
+    """GPUs per node (`--gres=gpu:N`, or `--gpus-per-node` where the profile says so)."""
     procs_per_node: int | None = Field(None, ge=1)  # torchrun --nproc_per_node; default: gpus_per_node or 1
+    """torchrun processes per node (default: gpus_per_node, or 1 without GPUs)."""
     cpus_per_task: int | None = Field(None, ge=1)
+    """CPUs for the one task per node that runs torchrun."""
     mem: str | None = None
+    """Memory per node, e.g. `460G` (`0` = all)."""
     image: str | None = None
+    """Container image: a .sqsh/.sif path or a registry reference (`nvcr.io#nvidia/pytorch:25.01-py3`)."""
     mounts: list[str] = Field(default_factory=list)
+    """Extra mounts (`/path` or `src:dst`), merged with the profile's; the run and output folders are always mounted."""
     env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for the job (never put secrets here: export them before submitting)."""
     sbatch_args: list[str] = Field(default_factory=list)
+    """Extra `#SBATCH` options, e.g. `[--exclusive]`."""
     srun_args: list[str] = Field(default_factory=list)
+    """Extra options for the `srun` that starts torchrun."""
     runs_dir: str = "runs"
+    """Where run folders are written (`<runs_dir>/<job_name>/<timestamp>`), relative to the current folder."""
     # Reliability (issue: nothing lost). Seconds before the time limit at which the job checkpoints.
     signal_grace: int = Field(300, ge=10)
+    """Seconds before the time limit at which the job checkpoints and requeues itself."""
     requeue: bool = True
+    """Checkpoint and requeue at the time limit."""
     max_requeues: int = Field(10, ge=0)
+    """Stop requeueing after this many restarts."""
     hang_timeout: int = Field(1800, ge=1)  # seconds without a completed step before the watchdog ends the job
+    """Seconds without a completed step before the watchdog dumps stacks and ends the job."""
 
     @field_validator("time")
     @classmethod
@@ -164,106 +205,190 @@ class TrainConfig(_Strict):
 
     # Model and tokenizer
     base_model: str
+    """Hub id or local folder (relative to the config file) of the model to fine-tune."""
     base_model_config: str | None = None
+    """Load the model config from here instead of `base_model`."""
     tokenizer_config: str | None = None
+    """Load the tokenizer from here instead of `base_model`."""
     tokenizer_type: str = "AutoTokenizer"
+    """Tokenizer class (AutoTokenizer)."""
     model_type: str = Field("AutoModelForCausalLM", alias="type")
+    """Model class (AutoModelForCausalLM); `type:` is accepted too."""
     model_revision: str | None = None
+    """Model revision on the Hub."""
     trust_remote_code: bool = False
+    """Allow custom model code from the Hub."""
     tokenizer_use_fast: bool = True
+    """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
+    """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
     chat_template_jinja: str | None = None
+    """The chat template text (Jinja) when `chat_template: jinja`."""
 
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)
+    """Training datasets (see the dataset keys below)."""
     test_datasets: list[DatasetConfig] | None = None
+    """Evaluation datasets (instead of splitting off `val_set_size`)."""
     dataset_prepared_path: str | None = None
+    """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(None, ge=1)
+    """Processes used for tokenizing (default: CPUs available)."""
     shuffle_merged_datasets: bool = True
+    """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")
+    """Held-out evaluation share (<1) or row count (>=1); `eval_set_size` is accepted too."""
     sequence_len: int = Field(2048, ge=1)
+    """Maximum tokens per sample (and per packed row)."""
     sample_packing: bool = False
+    """Pack several samples into each row of `sequence_len` tokens (attention never crosses samples)."""
     eval_sample_packing: bool | None = None
+    """Pack evaluation data too (default: as sample_packing)."""
     pad_to_sequence_len: bool = False
+    """Pad every batch to `sequence_len` (constant shapes)."""
     group_by_length: bool = False
+    """Batch samples of similar length together."""
     train_on_inputs: bool = False
+    """Per dataset: also train on the prompt tokens."""
 
     # Adapters and quantisation
     adapter: Literal["lora", "qlora"] | None = None
+    """`lora` or `qlora`; unset for full fine-tuning."""
     lora_model_dir: str | None = None
+    """Continue training an existing LoRA adapter from this folder."""
     lora_r: int = Field(8, ge=1)
+    """LoRA rank."""
     lora_alpha: int = Field(16, ge=1)
+    """LoRA scaling alpha."""
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """LoRA dropout."""
     lora_target_modules: list[str] | str | None = None
+    """Module names to adapt, e.g. `[q_proj, v_proj]`."""
     lora_target_linear: bool = False
+    """Adapt every linear layer except the output head."""
     lora_modules_to_save: list[str] | None = None
+    """Modules trained in full and saved with the adapter (e.g. `[embed_tokens, lm_head]` after adding tokens)."""
     lora_fan_in_fan_out: bool = False
+    """Set for models storing weights as (fan_in, fan_out), e.g. GPT-2."""
     load_in_4bit: bool = False
+    """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
+    """Load base weights in 8-bit (needs an adapter)."""
 
     # Precision and kernels
     bf16: bool | Literal["auto", "full"] = "auto"
+    """bfloat16 mixed precision: true, false, `auto` (when the GPU supports it) or `full`."""
     fp16: bool = False
+    """float16 mixed precision."""
     tf32: bool = False
+    """Allow TF32 matmuls on Ampere and newer."""
     flash_attention: bool = False
+    """Use flash-attention 2 (falls back to sdpa with a message when flash-attn is missing)."""
     sdp_attention: bool = False
+    """Use PyTorch scaled-dot-product attention (the default)."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
     gradient_checkpointing_kwargs: dict[str, Any] | None = None
+    """Options for gradient checkpointing, e.g. `{use_reentrant: false}`."""
 
     # Optimisation
     gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer step."""
     micro_batch_size: int = Field(1, ge=1)
+    """Rows per GPU per micro-batch."""
     eval_batch_size: int | None = Field(None, ge=1)
+    """Rows per GPU for evaluation (default: micro_batch_size)."""
     num_epochs: float = Field(1.0, gt=0)
+    """Epochs to train."""
     max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (overrides num_epochs)."""
     optimizer: str = "adamw_torch"
+    """Optimizer by transformers name: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ..."""
     optim_args: dict[str, Any] | str | None = None
+    """Extra optimizer arguments (mapping or `k=v,k=v`)."""
     learning_rate: float = Field(2e-5, gt=0)
+    """Peak learning rate."""
     warmup_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """Warm-up as a share of all steps."""
     warmup_steps: int | None = Field(None, ge=0)
+    """Warm-up steps."""
     weight_decay: float = Field(0.0, ge=0.0)
+    """Weight decay."""
     adam_beta1: float | None = None
+    """Adam beta1."""
     adam_beta2: float | None = None
+    """Adam beta2."""
     adam_epsilon: float | None = None
+    """Adam epsilon."""
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Schedule: cosine, linear, constant, constant_with_warmup."""
     lr_scheduler_kwargs: dict[str, Any] | None = None
+    """Extra scheduler arguments."""
     cosine_min_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """Cosine decays to this share of the peak learning rate instead of 0."""
     max_grad_norm: float = Field(1.0, ge=0.0)
+    """Gradient clipping norm."""
 
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
+    """Evaluations per epoch."""
     eval_steps: int | None = Field(None, ge=1)
+    """Evaluate every N steps."""
     saves_per_epoch: int | None = Field(None, ge=0)
+    """Checkpoints per epoch."""
     save_steps: int | None = Field(None, ge=1)
+    """Checkpoint every N steps."""
     save_strategy: Literal["steps", "epoch", "no"] | None = None
+    """`steps`, `epoch` or `no`."""
     save_total_limit: int | None = Field(None, ge=1)
+    """Keep at most this many checkpoints (the latest complete one is never deleted)."""
     logging_steps: int = Field(1, ge=1)
+    """Log a metrics line every N steps."""
     resume_from_checkpoint: str | None = None
+    """Resume from this checkpoint folder."""
     auto_resume_from_checkpoints: bool = True
+    """Resume from the latest complete checkpoint in output_dir (requeued jobs rely on it)."""
     output_dir: str = "./outputs"
+    """Where checkpoints, metrics.jsonl and the final model go (relative to the config file)."""
     seed: int = 42
+    """Random seed (data order, initialisation of new weights)."""
 
     # Tokens
     special_tokens: dict[str, str] | None = None
+    """Set special tokens, e.g. `{pad_token: "<|pad|>"}`; embeddings are resized."""
     tokens: list[str] | None = None
+    """Extra tokens to add to the vocabulary; embeddings are resized."""
 
     # Tracking
     wandb_project: str | None = None
+    """Weights & Biases project (logging is on when set)."""
     wandb_entity: str | None = None
+    """Weights & Biases team."""
     wandb_name: str | None = None
+    """Weights & Biases run name."""
     wandb_run_id: str | None = None
+    """Weights & Biases run id (to continue a run)."""
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    """online, offline or disabled."""
     wandb_watch: str | None = None
+    """Weights & Biases model watching (gradients, all)."""
     wandb_log_model: str | None = None
+    """Upload the model to Weights & Biases: `checkpoint` or `end`."""
     use_tensorboard: bool = False
+    """Write TensorBoard logs under output_dir."""
 
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
+    """DeepSpeed config: preset (zero1, zero2, zero3, zero3_offload), JSON file or inline; default zero3 (QLoRA: zero2)."""
     ddp_timeout: int = Field(1800, ge=1)
+    """Seconds a collective may wait before the job fails (NCCL/gloo timeout)."""
     plugins: list[str] | None = None
+    """axolotl plugins; only ones without effect on results are accepted (with a warning)."""
 
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """Job options (see the launch keys below)."""
 
     @field_validator("bf16", mode="before")
     @classmethod

@@ -5,8 +5,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from hpcft.launcher.schema import (
     PLUGINS_WITHOUT_EFFECT,
     UNSUPPORTED_AXOLOTL_KEYS,
@@ -16,6 +14,7 @@ from hpcft.launcher.schema import (
     LaunchConfig,
     TrainConfig,
 )
+from pydantic import BaseModel, ValidationError
 
 
 def _known_keys(model: type[BaseModel]) -> set[str]:

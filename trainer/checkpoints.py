@@ -1,4 +1,4 @@
-"""Checkpoint policy: when to save, which checkpoint is complete, what to resume from, what to rotate away.
+"""Checkpoint policy: which checkpoint is complete, what to resume from, what to rotate away.
 
 A checkpoint is `<output_dir>/checkpoint-<step>` as the transformers Trainer writes it. It counts as complete
 only once `COMPLETE_MARKER` is inside it, and that marker is written by rank 0 after every rank has finished
@@ -16,7 +16,6 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -28,28 +27,6 @@ log = logging.getLogger("hpcft.trainer")
 
 COMPLETE_MARKER = "hpcft_complete.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def steps_per_epoch(num_rows: int, micro_batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:
-    """Optimizer steps in one epoch, counted as the Trainer counts them (last partial batch and step included)."""
-    batches_per_rank = math.ceil(num_rows / (micro_batch_size * world_size))
-    return max(1, math.ceil(batches_per_rank / gradient_accumulation_steps))
-
-
-def per_epoch_to_steps(times_per_epoch: int, epoch_steps: int) -> int:
-    """`saves_per_epoch`/`evals_per_epoch` as an interval in steps (at least 1, the last one lands on the epoch end)."""
-    return max(1, epoch_steps // times_per_epoch)
-
-
-def save_arguments(cfg: TrainConfig, epoch_steps: int) -> dict[str, Any]:
-    """TrainingArguments for saving: strategy and interval from save_steps / saves_per_epoch / save_strategy."""
-    if cfg.save_strategy == "no" or cfg.saves_per_epoch == 0:
-        return {"save_strategy": "no"}
-    if cfg.save_steps:
-        return {"save_strategy": "steps", "save_steps": cfg.save_steps}
-    if cfg.saves_per_epoch:
-        return {"save_strategy": "steps", "save_steps": per_epoch_to_steps(cfg.saves_per_epoch, epoch_steps)}
-    return {"save_strategy": cfg.save_strategy or "epoch"}
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -147,3 +124,24 @@ class CompleteCheckpointCallback(TrainerCallback):
                 log.info("save_total_limit=%s: deleted %s", self.save_total_limit, deleted)
         _barrier()  # nobody reads the folder list again before the marker and rotation are done
         return control
+
+
+def check_saved_weights(model_dir: Path) -> int:
+    """Fail loudly if a saved model/adapter has no weights or an empty tensor (the axolotl #705/#1223 ZeRO-3 bug:
+    an 'empty' save that only breaks when someone loads it). Returns the number of saved parameters."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("adapter_model*.safetensors")) or sorted(model_dir.glob("model*.safetensors"))
+    if not files:
+        raise RuntimeError(f"no model weights (*.safetensors) were saved in {model_dir}")
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                count = math.prod(handle.get_slice(name).get_shape())
+                if count == 0:
+                    raise RuntimeError(f"saved weight {name} in {file} is empty (a ZeRO-3 partition was not gathered)")
+                total += count
+    if total == 0:
+        raise RuntimeError(f"the weights saved in {model_dir} are empty")
+    return total

@@ -1,0 +1,117 @@
+"""Translate a TrainConfig into transformers' TrainingArguments: precision, batch, schedule, saves, evals."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.metrics import tracker_arguments
+from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
+
+log = logging.getLogger("hpcft.trainer")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Mixed-precision mode and the dtype the model's weights are loaded in."""
+
+    bf16: bool = False
+    fp16: bool = False
+    full_bf16: bool = False  # bf16: full -> evaluation in bf16 too
+
+    @property
+    def dtype(self) -> torch.dtype:
+        # fp16 trains with fp32 master weights (AMP / DeepSpeed casts itself), so weights load in fp32.
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+
+def resolve_precision(cfg: TrainConfig, bf16_supported: bool | None = None) -> Precision:
+    """bf16 'auto' means bf16 where the GPU supports it; on CPU training stays fp32 unless bf16 is set true."""
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cfg.fp16:
+        return Precision(fp16=True)
+    if cfg.bf16 == "auto":
+        return Precision(bf16=bf16_supported)
+    return Precision(bf16=bool(cfg.bf16), full_bf16=cfg.bf16 == "full")
+
+
+def steps_per_epoch(num_rows: int, micro_batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:
+    """Optimizer steps in one epoch, counted as the Trainer counts them (last partial batch and step included)."""
+    batches_per_rank = math.ceil(num_rows / (micro_batch_size * world_size))
+    return max(1, math.ceil(batches_per_rank / gradient_accumulation_steps))
+
+
+def per_epoch_to_steps(times_per_epoch: int, epoch_steps: int) -> int:
+    """`saves_per_epoch` / `evals_per_epoch` as an interval in steps (at least 1)."""
+    return max(1, epoch_steps // times_per_epoch)
+
+
+def save_arguments(cfg: TrainConfig, epoch_steps: int) -> dict[str, Any]:
+    """Save strategy and interval from save_steps / saves_per_epoch / save_strategy (default: every epoch).
+    save_total_limit is applied by hpcft's CompleteCheckpointCallback, not by the Trainer."""
+    if cfg.save_strategy == "no" or cfg.saves_per_epoch == 0:
+        return {"save_strategy": "no"}
+    if cfg.save_steps:
+        return {"save_strategy": "steps", "save_steps": cfg.save_steps}
+    if cfg.saves_per_epoch:
+        return {"save_strategy": "steps", "save_steps": per_epoch_to_steps(cfg.saves_per_epoch, epoch_steps)}
+    return {"save_strategy": cfg.save_strategy or "epoch"}
+
+
+def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[str, Any]:
+    """Eval strategy and interval from eval_steps / evals_per_epoch (default: every epoch when there is eval data)."""
+    if not has_eval or cfg.evals_per_epoch == 0:
+        return {"eval_strategy": "no"}
+    if cfg.eval_steps:
+        return {"eval_strategy": "steps", "eval_steps": cfg.eval_steps}
+    if cfg.evals_per_epoch:
+        return {"eval_strategy": "steps", "eval_steps": per_epoch_to_steps(cfg.evals_per_epoch, epoch_steps)}
+    return {"eval_strategy": "epoch"}
+
+
+def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
+                       num_train_rows: int, has_eval: bool, world_size: int) -> TrainingArguments:
+    """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
+    from_pretrained load each weight straight into its partition."""
+    epoch_steps = steps_per_epoch(num_train_rows, cfg.micro_batch_size, cfg.gradient_accumulation_steps, world_size)
+    tf32 = None
+    if cfg.tf32:
+        if torch.cuda.is_available():
+            tf32 = True
+        else:
+            log.warning("tf32: true ignored: no CUDA GPU")
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps or -1,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        bf16_full_eval=precision.full_bf16,
+        tf32=tf32,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs,
+        group_by_length=cfg.group_by_length,
+        deepspeed=deepspeed_config,
+        ddp_timeout=cfg.ddp_timeout,
+        ddp_find_unused_parameters=False,  # causal LMs use every parameter; searching costs a graph walk per step
+        logging_steps=cfg.logging_steps,
+        include_num_input_tokens_seen="non_padding",  # for tokens_per_s, gathered over all ranks
+        disable_tqdm=True,  # progress lines would interleave with the JSON metrics lines on stdout
+        **optimizer_arguments(cfg),
+        **scheduler_arguments(cfg),
+        **save_arguments(cfg, epoch_steps),
+        **eval_arguments(cfg, has_eval, epoch_steps),
+        **tracker_arguments(cfg),
+    )

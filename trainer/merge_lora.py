@@ -1,0 +1,44 @@
+"""`merge-lora`: fold a trained LoRA adapter into its base model and save the full model under output_dir/merged."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import transformers
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from hpcft.launcher.config import load_train_yaml
+from hpcft.launcher.errors import ConfigError
+from hpcft.trainer.checkpoints import check_saved_weights
+from hpcft.trainer.args import resolve_precision
+
+log = logging.getLogger("hpcft.trainer")
+
+
+def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_dir: str | Path | None = None) -> Path:
+    """Merge the adapter in lora_dir (default: output_dir) into base_model; write safetensors to out_dir
+    (default: output_dir/merged). The base is loaded unquantised (QLoRA too) in the training dtype."""
+    cfg = load_train_yaml(config_path)
+    lora_dir = Path(lora_dir or cfg.output_dir)
+    out_dir = Path(out_dir or Path(cfg.output_dir) / "merged")
+    if not (lora_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"merge-lora: no LoRA adapter (adapter_config.json) in {lora_dir}; pass --lora-dir")
+    # The adapter folder holds the training tokenizer, added tokens included: the embeddings must match it.
+    tokenizer_dir = lora_dir if (lora_dir / "tokenizer_config.json").is_file() else cfg.tokenizer_config or cfg.base_model
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=cfg.trust_remote_code)
+    dtype = resolve_precision(cfg).dtype
+    model_cls = getattr(transformers, cfg.model_type)
+    base = model_cls.from_pretrained(cfg.base_model, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                                     revision=cfg.model_revision)
+    if len(tokenizer) > base.get_input_embeddings().num_embeddings:
+        base.resize_token_embeddings(len(tokenizer))
+    with torch.no_grad():
+        merged = PeftModel.from_pretrained(base, str(lora_dir)).merge_and_unload()
+    merged.save_pretrained(str(out_dir))  # safetensors is transformers' only format
+    tokenizer.save_pretrained(str(out_dir))
+    check_saved_weights(out_dir)
+    log.info("merged %s into %s -> %s", lora_dir, cfg.base_model, out_dir)
+    return out_dir

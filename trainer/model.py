@@ -1,0 +1,143 @@
+"""Load the tokenizer and the model to train: attention kernel, dtype, 4/8-bit quantisation, new tokens, LoRA."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from tokenizers import AddedToken
+from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.args import Precision
+from hpcft.trainer.distributed import local_rank
+
+log = logging.getLogger("hpcft.trainer")
+
+EMBEDDING_MODULES = ("embed_tokens", "lm_head")
+
+
+def resolve_attention(cfg: TrainConfig) -> str:
+    """The attention implementation to load with: flash_attention_2 only when it can run, else sdpa (logged once)."""
+    wanted = cfg.attention
+    if wanted != "flash_attention_2":
+        return wanted
+    if importlib.util.find_spec("flash_attn") is None:
+        reason = "the flash-attn package is not installed"
+    elif not torch.cuda.is_available():
+        reason = "there is no CUDA GPU"
+    else:
+        return wanted
+    log.warning("flash_attention: flash_attention_2 was asked for but %s; using sdpa attention instead", reason)
+    return "sdpa"
+
+
+def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer of base_model (or tokenizer_config) with the config's special_tokens and tokens added."""
+    tokenizer_cls = getattr(transformers, cfg.tokenizer_type, None)
+    if tokenizer_cls is None:
+        raise ConfigError(f"tokenizer_type: '{cfg.tokenizer_type}' is not a transformers tokenizer class")
+    tokenizer = tokenizer_cls.from_pretrained(cfg.tokenizer_config or cfg.base_model, use_fast=cfg.tokenizer_use_fast,
+                                              trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision)
+    for key, value in (cfg.special_tokens or {}).items():
+        # AddedToken without stripping/normalising, so the token text round-trips exactly (as axolotl does).
+        tokenizer.add_special_tokens({key: AddedToken(value, rstrip=False, lstrip=False, normalized=False)})
+    if cfg.tokens:
+        tokenizer.add_tokens([AddedToken(t, rstrip=False, lstrip=False, normalized=False) for t in cfg.tokens])
+    if tokenizer.pad_token is None:
+        log.info("the tokenizer has no pad token: padding with the eos token %r", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(cfg: TrainConfig, dtype: torch.dtype, zero3: bool) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings for load_in_4bit (QLoRA: nf4, double quantisation) or load_in_8bit."""
+    if cfg.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            # ZeRO-3 shards flat tensors of one dtype: store the 4-bit blocks in the compute dtype.
+            bnb_4bit_quant_storage=dtype if zero3 else torch.uint8,
+        )
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def lora_target_modules(cfg: TrainConfig, model: torch.nn.Module) -> list[str]:
+    """lora_target_modules, plus with lora_target_linear every linear layer's name except the output head."""
+    listed = cfg.lora_target_modules
+    targets = [listed] if isinstance(listed, str) else list(listed or [])
+    if cfg.lora_target_linear:
+        output = model.get_output_embeddings()
+        # bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear, so QLoRA finds the same layers.
+        names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear) and module is not output}
+        skip = {"lm_head", *(cfg.lora_modules_to_save or [])}
+        targets += sorted(names - skip - set(targets))
+    return targets
+
+
+def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embeddings to fit added tokens; with an adapter they must then be trained (modules_to_save)."""
+    current = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= current:
+        return
+    if cfg.adapter and not set(EMBEDDING_MODULES) <= set(cfg.lora_modules_to_save or []):
+        raise ConfigError(f"special_tokens/tokens add {len(tokenizer) - current} new token(s), whose embeddings a "
+                          f"frozen base cannot learn; set lora_modules_to_save: [embed_tokens, lm_head]")
+    log.info("resizing token embeddings %d -> %d for added tokens", current, len(tokenizer))
+    model.resize_token_embeddings(len(tokenizer))
+
+
+def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
+    """Wrap the model with a new LoRA adapter, or continue the one in lora_model_dir."""
+    gc_kwargs = cfg.gradient_checkpointing_kwargs
+    if quantized and not zero3:
+        # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=gc_kwargs)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        # Frozen embeddings produce no grad, so checkpointed blocks would get no grad either without this.
+        model.enable_input_require_grads()
+    if cfg.lora_model_dir:
+        log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
+        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target_modules(cfg, model), modules_to_save=cfg.lora_modules_to_save,
+        fan_in_fan_out=cfg.lora_fan_in_fan_out, bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: Precision,
+               zero3: bool = False) -> PreTrainedModel | PeftModel:
+    """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter."""
+    model_cls = getattr(transformers, cfg.model_type, None)
+    if model_cls is None:
+        raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
+    kwargs: dict[str, Any] = {"dtype": precision.dtype, "attn_implementation": resolve_attention(cfg),
+                              "trust_remote_code": cfg.trust_remote_code, "revision": cfg.model_revision}
+    if cfg.base_model_config:
+        kwargs["config"] = AutoConfig.from_pretrained(cfg.base_model_config, trust_remote_code=cfg.trust_remote_code)
+    quant = quantization_config(cfg, precision.dtype, zero3)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        if torch.cuda.is_available() and not zero3:
+            kwargs["device_map"] = {"": local_rank()}  # each DDP rank holds its own quantised copy on its GPU
+    model = model_cls.from_pretrained(cfg.base_model, **kwargs)
+    # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
+    model.config.use_cache = False
+    resize_embeddings(cfg, model, tokenizer)
+    if cfg.adapter:
+        model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
+        if local_rank() == 0:
+            model.print_trainable_parameters()
+    return model

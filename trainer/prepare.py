@@ -1,0 +1,213 @@
+"""Load -> format -> filter -> shuffle -> split -> pack the configured datasets, cached on a shared filesystem.
+
+The cache lives in `dataset_prepared_path/<key>/`; the key hashes the config fields that change the result, the
+CONTENT of every local input file and the tokenizer, so an edited file or template never reuses a stale cache.
+Exactly one process builds it: the others block on an flock in dataset_prepared_path (works across nodes on a
+shared filesystem with flock support: Lustre mounted with -o flock, NFSv4, GPFS) and then load what it wrote.
+The cache is written to a temporary folder and renamed into place, so a half-written cache is never read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+
+from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
+from hpcft.trainer.formats import STATUSES, tokenize_dataset
+from hpcft.trainer.packing import pack_dataset, pad_to_multiple
+
+FORMAT_VERSION = 1  # bump when formats.py/packing.py change what they produce: old caches become stale
+_CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
+                 "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed")
+
+
+@dataclass
+class PreparedData:
+    """The datasets the trainer uses, and what happened to the rows on the way."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    """Print on global rank 0 only (torchrun sets RANK)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"[hpcft data] {message}", flush=True)
+
+
+def prepared_root(cfg: TrainConfig) -> Path:
+    """Where prepared datasets live: dataset_prepared_path, else <output_dir>/last_run_prepared (as axolotl)."""
+    return Path(cfg.dataset_prepared_path or Path(cfg.output_dir) / "last_run_prepared").expanduser()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # without truncation/padding: calling the tokenizer changes those, not the ids
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        vocab = json.dumps(state, sort_keys=True)
+    else:
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
+    parts = [vocab, json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str),
+             str(tokenizer.chat_template or ""), type(tokenizer).__name__]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
+    """The prepared-cache key: config fields that matter, input file contents, tokenizer, format version."""
+    entries = []
+    for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
+        for index, ds in enumerate(group):
+            files = local_files(ds, where, index)
+            entries.append({"where": where, "config": ds.model_dump(mode="json"),
+                            "files": [[str(f), _file_sha256(f)] for f in files]})
+    payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
+               **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, held for the block (released by the kernel if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig], where: str,
+                    counts: Counter) -> datasets.Dataset:
+    parts = []
+    for index, ds in enumerate(group):
+        name = entry_name(where, index, ds)
+        raw = load_raw_dataset(ds, where, index)
+        tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
+        log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
+        counts.update(entry_counts)
+        parts.append(tokenized)
+    merged = datasets.concatenate_datasets(parts)
+    if len(merged) == 0:
+        raise ValueError(f"{where}: no sample is left after formatting ({dict(counts)}); check sequence_len, "
+                         "roles_to_train and the data")
+    return merged
+
+
+def _val_size(value: float) -> int | float:
+    """axolotl: val_set_size > 1 is a number of rows, otherwise a fraction."""
+    return int(value) if value > 1 else float(value)
+
+
+def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
+    """Do the work, without any cache: load, format, drop, shuffle, split, pack."""
+    counts: Counter = Counter()
+    train = _tokenize_group(cfg, tokenizer, cfg.datasets, "datasets", counts)
+    if cfg.shuffle_merged_datasets:
+        train = train.shuffle(seed=cfg.seed)
+    eval_ds = None
+    if cfg.test_datasets:
+        eval_ds = _tokenize_group(cfg, tokenizer, cfg.test_datasets, "test_datasets", Counter())
+    elif cfg.val_set_size:
+        split = train.train_test_split(test_size=_val_size(cfg.val_set_size), shuffle=False, seed=cfg.seed)
+        train, eval_ds = split["train"], split["test"]
+    stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
+    stats.update(train_samples=len(train), eval_samples=len(eval_ds) if eval_ds is not None else 0,
+                 train_tokens=sum(len(ids) for ids in train["input_ids"]))
+    if cfg.sample_packing:
+        train = pack_dataset(train, cfg.sequence_len)
+        stats.update(train_rows=len(train),
+                     packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4))
+    if eval_ds is not None and (cfg.sample_packing if cfg.eval_sample_packing is None else cfg.eval_sample_packing):
+        eval_ds = pack_dataset(eval_ds, cfg.sequence_len)
+    return PreparedData(train=train, eval=eval_ds, stats=stats)
+
+
+def _save(prepared: PreparedData, final: Path) -> None:
+    tmp = final.parent / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    try:
+        splits = {"train": prepared.train, **({"eval": prepared.eval} if prepared.eval is not None else {})}
+        datasets.DatasetDict(splits).save_to_disk(str(tmp))
+        (tmp / "hpcft_stats.json").write_text(json.dumps(prepared.stats, indent=1))
+        os.rename(tmp, final)  # atomic on one filesystem: readers see no cache or a whole one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(path: Path) -> PreparedData:
+    saved = datasets.load_from_disk(str(path))
+    stats = json.loads((path / "hpcft_stats.json").read_text())
+    return PreparedData(train=saved["train"], eval=saved["eval"] if "eval" in saved else None, stats=stats)
+
+
+def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None) -> PreparedData:
+    """The train/eval datasets for a config, from the cache when it is current, else built once and cached.
+
+    stats: counts of kept and dropped samples, tokens, packing efficiency, `cache` ("built" or "loaded") and `key`.
+    The train split is padded (repeating rows) to a multiple of world_size x micro_batch_size so every rank gets
+    the same number of batches; world_size defaults to env WORLD_SIZE.
+    """
+    key = cache_key(cfg, tokenizer)
+    root = prepared_root(cfg)
+    final = root / key
+    started, status = time.monotonic(), "loaded"
+    if not final.is_dir():
+        with file_lock(root / ".hpcft-prepare.lock"):
+            if not final.is_dir():  # another process may have built it while this one waited
+                log(f"preparing datasets into {final}")
+                built = build_datasets(cfg, tokenizer)
+                built.stats["key"] = key
+                _save(built, final)
+                status = "built"
+    prepared = _load(final)  # also after building: every rank trains on the same memory-mapped files
+    prepared.stats["cache"] = status
+    world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    prepared.train = pad_to_multiple(prepared.train, world_size * cfg.micro_batch_size)
+    prepared.stats["train_rows_per_rank"] = len(prepared.train) // world_size
+    log(f"datasets {prepared.stats['cache']} in {time.monotonic() - started:.1f}s from {final}: "
+        + json.dumps({k: v for k, v in prepared.stats.items() if k not in ("cache", "key")}))
+    return prepared
+
+
+def load_tokenizer_for(cfg: TrainConfig) -> Any:
+    """The training tokenizer: the model engineer's hpcft.trainer.model.load_tokenizer when present (so preprocess
+    and training hash the same tokenizer, special_tokens included), else the plain AutoTokenizer."""
+    try:
+        from hpcft.trainer.model import load_tokenizer
+    except ImportError:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(cfg.tokenizer_config or cfg.base_model, use_fast=cfg.tokenizer_use_fast,
+                                             trust_remote_code=cfg.trust_remote_code)
+    return load_tokenizer(cfg)
+
+
+def run_preprocess(config_path: str | Path) -> PreparedData:
+    """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed)."""
+    from hpcft.launcher.config import load_train_yaml
+
+    cfg = load_train_yaml(config_path)
+    return prepare_datasets(cfg, load_tokenizer_for(cfg), world_size=1)
