@@ -381,7 +381,7 @@ class TrainConfig(_Strict):
 
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
-    """DeepSpeed config: preset (zero1, zero2, zero3, zero3_offload), JSON file or inline; default zero3 (QLoRA: zero2)."""
+    """DeepSpeed: a preset (zero1, zero2, zero3, zero3_offload), a JSON file or inline; default zero3 (QLoRA: zero2)."""
     ddp_timeout: int = Field(1800, ge=1)
     """Seconds a collective may wait before the job fails (NCCL/gloo timeout)."""
     plugins: list[str] | None = None

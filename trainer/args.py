@@ -102,7 +102,7 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         tf32=tf32,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs,
-        group_by_length=cfg.group_by_length,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         deepspeed=deepspeed_config,
         ddp_timeout=cfg.ddp_timeout,
         ddp_find_unused_parameters=False,  # causal LMs use every parameter; searching costs a graph walk per step
