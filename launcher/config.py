@@ -244,6 +244,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
         warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
                         "(e.g. export HF_TOKEN) instead of the config")
     _refuse_secret_values(data, profile, where)
+    warnings += _check_secret_file(profile)
     try:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
@@ -277,3 +278,16 @@ def load_train_yaml(path: str | Path) -> TrainConfig:
         if isinstance(exc, ValidationError):
             raise ConfigError(format_validation_error(exc, str(path))) from None
         raise ConfigError(str(exc)) from None
+
+
+def _check_secret_file(profile: Profile) -> list[str]:
+    """The profile's secret file is read on the node; it must be readable by its owner only."""
+    if not profile.secret_file:
+        return []
+    path = Path(profile.secret_file).expanduser()
+    if not path.is_file():
+        return [f"profile '{profile.name}': secret_file {path} does not exist; the job will run without it"]
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"profile '{profile.name}': secret_file {path} is readable by others; "
+                          f"run `chmod 600 {path}`")
+    return []

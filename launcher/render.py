@@ -197,6 +197,7 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
         "run_dir": str(run_dir), "python": _python_for(profile.python), "env_exports": env_exports, "env": env,
         "container_srun_args": srun_args, "container_exec": exec_words, "array": array, "log_name": log_name,
         "image": launch.image or "", "mounts": mounts,
+        "secret_file": str(Path(profile.secret_file).expanduser()) if profile.secret_file else None,
     }
     jenv = _environment()
     files = {"job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context)}

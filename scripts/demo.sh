@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's first command: from a fresh clone to a fine-tuning job across two (simulated) Slurm nodes.
+# Installs what is missing, brings up the local two-node cluster, builds a tiny random model, then submits
+# configs/examples/tiny-cpu.yaml with `hpcft submit --profile local --follow` and prints the loss per step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/local-slurm.sh up
+# shellcheck disable=SC1091
+source .venv/bin/activate
+assets=configs/examples/tiny-assets
+if [ ! -f "$assets/model/config.json" ]; then
+  python -m hpcft.trainer make-tiny "$assets/model"
+fi
+hpcft submit --profile local configs/examples/tiny-cpu.yaml --follow
+echo
+echo "Loss per step (from the run's metrics.jsonl):"
+hpcft status latest
