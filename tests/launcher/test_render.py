@@ -221,3 +221,23 @@ def test_mounts_are_merged_without_duplicates(run_cli, workspace):
     assert edf["mounts"].count("/capstor") == 1
     assert "/iopsstor/scratch" not in edf["mounts"]  # already inside /iopsstor
     assert "/data:/data2" in edf["mounts"]
+
+
+def test_secret_file_is_sourced_on_the_node_never_copied(run_cli, workspace, monkeypatch):
+    secret = workspace / "secrets.env"
+    secret.write_text("HF_TOKEN=hf_fromTheSecretFile0123456789abcdef\n")
+    secret.chmod(0o600)
+    folder = workspace / "profiles"
+    folder.mkdir()
+    (folder / "withsecret.yaml").write_text(f"extends: local\nsecret_file: {secret}\n")
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    out = workspace / "run-secret"
+    result = run_cli("render", "--profile", "withsecret", workspace / "cfg.yaml", "-o", out)
+    assert result.code == 0, result.err
+    text = (out / "job.sbatch").read_text()
+    assert f". {secret};" in text
+    subprocess.run(["shellcheck", "-S", "warning", out / "job.sbatch"], check=True)
+    assert not any("hf_fromTheSecretFile" in p.read_text() for p in out.rglob("*") if p.is_file())
+    secret.chmod(0o644)
+    refused = run_cli("render", "--profile", "withsecret", workspace / "cfg.yaml", "-o", workspace / "r2")
+    assert refused.code == 2 and "chmod 600" in refused.err

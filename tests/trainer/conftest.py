@@ -21,6 +21,18 @@ CHAT_DATASET = {"path": str(CHAT_JSONL), "type": "chat_template", "field_message
 PRETRAIN_DATASET = {"path": str(PRETRAIN_JSONL), "ds_type": "json", "type": "completion", "field": "text"}
 
 
+@pytest.fixture
+def chat_dataset() -> dict[str, Any]:
+    """The `datasets:` entry of the example chat data (configs/examples/data/chat.jsonl, 200 conversations)."""
+    return dict(CHAT_DATASET)
+
+
+@pytest.fixture
+def pretrain_dataset() -> dict[str, Any]:
+    """The `datasets:` entry of the example completion data (configs/examples/data/pretrain.jsonl, 150 texts)."""
+    return dict(PRETRAIN_DATASET)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a random 2-layer Llama and the tiny BPE tokenizer (from_pretrained loads both)."""

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+from pathlib import Path
 
 import yaml
-from conftest import CHAT_DATASET, CHAT_JSONL, PRETRAIN_DATASET
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
 
 
-def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer):
-    cfg = train_config(datasets=[CHAT_DATASET, PRETRAIN_DATASET], sequence_len=256, sample_packing=True,
+def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset):
+    cfg = train_config(datasets=[chat_dataset, pretrain_dataset], sequence_len=256, sample_packing=True,
                        val_set_size=0.1, micro_batch_size=2)
     data = prepare_datasets(cfg, tiny_tokenizer, world_size=3)
     stats = data.stats
@@ -30,27 +30,28 @@ def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer):
     cfg = train_config(val_set_size=20, shuffle_merged_datasets=False)
     data = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
     assert (len(data.train), len(data.eval)) == (180, 20)  # > 1: a number of rows, the last ones (no shuffle)
-    first_chat = json.loads(CHAT_JSONL.read_text().splitlines()[0])["conversations"]
+    first_chat = json.loads(Path(chat_dataset["path"]).read_text().splitlines()[0])["conversations"]
     assert first_chat[1]["value"] in tiny_tokenizer.decode(data.train[0]["input_ids"])
 
 
-def test_test_datasets_become_the_eval_split(train_config, tiny_tokenizer):
-    cfg = train_config(test_datasets=[PRETRAIN_DATASET], val_set_size=0.5)
+def test_test_datasets_become_the_eval_split(train_config, tiny_tokenizer, pretrain_dataset):
+    cfg = train_config(test_datasets=[pretrain_dataset], val_set_size=0.5)
     data = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
     assert (data.stats["train_samples"], data.stats["eval_samples"]) == (200, 150)
 
 
-def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_tokenizer, tmp_path):
+def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_tokenizer, chat_dataset, tmp_path):
+    original = Path(chat_dataset["path"]).read_text()
     chat = tmp_path / "chat.jsonl"
-    chat.write_text(CHAT_JSONL.read_text())
-    cfg = train_config(datasets=[{**CHAT_DATASET, "path": str(chat)}])
+    chat.write_text(original)
+    cfg = train_config(datasets=[{**chat_dataset, "path": str(chat)}])
     first = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
     again = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
     assert (first.stats["cache"], again.stats["cache"]) == ("built", "loaded")
     assert again.train["input_ids"] == first.train["input_ids"]
 
     # Same size, same mtime granularity does not matter: the key hashes content.
-    chat.write_text(CHAT_JSONL.read_text().replace("moo", "MOO"))
+    chat.write_text(original.replace("moo", "MOO"))
     edited = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
     assert edited.stats["cache"] == "built" and edited.stats["key"] != first.stats["key"]
     assert "MOO" in "".join(tiny_tokenizer.decode(ids) for ids in edited.train["input_ids"])
@@ -58,7 +59,7 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
     # A config field that changes the samples, or another chat template, changes the key too.
     assert cache_key(train_config(datasets=cfg.model_dump()["datasets"], sequence_len=99), tiny_tokenizer) != \
         cache_key(cfg, tiny_tokenizer)
-    other = train_config(datasets=[{**CHAT_DATASET, "path": str(chat), "train_on_eos": "all"}])
+    other = train_config(datasets=[{**chat_dataset, "path": str(chat), "train_on_eos": "all"}])
     assert cache_key(other, tiny_tokenizer) != cache_key(cfg, tiny_tokenizer)
 
 
@@ -73,8 +74,8 @@ def _prepare_in_child(cfg_json: str, tokenizer_dir: str, barrier, results) -> No
     results.put(prepare_datasets(cfg, tokenizer, world_size=1).stats["cache"])
 
 
-def test_two_processes_only_one_tokenizes(train_config, tiny_model_dir):
-    cfg = train_config(datasets=[CHAT_DATASET, PRETRAIN_DATASET], sample_packing=True, sequence_len=512)
+def test_two_processes_only_one_tokenizes(train_config, tiny_model_dir, chat_dataset, pretrain_dataset):
+    cfg = train_config(datasets=[chat_dataset, pretrain_dataset], sample_packing=True, sequence_len=512)
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_prepare_in_child, args=(cfg.model_dump_json(by_alias=True), str(tiny_model_dir),
@@ -87,8 +88,8 @@ def test_two_processes_only_one_tokenizes(train_config, tiny_model_dir):
     assert sorted(results.get(timeout=5) for _ in procs) == ["built", "loaded"]
 
 
-def test_run_preprocess_fills_the_cache_training_then_loads(train_config, tiny_tokenizer, tmp_path):
-    cfg = train_config(datasets=[CHAT_DATASET], sample_packing=True, sequence_len=512)
+def test_run_preprocess_fills_the_cache_training_then_loads(train_config, tiny_tokenizer, chat_dataset, tmp_path):
+    cfg = train_config(datasets=[chat_dataset], sample_packing=True, sequence_len=512)
     config_path = tmp_path / "train.yaml"
     config_path.write_text(yaml.safe_dump(cfg.training_dict()))
     assert run_preprocess(config_path).stats["cache"] == "built"
