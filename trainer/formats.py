@@ -8,12 +8,13 @@ than 2 tokens (axolotl's min_sample_len) and samples with no trained token are d
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import datasets
-
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 
@@ -94,12 +95,17 @@ class ChatTemplateFormatter:
         where = f"{self.name}: row {row_no}"
         if messages is None:
             raise ConfigError(f"{where}: missing field '{self.field}' (set field_messages:)")
-        if isinstance(messages, str):
-            messages = json.loads(messages)
+        if isinstance(messages, str):  # some datasets store the conversation as a JSON string
+            try:
+                messages = json.loads(messages)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: '{self.field}' is a string but not JSON ({exc})") from None
         if not isinstance(messages, list) or not messages:
             raise ConfigError(f"{where}: '{self.field}' must be a non-empty list of messages")
         turns = []
         for j, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise ConfigError(f"{where}, message {j}: a message must be a mapping, not {type(message).__name__}")
             role, content = message.get(self.role_key), message.get(self.content_key)
             if role is None or content is None:
                 missing = self.role_key if role is None else self.content_key
@@ -130,6 +136,7 @@ class ChatTemplateFormatter:
         text = self.render(turns)
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        token_starts, token_ends = [a for a, _ in offsets], [b for _, b in offsets]
         labels = [IGNORE_INDEX] * len(ids)
         last_eos = -1
         for index, turn in enumerate(turns):
@@ -139,12 +146,11 @@ class ChatTemplateFormatter:
             start, end = self.content_span(turns, index, text)
             if end <= start:  # empty content: nothing to train, no end-of-turn to find (as axolotl)
                 continue
-            inside = [t for t, (a, b) in enumerate(offsets) if a < end and b > start]
+            # Tokens overlapping [start, end): from the first ending after `start` to the last starting before `end`.
+            first, after = bisect.bisect_right(token_ends, start), bisect.bisect_left(token_starts, end)
             if train:
-                for t in inside:
-                    labels[t] = ids[t]
+                labels[first:after] = ids[first:after]
             # The end-of-turn token: the first EOS within 3 tokens after the content (axolotl's tolerance).
-            after = inside[-1] + 1 if inside else len(ids)
             eos = next((t for t in range(after, min(after + 4, len(ids))) if ids[t] == self.eos_id), -1)
             if eos != -1:
                 last_eos = eos
@@ -220,7 +226,7 @@ class PretokenizedFormatter:
         if len(labels) != len(ids) or (mask is not None and len(mask) != len(ids)):
             raise ConfigError(f"{self.name}: row {row_no}: labels/attention_mask length differs from input_ids")
         if mask is not None:  # a pretokenized row may carry its own padding: never train on it
-            labels = [lab if m else IGNORE_INDEX for lab, m in zip(labels, mask)]
+            labels = [lab if m else IGNORE_INDEX for lab, m in zip(labels, mask, strict=True)]
         return [(list(ids), list(labels))]
 
 

@@ -10,12 +10,12 @@ transformers only does this when the model runs without a KV cache: training mus
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import datasets
 import torch
-
 from hpcft.trainer.formats import IGNORE_INDEX
 
 

@@ -2,7 +2,7 @@
 
 The cache lives in `dataset_prepared_path/<key>/`; the key hashes the config fields that change the result, the
 CONTENT of every local input file and the tokenizer, so an edited file or template never reuses a stale cache.
-Exactly one process builds it: the others block on an flock in dataset_prepared_path (works across nodes on a
+Exactly one process builds it: the others block on an flock (dataset_prepared_path/.<key>.lock) (works across nodes on a
 shared filesystem with flock support: Lustre mounted with -o flock, NFSv4, GPFS) and then load what it wrote.
 The cache is written to a temporary folder and renamed into place, so a half-written cache is never read.
 """
@@ -17,13 +17,14 @@ import shutil
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
-
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
@@ -62,6 +63,25 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _memoised_sha256(path: Path, memo_dir: Path) -> str:
+    """sha256 of a file, remembered in memo_dir by (size, mtime_ns): every write changes mtime, so an edited file is
+    hashed again. A file modified in the last 2 s is not remembered (a second write within the filesystem's mtime
+    granularity could otherwise keep the same mtime: git's "racy" rule)."""
+    stat = path.stat()
+    memo = memo_dir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
+    if memo.is_file():
+        seen = json.loads(memo.read_text())
+        if (seen["size"], seen["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return seen["sha256"]
+    digest = _file_sha256(path)
+    if time.time() - stat.st_mtime > 2:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".tmp-{socket.gethostname()}-{os.getpid()}")
+        tmp.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}))
+        os.replace(tmp, memo)
+    return digest
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -78,14 +98,33 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
     """The prepared-cache key: config fields that matter, input file contents, tokenizer, format version."""
     entries = []
-    for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
-        for index, ds in enumerate(group):
-            files = local_files(ds, where, index)
-            entries.append({"where": where, "config": ds.model_dump(mode="json"),
-                            "files": [[str(f), _file_sha256(f)] for f in files]})
+    root = prepared_root(cfg)
+    # Ranks take turns: the first hashes the files, the others find its memos instead of re-reading the data.
+    with file_lock(root / ".hashes.lock"):
+        for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
+            for index, ds in enumerate(group):
+                files = local_files(ds, where, index)
+                # Local data is keyed by content alone, so a cache built on a login node is found again inside a
+                # container that mounts the same files elsewhere; Hub data by its name (its content is unknown).
+                config = ds.model_dump(mode="json", exclude={"path", "data_files"} if files else set())
+                hashes = [_memoised_sha256(f, root / ".hashes") for f in files]
+                entries.append({"where": where, "config": config, "files": hashes})
     payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
                **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@contextmanager
+def _progress_bars_on_rank0_only() -> Iterator[None]:
+    """Whichever rank wins the lock builds; only rank 0 draws datasets' progress bars (restored afterwards)."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    if os.environ.get("RANK", "0") != "0":
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 @contextmanager
@@ -112,7 +151,7 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
         parts.append(tokenized)
     merged = datasets.concatenate_datasets(parts)
     if len(merged) == 0:
-        raise ValueError(f"{where}: no sample is left after formatting ({dict(counts)}); check sequence_len, "
+        raise ConfigError(f"{where}: no sample is left after formatting ({dict(counts)}); check sequence_len, "
                          "roles_to_train and the data")
     return merged
 
@@ -175,12 +214,13 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     final = root / key
     started, status = time.monotonic(), "loaded"
     if not final.is_dir():
-        with file_lock(root / ".hpcft-prepare.lock"):
+        with file_lock(root / f".{key}.lock"):  # per key: unrelated jobs sharing the folder never wait
             if not final.is_dir():  # another process may have built it while this one waited
                 log(f"preparing datasets into {final}")
-                built = build_datasets(cfg, tokenizer)
-                built.stats["key"] = key
-                _save(built, final)
+                with _progress_bars_on_rank0_only():
+                    built = build_datasets(cfg, tokenizer)
+                    built.stats["key"] = key
+                    _save(built, final)
                 status = "built"
     prepared = _load(final)  # also after building: every rank trains on the same memory-mapped files
     prepared.stats["cache"] = status
@@ -192,22 +232,10 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     return prepared
 
 
-def load_tokenizer_for(cfg: TrainConfig) -> Any:
-    """The training tokenizer: the model engineer's hpcft.trainer.model.load_tokenizer when present (so preprocess
-    and training hash the same tokenizer, special_tokens included), else the plain AutoTokenizer."""
-    try:
-        from hpcft.trainer.model import load_tokenizer
-    except ImportError:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(cfg.tokenizer_config or cfg.base_model, use_fast=cfg.tokenizer_use_fast,
-                                             trust_remote_code=cfg.trust_remote_code)
-    return load_tokenizer(cfg)
-
-
 def run_preprocess(config_path: str | Path) -> PreparedData:
     """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed)."""
     from hpcft.launcher.config import load_train_yaml
+    from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)
-    return prepare_datasets(cfg, load_tokenizer_for(cfg), world_size=1)
+    return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)

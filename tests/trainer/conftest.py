@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.tiny import make_tiny_model
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import pytest
-
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter, tokenize_dataset
 
@@ -20,7 +21,7 @@ EOS = "<|im_end|>"
 def trained_spans(tokenizer, ids: list[int], labels: list[int]) -> list[str]:
     """The trained tokens, decoded as runs of consecutive positions."""
     spans, run = [], []
-    for i, (token, label) in enumerate(zip(ids, labels)):
+    for i, (token, label) in enumerate(zip(ids, labels, strict=True)):
         if label != IGNORE_INDEX:
             assert label == token, f"label at {i} is not the input token"
             run.append(token)
@@ -147,7 +148,7 @@ def test_pretokenized_passthrough(train_config, tiny_tokenizer):
 
 
 def test_long_and_untrainable_samples_are_dropped_and_counted(train_config, tiny_tokenizer):
-    cfg = train_config(sequence_len=40, **{})
+    cfg = train_config(sequence_len=40)
     short = {"conversations": [{"from": "human", "value": Q1}, {"from": "gpt", "value": A1}]}
     long = {"conversations": [{"from": "human", "value": Q1 * 6}, {"from": "gpt", "value": A1}]}
     no_answer = {"conversations": [{"from": "system", "value": SYSTEM}, {"from": "human", "value": Q1}]}
@@ -174,3 +175,11 @@ def test_missing_message_key_and_completion_field(train_config, tiny_tokenizer):
     cfg = train_config(datasets=[{"path": "x.jsonl", "type": "completion", "field": "body"}])
     with pytest.raises(ConfigError, match=r"datasets\[0\]: row 2: missing field 'body'"):
         make_formatter(cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")({"text": "hi"}, 2)
+
+
+def test_conversation_stored_as_json_string(train_config, tiny_tokenizer):
+    as_string = {"conversations": json.dumps(CHAT["conversations"])}
+    assert format_one(train_config, tiny_tokenizer, as_string, **MAPPED) == \
+        format_one(train_config, tiny_tokenizer, CHAT, **MAPPED)
+    with pytest.raises(ConfigError, match=r"row 1: 'conversations' is a string but not JSON"):
+        format_one(train_config, tiny_tokenizer, {"conversations": "[{"}, **MAPPED)

@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DistributedSampler
-
 from hpcft.trainer.formats import IGNORE_INDEX
-from hpcft.trainer.packing import (PackedCollator, make_collator, pack_dataset, pack_sequences,
-                                   packing_efficiency, pad_to_multiple)
+from hpcft.trainer.packing import (
+    PackedCollator,
+    make_collator,
+    pack_dataset,
+    pack_sequences,
+    packing_efficiency,
+    pad_to_multiple,
+)
+from torch.utils.data import DistributedSampler
 
 
 def lognormal_lengths(n: int, median: float, sigma: float, low: int, high: int, seed: int = 0) -> list[int]:
@@ -38,7 +43,8 @@ def test_packed_rows_restart_positions_and_mask_each_first_label():
                                           "labels": [[10, 11, 12], [-100, 21], [30, -100, 32, 33, 34]]})
     packed = pack_dataset(samples, capacity=8)
     assert len(packed) == 2
-    rows = sorted(zip(packed["input_ids"], packed["labels"], packed["position_ids"]), key=lambda r: -len(r[0]))
+    columns = (packed["input_ids"], packed["labels"], packed["position_ids"])
+    rows = sorted(zip(*columns, strict=True), key=lambda row: -len(row[0]))
     assert rows[0] == ([30, 31, 32, 33, 34, 10, 11, 12], [-100, -100, 32, 33, 34, -100, 11, 12],
                        [0, 1, 2, 3, 4, 0, 1, 2])
     assert rows[1] == ([20, 21], [-100, 21], [0, 1])
@@ -69,20 +75,22 @@ def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(shifted_logits[keep].float(), shifted_labels[keep], reduction="none")
 
 
-def chat_samples(train_config, tokenizer, n: int) -> datasets.Dataset:
+def mixed_samples(train_config, tokenizer, chat_dataset, pretrain_dataset, n: int) -> datasets.Dataset:
+    """n chat samples (first token untrained) and n completion samples (every token trained, BOS included)."""
     from hpcft.trainer.data_sources import load_raw_dataset
     from hpcft.trainer.formats import tokenize_dataset
 
-    cfg = train_config()
-    raw = load_raw_dataset(cfg.datasets[0]).select(range(n))
-    return tokenize_dataset(raw, cfg.datasets[0], cfg, tokenizer, "datasets[0]")[0]
+    cfg = train_config(datasets=[chat_dataset, pretrain_dataset])
+    parts = [tokenize_dataset(load_raw_dataset(ds).select(range(n)), ds, cfg, tokenizer, "d")[0] for ds in cfg.datasets]
+    return datasets.concatenate_datasets(parts)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer, tiny_model, attention):
+def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer, tiny_model, attention,
+                                                    chat_dataset, pretrain_dataset):
     """Attention does not cross samples: every trained token's loss is the same packed or alone (atol 1e-5)."""
     tiny_model.config._attn_implementation = attention
-    samples = chat_samples(train_config, tiny_tokenizer, 12)
+    samples = mixed_samples(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset, 6)
     packed = pack_dataset(samples, capacity=160)
     assert len(packed) < len(samples) and max(len(r) for r in packed["input_ids"]) > 100  # really packed
     batch = make_collator(train_config(sequence_len=160), tiny_tokenizer)(list(packed))
@@ -101,9 +109,10 @@ def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer
     torch.testing.assert_close(packed_loss, unpacked_loss, atol=1e-5, rtol=0)
 
 
-def test_packed_attention_crosses_samples_when_the_model_keeps_a_cache(train_config, tiny_tokenizer, tiny_model):
+def test_packed_attention_crosses_samples_when_the_model_keeps_a_cache(train_config, tiny_tokenizer, tiny_model,
+                                                                        chat_dataset, pretrain_dataset):
     """Why training must set use_cache=False: with a KV cache transformers ignores the packed position_ids."""
-    samples = chat_samples(train_config, tiny_tokenizer, 6)
+    samples = mixed_samples(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset, 3)
     batch = make_collator(train_config(sequence_len=512), tiny_tokenizer)(list(pack_dataset(samples, 512)))
     with torch.no_grad():
         kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
+import time
 from pathlib import Path
 
+import pytest
 import yaml
-
 from hpcft.launcher.config import load_train_yaml
+from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
 
 
@@ -56,6 +59,13 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
     assert edited.stats["cache"] == "built" and edited.stats["key"] != first.stats["key"]
     assert "MOO" in "".join(tiny_tokenizer.decode(ids) for ids in edited.train["input_ids"])
 
+    # The same content elsewhere (another mount point of the shared filesystem) finds the same cache.
+    moved = tmp_path / "mounted-elsewhere" / "chat.jsonl"
+    moved.parent.mkdir()
+    moved.write_text(chat.read_text())
+    assert cache_key(train_config(datasets=[{**chat_dataset, "path": str(moved)}]), tiny_tokenizer) == \
+        edited.stats["key"]
+
     # A config field that changes the samples, or another chat template, changes the key too.
     assert cache_key(train_config(datasets=cfg.model_dump()["datasets"], sequence_len=99), tiny_tokenizer) != \
         cache_key(cfg, tiny_tokenizer)
@@ -64,9 +74,8 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
 
 
 def _prepare_in_child(cfg_json: str, tokenizer_dir: str, barrier, results) -> None:
-    from transformers import AutoTokenizer
-
     from hpcft.launcher.schema import TrainConfig
+    from transformers import AutoTokenizer
 
     cfg = TrainConfig.model_validate_json(cfg_json)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -94,3 +103,23 @@ def test_run_preprocess_fills_the_cache_training_then_loads(train_config, tiny_t
     config_path.write_text(yaml.safe_dump(cfg.training_dict()))
     assert run_preprocess(config_path).stats["cache"] == "built"
     assert prepare_datasets(load_train_yaml(config_path), tiny_tokenizer, world_size=1).stats["cache"] == "loaded"
+
+
+def test_file_hashes_are_memoised_but_an_edit_is_seen(train_config, tiny_tokenizer, chat_dataset, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(Path(chat_dataset["path"]).read_text())
+    os.utime(chat, (time.time() - 60, time.time() - 60))  # an old file: its hash is remembered
+    cfg = train_config(datasets=[{**chat_dataset, "path": str(chat)}])
+    key = cache_key(cfg, tiny_tokenizer)
+    assert len(list((tmp_path / "prepared" / ".hashes").glob("*.json"))) == 1
+    assert cache_key(cfg, tiny_tokenizer) == key
+
+    chat.write_text(chat.read_text().replace("woof", "WOOF"))  # same size, new mtime
+    os.utime(chat, (time.time() - 30, time.time() - 30))
+    assert cache_key(cfg, tiny_tokenizer) != key
+
+
+def test_nothing_left_after_formatting_is_one_clear_error(train_config, tiny_tokenizer, chat_dataset):
+    cfg = train_config(datasets=[{**chat_dataset, "roles_to_train": ["tool"]}])
+    with pytest.raises(ConfigError, match=r"datasets: no sample is left after formatting .*dropped_no_trainable"):
+        prepare_datasets(cfg, tiny_tokenizer, world_size=1)
