@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.add_argument("name", nargs="?")
     profiles.set_defaults(func=cmd_profiles)
 
+    from hpcft.launcher.image import add_image_commands
+
+    add_image_commands(sub)
+
     reference = sub.add_parser("reference", help="print the config reference (Markdown) generated from the schema")
     reference.set_defaults(func=cmd_reference)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.validation import check_keys, format_validation_error
@@ -121,18 +122,12 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
     return merged
 
 
-def unique_mounts(mounts: list[str]) -> list[str]:
-    """Drop repeated mounts: a later `src:dst` wins over an earlier mount of the same destination, and a plain
-    mount inside another plain mount (/capstor/x under /capstor) is already visible, so it is dropped."""
-    by_dest: dict[str, str] = {}
-    for mount in mounts:
-        src, _, rest = str(mount).partition(":")
-        dest = (rest.split(":")[0] if rest else src).rstrip("/") or "/"
-        by_dest.pop(dest, None)
-        by_dest[dest] = str(mount)
-    plain = {d for d, m in by_dest.items() if ":" not in m}
-    return [m for d, m in by_dest.items()
-            if ":" in m or not any(p != d and d.startswith(p.rstrip("/") + "/") for p in plain)]
+def _absolute_image(launch: dict[str, Any], base: Path) -> dict[str, Any]:
+    image = launch.get("image")
+    if isinstance(image, str) and "://" not in image and "#" not in image and (
+            _looks_local(image) or image.endswith((".sqsh", ".sif"))):
+        return {**launch, "image": _to_abs(image, base)}
+    return launch
 
 
 def _looks_local(value: str) -> bool:
@@ -238,7 +233,11 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     config_launch = data.pop("launch", None) or {}
     if not isinstance(config_launch, dict):
         raise ConfigError(f"{where}: key 'launch' must be a mapping of job options (nodes, time, ...)")
-    data["launch"] = merge_launch(profile.launch, config_launch, cli_launch or {})
+    # A relative image path means: from the config's folder when the config names it, from the current folder
+    # when the command line does.
+    config_launch = _absolute_image(config_launch, path.parent)
+    cli_launch = _absolute_image(cli_launch or {}, Path.cwd())
+    data["launch"] = merge_launch(profile.launch, config_launch, cli_launch)
     resolve_paths(data, path.parent, where)
     for key in token_like_values(data):
         warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.validation import format_validation_error
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -120,6 +121,10 @@ def load_profile(name: str) -> Profile:
         current = parent
     merged = OmegaConf.merge(*[OmegaConf.create(c) for c in reversed(chain)])
     data = OmegaConf.to_container(merged, resolve=False)
+    # Lists replace each other in a merge, but a profile that extends another adds mounts, it does not drop them.
+    mounts = [m for c in reversed(chain) for m in ((c.get("launch") or {}).get("mounts") or [])]
+    if mounts:
+        data.setdefault("launch", {})["mounts"] = unique_mounts(mounts)
     data.pop("extends", None)
     data["name"] = name
     try:

@@ -21,8 +21,9 @@ from typing import Any
 import jinja2
 import yaml
 from hpcft.launcher import __version__
-from hpcft.launcher.config import DEEPSPEED_PRESETS, Job, unique_mounts
+from hpcft.launcher.config import DEEPSPEED_PRESETS, Job
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.schema import TrainConfig
 
 _ENV_REF_OR_CHAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*|.", re.S)
@@ -73,8 +74,8 @@ def _read_template(name: str) -> str:
     return (resources.files(f"hpcft.{package}") / filename).read_text()
 
 
-def pyxis_image(image: str) -> str:
-    """pyxis/enroot separate the registry from the path with '#': nvcr.io/nvidia/x:1 -> nvcr.io#nvidia/x:1."""
+def enroot_image(image: str) -> str:
+    """enroot (pyxis, the CSCS EDF) separates registry and path with '#': nvcr.io/nvidia/x:1 -> nvcr.io#nvidia/x:1."""
     image = image.removeprefix("docker://")
     if image.startswith(("/", "./", "~")) or "#" in image:
         return image
@@ -158,9 +159,13 @@ def container_invocation(job: Job, run_dir: Path, mounts: list[str]) -> tuple[li
     if profile.runtime == "edf":
         return [f"--environment={run_dir}/environment.toml"], []
     if profile.runtime == "pyxis":
-        args = [f"--container-image={pyxis_image(launch.image or '')}", f"--container-workdir={run_dir}"]
+        args = [f"--container-image={enroot_image(launch.image or '')}", f"--container-workdir={run_dir}"]
         if mounts:
             args.append("--container-mounts=" + ",".join(m if ":" in m else f"{m}:{m}" for m in mounts))
+        env = _job_env(job)
+        if env:
+            # The image's ENV wins over the host's unless pyxis is told to pass the variable through.
+            args.append("--container-env=" + ",".join(sorted(env)))
         return args, []
     if profile.runtime == "apptainer":
         words = ["apptainer", "exec", "--nv", *profile.apptainer_args]
@@ -196,7 +201,7 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
         "version": __version__, "config_path": str(job.config_path), "profile": profile, "launch": launch,
         "run_dir": str(run_dir), "python": _python_for(profile.python), "env_exports": env_exports, "env": env,
         "container_srun_args": srun_args, "container_exec": exec_words, "array": array, "log_name": log_name,
-        "image": launch.image or "", "mounts": mounts,
+        "image": enroot_image(launch.image or ""), "mounts": mounts,
         "secret_file": str(Path(profile.secret_file).expanduser()) if profile.secret_file else None,
     }
     jenv = _environment()

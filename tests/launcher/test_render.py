@@ -62,7 +62,7 @@ def test_rendered_run_dir_is_valid(profile, nodes, run_cli, workspace):
         edf = tomllib.loads((run / "environment.toml").read_text())
         assert edf["image"] == IMAGE["cscs"]
         assert edf["writable"] is True
-        assert edf["annotations"]["com"]["hooks"]["aws_ofi_nccl"] == {"enabled": "true", "variant": "cuda12"}
+        assert edf["annotations"]["com"]["hooks"]["aws_ofi_nccl"] == {"enabled": "true", "variant": "cuda13"}
         assert edf["env"]["NCCL_NET"] == "AWS Libfabric"
         assert {"/capstor", "/iopsstor", str(run)} <= set(edf["mounts"])
         assert f"--environment={run}/environment.toml" in text
