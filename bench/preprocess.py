@@ -71,7 +71,7 @@ def main() -> None:
     lengths: list[int] = []
     for positions in prepared.train["position_ids"]:
         starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
-        lengths += [b - a for a, b in zip(starts, starts[1:])]
+        lengths += [b - a for a, b in zip(starts, starts[1:], strict=False)]
     cap, mbs = args.sequence_len, args.micro_batch_size
     tokens = sum(lengths)
     packed = packing_efficiency(lengths, pack_sequences(lengths, cap), cap)
@@ -87,7 +87,7 @@ def main() -> None:
            notes=f"{args.conversations} synthetic conversations, {len(lengths)} kept "
                  f"(dropped too long: {stats.get('dropped_too_long', 0)}), mean {tokens / len(lengths):.0f} tokens, "
                  "tiny BPE tokenizer, 1 process", packages=["transformers", "datasets", "tokenizers"])
-    record("preprocess (packing efficiency)", ["batching at sequence_len %d" % cap, "non-pad tokens / slots"], [
+    record("preprocess (packing efficiency)", [f"batching at sequence_len {cap}", "non-pad tokens / slots"], [
         ["hpcft packer (best-fit decreasing)", f"{packed:.4f}"],
         [f"naive: pad to longest in micro-batch of {mbs}", f"{pad_to_longest:.4f}"],
         ["naive: pad every sample to sequence_len", f"{pad_to_len:.4f}"],
