@@ -17,7 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+
+try:
+    from transformers import TrainerCallback
+except ImportError:  # without hpcft[train] main() says so and exits 0
+    TrainerCallback = object
 
 # Dense bf16 peak FLOP/s per GPU (no sparsity), for MFU.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12}
