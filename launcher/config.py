@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.validation import check_keys, format_validation_error
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from pydantic import ValidationError
 
 DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

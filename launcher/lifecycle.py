@@ -17,12 +17,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
-from hpcft.launcher.config import Job
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.slurm import JobInfo, SlurmError
+
+if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
+    from hpcft.launcher.config import Job
 
 BACKENDS = ("sbatch", "submitit")
 _SRUN_LABEL = re.compile(r"^\s*(\d+): ?(.*)$", re.S)
@@ -205,8 +207,7 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
     for point in sweep or []:
         point.job.cfg.launch.job_name = job.cfg.launch.job_name
     if sweep:
-        # render_run_dir picks the directory; render the points into it afterwards would not be atomic,
-        # so fix the directory first.
+        # Each point's train.yaml names files inside the run directory, so choose it before rendering.
         from hpcft.launcher.render import default_run_dir
 
         target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
@@ -241,6 +242,7 @@ class TorchrunOnNode:
     """What submitit runs as each node's task: the same torchrun command job.sbatch runs under srun."""
 
     container_exec: list[str]
+    stop_grace_s: float = 300
 
     def __call__(self) -> int:
         import subprocess
@@ -251,10 +253,25 @@ class TorchrunOnNode:
                 f"--node_rank={env['SLURM_PROCID']}", "--rdzv_backend=c10d",
                 f"--rdzv_endpoint={env['MASTER_ADDR']}:{env['MASTER_PORT']}", f"--rdzv_id={env['SLURM_JOB_ID']}",
                 "--max_restarts=0", "-m", "hpcft.trainer", "train", env["HPCFT_TRAIN_YAML"]]
-        code = subprocess.run(argv, check=False).returncode
+        self._proc = subprocess.Popen(argv)
+        code = self._proc.wait()
         if code != 0:
             raise RuntimeError(f"torchrun on {os.uname().nodename} (node rank {env['SLURM_PROCID']}) exited {code}")
         return code
+
+    def checkpoint(self) -> Any:
+        """submitit's time-limit hook: as job.sbatch's USR1 trap, ask the trainer to save and stop (it polls
+        $HPCFT_STOP_FILE), wait for it, then let submitit requeue the job, which resumes from the checkpoint."""
+        from submitit.helpers import DelayedSubmission
+
+        Path(os.environ["HPCFT_STOP_FILE"]).touch()
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=self.stop_grace_s)
+            except Exception:  # noqa: BLE001 - out of time: Slurm ends it anyway
+                pass
+        return DelayedSubmission(TorchrunOnNode(self.container_exec, self.stop_grace_s))
 
 
 def time_to_minutes(value: str) -> int:
@@ -276,6 +293,7 @@ def time_to_minutes(value: str) -> int:
 def submit_with_submitit(job: Job, run_dir: Path) -> Any:
     """Submit the rendered job through submitit: one task per node running torchrun, as job.sbatch does."""
     import submitit
+
     from hpcft.launcher.config import unique_mounts
     from hpcft.launcher.render import _job_env, _python_for, container_invocation, shell_env_value
 
@@ -286,6 +304,7 @@ def submit_with_submitit(job: Job, run_dir: Path) -> Any:
     exports = {"HPCFT_RUN_DIR": shlex.quote(str(run_dir)),
                "HPCFT_TRAIN_YAML": shlex.quote(str(run_dir / "train.yaml")),
                "HPCFT_PYTHON": shlex.quote(python), "HPCFT_NPROC_PER_NODE": str(launch.nproc_per_node),
+               "HPCFT_STOP_FILE": '"${HPCFT_RUN_DIR}/stop-${SLURM_JOB_ID}"',
                "HPCFT_HANG_TIMEOUT": str(launch.hang_timeout)}
     exports.update({k: shell_env_value(v) for k, v in _job_env(job).items()})
     setup = [f"export {k}={v}" for k, v in exports.items()]
@@ -298,17 +317,21 @@ def submit_with_submitit(job: Job, run_dir: Path) -> Any:
               "export MASTER_ADDR MASTER_PORT"]
     # In a container runtime the task's Python is the image's; on bare nodes it is the one running hpcft.
     executor_python = shlex.quote(python if profile.runtime in ("edf", "pyxis") else sys.executable)
-    executor = submitit.SlurmExecutor(folder=run_dir / "submitit", python=executor_python, max_num_timeout=0)
+    executor = submitit.SlurmExecutor(folder=run_dir / "submitit", python=executor_python,
+                                      max_num_timeout=launch.max_requeues if launch.requeue else 0)
     params: dict[str, Any] = {
         "job_name": launch.job_name, "nodes": launch.nodes, "ntasks_per_node": 1,
-        "time": time_to_minutes(launch.time), "setup": setup, "srun_args": [*srun_args, *launch.srun_args],
-        "additional_parameters": {"chdir": str(run_dir)},
+        "time": time_to_minutes(launch.time), "setup": setup,
+        # As job.sbatch: one failed node ends the step rather than leaving the others in a collective.
+        "srun_args": ["--kill-on-bad-exit=1", "--wait=60", *srun_args, *launch.srun_args],
+        "signal_delay_s": launch.signal_grace, "additional_parameters": {"chdir": str(run_dir)},
     }
-    for key in ("partition", "account", "qos", "constraint", "cpus_per_task", "mem"):
+    for key in ("partition", "account", "qos", "constraint", "cpus_per_task"):
         if getattr(launch, key):
             params[key] = getattr(launch, key)
-    if launch.reservation:
-        params["additional_parameters"]["reservation"] = launch.reservation
+    for key in ("reservation", "mem"):  # as Slurm strings ("64G"); submitit's own `mem` wants gigabytes
+        if getattr(launch, key):
+            params["additional_parameters"][key] = getattr(launch, key)
     if launch.gpus_per_node:
         if profile.gres:
             params["gres"] = f"gpu:{launch.gpus_per_node}"
@@ -316,7 +339,7 @@ def submit_with_submitit(job: Job, run_dir: Path) -> Any:
             params["gpus_per_node"] = launch.gpus_per_node
     executor.update_parameters(**params)
     try:
-        return executor.submit(TorchrunOnNode(container_exec=exec_words))
+        return executor.submit(TorchrunOnNode(exec_words, stop_grace_s=max(10, launch.signal_grace - 10)))
     except Exception as exc:  # submitit wraps sbatch's refusal in its own exception types
         raise SlurmError(f"sbatch refused the job (submitit): {slurm.slurm_message(str(exc))}") from None
 
@@ -433,6 +456,9 @@ def _print_lines(lines: list[LogLine], members: list[JobInfo], out: IO[str], ran
     """Write lines prefixed by node/rank (multi-node jobs) and by array task (sweeps)."""
     multi_node = any(m.nodes > 1 for m in members)
     by_task = {m.array_task_id: m for m in members if m.array_task_id}
+    if rank is not None and lines and all(line.task is None for line in lines):
+        print("hpcft: these logs carry no rank labels (the job's srun has no --label); --rank shows nothing",
+              file=sys.stderr)
     for line in lines:
         if rank is not None and line.task != rank:
             continue
@@ -563,7 +589,7 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
             rows.append(StatusRow(run.job_id, manifest.get("job_name") or "", "UNKNOWN", "", 0, 0,
                                   run_dir=str(run.run_dir or "")))
             continue
-        for member in sorted(members.values(), key=slurm._task_order):
+        for member in sorted(members.values(), key=slurm.task_order):
             if "_" in run.job_id and member.job_id != run.job_id:
                 continue
             step, loss = last_metrics(_output_dir_for(member, manifest))
@@ -642,25 +668,37 @@ def interactive_rc(job: Job, run_dir: Path, torchrun_line: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def torchrun_command(nodes: int) -> str:
+def _container_words(job: Job, run_dir: Path) -> tuple[list[str], list[str]]:
+    from hpcft.launcher.config import unique_mounts
+    from hpcft.launcher.render import container_invocation
+
+    mounts = unique_mounts([*job.cfg.launch.mounts, str(run_dir), job.cfg.output_dir])
+    srun_args, exec_words = container_invocation(job, run_dir, mounts)
+    return [*srun_args, *job.cfg.launch.srun_args], exec_words
+
+
+def torchrun_command(job: Job, run_dir: Path) -> str:
     """The command to paste in an interactive session (the one job.sbatch runs on every node)."""
     torchrun = ('"$HPCFT_PYTHON" -m torch.distributed.run --nnodes="$SLURM_NNODES" '
                 '--nproc_per_node="$HPCFT_NPROC_PER_NODE" --node_rank="$SLURM_PROCID" --rdzv_backend=c10d '
                 '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$SLURM_JOB_ID" --max_restarts=0 '
                 '-m hpcft.trainer train "$HPCFT_TRAIN_YAML"')
-    if nodes == 1:
+    if job.cfg.launch.nodes == 1:
         return torchrun
-    # From the shell on the first node, one task per allocated node (--overlap: the shell holds the CPUs).
-    # The shell's step sets SLURM_NTASKS=1, which srun would obey: give the task counts explicitly.
-    return ('srun --overlap --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 '
-            f"bash -c {shlex.quote(torchrun)}")
+    # From the shell on the first node, one task per allocated node, each in the job's container
+    # (--overlap: the shell holds CPUs). The shell's step sets SLURM_NTASKS=1, which srun would obey,
+    # so the task counts are given explicitly.
+    srun_args, exec_words = _container_words(job, run_dir)
+    words = ["srun", "--overlap", '--nodes="$SLURM_JOB_NUM_NODES"', '--ntasks="$SLURM_JOB_NUM_NODES"',
+             "--ntasks-per-node=1", *map(shlex.quote, srun_args), *map(shlex.quote, exec_words),
+             "bash", "-c", shlex.quote(torchrun)]
+    return " ".join(words)
 
 
 def interactive_argv(job: Job, run_dir: Path) -> list[str]:
-    """srun --pty (under salloc for several nodes) into a shell with the batch job's container and environment."""
-    from hpcft.launcher.config import unique_mounts
-    from hpcft.launcher.render import container_invocation
-
+    """srun --pty into a shell with the batch job's environment: inside its container on one node; on several
+    nodes, under salloc, a plain shell on the first node (srun is not available inside containers) from where
+    the printed command starts torchrun in the container on every node."""
     launch, profile = job.cfg.launch, job.profile
     alloc = [f"--nodes={launch.nodes}", "--ntasks-per-node=1", f"--time={launch.time}",
              f"--job-name={launch.job_name}"]
@@ -672,14 +710,11 @@ def interactive_argv(job: Job, run_dir: Path) -> list[str]:
                      else f"--gpus-per-node={launch.gpus_per_node}")
     if launch.cpus_per_task:
         alloc.append(f"--cpus-per-task={launch.cpus_per_task}")
-    mounts = unique_mounts([*launch.mounts, str(run_dir), job.cfg.output_dir])
-    container_args, exec_words = container_invocation(job, run_dir, mounts)
-    shell = [*exec_words, "bash", "--rcfile", str(run_dir / "interactive.rc"), "-i"]
+    shell = ["bash", "--rcfile", str(run_dir / "interactive.rc"), "-i"]
     if launch.nodes == 1:
-        return ["srun", "--pty", *alloc, *container_args, *launch.srun_args, *shell]
-    # Several nodes: salloc holds them all; the shell runs on the first one, from where srun reaches the rest.
-    return ["salloc", *alloc, "srun", "--pty", "--overlap", "--nodes=1", "--ntasks=1", *container_args,
-            *launch.srun_args, *shell]
+        srun_args, exec_words = _container_words(job, run_dir)
+        return ["srun", "--pty", *alloc, *srun_args, *exec_words, *shell]
+    return ["salloc", *alloc, "srun", "--pty", "--overlap", "--nodes=1", "--ntasks=1", *shell]
 
 
 def prepare_interactive(job: Job, out_dir: str | Path | None = None,
@@ -689,7 +724,7 @@ def prepare_interactive(job: Job, out_dir: str | Path | None = None,
 
     finalize_job_name(job)
     target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
-    line = torchrun_command(job.cfg.launch.nodes)
+    line = torchrun_command(job, target)
     run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
                              extra_files={"interactive.rc": interactive_rc(job, target, line)})
     return run_dir, interactive_argv(job, run_dir), line

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -91,7 +92,8 @@ def cmd_interactive(args: argparse.Namespace) -> int:
         # No training config: a session with the profile's environment only (a placeholder model and data).
         with tempfile.TemporaryDirectory() as tmp:
             placeholder = Path(tmp) / "interactive.yaml"
-            placeholder.write_text("base_model: none\ndatasets:\n  - path: none\nlaunch:\n  job_name: interactive\n")
+            placeholder.write_text("base_model: none\ndatasets:\n  - path: none\nlaunch:\n  job_name: interactive\n"
+                                   f"output_dir: {json.dumps(str(Path.cwd()))}\n")
             job = load_job(placeholder, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
     run_dir, argv, torchrun_line = lifecycle.prepare_interactive(job, out_dir=args.out,
                                                                  command_line=_command_line(args))

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.validation import format_validation_error
-from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"]
 

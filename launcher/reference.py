@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
 from hpcft.launcher.schema import (
     PLUGINS_WITHOUT_EFFECT,
     UNSUPPORTED_AXOLOTL_KEYS,
@@ -13,8 +16,6 @@ from hpcft.launcher.schema import (
     LaunchConfig,
     TrainConfig,
 )
-from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 
 def _type_name(annotation: Any) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import jinja2
 import yaml
+
 from hpcft.launcher import __version__
 from hpcft.launcher.config import DEEPSPEED_PRESETS, Job
 from hpcft.launcher.errors import ConfigError

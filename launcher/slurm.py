@@ -22,7 +22,7 @@ SQUEUE_FIELDS = {"job_id": "%i", "array_job_id": "%F", "array_task_id": "%K", "s
 SQUEUE_FORMAT = "|".join(SQUEUE_FIELDS.values())
 # sacct -P fields; JobName last for the same reason. JobIDRaw is the member's own id, JobID the 12_3 form.
 # DerivedExitCode is the highest exit code of the job's steps: the trainer's own code, where ExitCode is the
-# batch script's (143 when srun's --kill-on-bad-exit terminated the other nodes).
+# batch script's (15 or 143 once srun's --kill-on-bad-exit has terminated the other nodes).
 SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "DerivedExitCode", "Elapsed", "NNodes", "NodeList",
                 "WorkDir", "JobName")
 
@@ -237,9 +237,9 @@ def job_members(job_id: str) -> list[JobInfo]:
     """The job (or every task of an array) with its current state: the controller first, then accounting."""
     records = scontrol_show_job(job_id)
     if records:
-        return sorted((job_from_scontrol(r) for r in records), key=_task_order)
+        return sorted((job_from_scontrol(r) for r in records), key=task_order)
     try:
-        return sorted(sacct_jobs([job_id]), key=_task_order)
+        return sorted(sacct_jobs([job_id]), key=task_order)
     except SlurmError:
         return []
 
@@ -247,6 +247,8 @@ def job_members(job_id: str) -> list[JobInfo]:
 def exit_status(info: JobInfo) -> int:
     """A shell-style exit status for an ended job: the steps' exit code, else the batch script's,
     else 128+signal, else 1 when Slurm ended a job that reported nothing (cancelled, timed out)."""
+    if info.state == "COMPLETED":  # the batch script exited 0 (DerivedExitCode may still hold a requeued run's)
+        return 0
     pairs = [(info.derived_exit_code or "0:0").partition(":"), (info.exit_code or "0:0").partition(":")]
     for code, _, _ in pairs:
         if _int(code):
@@ -254,7 +256,7 @@ def exit_status(info: JobInfo) -> int:
     for _, _, signal in pairs:
         if _int(signal):
             return 128 + _int(signal)
-    return 0 if info.state == "COMPLETED" else 1
+    return 1
 
 
 def accounted_when_ended(job_id: str, members: list[JobInfo], wait: float = 5.0) -> list[JobInfo]:
@@ -267,7 +269,7 @@ def accounted_when_ended(job_id: str, members: list[JobInfo], wait: float = 5.0)
         except SlurmError:
             return members
         if len(records) >= len(members) and all(r.finished for r in records):
-            return sorted(records, key=_task_order)
+            return sorted(records, key=task_order)
         if time.monotonic() > deadline:
             return members
         time.sleep(0.3)
@@ -306,5 +308,6 @@ def _int(text: str) -> int:
         return 0
 
 
-def _task_order(info: JobInfo) -> tuple[int, int]:
+def task_order(info: JobInfo) -> tuple[int, int]:
+    """Sort key: array job id, then task id (a plain job first)."""
     return (_int(info.array_job_id), _int(info.array_task_id or "-1"))

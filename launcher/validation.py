@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from hpcft.launcher.schema import (
     PLUGINS_WITHOUT_EFFECT,
     UNSUPPORTED_AXOLOTL_KEYS,
@@ -14,7 +16,6 @@ from hpcft.launcher.schema import (
     LaunchConfig,
     TrainConfig,
 )
-from pydantic import BaseModel, ValidationError
 
 
 def _known_keys(model: type[BaseModel]) -> set[str]:

@@ -32,7 +32,17 @@ SPOOL=$DIR/spool
 export SLURM_CONF=$ETC/slurm.conf
 
 log() { printf 'local-slurm: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+die() {
+    log "error: $*"
+    # CI shows only our output: print the end of each daemon log so a failure explains itself.
+    local f
+    for f in "$LOG"/*.log "$LOG"/*.out; do
+        [ -s "$f" ] || continue
+        log "---- last lines of $f"
+        tail -n 15 "$f" >&2
+    done
+    exit 1
+}
 
 # ---------------------------------------------------------------- packages
 install_packages() {
@@ -46,14 +56,32 @@ install_packages() {
     fi
     log "installing ${PACKAGES[*]} (missing: ${missing[*]})"
     [ "$(id -u)" -eq 0 ] || die "installing packages needs root; run: sudo apt-get install -y ${PACKAGES[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    # The packages' own service start-up would run a second munged/mariadb/slurmctld with the system's config
+    # (and fail without one): forbid it during the install, as Debian's container images do.
+    local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        ours=1
+    fi
+    apt-get update -q || rc=$?
+    if [ $rc -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" || rc=$?
+    fi
+    if [ $ours -eq 1 ]; then
+        rm -f "$policy"
+    fi
+    [ $rc -eq 0 ] || die "apt-get failed (exit $rc); install by hand: apt-get install ${PACKAGES[*]}"
 }
 
 # ---------------------------------------------------------------- pid helpers
+running() {  # running PID: the process exists and is not a zombie waiting to be reaped
+    kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"
+}
+
 pid_alive() {  # pid_alive NAME: the daemon we started under that name still runs
     local f=$RUN/$1.pid
-    [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+    [ -s "$f" ] && running "$(cat "$f")"
 }
 
 start_daemon() {  # start_daemon NAME CMD...: run a foreground (-D) daemon in its own session, remember its PID
@@ -86,13 +114,13 @@ stop_pid() {  # stop_pid NAME: TERM then KILL the process recorded in NAME.pid
     local f=$RUN/$1.pid pid i
     [ -s "$f" ] || return 0
     pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.2
+        for ((i = 0; i < 100; i++)); do
+            running "$pid" || break
+            sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if running "$pid"; then
             log "$1 (pid $pid) ignored TERM; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -104,7 +132,7 @@ stop_pid() {  # stop_pid NAME: TERM then KILL the process recorded in NAME.pid
 # ---------------------------------------------------------------- munge
 start_munge() {
     mkdir -p "$DIR/munge"
-    chmod 700 "$DIR/munge"
+    chmod 711 "$DIR/munge"  # the socket must be reachable by every user submitting jobs
     if [ ! -s "$DIR/munge/munge.key" ]; then
         dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
         chmod 400 "$DIR/munge/munge.key"
@@ -185,6 +213,8 @@ write_configs() {
         echo "AccountingStorageType=accounting_storage/slurmdbd"
         echo "AccountingStorageHost=localhost"
         echo "AccountingStoragePort=$DBD_PORT"
+        # For slurmdbd connections Slurm reads the munge socket from here, not from AuthInfo.
+        echo "AccountingStoragePass=$DIR/munge/munge.socket"
         echo "AccountingStorageTRES=gres/gpu"
         # Like real sites: a job must name an account the user belongs to (or get the default one).
         echo "AccountingStorageEnforce=associations"
@@ -250,12 +280,14 @@ register_cluster() {
     if ! sacctmgr_q list account format=account | grep -qx "$ACCOUNT"; then
         sacctmgr_q add account "$ACCOUNT" cluster="$CLUSTER" description=hpcft organization=hpcft >/dev/null
     fi
-    local user
+    local user u
     user=${SUDO_USER:-root}
     for u in root "$user"; do
-        if ! sacctmgr_q list user "$u" format=user | grep -qx "$u"; then
-            sacctmgr_q add user "$u" account="$ACCOUNT" defaultaccount="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+        # `add cluster` already made root a user of the `root` account: check the association, not the user.
+        if [ -z "$(sacctmgr_q list assoc user="$u" account="$ACCOUNT" format=user)" ]; then
+            sacctmgr_q add user "$u" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
         fi
+        sacctmgr_q modify user "$u" set defaultaccount="$ACCOUNT" >/dev/null || true
     done
 }
 
@@ -273,10 +305,21 @@ start_slurm() {
     start_daemon slurmctld slurmctld -D -i
     wait_for 30 slurmctld scontrol ping
     local n
+    local own_hostname=1
+    if ! unshare --uts true 2>/dev/null; then
+        # Unprivileged containers may forbid new namespaces: the nodes then share this machine's hostname.
+        log "warning: unshare --uts is not permitted here; node1 and node2 will report hostname $(hostname)"
+        own_hostname=0
+    fi
     for n in "${NODES[@]}"; do
         mkdir -p "$SPOOL/slurmd-$n"
-        # Its own hostname (UTS namespace), so `srun hostname` prints node1 / node2.
-        start_daemon "slurmd-$n" unshare --uts sh -c 'hostname "$1" && exec slurmd -D -N "$1"' sh "$n"
+        if [ $own_hostname -eq 1 ]; then
+            # Its own hostname (UTS namespace), so `srun hostname` prints node1 / node2.
+            # shellcheck disable=SC2016  # $1 is expanded by the inner sh
+            start_daemon "slurmd-$n" unshare --uts sh -c 'hostname "$1" && exec slurmd -D -N "$1"' sh "$n"
+        else
+            start_daemon "slurmd-$n" slurmd -D -N "$n"
+        fi
     done
     wait_for 30 "slurmd on ${NODES[*]}" nodes_idle
 }

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from hpcft.launcher.errors import ConfigError
 
@@ -30,6 +31,8 @@ def _setup_logging() -> None:
     # Replicas log errors only: N ranks repeating every info line would bury rank 0's.
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
     logging.basicConfig(level=level, format="[hpcft %(levelname)s] %(message)s", stream=sys.stderr)
+    # DeepSpeed 0.19 calls collectives that torch 2.13 deprecates, one warning per call: thousands of log lines.
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import torch
 from transformers import TrainingArguments
 
 from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.distributed import load_deepspeed_config
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
 
@@ -24,11 +25,7 @@ class Precision:
     bf16: bool = False
     fp16: bool = False
     full_bf16: bool = False  # bf16: full -> evaluation in bf16 too
-
-    @property
-    def dtype(self) -> torch.dtype:
-        # fp16 trains with fp32 master weights (AMP / DeepSpeed casts itself), so weights load in fp32.
-        return torch.bfloat16 if self.bf16 else torch.float32
+    dtype: torch.dtype = torch.float32  # of the loaded weights
 
 
 def resolve_precision(cfg: TrainConfig, bf16_supported: bool | None = None) -> Precision:
@@ -36,10 +33,16 @@ def resolve_precision(cfg: TrainConfig, bf16_supported: bool | None = None) -> P
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if cfg.fp16:
-        return Precision(fp16=True)
-    if cfg.bf16 == "auto":
-        return Precision(bf16=bf16_supported)
-    return Precision(bf16=bool(cfg.bf16), full_bf16=cfg.bf16 == "full")
+        # A full fine-tune keeps fp32 master weights (AMP; DeepSpeed casts itself); a frozen base can be fp16.
+        return Precision(fp16=True, dtype=torch.float16 if cfg.adapter else torch.float32)
+    bf16 = bf16_supported if cfg.bf16 == "auto" else bool(cfg.bf16)
+    return Precision(bf16=bf16, full_bf16=cfg.bf16 == "full", dtype=torch.bfloat16 if bf16 else torch.float32)
+
+
+def checkpointing_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """gradient_checkpointing_kwargs, defaulting to non-reentrant checkpointing (torch's recommendation; it needs
+    no input grads with frozen embeddings and works under ZeRO-3)."""
+    return dict(cfg.gradient_checkpointing_kwargs or {"use_reentrant": False})
 
 
 def steps_per_epoch(num_rows: int, micro_batch_size: int, gradient_accumulation_steps: int, world_size: int) -> int:
@@ -76,6 +79,13 @@ def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[s
     return {"eval_strategy": "epoch"}
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ConfigError for what the schema cannot check: optimizer name, scheduler keys, the DeepSpeed file."""
+    optimizer_arguments(cfg)
+    scheduler_arguments(cfg)
+    load_deepspeed_config(cfg.deepspeed)
+
+
 def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
                        num_train_rows: int, has_eval: bool, world_size: int) -> TrainingArguments:
     """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
@@ -89,6 +99,8 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
             log.warning("tf32: true ignored: no CUDA GPU")
     return TrainingArguments(
         output_dir=cfg.output_dir,
+        # Without a GPU accelerate only starts torch.distributed (gloo) for DeepSpeed/DDP when told it is on CPU.
+        use_cpu=not torch.cuda.is_available(),
         seed=cfg.seed,
         data_seed=cfg.seed,
         per_device_train_batch_size=cfg.micro_batch_size,
@@ -100,8 +112,8 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         fp16=precision.fp16,
         bf16_full_eval=precision.full_bf16,
         tf32=tf32,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs=checkpointing_kwargs(cfg) if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         deepspeed=deepspeed_config,
         ddp_timeout=cfg.ddp_timeout,

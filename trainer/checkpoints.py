@@ -3,8 +3,8 @@
 A checkpoint is `<output_dir>/checkpoint-<step>` as the transformers Trainer writes it. It counts as complete
 only once `COMPLETE_MARKER` is inside it, and that marker is written by rank 0 after every rank has finished
 writing its part (a barrier), so a checkpoint cut off by a crash or a time limit is never resumed from.
-Rotation (`save_total_limit`) is ours, not the Trainer's, so that it runs after the marker and only ever deletes
-older complete checkpoints and abandoned incomplete ones, never the newest complete one.
+Rotation (`save_total_limit`) is ours, not the Trainer's (which sorts by mtime and knows no markers), so that it
+runs after the marker and only ever deletes older checkpoints, never the newest complete one.
 """
 
 from __future__ import annotations
@@ -63,15 +63,18 @@ def mark_complete(path: Path, step: int, world_size: int) -> None:
 
 
 def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None) -> list[Path]:
-    """Delete complete checkpoints beyond the newest `save_total_limit`, and incomplete ones older than the newest
-    complete one (abandoned by a crash). The newest complete checkpoint is never deleted. Returns what was deleted."""
+    """Apply save_total_limit: delete complete checkpoints beyond the newest `save_total_limit`, and incomplete
+    ones older than the newest complete one (abandoned by a crash). The newest complete checkpoint and any newer
+    (possibly being written) folder are never deleted. Without a limit nothing is deleted. Returns the deleted."""
+    if not save_total_limit:
+        return []
     checkpoints = list_checkpoints(output_dir)
     complete = [p for p in checkpoints if is_complete(p)]
     if not complete:
         return []
     newest_step = checkpoint_step(complete[-1]) or 0
-    keep = set(complete[-max(1, save_total_limit):]) if save_total_limit else set(complete)
-    doomed = [p for p in checkpoints if p not in keep and (is_complete(p) or (checkpoint_step(p) or 0) < newest_step)]
+    keep = set(complete[-save_total_limit:])
+    doomed = [p for p in checkpoints if p not in keep and (checkpoint_step(p) or 0) < newest_step]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
@@ -87,7 +90,8 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
         if not (path / "trainer_state.json").is_file():
             raise ConfigError(f"resume_from_checkpoint: {path} is not a checkpoint (no trainer_state.json)")
         if not is_complete(path):
-            log.warning("resume_from_checkpoint: %s has no %s (not written by hpcft, or cut off)", path, COMPLETE_MARKER)
+            log.warning("resume_from_checkpoint: %s has no %s (not written by hpcft, or cut off)", path,
+                        COMPLETE_MARKER)
         return str(path)
     if cfg.auto_resume_from_checkpoints:
         latest = find_latest_complete_checkpoint(cfg.output_dir)
@@ -107,11 +111,11 @@ class CompleteCheckpointCallback(TrainerCallback):
         self.save_total_limit = save_total_limit
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        # Leftovers of an interrupted save would otherwise mix with the files of a new save at the same step.
+        # An interrupted save after the step we start from would mix its files with the new save at that step.
         # No rank can save before rank 0 finishes this: every step needs rank 0 in its collectives.
         if state.is_world_process_zero:
             for path in list_checkpoints(args.output_dir):
-                if not is_complete(path):
+                if not is_complete(path) and (checkpoint_step(path) or 0) > state.global_step:
                     log.warning("removing incomplete checkpoint %s (interrupted save)", path)
                     shutil.rmtree(path, ignore_errors=True)
 

@@ -68,3 +68,14 @@ def load_deepspeed_config(value: str | dict[str, Any] | None) -> dict[str, Any] 
 def zero_stage(config: dict[str, Any] | None) -> int:
     """The ZeRO stage of a DeepSpeed config (0 without DeepSpeed)."""
     return int((config or {}).get("zero_optimization", {}).get("stage", 0))
+
+
+def ensure_deepspeed_comm() -> None:
+    """Make deepspeed.comm wrap the process group accelerate started. On GPUs accelerate already did; on CPU
+    (use_cpu, gloo) it does not, and ZeRO-3's partitioned load would then see a world of 1 and refuse the
+    batch sizes. Call after the TrainingArguments exist (they start torch.distributed)."""
+    import deepspeed
+    import deepspeed.comm
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed()

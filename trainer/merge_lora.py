@@ -12,8 +12,8 @@ from transformers import AutoTokenizer
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.checkpoints import check_saved_weights
 from hpcft.trainer.args import resolve_precision
+from hpcft.trainer.checkpoints import check_saved_weights
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -27,7 +27,8 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     if not (lora_dir / "adapter_config.json").is_file():
         raise ConfigError(f"merge-lora: no LoRA adapter (adapter_config.json) in {lora_dir}; pass --lora-dir")
     # The adapter folder holds the training tokenizer, added tokens included: the embeddings must match it.
-    tokenizer_dir = lora_dir if (lora_dir / "tokenizer_config.json").is_file() else cfg.tokenizer_config or cfg.base_model
+    has_tokenizer = (lora_dir / "tokenizer_config.json").is_file()
+    tokenizer_dir = lora_dir if has_tokenizer else cfg.tokenizer_config or cfg.base_model
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=cfg.trust_remote_code)
     dtype = resolve_precision(cfg).dtype
     model_cls = getattr(transformers, cfg.model_type)

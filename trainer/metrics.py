@@ -36,7 +36,7 @@ def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_no
                         tokens_per_s: float | None, epoch: float | None) -> str:
     """The one metrics line: a JSON object with exactly TRAIN_KEYS, in that order."""
     values = (step, loss, lr, grad_norm, tokens_per_s, epoch)
-    return json.dumps({key: _number(value) for key, value in zip(TRAIN_KEYS, values)})
+    return json.dumps({key: _number(value) for key, value in zip(TRAIN_KEYS, values, strict=True)})
 
 
 class MetricsCallback(TrainerCallback):

@@ -14,8 +14,8 @@ from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTra
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import Precision
-from hpcft.trainer.distributed import local_rank
+from hpcft.trainer.args import Precision, checkpointing_kwargs
+from hpcft.trainer.distributed import is_main_process, local_rank
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -69,9 +69,12 @@ def quantization_config(cfg: TrainConfig, dtype: torch.dtype, zero3: bool) -> Bi
     return None
 
 
-def lora_target_modules(cfg: TrainConfig, model: torch.nn.Module) -> list[str]:
-    """lora_target_modules, plus with lora_target_linear every linear layer's name except the output head."""
+def lora_target_modules(cfg: TrainConfig, model: torch.nn.Module) -> list[str] | str:
+    """lora_target_modules, plus with lora_target_linear every linear layer's name except the output head.
+    A string alone stays a string: peft reads it as a regular expression over module paths."""
     listed = cfg.lora_target_modules
+    if isinstance(listed, str) and not cfg.lora_target_linear:
+        return listed
     targets = [listed] if isinstance(listed, str) else list(listed or [])
     if cfg.lora_target_linear:
         output = model.get_output_embeddings()
@@ -97,14 +100,14 @@ def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTr
 
 def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
     """Wrap the model with a new LoRA adapter, or continue the one in lora_model_dir."""
-    gc_kwargs = cfg.gradient_checkpointing_kwargs
+    gc_kwargs = checkpointing_kwargs(cfg)
     if quantized and not zero3:
         # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-        # Frozen embeddings produce no grad, so checkpointed blocks would get no grad either without this.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+        # Reentrant checkpointing: frozen embeddings give no grad, so checkpointed blocks would get none either.
         model.enable_input_require_grads()
     if cfg.lora_model_dir:
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
@@ -133,11 +136,16 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
         if torch.cuda.is_available() and not zero3:
             kwargs["device_map"] = {"": local_rank()}  # each DDP rank holds its own quantised copy on its GPU
     model = model_cls.from_pretrained(cfg.base_model, **kwargs)
+    if quant is not None:
+        import bitsandbytes as bnb
+
+        count = sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
+        log.info("loaded %s with %d %d-bit linear layers", cfg.base_model, count, 4 if cfg.load_in_4bit else 8)
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)
     if cfg.adapter:
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
-        if local_rank() == 0:
+        if is_main_process():
             model.print_trainable_parameters()
     return model

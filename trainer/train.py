@@ -17,14 +17,22 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import resolve_precision, training_arguments
+from hpcft.trainer.args import check_config, resolve_precision, training_arguments
 from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
-from hpcft.trainer.distributed import is_main_process, load_deepspeed_config, world_size, zero_stage
+from hpcft.trainer.distributed import (
+    ensure_deepspeed_comm,
+    is_main_process,
+    load_deepspeed_config,
+    rank,
+    world_size,
+    zero_stage,
+)
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -36,10 +44,12 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
                               has_eval=data.eval is not None, world_size=world_size())
+    if deepspeed_config is not None:
+        ensure_deepspeed_comm()
     model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
     stop = StopFileCallback.from_env()
     callbacks = [MetricsCallback(cfg.output_dir), CompleteCheckpointCallback(cfg.save_total_limit),
-                 FaultInjectionCallback.from_env(), stop]
+                 FaultInjectionCallback.from_env(), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                       callbacks=[c for c in callbacks if c is not None])
@@ -64,22 +74,29 @@ def train(config_path: str | Path) -> int:
     cfg = load_train_yaml(config_path)
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
+    check_config(cfg)  # fails in a second, before data and model are loaded
+    resume = resolve_resume_checkpoint(cfg)
     tokenizer = load_tokenizer(cfg)
     trainer, stop = build_trainer(cfg, tokenizer)
 
-    resume = resolve_resume_checkpoint(cfg)
     if resume and is_main_process():
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
 
-    if stop is not None and stop.stopped_at is not None:
+    state = trainer.state
+    if stop is not None and stop.stopped_at is not None and state.global_step < state.max_steps:
         if is_main_process():
             print(f"hpcft: stop file {stop.stop_file} seen: saved checkpoint-{stop.stopped_at} and stopped; "
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
 
+    cleanup()
+    return 0
+
+
+def cleanup() -> None:
+    """Leave the process group together, so no rank exits while another still writes."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-    return 0

@@ -1,0 +1,40 @@
+"""Stands in for `python -m torch.distributed.run ... -m hpcft.trainer train train.yaml` in the Slurm tests.
+
+The test profile points `python:` at a wrapper that runs this file, so a rendered job.sbatch runs unchanged
+through sbatch and srun on both nodes, but in a fraction of a second and without torch. It reports where it
+runs, can sleep, fail on one rank with a real traceback, exit with a chosen code, and write metrics.jsonl.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    train_yaml = argv[-1]
+    rank = int(opts.get("node_rank", "-1"))
+    print(f"fake-torchrun host={socket.gethostname()} SLURM_PROCID={os.environ.get('SLURM_PROCID')} "
+          f"node_rank={rank} nnodes={opts.get('nnodes')} rdzv={opts.get('rdzv_endpoint')} "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} train_yaml={train_yaml}", flush=True)
+    output_dir = next((line.split(":", 1)[1].strip() for line in open(train_yaml)
+                       if line.startswith("output_dir:")), None)
+    steps = int(os.environ.get("HPCFT_FAKE_STEPS", "3"))
+    sleep = float(os.environ.get("HPCFT_FAKE_SLEEP", "0"))
+    if rank == 0 and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    for step in range(1, steps + 1):
+        if rank == 0 and output_dir:
+            with open(os.path.join(output_dir, "metrics.jsonl"), "a") as handle:
+                handle.write(json.dumps({"step": step, "loss": round(2.0 / step, 4)}) + "\n")
+        print(f"step {step} on rank {rank}", flush=True)
+        time.sleep(sleep / steps)
+    if str(rank) == os.environ.get("HPCFT_FAKE_FAIL_RANK"):
+        raise ValueError(f"fake failure on node rank {rank}")
+    return int(os.environ.get("HPCFT_FAKE_EXIT", "0"))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

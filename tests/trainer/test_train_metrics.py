@@ -1,0 +1,65 @@
+"""The metrics line: format, rank-0-only output, the metrics.jsonl file and tracker selection."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from hpcft.trainer.metrics import (
+    METRICS_FILE,
+    TRAIN_KEYS,
+    MetricsCallback,
+    format_metrics_line,
+    tracker_arguments,
+    tracker_environment,
+)
+
+
+def test_metrics_line_format():
+    line = format_metrics_line(7, 2.5, 1e-4, 0.75, 1234.5, 0.25)
+    assert "\n" not in line
+    assert json.loads(line) == {"step": 7, "loss": 2.5, "lr": 1e-4, "grad_norm": 0.75, "tokens_per_s": 1234.5,
+                                "epoch": 0.25}
+    assert list(json.loads(line)) == list(TRAIN_KEYS)
+    # JSON has no NaN: a diverged loss must still give a parseable line
+    assert json.loads(format_metrics_line(1, math.nan, 1e-4, math.inf, None, 0.0))["loss"] is None
+
+
+def test_metrics_callback_writes_rank0_lines(tmp_path, capsys):
+    args, control = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"), TrainerControl()
+    callback = MetricsCallback(tmp_path)
+    state = TrainerState(global_step=0, num_input_tokens_seen=0)
+    state.is_world_process_zero = True
+    callback.on_train_begin(args, state, control)
+    state.global_step, state.num_input_tokens_seen, state.epoch = 5, 4096, 0.5
+    callback.on_log(args, state, control, logs={"loss": 1.5, "learning_rate": 2e-5, "grad_norm": 0.3, "epoch": 0.5})
+    callback.on_log(args, state, control, logs={"eval_loss": 1.7, "epoch": 0.5})
+    callback.on_log(args, state, control, logs={"train_runtime": 3.0})  # the end-of-training summary: no line
+    replica = TrainerState(global_step=5)
+    replica.is_world_process_zero = False
+    callback.on_log(args, replica, control, logs={"loss": 9.9, "learning_rate": 1.0})
+    printed = capsys.readouterr().out.splitlines()
+    written = (tmp_path / METRICS_FILE).read_text().splitlines()
+    assert printed == written and len(written) == 2
+    train = json.loads(written[0])
+    assert train["step"] == 5 and train["loss"] == 1.5 and train["lr"] == 2e-5 and train["tokens_per_s"] > 0
+    assert json.loads(written[1]) == {"step": 5, "eval_loss": 1.7, "epoch": 0.5}
+
+
+def test_trackers(train_config, caplog):
+    assert tracker_arguments(train_config())["report_to"] == "none"
+    with caplog.at_level(logging.WARNING, logger="hpcft.trainer"):
+        report_to = tracker_arguments(train_config(wandb_project="p", wandb_mode="offline"))["report_to"]
+    if importlib.util.find_spec("wandb") is None:
+        assert report_to == "none" and "wandb_project is set but wandb is not installed" in caplog.text
+    else:
+        assert report_to == ["wandb"]
+    assert tracker_arguments(train_config(wandb_project="p", wandb_mode="disabled"))["report_to"] == "none"
+    env = tracker_environment(train_config(wandb_project="p", wandb_mode="offline", wandb_run_id="abc"))
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_RUN_ID"] == "abc" and env["WANDB_RESUME"] == "allow"
+    cfg = train_config(use_tensorboard=True)
+    assert tracker_environment(cfg)["TENSORBOARD_LOGGING_DIR"].endswith("out/tensorboard")
