@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import datasets
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import datasets
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 

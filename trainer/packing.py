@@ -16,6 +16,7 @@ from typing import Any
 
 import datasets
 import torch
+
 from hpcft.trainer.formats import IGNORE_INDEX
 
 

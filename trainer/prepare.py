@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files

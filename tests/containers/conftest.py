@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from hpcft.launcher.cli import build_parser, main
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.image import add_image_commands

@@ -7,6 +7,7 @@ import os
 import re
 
 import pytest
+
 from hpcft.launcher.config import load_job
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.image import check_image, is_local_image

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hpcft.launcher.config import load_job
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.image import check_image

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from hpcft.launcher.image import DOCKERFILE, LUSTRE_STRIPE, Step, run_steps
 
 from .conftest import REPO

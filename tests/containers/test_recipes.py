@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hpcft.launcher.image import APPTAINER_DEF, DOCKERFILE, INSTALL_SCRIPT
 
 from .conftest import REPO

@@ -9,6 +9,7 @@ import shutil
 import sys
 
 import pytest
+
 from hpcft.launcher.image import (
     APPTAINER_DEF,
     DOCKERFILE,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from hpcft.launcher.cli import main
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.tiny import make_tiny_model
 

@@ -6,6 +6,7 @@ import json
 
 import datasets
 import pytest
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter, tokenize_dataset
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
 from hpcft.trainer.formats import IGNORE_INDEX
 from hpcft.trainer.packing import (
     PackedCollator,
@@ -16,7 +18,6 @@ from hpcft.trainer.packing import (
     packing_efficiency,
     pad_to_multiple,
 )
-from torch.utils.data import DistributedSampler
 
 
 def lognormal_lengths(n: int, median: float, sigma: float, low: int, high: int, seed: int = 0) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
@@ -74,8 +75,9 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
 
 
 def _prepare_in_child(cfg_json: str, tokenizer_dir: str, barrier, results) -> None:
-    from hpcft.launcher.schema import TrainConfig
     from transformers import AutoTokenizer
+
+    from hpcft.launcher.schema import TrainConfig
 
     cfg = TrainConfig.model_validate_json(cfg_json)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -6,6 +6,7 @@ import json
 
 import datasets
 import pytest
+
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 from hpcft.trainer.data_sources import load_raw_dataset

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 import torch
-from hpcft.trainer.tiny import make_tiny_model, make_tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hpcft.trainer.tiny import make_tiny_model, make_tiny_tokenizer
 
 
 def test_tiny_tokenizer_is_deterministic_and_chat_ready(tmp_path, tiny_tokenizer):
