@@ -203,6 +203,10 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
         raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     if sweep and backend != "sbatch":
         raise ConfigError("--sweep runs as one Slurm job array rendered into job.sbatch; use --backend sbatch")
+    if not dry_run:
+        from hpcft.launcher.image import check_image
+
+        check_image(job)  # a missing .sqsh/.sif is an error now, not a failed job after the queue wait
     finalize_job_name(job)
     for point in sweep or []:
         point.job.cfg.launch.job_name = job.cfg.launch.job_name
@@ -518,9 +522,27 @@ def show_errors(run: RunRef, out: IO[str] | None = None) -> int:
     if tb is None:
         print(f"hpcft: no Python traceback in the logs of job {run.job_id} ({len(paths)} file(s))", file=sys.stderr)
         return 1
-    where = "" if tb.task is None else f" on task {tb.task}"
-    out.write(f"first traceback{where} ({tb.source}):\n{tb.text}\n")
+    out.write(f"first traceback{_where(tb, lines, run.job_id)} ({tb.source}):\n{tb.text}\n")
     return 0
+
+
+# torchrun prints a worker's global rank with its failure ("rank : 1 (local_rank: 0)"), and every rank of the
+# trainer names itself in its first lines ("[rank1]:" prefixes from torch.distributed).
+_TORCHRUN_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank")
+_WORKER_PREFIX = re.compile(r"^\[(?:rank|default)(\d+)\]:")
+
+
+def _where(tb: Traceback, lines: list[LogLine], job_id: str) -> str:
+    """' on node2 (node rank 1, global rank 1)': where the traceback came from, as far as the logs tell."""
+    if tb.task is None:
+        return ""
+    members = slurm.job_members(job_id)
+    hosts = _hosts(members[0]) if members else []
+    host = hosts[tb.task] if tb.task < len(hosts) else f"task {tb.task}"
+    rank = next((m.group(1) for line in lines if line.task == tb.task
+                 for m in [_TORCHRUN_RANK.match(line.text) or _WORKER_PREFIX.match(line.text)]
+                 if m and (m.re is _TORCHRUN_RANK or "Traceback" in line.text)), None)
+    return f" on {host} (node rank {tb.task}" + (f", global rank {rank})" if rank else ")")
 
 
 # ---------------------------------------------------------------- status

@@ -95,6 +95,10 @@ def cmd_interactive(args: argparse.Namespace) -> int:
             placeholder.write_text("base_model: none\ndatasets:\n  - path: none\nlaunch:\n  job_name: interactive\n"
                                    f"output_dir: {json.dumps(str(Path.cwd()))}\n")
             job = load_job(placeholder, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
+    if not args.dry_run:
+        from hpcft.launcher.image import check_image
+
+        check_image(job)
     run_dir, argv, torchrun_line = lifecycle.prepare_interactive(job, out_dir=args.out,
                                                                  command_line=_command_line(args))
     print(shlex.join(argv))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
@@ -44,9 +44,16 @@ class Profile(BaseModel):
     edf: EdfOptions = Field(default_factory=EdfOptions)
     apptainer_args: list[str] = Field(default_factory=list)
     secret_env: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_ENV))
+    """Variables passed to the job from your environment, never written; always includes DEFAULT_SECRET_ENV."""
     secret_file: str | None = None  # a 0600 file of KEY=VALUE lines, sourced on the node, never copied
     setup: list[str] = Field(default_factory=list)  # shell lines run before srun (e.g. module load)
     rdzv_port_base: int = Field(29500, ge=1024, le=60000)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _always_the_default_secrets(cls, names: list[str]) -> list[str]:
+        # A profile adds its site's token names; it cannot drop HF_TOKEN & co. from the protected set by accident.
+        return list(dict.fromkeys([*DEFAULT_SECRET_ENV, *names]))
 
 
 def profile_dirs() -> list[Path]:

@@ -184,7 +184,8 @@ write_configs() {
         echo "SlurmctldPort=$CTLD_PORT"
         echo "SlurmdPort=$NODE_PORT_BASE"
         echo "AuthType=auth/munge"
-        echo "AuthInfo=socket=$DIR/munge/munge.socket"
+        # cred_expire: Slurm holds a requeued job this long (default 120 s); 10 s keeps requeue tests short.
+        echo "AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=10"
         echo "CredType=cred/munge"
         echo "SlurmUser=root"
         echo "SlurmdUser=root"

@@ -3,7 +3,9 @@
 Environment (read once when the run starts):
   HPCFT_FAULT_CRASH_AT_STEP=N  raise after optimizer step N (before its checkpoint), on HPCFT_FAULT_RANK
   HPCFT_FAULT_HANG_AT_STEP=N   sleep forever after step N, on HPCFT_FAULT_RANK
-  HPCFT_FAULT_RANK=r           the global rank the two faults above hit (unset: every rank)
+  HPCFT_FAULT_KILL_IN_SAVE_AT_STEP=N  SIGKILL the process while checkpoint-N is being saved: its files are
+                               written but not every rank has confirmed them, so it is never marked complete
+  HPCFT_FAULT_RANK=r           the global rank the three faults above hit (unset: every rank)
   HPCFT_FAULT_STEP_SLEEP=s     sleep s seconds after every step (every rank)
   HPCFT_STOP_FILE=path         when this file exists at a step boundary: checkpoint, stop, exit 0
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +43,16 @@ class FaultInjectionCallback(TrainerCallback):
     hang_at_step: int | None = None
     rank: int | None = None
     step_sleep: float = 0.0
+    kill_in_save_at_step: int | None = None
 
     @classmethod
     def from_env(cls) -> FaultInjectionCallback | None:
         """The callback configured by the HPCFT_FAULT_* variables, or None when none is set."""
         fault = cls(_int_env("HPCFT_FAULT_CRASH_AT_STEP"), _int_env("HPCFT_FAULT_HANG_AT_STEP"),
-                    _int_env("HPCFT_FAULT_RANK"), float(os.environ.get("HPCFT_FAULT_STEP_SLEEP") or 0))
-        return fault if (fault.crash_at_step or fault.hang_at_step or fault.step_sleep) else None
+                    _int_env("HPCFT_FAULT_RANK"), float(os.environ.get("HPCFT_FAULT_STEP_SLEEP") or 0),
+                    _int_env("HPCFT_FAULT_KILL_IN_SAVE_AT_STEP"))
+        wanted = fault.crash_at_step or fault.hang_at_step or fault.step_sleep or fault.kill_in_save_at_step
+        return fault if wanted else None
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         hit = self.rank is None or self.rank == args.process_index
@@ -59,6 +65,16 @@ class FaultInjectionCallback(TrainerCallback):
                 time.sleep(3600)
         if self.step_sleep:
             time.sleep(self.step_sleep)
+        return control
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        # Runs before CompleteCheckpointCallback.on_save (train.py orders them): the process dies between
+        # writing its files and the barrier after which rank 0 marks the checkpoint complete.
+        hit = self.rank is None or self.rank == args.process_index
+        if hit and self.kill_in_save_at_step == state.global_step:
+            print(f"HPCFT_FAULT_KILL_IN_SAVE_AT_STEP={state.global_step}: killing rank {args.process_index} "
+                  "in the middle of the checkpoint save", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         return control
 
 

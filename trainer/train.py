@@ -48,8 +48,9 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
         ensure_deepspeed_comm()
     model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
     stop = StopFileCallback.from_env()
-    callbacks = [MetricsCallback(cfg.output_dir), CompleteCheckpointCallback(cfg.save_total_limit),
-                 FaultInjectionCallback.from_env(), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
+    # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one.
+    callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
+                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                       callbacks=[c for c in callbacks if c is not None])

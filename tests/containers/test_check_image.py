@@ -83,3 +83,16 @@ def test_a_container_profile_without_an_image_is_refused(workspace):
 
 def test_no_container_no_check(workspace):
     check_image(_job(workspace, "local", None))
+
+
+@pytest.mark.parametrize("verb", ["submit", "interactive"])
+def test_submit_and_interactive_refuse_a_missing_image_before_anything_runs(workspace, run_cli, tmp_path, verb):
+    """The check is wired into the verbs: one line naming the file, exit 2, no run directory, no Slurm call
+    (this machine's sbatch would accept the job; the refusal must come first)."""
+    missing = tmp_path / "ce-images" / "hpcft.sqsh"
+    runs = tmp_path / "runs"
+    result = run_cli(verb, "--profile", "pyxis", workspace / "cfg.yaml", "--image", missing, "--out", runs / "r",
+                     cwd=workspace)
+    assert result.code == 2, result.out + result.err
+    assert f"image file not found: {missing}" in result.err
+    assert not runs.exists()

@@ -182,7 +182,7 @@ def test_tutorial_config_renders_to_the_tutorial_job(run_cli, workspace, monkeyp
     assert "HPCFT_NPROC_PER_NODE=4" in text
     assert '--node_rank="$SLURM_PROCID"' in text  # expanded on the node, inside single quotes
     assert 'MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)' in text
-    assert "srun --kill-on-bad-exit=1 --wait=60" in text
+    assert "srun --label --kill-on-bad-exit=1 --wait=60" in text
     train = yaml.safe_load((out / "train.yaml").read_text())
     assert train["dataset_prepared_path"] == f"{workspace}/prepared/alice"
     assert train["model_type"] == "AutoModelForCausalLM" and train["sample_packing"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from hpcft.launcher import slurm  # noqa: E402
 from hpcft.launcher.cli import main  # noqa: E402
 
 FAKE_TORCHRUN = Path(__file__).resolve().parent / "fake_torchrun.py"
+TINY_CPU = Path(__file__).resolve().parents[2] / "configs" / "examples" / "tiny-cpu.yaml"
 _reachable: bool | None = None
 
 
@@ -83,3 +85,23 @@ def run_cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_cpu() -> Path:
+    """configs/examples/tiny-cpu.yaml, with the random tiny model it names created if missing (the real trainer)."""
+    pytest.importorskip("torch")
+    model = TINY_CPU.parent / "tiny-assets" / "model"
+    if not (model / "config.json").is_file():
+        made = subprocess.run([sys.executable, "-m", "hpcft.trainer", "make-tiny", str(model)],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+    return TINY_CPU
+
+
+@pytest.fixture
+def real_workspace(tmp_path: Path, monkeypatch) -> Path:
+    """A private submissions index and working folder for runs of the real trainer."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

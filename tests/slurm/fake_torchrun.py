@@ -2,14 +2,19 @@
 
 The test profile points `python:` at a wrapper that runs this file, so a rendered job.sbatch runs unchanged
 through sbatch and srun on both nodes, but in a fraction of a second and without torch. It reports where it
-runs, can sleep, fail on one rank with a real traceback, exit with a chosen code, and write metrics.jsonl.
+runs, can sleep, fail on one rank with a real traceback, exit with a chosen code, write metrics.jsonl, and show
+the environment it got (HPCFT_FAKE_SHOW_ENV=A,B prints values; HPCFT_FAKE_HASH_ENV=A,B prints sha256 digests, for
+secrets that must arrive without being printed).
 """
 
+import hashlib
 import json
 import os
 import socket
 import sys
 import time
+
+import yaml
 
 
 def main(argv: list[str]) -> int:
@@ -19,8 +24,12 @@ def main(argv: list[str]) -> int:
     print(f"fake-torchrun host={socket.gethostname()} SLURM_PROCID={os.environ.get('SLURM_PROCID')} "
           f"node_rank={rank} nnodes={opts.get('nnodes')} rdzv={opts.get('rdzv_endpoint')} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} train_yaml={train_yaml}", flush=True)
-    output_dir = next((line.split(":", 1)[1].strip() for line in open(train_yaml)
-                       if line.startswith("output_dir:")), None)
+    for name in filter(None, os.environ.get("HPCFT_FAKE_SHOW_ENV", "").split(",")):
+        print(f"env {name}={os.environ.get(name)}", flush=True)
+    for name in filter(None, os.environ.get("HPCFT_FAKE_HASH_ENV", "").split(",")):
+        print(f"sha256 {name}={hashlib.sha256(os.environ.get(name, '').encode()).hexdigest()}", flush=True)
+    with open(train_yaml) as handle:
+        output_dir = yaml.safe_load(handle).get("output_dir")
     steps = int(os.environ.get("HPCFT_FAKE_STEPS", "3"))
     sleep = float(os.environ.get("HPCFT_FAKE_SLEEP", "0"))
     if rank == 0 and output_dir:

@@ -1,0 +1,132 @@
+"""Nothing lost: the real trainer (configs/examples/tiny-cpu.yaml, ZeRO-3 on CPU) on the local two-node cluster,
+with faults injected through the trainer's HPCFT_FAULT_* variables (trainer/faults.py): time-limit requeue and
+resume, a crashing rank, a hanging rank, a kill in the middle of a checkpoint save.
+
+Each job runs 2 nodes x 1 process; start-up (torch, deepspeed, rendezvous) is ~12 s of each."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcft.trainer.checkpoints import COMPLETE_MARKER
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+RESUME_RTOL = 1e-4  # a resumed run's losses vs the uninterrupted run (measured in tests/trainer: bit-identical)
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def job_id_of(out: str) -> str:
+    match = re.search(r"submitted job (\d+)", out)
+    assert match, out
+    return match.group(1)
+
+
+def submit_tiny(run_cli, config: Path, output_dir: Path, *overrides: str):
+    return run_cli("submit", "--profile", "local", config, "--follow", f"output_dir={output_dir}", *overrides)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cpu, tmp_path_factory):
+    """The reference: the tiny config trained start to end in one allocation (30 steps, seed 42)."""
+    from hpcft.launcher.cli import main
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_STATE_HOME", str(root / "state"))
+        mp.chdir(root)
+        code = main(["submit", "--profile", "local", str(tiny_cpu), "--follow", f"output_dir={root / 'outputs'}"])
+    assert code == 0
+    return metrics(root / "outputs")
+
+
+def test_two_node_training_completes_and_the_loss_falls(uninterrupted):
+    steps = [m["step"] for m in uninterrupted]
+    assert steps == list(range(1, 31))
+    first, last = uninterrupted[0]["loss"], uninterrupted[-1]["loss"]
+    assert last < 0.7 * first, (first, last)
+
+
+def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
+        tiny_cpu, uninterrupted, real_workspace, run_cli, monkeypatch):
+    """2-minute limit, USR1 60 s before it (Slurm sends it up to 30 s earlier still), steps slowed to ~1.7 s: the
+    30 steps cannot fit in one allocation. Secrets ride along in the environment to prove none is written."""
+    hf_token, wandb_key = f"hf_{secrets.token_hex(16)}", secrets.token_hex(20)
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    monkeypatch.setenv("WANDB_API_KEY", wandb_key)
+    out = real_workspace / "outputs"
+    result = submit_tiny(run_cli, tiny_cpu, out, "launch.time='00:02:00'", "launch.signal_grace=60",
+                         "launch.env.HPCFT_FAULT_STEP_SLEEP='1.5'")
+    assert result.code == 0, result.out[-3000:] + result.err
+    job_id = job_id_of(result.out)
+
+    # Every step trained exactly once, across allocations, with the uninterrupted run's losses.
+    got = metrics(out)
+    assert [m["step"] for m in got] == list(range(1, 31))
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in uninterrupted], rel=RESUME_RTOL)
+    log = result.out
+    assert "hpcft: time limit near: asking the trainer to checkpoint and stop" in log
+    assert re.search(r"resuming from \S+/checkpoint-\d+", log), log[-3000:]
+    status = run_cli("status", job_id).out
+    row = next(line.split() for line in status.splitlines() if line.startswith(job_id))
+    assert row[2] == "COMPLETED" and int(row[5]) >= 1, status  # RESTARTS column
+
+    # Secrets: the job had them (Slurm passes the submitting environment), no file hpcft or the job wrote has them.
+    leaked = [str(p) for p in real_workspace.rglob("*") if p.is_file()
+              and (hf_token.encode() in p.read_bytes() or wandb_key.encode() in p.read_bytes())]
+    assert not leaked
+
+
+def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_workspace, run_cli):
+    started = time.monotonic()
+    result = submit_tiny(run_cli, tiny_cpu, real_workspace / "outputs",
+                         "launch.env.HPCFT_FAULT_CRASH_AT_STEP='3'", "launch.env.HPCFT_FAULT_RANK='1'")
+    elapsed = time.monotonic() - started
+    assert result.code != 0
+    assert elapsed < 120, f"the job took {elapsed:.0f} s to end after rank 1 died"
+    assert " FAILED " in run_cli("status", "latest").out
+    errors = run_cli("logs", "--errors")
+    assert errors.code == 0
+    assert "on node2 (node rank 1, global rank 1)" in errors.out, errors.out
+    assert "Traceback (most recent call last):" in errors.out
+    assert "InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
+
+
+def test_a_hanging_rank_is_ended_by_the_watchdog_with_stacks_saved(tiny_cpu, real_workspace, run_cli):
+    started = time.monotonic()
+    result = submit_tiny(run_cli, tiny_cpu, real_workspace / "outputs", "launch.hang_timeout=15",
+                         "launch.env.HPCFT_FAULT_HANG_AT_STEP='3'", "launch.env.HPCFT_FAULT_RANK='1'")
+    elapsed = time.monotonic() - started
+    assert result.code != 0
+    assert elapsed < 90, f"the hung job took {elapsed:.0f} s to end"
+    assert "no training step for" in result.out + result.err
+    run_dir = next(real_workspace.glob("runs/*/*/manifest.json")).parent
+    dumps = {p.name: p.read_text() for p in (run_dir / "stacks").glob("*.txt")}
+    hung = next(text for name, text in dumps.items() if name.endswith("-rank1.txt"))
+    assert "launch.hang_timeout=15" in hung
+    assert "faults.py" in hung and "on_step_end" in hung  # where rank 1 is stuck
+
+
+def test_a_kill_during_checkpoint_save_resumes_from_the_previous_checkpoint(tiny_cpu, real_workspace, run_cli):
+    out = real_workspace / "outputs"
+    killed = submit_tiny(run_cli, tiny_cpu, out, "launch.env.HPCFT_FAULT_KILL_IN_SAVE_AT_STEP='20'",
+                         "launch.env.HPCFT_FAULT_RANK='1'")
+    assert killed.code != 0
+    assert (out / "checkpoint-10" / COMPLETE_MARKER).is_file()
+    assert (out / "checkpoint-20").is_dir() and not (out / "checkpoint-20" / COMPLETE_MARKER).exists()
+
+    resumed = submit_tiny(run_cli, tiny_cpu, out)  # the same config again: auto-resume
+    assert resumed.code == 0, resumed.out[-3000:] + resumed.err
+    assert re.search(r"resuming from \S+/checkpoint-10\b", resumed.out), resumed.out[-3000:]
+    steps = [m["step"] for m in metrics(out)]
+    assert steps == list(range(1, 21)) + list(range(11, 31))  # the first run logged up to 20, then died
+    assert all((out / f"checkpoint-{s}" / COMPLETE_MARKER).is_file() for s in (10, 20, 30))
