@@ -126,6 +126,7 @@ def test_failed_job_shows_the_failing_ranks_traceback(workspace, run_cli):
     assert result.code == 1
     errors = run_cli("logs", "--errors")
     assert errors.code == 0
+    assert "first traceback on node2 (node rank 1)" in errors.out
     assert "Traceback (most recent call last):" in errors.out
     assert errors.out.rstrip().endswith("ValueError: fake failure on node rank 1")
     assert " FAILED " in run_cli("status", "latest").out
@@ -182,7 +183,7 @@ def test_submitit_failure_surfaces_in_python_and_in_logs(workspace, run_cli):
     with pytest.raises(Exception, match="node rank 1"):
         job.results()
     errors = run_cli("logs", "--errors", job.job_id)
-    assert errors.code == 0 and "on task 1" in errors.out
+    assert errors.code == 0 and "on node2 (node rank 1)" in errors.out
     assert errors.out.rstrip().endswith("ValueError: fake failure on node rank 1")
 
 
@@ -210,7 +211,7 @@ def test_sweep_is_one_job_array_with_a_directory_per_point(workspace, run_cli):
     assert [m.job_id for m in members] == [f"{job_id}_{i}" for i in range(3)]
     logs = run_cli("logs", job_id).out
     for i in range(3):  # each line says which array task wrote it
-        assert f"[{job_id}_{i}] fake-torchrun host=node1 SLURM_PROCID=0" in logs
+        assert f"[{job_id}_{i}] [node1/0] fake-torchrun host=node1 SLURM_PROCID=0" in logs
     status = run_cli("status", job_id)
     rows = [line for line in status.out.splitlines()[1:] if line.strip()]
     assert [row.split()[0] for row in rows] == [f"{job_id}_{i}" for i in range(3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def test_injected_text_is_carried_literally_and_never_runs(workspace, run_cli):
     assert result.code == 0, result.out + result.err
     assert result.out.count(f"env INJ={env_value}") == 2  # both nodes got the exact text
     assert (out_dir / "metrics.jsonl").is_file()  # the odd output_dir was used as the path it is
-    ran = sorted(p.name for p in workspace.root.rglob("*canary*")) + sorted(
-        p.name for p in Path(run_dir).rglob("canary*"))
+    # The hostile paths themselves contain folders named "canary-outdir) `x`; y" etc.; a command that ran would
+    # have made a plain `canary-<tag>` file.
+    ran = sorted({str(p) for p in [*workspace.root.rglob("canary*"), *Path(run_dir).rglob("canary*")]
+                  if re.fullmatch(r"canary-[\w-]+", p.name)})
     assert ran == [], f"injected commands ran: {ran}"
 
 
