@@ -420,11 +420,22 @@ def _labelled(raw: str, path: Path, submitit_task: re.Match[str] | None) -> LogL
     return LogLine(raw, None, path)
 
 
-def format_line(line: LogLine, hosts: list[str], prefix: bool) -> str:
+_RANK_COLORS = ("36", "33", "35", "32", "34", "91", "96", "93")  # ANSI: cyan, yellow, magenta, green, ...
+
+
+def use_color(out: IO[str]) -> bool:
+    """Colour on a terminal only: never in a pipe or a file, nor with NO_COLOR set (https://no-color.org)."""
+    return hasattr(out, "isatty") and out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def format_line(line: LogLine, hosts: list[str], prefix: bool, color: bool = False) -> str:
     if not prefix or line.task is None:
         return line.text
     host = hosts[line.task] if line.task < len(hosts) else "?"
-    return f"[{host}/{line.task}] {line.text}"
+    label = f"[{host}/{line.task}]"
+    if color:
+        label = f"\033[{_RANK_COLORS[line.task % len(_RANK_COLORS)]}m{label}\033[0m"
+    return f"{label} {line.text}"
 
 
 def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, rank: int | None = None,
@@ -434,8 +445,11 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
     tailer = LogTailer()
     deadline = None if timeout is None else time.monotonic() + timeout
     members = _members_or_fail(run.job_id)
+    shown_state = ""
     while True:
         done = all(m.finished for m in members)
+        if follow:
+            shown_state = _note_state_change(members, shown_state)
         # Once the job has ended its files are complete: read to the end, unfinished last lines included.
         _print_lines(tailer.read_new(log_files(run), final=done or not follow), members, out, rank)
         if done or not follow:
@@ -449,6 +463,19 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
     return max(slurm.exit_status(m) for m in slurm.accounted_when_ended(run.job_id, members))
 
 
+def _note_state_change(members: list[JobInfo], shown: str) -> str:
+    """While following, say on stderr when the job waits, starts, is requeued or ends (the logs say nothing then)."""
+    first = members[0]
+    state = f"{first.state} {first.reason}" if first.state == "PENDING" and first.reason not in ("", "None") \
+        else first.state
+    if first.restarts:
+        state += f" (restart {first.restarts})"
+    if state != shown:
+        where = f" on {first.nodelist}" if first.state == "RUNNING" and first.nodelist else ""
+        print(f"hpcft: job {first.array_job_id} {state}{where}", file=sys.stderr, flush=True)
+    return state
+
+
 def _members_or_fail(job_id: str) -> list[JobInfo]:
     members = slurm.job_members(job_id)
     if not members:
@@ -459,6 +486,7 @@ def _members_or_fail(job_id: str) -> list[JobInfo]:
 def _print_lines(lines: list[LogLine], members: list[JobInfo], out: IO[str], rank: int | None) -> None:
     """Write lines prefixed by node/rank (multi-node jobs) and by array task (sweeps)."""
     multi_node = any(m.nodes > 1 for m in members)
+    color = use_color(out)
     by_task = {m.array_task_id: m for m in members if m.array_task_id}
     if rank is not None and lines and all(line.task is None for line in lines):
         print("hpcft: these logs carry no rank labels (the job's srun has no --label); --rank shows nothing",
@@ -470,7 +498,7 @@ def _print_lines(lines: list[LogLine], members: list[JobInfo], out: IO[str], ran
         task_match = re.search(rf"(?<![0-9]){re.escape(member.array_job_id)}_(\d+)(?![0-9])", line.source.name)
         if task_match and task_match.group(1) in by_task:
             member = by_task[task_match.group(1)]
-        text = format_line(line, _hosts(member), multi_node)
+        text = format_line(line, _hosts(member), multi_node, color)
         out.write(f"[{member.job_id}] {text}\n" if by_task else text + "\n")
     out.flush()
 
@@ -501,7 +529,7 @@ def _tracebacks(lines: list[LogLine]) -> list[Traceback]:
     open_blocks: dict[tuple[Path, int | None], list[str]] = {}
     for line in lines:
         key = (line.source, line.task)
-        text = re.sub(r"^\[(?:rank|default)\d+\]:", "", line.text)  # torchrun's per-worker prefix
+        text = re.sub(r"^\[(?:rank|default)\d+\]: ?", "", line.text)  # torchrun's per-worker prefix
         if text.startswith("Traceback (most recent call last):"):
             open_blocks[key] = [text]
         elif key in open_blocks:

@@ -109,6 +109,11 @@ class CompleteCheckpointCallback(TrainerCallback):
 
     def __init__(self, save_total_limit: int | None) -> None:
         self.save_total_limit = save_total_limit
+        self._step_ended = time.monotonic()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._step_ended = time.monotonic()  # a save starts after the step ends: time it from here
+        return control
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # An interrupted save after the step we start from would mix its files with the new save at that step.
@@ -124,6 +129,8 @@ class CompleteCheckpointCallback(TrainerCallback):
         _barrier()  # every rank has written its shards, optimizer state and RNG state
         if state.is_world_process_zero and path.is_dir():
             mark_complete(path, state.global_step, args.world_size)
+            print(f"hpcft: saved {path.name} ({time.monotonic() - self._step_ended:.1f} s, all "
+                  f"{args.world_size} rank(s))", flush=True)
             for deleted in rotate_checkpoints(args.output_dir, self.save_total_limit):
                 log.info("save_total_limit=%s: deleted %s", self.save_total_limit, deleted)
         _barrier()  # nobody reads the folder list again before the marker and rotation are done

@@ -7,6 +7,7 @@ fake_torchrun.py so that no trainer or torch is needed; hand-written scripts go 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -71,6 +72,15 @@ def test_status_lists_recent_runs_and_logs_filter_by_rank(workspace, run_cli):
     assert "[node2/1] step 3 on rank 1" in rank1.out and "on rank 0" not in rank1.out
     everything = run_cli("logs", labelled)
     assert "[node1/0] step 3 on rank 0" in everything.out and "[node2/1] step 3 on rank 1" in everything.out
+    assert "\033[" not in everything.out  # not a terminal: no colour codes
+
+    # On a terminal (a pty made by `script`) each rank's label has its own colour.
+    hpcft = shutil.which("hpcft") or str(Path(sys.executable).with_name("hpcft"))
+    on_tty = subprocess.run(["script", "-qec", shlex.join([hpcft, "logs", labelled]), "/dev/null"],
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    assert "\033[36m[node1/0]\033[0m step 3 on rank 0" in on_tty.stdout, on_tty.stdout
+    assert "\033[33m[node2/1]\033[0m step 3 on rank 1" in on_tty.stdout
 
 
 def test_follow_returns_the_jobs_exit_code(workspace, run_cli):

@@ -184,3 +184,14 @@ def test_lifecycle_modules_import_neither_torch_nor_submitit():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_first_traceback_of_the_real_trainer_is_the_workers_not_torchruns():
+    """Captured from tests/slurm/test_reliability.py (crash injected on rank 1 of 2 nodes): torchrun prefixes
+    each worker line with [rankN]: and adds its own ChildFailedError traceback later; the user needs the first."""
+    tb = lifecycle.first_traceback(_log_lines("torchrun_crash_rank1.err"))
+    assert tb is not None and tb.task == 1
+    lines = tb.text.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1].startswith('  File "<frozen runpy>"')  # indentation kept after the prefix is removed
+    assert lines[-1] == "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
