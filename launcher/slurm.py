@@ -124,16 +124,24 @@ def submit_batch(script: Path, *, cwd: Path, extra_args: list[str] | None = None
 
 # ---------------------------------------------------------------- squeue
 
-def parse_squeue(stdout: str) -> list[JobInfo]:
-    """Lines of `squeue --array --noheader -o SQUEUE_FORMAT`."""
-    jobs = []
+def _pipe_rows(stdout: str, fields: list[str], tool: str) -> list[dict[str, str]]:
+    """`|`-separated lines as dicts over fields; the last field takes the rest of the line (a job name may
+    contain '|'). Blank lines are skipped; a line with too few fields is an error naming the tool."""
+    rows = []
     for line in stdout.splitlines():
         if not line.strip():
             continue
-        parts = line.split("|", len(SQUEUE_FIELDS) - 1)
-        if len(parts) != len(SQUEUE_FIELDS):
-            raise SlurmError(f"cannot parse squeue line: {line!r}")
-        row = dict(zip(SQUEUE_FIELDS, parts, strict=True))
+        parts = line.split("|", len(fields) - 1)
+        if len(parts) != len(fields):
+            raise SlurmError(f"cannot parse {tool} line: {line!r}")
+        rows.append(dict(zip(fields, parts, strict=True)))
+    return rows
+
+
+def parse_squeue(stdout: str) -> list[JobInfo]:
+    """Lines of `squeue --array --noheader -o SQUEUE_FORMAT`."""
+    jobs = []
+    for row in _pipe_rows(stdout, list(SQUEUE_FIELDS), "squeue"):
         task = row["array_task_id"]
         jobs.append(JobInfo(job_id=row["job_id"], array_job_id=row["array_job_id"],
                             array_task_id=None if task in ("N/A", "") else task, name=row["name"],
@@ -160,13 +168,7 @@ def squeue_jobs(job_ids: list[str]) -> list[JobInfo]:
 def parse_sacct(stdout: str) -> list[JobInfo]:
     """Lines of `sacct -X -D -P -n -o SACCT_FIELDS`; requeued runs of a job (duplicates) count as restarts."""
     by_id: dict[str, JobInfo] = {}
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("|", len(SACCT_FIELDS) - 1)
-        if len(parts) != len(SACCT_FIELDS):
-            raise SlurmError(f"cannot parse sacct line: {line!r}")
-        row = dict(zip(SACCT_FIELDS, parts, strict=True))
+    for row in _pipe_rows(stdout, list(SACCT_FIELDS), "sacct"):
         job_id = row["JobID"]
         array_job_id, _, task = job_id.partition("_")
         info = JobInfo(job_id=job_id, array_job_id=array_job_id, array_task_id=task or None, name=row["JobName"],
