@@ -3,17 +3,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from hpcft.launcher.cli import build_parser, main
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.image import add_image_commands
 
 REPO = Path(__file__).resolve().parents[2]
 # The first bytes of the two image formats the runtimes run (squashfs superblock, SIF global header).
@@ -21,51 +14,15 @@ SQUASHFS_HEAD = b"hsqs" + bytes(92)
 SIF_HEAD = b"#!/usr/bin/env run-singularity\n\x00SIF_MAGIC\x00" + bytes(64)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def _cli_has_image_command() -> bool:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return "image" in sub.choices
-
-
 @pytest.fixture
-def run_image(capsys):
-    """Run `hpcft image ARGS`: through hpcft's own command line once it has the `image` command, else through
-    a parser holding only add_image_commands (handled like cli.main: ConfigError -> one line, exit 2)."""
+def run_image(run_cli):
+    """Run `hpcft image ARGS` in-process from the current folder."""
 
-    def run(*args: str | Path) -> Result:
-        argv = ["image", *map(str, args)]
-        if _cli_has_image_command():
-            code = main(argv)
-        else:
-            parser = argparse.ArgumentParser(prog="hpcft")
-            add_image_commands(parser.add_subparsers(dest="command"))
-            parsed = parser.parse_args(argv)
-            try:
-                code = parsed.func(parsed)
-            except ConfigError as exc:
-                print(f"hpcft: error: {exc}", file=sys.stderr)
-                code = 2
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+    def run(*args: str | Path):
+        return run_cli("image", *args, cwd=Path.cwd())
 
     return run
 
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch, tmp_path):
-    def run(*args: str | Path, cwd: Path | None = None) -> Result:
-        monkeypatch.chdir(cwd or tmp_path)
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture

@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.cli import main
-
 TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data"
 
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch, tmp_path):
-    """Run `hpcft ARGS` in-process from tmp_path; return exit code, stdout, stderr."""
-
-    def run(*args: str, cwd: Path | None = None) -> CliResult:
-        monkeypatch.chdir(cwd or tmp_path)
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture

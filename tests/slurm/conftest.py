@@ -18,7 +18,6 @@ if "SLURM_CONF" not in os.environ and _LOCAL_CONF.is_file():
     os.environ["SLURM_CONF"] = str(_LOCAL_CONF)
 
 from hpcft.launcher import slurm  # noqa: E402
-from hpcft.launcher.cli import main  # noqa: E402
 
 FAKE_TORCHRUN = Path(__file__).resolve().parent / "fake_torchrun.py"
 TINY_CPU = Path(__file__).resolve().parents[2] / "configs" / "examples" / "tiny-cpu.yaml"
@@ -37,13 +36,6 @@ def _needs_cluster(request):
         if os.environ.get("HPCFT_REQUIRE_SLURM") == "1":
             pytest.fail(f"HPCFT_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
 
 
 @dataclass
@@ -74,17 +66,6 @@ def workspace(tmp_path: Path, monkeypatch) -> SlurmWorkspace:
     monkeypatch.chdir(tmp_path)
     return SlurmWorkspace(tmp_path, config)
 
-
-@pytest.fixture
-def run_cli(capsys):
-    """Run `hpcft ARGS` in-process; return exit code, stdout, stderr."""
-
-    def run(*args: str) -> CliResult:
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture(scope="session")
