@@ -44,25 +44,80 @@ class Job:
     warnings: list[str] = field(default_factory=list)
 
 
+# A training config is a few KB; anything near these limits is a data file passed by mistake, or a YAML alias
+# bomb whose expansion would exhaust memory.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_VALUES = 200_000
+MAX_CONFIG_DEPTH = 50
+
+
 def read_yaml_config(path: Path) -> dict[str, Any]:
     """Read the YAML file with OmegaConf (interpolations stay unresolved here)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size / 2**20:.1f} MiB is too large for a training config (the limit is "
+                              f"{MAX_CONFIG_BYTES // 2**20} MiB); is this a data file? Put data under datasets: path:")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); check the file's permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the "
+                          "config as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} "
+                          "levels)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
+    _check_structure(data, path)
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "command line") -> dict[str, Any]:
+def _check_structure(data: Any, path: Path) -> None:
+    """Refuse what no training config contains before anything walks it recursively: huge or deeply nested
+    structures (YAML aliases share objects, so a few lines can describe billions of values: every visit counts)
+    and keys that are not names (`1: 2`)."""
+    budget = MAX_CONFIG_VALUES
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated "
+                              "many times?); a training config is much smaller, write it out plainly")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} "
+                              "levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    inside = f" (in '{where}')" if where else ""
+                    raise ConfigError(f"{path}: {key!r}{inside} is not a key name; config keys are names like "
+                                      "learning_rate (quote it if it is meant as text)")
+                stack.append((item, depth + 1, f"{where}.{key}" if where else key))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "command line",
+                    config: str = "config") -> dict[str, Any]:
     """Apply `key=value` overrides (dotted keys, `datasets.0.path=...`) with YAML-typed values."""
-    conf = OmegaConf.create(data)
+    if not overrides:
+        return data
+    try:
+        conf = OmegaConf.create(data)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{config}: {_omegaconf_problem(exc)}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{where}: override '{item}' must look like key=value (e.g. learning_rate=1e-5)")
@@ -83,9 +138,14 @@ def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
     try:
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", "") or ""
-        raise ConfigError(f"{where}: key '{key}': {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{where}: {_omegaconf_problem(exc)}") from None
     return _expand_env(resolved, where, "")
+
+
+def _omegaconf_problem(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", "") or ""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"key '{key}': {first}" if key else first
 
 
 def _expand_env(value: Any, where: str, key: str) -> Any:
@@ -225,7 +285,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     where = str(config_path)
     profile = load_profile(profile_name)
     raw = read_yaml_config(path)
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], config=where)
     data = resolve_interpolations(raw, where)
     try:
         warnings = check_keys(data, where)

@@ -7,15 +7,18 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hpcft.launcher.schema import (
+from hpcft.launcher.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
-    UNSUPPORTED_AXOLOTL_KEYS,
-    UNSUPPORTED_DATASET_KEYS,
+    REFUSED_DATASET_KEYS,
+    REFUSED_KEYS,
+    WARN_ONLY_DATASET_KEYS,
     WARN_ONLY_KEYS,
-    DatasetConfig,
-    LaunchConfig,
-    TrainConfig,
+    axolotl_key_space,
+    plugin_refusal_message,
+    refusal_message,
 )
+from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig
+from hpcft.launcher.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
@@ -43,6 +46,51 @@ def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
     return rows
 
 
+def _classified(keys: frozenset[str], implemented: set[str], warn_only: dict[str, str], refused: dict[str, str],
+                prefix: str) -> list[str]:
+    rows = ["| axolotl key | class | what hpcft does |", "| --- | --- | --- |"]
+    # Older axolotl spellings we still recognise are listed with the current schema's keys.
+    for key in sorted(keys | set(warn_only) | set(refused)):
+        if key in implemented:
+            rows.append(f"| `{prefix}{key}` | implemented | same meaning as in axolotl (see above) |")
+        elif key in warn_only:
+            rows.append(f"| `{prefix}{key}` | accepted with a warning | {warn_only[key]} |")
+        else:
+            hint = refusal_message(key, True, prefix).split("; ", 1)[1]
+            rows.append(f"| `{prefix}{key}` | refused | {hint} |")
+    return rows
+
+
+def _axolotl_key_space() -> list[str]:
+    space = axolotl_key_space()
+    return [
+        "## axolotl's key space",
+        "",
+        f"Every key of axolotl's config schema (commit `{space.commit}`) is in one class: *implemented* (same "
+        "meaning), *accepted with a warning* (it only tunes axolotl's own kernels or bookkeeping; the warning says "
+        "what hpcft does instead), or *refused* (an error naming the key; blank, `false` or empty values are "
+        "accepted as unset). Older axolotl spellings hpcft still recognises are listed too. A key axolotl does not "
+        "have either is an unknown key.",
+        "",
+        *_classified(space.top, known_keys(TrainConfig), WARN_ONLY_KEYS, REFUSED_KEYS, ""),
+        "",
+        "### In dataset entries",
+        "",
+        *_classified(space.dataset, known_keys(DatasetConfig), WARN_ONLY_DATASET_KEYS, REFUSED_DATASET_KEYS,
+                     "datasets[]."),
+        "",
+        "### Plugins",
+        "",
+        "| plugin | class | what hpcft does |",
+        "| --- | --- | --- |",
+        *[f"| `{plugin}` | accepted with a warning | {PLUGINS_WITHOUT_EFFECT[plugin]} |"
+          if plugin in PLUGINS_WITHOUT_EFFECT else
+          f"| `{plugin}` | refused | {plugin_refusal_message(plugin).split('; ', 1)[1]} |"
+          for plugin in sorted(space.plugins)],
+        "",
+    ]
+
+
 def config_reference_markdown() -> str:
     parts = [
         "# Config reference",
@@ -64,16 +112,6 @@ def config_reference_markdown() -> str:
         "",
         *_table(LaunchConfig, "launch."),
         "",
-        "## axolotl keys accepted without effect (a warning names them)",
-        "",
-        *[f"- `{key}`: {why}" for key, why in sorted(WARN_ONLY_KEYS.items())],
-        *[f"- plugin `{key}`: {why}" for key, why in sorted(PLUGINS_WITHOUT_EFFECT.items())],
-        "",
-        "## axolotl keys not supported yet (setting one is an error that names it)",
-        "",
-        ", ".join(f"`{k}`" for k in sorted(UNSUPPORTED_AXOLOTL_KEYS)),
-        "",
-        "In dataset entries: " + ", ".join(f"`{k}`" for k in sorted(UNSUPPORTED_DATASET_KEYS)),
-        "",
+        *_axolotl_key_space(),
     ]
     return "\n".join(parts)

@@ -1,15 +1,21 @@
 """The one training-config schema, shared by the launcher (validates on the login node) and the trainer.
 
-Keys keep axolotl's names and meaning. Keys axolotl has but hpcft does not implement are listed in
-`UNSUPPORTED_AXOLOTL_KEYS` so that they fail by name instead of being silently ignored.
+Keys keep axolotl's names and meaning. The rest of axolotl's key space (accepted with a warning, or refused by
+name) is classified in `axolotl_keys.py`.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpcft.launcher.axolotl_keys import PLUGINS_WITHOUT_EFFECT, axolotl_key_space, plugin_refusal_message
+from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, SPECIAL_CHAT_TEMPLATES
+from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -34,6 +40,37 @@ def slurm_time_to_seconds(value: str) -> int:
     if "mm" in g:
         return g["mm"] * 60 + g["ss"]
     return g["minutes"] * 60
+
+
+def _did_you_mean(value: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_chat_template_name(value: str | None) -> str | None:
+    """A `chat_template:` value must name a template hpcft ships (checked on the login node, not on the node)."""
+    if value is None or value in SPECIAL_CHAT_TEMPLATES or value in CHAT_TEMPLATE_NAMES:
+        return value
+    if value.startswith(FALLBACK_PREFIX):
+        check_chat_template_name(value.removeprefix(FALLBACK_PREFIX))
+        return value
+    if value in axolotl_key_space().chat_templates:
+        raise ValueError(f"'{value}' is an axolotl chat template hpcft does not ship yet; use chat_template: "
+                         "tokenizer_default (the model's own template), or jinja with chat_template_jinja")
+    names = (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES)
+    raise ValueError(f"unknown chat template '{value}'{_did_you_mean(value, names)} (known: {', '.join(names)}, "
+                     f"{FALLBACK_PREFIX}<name>)")
+
+
+def check_optimizer_name(value: str) -> str:
+    """`optimizer:` must be a transformers optimizer; axolotl's own ones are refused by name."""
+    if value in TRANSFORMERS_OPTIMIZERS:
+        return value
+    if value in axolotl_key_space().optimizers:
+        raise ValueError(f"'optimizer: {value}' is an axolotl option hpcft does not support yet; use one of "
+                         f"{', '.join(COMMON_OPTIMIZERS)}")
+    raise ValueError(f"unknown optimizer '{value}'{_did_you_mean(value, TRANSFORMERS_OPTIMIZERS)} (common: "
+                     f"{', '.join(COMMON_OPTIMIZERS)}; any transformers optimizer name works)")
 
 
 class _Strict(BaseModel):
@@ -101,6 +138,11 @@ class DatasetConfig(_Strict):
                 f"{', '.join(sorted(SUPPORTED_DATASET_TYPES))} (or no type for pretokenized data)"
             )
         return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_chat_template(cls, value: str | None) -> str | None:
+        return check_chat_template_name(value)
 
     def role_key(self) -> str:
         mapping = self.message_property_mappings or {}
@@ -400,10 +442,18 @@ class TrainConfig(_Strict):
     def _plugins(cls, value: list[str] | None) -> list[str] | None:
         for plugin in value or []:
             if plugin not in PLUGINS_WITHOUT_EFFECT:
-                raise ValueError(
-                    f"axolotl plugin '{plugin}' is not supported by hpcft yet; remove it from plugins"
-                )
+                raise ValueError(plugin_refusal_message(plugin))
         return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_chat_template(cls, value: str | None) -> str | None:
+        return check_chat_template_name(value)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return check_optimizer_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -431,6 +481,9 @@ class TrainConfig(_Strict):
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
                 "lora_target_linear: true"
             )
+        if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
+            raise ValueError(f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
+                             f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine")
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         return self
@@ -445,49 +498,3 @@ class TrainConfig(_Strict):
     def training_dict(self) -> dict[str, Any]:
         """The config as the trainer reads it: axolotl spellings, defaults filled, no launch block."""
         return self.model_dump(mode="json", by_alias=False, exclude={"launch"}, exclude_none=True)
-
-
-# Plugins that only change speed/memory, never results: accepted with a warning (see WARN_ONLY_KEYS).
-PLUGINS_WITHOUT_EFFECT = {
-    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin": "it only saves memory in the loss; "
-    "hpcft computes the standard cross-entropy",
-}
-
-# Axolotl keys that only tune speed or memory of axolotl's own kernels: accepted, a warning says they do nothing.
-WARN_ONLY_KEYS = {
-    "flash_attn_rms_norm": "hpcft uses the model's own RMSNorm",
-    "flash_attn_fuse_qkv": "hpcft does not fuse QKV projections",
-    "flash_attn_fuse_mlp": "hpcft does not fuse MLP projections",
-    "flash_attn_cross_entropy": "hpcft uses the model's own loss",
-    "ddp_find_unused_parameters": "DeepSpeed does not use it",
-    "eval_table_size": "hpcft logs no prediction tables",
-    "eval_table_max_new_tokens": "hpcft logs no prediction tables",
-    "strict": "hpcft always validates strictly",
-    "debug": "use hpcft validate and hpcft logs instead",
-    "save_safetensors": "hpcft always saves safetensors",
-    "tokenizer_legacy": "the tokenizer's own setting is used",
-}
-
-# Axolotl keys with a meaning hpcft does not implement yet: setting them is an error that names them.
-UNSUPPORTED_AXOLOTL_KEYS = {
-    "base_model_ignore_patterns", "resize_token_embeddings_to_32x", "is_falcon_derived_model",
-    "is_llama_derived_model", "is_mistral_derived_model", "is_qwen_derived_model", "gptq", "gptq_groupsize",
-    "gptq_model_v1", "bfloat16", "float16", "push_dataset_to_hub", "hub_model_id", "hub_strategy",
-    "hf_use_auth_token", "dataset_shard_num", "dataset_shard_idx", "max_packed_sequence_len",
-    "sample_packing_eff_est", "total_num_tokens", "lora_out_dir", "relora_steps", "relora_warmup_steps",
-    "relora_cpu_offload", "torch_compile", "torch_compile_backend", "lr_quadratic_warmup",
-    "early_stopping_patience", "lr_div_factor", "log_sweep_min_lr", "log_sweep_max_lr", "flash_optimum",
-    "xformers_attention", "landmark_attention", "xpos_rope", "rope_scaling", "local_rank", "fsdp",
-    "fsdp_config", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "torchdistx_path", "pretraining_dataset",
-    "rl", "dpo_beta", "trl", "reward_model", "process_reward_model", "chat_template_kwargs", "unfrozen_parameters",
-    "peft_use_dora", "peft_use_rslora", "lora_on_cpu", "neftune_noise_alpha", "loss_watchdog_threshold",
-    "sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size", "curriculum_sampling",
-    "multipack_real_batches", "batch_flattening", "s2_attention", "eager_attention", "model_config_type",
-    "dataset_exact_deduplication", "special_tokens_to_add", "embeddings_skip_upcast", "lora_qkv_kernel",
-    "lora_o_kernel", "lora_mlp_kernel", "liger_rope", "liger_rms_norm", "liger_glu_activation",
-    "liger_fused_linear_cross_entropy", "deepcompile", "gc_steps", "train_on_split",
-}
-UNSUPPORTED_DATASET_KEYS = {"shards", "conversation", "preprocess_shards", "trust_remote_code", "field_system",
-                            "field_instruction", "field_input", "field_output", "format", "no_input_format",
-                            "system_prompt", "system_format", "message_field_training", "message_field_training_detail",
-                            "field_tools", "logprobs_field"}

@@ -7,18 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from hpcft.launcher.schema import (
+from hpcft.launcher.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
-    UNSUPPORTED_AXOLOTL_KEYS,
-    UNSUPPORTED_DATASET_KEYS,
+    REFUSED_DATASET_KEYS,
+    REFUSED_KEYS,
+    WARN_ONLY_DATASET_KEYS,
     WARN_ONLY_KEYS,
-    DatasetConfig,
-    LaunchConfig,
-    TrainConfig,
+    axolotl_key_space,
+    refusal_message,
 )
+from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig
 
 
-def _known_keys(model: type[BaseModel]) -> set[str]:
+def known_keys(model: type[BaseModel]) -> set[str]:
+    """The keys a schema model accepts: field names and their aliases."""
     keys = set()
     for name, field in model.model_fields.items():
         keys.add(name)
@@ -37,42 +39,66 @@ def _suggest(key: str, known: set[str]) -> str:
 
 
 def check_keys(raw: dict[str, Any], where: str) -> list[str]:
-    """Check every key of a raw training config; return warnings, raise ValueError on the first bad key."""
+    """Check every key of a raw training config; return warnings, raise ValueError on the first bad key.
+
+    Blank values (`lora_r:`) mean unset, as in axolotl: they are dropped so the default applies. Keys that only
+    tune axolotl's kernels are dropped with a warning; refused axolotl keys are errors naming them.
+    """
+    space = axolotl_key_space()
     warnings: list[str] = []
-    _check_mapping(raw, _known_keys(TrainConfig), UNSUPPORTED_AXOLOTL_KEYS, where, "", warnings)
+    _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
     for list_key in ("datasets", "test_datasets"):
         entries = raw.get(list_key)
-        if isinstance(entries, list):
-            for i, entry in enumerate(entries):
-                if isinstance(entry, dict):
-                    _check_mapping(entry, _known_keys(DatasetConfig), UNSUPPORTED_DATASET_KEYS, where,
-                                   f"{list_key}[{i}].", warnings)
-    for plugin in raw.get("plugins") or []:
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise ValueError(f"{where}: key '{list_key}' must be a list of dataset entries, e.g. "
+                             f"'{list_key}: [{{path: data.jsonl, type: chat_template}}]'")
+        for i, entry in enumerate(entries):
+            name = f"{list_key}[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: key '{name}' must be a mapping with path: (and type:), "
+                                 f"got {type(entry).__name__}")
+            _check_mapping(entry, known_keys(DatasetConfig), space.dataset, WARN_ONLY_DATASET_KEYS,
+                           REFUSED_DATASET_KEYS, where, f"{name}.", warnings)
+            if isinstance(entry.get("type"), dict):
+                raise ValueError(f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
+                                 "axolotl option hpcft does not support yet; use type: alpaca or chat_template")
+    plugins = raw.get("plugins")
+    if plugins is not None and not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+        raise ValueError(f"{where}: key 'plugins' must be a list of plugin names")
+    for plugin in plugins or []:
         if plugin in PLUGINS_WITHOUT_EFFECT:
             warnings.append(f"{where}: plugin '{plugin}' has no effect in hpcft ({PLUGINS_WITHOUT_EFFECT[plugin]})")
-    if isinstance(raw.get("launch"), dict):
-        _check_mapping(raw["launch"], _known_keys(LaunchConfig), set(), where, "launch.", warnings)
+    launch = raw.get("launch")
+    if isinstance(launch, dict):
+        _check_mapping(launch, known_keys(LaunchConfig), frozenset(), {}, {}, where, "launch.", warnings)
     return warnings
 
 
-def _check_mapping(raw: dict[str, Any], known: set[str], unsupported: set[str], where: str, prefix: str,
-                   warnings: list[str]) -> None:
+def _check_mapping(raw: dict[str, Any], known: set[str], axolotl: frozenset[str], warn_only: dict[str, str],
+                   refused: dict[str, str], where: str, prefix: str, warnings: list[str]) -> None:
     for key in list(raw):
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: {prefix}{key!r} is not a key name; config keys are names like "
+                             "learning_rate (quote it if it is meant as text)")
+        value = raw[key]
+        if value is None:
+            del raw[key]  # a blank value means unset, as in axolotl
+            continue
         if key in known:
             continue
-        value = raw[key]
-        if key in unsupported:
+        if key in warn_only:
+            if not _is_unset(value):
+                warnings.append(f"{where}: '{prefix}{key}' has no effect in hpcft ({warn_only[key]})")
+            del raw[key]
+            continue
+        if key in refused or key in axolotl:
             if _is_unset(value):
                 del raw[key]
                 continue
-            raise ValueError(f"{where}: '{prefix}{key}' is an axolotl option that hpcft does not support yet; "
-                             "remove it (or set it to null)")
-        if not prefix and key in WARN_ONLY_KEYS:
-            if not _is_unset(value):
-                warnings.append(f"{where}: '{key}' has no effect in hpcft ({WARN_ONLY_KEYS[key]})")
-            del raw[key]
-            continue
-        raise ValueError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, known)}")
+            raise ValueError(f"{where}: {refusal_message(key, value, prefix)}")
+        raise ValueError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, known | set(warn_only) | axolotl)}")
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:
@@ -89,6 +115,11 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{loc}'"
     value = err.get("input")
-    shown = "" if isinstance(value, (dict, list)) or not loc else f" (got {value!r})"
+    shown = "" if isinstance(value, (dict, list)) or not loc else f" (got {_short(value)})"
     key = f"key '{loc}': " if loc else ""
     return f"{where}: {key}{msg}{shown}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

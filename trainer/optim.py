@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers.training_args import OptimizerNames
-
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
-
-# axolotl's own optimizers outside transformers: refused by name rather than mistaken for a typo.
-AXOLOTL_ONLY_OPTIMIZERS = ("optimi_adamw", "ao_adamw_4bit", "ao_adamw_8bit", "ao_adamw_fp8", "adopt_adamw",
-                           "came_pytorch", "muon", "dion")
-COMMON_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
-                     "paged_adamw_32bit", "adafactor", "sgd", "lion_8bit")
+from hpcft.launcher.schema import TrainConfig, check_optimizer_name
 
 
 def optimizer_name(name: str) -> str:
-    """The transformers optimizer name for an axolotl `optimizer:` value; ConfigError naming the key if unknown."""
-    if name in AXOLOTL_ONLY_OPTIMIZERS:
-        raise ConfigError(f"optimizer: '{name}' is an axolotl-only optimizer that hpcft does not support; "
-                          f"use one of {', '.join(COMMON_OPTIMIZERS)}")
-    known = {o.value for o in OptimizerNames}
-    if name not in known:
-        raise ConfigError(f"optimizer: '{name}' is not a known optimizer; use one of {', '.join(COMMON_OPTIMIZERS)} "
-                          f"(or any transformers OptimizerNames value)")
-    return name
+    """The transformers optimizer name for an axolotl `optimizer:` value; ConfigError naming the key if unknown.
+
+    The schema already checked it on the login node; a train.yaml edited by hand is checked again here."""
+    try:
+        return check_optimizer_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"key 'optimizer': {exc}") from None
 
 
 def optim_args_string(optim_args: dict[str, Any] | str | None) -> str | None:
@@ -43,8 +33,6 @@ def scheduler_arguments(cfg: TrainConfig) -> dict[str, Any]:
         # transformers' cosine_with_min_lr decays to min_lr_rate * learning_rate instead of 0 (axolotl's floor).
         name = "cosine_with_min_lr"
         kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio
-    elif cfg.cosine_min_lr_ratio is not None:
-        raise ConfigError(f"cosine_min_lr_ratio needs lr_scheduler: cosine (got lr_scheduler: {cfg.lr_scheduler})")
     has_warmup = bool(cfg.warmup_steps or cfg.warmup_ratio)
     if name == "constant" and has_warmup:
         name = "constant_with_warmup"  # transformers' plain constant would silently ignore the warmup

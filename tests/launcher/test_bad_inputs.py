@@ -18,7 +18,8 @@ CASES = sorted((DATA / "bad_inputs").glob("*.yaml"))
 
 
 def _header(path: Path, field: str) -> str:
-    for line in path.read_text().splitlines():
+    # decoded leniently: one case is deliberately not UTF-8 (its header is plain ASCII)
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         if line.startswith(f"# {field}: "):
             return line.split(": ", 1)[1]
     return ""
@@ -53,3 +54,21 @@ def test_bad_input_is_one_clear_line_and_nothing_written(case, verb, workspace, 
     assert not (workspace / "run").exists()
     assert not (workspace / "runs").exists()
     assert not list(workspace.glob(".run.tmp-*"))
+
+
+GENERATED = {
+    # Too large to commit: a data file passed as the config.
+    "huge_file": ("too large for a training config", lambda: "base_model: ./model\n" + "# padding\n" * 500_000),
+    # Deeper than Python's recursion limit: PyYAML's composer recurses per level.
+    "recursion_deep": ("nested too deeply", lambda: "base_model: ./model\nx: " + "[" * 50_000 + "]" * 50_000 + "\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_bad_input_is_one_clear_line(name, workspace, run_cli):
+    expect, make = GENERATED[name]
+    cfg = workspace / "bad.yaml"
+    cfg.write_text(make())
+    result = run_cli("validate", cfg, "--profile", "local", cwd=workspace)
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1 and result.err.startswith("hpcft: error: ") and expect in result.err

@@ -1,0 +1,168 @@
+"""axolotl's whole key space is known: every key of its schema is implemented, warned about, or refused by name.
+
+When a key becomes implemented (a field of our schema) while still listed as warned or refused, or axolotl's
+snapshot gains a key nobody classified, these tests fail naming the key.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hpcft.launcher.axolotl_keys import (
+    PLUGINS_WITHOUT_EFFECT,
+    REFUSED_DATASET_KEYS,
+    REFUSED_KEYS,
+    WARN_ONLY_DATASET_KEYS,
+    WARN_ONLY_KEYS,
+    axolotl_key_space,
+)
+from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, SPECIAL_CHAT_TEMPLATES
+from hpcft.launcher.schema import DatasetConfig, TrainConfig, check_chat_template_name
+from hpcft.launcher.validation import check_keys, known_keys
+
+REPO = Path(__file__).resolve().parents[2]
+SPACE = axolotl_key_space()
+CHAT = {"path": "chat.jsonl", "type": "chat_template"}
+
+
+def _classes(key: str, implemented: set[str], warn_only: dict, refused: dict) -> list[str]:
+    return [name for name, keys in (("implemented", implemented), ("warned", warn_only), ("refused", refused))
+            if key in keys]
+
+
+def test_snapshot_names_the_axolotl_commit_and_is_complete():
+    assert len(SPACE.commit) == 40
+    assert len(SPACE.top) > 400 and len(SPACE.dataset) > 40 and len(SPACE.plugins) > 10
+    assert {"fsdp_config", "eot_tokens", "liger_rms_norm", "rl", "batch_size"} <= SPACE.top
+    assert {"llama3", "chatml", "tokenizer_default"} <= SPACE.chat_templates
+    assert "dpo" in SPACE.rl_methods and "muon" in SPACE.optimizers
+
+
+def test_every_top_level_axolotl_key_is_in_exactly_one_class():
+    implemented = known_keys(TrainConfig)
+    wrong = {key: _classes(key, implemented, WARN_ONLY_KEYS, REFUSED_KEYS) for key in sorted(SPACE.top)}
+    assert not {k: v for k, v in wrong.items() if len(v) != 1}, "keys in no class or in several"
+    # Older spellings we list beyond the snapshot must not be implemented at the same time either.
+    extra = (set(WARN_ONLY_KEYS) | set(REFUSED_KEYS)) - SPACE.top
+    assert not {k: _classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS) for k in extra
+                if len(_classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS)) != 1}
+
+
+def test_every_dataset_axolotl_key_is_in_exactly_one_class():
+    implemented = known_keys(DatasetConfig)
+    keys = SPACE.dataset | set(WARN_ONLY_DATASET_KEYS) | set(REFUSED_DATASET_KEYS)
+    wrong = {k: _classes(k, implemented, WARN_ONLY_DATASET_KEYS, REFUSED_DATASET_KEYS) for k in sorted(keys)}
+    assert not {k: v for k, v in wrong.items() if len(v) != 1}, "dataset keys in no class or in several"
+
+
+def test_warn_only_plugins_are_axolotl_plugins():
+    assert set(PLUGINS_WITHOUT_EFFECT) <= SPACE.plugins
+
+
+@pytest.mark.parametrize("key", sorted(SPACE.top - known_keys(TrainConfig)))
+def test_no_axolotl_key_is_called_unknown(key):
+    raw = {"base_model": "m", "datasets": [dict(CHAT)], key: 1}
+    try:
+        warnings = check_keys(raw, "cfg.yaml")
+    except ValueError as exc:
+        message = str(exc)
+        assert "unknown key" not in message and "did you mean" not in message
+        assert f"'{key}" in message and "is an axolotl option hpcft does not support yet; " in message
+    else:
+        assert key in WARN_ONLY_KEYS
+        assert any(f"'{key}' has no effect in hpcft ({WARN_ONLY_KEYS[key]})" in w for w in warnings)
+        assert key not in raw  # the trainer never sees it
+
+
+@pytest.mark.parametrize("key", sorted(SPACE.dataset - known_keys(DatasetConfig)))
+def test_no_axolotl_dataset_key_is_called_unknown(key):
+    raw = {"base_model": "m", "datasets": [{**CHAT, key: 1}]}
+    try:
+        check_keys(raw, "cfg.yaml")
+    except ValueError as exc:
+        assert "unknown key" not in str(exc) and f"'datasets[0].{key}'" in str(exc)
+    else:
+        assert key in WARN_ONLY_DATASET_KEYS and key not in raw["datasets"][0]
+
+
+def test_did_you_mean_only_for_keys_axolotl_lacks_too():
+    with pytest.raises(ValueError, match="unknown key 'learning_rat'; did you mean 'learning_rate'"):
+        check_keys({"base_model": "m", "learning_rat": 1e-5}, "cfg.yaml")
+    # Real axolotl keys that hpcft lacks are named as such, never "corrected" into another key.
+    for key in ("eot_tokens", "batch_size"):
+        with pytest.raises(ValueError, match=f"'{key}' is an axolotl option hpcft does not support yet") as info:
+            check_keys({"base_model": "m", key: 4}, "cfg.yaml")
+        assert "did you mean" not in str(info.value)
+
+
+def test_rl_values_are_refused_per_method():
+    with pytest.raises(ValueError, match=r"'rl: kto' is an axolotl option hpcft does not support yet; KTO"):
+        check_keys({"base_model": "m", "rl": "kto"}, "cfg.yaml")
+    with pytest.raises(ValueError, match="'rl: dpo0' is not a method axolotl or hpcft knows"):
+        check_keys({"base_model": "m", "rl": "dpo0"}, "cfg.yaml")
+
+
+def test_blank_false_and_empty_values_mean_unset():
+    raw = {"base_model": "m", "lora_r": None, "fp16": None, "fsdp": None, "fsdp_config": {}, "rl": None,
+           "liger_rms_norm": False, "datasets": [{**CHAT, "split": None, "shards": None}]}
+    assert check_keys(raw, "cfg.yaml") == []
+    assert raw == {"base_model": "m", "datasets": [CHAT]}
+    cfg = TrainConfig.model_validate(raw)
+    assert cfg.lora_r == 8 and cfg.fp16 is False and cfg.datasets[0].split == "train"
+
+
+def test_chat_template_names_axolotl_has_but_hpcft_does_not_ship_are_refused_by_name():
+    for name in (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES, "tokenizer_default_fallback_chatml"):
+        assert check_chat_template_name(name) == name
+    missing = sorted(SPACE.chat_templates - set(CHAT_TEMPLATE_NAMES) - set(SPECIAL_CHAT_TEMPLATES))
+    for name in missing:
+        with pytest.raises(ValueError, match=f"'{name}' is an axolotl chat template hpcft does not ship yet"):
+            check_chat_template_name(name)
+        with pytest.raises(ValueError, match="does not ship yet"):
+            check_chat_template_name(f"tokenizer_default_fallback_{name}")
+    with pytest.raises(ValueError, match="unknown chat template 'chatmll'; did you mean 'chatml'"):
+        check_chat_template_name("chatmll")
+
+
+def test_snapshot_script_reads_an_axolotl_schema(tmp_path):
+    """The generator on a miniature axolotl tree: inherited fields, aliases, plugins and their keys, enums."""
+    schemas = tmp_path / "src" / "axolotl" / "utils" / "schemas"
+    schemas.mkdir(parents=True)
+    (schemas / "config.py").write_text(textwrap.dedent("""\
+        class Base(BaseModel):
+            lora_r: int | None = None
+            revision_of_model: str | None = Field(default=None, alias="model_revision")
+        class AxolotlInputConfig(Base, BaseModel):
+            model_config = {"populate_by_name": True}
+            learning_rate: float = 1e-5
+        """))
+    (schemas / "datasets.py").write_text("class SFTDataset(BaseModel):\n    path: str\n    shards: int = 1\n")
+    (schemas / "enums.py").write_text(textwrap.dedent("""\
+        class ChatTemplate(str, Enum):
+            chatml = "chatml"
+        class CustomSupportedOptimizers(str, Enum):
+            muon = "muon"
+        class RLType(str, Enum):
+            DPO = "dpo"
+        """))
+    plugin = tmp_path / "src" / "axolotl" / "integrations" / "liger"
+    plugin.mkdir(parents=True)
+    (plugin / "args.py").write_text("class LigerArgs(BaseModel):\n    liger_rope: bool | None = None\n")
+    (plugin / "plugin.py").write_text(textwrap.dedent("""\
+        class LigerPlugin(BasePlugin):
+            def get_input_args(self):
+                return "axolotl.integrations.liger.LigerArgs"
+        """))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "axolotl_key_snapshot.py"), str(tmp_path),
+                          "--commit", "0" * 40], capture_output=True, text=True, check=True).stdout
+    body = [line for line in out.splitlines() if not line.startswith("#")]
+    assert out.startswith(f"# axolotl config key space at commit {'0' * 40}\n")
+    assert body == ["top learning_rate", "top lora_r", "top model_revision", "top revision_of_model",
+                    "top liger_rope axolotl.integrations.liger.LigerPlugin", "dataset path", "dataset shards",
+                    "plugin axolotl.integrations.liger.LigerPlugin", "chat_template chatml", "optimizer muon",
+                    "rl dpo"]
