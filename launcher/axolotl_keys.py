@@ -11,6 +11,8 @@ exactly one class.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -81,9 +83,11 @@ WARN_ONLY_KEYS: dict[str, str] = {
     "tokenizer_save_jinja_files": "the tokenizer is saved the transformers way",
     "hf_use_auth_token": "hpcft reads HF_TOKEN from your environment",
     "use_wandb": "Weights & Biases logging is on when wandb_project is set",
-    "dataset_num_proc": "hpcft picks the tokenizing processes itself; set dataset_processes to choose",
     "peft_autocast_adapter_dtype": "PEFT's default (adapter weights in fp32) is used",
 }
+
+# attn_implementation values axolotl accepts that only pick another kernel for the same attention.
+ATTENTION_KERNELS_WITHOUT_EFFECT = ("xformers", "sage", "flex_attention", "flash_attention_3")
 
 # Plugins that only change speed/memory, never results: accepted with a warning.
 PLUGINS_WITHOUT_EFFECT: dict[str, str] = {
@@ -196,8 +200,6 @@ REFUSED_KEYS: dict[str, str] = {
     **dict.fromkeys(("hub_model_id", "hub_strategy", "hub_revision"), _HUB),
     **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
     "batch_size": "set micro_batch_size and gradient_accumulation_steps instead (the total follows from them)",
-    "revision_of_model": "write it as model_revision",
-    "type_of_model": "write it as model_type",
     "gptq_groupsize": _QUANT,
     "gptq_model_v1": _QUANT,
     "base_model_ignore_patterns": _MODEL,
@@ -236,6 +238,7 @@ class AxolotlKeySpace:
     chat_templates: frozenset[str]  # names axolotl accepts for chat_template
     optimizers: frozenset[str]  # axolotl's own optimizers (outside transformers)
     rl_methods: frozenset[str]
+    dataset_types: frozenset[str]  # prompt strategies and legacy handlers a dataset `type:` may name
 
 
 @cache
@@ -244,7 +247,7 @@ def axolotl_key_space() -> AxolotlKeySpace:
     text = files("hpcft.launcher").joinpath("axolotl_keys.txt").read_text()
     commit = ""
     sections: dict[str, set[str]] = {name: set() for name in ("top", "dataset", "plugin", "chat_template",
-                                                               "optimizer", "rl")}
+                                                               "optimizer", "rl", "dataset_type")}
     plugin_of: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("# axolotl config key space at commit "):
@@ -257,7 +260,8 @@ def axolotl_key_space() -> AxolotlKeySpace:
             plugin_of[key] = plugin[0]
     return AxolotlKeySpace(commit, frozenset(sections["top"]), frozenset(sections["dataset"]),
                            frozenset(sections["plugin"]), plugin_of, frozenset(sections["chat_template"]),
-                           frozenset(sections["optimizer"]), frozenset(sections["rl"]))
+                           frozenset(sections["optimizer"]), frozenset(sections["rl"]),
+                           frozenset(sections["dataset_type"]))
 
 
 def is_axolotl_key(key: str, dataset: bool = False) -> bool:
@@ -283,6 +287,20 @@ def refusal_message(key: str, value: object, prefix: str = "") -> str:
     if plugin and key not in refused:
         hint = _PLUGIN_ARGS
     return f"'{prefix}{key}' is an axolotl option hpcft does not support yet; {hint}"
+
+
+def dataset_type_message(value: str, supported: Iterable[str]) -> str:
+    """Why a dataset `type:` is not accepted: an axolotl type hpcft lacks, a custom module, or a typo."""
+    names = ", ".join(sorted(supported))
+    if value.split(".")[0].split(":")[0] in axolotl_key_space().dataset_types:
+        return (f"'type: {value}' is an axolotl option hpcft does not support yet; convert the data to one of "
+                f"{names} (or no type for pretokenized rows)")
+    if "." in value:
+        return (f"'type: {value}' (a custom prompt-strategy module) is an axolotl option hpcft does not support "
+                f"yet; convert the data to one of {names}")
+    close = difflib.get_close_matches(value, sorted(supported), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown dataset type '{value}'{hint} (supported: {names}, or no type for pretokenized rows)"
 
 
 def plugin_refusal_message(plugin: str) -> str:

@@ -17,7 +17,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
-from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig
+from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
 from hpcft.launcher.validation import known_keys
 
 
@@ -40,7 +40,8 @@ def _default(field: Any) -> str:
 def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in model.model_fields.items():
-        alias = f" (or `{prefix}{field.alias}`)" if field.alias else ""
+        others = field_aliases(name, field)
+        alias = f" (or {', '.join(f'`{prefix}{a}`' for a in others)})" if others else ""
         kind = _type_name(field.annotation).replace(" | None", " | null").replace("|", "\\|")
         rows.append(f"| `{prefix}{name}`{alias} | {kind} | {_default(field)} | {field.description or ''} |")
     return rows

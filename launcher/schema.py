@@ -11,9 +11,14 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hpcft.launcher.axolotl_keys import PLUGINS_WITHOUT_EFFECT, axolotl_key_space, plugin_refusal_message
+from hpcft.launcher.axolotl_keys import (
+    PLUGINS_WITHOUT_EFFECT,
+    axolotl_key_space,
+    dataset_type_message,
+    plugin_refusal_message,
+)
 from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, SPECIAL_CHAT_TEMPLATES
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 
@@ -45,6 +50,18 @@ def slurm_time_to_seconds(value: str) -> int:
 def _did_you_mean(value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def field_aliases(name: str, field: Any) -> list[str]:
+    """The other spellings a schema field accepts (its alias, or its validation alias choices)."""
+    names: list[str] = []
+    if field.alias:
+        names.append(field.alias)
+    if isinstance(field.validation_alias, AliasChoices):
+        names += [c for c in field.validation_alias.choices if isinstance(c, str)]
+    elif isinstance(field.validation_alias, str):
+        names.append(field.validation_alias)
+    return [n for n in dict.fromkeys(names) if n != name]
 
 
 def check_chat_template_name(value: str | None) -> str | None:
@@ -133,10 +150,7 @@ class DatasetConfig(_Strict):
                 )
             return "chat_template"
         if value not in SUPPORTED_DATASET_TYPES:
-            raise ValueError(
-                f"dataset type '{value}' is not supported yet; supported: "
-                f"{', '.join(sorted(SUPPORTED_DATASET_TYPES))} (or no type for pretokenized data)"
-            )
+            raise ValueError(dataset_type_message(value, SUPPORTED_DATASET_TYPES))
         return value
 
     @field_validator("chat_template")
@@ -254,10 +268,11 @@ class TrainConfig(_Strict):
     """Load the tokenizer from here instead of `base_model`."""
     tokenizer_type: str = "AutoTokenizer"
     """Tokenizer class (AutoTokenizer)."""
-    model_type: str = Field("AutoModelForCausalLM", alias="type")
-    """Model class (AutoModelForCausalLM); `type:` is accepted too."""
-    model_revision: str | None = None
-    """Model revision on the Hub."""
+    model_type: str = Field("AutoModelForCausalLM",
+                            validation_alias=AliasChoices("model_type", "type", "type_of_model"))
+    """Model class (AutoModelForCausalLM); `type:` and `type_of_model:` are accepted too."""
+    model_revision: str | None = Field(None, validation_alias=AliasChoices("model_revision", "revision_of_model"))
+    """Model revision on the Hub; `revision_of_model:` is accepted too."""
     trust_remote_code: bool = False
     """Allow custom model code from the Hub."""
     tokenizer_use_fast: bool = True
@@ -274,8 +289,9 @@ class TrainConfig(_Strict):
     """Evaluation datasets (instead of splitting off `val_set_size`)."""
     dataset_prepared_path: str | None = None
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
-    dataset_processes: int | None = Field(None, ge=1)
-    """Processes used for tokenizing (default: CPUs available)."""
+    dataset_processes: int | None = Field(None, ge=1,
+                                          validation_alias=AliasChoices("dataset_processes", "dataset_num_proc"))
+    """Processes used for tokenizing (default: CPUs available); `dataset_num_proc:` is accepted too."""
     shuffle_merged_datasets: bool = True
     """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")

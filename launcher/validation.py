@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hpcft.launcher.axolotl_keys import (
+    ATTENTION_KERNELS_WITHOUT_EFFECT,
     PLUGINS_WITHOUT_EFFECT,
     REFUSED_DATASET_KEYS,
     REFUSED_KEYS,
@@ -16,7 +17,7 @@ from hpcft.launcher.axolotl_keys import (
     axolotl_key_space,
     refusal_message,
 )
-from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig
+from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
 
 
 def known_keys(model: type[BaseModel]) -> set[str]:
@@ -24,8 +25,7 @@ def known_keys(model: type[BaseModel]) -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
         keys.add(name)
-        if field.alias:
-            keys.add(field.alias)
+        keys.update(field_aliases(name, field))
     return keys
 
 
@@ -64,6 +64,11 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
             if isinstance(entry.get("type"), dict):
                 raise ValueError(f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
                                  "axolotl option hpcft does not support yet; use type: alpaca or chat_template")
+    attention = raw.get("attn_implementation")
+    if attention in ATTENTION_KERNELS_WITHOUT_EFFECT:
+        warnings.append(f"{where}: 'attn_implementation: {attention}' has no effect in hpcft (the same attention "
+                        "runs with PyTorch sdpa)")
+        raw["attn_implementation"] = "sdpa"
     plugins = raw.get("plugins")
     if plugins is not None and not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
         raise ValueError(f"{where}: key 'plugins' must be a list of plugin names")

@@ -3,7 +3,7 @@
 Reads an axolotl checkout's pydantic schema with `ast` (importing axolotl would need torch and its whole
 dependency tree): every field of `AxolotlInputConfig` and its bases, every plugin's argument class, every field
 of the dataset classes, the plugins' dotted names, and the values axolotl names for `chat_template`, its own
-optimizers and `rl`. Usage:
+optimizers, `rl` and dataset `type`. Usage:
 
     python scripts/axolotl_key_snapshot.py /path/to/axolotl [--commit SHA] > launcher/axolotl_keys.txt
 """
@@ -65,6 +65,19 @@ def _enum_values(path: Path, name: str) -> list[str]:
     raise SystemExit(f"{path}: no enum {name}")
 
 
+def _dataset_types(src: Path) -> list[str]:
+    """Dataset `type:` names: prompt-strategy modules, and the legacy handlers keyed by name in data/wrappers.py."""
+    strategies = src / "prompt_strategies"
+    names = {p.stem for p in strategies.iterdir() if (p.suffix == ".py" or p.is_dir()) and not p.name.startswith("_")
+             and p.stem not in ("base", "jinja_template_analyzer", "user_defined")}
+    wrappers = src / "utils" / "data" / "wrappers.py"
+    if wrappers.exists():
+        for node in ast.parse(wrappers.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "DATASET_HANDLERS" for t in node.targets):
+                names |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return sorted(names)
+
+
 def _plugins(src: Path) -> dict[str, str | None]:
     """Plugin dotted name (as written under `plugins:`) -> its argument class name (or None)."""
     plugins: dict[str, str | None] = {}
@@ -112,6 +125,7 @@ def snapshot(root: Path, commit: str) -> str:
     lines += [f"chat_template {name}" for name in sorted(_enum_values(enums, "ChatTemplate"))]
     lines += [f"optimizer {name}" for name in sorted(_enum_values(enums, "CustomSupportedOptimizers"))]
     lines += [f"rl {name}" for name in sorted(_enum_values(enums, "RLType"))]
+    lines += [f"dataset_type {name}" for name in _dataset_types(src)]
     return "\n".join(lines) + "\n"
 
 

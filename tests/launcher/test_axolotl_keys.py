@@ -116,6 +116,21 @@ def test_blank_false_and_empty_values_mean_unset():
     assert cfg.lora_r == 8 and cfg.fp16 is False and cfg.datasets[0].split == "train"
 
 
+def test_dataset_types_axolotl_has_are_refused_by_name_and_typos_get_a_suggestion():
+    with pytest.raises(ValueError, match="'type: alpaca_chat.load_qa' is an axolotl option hpcft does not support"):
+        DatasetConfig(path="x.jsonl", type="alpaca_chat.load_qa")
+    with pytest.raises(ValueError, match="a custom prompt-strategy module"):
+        DatasetConfig(path="x.jsonl", type="my_module.transform")
+    with pytest.raises(ValueError, match="unknown dataset type 'completon'; did you mean 'completion'"):
+        DatasetConfig(path="x.jsonl", type="completon")
+
+
+def test_attention_kernels_axolotl_offers_run_as_sdpa_with_a_warning():
+    raw = {"base_model": "m", "attn_implementation": "xformers"}
+    warnings = check_keys(raw, "cfg.yaml")
+    assert raw["attn_implementation"] == "sdpa" and "'attn_implementation: xformers' has no effect" in warnings[0]
+
+
 def test_chat_template_names_axolotl_has_but_hpcft_does_not_ship_are_refused_by_name():
     for name in (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES, "tokenizer_default_fallback_chatml"):
         assert check_chat_template_name(name) == name
@@ -150,6 +165,8 @@ def test_snapshot_script_reads_an_axolotl_schema(tmp_path):
         class RLType(str, Enum):
             DPO = "dpo"
         """))
+    (tmp_path / "src" / "axolotl" / "prompt_strategies").mkdir()
+    (tmp_path / "src" / "axolotl" / "prompt_strategies" / "alpaca_chat.py").write_text("")
     plugin = tmp_path / "src" / "axolotl" / "integrations" / "liger"
     plugin.mkdir(parents=True)
     (plugin / "args.py").write_text("class LigerArgs(BaseModel):\n    liger_rope: bool | None = None\n")
@@ -165,4 +182,4 @@ def test_snapshot_script_reads_an_axolotl_schema(tmp_path):
     assert body == ["top learning_rate", "top lora_r", "top model_revision", "top revision_of_model",
                     "top liger_rope axolotl.integrations.liger.LigerPlugin", "dataset path", "dataset shards",
                     "plugin axolotl.integrations.liger.LigerPlugin", "chat_template chatml", "optimizer muon",
-                    "rl dpo"]
+                    "rl dpo", "dataset_type alpaca_chat"]

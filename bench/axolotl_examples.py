@@ -1,0 +1,302 @@
+"""Compatibility matrix: every YAML under an axolotl checkout's examples/ through `hpcft validate --profile local`,
+then a stratified sample trained 2 steps on CPU.
+
+Each config is validated as a user would (from a copy of the examples folder, so relative output folders are
+writable) and lands in one column: accepted, refused by name (an axolotl option hpcft does not support yet, the
+key named), unknown key, another one-line error (a missing local file, a value out of range), or a traceback
+(a bug). For the training sample (at least one config per model family, adapter kind and dataset type among the
+accepted ones) base_model is swapped for a tiny random model of the same architecture and every dataset for a
+small local file of the same type; the trainer then runs 2 steps in one process.
+
+Run: python bench/axolotl_examples.py /path/to/axolotl [--commit SHA] [--no-train] [--limit-train N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import record, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTIMODAL_KEYS = ("processor_type", "processor_kwargs", "image_size", "image_resize_algorithm", "freeze_mm_modules")
+_REFUSED = re.compile(r"'([^']+)' is an axolotl (?:option|chat template) hpcft does not (?:support|ship) yet")
+_UNKNOWN = re.compile(r"unknown key '([^']+)'")
+
+
+@dataclass
+class Outcome:
+    """One example config: what kind of config it is and what `hpcft validate` said."""
+
+    path: str
+    kind: str  # text | rl | multimodal | not a training config | unreadable
+    result: str  # accepted | refused | unknown key | other error | traceback
+    detail: str = ""
+    warnings: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def config_kind(raw: Any) -> str:
+    if not isinstance(raw, dict):
+        return "unreadable"
+    if "base_model" not in raw and "datasets" not in raw:
+        return "not a training config"
+    if raw.get("rl"):
+        return "rl"
+    if any(raw.get(key) for key in MULTIMODAL_KEYS):
+        return "multimodal"
+    return "text"
+
+
+def validate_one(path: Path, shown: str) -> Outcome:
+    """Validate in-process (as `hpcft validate --profile local` does); a traceback is caught and counted."""
+    from hpcft.launcher.config import load_job
+    from hpcft.launcher.errors import ConfigError
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except Exception:  # noqa: BLE001 - unreadable examples are counted, hpcft's own reading is what is tested
+        raw = None
+    kind = config_kind(raw)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            job = load_job(path, "local")
+    except ConfigError as exc:
+        message = str(exc).replace(str(path), shown)
+        if match := _REFUSED.search(message):
+            return Outcome(shown, kind, "refused", match.group(1), raw=raw or {})
+        if match := _UNKNOWN.search(message):
+            return Outcome(shown, kind, "unknown key", match.group(1), raw=raw or {})
+        return Outcome(shown, kind, "other error", message.split(": ", 1)[-1], raw=raw or {})
+    except Exception:  # noqa: BLE001 - a traceback is exactly what this benchmark looks for
+        return Outcome(shown, kind, "traceback", traceback.format_exc().strip().splitlines()[-1], raw=raw or {})
+    return Outcome(shown, kind, "accepted", warnings=len(job.warnings), raw=raw or {})
+
+
+def validate_all(examples: Path, work: Path) -> list[Outcome]:
+    copy = work / "examples"
+    shutil.copytree(examples, copy, symlinks=True)
+    paths = sorted(p for p in copy.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [validate_one(p, str(p.relative_to(work))) for p in paths]
+
+
+# --- the 2-step training sample -------------------------------------------------------------------------------
+
+# Model families transformers can build a tiny random model for from a config (no Hub), keyed by how the
+# family shows in base_model.
+FAMILIES = [
+    (re.compile(r"qwen3", re.I), "qwen3"), (re.compile(r"qwen", re.I), "qwen2"),
+    (re.compile(r"gemma-?3", re.I), "gemma3_text"), (re.compile(r"gemma-?2", re.I), "gemma2"),
+    (re.compile(r"gemma", re.I), "gemma"), (re.compile(r"phi-?3|phi-?4", re.I), "phi3"),
+    (re.compile(r"mistral|mixtral|ministral|magistral|devstral", re.I), "mistral"),
+    (re.compile(r"llama|tinyllama|smollm|apertus|arcee|olmo", re.I), "llama"),
+]
+
+
+def model_family(base_model: str) -> str | None:
+    for pattern, family in FAMILIES:
+        if pattern.search(base_model):
+            return family
+    return None
+
+
+def dataset_kind(raw: dict[str, Any]) -> str:
+    types = sorted({str(d.get("type") or "pretokenized") for d in raw.get("datasets") or [] if isinstance(d, dict)})
+    return "+".join(types) or "none"
+
+
+def adapter_kind(raw: dict[str, Any]) -> str:
+    return str(raw.get("adapter") or "full")
+
+
+def stratified_sample(accepted: list[Outcome], limit: int) -> list[Outcome]:
+    """Greedy cover: at least one config per model family, adapter kind and dataset type (first found wins)."""
+    candidates = [o for o in accepted if model_family(str(o.raw.get("base_model", "")))]
+    chosen: list[Outcome] = []
+    covered: set[tuple[str, str]] = set()
+    for outcome in candidates:
+        tags = {("family", model_family(str(outcome.raw["base_model"])) or ""),
+                ("adapter", adapter_kind(outcome.raw)), ("data", dataset_kind(outcome.raw))}
+        if tags - covered and len(chosen) < limit:
+            chosen.append(outcome)
+            covered |= tags
+    return chosen
+
+
+def make_tiny_model(family: str, out: Path) -> None:
+    """A 2-layer random model of the family's architecture with hpcft's tiny tokenizer."""
+    import torch
+    import transformers
+
+    from hpcft.trainer.tiny import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer(out)
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if family.startswith("gemma"):
+        common["head_dim"] = 16
+    config = transformers.AutoConfig.for_model(family, **common)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(str(out))
+
+
+def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A small local file of the same dataset type, with the same field names as the entry expects."""
+    kind = entry.get("type") or "pretokenized"
+    rows: list[dict[str, Any]] = []
+    if str(kind).startswith("chat_template"):
+        mapping = entry.get("message_property_mappings") or {}
+        role_key = mapping.get("role", entry.get("message_field_role") or "role")
+        content_key = mapping.get("content", entry.get("message_field_content") or "content")
+        roles = entry.get("roles") or {}
+        user = (roles.get("user") or ["user"])[0]
+        assistant = (roles.get("assistant") or ["assistant"])[0]
+        for i in range(16):
+            rows.append({entry.get("field_messages") or "messages": [
+                {role_key: user, content_key: f"What is {i} plus {i}?"},
+                {role_key: assistant, content_key: f"{i} plus {i} is {2 * i}."}]})
+    elif kind == "alpaca":
+        rows = [{"instruction": f"Add {i} and {i}.", "input": "", "output": f"{2 * i}"} for i in range(16)]
+    elif kind == "completion":
+        rows = [{entry.get("field") or "text": f"The sky is blue. {i} plus {i} is {2 * i}."} for i in range(16)]
+    else:
+        rows = [{"input_ids": list(range(1, 20)), "labels": list(range(1, 20)), "attention_mask": [1] * 19}] * 16
+    path = out / f"data-{len(list(out.glob('data-*')))}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    keep = {k: v for k, v in entry.items() if k in ("type", "field_messages", "message_property_mappings",
+                                                       "message_field_role", "message_field_content", "roles",
+                                                       "roles_to_train", "train_on_eos", "field",
+                                                       "drop_system_message", "train_on_inputs")}
+    return {**keep, "path": str(path)}
+
+
+def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: int) -> tuple[str, str]:
+    """Swap model and data, validate again, run 2 steps; return (result, detail)."""
+    from hpcft.launcher.config import load_job
+
+    family = model_family(str(outcome.raw["base_model"])) or "llama"
+    if family not in models:
+        models[family] = work / "models" / family
+        make_tiny_model(family, models[family])
+    run = work / "train" / re.sub(r"[^A-Za-z0-9]+", "_", outcome.path)
+    run.mkdir(parents=True)
+    raw = dict(outcome.raw)
+    for key in ("base_model_config", "tokenizer_config", "tokenizer_type", "model_type", "hub_model_id",
+                "chat_template", "chat_template_jinja", "test_datasets", "deepspeed", "wandb_project",
+                "wandb_entity", "wandb_name", "wandb_log_model", "special_tokens", "tokens", "dataset_prepared_path",
+                "resume_from_checkpoint", "lora_model_dir"):
+        raw.pop(key, None)
+    raw.update(base_model=str(models[family]), output_dir=str(run / "out"), max_steps=2, sequence_len=128,
+               micro_batch_size=1, gradient_accumulation_steps=1, val_set_size=0, eval_steps=None,
+               evals_per_epoch=None, save_steps=None, saves_per_epoch=None, logging_steps=1, bf16=False,
+               fp16=False, tf32=False, flash_attention=False, attn_implementation=None)
+    raw["datasets"] = [local_dataset(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
+    config = run / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    job = load_job(config, "local")
+    train_yaml = run / "train.yaml"
+    train_yaml.write_text(yaml.safe_dump(job.cfg.training_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HPCFT_NO_DEEPSPEED": "1"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(train_yaml)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        return "failed", (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:160]
+    losses = [json.loads(line)["loss"] for line in proc.stdout.splitlines()
+              if line.startswith("{") and "loss" in json.loads(line)]
+    return "trained", f"{len(losses)} steps, loss {losses[-1]:.3f}, {seconds:.0f} s" if losses else "no loss logged"
+
+
+# --- reporting -------------------------------------------------------------------------------------------------
+
+RESULTS = ("accepted", "refused", "unknown key", "other error", "traceback")
+
+
+def summary_rows(outcomes: list[Outcome]) -> list[list[object]]:
+    kinds = sorted({o.kind for o in outcomes}, key=lambda k: (k != "text", k))
+    rows = []
+    for kind in [*kinds, "all"]:
+        group = [o for o in outcomes if kind in ("all", o.kind)]
+        counts = collections.Counter(o.result for o in group)
+        rows.append([kind, len(group), *(counts.get(r, 0) for r in RESULTS)])
+    return rows
+
+
+def top_details(outcomes: list[Outcome], result: str, n: int = 15) -> str:
+    counts = collections.Counter(o.detail for o in outcomes if o.result == result)
+    return ", ".join(f"`{detail}` {count}" for detail, count in counts.most_common(n))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("axolotl", type=Path, help="an axolotl checkout (its examples/ folder is read)")
+    parser.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD in it)")
+    parser.add_argument("--no-train", action="store_true", help="only validate")
+    parser.add_argument("--limit-train", type=int, default=12, help="at most this many training runs")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds per training run")
+    parser.add_argument("--no-record", action="store_true", help="print, do not append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    commit = args.commit or subprocess.run(["git", "-C", str(args.axolotl), "rev-parse", "HEAD"],
+                                           capture_output=True, text=True).stdout.strip() or "unknown"
+    with tempfile.TemporaryDirectory(prefix="hpcft-axolotl-") as tmp:
+        work = Path(tmp)
+        start = time.monotonic()
+        outcomes = validate_all(args.axolotl / "examples", work)
+        validate_s = time.monotonic() - start
+        for o in outcomes:
+            print(f"{o.result:12s} {o.kind:10s} {o.path}  {o.detail}")
+        headers = ["kind", "configs", *RESULTS]
+        notes = (f"axolotl commit {commit}: `hpcft validate --profile local` on every YAML under examples/ "
+                 f"({validate_s:.0f} s). Refusing keys: {top_details(outcomes, 'refused')}. Unknown keys: "
+                 f"{top_details(outcomes, 'unknown key') or 'none'}. Other errors: "
+                 f"{top_details(outcomes, 'other error', 8) or 'none'}.")
+        train_rows: list[list[object]] = []
+        if not args.no_train:
+            models: dict[str, Path] = {}
+            sample = stratified_sample([o for o in outcomes if o.result == "accepted" and o.kind == "text"],
+                                       args.limit_train)
+            for outcome in sample:
+                try:
+                    result, detail = train_one(outcome, work, models, args.timeout)
+                except Exception as exc:  # noqa: BLE001 - a failed swap or run is a row, not the end of the matrix
+                    result, detail = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                train_rows.append([outcome.path, model_family(str(outcome.raw["base_model"])),
+                                   adapter_kind(outcome.raw), dataset_kind(outcome.raw), result, detail])
+                print(" | ".join(str(c) for c in train_rows[-1]), flush=True)
+        if args.no_record:
+            print(table(headers, summary_rows(outcomes)))
+            print(notes)
+            if train_rows:
+                print(table(["config", "family", "adapter", "data", "result", "detail"], train_rows))
+            return 0
+        record("axolotl examples (validate)", headers, summary_rows(outcomes), notes=notes)
+        if train_rows:
+            record("axolotl examples (2 CPU steps, tiny model of the same architecture)",
+                   ["config", "family", "adapter", "data", "result", "detail"], train_rows,
+                   notes=f"axolotl commit {commit}; base_model swapped for a 2-layer random model of the family, "
+                         "datasets for 16-row local files of the same type, sequence_len 128, 1 process, fp32",
+                   packages=["torch", "transformers", "peft"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
