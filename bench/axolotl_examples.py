@@ -106,7 +106,9 @@ FAMILIES = [
     (re.compile(r"gemma-?3", re.I), "gemma3_text"), (re.compile(r"gemma-?2", re.I), "gemma2"),
     (re.compile(r"gemma", re.I), "gemma"), (re.compile(r"phi-?3|phi-?4", re.I), "phi3"),
     (re.compile(r"mistral|mixtral|ministral|magistral|devstral", re.I), "mistral"),
-    (re.compile(r"llama|tinyllama|smollm|apertus|arcee|olmo", re.I), "llama"),
+    (re.compile(r"apertus", re.I), "apertus"), (re.compile(r"arcee", re.I), "arcee"),
+    (re.compile(r"olmo-?3", re.I), "olmo3"), (re.compile(r"smollm-?3", re.I), "smollm3"),
+    (re.compile(r"granite", re.I), "granite"), (re.compile(r"llama|tinyllama|smollm", re.I), "llama"),
 ]
 
 
@@ -148,7 +150,8 @@ def make_tiny_model(family: str, out: Path) -> None:
     from hpcft.trainer.tiny import make_tiny_tokenizer
 
     tok = make_tiny_tokenizer(out)
-    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    # Headroom: some families' tokenizer classes (Qwen2Tokenizer) add a special token of their own on loading.
+    common = dict(vocab_size=len(tok) + 16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if family.startswith("gemma"):
@@ -214,7 +217,7 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     job = load_job(config, "local")
     train_yaml = run / "train.yaml"
     train_yaml.write_text(yaml.safe_dump(job.cfg.training_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "HPCFT_NO_DEEPSPEED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(train_yaml)], capture_output=True,
                           text=True, timeout=timeout, env=env)

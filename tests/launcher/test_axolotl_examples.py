@@ -1,0 +1,81 @@
+"""A slice of the compatibility matrix (bench/axolotl_examples.py) on axolotl-style configs kept in tests/data.
+
+Each config's header says what validation must give; the accepted LoRA config is also trained 2 steps on CPU
+with its model swapped for a tiny one of the same architecture and its Hub dataset for a local file.
+The full matrix over an axolotl checkout is a benchmark: python bench/axolotl_examples.py /path/to/axolotl
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = sorted((ROOT / "tests" / "data" / "axolotl_style").glob("*.yaml"))
+
+
+def _bench():
+    """bench/axolotl_examples.py as a module (bench/ is not a package)."""
+    if "axolotl_examples" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("axolotl_examples", ROOT / "bench" / "axolotl_examples.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules["axolotl_examples"]
+
+
+def _expect(path: Path) -> list[str]:
+    return path.read_text().splitlines()[0].removeprefix("# expect: ").split(" ", 1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_axolotl_style_config_is_accepted_or_refused_by_name(case, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = tmp_path / case.name
+    shutil.copy(case, config)
+    outcome = _bench().validate_one(config, case.name)
+    expected = _expect(case)
+    if expected[0] == "accepted":
+        assert outcome.result == "accepted", outcome.detail
+        assert outcome.warnings > 0  # kernel-only keys are named in warnings, never silently dropped
+    else:
+        result, key = expected[0], expected[1]
+        if result == "unknown":
+            result, key = "unknown key", key.removeprefix("key ")
+        assert (outcome.result, outcome.detail) == (result, key)
+
+
+def test_stratified_sample_covers_family_adapter_and_data_type():
+    bench = _bench()
+    outcomes = [bench.Outcome(f"{i}.yaml", "text", "accepted", raw=raw) for i, raw in enumerate([
+        {"base_model": "meta-llama/Llama-3.2-1B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
+        {"base_model": "meta-llama/Llama-3.1-8B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
+        {"base_model": "Qwen/Qwen3-8B", "datasets": [{"type": "chat_template"}]},
+        {"base_model": "google/gemma-3-1b-it", "adapter": "qlora", "datasets": [{"type": "chat_template"}]},
+        {"base_model": "unknown-family/model", "datasets": [{"type": "completion"}]},
+    ])]
+    chosen = [o.path for o in bench.stratified_sample(outcomes, limit=10)]
+    assert chosen == ["0.yaml", "2.yaml", "3.yaml"]  # 1 adds nothing new; 4 has no tiny model family
+
+
+@pytest.mark.slow
+def test_accepted_lora_config_trains_two_steps_with_a_tiny_model_of_its_family(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    bench = _bench()
+    case = ROOT / "tests" / "data" / "axolotl_style" / "llama-lora-alpaca.yaml"
+    config = tmp_path / case.name
+    shutil.copy(case, config)
+    outcome = bench.validate_one(config, case.name)
+    assert outcome.result == "accepted"
+    result, detail = bench.train_one(outcome, tmp_path, {}, timeout=300)
+    assert result == "trained", detail
+    assert detail.startswith("2 steps, loss ")
+    run = tmp_path / "train" / "llama_lora_alpaca_yaml"
+    trained = yaml.safe_load((run / "train.yaml").read_text())
+    assert trained["adapter"] == "lora" and trained["datasets"][0]["type"] == "alpaca"
+    assert (run / "out" / "adapter_config.json").is_file()
