@@ -183,3 +183,20 @@ def test_snapshot_script_reads_an_axolotl_schema(tmp_path):
                     "top liger_rope axolotl.integrations.liger.LigerPlugin", "dataset path", "dataset shards",
                     "plugin axolotl.integrations.liger.LigerPlugin", "chat_template chatml", "optimizer muon",
                     "rl dpo", "dataset_type alpaca_chat"]
+
+
+def test_readme_promise_kernel_only_keys_are_accepted_with_a_warning():
+    readme = (REPO / "README.md").read_text()
+    promised = ["liger_rms_norm", "liger_fused_linear_cross_entropy", "flash_attn_rms_norm", "lora_qkv_kernel",
+                "torch_compile"]
+    assert all(f"`{key.split('_')[0]}" in readme for key in promised)
+    for key in promised:
+        raw = {"base_model": "m", key: True}
+        warnings = check_keys(raw, "cfg.yaml")
+        # Implemented keys (a schema field) are fine too: the trainer then says what it does on this hardware.
+        assert key in known_keys(TrainConfig) or any(f"'{key}' has no effect in hpcft" in w for w in warnings)
+    for plugin in ("axolotl.integrations.liger.LigerPlugin",
+                   "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"):
+        warnings = check_keys({"base_model": "m", "plugins": [plugin]}, "cfg.yaml")
+        assert any(f"plugin '{plugin}' has no effect in hpcft" in w for w in warnings)
+        TrainConfig.model_validate({"base_model": "m", "datasets": [CHAT], "plugins": [plugin]})
