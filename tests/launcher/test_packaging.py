@@ -32,7 +32,7 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
     for expected in ["hpcft/launcher/cli.py", "hpcft/trainer/__init__.py", "hpcft/templates/job.sbatch.j2",
                      "hpcft/edf/environment.toml.j2", "hpcft/cluster_profiles/cscs.yaml",
                      "hpcft/cluster_profiles/local.yaml", "hpcft/configs/examples/tiny-cpu.yaml",
-                     "hpcft/configs/deepspeed/zero3.json"]:
+                     "hpcft/configs/deepspeed/zero3.json", "hpcft/launcher/axolotl_keys.txt"]:
         assert expected in names, expected
     assert not any(n.startswith(("launcher/", "trainer/", "hpcft/__init__.py")) for n in names)
 
@@ -47,3 +47,6 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
                            cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "com.hooks.aws_ofi_nccl.enabled" in shown.stdout
+    # The axolotl key snapshot is read through the package, not the checkout.
+    reference = subprocess.run([env_dir / "bin" / "hpcft", "reference"], capture_output=True, text=True, cwd=tmp_path)
+    assert reference.returncode == 0 and "| `flash_attn_rms_norm` | accepted with a warning |" in reference.stdout
