@@ -30,6 +30,7 @@ _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
 _LIST_UNION_KEYS = ("mounts",)
 _LIST_CONCAT_KEYS = ("sbatch_args", "srun_args")
+_LIST_EXAMPLES = {"mounts": "/capstor/scratch", "sbatch_args": "--exclusive", "srun_args": "--cpu-bind=none"}
 
 
 @dataclass
@@ -73,7 +74,8 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, even for PyYAML's
+        raise ConfigError(f"{path}{line}: invalid YAML ({problem}); fix the syntax") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} "
                           "levels)") from None
@@ -172,6 +174,11 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
         for key, value in layer.items():
             if value is None:
                 continue
+            if key in (*_LIST_UNION_KEYS, *_LIST_CONCAT_KEYS) and not isinstance(value, list):
+                raise ConfigError(f"key 'launch.{key}' must be a list, e.g. {key}: [{_LIST_EXAMPLES[key]}]")
+            if key == "env" and not isinstance(value, dict):
+                raise ConfigError("key 'launch.env' must be a mapping of variable names to values, e.g. "
+                                  "env: {NCCL_DEBUG: INFO}")
             if key in _LIST_UNION_KEYS:
                 merged[key] = unique_mounts(list(merged.get(key, [])) + list(value))
             elif key in _LIST_CONCAT_KEYS:
@@ -253,6 +260,9 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
         if Path(entry["path"]).is_file() and Path(entry["path"]).stat().st_size == 0:
             raise ConfigError(f"{where}: key '{name}.path': dataset file is empty: {entry['path']}")
     files = entry.get("data_files")
+    if files is not None and not (isinstance(files, str) or (
+            isinstance(files, list) and all(isinstance(f, str) for f in files))):
+        raise ConfigError(f"{where}: key '{name}.data_files' must be a file name or a list of file names")
     if files is not None:
         listed = [files] if isinstance(files, str) else list(files)
         resolved = []
