@@ -79,7 +79,7 @@ def validate_one(path: Path, shown: str) -> Outcome:
         with contextlib.redirect_stderr(io.StringIO()):
             job = load_job(path, "local")
     except ConfigError as exc:
-        message = str(exc).replace(str(path), shown)
+        message = str(exc).replace(str(path), shown).replace(str(path.parents[len(Path(shown).parts) - 1]), "")
         if match := _REFUSED.search(message):
             return Outcome(shown, kind, "refused", match.group(1), raw=raw or {})
         if match := _UNKNOWN.search(message):
@@ -100,15 +100,18 @@ def validate_all(examples: Path, work: Path) -> list[Outcome]:
 # --- the 2-step training sample -------------------------------------------------------------------------------
 
 # Model families transformers can build a tiny random model for from a config (no Hub), keyed by how the
-# family shows in base_model.
-FAMILIES = [
+# family shows in base_model (first match wins; None: a family the sample skips).
+FAMILIES: list[tuple[re.Pattern[str], str | None]] = [
+    # Hybrid, MoE or multimodal architectures whose base_model name alone does not pin the tiny build.
+    (re.compile(r"qwen3[._-]?5|qwen3-?next|gemma-?3n|llama-?4|granite-?4", re.I), None),
     (re.compile(r"qwen3", re.I), "qwen3"), (re.compile(r"qwen", re.I), "qwen2"),
     (re.compile(r"gemma-?3", re.I), "gemma3_text"), (re.compile(r"gemma-?2", re.I), "gemma2"),
     (re.compile(r"gemma", re.I), "gemma"), (re.compile(r"phi-?3|phi-?4", re.I), "phi3"),
-    (re.compile(r"mistral|mixtral|ministral|magistral|devstral", re.I), "mistral"),
+    (re.compile(r"mixtral", re.I), "mixtral"), (re.compile(r"mistral|ministral|magistral|devstral", re.I), "mistral"),
     (re.compile(r"apertus", re.I), "apertus"), (re.compile(r"arcee", re.I), "arcee"),
     (re.compile(r"olmo-?3", re.I), "olmo3"), (re.compile(r"smollm-?3", re.I), "smollm3"),
-    (re.compile(r"granite", re.I), "granite"), (re.compile(r"llama|tinyllama|smollm", re.I), "llama"),
+    (re.compile(r"granite", re.I), "granite"),
+    (re.compile(r"llama|tinyllama|smollm", re.I), "llama"),
 ]
 
 

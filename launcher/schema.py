@@ -72,8 +72,9 @@ def check_chat_template_name(value: str | None) -> str | None:
         check_chat_template_name(value.removeprefix(FALLBACK_PREFIX))
         return value
     if value in axolotl_key_space().chat_templates:
-        raise ValueError(f"'{value}' is an axolotl chat template hpcft does not ship yet; use chat_template: "
-                         "tokenizer_default (the model's own template), or jinja with chat_template_jinja")
+        raise ValueError(f"'chat_template: {value}' is an axolotl chat template hpcft does not ship yet; use "
+                         "chat_template: tokenizer_default (the model's own template), or jinja with "
+                         "chat_template_jinja")
     names = (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES)
     raise ValueError(f"unknown chat template '{value}'{_did_you_mean(value, names)} (known: {', '.join(names)}, "
                      f"{FALLBACK_PREFIX}<name>)")

@@ -136,7 +136,8 @@ def test_chat_template_names_axolotl_has_but_hpcft_does_not_ship_are_refused_by_
         assert check_chat_template_name(name) == name
     missing = sorted(SPACE.chat_templates - set(CHAT_TEMPLATE_NAMES) - set(SPECIAL_CHAT_TEMPLATES))
     for name in missing:
-        with pytest.raises(ValueError, match=f"'{name}' is an axolotl chat template hpcft does not ship yet"):
+        shipped = f"'chat_template: {name}' is an axolotl chat template hpcft does not ship yet"
+        with pytest.raises(ValueError, match=shipped):
             check_chat_template_name(name)
         with pytest.raises(ValueError, match="does not ship yet"):
             check_chat_template_name(f"tokenizer_default_fallback_{name}")
