@@ -94,10 +94,21 @@ def test_did_you_mean_only_for_keys_axolotl_lacks_too():
     with pytest.raises(ValueError, match="unknown key 'learning_rat'; did you mean 'learning_rate'"):
         check_keys({"base_model": "m", "learning_rat": 1e-5}, "cfg.yaml")
     # Real axolotl keys that hpcft lacks are named as such, never "corrected" into another key.
-    for key in ("eot_tokens", "batch_size"):
+    for key in ("tokenizer_use_mistral_common", "context_parallel_size"):
         with pytest.raises(ValueError, match=f"'{key}' is an axolotl option hpcft does not support yet") as info:
             check_keys({"base_model": "m", key: 4}, "cfg.yaml")
         assert "did you mean" not in str(info.value)
+
+
+def test_batch_size_sets_gradient_accumulation_as_in_axolotl():
+    base = {"base_model": "m", "datasets": [CHAT]}
+    cfg = TrainConfig.model_validate({**base, "batch_size": 8, "micro_batch_size": 2})
+    assert cfg.gradient_accumulation_steps == 4
+    # Given explicitly, gradient_accumulation_steps wins (axolotl then only reports batch_size).
+    assert TrainConfig.model_validate({**base, "batch_size": 8, "gradient_accumulation_steps": 2}
+                                      ).gradient_accumulation_steps == 2
+    with pytest.raises(ValueError, match="batch_size 6 is not a multiple of micro_batch_size 4"):
+        TrainConfig.model_validate({**base, "batch_size": 6, "micro_batch_size": 4})
 
 
 def test_rl_values_are_refused_per_method():
