@@ -192,8 +192,8 @@ REFUSED_KEYS: dict[str, str] = {
     **dict.fromkeys(("neftune_noise_alpha", "noisy_embedding_alpha", "loss_watchdog_threshold",
                      "loss_watchdog_patience", "activation_offloading", "layer_offloading", "dynamic_checkpoint",
                      "selective_checkpointing", "auto_find_batch_size", "save_first_step", "save_only_model",
-                     "torchdistx_path", "log_sweep_min_lr",
-                     "log_sweep_max_lr", "train_on_split", "special_tokens_to_add", "model_config_type",
+                     "torchdistx_path", "log_sweep_min_lr", "log_sweep_max_lr", "train_on_split",
+                     "special_tokens_to_add", "model_config_type",
                      "kd_trainer", "kd_alpha", "kd_beta", "kd_ce_alpha", "kd_normalize_topk", "kd_online_server",
                      "kd_online_server_base_url", "kd_online_timeout", "kd_online_topk", "kd_temperature",
                      "kd_temperature_min", "accelerator_config"), _TRAINING),
@@ -206,7 +206,7 @@ REFUSED_KEYS: dict[str, str] = {
 
 # Keys in each entry of `datasets:` / `test_datasets:`.
 WARN_ONLY_DATASET_KEYS: dict[str, str] = {
-    "trust_remote_code": "hpcft loads datasets without remote code",
+    "trust_remote_code": "the datasets library no longer runs loading scripts; hpcft loads data files only",
 }
 REFUSED_DATASET_KEYS: dict[str, str] = {
     **dict.fromkeys(("shards", "shards_idx", "preprocess_shards", "input_transform", "conversation",
@@ -222,7 +222,6 @@ REFUSED_DATASET_KEYS: dict[str, str] = {
                      "no_input_format", "system_prompt", "system_format"),
                     "user-defined prompt formats are not supported yet; use type: alpaca or chat_template"),
 }
-
 
 
 @dataclass(frozen=True)
@@ -261,14 +260,6 @@ def axolotl_key_space() -> AxolotlKeySpace:
                            frozenset(sections["plugin"]), plugin_of, frozenset(sections["chat_template"]),
                            frozenset(sections["optimizer"]), frozenset(sections["rl"]),
                            frozenset(sections["dataset_type"]))
-
-
-def is_axolotl_key(key: str, dataset: bool = False) -> bool:
-    """Whether axolotl's schema (or one of our refused/warned lists) knows this key."""
-    space = axolotl_key_space()
-    if dataset:
-        return key in space.dataset or key in REFUSED_DATASET_KEYS or key in WARN_ONLY_DATASET_KEYS
-    return key in space.top or key in REFUSED_KEYS or key in WARN_ONLY_KEYS
 
 
 def refusal_message(key: str, value: object, prefix: str = "") -> str:
