@@ -35,10 +35,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, train_config):
     bad = trainer_cli("train", str(config))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "hpcft: error: optimizer: 'adamw_tourch' is not a known optimizer; use one of adamw_torch, adamw_torch_fused, "
-        "adamw_8bit, adamw_bnb_8bit, paged_adamw_8bit, paged_adamw_32bit, adafactor, sgd, lion_8bit "
-        "(or any transformers OptimizerNames value)")
-    no_adapter = trainer_cli("merge-lora", str(config))
+        f"hpcft: error: {config}: key 'optimizer': unknown optimizer 'adamw_tourch'; did you mean 'adamw_torch'? "
+        "(common: adamw_torch, adamw_torch_fused, adamw_8bit, adamw_bnb_8bit, paged_adamw_8bit, paged_adamw_32bit, "
+        "adafactor, sgd, lion_8bit; any transformers optimizer name works) (got 'adamw_tourch')")
+    valid = tmp_path / "valid.yaml"  # the schema refuses the optimizer above before merge-lora could look
+    valid.write_text(yaml.safe_dump(train_config().training_dict()))
+    no_adapter = trainer_cli("merge-lora", str(valid))
     assert no_adapter.returncode == 2 and "merge-lora: no LoRA adapter" in no_adapter.stderr
     missing = trainer_cli("train", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "config file not found" in missing.stderr
