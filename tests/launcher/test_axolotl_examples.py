@@ -64,10 +64,13 @@ def test_stratified_sample_covers_family_adapter_and_data_type():
 
 
 @pytest.mark.slow
-def test_accepted_lora_config_trains_two_steps_with_a_tiny_model_of_its_family(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "adapter", "data"), [("llama-lora-alpaca", "lora", "alpaca"),
+                                                       ("qwen-qlora-chat-liger", "qlora", "chat_template")])
+def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path,
+                                                                          monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     bench = _bench()
-    case = ROOT / "tests" / "data" / "axolotl_style" / "llama-lora-alpaca.yaml"
+    case = ROOT / "tests" / "data" / "axolotl_style" / f"{name}.yaml"
     config = tmp_path / case.name
     shutil.copy(case, config)
     outcome = bench.validate_one(config, case.name)
@@ -75,7 +78,11 @@ def test_accepted_lora_config_trains_two_steps_with_a_tiny_model_of_its_family(t
     result, detail = bench.train_one(outcome, tmp_path, {}, timeout=300)
     assert result == "trained", detail
     assert detail.startswith("2 steps, loss ")
-    run = tmp_path / "train" / "llama_lora_alpaca_yaml"
+    run = tmp_path / "train" / f"{name.replace('-', '_')}_yaml"
     trained = yaml.safe_load((run / "train.yaml").read_text())
-    assert trained["adapter"] == "lora" and trained["datasets"][0]["type"] == "alpaca"
+    assert trained["adapter"] == adapter and trained["datasets"][0]["type"] == data
+    # The swapped data keeps the config's own field names (conversations / from / value, human / gpt roles).
+    original = yaml.safe_load(case.read_text())["datasets"][0]
+    for key in ("field_messages", "message_property_mappings", "roles"):
+        assert trained["datasets"][0].get(key) == original.get(key)
     assert (run / "out" / "adapter_config.json").is_file()
