@@ -73,6 +73,8 @@ class DatasetConfig(_Strict):
     """Roles whose turns are trained (default `[assistant]`)."""
     train_on_eos: Literal["turn", "last", "all", "none"] | None = None
     """Which end-of-turn tokens are trained: `turn` (each trained turn), `last`, `all`, `none`."""
+    train_on_eot: Literal["turn", "last", "all", "none"] | None = None
+    """Which `eot_tokens` are trained, with the values of `train_on_eos` (default: as `train_on_eos`)."""
     train_on_inputs: bool | None = None
     """Per dataset: also train on the prompt tokens."""
     chat_template: str | None = None
@@ -224,6 +226,9 @@ class TrainConfig(_Strict):
     """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
     chat_template_jinja: str | None = None
     """The chat template text (Jinja) when `chat_template: jinja`."""
+    eot_tokens: list[str] | None = None
+    """Tokens that end a turn in the chat template, e.g. `["<|eot_id|>"]` (default: the EOS token); trained as
+    each dataset's `train_on_eot` says. Each must be one token of the tokenizer."""
 
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)
