@@ -223,7 +223,8 @@ class TrainConfig(_Strict):
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
-    """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
+    """Chat template: `tokenizer_default`, `tokenizer_default_fallback_<name>`, `jinja` (with `chat_template_jinja`),
+    or a template hpcft ships under axolotl's name (`llama3`, `qwen3`, `mistral_v7_tekken`, ...: docs/datasets.md)."""
     chat_template_jinja: str | None = None
     """The chat template text (Jinja) when `chat_template: jinja`."""
     eot_tokens: list[str] | None = None

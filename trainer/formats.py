@@ -105,6 +105,9 @@ class ChatTemplateFormatter:
         warning), a token the tokenizer splits is an error, and so is EOS among them with another train_on_eot."""
         eos = self.tokenizer.eos_token
         if eot_tokens is None:
+            if eos and eos not in self.template and "eos_token" not in self.template:
+                warnings.warn(f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
+                              "turn is trained; set eot_tokens: to the template's end-of-turn token(s)", stacklevel=2)
             return set(self.eos_ids)
         ids = set()
         for token in eot_tokens:
