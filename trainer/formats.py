@@ -23,6 +23,7 @@ from hpcft.launcher.chat_templates import (
     TOKENIZER_DEFAULT,
     chat_template_choice_error,
     chat_template_text,
+    end_of_turn_token,
 )
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
@@ -106,8 +107,10 @@ class ChatTemplateFormatter:
         eos = self.tokenizer.eos_token
         if eot_tokens is None:
             if eos and eos not in self.template and "eos_token" not in self.template:
+                token = end_of_turn_token(self.template)
+                hint = f"eot_tokens: ['{token}']" if token else "eot_tokens: to the template's end-of-turn token(s)"
                 warnings.warn(f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
-                              "turn is trained; set eot_tokens: to the template's end-of-turn token(s)", stacklevel=2)
+                              f"turn is trained; set {hint}", stacklevel=2)
             return set(self.eos_ids)
         ids = set()
         for token in eot_tokens:

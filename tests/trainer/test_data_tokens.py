@@ -8,6 +8,7 @@ family's special tokens added and its end-of-turn token as EOS (as the family's 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -15,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, chat_template_choice_error, chat_template_text
+from hpcft.launcher.chat_templates import (
+    CHAT_TEMPLATE_NAMES,
+    END_OF_TURN,
+    chat_template_choice_error,
+    chat_template_text,
+)
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
 
@@ -190,6 +196,8 @@ def test_names_are_axolotls_and_each_ships_a_template():
     for name in CHAT_TEMPLATE_NAMES:
         assert "{%" in chat_template_text(name) and "messages" in chat_template_text(name), name
         assert chat_template_choice_error(name) is None
+    for name, token in END_OF_TURN.items():  # the end-of-turn table agrees with the templates and the cases
+        assert token in chat_template_text(name) and CASES[name].eos == token, name
     for choice in ("tokenizer_default", "jinja", "tokenizer_default_fallback_llama3"):
         assert chat_template_choice_error(choice) is None
     assert "unknown chat_template 'llama-3'" in chat_template_choice_error("llama-3")
@@ -243,8 +251,11 @@ def test_eot_tokens_and_train_on_eot(keys, eot1, eot2, train_config, family_toke
     tokenizer = family_tokenizer("<|end_of_text|>", (*LLAMA3.specials, "<|eot_id|>", "<|never|>"))
     keys = dict(keys)
     cfg_keys = {"eot_tokens": keys.pop("eot_tokens")} if "eot_tokens" in keys else {}
-    got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, cfg_keys=cfg_keys,
-                     chat_template="llama3", **keys)
+    warning = (r"'<\|never\|>' does not occur in the chat template; ignored" if "<|never|>" in str(cfg_keys) else
+               r"no end of turn is trained; set eot_tokens: \['<\|eot_id\|>'\]" if not cfg_keys else None)
+    with pytest.warns(UserWarning, match=warning) if warning else contextlib.nullcontext():
+        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, cfg_keys=cfg_keys,
+                         chat_template="llama3", **keys)
     want = expected_tokens(tokenizer, LLAMA3_ANSWERS.format(eot1=eot1, eot2=eot2))
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
 
