@@ -84,6 +84,9 @@ COMMAND_A_CASE = Case("<|END_OF_TURN_TOKEN|>", COMMAND_A,
 MISTRAL_V3 = Case("</s>", ("[INST]", "[/INST]"), f"<s>[INST]{Q1}[/INST]⟦{A1}</s>⟧[INST]{S}\n\n{Q2}[/INST]⟦{A2}</s>⟧")
 PHI3 = (f"<|system|>\n{S}<|end|>\n<|user|>\n{Q1}<|end|>\n<|assistant|>\n⟦{A1}<|end|>⟧\n<|user|>\n{Q2}<|end|>\n"
         f"<|assistant|>\n⟦{A2}<|end|>⟧\n")
+EXAONE4_SPECIALS = ("[|system|]", "[|user|]", "[|assistant|]", "<think>", "</think>")
+EXAONE4_START = (f"[|system|]\n{S}[|endofturn|]\n[|user|]\n{Q1}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"
+                 f"⟦{A1}[|endofturn|]⟧\n[|user|]\n{Q2}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n")
 DEEPSEEK = ("<｜User｜>", "<｜Assistant｜>")
 EOS_DS = "<｜end▁of▁sentence｜>"
 
@@ -103,17 +106,17 @@ CASES: dict[str, Case] = {
     "exaone": Case("[|endofturn|]", ("[|system|]", "[|user|]", "[|assistant|]"),
                    f"[|system|]{S}[|endofturn|]\n[|user|]{Q1}\n[|assistant|]⟦{A1}[|endofturn|]⟧\n"
                    f"[|user|]{Q2}\n[|assistant|]⟦{A2}[|endofturn|]⟧\n"),
-    "exaone4": Case("[|endofturn|]", ("[|system|]", "[|user|]", "[|assistant|]"),
-                    f"[|system|]\n{S}[|endofturn|]\n[|user|]\n{Q1}[|endofturn|]\n[|assistant|]\n⟦{A1}[|endofturn|]⟧\n"
-                    f"[|user|]\n{Q2}[|endofturn|]\n[|assistant|]\n⟦{A2}[|endofturn|]⟧\n"),
+    # EXAONE 4 opens every answer with a thinking block (empty without reasoning).
+    "exaone4": Case("[|endofturn|]", EXAONE4_SPECIALS, f"{EXAONE4_START}⟦{A2}[|endofturn|]⟧\n"),
     "falcon_h1": chatml(bos="<s>"),
     "gemma": GEMMA,
     "gemma3": GEMMA,
     "gemma3n": GEMMA,
     "gemma4": GEMMA4,
     "gemma4_unified": GEMMA4,
-    "jamba": Case("<|eom|>", ("<|bom|>", "<|system|>", "<|user|>", "<|assistant|>"),
-                  f"<s><|bom|><|system|> {S}<|eom|><|bom|><|user|> {Q1}<|eom|><|bom|><|assistant|> ⟦{A1}<|eom|>⟧"
+    "jamba": Case("<|eom|>", ("<|startoftext|>", "<|bom|>", "<|system|>", "<|user|>", "<|assistant|>"),
+                  f"<|startoftext|><|bom|><|system|> {S}<|eom|><|bom|><|user|> {Q1}<|eom|>"
+                  f"<|bom|><|assistant|> ⟦{A1}<|eom|>⟧"
                   f"<|bom|><|user|> {Q2}<|eom|><|bom|><|assistant|> ⟦{A2}<|eom|>⟧"),
     "llama3": LLAMA3,
     "llama3_2_vision": LLAMA3,
@@ -231,6 +234,21 @@ def test_named_template_from_config_level_and_tokenizer_fallback(train_config, f
         format_row(train_config, bare, {"conversations": CONVERSATION})
 
 
+@pytest.mark.parametrize(("name", "start"), [
+    ("qwen_25", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                "<|im_start|>user\n"),
+    ("qwen2_vl", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"),
+    ("metharme", "<s><|system|>Enter RP mode. You shall reply to the user while staying in character. Your "
+                 "responses must be detailed, creative, immersive, and drive the scenario forward.<|user|>"),
+    ("jamba", "<|startoftext|><|bom|><|system|> <|eom|><|bom|><|user|> "),
+    ("exaone", "[|system|][|endofturn|]\n[|user|]"),
+])
+def test_templates_without_a_system_turn(name, start, train_config, family_tokenizer):
+    tokenizer = family_tokenizer(CASES[name].eos, CASES[name].specials)
+    ids, _ = format_row(train_config, tokenizer, {"conversations": CONVERSATION[1:]}, chat_template=name)
+    assert tokenizer.decode(ids).startswith(start + Q1)
+
+
 # --- eot_tokens / train_on_eot (a base model's tokenizer: EOS is not the template's end-of-turn token) ---------
 
 LLAMA3_ANSWERS = (f"<s><|start_header_id|>system<|end_header_id|>\n\n{S}<|eot_id|>"
@@ -289,9 +307,8 @@ def test_eot_token_errors_name_the_token(train_config, family_tokenizer):
 THINKING = [*CONVERSATION[:4], {"from": "gpt", "value": A2, "thinking": R}]
 REASONING_CASES = {
     "qwen3": (chatml().eos, chatml().specials, chatml(last_prefix="<think>\n⟦" + R + "\n</think>\n\n⟧").expected),
-    "exaone4": ("[|endofturn|]", ("[|system|]", "[|user|]", "[|assistant|]", "<think>", "</think>"),
-                f"[|system|]\n{S}[|endofturn|]\n[|user|]\n{Q1}[|endofturn|]\n[|assistant|]\n⟦{A1}[|endofturn|]⟧\n"
-                f"[|user|]\n{Q2}[|endofturn|]\n[|assistant|]\n⟦<think>\n{R}\n</think>\n\n{A2}[|endofturn|]⟧\n"),
+    "exaone4": ("[|endofturn|]", EXAONE4_SPECIALS,
+                EXAONE4_START.removesuffix("\n</think>\n\n") + f"⟦{R}\n</think>\n\n{A2}[|endofturn|]⟧\n"),
     "command_a": (COMMAND_A_CASE.eos, COMMAND_A_CASE.specials,
                   f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A1}⟧"
                   f"<|END_RESPONSE|>⟦{CMD_END}⟧{CMD_USER}{Q2}{CMD_END}{CMD_BOT}⟦<|START_THINKING|>{R}"
