@@ -6,7 +6,7 @@ as `chat_template: jinja`, so only the label logic differs) and rendering (hpcft
 template of the same name). The tokenizer is the tiny BPE with the template's special tokens added and its
 end-of-turn token as EOS. axolotl's chat-template code needs only two small packages beyond hpcft's:
     pip install --target /tmp/axdeps colorama addict
-    PYTHONPATH=/tmp/axdeps python bench/axolotl_rows.py --axolotl /path/to/axolotl [--record]
+    PYTHONPATH=/tmp/axdeps python bench/axolotl_rows.py --axolotl /path/to/axolotl [--commit SHA] [--record]
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def compare(got: tuple[list[int], list[int]], want: tuple[list[int], list[int]])
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--axolotl", required=True, help="an axolotl checkout (its src/ is imported)")
+    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree")
     parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(args.axolotl) / "src"))
@@ -91,8 +92,8 @@ def main() -> int:
 
     base = tempfile.mkdtemp()
     make_tiny_tokenizer(base)
-    commit = subprocess.run(["git", "-C", args.axolotl, "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = args.commit or subprocess.run(["git", "-C", args.axolotl, "rev-parse", "HEAD"], capture_output=True,
+                                           text=True).stdout.strip() or "unknown"
 
     masking, rendering = [], []
     for name in CHAT_TEMPLATE_NAMES:
@@ -164,21 +165,27 @@ def main() -> int:
     extra.append(["completion", *compare(hpcft_rows("completion", alpaca_tok, {"text": text}, {}, {}),
                                          (out["input_ids"][0], out["labels"][0]))])
 
-    headers = ["template", "case", "same name: input_ids", "same name: labels", "hpcft's text in both: input_ids",
-               "hpcft's text in both: labels"]
-    notes = (f"axolotl commit {commit}. 'same name': both given chat_template: <name> (each its own template); "
-             "'hpcft's text in both': both given hpcft's template text as chat_template: jinja, so only the label "
-             "logic differs. '-': input_ids differ, labels not compared.")
-    print(table(["template", "rendering vs axolotl's template of that name"], rendering))
+    # One row per template: how many of the cases match, and which do not.
+    summary = []
+    for name, (shown,) in zip(CHAT_TEMPLATE_NAMES, [[r[1]] for r in rendering], strict=True):
+        rows = [r for r in masking if r[0] == name]
+        same_name = sum(r[2] == r[3] == "same" for r in rows)
+        same_text = sum(r[4] == r[5] == "same" for r in rows)
+        differing = ", ".join(r[1] for r in rows if not r[2] == r[3] == r[4] == r[5] == "same") or "-"
+        summary.append([name, shown, f"{same_name}/{len(rows)}", f"{same_text}/{len(rows)}", differing])
+    headers = ["template", "rendering vs axolotl's", "same name: ids+labels equal", "hpcft's text in both: equal",
+               "cases with a difference"]
+    notes = (f"axolotl commit {commit}. Cases: system + 2 turns, no system, train_on_eos all, train_on_eos last, "
+             "train_on_inputs. 'same name': both given chat_template: <name> (each its own template); 'hpcft's text "
+             "in both': both given hpcft's template text as chat_template: jinja, so only the label logic differs. "
+             "Differences are explained in docs/datasets.md.")
+    extra = [[str(cell).replace("|", "\\|") for cell in row] for row in extra]  # markdown table cells
+    print(table(headers, summary))
+    print(table(["case", "input_ids", "labels"], extra))
     if args.record:
-        record("axolotl_rows (chat template masking)", headers, masking, notes=notes, packages=["transformers"])
-        record("axolotl_rows (rendering vs axolotl's templates)", ["template", "rendering"], rendering,
-               notes=f"axolotl commit {commit}; the conversation has a system turn and two user/assistant turns.")
-        record("axolotl_rows (other cases)", ["case", "input_ids", "labels"], extra,
-               notes=f"axolotl commit {commit}.", packages=["transformers"])
-    else:
-        print(table(headers, masking))
-        print(table(["case", "input_ids", "labels"], extra))
+        record("axolotl_rows (chat templates)", headers, summary, notes=notes, packages=["transformers"])
+        record("axolotl_rows (other rows)", ["case", "input_ids", "labels"], extra, notes=f"axolotl commit {commit}.",
+               packages=["transformers"])
     return 0
 
 
