@@ -105,25 +105,27 @@ class ChatTemplateFormatter:
         """Token ids that end a turn; axolotl's checks: tokens missing from the template are ignored (with a
         warning), a token the tokenizer splits is an error, and so is EOS among them with another train_on_eot."""
         eos = self.tokenizer.eos_token
-        if eot_tokens is None:
+        if eot_tokens is None or eot_tokens == [eos]:  # axolotl's default, and its one unchecked case
             if eos and eos not in self.template and "eos_token" not in self.template:
                 token = end_of_turn_token(self.template)
                 hint = f"eot_tokens: ['{token}']" if token else "eot_tokens: to the template's end-of-turn token(s)"
                 warnings.warn(f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
                               f"turn is trained; set {hint}", stacklevel=2)
             return set(self.eos_ids)
-        ids = set()
+        ids, kept = set(), []
         for token in eot_tokens:
-            if token not in self.template and not (token == eos and "eos_token" in self.template):
+            if token not in self.template:  # literally, as axolotl checks (a template's `eos_token` does not count)
                 warnings.warn(f"{self.name}: eot_tokens: '{token}' does not occur in the chat template; ignored",
                               stacklevel=2)
                 continue
+            kept.append(token)
             encoded = self.tokenizer.encode(token, add_special_tokens=False)
             if len(encoded) != 1:
-                raise ConfigError(f"eot_tokens: '{token}' is {len(encoded)} tokens for this tokenizer, not one; add "
-                                  f"it to the vocabulary with tokens: ['{token}'] (or use a token it already has)")
+                raise ConfigError(f"{self.name}: eot_tokens: '{token}' is {len(encoded)} tokens for this tokenizer, "
+                                  f"not one; add it to the vocabulary with tokens: ['{token}'] (or use a token it "
+                                  "already has)")
             ids.add(encoded[0])
-        if eos in eot_tokens and self.train_on_eos != self.train_on_eot:
+        if eos in kept and self.train_on_eos != self.train_on_eot:
             raise ConfigError(f"{self.name}: the EOS token '{eos}' is in eot_tokens, so train_on_eos "
                               f"({self.train_on_eos}) and train_on_eot ({self.train_on_eot}) must be the same; "
                               "set them equal or remove the EOS token from eot_tokens")

@@ -278,13 +278,23 @@ def test_eot_tokens_and_train_on_eot(keys, eot1, eot2, train_config, family_toke
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
 
 
-def test_eot_tokens_with_eos_in_them_and_the_all_option(train_config, family_tokenizer):
-    # Mistral v7: [/INST] ends a user turn, EOS ends an answer; train_on_eot: all trains every one of them.
+def test_eot_tokens_the_template_does_not_write_are_ignored(train_config, family_tokenizer):
+    # Mistral v7: [/INST] ends a user turn, EOS ends an answer. train_on_eot: turn trains the end tokens of the
+    # trained turns only (none of the [/INST]), train_on_eos: all every EOS.
+    # The template writes EOS through `eos_token`, so "</s>" is not in its text: ignored as an eot token (as axolotl
+    # does; EOS is still trained as train_on_eos says, and no train_on_eos/train_on_eot conflict arises).
     tokenizer = family_tokenizer("</s>", ("[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"))
-    got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, train_on_eos="all",
-                     train_on_eot="all", chat_template="mistral_v7_tekken",
-                     cfg_keys={"eot_tokens": ["[/INST]", "[/SYSTEM_PROMPT]", "</s>"]})
-    want = expected_tokens(tokenizer, f"<s>[SYSTEM_PROMPT]{S}⟦[/SYSTEM_PROMPT]⟧[INST]{Q1}⟦[/INST]⟧⟦{A1}</s>⟧"
+    with pytest.warns(UserWarning, match="'</s>' does not occur in the chat template; ignored"):
+        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, train_on_eos="all",
+                         train_on_eot="turn", chat_template="mistral_v7_tekken",
+                         cfg_keys={"eot_tokens": ["[/INST]", "[/SYSTEM_PROMPT]", "</s>"]})
+    want = expected_tokens(tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}[/INST]⟦{A1}</s>⟧"
+                                      f"[INST]{Q2}[/INST]⟦{A2}</s>⟧")
+    assert readable(tokenizer, *got) == readable(tokenizer, *want)
+    with pytest.warns(UserWarning):
+        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, train_on_eot="all",
+                         chat_template="mistral_v7_tekken", cfg_keys={"eot_tokens": ["[/INST]", "</s>"]})
+    want = expected_tokens(tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}⟦[/INST]⟧⟦{A1}</s>⟧"
                                       f"[INST]{Q2}⟦[/INST]⟧⟦{A2}</s>⟧")
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
 
@@ -299,7 +309,11 @@ def test_eot_token_errors_name_the_token(train_config, family_tokenizer):
     with pytest.raises(ConfigError, match=r"EOS token '<\|eot_id\|>' is in eot_tokens, so train_on_eos \(turn\) "
                                           r"and train_on_eot \(last\) must be the same"):
         format_row(train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="llama3",
-                   train_on_eot="last", cfg_keys={"eot_tokens": ["<|eot_id|>"]})
+                   train_on_eot="last", cfg_keys={"eot_tokens": ["<|eot_id|>", "<|start_header_id|>"]})
+    # EOS alone is axolotl's default and goes unchecked: both options apply to the same token (turn wins here).
+    got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="llama3",
+                     train_on_eot="none", cfg_keys={"eot_tokens": ["<|eot_id|>"]})
+    assert got == expected_tokens(tokenizer, LLAMA3.expected)
 
 
 # --- reasoning: a thinking field mapped through message_property_mappings is rendered and trained (as axolotl) ---
