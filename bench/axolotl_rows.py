@@ -135,6 +135,12 @@ def main() -> int:
         theirs = axolotl_chat(tokenizer, {"conversations": THINKING}, ds, {})
         extra.append([f"{name}: reasoning mapped from 'thinking'",
                       *compare(hpcft_rows("chat_template", tokenizer, {"conversations": THINKING}, ds, {}), theirs)])
+    qwen3 = family_tokenizer(base, chat_template_text("qwen3"), "<|im_end|>")
+    marked = [*CHAT[:4], {"from": "gpt", "value": f"<think>{R}</think>{A2}"}]
+    ds = {**MAPPED, "chat_template": "qwen3", "split_thinking": True}
+    extra.append(["qwen3: split_thinking", *compare(hpcft_rows("chat_template", qwen3, {"conversations": marked}, ds,
+                                                               {}), axolotl_chat(qwen3, {"conversations": marked},
+                                                                                 ds, {}))])
     llama3 = chat_template_text("llama3")
     base_llama = family_tokenizer(base, llama3 + "<|end_of_text|>", "<|end_of_text|>")
     for keys, cfg in (({}, {}), ({}, {"eot_tokens": ["<|eot_id|>"]}),

@@ -83,6 +83,9 @@ class DatasetConfig(_Strict):
     """The chat template text (Jinja) when `chat_template: jinja`."""
     drop_system_message: bool | None = None
     """Drop the system turn before templating."""
+    split_thinking: bool | None = None
+    """Move `<think>...</think>` (or `<reasoning>`, `<|begin_of_thought|>`) at the start of an answer into its
+    `reasoning_content`, for templates that render reasoning themselves (qwen3)."""
 
     @field_validator("type")
     @classmethod

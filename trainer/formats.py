@@ -41,6 +41,10 @@ ALPACA_SYSTEM = ("Below is an instruction that describes a task, paired with an 
                  "context. Write a response that appropriately completes the request.")
 ALPACA_SYSTEM_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
                           "completes the request.")
+# split_thinking (axolotl's pairs): the reasoning markers an answer may carry, and the optional solution markers.
+THINKING_PAIRS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"),
+                  ("<|begin_of_thought|>", "<|end_of_thought|>"))
+SOLUTION_PAIR = ("<|begin_of_solution|>", "<|end_of_solution|>")
 # A character no real message starts or ends with: rendering it in place of a turn's content shows where the
 # template put that content.
 _SENTINEL = "\ue000"
@@ -70,6 +74,19 @@ def resolve_chat_template(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, n
     return chat_template_text(choice)
 
 
+def split_thinking(content: str) -> dict[str, str]:
+    """axolotl's split_thinking: the first marked reasoning becomes reasoning_content, the rest the content (the
+    text between solution markers, when it has them). Nothing when the answer carries no reasoning markers."""
+    for opening, closing in THINKING_PAIRS:
+        if opening in content and closing in content:
+            start, end = content.find(opening), content.find(closing)
+            rest = content[end + len(closing):].lstrip()
+            if SOLUTION_PAIR[0] in rest and SOLUTION_PAIR[1] in rest:
+                rest = rest[rest.find(SOLUTION_PAIR[0]) + len(SOLUTION_PAIR[0]):rest.find(SOLUTION_PAIR[1])].strip()
+            return {"reasoning_content": content[start + len(opening):end].strip(), "content": rest}
+    return {}
+
+
 class ChatTemplateFormatter:
     """type: chat_template — render the conversation with the template; train the content of roles_to_train turns.
 
@@ -96,6 +113,7 @@ class ChatTemplateFormatter:
         self.train_on_eot = ds.train_on_eot or self.train_on_eos
         self.train_on_inputs = cfg.train_on_inputs if ds.train_on_inputs is None else ds.train_on_inputs
         self.drop_system_message = bool(ds.drop_system_message)
+        self.split_thinking = bool(ds.split_thinking)
         self.eos_ids = {tokenizer.eos_token_id} - {None}
         self.eot_ids = self._eot_token_ids(cfg.eot_tokens)
         if not getattr(tokenizer, "is_fast", False):
@@ -161,6 +179,8 @@ class ChatTemplateFormatter:
                 if key not in sources and value is not None:
                     turn.setdefault(key, value)
             turn["role"] = self.roles.get(turn["role"], turn["role"])
+            if self.split_thinking and turn["role"] == "assistant":
+                turn.update(split_thinking(turn["content"]))
             turns.append(turn)
         # axolotl's field_system: a `system` column becomes the system turn, even when it is empty.
         if turns[0]["role"] != "system" and row.get("system") is not None:

@@ -405,3 +405,20 @@ def test_empty_system_column_is_an_empty_system_turn(keys, system_part, train_co
     user_eos = "⟦<|im_end|>⟧" if keys else "<|im_end|>"
     expected = f"{system_part}<|im_start|>user\n{Q1}{user_eos}\n<|im_start|>assistant\n⟦{A1}<|im_end|>⟧\n"
     assert readable(tokenizer, *got) == readable(tokenizer, *expected_tokens(tokenizer, expected))
+
+
+def test_split_thinking_moves_marked_reasoning_into_the_template(train_config, family_tokenizer):
+    eos, specials, expected = REASONING_CASES["qwen3"]
+    tokenizer = family_tokenizer(eos, specials)
+    marked = [*CONVERSATION[:4], {"from": "gpt", "value": f"<think>\n{R}\n</think>\n\n{A2}"}]
+    got = format_row(train_config, tokenizer, {"conversations": marked}, chat_template="qwen3", split_thinking=True)
+    assert readable(tokenizer, *got) == readable(tokenizer, *expected_tokens(tokenizer, expected))
+    solution = [*CONVERSATION[:4], {"from": "gpt", "value": f"<|begin_of_thought|>{R}<|end_of_thought|> "
+                                                           f"<|begin_of_solution|> {A2} <|end_of_solution|>"}]
+    assert format_row(train_config, tokenizer, {"conversations": solution}, chat_template="qwen3",
+                      split_thinking=True) == got
+    # Without split_thinking the markers stay in the content; the Qwen3 template itself takes a <think> block out
+    # of an answer (as the published one does), other markers stay as written.
+    assert format_row(train_config, tokenizer, {"conversations": marked}, chat_template="qwen3") == got
+    plain = format_row(train_config, tokenizer, {"conversations": solution}, chat_template="qwen3")
+    assert "<|begin_of_thought|>" in tokenizer.decode(plain[0])
