@@ -176,7 +176,7 @@ REFUSED_KEYS: dict[str, str] = {
                      "remove_unused_columns", "min_sample_len", "excess_length_strategy",
                      "pretraining_sample_concatenation", "use_pose", "pose_max_context_len", "pose_num_chunks",
                      "pose_split_on_token_ids", "sample_packing_sequentially", "shuffle_before_merging_datasets",
-                     "default_system_message", "eot_tokens", "max_packed_sequence_len", "pad_to_multiple_of",
+                     "default_system_message", "max_packed_sequence_len", "pad_to_multiple_of",
                      "dataloader_drop_last", "chat_template_kwargs", "synthetic_dataset"), _DATA),
     **dict.fromkeys(("model_config", "overrides_of_model_config", "model_kwargs", "overrides_of_model_kwargs",
                      "rope_scaling", "reinit_weights", "shrink_embeddings", "mean_resizing_embeddings",
@@ -211,7 +211,7 @@ WARN_ONLY_DATASET_KEYS: dict[str, str] = {
 REFUSED_DATASET_KEYS: dict[str, str] = {
     **dict.fromkeys(("shards", "shards_idx", "preprocess_shards", "input_transform", "conversation",
                      "message_field_training", "message_field_training_detail", "field_tools", "field_thinking",
-                     "split_thinking", "template_thinking_key", "logprobs_field", "train_on_eot", "skip",
+                     "template_thinking_key", "logprobs_field", "skip",
                      "text_column", "input_format"), _DATA),
     **dict.fromkeys(("field_chosen", "field_rejected", "field_human", "field_model", "step_separator",
                      "max_completion_length", "train_on_last_step_only"), _RL),

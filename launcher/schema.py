@@ -19,7 +19,7 @@ from hpcft.launcher.axolotl_keys import (
     dataset_type_message,
     plugin_refusal_message,
 )
-from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, SPECIAL_CHAT_TEMPLATES
+from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 
 SLURM_TIME_RE = re.compile(
@@ -66,18 +66,10 @@ def field_aliases(name: str, field: Any) -> list[str]:
 
 def check_chat_template_name(value: str | None) -> str | None:
     """A `chat_template:` value must name a template hpcft ships (checked on the login node, not on the node)."""
-    if value is None or value in SPECIAL_CHAT_TEMPLATES or value in CHAT_TEMPLATE_NAMES:
-        return value
-    if value.startswith(FALLBACK_PREFIX):
-        check_chat_template_name(value.removeprefix(FALLBACK_PREFIX))
-        return value
-    if value in axolotl_key_space().chat_templates:
-        raise ValueError(f"'chat_template: {value}' is an axolotl chat template hpcft does not ship yet; use "
-                         "chat_template: tokenizer_default (the model's own template), or jinja with "
-                         "chat_template_jinja")
-    names = (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES)
-    raise ValueError(f"unknown chat template '{value}'{_did_you_mean(value, names)} (known: {', '.join(names)}, "
-                     f"{FALLBACK_PREFIX}<name>)")
+    error = chat_template_choice_error(value) if value is not None else None
+    if error:
+        raise ValueError(error)
+    return value
 
 
 def check_optimizer_name(value: str) -> str:
@@ -128,6 +120,8 @@ class DatasetConfig(_Strict):
     """Roles whose turns are trained (default `[assistant]`)."""
     train_on_eos: Literal["turn", "last", "all", "none"] | None = None
     """Which end-of-turn tokens are trained: `turn` (each trained turn), `last`, `all`, `none`."""
+    train_on_eot: Literal["turn", "last", "all", "none"] | None = None
+    """Which `eot_tokens` are trained, with the values of `train_on_eos` (default: as `train_on_eos`)."""
     train_on_inputs: bool | None = None
     """Per dataset: also train on the prompt tokens."""
     chat_template: str | None = None
@@ -136,6 +130,9 @@ class DatasetConfig(_Strict):
     """The chat template text (Jinja) when `chat_template: jinja`."""
     drop_system_message: bool | None = None
     """Drop the system turn before templating."""
+    split_thinking: bool | None = None
+    """Move `<think>...</think>` (or `<reasoning>`, `<|begin_of_thought|>`) at the start of an answer into its
+    `reasoning_content`, for templates that render reasoning themselves (qwen3)."""
 
     @field_validator("type")
     @classmethod
@@ -279,9 +276,13 @@ class TrainConfig(_Strict):
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
-    """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
+    """Chat template: `tokenizer_default`, `tokenizer_default_fallback_<name>`, `jinja` (with `chat_template_jinja`),
+    or a template hpcft ships under axolotl's name (`llama3`, `qwen3`, `mistral_v7_tekken`, ...: docs/datasets.md)."""
     chat_template_jinja: str | None = None
     """The chat template text (Jinja) when `chat_template: jinja`."""
+    eot_tokens: list[str] | None = None
+    """Tokens that end a turn in the chat template, e.g. `["<|eot_id|>"]` (default: the EOS token); trained as
+    each dataset's `train_on_eot` says. Each must be one token of the tokenizer."""
 
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)

@@ -84,5 +84,6 @@ def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, 
     # The swapped data keeps the config's own field names (conversations / from / value, human / gpt roles).
     original = yaml.safe_load(case.read_text())["datasets"][0]
     for key in ("field_messages", "message_property_mappings", "roles"):
-        assert trained["datasets"][0].get(key) == original.get(key)
+        if key in original:
+            assert trained["datasets"][0][key] == original[key]
     assert (run / "out" / "adapter_config.json").is_file()

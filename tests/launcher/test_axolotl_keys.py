@@ -21,7 +21,6 @@ from hpcft.launcher.axolotl_keys import (
     WARN_ONLY_KEYS,
     axolotl_key_space,
 )
-from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, SPECIAL_CHAT_TEMPLATES
 from hpcft.launcher.schema import DatasetConfig, TrainConfig, check_chat_template_name
 from hpcft.launcher.validation import check_keys, known_keys
 
@@ -142,18 +141,16 @@ def test_attention_kernels_axolotl_offers_run_as_sdpa_with_a_warning():
     assert raw["attn_implementation"] == "sdpa" and "'attn_implementation: xformers' has no effect" in warnings[0]
 
 
-def test_chat_template_names_axolotl_has_but_hpcft_does_not_ship_are_refused_by_name():
-    for name in (*SPECIAL_CHAT_TEMPLATES, *CHAT_TEMPLATE_NAMES, "tokenizer_default_fallback_chatml"):
+def test_every_chat_template_name_axolotl_has_passes_the_login_node_check():
+    for name in sorted(SPACE.chat_templates):
         assert check_chat_template_name(name) == name
-    missing = sorted(SPACE.chat_templates - set(CHAT_TEMPLATE_NAMES) - set(SPECIAL_CHAT_TEMPLATES))
-    for name in missing:
-        shipped = f"'chat_template: {name}' is an axolotl chat template hpcft does not ship yet"
-        with pytest.raises(ValueError, match=shipped):
-            check_chat_template_name(name)
-        with pytest.raises(ValueError, match="does not ship yet"):
-            check_chat_template_name(f"tokenizer_default_fallback_{name}")
-    with pytest.raises(ValueError, match="unknown chat template 'chatmll'; did you mean 'chatml'"):
+        fallback = f"tokenizer_default_fallback_{name}"
+        if name not in ("tokenizer_default", "jinja"):
+            assert check_chat_template_name(fallback) == fallback
+    with pytest.raises(ValueError, match="unknown chat_template 'chatmll'; did you mean 'chatml'"):
         check_chat_template_name("chatmll")
+    with pytest.raises(ValueError, match="'nope' is not a chat template hpcft ships"):
+        check_chat_template_name("tokenizer_default_fallback_nope")
 
 
 def test_snapshot_script_reads_an_axolotl_schema(tmp_path):

@@ -106,7 +106,7 @@ def test_chat_template_from_config_jinja(train_config, tiny_tokenizer):
 
 def test_unknown_chat_template_is_one_clear_error(train_config, tiny_tokenizer):
     # Refused by the schema, so on the login node before anything is queued.
-    with pytest.raises(ValueError, match=r"unknown chat template 'nope'"):
+    with pytest.raises(ValueError, match=r"unknown chat_template 'nope'"):
         format_one(train_config, tiny_tokenizer, CHAT, chat_template="nope", **MAPPED)
 
 
