@@ -86,6 +86,17 @@ WARN_ONLY_KEYS: dict[str, str] = {
     "peft_autocast_adapter_dtype": "PEFT's default (adapter weights in fp32) is used",
 }
 
+# Values axolotl accepts for keys hpcft implements with fewer choices: when our schema rejects one of these, the
+# error names it as an axolotl option rather than a mistake.
+AXOLOTL_VALUES: dict[str, frozenset[str]] = {
+    "gradient_checkpointing": frozenset({"offload", "offload_disk"}),
+    # transformers' scheduler names and axolotl's own (lr_scheduler is a free string in axolotl's schema)
+    "lr_scheduler": frozenset({"cosine_with_restarts", "polynomial", "inverse_sqrt", "reduce_lr_on_plateau",
+                               "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+                               "one_cycle", "rex", "log_sweep"}),
+    "attn_implementation": frozenset({"fp8"}),
+}
+
 # attn_implementation values axolotl accepts that only pick another kernel for the same attention.
 ATTENTION_KERNELS_WITHOUT_EFFECT = ("xformers", "sage", "flex_attention", "flash_attention_3")
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpcft.launcher.axolotl_keys import (
     ATTENTION_KERNELS_WITHOUT_EFFECT,
+    AXOLOTL_VALUES,
     PLUGINS_WITHOUT_EFFECT,
     REFUSED_DATASET_KEYS,
     REFUSED_KEYS,
@@ -120,6 +121,8 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{loc}'"
     value = err.get("input")
+    if isinstance(value, str) and value in AXOLOTL_VALUES.get(str(err["loc"][-1]), ()):
+        return f"{where}: '{loc}: {value}' is an axolotl option hpcft does not support yet; {msg}"
     shown = "" if isinstance(value, (dict, list)) or not loc else f" (got {_short(value)})"
     key = f"key '{loc}': " if loc else ""
     return f"{where}: {key}{msg}{shown}"
