@@ -161,7 +161,8 @@ def make_tiny_model(family: str, out: Path) -> None:
         common["head_dim"] = 16
     config = transformers.AutoConfig.for_model(family, **common)
     torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(str(out))
+    # eager builds every architecture (some, like Gemma 2, have no sdpa path); the trainer picks its own attention.
+    transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").save_pretrained(str(out))
 
 
 def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:

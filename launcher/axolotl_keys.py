@@ -210,6 +210,8 @@ REFUSED_KEYS: dict[str, str] = {
                      "kd_temperature_min", "accelerator_config"), _TRAINING),
     **dict.fromkeys(("hub_model_id", "hub_strategy", "hub_revision"), _HUB),
     **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
+    "batch_size": "set micro_batch_size and gradient_accumulation_steps instead (the total follows from them)",
+    "revision_of_model": "write it as model_revision",
     "gptq_groupsize": _QUANT,
     "gptq_model_v1": _QUANT,
     "base_model_ignore_patterns": _MODEL,

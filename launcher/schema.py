@@ -269,8 +269,8 @@ class TrainConfig(_Strict):
     model_type: str = Field("AutoModelForCausalLM",
                             validation_alias=AliasChoices("model_type", "type", "type_of_model"))
     """Model class (AutoModelForCausalLM); `type:` and `type_of_model:` are accepted too."""
-    model_revision: str | None = Field(None, validation_alias=AliasChoices("model_revision", "revision_of_model"))
-    """Model revision on the Hub; `revision_of_model:` is accepted too."""
+    model_revision: str | None = None
+    """Model revision on the Hub."""
     trust_remote_code: bool = False
     """Allow custom model code from the Hub."""
     tokenizer_use_fast: bool = True
@@ -358,9 +358,6 @@ class TrainConfig(_Strict):
     """Micro-batches accumulated per optimizer step."""
     micro_batch_size: int = Field(1, ge=1)
     """Rows per GPU per micro-batch."""
-    batch_size: int | None = Field(None, ge=1)
-    """Rows per GPU per optimizer step: sets gradient_accumulation_steps to batch_size / micro_batch_size when that
-    is not given (as axolotl does); ignored when it is."""
     eval_batch_size: int | None = Field(None, ge=1)
     """Rows per GPU for evaluation (default: micro_batch_size)."""
     num_epochs: float = Field(1.0, gt=0)
@@ -452,20 +449,6 @@ class TrainConfig(_Strict):
 
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _batch_size(cls, data: Any) -> Any:
-        # axolotl derives gradient_accumulation_steps from batch_size only when it is not set itself.
-        if not isinstance(data, dict) or data.get("batch_size") is None or "gradient_accumulation_steps" in data:
-            return data
-        size, micro = data["batch_size"], data.get("micro_batch_size", 1)
-        if isinstance(size, int) and isinstance(micro, int) and micro >= 1:
-            if size % micro or size < micro:
-                raise ValueError(f"batch_size {size} is not a multiple of micro_batch_size {micro}; set "
-                                 "gradient_accumulation_steps instead")
-            return {**data, "gradient_accumulation_steps": size // micro}
-        return data
 
     @field_validator("bf16", mode="before")
     @classmethod

@@ -99,17 +99,6 @@ def test_did_you_mean_only_for_keys_axolotl_lacks_too():
         assert "did you mean" not in str(info.value)
 
 
-def test_batch_size_sets_gradient_accumulation_as_in_axolotl():
-    base = {"base_model": "m", "datasets": [CHAT]}
-    cfg = TrainConfig.model_validate({**base, "batch_size": 8, "micro_batch_size": 2})
-    assert cfg.gradient_accumulation_steps == 4
-    # Given explicitly, gradient_accumulation_steps wins (axolotl then only reports batch_size).
-    assert TrainConfig.model_validate({**base, "batch_size": 8, "gradient_accumulation_steps": 2}
-                                      ).gradient_accumulation_steps == 2
-    with pytest.raises(ValueError, match="batch_size 6 is not a multiple of micro_batch_size 4"):
-        TrainConfig.model_validate({**base, "batch_size": 6, "micro_batch_size": 4})
-
-
 def test_rl_values_are_refused_per_method():
     with pytest.raises(ValueError, match=r"'rl: kto' is an axolotl option hpcft does not support yet; KTO"):
         check_keys({"base_model": "m", "rl": "kto"}, "cfg.yaml")
