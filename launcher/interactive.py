@@ -62,9 +62,9 @@ def prepare_interactive(job: Job, out_dir: str | Path | None = None,
                         command_line: list[str] | None = None) -> tuple[Path, list[str], str]:
     """Render the run directory plus interactive.rc; returns (run_dir, srun argv, torchrun line to paste)."""
     from hpcft.launcher.jobplan import make_plan
-    from hpcft.launcher.render import default_run_dir, finalize_job_name, render_run_dir
+    from hpcft.launcher.render import render_run_dir
+    from hpcft.launcher.runs import default_run_dir
 
-    finalize_job_name(job)
     target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     plan = make_plan(job, target)
     line = torchrun_command(plan)

@@ -15,16 +15,20 @@ Runtimes, as their docs describe them:
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpcft.launcher import protocol
-from hpcft.launcher.config import Job
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.quoting import shell_env_value
+
+if TYPE_CHECKING:  # config.py builds the plan while loading a job
+    from hpcft.launcher.config import Job
 
 # Slurm options an interactive allocation takes from the plan (the others describe a batch script).
 ALLOCATION_OPTIONS = ("job-name", "nodes", "ntasks-per-node", "gres", "gpus-per-node", "cpus-per-task", "time",
@@ -50,6 +54,8 @@ class JobPlan:
     rendezvous: list[str]
     # Every path the job reads or writes, as container mounts (`/path` or `src:dst`).
     mounts: list[str]
+    # Folders the job writes that must exist before it starts (a container runtime cannot mount a missing one).
+    create_dirs: list[str]
     # The variables the container gets from the profile and launch.env ({NAME: value with $VARS}).
     container_env: dict[str, str]
     image: str
@@ -119,9 +125,17 @@ def python_for(profile_python: str) -> str:
     return sys.executable if profile_python == "auto" else profile_python
 
 
+def cache_dir(job: Job) -> str | None:
+    """The profile's cache folder, expanded on the login node (the same user and home as on the nodes)."""
+    folder = job.profile.cache_dir
+    return os.path.abspath(os.path.expandvars(os.path.expanduser(folder))) if folder else None
+
+
 def job_env(job: Job) -> dict[str, str]:
-    """The job's variables: the profile's `env`, then launch.env (the config wins)."""
-    return {**job.profile.env, **job.cfg.launch.env}
+    """The job's variables: the profile's `env`, then launch.env (the config wins); HF_HOME defaults to the
+    profile's cache folder."""
+    cache = cache_dir(job)
+    return {**({"HF_HOME": cache} if cache else {}), **job.profile.env, **job.cfg.launch.env}
 
 
 def job_paths(job: Job) -> list[str]:
@@ -143,7 +157,7 @@ def job_paths(job: Job) -> list[str]:
 
 def job_mounts(job: Job, run_dir: Path) -> list[str]:
     """The profile's and the config's mounts plus the run directory and every path the job uses."""
-    own = [str(run_dir), *job_paths(job)]
+    own = [str(run_dir), *job_paths(job), *filter(None, [cache_dir(job)])]
     if job.profile.runtime in ("pyxis", "apptainer", "edf"):
         # Container runtimes separate mounts with ',' and a source from its destination with ':'.
         for path in own:
@@ -218,7 +232,9 @@ def _container(job: Job, run_dir: Path, mounts: list[str], env: dict[str, str]) 
     if profile.runtime == "edf":
         return [f"--environment={run_dir}/environment.toml"], []
     if profile.runtime == "pyxis":
-        args = [f"--container-image={enroot_image(launch.image or '')}", f"--container-workdir={run_dir}"]
+        # enroot's container is read-only unless asked; torch, Triton and pip write into it.
+        args = [f"--container-image={enroot_image(launch.image or '')}", "--container-writable",
+                f"--container-workdir={run_dir}"]
         if mounts:
             args.append("--container-mounts=" + ",".join(m if ":" in m else f"{m}:{m}" for m in mounts))
         if env:
@@ -243,8 +259,6 @@ def _torchrun() -> list[str]:
 def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> JobPlan:
     """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range)."""
     profile, launch = job.profile, job.cfg.launch
-    if not launch.job_name:
-        raise ConfigError("internal: the job name is decided before the plan (render.finalize_job_name)")
     if profile.runtime != "none" and not launch.image:
         raise ConfigError(f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
                           "set launch.image in the config or the profile, or pass --image")
@@ -257,7 +271,9 @@ def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str =
     return JobPlan(
         run_dir=run_dir, runtime=profile.runtime, sbatch_options=_sbatch_options(job, run_dir, array, log_name),
         exports=_exports(job, run_dir, python_for(profile.python), array), prologue=_prologue(job),
-        rendezvous=rendezvous, mounts=mounts, container_env=env, image=enroot_image(launch.image or ""),
+        rendezvous=rendezvous, mounts=mounts, container_env=env,
+        create_dirs=[*filter(None, [job.cfg.output_dir, job.cfg.dataset_prepared_path, cache_dir(job)])],
+        image=enroot_image(launch.image or ""),
         # One failed node ends the step rather than leaving the others in a collective.
         step_args=["--kill-on-bad-exit=1", "--wait=60", "--ntasks-per-node=1",
                    *([f"--cpus-per-task={launch.cpus_per_task}"] if launch.cpus_per_task else [])],

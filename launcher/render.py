@@ -25,7 +25,9 @@ from hpcft.launcher.config import Job
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.jobplan import job_env, make_plan
+from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
+from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import TrainConfig
 
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
@@ -111,34 +113,23 @@ def manifest(job: Job, run_dir: Path, command_line: list[str] | None) -> dict[st
     }
 
 
-def default_run_dir(job: Job) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(job.cfg.launch.runs_dir).expanduser() / str(job.cfg.launch.job_name)
-    run_dir = (base / stamp).resolve()
-    n = 1
-    while run_dir.exists():  # two renders in the same second
-        n += 1
-        run_dir = (base / f"{stamp}-{n}").resolve()
-    return run_dir
-
-
-def finalize_job_name(job: Job) -> None:
-    if not job.cfg.launch.job_name:
-        job.cfg.launch.job_name = job.config_path.stem
-
-
 def render_run_dir(job: Job, out_dir: str | Path | None = None, command_line: list[str] | None = None,
                    extra_files: dict[str, str] | None = None, array: str | None = None,
                    log_name: str = "slurm-%j") -> Path:
     """Write the run directory for `job` and return its absolute path."""
-    finalize_job_name(job)
     run_dir = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another -o DIR")
+    check_node_paths(job, [str(run_dir)])
     files = render_files(job, run_dir, array=array, log_name=log_name)
     files.update(extra_files or {})
     files["manifest.json"] = json.dumps(manifest(job, run_dir, command_line), indent=2) + "\n"
     write_atomically(run_dir, files)
+    for folder in make_plan(job, run_dir).create_dirs:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {folder}: {exc.strerror}; choose a folder you can write") from None
     return run_dir
 
 

@@ -4,6 +4,7 @@ the run directory and output_dir are always mounted. A missing image file is ref
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -32,7 +33,7 @@ def site(workspace, monkeypatch):
     folder.mkdir()
     for shipped in ("cscs", "pyxis", "apptainer"):
         (folder / f"site-{shipped}.yaml").write_text(f"extends: {shipped}\nlaunch:\n  mounts: {PROFILE_MOUNTS}\n")
-    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{folder}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     with open(workspace / "cfg.yaml", "a") as f:
         f.write(f"  mounts: {CONFIG_MOUNTS + [str(workspace / 'out')]}\n")
     return workspace
@@ -71,7 +72,8 @@ def test_cscs_runs_the_step_through_the_edf(run_cli, site):
     edf = tomllib.loads((run / "environment.toml").read_text())
     assert edf["image"] == "/capstor/scratch/cscs/alice/ce-images/hpcft-0.1.0.sqsh"
     assert edf["workdir"] == str(run)
-    _assert_mounted_once(edf["mounts"], run, site, inherited=frozenset({"/capstor", "/iopsstor", "/users"}))
+    # The shipped profile mounts /capstor and /iopsstor whole, not /users (CSCS advises against it).
+    _assert_mounted_once(edf["mounts"], run, site, inherited=frozenset({"/capstor", "/iopsstor"}))
 
 
 def test_cscs_keeps_a_registry_reference_with_a_hash(run_cli, site):
@@ -87,12 +89,16 @@ def test_cscs_keeps_a_registry_reference_with_a_hash(run_cli, site):
 def test_pyxis_passes_image_mounts_and_workdir_to_srun(run_cli, site, image, expected):
     run, script = _render(run_cli, site, "site-pyxis", image)
     words = _srun_words(script)
-    options = dict(w.split("=", 1) for w in words if w.startswith("--container-"))
+    options = dict(w.split("=", 1) for w in words if w.startswith("--container-") and "=" in w)
     assert options["--container-image"] == expected
     assert options["--container-workdir"] == str(run)
     mounts = options["--container-mounts"].split(",")
     assert all(m.count(":") == 1 for m in mounts)  # pyxis wants SRC:DST
-    _assert_mounted_once(mounts, run, site)
+    # enroot mounts nothing by default: the profile's Hugging Face cache folder is created and mounted too.
+    cache = site / "home" / ".cache" / "huggingface"
+    _assert_mounted_once(mounts, run, site, inherited=frozenset({str(cache)}))
+    assert cache.is_dir() and "--container-writable" in words
+    assert f'export HF_HOME="{cache}"' in script
     assert not (run / "environment.toml").exists()
 
 

@@ -18,7 +18,7 @@ import pytest
 from hpcft.launcher.config import load_job
 from hpcft.launcher.interactive import prepare_interactive
 from hpcft.launcher.jobplan import make_plan
-from hpcft.launcher.render import finalize_job_name, render_run_dir
+from hpcft.launcher.render import render_run_dir
 from hpcft.launcher.submitit_backend import submit_with_submitit
 
 IMAGE = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
@@ -84,7 +84,6 @@ def test_sbatch_submitit_and_interactive_run_the_same_step(profile, workspace, b
     monkeypatch.chdir(workspace)
     cli = {"nodes": 2, **({"image": IMAGE[profile]} if IMAGE[profile] else {})}
     job = load_job(workspace / "cfg.yaml", profile, cli_launch=cli)
-    finalize_job_name(job)
     seen = {}
 
     # 1. job.sbatch, run as Slurm would run it on the first node.
