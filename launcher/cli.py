@@ -1,5 +1,6 @@
 """The `hpcft` command line: all of its argparse wiring. Each handler is thin: it parses, calls a plain function
-of a launcher module, prints. Nothing here imports torch; heavy modules are imported by the handler that needs them."""
+of a launcher module, prints. Nothing here imports torch; heavy modules are imported by the handler that needs them.
+Longer than most modules on purpose: every verb's options are here, in one place, and nowhere else."""
 
 from __future__ import annotations
 

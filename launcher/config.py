@@ -1,4 +1,5 @@
 """Load a training config, merge it with a profile and the command line, and validate it into a job.
+(Just over 300 lines: loading, merging, path resolution and the whole-job checks are one pass, read top down.)
 
 Order of precedence for job options: profile `launch:` < config `launch:` < command line.
 Relative paths in the config are resolved against the config file's folder, so a config means the same job

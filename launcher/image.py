@@ -1,5 +1,7 @@
 """The training image: the commands that build it and import it for a runtime, with the versions filled in from
-the checkout's pyproject.toml, and the check that the image file a job names exists before it is submitted."""
+the checkout's pyproject.toml, and the check that the image file a job names exists before it is submitted.
+(Over 300 lines: the build and import steps of both runtimes are kept side by side; what is inside an image is
+read by image_contents.py.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """The one training-config schema, shared by the launcher (validates on the login node) and the trainer.
+(Long on purpose: one documented field per config key; docs/config-reference.md is generated from it.)
 
 Keys keep axolotl's names and meaning. Keys axolotl has but hpcft does not implement are listed in
 `UNSUPPORTED_AXOLOTL_KEYS` so that they fail by name instead of being silently ignored.

@@ -1,4 +1,5 @@
 """The one module that runs Slurm's commands (sbatch, squeue, sacct, scontrol, scancel, srun) and parses their output.
+(Over 300 lines on purpose: every Slurm output format is parsed here and nowhere else.)
 
 Every command is run from an argument list (never a shell string) and asked for a machine-readable form
 (`--parsable`, `-P`, `-o` formats), so what comes back is parsed here and nowhere else.
