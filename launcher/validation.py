@@ -18,6 +18,7 @@ from hpcft.launcher.axolotl_keys import (
     axolotl_key_space,
     refusal_message,
 )
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
 
 
@@ -105,6 +106,15 @@ def _check_mapping(raw: dict[str, Any], known: set[str], axolotl: frozenset[str]
                 continue
             raise ValueError(f"{where}: {refusal_message(key, value, prefix)}")
         raise ValueError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, known | set(warn_only) | axolotl)}")
+
+
+def as_list(value: Any, key: str) -> list[Any]:
+    """A list option given as one string (`mounts: /data`) is a one-element list, not its characters."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"key '{key}' must be a list (e.g. [{value!r}]), not {type(value).__name__}")
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:
