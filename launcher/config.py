@@ -179,7 +179,7 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
         for key, value in layer.items():
             if value is None:
                 continue
-            if key in (*_LIST_UNION_KEYS, *_LIST_CONCAT_KEYS) and not isinstance(value, list):
+            if key in (*_LIST_UNION_KEYS, *_LIST_CONCAT_KEYS) and not isinstance(value, (list, str)):
                 raise ConfigError(f"key 'launch.{key}' must be a list, e.g. {key}: [{_LIST_EXAMPLES[key]}]")
             if key == "env" and not isinstance(value, dict):
                 raise ConfigError("key 'launch.env' must be a mapping of variable names to values, e.g. "
