@@ -71,6 +71,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hpcft.launcher.forecast import format_forecast, make_forecast
+
+    job = job_from_args(args)
+    forecast = make_forecast(job, tokens_per_s=args.tokens_per_s, gpu_memory_gib=args.gpu_memory_gib,
+                             model_config=args.model_config)
+    print(format_forecast(job, forecast))
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from hpcft.launcher.profiles import available_profiles, load_profile, profile_as_yaml
 
@@ -113,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         validate.add_argument("--" + key.replace("_", "-"), dest=f"launch_{key}", type=kind, help=argparse.SUPPRESS)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser(
+        "plan", help="before submitting: parameters, memory per GPU, batch, steps, time and node-hours",
+        epilog="Example: hpcft plan --profile cscs cfg.yaml --nodes 4")
+    add_render_options(plan)
+    plan.add_argument("--tokens-per-s", type=float, metavar="N",
+                      help="training tokens/s per GPU for the time estimate (default: the profile's table)")
+    plan.add_argument("--gpu-memory-gib", type=float, metavar="GIB", help="GPU memory (default: the profile's)")
+    plan.add_argument("--model-config", metavar="PATH",
+                      help="a model folder or config.json to size the model from (default: base_model's)")
+    plan.set_defaults(func=cmd_plan)
 
     profiles = sub.add_parser("profiles", help="list cluster profiles or show one, merged")
     profiles.add_argument("action", choices=["list", "show"])
