@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -145,7 +146,15 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="a table of hpcft runs: state, elapsed, restarts, last step and loss")
     status.add_argument("ref", nargs="?", help="JOBID or RUN_DIR (default: runs submitted in the last day)")
     status.add_argument("--all", action="store_true", help="every run hpcft has submitted")
+    status.add_argument("--no-plot", action="store_true", help="with a RUN: the table only, no loss curve")
     status.set_defaults(func=cmd_status)
+
+    plot = sub.add_parser("plot", help="draw a run's loss and learning-rate curve into a PNG (also while it runs)",
+                          epilog="Example: hpcft plot latest -o loss.png")
+    plot.add_argument("ref", nargs="?", default="latest",
+                      help="JOBID, RUN_DIR, a training output_dir, or 'latest' (default)")
+    plot.add_argument("-o", "--out", help="PNG to write (default: loss.png in the run directory)")
+    plot.set_defaults(func=cmd_plot)
 
     cancel = sub.add_parser("cancel", help="cancel a job (all tasks of a sweep)")
     cancel.add_argument("ref", help="JOBID or RUN_DIR")
@@ -177,7 +186,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     from hpcft.launcher.logs import follow_job
 
-    return follow_job(RunRef(result.job_id, result.run_dir))
+    code = follow_job(RunRef(result.job_id, result.run_dir))
+    print_curves(str(result.run_dir))
+    return code
 
 
 def cmd_interactive(args: argparse.Namespace) -> int:
@@ -229,7 +240,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no hpcft runs submitted in the last day (hpcft status --all lists every one)", file=sys.stderr)
         return 0
     print(format_status_table(status_rows(runs)))
+    if args.ref and not args.no_plot:
+        print_curves(args.ref)
     return 0
+
+
+def print_curves(ref: str) -> None:
+    """Draw the loss curve(s) of a run in the terminal, and say where its loss.png is."""
+    from hpcft.launcher.logs import use_color
+    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, terminal_plot
+
+    for source in curve_sources(ref):
+        curve = read_curve(source.output_dir)
+        if not curve:
+            print(f"{source.label}: no step logged yet in {source.output_dir}", file=sys.stderr)
+            continue
+        width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns - 2))
+        print()
+        print(terminal_plot(curve, curve_title(source, curve), width=width, color=use_color(sys.stdout)))
+        if source.png.is_file():
+            print(f"loss.png: {source.png}")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, write_png
+
+    drawn = 0
+    for source in curve_sources(args.ref, args.out):
+        curve = read_curve(source.output_dir)
+        if not curve:
+            print(f"hpcft: {source.label}: no step logged yet in {source.output_dir}", file=sys.stderr)
+            continue
+        print(write_png(curve, source.png, title=curve_title(source, curve)))
+        drawn += 1
+    return 0 if drawn else 1
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.trainer.progress import quiet_progress_bars_in_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging() -> None:
+    # Before transformers/datasets are imported: their progress bars would garble a batch job's log.
+    quiet_progress_bars_in_logs()
     # Replicas log errors only: N ranks repeating every info line would bury rank 0's.
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
     logging.basicConfig(level=level, format="[hpcft %(levelname)s] %(message)s", stream=sys.stderr)

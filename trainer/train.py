@@ -91,9 +91,31 @@ def train(config_path: str | Path) -> int:
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
+    if is_main_process():
+        draw_loss_png(cfg.output_dir)
 
     cleanup()
     return 0
+
+
+def draw_loss_png(output_dir: str) -> Path | None:
+    """loss.png of the whole run (all restarts so far) into the run directory, where the user looks first
+    (loss-<task>.png for a sweep's array task), else into output_dir. A plot that fails never fails the run."""
+    from hpcft.launcher.plot import read_curve, write_png
+
+    run_dir, task = os.environ.get("HPCFT_RUN_DIR"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    folder = Path(run_dir) if run_dir and Path(run_dir).is_dir() else Path(output_dir)
+    target = folder / (f"loss-{task}.png" if run_dir and task else "loss.png")
+    try:
+        curve = read_curve(output_dir)
+        if not curve:
+            return None
+        write_png(curve, target, title=f"{Path(output_dir).name}: {len(curve.steps)} steps")
+    except Exception as exc:  # noqa: BLE001 - matplotlib missing or the folder not writable: say so, go on
+        log.warning("could not draw %s: %s", target, exc)
+        return None
+    print(f"hpcft: loss curve: {target}", flush=True)
+    return target
 
 
 def cleanup() -> None:
