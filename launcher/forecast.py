@@ -337,12 +337,12 @@ def trainable_split(job: Job, shape: ModelShape) -> tuple[int, int, float]:
 def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib: float | None = None,
                   model_config: str | None = None) -> Forecast:
     """The whole estimate for a validated job on its profile."""
-    from hpcft.launcher.render import deepspeed_config
+    from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 
     cfg, launch, profile = job.cfg, job.cfg.launch, job.profile
     shape = model_shape(model_config or cfg.base_model_config or cfg.base_model)
     gpus_per_node = launch.nproc_per_node
-    ds = deepspeed_config(cfg, gpus_per_node * launch.nodes)
+    ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, gpus_per_node * launch.nodes)
     sharding = sharding_from_deepspeed(ds, gpus_per_node, launch.nodes)
     mixed = bool(launch.gpus_per_node) and (cfg.bf16 is not False or cfg.fp16)
     precision = Precision() if mixed else Precision.full_fp32()

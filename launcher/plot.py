@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
 
-METRICS_FILE = "metrics.jsonl"
-STARTS_FILE = "starts.jsonl"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

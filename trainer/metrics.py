@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.plot import METRICS_FILE, STARTS_FILE  # file names the launcher reads too
+from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.progress import StepClock, format_eval_line, format_step_line
 
