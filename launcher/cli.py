@@ -89,6 +89,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hpcft.launcher.doctor import doctor_job, run_doctor
+
+    job = doctor_job(args.profile, args.config, args.overrides, cli_launch(args))
+    for warning in job.warnings:
+        print(f"hpcft: warning: {warning}", file=sys.stderr)
+    code, report = run_doctor(job, max_mib=args.max_mib, write_mib=args.write_mib, iters=args.iters,
+                              out_dir=args.out, command_line=["hpcft", *args.argv])
+    print(report)
+    return code
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from hpcft.launcher.profiles import available_profiles, load_profile, profile_as_yaml
 
@@ -317,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model-config", metavar="PATH",
                       help="a model folder or config.json to size the model from (default: base_model's)")
     plan.set_defaults(func=cmd_plan)
+
+    doctor = sub.add_parser(
+        "doctor", help="check nodes, container and network with a short job run like training (per-node table)",
+        epilog="Example: hpcft doctor --profile cscs --nodes 8 --account a127   (exit 1 when a node is slow or "
+               "broken; it prints the --exclude line)")
+    add_render_options(doctor, config_required=False)
+    doctor.add_argument("-o", "--out", help="run directory to write (default runs/hpcft-doctor/<timestamp>)")
+    doctor.add_argument("--max-mib", type=int, default=1024, help="largest all-reduce message in MiB (default 1024)")
+    doctor.add_argument("--write-mib", type=int, default=256, help="MiB each node writes to time the filesystem")
+    doctor.add_argument("--iters", type=int, default=5, help="timed all-reduces per message size")
+    doctor.set_defaults(func=cmd_doctor)
 
     profiles = sub.add_parser("profiles", help="list cluster profiles or show one, merged")
     profiles.add_argument("action", choices=["list", "show"])

@@ -2,7 +2,7 @@
 training job's container and environment. Each rank writes DIR/rank-<R>.json (updated after every stage, so a
 rank that hangs or dies still says how far it got):
 
-  - the node: host, GPUs visible, the image and the hpcft/torch/NCCL versions inside it;
+  - the node: host, GPUs visible, the image it runs in and the hpcft/torch/NCCL versions inside it;
   - the rendezvous: how long init_process_group took (NCCL or, without GPUs, gloo);
   - an all-reduce bus-bandwidth sweep over all ranks (1 MiB .. 1 GiB), timed as nccl-tests does;
   - per node: the all-reduce bandwidth with each neighbouring node (node pairs), which singles out a slow node;
@@ -36,6 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--write-mib", type=int, default=256, help="bytes each node writes for the speed test")
     parser.add_argument("--iters", type=int, default=5, help="timed all-reduces per message size")
     parser.add_argument("--timeout", type=int, default=180, help="seconds the rendezvous and each collective wait")
+    parser.add_argument("--image", help="the container image the job was started with (reported as is)")
     return parser.parse_args(argv)
 
 
@@ -60,7 +61,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def node_facts() -> dict[str, Any]:
+def node_facts(image: str | None) -> dict[str, Any]:
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -68,7 +69,7 @@ def node_facts() -> dict[str, Any]:
     if torch.cuda.is_available():
         nccl = ".".join(str(part) for part in torch.cuda.nccl.version())
     return {"host": socket.gethostname(), "gpus": gpus, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "image": os.environ.get("HPCFT_IMAGE") or None, "hpcft_version": _version("hpcft"),
+            "image": image if image and image != "none" else None, "hpcft_version": _version("hpcft"),
             "torch_version": torch.__version__, "nccl_version": nccl}
 
 
@@ -158,7 +159,7 @@ def run(argv: list[str]) -> int:
         os.environ.setdefault("NCCL_DEBUG_FILE", str(out / "nccl-%h-%p.log"))
     else:
         backend, device = "gloo", torch.device("cpu")
-    report.update(backend=backend, **node_facts())
+    report.update(backend=backend, **node_facts(args.image))
 
     import torch.distributed as dist
 
