@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hpcft.launcher.forecast import Sharding, model_states
+from hpcft.launcher.memory_model import Sharding, model_states
 from hpcft.launcher.model_size import KNOWN_MODELS, shape_from_config
 
 LLAMA_1B, LLAMA_8B = "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B"
