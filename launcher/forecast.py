@@ -76,6 +76,7 @@ class Forecast:
     tokens_per_s_source: str
     time_limit_s: int
     max_requeues: int
+    on_gpus: bool = True
     suggestions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -86,7 +87,19 @@ class Forecast:
 
     @property
     def gpu_total(self) -> float:
-        return self.states.gpu_total + self.activation_total + RUNTIME_RESERVE_BYTES
+        return self.states.gpu_total + self.activation_total + self.reserve
+
+    @property
+    def reserve(self) -> float:
+        return RUNTIME_RESERVE_BYTES if self.on_gpus else 0.0
+
+    @property
+    def device(self) -> str:
+        return "GPU" if self.on_gpus else "process"
+
+    @property
+    def devices(self) -> str:
+        return "GPUs" if self.on_gpus else "processes"
 
     @property
     def global_batch(self) -> int:
@@ -178,7 +191,8 @@ def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib
         gpu_memory=memory * GIB if memory else None, micro_batch=cfg.micro_batch_size,
         grad_accum=cfg.gradient_accumulation_steps, seq_len=cfg.sequence_len, data=dataset_size(job),
         max_steps=cfg.max_steps, num_epochs=cfg.num_epochs, tokens_per_s=speed, tokens_per_s_source=speed_source,
-        time_limit_s=launch.time_seconds, max_requeues=launch.max_requeues if launch.requeue else 0)
+        time_limit_s=launch.time_seconds, max_requeues=launch.max_requeues if launch.requeue else 0,
+        on_gpus=bool(launch.gpus_per_node))
     forecast.warnings += plan_warnings(job, forecast)
     if forecast.fits is False or (forecast.gpu_memory and forecast.gpu_total > TIGHT_SHARE * forecast.gpu_memory):
         forecast.suggestions = fit_suggestions(job, forecast, precision, frozen_bytes)
@@ -187,7 +201,7 @@ def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib
 
 def _total_with(forecast: Forecast, states: ModelStates, acts: Activations, checkpointing: bool) -> float:
     kept = acts.checkpointed if checkpointing else acts.full
-    return states.gpu_total + kept + acts.logits + RUNTIME_RESERVE_BYTES
+    return states.gpu_total + kept + acts.logits + forecast.reserve
 
 
 def fit_suggestions(job: Job, forecast: Forecast, precision: Precision, frozen_bytes: float) -> list[str]:
@@ -253,7 +267,7 @@ def plan_warnings(job: Job, forecast: Forecast) -> list[str]:
         if said != forecast.global_batch:
             warnings.append(f"the config's comment says global batch {said}, but micro_batch_size "
                             f"{forecast.micro_batch} x gradient_accumulation_steps {forecast.grad_accum} x "
-                            f"{forecast.sharding.gpus} GPUs = {forecast.global_batch}")
+                            f"{forecast.sharding.gpus} {forecast.devices} = {forecast.global_batch}")
     run = forecast.run_seconds
     if run is not None and run > forecast.time_limit_s:
         allocations = math.ceil(run / max(1, forecast.time_limit_s - job.cfg.launch.signal_grace))
@@ -285,7 +299,9 @@ def _count(n: float) -> str:
 
 def format_forecast(job: Job, f: Forecast) -> str:
     cfg, launch = job.cfg, job.cfg.launch
-    gib = lambda b: f"{b / GIB:6.1f} GiB"  # noqa: E731
+    def gib(value: float) -> str:
+        return f"{value / GIB:6.1f} GiB" if value >= GIB / 10 or not value else f"{value / 2**20:6.1f} MiB"
+
     mode = {None: "full fine-tuning", "lora": f"LoRA r={cfg.lora_r}", "qlora": f"QLoRA (4-bit base) r={cfg.lora_r}"}
     lines = [f"hpcft plan: {job.config_path.name} on profile '{job.profile.name}', {launch.nodes} node(s) x "
              f"{launch.nproc_per_node} {'GPUs' if launch.gpus_per_node else 'processes'} = {f.sharding.gpus}",
@@ -294,7 +310,7 @@ def format_forecast(job: Job, f: Forecast) -> str:
              f"parameters {f.total_params:,} ({_count(f.total_params)}); trainable {f.trainable_params:,} "
              f"({100 * f.trainable_params / f.total_params:.2f}%, {mode[cfg.adapter]})",
              "",
-             f"memory per GPU ({f.sharding.describe()})",
+             f"memory per {f.device} ({f.sharding.describe()})",
              f"  weights              {gib(f.states.weights)}",
              f"  gradients            {gib(f.states.gradients)}",
              f"  optimizer states     {gib(f.states.optimizer)}",
@@ -303,9 +319,9 @@ def format_forecast(job: Job, f: Forecast) -> str:
              f"(micro_batch_size {f.micro_batch} x sequence_len {f.seq_len}, gradient checkpointing "
              f"{'on' if f.checkpointing else 'off'}; "
              f"{'without' if f.checkpointing else 'with'} it: "
-             f"{(f.activations.full if f.checkpointing else f.activations.checkpointed) / GIB:.1f} GiB)",
+             f"{gib(f.activations.full if f.checkpointing else f.activations.checkpointed).strip()})",
              f"  logits and loss      {gib(f.activations.logits)}",
-             f"  runtime reserve      {gib(RUNTIME_RESERVE_BYTES)}   (CUDA context, NCCL buffers)",
+             *([f"  runtime reserve      {gib(f.reserve)}   (CUDA context, NCCL buffers)"] if f.reserve else []),
              f"  total                {gib(f.gpu_total)}" + (
                  f"   of {f.gpu_memory / GIB:.0f} GiB ({job.profile.gpu_name or 'GPU'}): "
                  + ("fits" if f.fits and f.gpu_total <= TIGHT_SHARE * f.gpu_memory else "tight" if f.fits
@@ -316,7 +332,7 @@ def format_forecast(job: Job, f: Forecast) -> str:
     steps = f.total_steps
     lines += ["", "batch",
               f"  global batch         {f.global_batch} = micro_batch_size {f.micro_batch} x "
-              f"gradient_accumulation_steps {f.grad_accum} x {f.sharding.gpus} GPUs",
+              f"gradient_accumulation_steps {f.grad_accum} x {f.sharding.gpus} {f.devices}",
               f"  tokens per step      {f.tokens_per_step:,} (at most: global batch x sequence_len"
               + (", packed rows are nearly full)" if cfg.sample_packing else ")"),
               f"  dataset              {f.data.source}",
@@ -325,17 +341,18 @@ def format_forecast(job: Job, f: Forecast) -> str:
               + (" (max_steps)" if f.max_steps else f" ({f.num_epochs:g} epoch(s))" if steps else "")]
     lines += ["", "time"]
     if f.tokens_per_s:
-        lines.append(f"  throughput           {f.tokens_per_s:,.0f} tokens/s per GPU ({f.tokens_per_s_source})")
+        lines.append(f"  throughput           {f.tokens_per_s:,.0f} tokens/s per {f.device} ({f.tokens_per_s_source})")
         lines.append(f"  per step             {f.step_seconds:.2f} s")
         if f.run_seconds is not None:
             node_hours = f.run_seconds / 3600 * launch.nodes
-            lines.append(f"  run                  {format_duration(f.run_seconds)}, {node_hours:,.1f} node-hours "
-                         f"({node_hours * launch.nproc_per_node:,.1f} GPU-hours); time limit {launch.time}")
+            gpu_hours = f" ({node_hours * launch.nproc_per_node:,.1f} GPU-hours)" if f.on_gpus else ""
+            lines.append(f"  run                  {format_duration(f.run_seconds)}, {node_hours:,.1f} node-hours"
+                         f"{gpu_hours}; time limit {launch.time}")
     else:
         lines.append(f"  throughput           unknown ({f.tokens_per_s_source})")
     if f.warnings:
         lines += [""] + [f"warning: {w}" for w in f.warnings]
     if f.suggestions:
-        lines += ["", "to fit, one change at a time (memory per GPU it would need):"]
+        lines += ["", f"to fit, one change at a time (memory per {f.device} it would need):"]
         lines += [f"  {s}" for s in f.suggestions]
     return "\n".join(lines)
