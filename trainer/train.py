@@ -111,7 +111,11 @@ def draw_loss_png(output_dir: str) -> Path | None:
         curve = read_curve(output_dir)
         if not curve:
             return None
-        write_png(curve, target, title=f"{Path(output_dir).name}: {len(curve.steps)} steps")
+        # runs/<job name>/<stamp>: name the plot after the job, as `hpcft status` does.
+        name = run_dir.parent.name if run_dir else Path(output_dir).name
+        last = next((loss for loss in reversed(curve.loss) if loss is not None), None)
+        write_png(curve, target, title=f"{name}: step {curve.steps[-1]}"
+                  + (f", loss {last:.3f}" if last is not None else ""))
     except Exception as exc:  # noqa: BLE001 - matplotlib missing or the folder not writable: say so, go on
         log.warning("could not draw %s: %s", target, exc)
         return None
