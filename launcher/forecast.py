@@ -183,7 +183,8 @@ def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib
     else:
         base = tokens_per_s_per_gpu(profile.tokens_per_s_per_gpu, billions)
         speed = None if base is None else base * compute_factor(cfg.adapter, cfg.gradient_checkpointing)
-        speed_source = (f"profile '{profile.name}' table for {profile.gpu_name or 'its GPUs'}" if base
+        for_gpu = f" for {profile.gpu_name}" if profile.gpu_name else ""
+        speed_source = (f"profile '{profile.name}' table{for_gpu}" if base
                         else f"none: profile '{profile.name}' has no tokens_per_s_per_gpu table; give --tokens-per-s")
     forecast = Forecast(
         shape=shape, total_params=shape.total_parameters, trainable_params=trainable, sharding=sharding,
