@@ -139,3 +139,15 @@ def test_plan_imports_nothing_heavy(workspace):
             "print(heavy); sys.exit(code or (1 if heavy else 0))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=workspace)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_qlora_keeps_a_4_bit_base_and_trains_the_adapter(run_cli, workspace):
+    write_model(workspace / "model", LLAMA_8B)
+    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", "--nodes", "1", "adapter=qlora", "load_in_4bit=true",
+                     "lora_target_linear=true", "lora_r=16", cwd=workspace)
+    assert result.code == 0, result.err
+    assert "QLoRA (4-bit base) r=16" in result.out
+    assert "ZeRO-2" in result.out  # QLoRA's default DeepSpeed preset
+    # ZeRO-2 keeps the whole frozen base on every GPU: ~7B linear weights at ~0.52 bytes + embeddings in bf16.
+    weights_gib = float(figure(result.out, "weights").split()[0])
+    assert 4.5 < weights_gib < 6.0

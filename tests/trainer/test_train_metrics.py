@@ -97,3 +97,24 @@ def test_progress_bars_are_turned_off_in_a_log_file_only(tmp_path, monkeypatch):
 
     monkeypatch.delenv(PROGRESS_BAR_SWITCHES[0])
     assert not quiet_progress_bars_in_logs(Terminal()) and PROGRESS_BAR_SWITCHES[0] not in os.environ
+
+
+def test_loss_png_goes_to_the_run_directory_at_job_end(tmp_path, monkeypatch, capsys):
+    from hpcft.trainer.train import draw_loss_png
+
+    out, run_dir = tmp_path / "out", tmp_path / "runs" / "tiny-cpu" / "20261130-000000"
+    run_dir.mkdir(parents=True)
+    out.mkdir()
+    (out / METRICS_FILE).write_text("".join(format_metrics_line(s, 5.0 - s / 10, 1e-3, 1.0, 1e3, 0.1) + "\n"
+                                            for s in range(1, 6)))
+    monkeypatch.setenv("HPCFT_RUN_DIR", str(run_dir))
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    assert draw_loss_png(str(out)) == run_dir / "loss.png"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")  # a sweep's task: one plot per point
+    assert draw_loss_png(str(out)) == run_dir / "loss-3.png"
+    assert (run_dir / "loss-3.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"hpcft: loss curve: {run_dir / 'loss.png'}" in capsys.readouterr().out
+    (out / METRICS_FILE).write_text("")  # nothing logged (a crash before step 1): no plot, no error
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    (run_dir / "loss.png").unlink()
+    assert draw_loss_png(str(out)) is None and not (run_dir / "loss.png").exists()

@@ -67,6 +67,9 @@ def test_pinned_losses_and_crash_then_auto_resume(train_config, tmp_path):
     # each start is recorded, so a curve over both runs can mark the restart at step 5
     starts = [json.loads(line) for line in (Path(cfg.output_dir) / STARTS_FILE).read_text().splitlines()]
     assert [s["step"] for s in starts] == [0, 5]
+    # At the end the whole curve is drawn (no run directory outside a Slurm job: into output_dir).
+    assert f"hpcft: loss curve: {cfg.output_dir}/loss.png" in resumed.stdout
+    assert (Path(cfg.output_dir) / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # steps 6 and 7 ran twice: before the crash and after resuming from step 5 (same data, same RNG)
     for before, after in zip(first[5:], second[:2], strict=True):
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)
