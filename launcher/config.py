@@ -113,14 +113,23 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
             if value is None:
                 continue
             if key in _LIST_UNION_KEYS:
-                merged[key] = unique_mounts(list(merged.get(key, [])) + list(value))
+                merged[key] = unique_mounts(list(merged.get(key, [])) + as_list(value, f"launch.{key}"))
             elif key in _LIST_CONCAT_KEYS:
-                merged[key] = list(merged.get(key, [])) + list(value)
+                merged[key] = list(merged.get(key, [])) + as_list(value, f"launch.{key}")
             elif key == "env":
                 merged[key] = {**merged.get(key, {}), **value}
             else:
                 merged[key] = value
     return merged
+
+
+def as_list(value: Any, key: str) -> list[Any]:
+    """A list option given as one string (`mounts: /data`) is a one-element list, not its characters."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"key '{key}' must be a list (e.g. [{value!r}]), not {type(value).__name__}")
 
 
 def _absolute_image(launch: dict[str, Any], base: Path) -> dict[str, Any]:

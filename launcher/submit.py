@@ -62,9 +62,10 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
         return Submission(run_dir, None, backend, command)
     try:
         if backend == "submitit":
+            from hpcft.launcher.jobplan import make_plan
             from hpcft.launcher.submitit_backend import submit_with_submitit
 
-            handle = submit_with_submitit(job, run_dir)
+            handle = submit_with_submitit(job, make_plan(job, run_dir))
             job_id, command = str(handle.job_id), []
         else:
             handle, job_id = None, slurm.submit_batch(script, cwd=run_dir)

@@ -103,8 +103,8 @@ def test_container_invocations(run_cli, workspace):
     assert "--container-image=nvcr.io#nvidia/pytorch:25.01-py3" in pyxis
     assert "--container-mounts=" in pyxis and "--container-workdir=" in pyxis
     app = (render(run_cli, workspace, "apptainer") / "job.sbatch").read_text()
-    assert re.search(r"apptainer \\\n\s+exec \\\n\s+--nv \\\n\s+--bind", app)
-    assert "export APPTAINERENV_HF_HOME=" in app  # image ENV wins over host env, so values go this way
+    assert "exec apptainer exec --nv --cleanenv \\\n      --bind " in app  # the login node's env stays out
+    assert "export APPTAINERENV_HF_HOME=" in app  # what the container needs goes in by name
 
 
 def test_container_profile_without_image_is_an_error(run_cli, workspace):
