@@ -130,10 +130,12 @@ def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
         info = parse_nccl_debug(path.read_text(errors="replace"))
         host = path.stem[len("nccl-"):].rsplit("-", 1)[0]
         nccl_by_host.setdefault(host, info)
-    rows: dict[int, NodeRow] = {}
+    rows: dict[str, NodeRow] = {}
     for report in reports:
-        node = int(report.get("node_rank", 0))
-        row = rows.setdefault(node, NodeRow(host=report.get("host", "?"), node_rank=node))
+        # The Slurm task number (as `hpcft logs` labels lines); torchrun's node rank is assigned at rendezvous.
+        node = int(report.get("slurm_task", report.get("node_rank", 0)))
+        host = report.get("host", "?")
+        row = rows.setdefault(host, NodeRow(host=host, node_rank=node))
         row.ranks += 1
         if report.get("local_rank", 0) == 0:
             row.gpus = len(report.get("gpus") or [])
@@ -148,9 +150,9 @@ def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
             row.network = "gloo (CPU, no NCCL)"
         elif row.host in nccl_by_host:
             row.network = nccl_by_host[row.host].describe()
-    for index, host in enumerate(hosts or []):
-        if index not in rows:
-            rows[index] = NodeRow(host=host, node_rank=index, problems=["no report: the probe did not start here"])
+    for index, host in enumerate(hosts or []):  # Slurm's node list, in task order
+        if host not in rows:
+            rows[host] = NodeRow(host=host, node_rank=index, problems=["no report: the probe did not start here"])
     for row in rows.values():
         if row.ranks and row.stage != "done":
             row.problems.append(f"stopped at stage '{row.stage or 'start'}'"
@@ -170,7 +172,8 @@ def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
     first = next((r for r in reports if r.get("rank") == 0), reports[0] if reports else {})
     nccl = next(iter(nccl_by_host.values()), NcclInfo())
     nccl.warnings = [w for info in nccl_by_host.values() for w in info.warnings]
-    return DoctorResult(nodes=[rows[k] for k in sorted(rows)], sweep=first.get("allreduce") or [],
+    return DoctorResult(nodes=sorted(rows.values(), key=lambda r: (r.node_rank, r.host)),
+                        sweep=first.get("allreduce") or [],
                         backend=first.get("backend", "?"), nccl=nccl)
 
 

@@ -146,7 +146,9 @@ def run(argv: list[str]) -> int:
     node = int(os.environ.get("GROUP_RANK", rank // per_node))
     report = Report(out, rank)
     started = time.perf_counter()
-    report.update(rank=rank, world_size=world, local_rank=local_rank, node_rank=node, stage="started")
+    # SLURM_PROCID: the node's task number, as `hpcft logs` labels its lines ([host/task]).
+    report.update(rank=rank, world_size=world, local_rank=local_rank, node_rank=node,
+                  slurm_task=int(os.environ.get("SLURM_PROCID", node)), stage="started")
 
     import torch
 
