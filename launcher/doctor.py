@@ -62,7 +62,7 @@ def doctor_script(job: Job, run_dir: Path, max_mib: int, write_mib: int, iters: 
               *plan.shell_setup(),
               "# shellcheck disable=SC2016",
               "srun --label " + " ".join(shlex.quote(a) for a in plan.srun_args) + " bash -c "
-              + shlex.quote(plan.node_command())]
+              + shlex.quote(plan.node_command(wrap=True))]
     return "\n".join(lines) + "\n"
 
 
