@@ -199,7 +199,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from hpcft.launcher.logs import follow_job
 
     code = follow_job(RunRef(result.job_id, result.run_dir))
-    print_curves(str(result.run_dir))
+    try:
+        print_curves(str(result.run_dir))
+    except ConfigError as exc:  # the job's exit status is the answer here, not a missing curve
+        print(f"hpcft: no loss curve: {exc}", file=sys.stderr)
     return code
 
 
