@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -80,6 +81,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hpcft.launcher.forecast import format_forecast, make_forecast
+
+    job = job_from_args(args)
+    forecast = make_forecast(job, tokens_per_s=args.tokens_per_s, gpu_memory_gib=args.gpu_memory_gib,
+                             model_config=args.model_config)
+    print(format_forecast(job, forecast))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hpcft.launcher.doctor import doctor_job, run_doctor
+
+    job = doctor_job(args.profile, args.config, args.overrides, cli_launch(args))
+    for warning in job.warnings:
+        print(f"hpcft: warning: {warning}", file=sys.stderr)
+    code, report = run_doctor(job, max_mib=args.max_mib, write_mib=args.write_mib, iters=args.iters,
+                              out_dir=args.out, command_line=["hpcft", *args.argv])
+    print(report)
+    return code
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from hpcft.launcher.profiles import available_profiles, load_profile, profile_as_yaml
 
@@ -137,7 +160,15 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="a table of hpcft runs: state, elapsed, restarts, last step and loss")
     status.add_argument("ref", nargs="?", help="JOBID or RUN_DIR (default: runs submitted in the last day)")
     status.add_argument("--all", action="store_true", help="every run hpcft has submitted")
+    status.add_argument("--no-plot", action="store_true", help="with a RUN: the table only, no loss curve")
     status.set_defaults(func=cmd_status)
+
+    plot = sub.add_parser("plot", help="draw a run's loss and learning-rate curve into a PNG (also while it runs)",
+                          epilog="Example: hpcft plot latest -o loss.png")
+    plot.add_argument("ref", nargs="?", default="latest",
+                      help="JOBID, RUN_DIR, a training output_dir, or 'latest' (default)")
+    plot.add_argument("-o", "--out", help="PNG to write (default: loss.png in the run directory)")
+    plot.set_defaults(func=cmd_plot)
 
     cancel = sub.add_parser("cancel", help="cancel a job (all tasks of a sweep)")
     cancel.add_argument("ref", help="JOBID or RUN_DIR")
@@ -169,7 +200,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     from hpcft.launcher.logs import follow_job
 
-    return follow_job(RunRef(result.job_id, result.run_dir))
+    code = follow_job(RunRef(result.job_id, result.run_dir))
+    try:
+        print_curves(str(result.run_dir))
+    except ConfigError as exc:  # the job's exit status is the answer here, not a missing curve
+        print(f"hpcft: no loss curve: {exc}", file=sys.stderr)
+    return code
 
 
 def cmd_interactive(args: argparse.Namespace) -> int:
@@ -221,7 +257,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no hpcft runs submitted in the last day (hpcft status --all lists every one)", file=sys.stderr)
         return 0
     print(format_status_table(status_rows(runs)))
+    if args.ref and not args.no_plot:
+        print_curves(args.ref)
     return 0
+
+
+def print_curves(ref: str) -> None:
+    """Draw the loss curve(s) of a run in the terminal, and say where its loss.png is."""
+    from hpcft.launcher.logs import use_color
+    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, terminal_plot
+
+    for source in curve_sources(ref):
+        curve = read_curve(source.output_dir)
+        if not curve:
+            print(f"{source.label}: no step logged yet in {source.output_dir}", file=sys.stderr)
+            continue
+        width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns - 2))
+        print()
+        print(terminal_plot(curve, curve_title(source, curve), width=width, color=use_color(sys.stdout)))
+        if source.png.is_file():
+            print(f"loss.png: {source.png}")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, write_png
+
+    drawn = 0
+    for source in curve_sources(args.ref, args.out):
+        curve = read_curve(source.output_dir)
+        if not curve:
+            print(f"hpcft: {source.label}: no step logged yet in {source.output_dir}", file=sys.stderr)
+            continue
+        print(write_png(curve, source.png, title=curve_title(source, curve)))
+        drawn += 1
+    return 0 if drawn else 1
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -258,6 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
         validate.add_argument("--" + key.replace("_", "-"), dest=f"launch_{key}", type=kind, help=argparse.SUPPRESS)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser(
+        "plan", help="before submitting: parameters, memory per GPU, batch, steps, time and node-hours",
+        epilog="Example: hpcft plan --profile cscs cfg.yaml --nodes 4")
+    add_render_options(plan)
+    plan.add_argument("--tokens-per-s", type=float, metavar="N",
+                      help="training tokens/s per GPU for the time estimate (default: the profile's table)")
+    plan.add_argument("--gpu-memory-gib", type=float, metavar="GIB", help="GPU memory (default: the profile's)")
+    plan.add_argument("--model-config", metavar="PATH",
+                      help="a model folder or config.json to size the model from (default: base_model's)")
+    plan.set_defaults(func=cmd_plan)
+
+    doctor = sub.add_parser(
+        "doctor", help="check nodes, container and network with a short job run like training (per-node table)",
+        epilog="Example: hpcft doctor --profile cscs --nodes 8 --account a127   (exit 1 when a node is slow or "
+               "broken; it prints the --exclude line)")
+    add_render_options(doctor, config_required=False)
+    doctor.add_argument("-o", "--out", help="run directory to write (default runs/hpcft-doctor/<timestamp>)")
+    doctor.add_argument("--max-mib", type=int, default=1024, help="largest all-reduce message in MiB (default 1024)")
+    doctor.add_argument("--write-mib", type=int, default=256, help="MiB each node writes to time the filesystem")
+    doctor.add_argument("--iters", type=int, default=5, help="timed all-reduces per message size")
+    doctor.set_defaults(func=cmd_doctor)
 
     profiles = sub.add_parser("profiles", help="list cluster profiles or show one, merged")
     profiles.add_argument("action", choices=["list", "show"])

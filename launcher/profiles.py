@@ -51,6 +51,17 @@ class Profile(BaseModel):
     secret_file: str | None = None  # a 0600 file of KEY=VALUE lines, sourced on the node, never copied
     setup: list[str] = Field(default_factory=list)  # shell lines run before srun (e.g. module load)
     rdzv_port_base: int = Field(29500, ge=1024, le=60000)
+    # What `hpcft plan` and `hpcft doctor` compare against (all optional).
+    gpu_name: str | None = None
+    gpu_memory_gib: float | None = Field(None, gt=0)
+    """Memory of one GPU (GH200 96, H100 80, A100 40 or 80): `hpcft plan` checks the job fits in it."""
+    node_memory_gib: float | None = Field(None, gt=0)
+    """CPU memory of one node that a job may use (for offloaded optimizer states)."""
+    tokens_per_s_per_gpu: dict[float, float] = Field(default_factory=dict)
+    """Training tokens/s per GPU by model size in billions of parameters (full fine-tuning, bf16, no gradient
+    checkpointing); `hpcft plan` interpolates between entries for its time estimate."""
+    allreduce_busbw_gbs: float | None = Field(None, gt=0)
+    """Expected all-reduce bus bandwidth across nodes at large messages, GB/s: `hpcft doctor` flags slower nodes."""
     node_paths: list[str] | None = None
     """File systems the compute nodes see (e.g. [/capstor, /iopsstor, /users]); every path the job reads or
     writes must lie on one. None: not checked."""

@@ -27,6 +27,7 @@ TRAIN_YAML = "train.yaml"
 DEEPSPEED_JSON = "deepspeed.json"
 MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.jsonl"  # in output_dir: one JSON object per logging step
+STARTS_FILE = "starts.jsonl"  # in output_dir: one JSON object per training start (first run and each resume)
 COMPLETE_MARKER = "hpcft_complete.json"  # in checkpoint-<step>/: written once every rank has saved
 STACKS_DIR = "stacks"  # in the run directory: Python stacks dumped by the hang watchdog
 

@@ -1,4 +1,4 @@
-"""`python -m hpcft.trainer {train,preprocess,merge-lora,make-tiny}`: the trainer's command line inside the job."""
+"""`python -m hpcft.trainer {train,preprocess,merge-lora,make-tiny,doctor}`: the trainer's command line in the job."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.trainer.progress import quiet_progress_bars_in_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,10 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--out-dir", help="where to write the merged model (default: output_dir/merged)")
     tiny = sub.add_parser("make-tiny", help="write a tiny random Llama and tokenizer (demo and tests; no Hub)")
     tiny.add_argument("dir", help="folder to write the model into")
+    doctor = sub.add_parser("doctor", help="node health probe that `hpcft doctor` runs under torchrun on every node",
+                            add_help=False)
+    doctor.add_argument("probe_args", nargs=argparse.REMAINDER, help="see python -m hpcft.trainer doctor --help")
     return parser
 
 
 def _setup_logging() -> None:
+    # Before transformers/datasets are imported: their progress bars would garble a batch job's log.
+    quiet_progress_bars_in_logs()
     # Replicas log errors only: N ranks repeating every info line would bury rank 0's.
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
     logging.basicConfig(level=level, format="[hpcft %(levelname)s] %(message)s", stream=sys.stderr)
@@ -37,6 +43,11 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the sub-command, turn bad input into one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:  # its own options (doctor_probe.parse_args), passed through untouched
+        from hpcft.trainer.doctor_probe import run
+
+        return run(argv[1:])
     args = _parser().parse_args(argv)
     _setup_logging()
     try:

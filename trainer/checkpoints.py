@@ -101,6 +101,9 @@ class CompleteCheckpointCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._step_ended = time.monotonic()  # a save starts after the step ends: time it from here
+        if control.should_save and state.is_world_process_zero:
+            # Saving a large model takes minutes: say so before, not only after.
+            print(f"hpcft: saving checkpoint-{state.global_step} ...", flush=True)
         return control
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):

@@ -1,5 +1,7 @@
-"""Training metrics: one JSON line per logging step on rank 0's stdout and in <output_dir>/metrics.jsonl,
-plus the trackers (wandb, tensorboard) that transformers already knows how to feed."""
+"""Training metrics: one JSON line per logging step in <output_dir>/metrics.jsonl and a readable line on rank 0's
+stdout (progress.py), plus the trackers (wandb, tensorboard) that transformers already knows how to feed.
+Each training start (first run or resume) is appended to <output_dir>/starts.jsonl, so a curve drawn over
+several allocations can mark where it restarted."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.protocol import METRICS_FILE
+from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
 from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.progress import StepClock, format_eval_line, format_step_line
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -46,10 +49,16 @@ class MetricsCallback(TrainerCallback):
         self.path = Path(output_dir) / METRICS_FILE
         self._last_time = 0.0
         self._last_tokens = 0
+        self.clock = StepClock()
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._last_time = time.perf_counter()
         self._last_tokens = state.num_input_tokens_seen
+        # On resume the Trainer has already loaded the checkpoint's state: global_step is where we continue.
+        self.clock.start(state.global_step)
+        if state.is_world_process_zero:
+            self._append(self.path.with_name(STARTS_FILE),
+                         json.dumps({"step": state.global_step, "max_steps": state.max_steps, "time": time.time()}))
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs):
@@ -63,14 +72,23 @@ class MetricsCallback(TrainerCallback):
             self._last_time, self._last_tokens = now, tokens
             line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
                                        logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch))
+            shown = format_step_line(state.global_step, state.max_steps, _number(logs.get("loss")),
+                                     _number(logs.get("learning_rate")), _number(logs.get("grad_norm")),
+                                     tokens_per_s, self.clock.elapsed(),
+                                     self.clock.left(state.global_step, state.max_steps))
         elif "eval_loss" in logs:
             line = json.dumps({"step": state.global_step, "eval_loss": _number(logs["eval_loss"]),
                                "epoch": _number(logs.get("epoch", state.epoch))})
+            shown = format_eval_line(state.global_step, state.max_steps, _number(logs["eval_loss"]))
         else:
             return
-        print(line, flush=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
+        print(shown, flush=True)
+        self._append(self.path, line)
+
+    @staticmethod
+    def _append(path: Path, line: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
             handle.write(line + "\n")
 
 

@@ -154,6 +154,8 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
     for index, ds in enumerate(group):
         name = entry_name(where, index, ds)
         raw = load_raw_dataset(ds, where, index)
+        # Progress in a job's log, where the libraries' bars are off (trainer/progress.py): say what starts.
+        log(f"{name}: tokenizing {len(raw)} rows ...")
         tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)
@@ -186,6 +188,7 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     stats.update(train_samples=len(train), eval_samples=len(eval_ds) if eval_ds is not None else 0,
                  train_tokens=sum(len(ids) for ids in train["input_ids"]))
     if cfg.sample_packing:
+        log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
         train = pack_dataset(train, cfg.sequence_len)
         stats.update(train_rows=len(train),
                      packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4))

@@ -17,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.deepspeed_config import resolve_deepspeed, zero_stage
+from hpcft.launcher.protocol import run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import check_config, resolve_precision, training_arguments
 from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
@@ -91,9 +92,35 @@ def train(config_path: str | Path) -> int:
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
+    if is_main_process():
+        draw_loss_png(cfg.output_dir)
 
     cleanup()
     return 0
+
+
+def draw_loss_png(output_dir: str) -> Path | None:
+    """loss.png of the whole run (all restarts so far) into the run directory, where the user looks first
+    (loss-<task>.png for a sweep's array task), else into output_dir. A plot that fails never fails the run."""
+    from hpcft.launcher.plot import read_curve, write_png
+
+    run_dir, task = run_dir_from_env(), os.environ.get("SLURM_ARRAY_TASK_ID")
+    folder = run_dir if run_dir and run_dir.is_dir() else Path(output_dir)
+    target = folder / (f"loss-{task}.png" if run_dir and task else "loss.png")
+    try:
+        curve = read_curve(output_dir)
+        if not curve:
+            return None
+        # runs/<job name>/<stamp>: name the plot after the job, as `hpcft status` does.
+        name = run_dir.parent.name if run_dir else Path(output_dir).name
+        last = next((loss for loss in reversed(curve.loss) if loss is not None), None)
+        write_png(curve, target, title=f"{name}: step {curve.steps[-1]}"
+                  + (f", loss {last:.3f}" if last is not None else ""))
+    except Exception as exc:  # noqa: BLE001 - matplotlib missing or the folder not writable: say so, go on
+        log.warning("could not draw %s: %s", target, exc)
+        return None
+    print(f"hpcft: loss curve: {target}", flush=True)
+    return target
 
 
 def cleanup() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
-from hpcft.trainer.metrics import METRICS_FILE
+from hpcft.trainer.metrics import METRICS_FILE, STARTS_FILE
 
 # Losses of steps 1..12 for the tiny model (seed 0) on the example chat data, packed to 128 tokens, 2 rows a
 # step, AdamW lr 1e-3 cosine, seed 42, fp32 on CPU. A change here means the numerics changed: find out why
@@ -54,8 +55,21 @@ def test_pinned_losses_and_crash_then_auto_resume(train_config, tmp_path):
     metrics = read_metrics(cfg.output_dir)
     second = metrics[len(first):]
     assert [m["step"] for m in second] == list(range(6, 13))
-    # stdout carries exactly the metrics lines (no other JSON-looking output)
-    assert [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")] == second
+    # stdout carries one readable line per step with the same numbers (the JSON stays in metrics.jsonl), and no
+    # library progress bars (their carriage returns garble a job's log)
+    shown = [line for line in resumed.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split("  ")[:2] for line in shown] == [[f"step {m['step']}/12", f"loss {m['loss']:.3f}"]
+                                                         for m in second]
+    assert all(re.search(r"  \d+:\d\d elapsed", line) for line in shown) and "~0:00 left" in shown[-1]
+    assert not any(line.startswith("{") for line in resumed.stdout.splitlines())
+    assert "\r" not in resumed.stderr and "Writing model shards" not in resumed.stderr
+    assert "hpcft: saving checkpoint-10" in resumed.stdout
+    # each start is recorded, so a curve over both runs can mark the restart at step 5
+    starts = [json.loads(line) for line in (Path(cfg.output_dir) / STARTS_FILE).read_text().splitlines()]
+    assert [s["step"] for s in starts] == [0, 5]
+    # At the end the whole curve is drawn (no run directory outside a Slurm job: into output_dir).
+    assert f"hpcft: loss curve: {cfg.output_dir}/loss.png" in resumed.stdout
+    assert (Path(cfg.output_dir) / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # steps 6 and 7 ran twice: before the crash and after resuming from step 5 (same data, same RNG)
     for before, after in zip(first[5:], second[:2], strict=True):
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)

@@ -1,0 +1,201 @@
+"""The loss curve, drawn: in the terminal (plotext, for `hpcft status RUN` and the end of `submit --follow`) and
+as a PNG (matplotlib, for `hpcft plot` and loss.png at the end of a job).
+
+Read from <output_dir>/metrics.jsonl (one JSON line per logged step, eval lines with eval_loss) and starts.jsonl
+(one line per training start). A resumed run re-logs the steps after its checkpoint: the later value wins, so
+the curve is one line, and each restart is marked where it resumed. Both libraries are imported only when drawing,
+so `hpcft --help` and `hpcft status` without a plot stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Curve:
+    """Loss, learning rate and eval loss by step, and the steps where training restarted."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float | None] = field(default_factory=list)
+    lr: list[float | None] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written while we read
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
+def read_curve(output_dir: str | Path) -> Curve:
+    """The curve of a run's output_dir (empty when nothing has been logged yet)."""
+    folder = Path(output_dir)
+    train: dict[int, dict[str, Any]] = {}
+    evals: dict[int, float] = {}
+    restarts_seen: list[int] = []
+    previous = 0
+    for record in _json_lines(folder / METRICS_FILE):
+        step = record["step"]
+        if "eval_loss" in record:
+            if record["eval_loss"] is not None:
+                evals[step] = record["eval_loss"]
+            continue
+        if "loss" not in record:
+            continue
+        if step <= previous:  # a resume re-logs steps after its checkpoint
+            restarts_seen.append(step - 1)
+        previous = step
+        train[step] = record  # the later value of a step wins
+    starts = [s["step"] for s in _json_lines(folder / STARTS_FILE)]
+    # starts.jsonl names every restart, also one that resumed right after the last logged step.
+    restarts = sorted({s for s in starts if s > 0} if starts else set(restarts_seen))
+    curve = Curve(restarts=restarts)
+    for step in sorted(train):
+        curve.steps.append(step)
+        curve.loss.append(train[step].get("loss"))
+        curve.lr.append(train[step].get("lr"))
+    curve.eval_steps = sorted(evals)
+    curve.eval_loss = [evals[s] for s in curve.eval_steps]
+    return curve
+
+
+def _points(xs: list[int], ys: list[float | None]) -> tuple[list[int], list[float]]:
+    kept = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
+def terminal_plot(curve: Curve, title: str = "", width: int = 100, color: bool = False) -> str:
+    """Loss (and eval loss) above, learning rate below, restarts as vertical lines: text for a terminal."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.subplots(2, 1)
+    steps, loss = _points(curve.steps, curve.loss)
+    lr_steps, lr = _points(curve.steps, curve.lr)
+    top = plt.subplot(1, 1)
+    top.plotsize(width, 16)
+    top.title(title or "loss")
+    top.plot(steps, loss, label="loss", marker="braille")
+    if curve.eval_steps:
+        top.scatter(curve.eval_steps, curve.eval_loss, label="eval loss", marker="x")
+    bottom = plt.subplot(2, 1)
+    bottom.plotsize(width, 8)
+    if lr:
+        bottom.plot(lr_steps, lr, label="learning rate", marker="braille")
+    bottom.xlabel("step" + (f"  (| restart at step {', '.join(map(str, curve.restarts))})" if curve.restarts
+                            else ""))
+    for panel in (top, bottom):
+        for step in curve.restarts:
+            panel.vline(step)
+        if not color:
+            panel.theme("clear")
+    text = plt.build()
+    plt.clear_figure()
+    return text if color else _ANSI.sub("", text)
+
+
+def write_png(curve: Curve, path: str | Path, title: str = "") -> Path:
+    """loss.png: loss and eval loss above, learning rate below, restarts marked; written atomically."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("drawing loss.png needs matplotlib: pip install matplotlib (hpcft[train] includes it)") \
+            from None
+    matplotlib.use("Agg")  # no display on a compute or login node
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, sharex=True, figsize=(9, 6), height_ratios=(3, 1))
+    try:
+        steps, loss = _points(curve.steps, curve.loss)
+        ax_loss.plot(steps, loss, color="tab:blue", linewidth=1.4, label="train loss")
+        if curve.eval_steps:
+            ax_loss.plot(curve.eval_steps, curve.eval_loss, "o-", color="tab:orange", markersize=4, label="eval loss")
+        ax_loss.set_ylabel("loss")
+        ax_loss.set_title(title or "training loss")
+        ax_loss.grid(alpha=0.3)
+        lr_steps, lr = _points(curve.steps, curve.lr)
+        ax_lr.plot(lr_steps, lr, color="tab:green", linewidth=1.2)
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.set_xlabel("step")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax_lr.grid(alpha=0.3)
+        for i, step in enumerate(curve.restarts):
+            for ax in (ax_loss, ax_lr):
+                ax.axvline(step, color="tab:red", linestyle="--", linewidth=1,
+                           label="restart" if ax is ax_loss and i == 0 else None)
+        ax_loss.legend(loc="upper right")
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class CurveSource:
+    """One training's output_dir and how to name its plot (a sweep has one per point)."""
+
+    label: str
+    output_dir: Path
+    png: Path
+
+
+def curve_sources(ref: str | None, out: str | Path | None = None) -> list[CurveSource]:
+    """What `hpcft plot` / `hpcft status RUN` draw for a reference: a job id, a run directory, 'latest', or an
+    output_dir holding metrics.jsonl. The PNG goes to `out`, else loss.png in the run directory (a sweep:
+    loss-<point>.png each)."""
+    from hpcft.launcher.runs import read_manifest, resolve_run
+
+    given = Path(ref).expanduser() if ref and ref != "latest" else None
+    if given is not None and (given / METRICS_FILE).is_file() and not (given / "manifest.json").is_file():
+        png = Path(out) if out else given / "loss.png"
+        return [CurveSource(given.name, given, png)]
+    run = resolve_run(ref)
+    if run.run_dir is None:
+        raise ConfigError(f"job {run.job_id} has no hpcft run directory here; give the run directory or the "
+                          "training's output_dir")
+    manifest = read_manifest(run.run_dir)
+    name = manifest.get("job_name") or run.run_dir.parent.name
+    points = (manifest.get("sweep") or {}).get("points")
+    if points:
+        base = Path(out) if out else run.run_dir / "loss.png"
+        return [CurveSource(f"{name} point {p['index']} ({' '.join(p['overrides'])})", Path(p["output_dir"]),
+                            base.with_name(f"{base.stem}-{p['index']}{base.suffix}")) for p in points]
+    if not manifest.get("output_dir"):
+        raise ConfigError(f"{run.run_dir}/manifest.json names no output_dir; give the training's output_dir")
+    return [CurveSource(f"{name} (job {run.job_id})", Path(manifest["output_dir"]),
+                        Path(out) if out else run.run_dir / "loss.png")]
+
+
+def curve_title(source: CurveSource, curve: Curve) -> str:
+    last = next((loss for loss in reversed(curve.loss) if loss is not None), None)
+    restarts = f", {len(curve.restarts)} restart(s)" if curve.restarts else ""
+    return f"{source.label}: step {curve.steps[-1]}" + (f", loss {last:.3f}" if last is not None else "") + restarts
