@@ -79,9 +79,9 @@ def run_doctor(job: Job, *, max_mib: int, write_mib: int, iters: int, out_dir: s
     """Submit the doctor job, wait for it, read what each node found. Returns (exit code, the report text)."""
     from hpcft.launcher.doctor_report import analyse, format_result
     from hpcft.launcher.logs import follow_job
-    from hpcft.launcher.render import default_run_dir, finalize_job_name, render_run_dir
+    from hpcft.launcher.render import render_run_dir
+    from hpcft.launcher.runs import default_run_dir
 
-    finalize_job_name(job)
     if job.profile.runtime != "none":
         from hpcft.launcher.image import check_image
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from hpcft.launcher.doctor import doctor_job, doctor_script
-from hpcft.launcher.render import finalize_job_name, render_run_dir
+from hpcft.launcher.render import render_run_dir
 
 IMAGES = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
           "apptainer": "/images/hpcft.sif", "local": None}
@@ -22,7 +22,6 @@ def test_doctor_script_is_the_training_job_with_the_probe(profile, workspace, mo
     monkeypatch.chdir(workspace)
     launch = {"nodes": 2, **({"image": IMAGES[profile]} if IMAGES[profile] else {})}
     job = doctor_job(profile, str(workspace / "cfg.yaml"), [], launch)
-    finalize_job_name(job)
     run_dir = render_run_dir(job, out_dir=workspace / "run")
     training = (run_dir / "job.sbatch").read_text()
     doctor = doctor_script(job, run_dir, max_mib=1024, write_mib=256, iters=5)

@@ -20,7 +20,7 @@ LLAMA_8B = KNOWN_MODELS["meta-llama/Llama-3.1-8B"]
 def tutorial_args(workspace: Path) -> list[str]:
     """The CSCS tutorial's axolotl YAML as is, its data paths pointed at local files (as test_render does)."""
     shutil.copy(DATA / "tutorial" / "axolotl_apertus_8b.yaml", workspace / "tutorial.yaml")
-    return ["plan", "--profile", "cscs", str(workspace / "tutorial.yaml"), "--nodes", "4",
+    return ["plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", str(workspace / "tutorial.yaml"), "--nodes", "4",
             f"datasets.0.path={workspace}/data/chat.jsonl", f"datasets.1.path={workspace}/data/pretrain.jsonl",
             f"deepspeed={DATA}/tutorial/deepspeed.json", f"output_dir={workspace}/models/apertus",
             f"dataset_prepared_path={workspace}/prepared"]
@@ -73,7 +73,7 @@ def write_model(folder: Path, config: dict) -> Path:
 
 def test_a_model_that_does_not_fit_gets_changes_that_would(run_cli, workspace):
     write_model(workspace / "model", KNOWN_MODELS["meta-llama/Llama-3.1-70B"])
-    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", "--nodes", "1", "deepspeed=zero2", "sequence_len=4096",
+    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "1", "deepspeed=zero2", "sequence_len=4096",
                      cwd=workspace)
     assert result.code == 0, result.err
     assert "from " + str(workspace / "model" / "config.json") in result.out
@@ -91,7 +91,7 @@ def test_model_config_from_the_hugging_face_cache(run_cli, workspace, monkeypatc
     write_model(hub, LLAMA_8B)
     monkeypatch.setenv("HF_HOME", str(workspace / "hf"))
     (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text().replace("./model", "acme/llama-8b"))
-    result = run_cli("plan", "--profile", "pyxis", "cfg.yaml", cwd=workspace)
+    result = run_cli("plan", "--profile", "pyxis", "--image", "nvcr.io#nvidia/pytorch:25.01-py3", "cfg.yaml", cwd=workspace)
     assert result.code == 0, result.err
     assert f"from {hub / 'config.json'}" in result.out
     assert "8,030,261,248" in result.out and "of 80 GiB (H100)" in result.out
@@ -99,7 +99,7 @@ def test_model_config_from_the_hugging_face_cache(run_cli, workspace, monkeypatc
 
 def test_lora_counts_only_the_adapter_as_trainable(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
-    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", "adapter=lora", "lora_r=16",
+    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "adapter=lora", "lora_r=16",
                      "lora_target_modules=[q_proj,v_proj]", cwd=workspace)
     assert result.code == 0, result.err
     # r x (in + out) per module per layer: q 4096+4096, v 4096+1024, over 32 layers.
@@ -111,14 +111,14 @@ def test_global_batch_other_than_the_config_comment_says(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
     (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text()
                                         + "# global batch size 512 as in the paper\n")
-    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", "--nodes", "2", cwd=workspace)
+    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "2", cwd=workspace)
     assert "warning: the config's comment says global batch 512, but micro_batch_size 2 x " \
            "gradient_accumulation_steps 4 x 8 GPUs = 64" in result.out
 
 
 def test_unknown_model_is_one_clear_error(run_cli, workspace):
     (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text().replace("./model", "acme/unknown-7b"))
-    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", cwd=workspace)
+    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", cwd=workspace)
     assert result.code == 2
     assert "no config.json for 'acme/unknown-7b'" in result.err and "--model-config" in result.err
     assert "Traceback" not in result.err
@@ -134,7 +134,7 @@ def test_tokens_per_s_table_interpolates_in_log_space():
 
 def test_plan_imports_nothing_heavy(workspace):
     write_model(workspace / "model", LLAMA_8B)
-    code = ("import sys; from hpcft.launcher.cli import main; code = main(['plan', '--profile', 'cscs', 'cfg.yaml']); "
+    code = ("import sys; from hpcft.launcher.cli import main; code = main(['plan', '--profile', 'cscs', '--image', '/capstor/store/hpcft.sqsh', 'cfg.yaml']); "
             "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules]; "
             "print(heavy); sys.exit(code or (1 if heavy else 0))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=workspace)
@@ -143,7 +143,7 @@ def test_plan_imports_nothing_heavy(workspace):
 
 def test_qlora_keeps_a_4_bit_base_and_trains_the_adapter(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
-    result = run_cli("plan", "--profile", "cscs", "cfg.yaml", "--nodes", "1", "adapter=qlora", "load_in_4bit=true",
+    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "1", "adapter=qlora", "load_in_4bit=true",
                      "lora_target_linear=true", "lora_r=16", cwd=workspace)
     assert result.code == 0, result.err
     assert "QLoRA (4-bit base) r=16" in result.out
