@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.schema import TrainConfig
@@ -249,6 +250,13 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    if cfg.uses_fsdp:
+        try:
+            transformers_fsdp_config(cfg)  # the FSDP settings must make sense whichever node runs them
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
+        warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
                warnings=warnings)

@@ -13,6 +13,7 @@ from hpcft.launcher.schema import (
     UNSUPPORTED_DATASET_KEYS,
     WARN_ONLY_KEYS,
     DatasetConfig,
+    FsdpConfig,
     LaunchConfig,
     TrainConfig,
 )
@@ -57,6 +58,10 @@ def config_reference_markdown() -> str:
         "## Dataset keys (each entry of `datasets:` and `test_datasets:`)",
         "",
         *_table(DatasetConfig, "datasets[].") ,
+        "",
+        "## FSDP keys (`fsdp_config:`; axolotl's `fsdp_`-prefixed spellings are accepted too)",
+        "",
+        *_table(FsdpConfig, "fsdp_config."),
         "",
         "## Job options (`launch:` in the config, the profile's `launch:`, or command-line flags)",
         "",

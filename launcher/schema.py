@@ -114,6 +114,78 @@ class DatasetConfig(_Strict):
 SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca"}
 
 
+FSDP_SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2")
+FSDP_LIST_OPTIONS = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload",
+                     "auto_wrap"}
+
+
+class FsdpConfig(_Strict):
+    """`fsdp_config:` (axolotl semantics). axolotl's older `fsdp_`-prefixed spellings are accepted too."""
+
+    fsdp_version: Literal[1, 2] | None = Field(None, alias="version")
+    """FSDP version (1 or 2); the top-level `fsdp_version` is the same setting."""
+    activation_checkpointing: bool | None = None
+    """Recompute activations in the backward pass (FSDP's own activation checkpointing)."""
+    offload_params: bool | None = None
+    """Keep parameters (and optimizer state) in CPU memory between uses."""
+    sync_module_states: bool | None = None
+    """FSDP1: broadcast rank 0's weights to every rank when wrapping."""
+    cpu_ram_efficient_loading: bool | None = None
+    """Load the weights on rank 0 only and send them to the other ranks."""
+    cpu_offload_pin_memory: bool | None = None
+    """FSDP2: pin the offloaded parameters' CPU memory."""
+    use_orig_params: bool | None = None
+    """FSDP1: keep the original parameters visible to the optimizer."""
+    state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """How checkpoints are written; the final model is always saved whole (FULL_STATE_DICT)."""
+    final_state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """How the final model is saved (hpcft always saves it whole, so from_pretrained loads output_dir)."""
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] | None = None
+    """Which modules become FSDP units: the transformer layers, modules above a size, or none."""
+    transformer_layer_cls_to_wrap: str | list[str] | None = None
+    """Class name(s) of the transformer layers to wrap, e.g. `LlamaDecoderLayer` (default: the model's own)."""
+    min_num_params: int | None = Field(None, ge=1)
+    """SIZE_BASED_WRAP: parameter count above which a module is wrapped."""
+    reshard_after_forward: bool | str | None = None
+    """Free gathered parameters after the forward pass (FULL_SHARD) or keep them (SHARD_GRAD_OP)."""
+    sharding_strategy: Literal[FSDP_SHARDING_STRATEGIES] | None = None  # type: ignore[valid-type]
+    """FSDP1: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD."""
+    limit_all_gathers: bool | None = None
+    """FSDP1: rate-limit all-gathers to bound memory."""
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"] | None = None
+    """FSDP1: when to prefetch the next unit's parameters in the backward pass."""
+    forward_prefetch: bool | None = None
+    """FSDP1: prefetch the next unit's parameters in the forward pass."""
+    mixed_precision_policy: str | None = None
+    """Mixed precision inside FSDP; hpcft takes it from `bf16`/`fp16`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_fsdp_prefix(cls, data: Any) -> Any:
+        # axolotl (and accelerate's config files) spell these `fsdp_offload_params` etc.; both mean the same.
+        if not isinstance(data, dict):
+            return data
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            name = key[len("fsdp_"):] if isinstance(key, str) and key.startswith("fsdp_") and key != "fsdp_version" \
+                else key
+            if name in out:
+                raise ValueError(f"'{key}' is given twice (with and without the fsdp_ prefix); keep one")
+            out[name] = value
+        return out
+
+    @field_validator("sharding_strategy", "backward_prefetch", "auto_wrap_policy", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _size_wrap_needs_size(self) -> FsdpConfig:
+        if self.auto_wrap_policy == "SIZE_BASED_WRAP" and self.min_num_params is None:
+            raise ValueError("auto_wrap_policy: SIZE_BASED_WRAP needs min_num_params (e.g. 100000000)")
+        return self
+
+
 class LaunchConfig(_Strict):
     """Job options: set by the profile, the config's `launch:` block and the command line (in that order)."""
 
@@ -382,6 +454,13 @@ class TrainConfig(_Strict):
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
     """DeepSpeed: a preset (zero1, zero2, zero3, zero3_offload), a JSON file or inline; default zero3 (QLoRA: zero2)."""
+    fsdp: list[str] | str | None = None
+    """PyTorch FSDP instead of DeepSpeed, axolotl's list form: `[full_shard, auto_wrap]` (plus `offload`)."""
+    fsdp_config: FsdpConfig | None = None
+    """FSDP settings (see the fsdp_config keys below). On nodes without GPUs, where accelerate cannot run FSDP,
+    hpcft runs the equivalent DeepSpeed ZeRO stage and says so."""
+    fsdp_version: Literal[1, 2] | None = None
+    """FSDP version: 1 (axolotl's default) or 2."""
     ddp_timeout: int = Field(1800, ge=1)
     """Seconds a collective may wait before the job fails (NCCL/gloo timeout)."""
     plugins: list[str] | None = None
@@ -431,9 +510,28 @@ class TrainConfig(_Strict):
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
                 "lora_target_linear: true"
             )
+        if self.uses_fsdp and self.deepspeed is not None:
+            raise ValueError("deepspeed and fsdp/fsdp_config cannot be used together; keep one")
+        if isinstance(self.fsdp, str):
+            self.fsdp = self.fsdp.split()
+        for option in self.fsdp or []:
+            if option not in FSDP_LIST_OPTIONS:
+                raise ValueError(f"fsdp: unknown option '{option}'; use {', '.join(sorted(FSDP_LIST_OPTIONS))}")
+        inner = self.fsdp_config.fsdp_version if self.fsdp_config else None
+        if inner and self.fsdp_version and inner != self.fsdp_version:
+            raise ValueError(f"fsdp_version: {self.fsdp_version} disagrees with fsdp_config.fsdp_version: {inner}; "
+                             "keep one")
+        self.fsdp_version = self.fsdp_version or inner
+        if self.fsdp_config:
+            self.fsdp_config.fsdp_version = self.fsdp_version
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         return self
+
+    @property
+    def uses_fsdp(self) -> bool:
+        """FSDP is asked for (axolotl: an `fsdp` list or an `fsdp_config` block)."""
+        return bool(self.fsdp) or self.fsdp_config is not None
 
     @property
     def attention(self) -> str:
@@ -477,8 +575,8 @@ UNSUPPORTED_AXOLOTL_KEYS = {
     "sample_packing_eff_est", "total_num_tokens", "lora_out_dir", "relora_steps", "relora_warmup_steps",
     "relora_cpu_offload", "torch_compile", "torch_compile_backend", "lr_quadratic_warmup",
     "early_stopping_patience", "lr_div_factor", "log_sweep_min_lr", "log_sweep_max_lr", "flash_optimum",
-    "xformers_attention", "landmark_attention", "xpos_rope", "rope_scaling", "local_rank", "fsdp",
-    "fsdp_config", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "torchdistx_path", "pretraining_dataset",
+    "xformers_attention", "landmark_attention", "xpos_rope", "rope_scaling", "local_rank", "ddp_bucket_cap_mb",
+    "ddp_broadcast_buffers", "torchdistx_path", "pretraining_dataset",
     "rl", "dpo_beta", "trl", "reward_model", "process_reward_model", "chat_template_kwargs", "unfrozen_parameters",
     "peft_use_dora", "peft_use_rslora", "lora_on_cpu", "neftune_noise_alpha", "loss_watchdog_threshold",
     "sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size", "curriculum_sampling",

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config, zero_preset_for_fsdp
+from hpcft.launcher.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -63,6 +65,24 @@ def load_deepspeed_config(value: str | dict[str, Any] | None) -> dict[str, Any] 
                     "final model is saved as whole weights")
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return config
+
+
+def sharding_plan(cfg: TrainConfig, cuda: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(DeepSpeed config, transformers fsdp_config) of the run; at most one is set.
+
+    FSDP runs through accelerate on GPUs; on CPU nodes accelerate would silently fall back to DDP, so the
+    equivalent ZeRO stage runs instead (launcher/fsdp.py) and the log says so.
+    """
+    if not cfg.uses_fsdp:
+        return load_deepspeed_config(cfg.deepspeed), None
+    try:
+        if cuda:
+            return None, transformers_fsdp_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if is_main_process():
+        log.warning(cpu_translation_note(cfg))
+    return load_deepspeed_config(zero_preset_for_fsdp(cfg)), None
 
 
 def zero_stage(config: dict[str, Any] | None) -> int:

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -22,8 +23,8 @@ from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_we
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
-    load_deepspeed_config,
     rank,
+    sharding_plan,
     world_size,
     zero_stage,
 )
@@ -40,13 +41,14 @@ log = logging.getLogger("hpcft.trainer")
 def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Trainer, StopFileCallback | None]:
     """Data, arguments, model and callbacks, assembled into a transformers Trainer."""
     data = prepare_datasets(cfg, tokenizer)
-    deepspeed_config = load_deepspeed_config(cfg.deepspeed)
+    deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available())
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                              has_eval=data.eval is not None, world_size=world_size())
+                              has_eval=data.eval is not None, world_size=world_size(), fsdp_config=fsdp_config)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
-    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
+    # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
+    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3 or fsdp_config is not None)
     stop = StopFileCallback.from_env()
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
@@ -63,7 +65,10 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
     """Save the trained model (or adapter) and tokenizer so from_pretrained loads output_dir; check it is not empty."""
     # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (distributed.load_deepspeed_config
-    # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them.
+    # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them. Under FSDP the final model is
+    # gathered whole whatever state_dict_type the checkpoints use, so from_pretrained loads output_dir.
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
         check_saved_weights(Path(output_dir))
