@@ -23,7 +23,7 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.profiles import Profile, load_profile
-from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.validation import check_keys, format_validation_error
 
 DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
@@ -255,6 +255,10 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
             transformers_fsdp_config(cfg)  # the FSDP settings must make sense whichever node runs them
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    liger = [key for key in LIGER_KEYS if getattr(cfg, key)]
+    if liger and cfg.launch.gpus_per_node == 0:
+        warnings.append(f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
+                        "trains with the model's own layers (same results, more memory)")
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -362,6 +362,20 @@ class TrainConfig(_Strict):
     """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    liger_rope: bool | None = None
+    """Liger's fused RoPE kernel (CUDA GPUs only; without one hpcft warns and trains without Liger)."""
+    liger_rms_norm: bool | None = None
+    """Liger's RMSNorm kernel (CUDA GPUs only)."""
+    liger_glu_activation: bool | None = None
+    """Liger's SwiGLU/GeGLU MLP kernel (CUDA GPUs only); `liger_swiglu` is the old spelling."""
+    liger_swiglu: bool | None = None
+    """Old name of `liger_glu_activation`."""
+    liger_layer_norm: bool | None = None
+    """Liger's LayerNorm kernel (CUDA GPUs only)."""
+    liger_cross_entropy: bool | None = None
+    """Liger's cross-entropy kernel (CUDA GPUs only)."""
+    liger_fused_linear_cross_entropy: bool | None = None
+    """Liger's fused output-layer + cross-entropy kernel: the logits are never materialised (CUDA GPUs only)."""
     gradient_checkpointing_kwargs: dict[str, Any] | None = None
     """Options for gradient checkpointing, e.g. `{use_reentrant: false}`."""
 
@@ -478,7 +492,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _plugins(cls, value: list[str] | None) -> list[str] | None:
         for plugin in value or []:
-            if plugin not in PLUGINS_WITHOUT_EFFECT:
+            if plugin not in PLUGINS_WITHOUT_EFFECT and plugin not in IMPLEMENTED_PLUGINS:
                 raise ValueError(
                     f"axolotl plugin '{plugin}' is not supported by hpcft yet; remove it from plugins"
                 )
@@ -510,6 +524,10 @@ class TrainConfig(_Strict):
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
                 "lora_target_linear: true"
             )
+        if self.liger_swiglu is not None:
+            if self.liger_glu_activation is not None:
+                raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")
+            self.liger_glu_activation, self.liger_swiglu = self.liger_swiglu, None
         if self.uses_fsdp and self.deepspeed is not None:
             raise ValueError("deepspeed and fsdp/fsdp_config cannot be used together; keep one")
         if isinstance(self.fsdp, str):
@@ -544,6 +562,22 @@ class TrainConfig(_Strict):
         """The config as the trainer reads it: axolotl spellings, defaults filled, no launch block."""
         return self.model_dump(mode="json", by_alias=False, exclude={"launch"}, exclude_none=True)
 
+
+# axolotl key -> the keyword of liger_kernel's apply function that transformers passes it to.
+LIGER_KEYS = {
+    "liger_rope": "rope",
+    "liger_rms_norm": "rms_norm",
+    "liger_glu_activation": "swiglu",
+    "liger_layer_norm": "layer_norm",
+    "liger_cross_entropy": "cross_entropy",
+    "liger_fused_linear_cross_entropy": "fused_linear_cross_entropy",
+}
+
+# Plugins whose keys hpcft implements itself (the plugin line only switches them on in axolotl).
+IMPLEMENTED_PLUGINS = {
+    "axolotl.integrations.liger.LigerPlugin": "the liger_* keys",
+    "axolotl.integrations.liger.plugin.LigerPlugin": "the liger_* keys",
+}
 
 # Plugins that only change speed/memory, never results: accepted with a warning (see WARN_ONLY_KEYS).
 PLUGINS_WITHOUT_EFFECT = {
@@ -582,8 +616,7 @@ UNSUPPORTED_AXOLOTL_KEYS = {
     "sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size", "curriculum_sampling",
     "multipack_real_batches", "batch_flattening", "s2_attention", "eager_attention", "model_config_type",
     "dataset_exact_deduplication", "special_tokens_to_add", "embeddings_skip_upcast", "lora_qkv_kernel",
-    "lora_o_kernel", "lora_mlp_kernel", "liger_rope", "liger_rms_norm", "liger_glu_activation",
-    "liger_fused_linear_cross_entropy", "deepcompile", "gc_steps", "train_on_split",
+    "lora_o_kernel", "lora_mlp_kernel", "deepcompile", "gc_steps", "train_on_split",
 }
 UNSUPPORTED_DATASET_KEYS = {"shards", "conversation", "preprocess_shards", "trust_remote_code", "field_system",
                             "field_instruction", "field_input", "field_output", "format", "no_input_format",

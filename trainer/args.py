@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from hpcft.launcher.fsdp import fsdp_activation_checkpointing
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.distributed import sharding_plan
+from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
 
@@ -132,4 +133,5 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         **save_arguments(cfg, epoch_steps),
         **eval_arguments(cfg, has_eval, epoch_steps),
         **tracker_arguments(cfg),
+        **liger_arguments(cfg, cuda=torch.cuda.is_available()),
     )
