@@ -141,7 +141,26 @@ def _to_abs(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
+# axolotl's examples name the DeepSpeed files of its repository (deepspeed_configs/zero3_bf16.json, ...): without
+# such a file next to the config, the hpcft preset with the same ZeRO stage and offload runs instead.
+_AXOLOTL_DEEPSPEED = re.compile(r"(?:^|/)deepspeed_configs/(zero[123])(_bf16)?(_cpuoffload_(?:all|params))?"
+                                r"(?:_torch_compile)?\.json$")
+AXOLOTL_DEEPSPEED_FILES = {
+    "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3",
+    "zero3_offload": "ZeRO-3 with parameters and optimizer state offloaded to CPU",
+}
+
+
+def axolotl_deepspeed_preset(path: str) -> str | None:
+    """The hpcft preset for one of axolotl's deepspeed_configs/*.json files, or None."""
+    match = _AXOLOTL_DEEPSPEED.search(path)
+    if not match:
+        return None
+    stage, _, offload = match.groups()
+    return "zero3_offload" if stage == "zero3" and offload else stage
+
+
+def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[str] | None = None) -> None:
     """Make local paths absolute (relative to the config's folder) and check inputs exist."""
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
@@ -161,6 +180,14 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
                 raise ConfigError(f"{where}: key '{key}': model folder not found: {data[key]} "
                                   "(relative paths are taken from the config file's folder)")
     deepspeed = data.get("deepspeed")
+    if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
+        preset = axolotl_deepspeed_preset(deepspeed)
+        if preset and not Path(_to_abs(deepspeed, base)).is_file():
+            data["deepspeed"] = preset
+            if warnings is not None:
+                warnings.append(f"{where}: deepspeed: {deepspeed} (a file of axolotl's repository) is not next to the "
+                                f"config; using hpcft's preset {preset} ({AXOLOTL_DEEPSPEED_FILES[preset]})")
+            deepspeed = preset
     if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
         data["deepspeed"] = _to_abs(deepspeed, base)
         if not Path(data["deepspeed"]).is_file():
@@ -240,7 +267,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     config_launch = _absolute_image(config_launch, path.parent)
     cli_launch = _absolute_image(cli_launch or {}, Path.cwd())
     data["launch"] = merge_launch(profile.launch, config_launch, cli_launch)
-    resolve_paths(data, path.parent, where)
+    resolve_paths(data, path.parent, where, warnings)
     for key in token_like_values(data):
         warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
                         "(e.g. export HF_TOKEN) instead of the config")

@@ -81,6 +81,10 @@ class DatasetConfig(_Strict):
     """The chat template text (Jinja) when `chat_template: jinja`."""
     drop_system_message: bool | None = None
     """Drop the system turn before templating."""
+    shards: int | None = Field(None, ge=1)
+    """Train on one of this many equal shards of the (shuffled) dataset."""
+    shards_idx: int | None = Field(None, ge=0)
+    """Which shard `shards` keeps (default 0)."""
 
     @field_validator("type")
     @classmethod
@@ -290,6 +294,16 @@ class TrainConfig(_Strict):
     """Model revision on the Hub."""
     trust_remote_code: bool = False
     """Allow custom model code from the Hub."""
+    rope_scaling: dict[str, Any] | None = None
+    """Override the model's RoPE scaling, e.g. `{type: linear, factor: 2.0}` or `{rope_type: yarn, factor: 4.0}`."""
+    is_falcon_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_llama_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_mistral_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_qwen_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
@@ -306,6 +320,9 @@ class TrainConfig(_Strict):
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(None, ge=1)
     """Processes used for tokenizing (default: CPUs available)."""
+    remove_unused_columns: bool | None = None
+    """Accepted for axolotl compatibility: hpcft's data pipeline passes only input_ids, labels and positions to the
+    model either way."""
     shuffle_merged_datasets: bool = True
     """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")
@@ -342,6 +359,13 @@ class TrainConfig(_Strict):
     """Modules trained in full and saved with the adapter (e.g. `[embed_tokens, lm_head]` after adding tokens)."""
     lora_fan_in_fan_out: bool = False
     """Set for models storing weights as (fan_in, fan_out), e.g. GPT-2."""
+    peft_use_dora: bool | None = None
+    """Train DoRA (weight-decomposed LoRA) instead of plain LoRA."""
+    peft_use_rslora: bool | None = None
+    """Rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r."""
+    unfrozen_parameters: list[str] | None = None
+    """Full fine-tuning of only the parameters matching these patterns (matched from the start of the name, `.` is a
+    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`."""
     load_in_4bit: bool = False
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
@@ -360,8 +384,9 @@ class TrainConfig(_Strict):
     """Use PyTorch scaled-dot-product attention (the default)."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    gradient_checkpointing: bool | Literal["offload"] = False
+    """Recompute activations in the backward pass to save memory; `offload` also keeps the checkpointed
+    activations in CPU memory on GPUs."""
     liger_rope: bool | None = None
     """Liger's fused RoPE kernel (CUDA GPUs only; without one hpcft warns and trains without Liger)."""
     liger_rms_norm: bool | None = None
@@ -416,6 +441,20 @@ class TrainConfig(_Strict):
     """Cosine decays to this share of the peak learning rate instead of 0."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm."""
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+    """NEFTune: add uniform noise of this scale to the input embeddings while training."""
+    torch_compile: bool | Literal["auto"] | None = None
+    """Compile the model with torch.compile (`auto`: on CUDA GPUs only)."""
+    torch_compile_backend: str | None = None
+    """torch.compile backend (default inductor)."""
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = None
+    """torch.compile mode."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop when the evaluation loss has not improved for this many evaluations (needs evaluation data)."""
+    loss_watchdog_threshold: float | None = None
+    """Stop training when the training loss stays above this value (see loss_watchdog_patience)."""
+    loss_watchdog_patience: int | None = Field(None, ge=1)
+    """Logged steps in a row above loss_watchdog_threshold before training stops (default 3)."""
 
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
@@ -464,6 +503,12 @@ class TrainConfig(_Strict):
     """Upload the model to Weights & Biases: `checkpoint` or `end`."""
     use_tensorboard: bool = False
     """Write TensorBoard logs under output_dir."""
+    hub_model_id: str | None = None
+    """Push the trained model (or adapter) to this Hugging Face Hub repository at the end (token from $HF_TOKEN)."""
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] | None = None
+    """When to push: `end` (default), `every_save`, `checkpoint`, `all_checkpoints`; hpcft pushes at the end."""
+    hub_private_repo: bool | None = None
+    """Create the Hub repository as private."""
 
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
@@ -524,6 +569,14 @@ class TrainConfig(_Strict):
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
                 "lora_target_linear: true"
             )
+        if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
+            raise ValueError("early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or "
+                             "test_datasets")
+        if self.unfrozen_parameters and self.adapter:
+            raise ValueError("unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
+                             "lora_modules_to_save instead")
+        if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
+            raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
         if self.liger_swiglu is not None:
             if self.liger_glu_activation is not None:
                 raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")
@@ -602,23 +655,19 @@ WARN_ONLY_KEYS = {
 
 # Axolotl keys with a meaning hpcft does not implement yet: setting them is an error that names them.
 UNSUPPORTED_AXOLOTL_KEYS = {
-    "base_model_ignore_patterns", "resize_token_embeddings_to_32x", "is_falcon_derived_model",
-    "is_llama_derived_model", "is_mistral_derived_model", "is_qwen_derived_model", "gptq", "gptq_groupsize",
-    "gptq_model_v1", "bfloat16", "float16", "push_dataset_to_hub", "hub_model_id", "hub_strategy",
-    "hf_use_auth_token", "dataset_shard_num", "dataset_shard_idx", "max_packed_sequence_len",
-    "sample_packing_eff_est", "total_num_tokens", "lora_out_dir", "relora_steps", "relora_warmup_steps",
-    "relora_cpu_offload", "torch_compile", "torch_compile_backend", "lr_quadratic_warmup",
-    "early_stopping_patience", "lr_div_factor", "log_sweep_min_lr", "log_sweep_max_lr", "flash_optimum",
-    "xformers_attention", "landmark_attention", "xpos_rope", "rope_scaling", "local_rank", "ddp_bucket_cap_mb",
-    "ddp_broadcast_buffers", "torchdistx_path", "pretraining_dataset",
-    "rl", "dpo_beta", "trl", "reward_model", "process_reward_model", "chat_template_kwargs", "unfrozen_parameters",
-    "peft_use_dora", "peft_use_rslora", "lora_on_cpu", "neftune_noise_alpha", "loss_watchdog_threshold",
-    "sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size", "curriculum_sampling",
-    "multipack_real_batches", "batch_flattening", "s2_attention", "eager_attention", "model_config_type",
-    "dataset_exact_deduplication", "special_tokens_to_add", "embeddings_skip_upcast", "lora_qkv_kernel",
-    "lora_o_kernel", "lora_mlp_kernel", "deepcompile", "gc_steps", "train_on_split",
+    "base_model_ignore_patterns", "resize_token_embeddings_to_32x", "gptq", "gptq_groupsize", "gptq_model_v1",
+    "bfloat16", "float16", "push_dataset_to_hub", "hf_use_auth_token", "dataset_shard_num", "dataset_shard_idx",
+    "max_packed_sequence_len", "sample_packing_eff_est", "total_num_tokens", "lora_out_dir", "relora_steps",
+    "relora_warmup_steps", "relora_cpu_offload", "lr_quadratic_warmup", "lr_div_factor", "log_sweep_min_lr",
+    "log_sweep_max_lr", "flash_optimum", "xformers_attention", "landmark_attention", "xpos_rope", "local_rank",
+    "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "torchdistx_path", "pretraining_dataset", "rl", "dpo_beta", "trl",
+    "reward_model", "process_reward_model", "chat_template_kwargs", "lora_on_cpu", "sequence_parallel_degree",
+    "context_parallel_size", "tensor_parallel_size", "curriculum_sampling", "multipack_real_batches",
+    "batch_flattening", "s2_attention", "eager_attention", "model_config_type", "dataset_exact_deduplication",
+    "special_tokens_to_add", "embeddings_skip_upcast", "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel",
+    "deepcompile", "gc_steps", "train_on_split",
 }
-UNSUPPORTED_DATASET_KEYS = {"shards", "conversation", "preprocess_shards", "trust_remote_code", "field_system",
+UNSUPPORTED_DATASET_KEYS = {"conversation", "preprocess_shards", "trust_remote_code", "field_system",
                             "field_instruction", "field_input", "field_output", "format", "no_input_format",
                             "system_prompt", "system_format", "message_field_training", "message_field_training_detail",
                             "field_tools", "logprobs_field"}

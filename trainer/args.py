@@ -16,6 +16,7 @@ from hpcft.trainer.distributed import sharding_plan
 from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
+from hpcft.trainer.stopping import stopping_arguments
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -134,4 +135,20 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         **eval_arguments(cfg, has_eval, epoch_steps),
         **tracker_arguments(cfg),
         **liger_arguments(cfg, cuda=torch.cuda.is_available()),
+        **compile_arguments(cfg, cuda=torch.cuda.is_available()),
+        **stopping_arguments(cfg),
+        neftune_noise_alpha=cfg.neftune_noise_alpha,
     )
+
+
+def compile_arguments(cfg: TrainConfig, cuda: bool) -> dict[str, Any]:
+    """torch_compile (`auto`: only where compiling pays off, on CUDA GPUs), with its backend and mode."""
+    wanted = cuda if cfg.torch_compile == "auto" else bool(cfg.torch_compile)
+    if not wanted:
+        return {}
+    out: dict[str, Any] = {"torch_compile": True}
+    if cfg.torch_compile_backend:
+        out["torch_compile_backend"] = cfg.torch_compile_backend
+    if cfg.torch_compile_mode:
+        out["torch_compile_mode"] = cfg.torch_compile_mode
+    return out

@@ -145,7 +145,7 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
     parts = []
     for index, ds in enumerate(group):
         name = entry_name(where, index, ds)
-        raw = load_raw_dataset(ds, where, index)
+        raw = load_raw_dataset(ds, where, index, seed=cfg.seed)
         tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)

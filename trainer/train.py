@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -29,10 +30,12 @@ from hpcft.trainer.distributed import (
     zero_stage,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
+from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -50,9 +53,11 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
     model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3 or fsdp_config is not None)
     stop = StopFileCallback.from_env()
-    # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one.
+    # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
+    # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
-                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
+                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank()),
+                 *stopping_callbacks(cfg)]
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                       callbacks=[c for c in callbacks if c is not None])
@@ -90,14 +95,22 @@ def train(config_path: str | Path) -> int:
     trainer.train(resume_from_checkpoint=resume)
 
     state = trainer.state
+    finished = False
     if stop is not None and stop.stopped_at is not None and state.global_step < state.max_steps:
         if is_main_process():
             print(f"hpcft: stop file {stop.stop_file} seen: saved checkpoint-{stop.stopped_at} and stopped; "
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
+        finished = True
 
     cleanup()
+    # After the process group is gone: an upload must not hold the other ranks in a barrier until they time out.
+    if finished and cfg.hub_model_id and is_main_process():
+        error = push_to_hub(cfg)
+        if error:
+            print(f"hpcft: error: {error}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 
