@@ -294,6 +294,16 @@ class TrainConfig(_Strict):
     """Model revision on the Hub."""
     trust_remote_code: bool = False
     """Allow custom model code from the Hub."""
+    overrides_of_model_config: dict[str, Any] | None = Field(None, alias="model_config")
+    """Override values of the model's config before loading, e.g. `{output_router_logits: true}`; `model_config:` is
+    axolotl's spelling."""
+    revision_of_model: str | None = None
+    """axolotl's other spelling of `model_revision`."""
+    low_cpu_mem_usage: bool | None = None
+    """Accepted for axolotl compatibility: transformers always loads weights without a second copy in memory."""
+    use_kernels: bool | None = None
+    """Load the model with transformers' Hub kernels (`kernels` package) on CUDA GPUs; elsewhere a warning and the
+    model's own layers."""
     rope_scaling: dict[str, Any] | None = None
     """Override the model's RoPE scaling, e.g. `{type: linear, factor: 2.0}` or `{rope_type: yarn, factor: 4.0}`."""
     is_falcon_derived_model: bool | None = None
@@ -320,6 +330,9 @@ class TrainConfig(_Strict):
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(None, ge=1)
     """Processes used for tokenizing (default: CPUs available)."""
+    skip_prepare_dataset: bool | None = None
+    """Accepted for axolotl compatibility: hpcft always tokenizes before training (cached in dataset_prepared_path),
+    which gives the same rows as tokenizing on the fly."""
     remove_unused_columns: bool | None = None
     """Accepted for axolotl compatibility: hpcft's data pipeline passes only input_ids, labels and positions to the
     model either way."""
@@ -409,6 +422,9 @@ class TrainConfig(_Strict):
     """Micro-batches accumulated per optimizer step."""
     micro_batch_size: int = Field(1, ge=1)
     """Rows per GPU per micro-batch."""
+    batch_size: int | None = Field(None, ge=1)
+    """axolotl's older way to set gradient accumulation: rows per GPU per optimizer step (gradient_accumulation_steps
+    = batch_size / micro_batch_size)."""
     eval_batch_size: int | None = Field(None, ge=1)
     """Rows per GPU for evaluation (default: micro_batch_size)."""
     num_epochs: float = Field(1.0, gt=0)
@@ -528,6 +544,18 @@ class TrainConfig(_Strict):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _axolotl_spellings(cls, data: Any) -> Any:
+        # batch_size is how older axolotl configs set accumulation; it counts rows per GPU per optimizer step.
+        if isinstance(data, dict) and data.get("batch_size") and data.get("gradient_accumulation_steps") is None:
+            micro = data.get("micro_batch_size") or 1
+            if isinstance(micro, int) and isinstance(data["batch_size"], int):
+                if data["batch_size"] % micro:
+                    raise ValueError(f"batch_size {data['batch_size']} is not a multiple of micro_batch_size {micro}")
+                data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
+        return data
+
     @field_validator("bf16", mode="before")
     @classmethod
     def _bf16(cls, value: Any) -> Any:
@@ -577,6 +605,14 @@ class TrainConfig(_Strict):
                              "lora_modules_to_save instead")
         if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
             raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
+        if self.batch_size and self.batch_size != self.micro_batch_size * self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size {self.batch_size} disagrees with micro_batch_size x "
+                             f"gradient_accumulation_steps ({self.micro_batch_size} x "
+                             f"{self.gradient_accumulation_steps}); keep one")
+        if self.revision_of_model:
+            if self.model_revision and self.model_revision != self.revision_of_model:
+                raise ValueError("model_revision and revision_of_model disagree; keep one")
+            self.model_revision, self.revision_of_model = self.revision_of_model, None
         if self.liger_swiglu is not None:
             if self.liger_glu_activation is not None:
                 raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")

@@ -86,7 +86,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Raise ConfigError for what the schema cannot check: optimizer name, scheduler keys, the DeepSpeed file."""
     optimizer_arguments(cfg)
     scheduler_arguments(cfg)
-    sharding_plan(cfg, cuda=torch.cuda.is_available())
+    sharding_plan(cfg, cuda=torch.cuda.is_available(), quiet=True)
 
 
 def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
@@ -102,7 +102,7 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         else:
             log.warning("tf32: true ignored: no CUDA GPU")
     # fsdp_config.activation_checkpointing is FSDP's own; when FSDP runs as ZeRO (CPU) the Trainer's does the same.
-    checkpointing = cfg.gradient_checkpointing or (fsdp_config is None and fsdp_activation_checkpointing(cfg))
+    checkpointing = bool(cfg.gradient_checkpointing) or (fsdp_config is None and fsdp_activation_checkpointing(cfg))
     return TrainingArguments(
         output_dir=cfg.output_dir,
         # Without a GPU accelerate only starts torch.distributed (gloo) for DeepSpeed/DDP when told it is on CPU.

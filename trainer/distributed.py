@@ -67,7 +67,8 @@ def load_deepspeed_config(value: str | dict[str, Any] | None) -> dict[str, Any] 
     return config
 
 
-def sharding_plan(cfg: TrainConfig, cuda: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False) -> tuple[dict[str, Any] | None,
+                                                                              dict[str, Any] | None]:
     """(DeepSpeed config, transformers fsdp_config) of the run; at most one is set.
 
     FSDP runs through accelerate on GPUs; on CPU nodes accelerate would silently fall back to DDP, so the
@@ -80,7 +81,7 @@ def sharding_plan(cfg: TrainConfig, cuda: bool) -> tuple[dict[str, Any] | None, 
             return None, transformers_fsdp_config(cfg)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if is_main_process():
+    if is_main_process() and not quiet:
         log.warning(cpu_translation_note(cfg))
     return load_deepspeed_config(zero_preset_for_fsdp(cfg)), None
 

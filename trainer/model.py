@@ -17,6 +17,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.offload import ActivationOffload
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -99,12 +100,33 @@ def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTr
     model.resize_token_embeddings(len(tokenizer))
 
 
-def apply_rope_scaling(cfg: TrainConfig, config: Any) -> None:
+def override_model_config(cfg: TrainConfig, config: Any) -> None:
+    """model_config overrides (axolotl's `overrides_of_model_config`) and rope_scaling, set on the loaded config."""
+    overrides = dict(cfg.overrides_of_model_config or {})
+    rope = overrides.pop("rope_scaling", None) or cfg.rope_scaling
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            log.warning("model_config: %s is not a setting of %s; setting it anyway", key, type(config).__name__)
+        setattr(config, key, value)
+    if rope:
+        apply_rope_scaling(rope, config)
+
+
+def use_hub_kernels(cfg: TrainConfig) -> bool:
+    """use_kernels: transformers' Hub kernels need a CUDA GPU and the `kernels` package; otherwise say so once."""
+    if not cfg.use_kernels:
+        return False
+    if torch.cuda.is_available() and importlib.util.find_spec("kernels") is not None:
+        return True
+    reason = "there is no CUDA GPU" if not torch.cuda.is_available() else "the kernels package is not installed"
+    log.warning("use_kernels: %s; loading the model with its own layers (same results)", reason)
+    return False
+
+
+def apply_rope_scaling(rope_scaling: dict[str, Any], config: Any) -> None:
     """rope_scaling as axolotl writes it (`type` or `rope_type`, `factor`, ...) over the model's own RoPE settings,
     which keep what the override does not name (rope_theta above all)."""
-    if not cfg.rope_scaling:
-        return
-    scaling = dict(cfg.rope_scaling)
+    scaling = dict(rope_scaling)
     kind = scaling.pop("type", None)
     scaling.setdefault("rope_type", kind)
     if not scaling["rope_type"]:
@@ -118,7 +140,7 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
     gc_kwargs = checkpointing_kwargs(cfg)
     if quantized and not zero3:
         # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
@@ -144,11 +166,13 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
     kwargs: dict[str, Any] = {"dtype": precision.dtype, "attn_implementation": resolve_attention(cfg),
                               "trust_remote_code": cfg.trust_remote_code, "revision": cfg.model_revision}
-    if cfg.base_model_config or cfg.rope_scaling:
+    if cfg.base_model_config or cfg.rope_scaling or cfg.overrides_of_model_config:
         kwargs["config"] = AutoConfig.from_pretrained(cfg.base_model_config or cfg.base_model,
                                                       trust_remote_code=cfg.trust_remote_code,
                                                       revision=None if cfg.base_model_config else cfg.model_revision)
-        apply_rope_scaling(cfg, kwargs["config"])
+        override_model_config(cfg, kwargs["config"])
+    if use_hub_kernels(cfg):
+        kwargs["use_kernels"] = True
     quant = quantization_config(cfg, precision.dtype, zero3)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -169,4 +193,6 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
         if is_main_process():
             model.print_trainable_parameters()
+    if cfg.gradient_checkpointing == "offload":
+        model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

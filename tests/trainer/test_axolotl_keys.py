@@ -150,3 +150,30 @@ def test_run_with_watchdog_shards_unfrozen_layers_and_an_unreachable_hub(train_c
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert torch.equal(trained["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
     assert not torch.equal(trained["model.layers.1.mlp.up_proj.weight"], base["model.layers.1.mlp.up_proj.weight"])
+
+
+def test_model_config_overrides_batch_size_and_old_spellings(train_config):
+    cfg = train_config(model_config={"rms_norm_eps": 1e-3, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+                       batch_size=8, micro_batch_size=2, revision_of_model="main")
+    assert cfg.gradient_accumulation_steps == 4 and cfg.model_revision == "main"
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    assert model.config.rms_norm_eps == 1e-3
+    assert model.config.rope_parameters == {"rope_theta": 10000.0, "rope_type": "dynamic", "factor": 2.0}
+    with pytest.raises(ValueError, match="batch_size 8 disagrees"):
+        train_config(batch_size=8, micro_batch_size=2, gradient_accumulation_steps=2)
+
+
+def test_gradient_checkpointing_offload_routes_saved_activations_through_the_offload_hooks(train_config):
+    ids = torch.arange(3, 60).unsqueeze(0)
+    grads = []
+    for mode in (True, "offload"):
+        cfg = train_config(gradient_checkpointing=mode)
+        model = load_model(cfg, load_tokenizer(cfg), Precision())
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert model.activation_offload.packed > 0  # autograd's saved tensors went through the hooks (CPU: not moved)
+    assert not model.activation_offload._contexts  # left after every forward
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad)
