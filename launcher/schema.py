@@ -342,6 +342,8 @@ class TrainConfig(_Strict):
     """Held-out evaluation share (<1) or row count (>=1); `eval_set_size` is accepted too."""
     sequence_len: int = Field(2048, ge=1)
     """Maximum tokens per sample (and per packed row)."""
+    min_sample_len: int = Field(2, ge=1)
+    """Drop samples with fewer tokens than this."""
     sample_packing: bool = False
     """Pack several samples into each row of `sequence_len` tokens (attention never crosses samples)."""
     eval_sample_packing: bool | None = None

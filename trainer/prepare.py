@@ -33,7 +33,7 @@ from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 
 FORMAT_VERSION = 1  # bump when formats.py/packing.py change what they produce: old caches become stale
 _CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                 "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed")
+                 "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed", "min_sample_len")
 
 
 @dataclass

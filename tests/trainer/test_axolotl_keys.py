@@ -177,3 +177,13 @@ def test_gradient_checkpointing_offload_routes_saved_activations_through_the_off
     assert not model.activation_offload._contexts  # left after every forward
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad)
+
+
+def test_min_sample_len_drops_shorter_samples(train_config, chat_dataset, tiny_tokenizer):
+    from hpcft.trainer.formats import TOO_SHORT, tokenize_dataset
+
+    cfg = train_config(min_sample_len=40)
+    raw = load_raw_dataset(cfg.datasets[0])
+    kept, counts = tokenize_dataset(raw, cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")
+    assert counts[TOO_SHORT] > 0 and len(kept) == len(raw) - counts[TOO_SHORT] - counts["dropped_no_trainable"]
+    assert min(len(ids) for ids in kept["input_ids"]) >= 40
