@@ -615,6 +615,9 @@ class TrainConfig(_Strict):
             if self.model_revision and self.model_revision != self.revision_of_model:
                 raise ValueError("model_revision and revision_of_model disagree; keep one")
             self.model_revision, self.revision_of_model = self.revision_of_model, None
+        if self.liger_cross_entropy and self.liger_fused_linear_cross_entropy:
+            raise ValueError("liger_cross_entropy and liger_fused_linear_cross_entropy are two ways to compute the "
+                             "same loss; keep one")
         if self.liger_swiglu is not None:
             if self.liger_glu_activation is not None:
                 raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")

@@ -49,9 +49,11 @@ def test_gpu_with_the_package_turns_on_transformers_liger():
     assert liger_arguments(config(), cuda=True, installed=True) == {}
 
 
-def test_liger_swiglu_and_glu_activation_together_are_refused():
+def test_conflicting_liger_keys_are_refused():
     with pytest.raises(ValueError, match="liger_swiglu is the old name of liger_glu_activation"):
         config(liger_swiglu=True, liger_glu_activation=True)
+    with pytest.raises(ValueError, match="two ways to compute the same loss"):
+        config(liger_cross_entropy=True, liger_fused_linear_cross_entropy=True)
 
 
 def test_validate_warns_on_a_cpu_profile(run_cli, tmp_path):
