@@ -193,11 +193,26 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
         if not Path(data["deepspeed"]).is_file():
             raise ConfigError(f"{where}: key 'deepspeed': file not found: {data['deepspeed']}; give a JSON file "
                               f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}")
+    _inline_chat_template_file(data, base, where, "chat_template_jinja")
     for list_key in ("datasets", "test_datasets"):
         for i, entry in enumerate(data.get(list_key) or []):
             if not isinstance(entry, dict):
                 continue
             _resolve_dataset_paths(entry, base, where, f"{list_key}[{i}]")
+            _inline_chat_template_file(entry, base, where, f"{list_key}[{i}].chat_template_jinja")
+
+
+def _inline_chat_template_file(holder: dict[str, Any], base: Path, where: str, name: str) -> None:
+    """chat_template_jinja may name a template file (as in axolotl): its text goes into train.yaml, so the job
+    needs no access to the file. A one-line value without any Jinja tag can only be meant as a file."""
+    value = holder.get("chat_template_jinja")
+    if not isinstance(value, str) or "\n" in value or "{" in value:
+        return
+    file = Path(_to_abs(value, base))
+    if not file.is_file():
+        raise ConfigError(f"{where}: key '{name}': template file not found: {file}; give the template text or a "
+                          "Jinja file (relative paths are taken from the config file's folder)")
+    holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
 
 
 def _check_writable(path: str, key: str, where: str) -> None:

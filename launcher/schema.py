@@ -73,6 +73,8 @@ class DatasetConfig(_Strict):
     """Roles whose turns are trained (default `[assistant]`)."""
     train_on_eos: Literal["turn", "last", "all", "none"] | None = None
     """Which end-of-turn tokens are trained: `turn` (each trained turn), `last`, `all`, `none`."""
+    train_on_eot: Literal["turn", "last", "all", "none"] | None = None
+    """Which `eot_tokens` are trained, with the values of `train_on_eos` (default: as `train_on_eos`)."""
     train_on_inputs: bool | None = None
     """Per dataset: also train on the prompt tokens."""
     chat_template: str | None = None
@@ -85,6 +87,9 @@ class DatasetConfig(_Strict):
     """Train on one of this many equal shards of the (shuffled) dataset."""
     shards_idx: int | None = Field(None, ge=0)
     """Which shard `shards` keeps (default 0)."""
+    split_thinking: bool | None = None
+    """Move `<think>...</think>` (or `<reasoning>`, `<|begin_of_thought|>`) at the start of an answer into its
+    `reasoning_content`, for templates that render reasoning themselves (qwen3)."""
 
     @field_validator("type")
     @classmethod
@@ -317,9 +322,13 @@ class TrainConfig(_Strict):
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
-    """Chat template: `tokenizer_default`, `jinja` (with `chat_template_jinja`), or a template name."""
+    """Chat template: `tokenizer_default`, `tokenizer_default_fallback_<name>`, `jinja` (with `chat_template_jinja`),
+    or a template hpcft ships under axolotl's name (`llama3`, `qwen3`, `mistral_v7_tekken`, ...: docs/datasets.md)."""
     chat_template_jinja: str | None = None
     """The chat template text (Jinja) when `chat_template: jinja`."""
+    eot_tokens: list[str] | None = None
+    """Tokens that end a turn in the chat template, e.g. `["<|eot_id|>"]` (default: the EOS token); trained as
+    each dataset's `train_on_eot` says. Each must be one token of the tokenizer."""
 
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)

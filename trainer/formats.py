@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import bisect
 import json
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import datasets
 
+from hpcft.launcher.chat_templates import (
+    FALLBACK_PREFIX,
+    JINJA,
+    TOKENIZER_DEFAULT,
+    chat_template_choice_error,
+    chat_template_text,
+    end_of_turn_token,
+)
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 
@@ -24,15 +33,6 @@ MIN_SAMPLE_LEN = 2  # axolotl's min_sample_len default
 KEPT, TOO_LONG, NO_TRAINABLE, TOO_SHORT = "kept", "dropped_too_long", "dropped_no_trainable", "dropped_too_short"
 STATUSES = (KEPT, TOO_LONG, NO_TRAINABLE, TOO_SHORT)
 
-# Chat templates that can be named in `chat_template:` (as axolotl's). Others: chat_template: jinja.
-NAMED_CHAT_TEMPLATES = {
-    "chatml": (
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-}
 # axolotl's default role names (replaced, not extended, when `roles:` is set).
 DEFAULT_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant",
                  "system": "system", "tool": "tool"}
@@ -41,6 +41,10 @@ ALPACA_SYSTEM = ("Below is an instruction that describes a task, paired with an 
                  "context. Write a response that appropriately completes the request.")
 ALPACA_SYSTEM_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
                           "completes the request.")
+# split_thinking (axolotl's pairs): the reasoning markers an answer may carry, and the optional solution markers.
+THINKING_PAIRS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"),
+                  ("<|begin_of_thought|>", "<|end_of_thought|>"))
+SOLUTION_PAIR = ("<|begin_of_solution|>", "<|end_of_solution|>")
 # A character no real message starts or ends with: rendering it in place of a turn's content shows where the
 # template put that content.
 _SENTINEL = "\ue000"
@@ -52,46 +56,100 @@ def resolve_chat_template(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, n
     """The Jinja chat template for a dataset: the dataset's choice, else the config's, else the tokenizer's."""
     choice, jinja = (ds.chat_template, ds.chat_template_jinja) if (
         ds.chat_template or ds.chat_template_jinja) else (cfg.chat_template, cfg.chat_template_jinja)
-    if choice in (None, "jinja") and jinja:
+    if choice in (None, JINJA) and jinja:
         return jinja
-    choice = choice or "tokenizer_default"
-    if choice.startswith("tokenizer_default"):
+    choice = choice or TOKENIZER_DEFAULT
+    error = chat_template_choice_error(choice)
+    if error:
+        raise ConfigError(f"{name}: {error}")
+    if choice == JINJA:
+        raise ConfigError(f"{name}: chat_template: jinja needs chat_template_jinja (the template text)")
+    if choice.startswith(TOKENIZER_DEFAULT):
         if tokenizer.chat_template:
             return tokenizer.chat_template
-        fallback = choice.removeprefix("tokenizer_default_fallback_")
-        if fallback != choice and fallback in NAMED_CHAT_TEMPLATES:
-            return NAMED_CHAT_TEMPLATES[fallback]
-        raise ConfigError(f"{name}: the tokenizer has no chat_template; set chat_template: chatml, or "
-                          "chat_template: jinja with chat_template_jinja")
-    if choice in NAMED_CHAT_TEMPLATES:
-        return NAMED_CHAT_TEMPLATES[choice]
-    raise ConfigError(f"{name}: unknown chat_template '{choice}'; use tokenizer_default, "
-                      f"{', '.join(NAMED_CHAT_TEMPLATES)} or jinja (with chat_template_jinja)")
+        if choice.startswith(FALLBACK_PREFIX):
+            return chat_template_text(choice.removeprefix(FALLBACK_PREFIX))
+        raise ConfigError(f"{name}: the tokenizer has no chat_template; name one (e.g. chat_template: chatml), "
+                          f"use {FALLBACK_PREFIX}<name>, or chat_template: jinja with chat_template_jinja")
+    return chat_template_text(choice)
+
+
+def split_thinking(content: str) -> dict[str, str]:
+    """axolotl's split_thinking: the first marked reasoning becomes reasoning_content, the rest the content (the
+    text between solution markers, when it has them). Nothing when the answer carries no reasoning markers."""
+    for opening, closing in THINKING_PAIRS:
+        if opening in content and closing in content:
+            start, end = content.find(opening), content.find(closing)
+            rest = content[end + len(closing):].lstrip()
+            if SOLUTION_PAIR[0] in rest and SOLUTION_PAIR[1] in rest:
+                rest = rest[rest.find(SOLUTION_PAIR[0]) + len(SOLUTION_PAIR[0]):rest.find(SOLUTION_PAIR[1])].strip()
+            return {"reasoning_content": content[start + len(opening):end].strip(), "content": rest}
+    return {}
 
 
 class ChatTemplateFormatter:
     """type: chat_template — render the conversation with the template; train the content of roles_to_train turns.
 
-    A turn's content span is found by rendering the conversation again with that content replaced by a sentinel:
-    the common prefix and suffix of the two renderings bound the content in characters, and the tokenizer's offset
-    mapping turns characters into tokens (any token overlapping the content is trained, as axolotl's token diff
-    does). This needs no assumption that the template renders prefixes of a conversation stably.
+    A turn's span is found by rendering the conversation again with that turn replaced by one holding only its role
+    and a sentinel content (as axolotl's dummy turn: whatever else the template renders from the message, such as
+    its reasoning_content, belongs to the span too): the common prefix and suffix of the two renderings bound the
+    span in characters, and the tokenizer's offset mapping turns characters into tokens (any token overlapping the
+    span is trained, as axolotl's token diff does). This needs no assumption that the template renders prefixes of
+    a conversation stably.
+
+    End of turn (axolotl's eot_tokens/train_on_eot): the first of `eot_tokens` (default: the EOS token) within 3
+    tokens after a span is trained as `train_on_eot` says (default: as train_on_eos); the EOS token as
+    `train_on_eos` says.
     """
 
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
         self.tokenizer, self.name, self.field = tokenizer, name, ds.field_messages
         self.template = resolve_chat_template(ds, cfg, tokenizer, name)
-        self.role_key, self.content_key = ds.role_key(), ds.content_key()
+        # target key -> key in the data (axolotl: role and content always mapped, defaults to themselves)
+        self.mappings = {**(ds.message_property_mappings or {}), "role": ds.role_key(), "content": ds.content_key()}
         self.roles = {src: dst for dst, sources in ds.roles.items() for src in sources} if ds.roles else DEFAULT_ROLES
         self.roles_to_train = {self.roles.get(r, r) for r in (ds.roles_to_train or ["assistant"])}
         self.train_on_eos = ds.train_on_eos or "turn"  # axolotl's default
+        self.train_on_eot = ds.train_on_eot or self.train_on_eos
         self.train_on_inputs = cfg.train_on_inputs if ds.train_on_inputs is None else ds.train_on_inputs
         self.drop_system_message = bool(ds.drop_system_message)
-        self.eos_id = tokenizer.eos_token_id
+        self.split_thinking = bool(ds.split_thinking)
+        self.eos_ids = {tokenizer.eos_token_id} - {None}
+        self.eot_ids = self._eot_token_ids(cfg.eot_tokens)
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(f"{name}: type chat_template needs a fast tokenizer (tokenizer_use_fast: true)")
 
-    def turns(self, row: dict, row_no: int) -> list[dict[str, str]]:
+    def _eot_token_ids(self, eot_tokens: list[str] | None) -> set[int]:
+        """Token ids that end a turn; axolotl's checks: tokens missing from the template are ignored (with a
+        warning), a token the tokenizer splits is an error, and so is EOS among them with another train_on_eot."""
+        eos = self.tokenizer.eos_token
+        if eot_tokens is None or eot_tokens == [eos]:  # axolotl's default, and its one unchecked case
+            if eos and eos not in self.template and "eos_token" not in self.template:
+                token = end_of_turn_token(self.template)
+                hint = f"eot_tokens: ['{token}']" if token else "eot_tokens: to the template's end-of-turn token(s)"
+                warnings.warn(f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
+                              f"turn is trained; set {hint}", stacklevel=2)
+            return set(self.eos_ids)
+        ids, kept = set(), []
+        for token in eot_tokens:
+            if token not in self.template:  # literally, as axolotl checks (a template's `eos_token` does not count)
+                warnings.warn(f"{self.name}: eot_tokens: '{token}' does not occur in the chat template; ignored",
+                              stacklevel=2)
+                continue
+            kept.append(token)
+            encoded = self.tokenizer.encode(token, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise ConfigError(f"{self.name}: eot_tokens: '{token}' is {len(encoded)} tokens for this tokenizer, "
+                                  f"not one; add it to the vocabulary with tokens: ['{token}'] (or use a token it "
+                                  "already has)")
+            ids.add(encoded[0])
+        if eos in kept and self.train_on_eos != self.train_on_eot:
+            raise ConfigError(f"{self.name}: the EOS token '{eos}' is in eot_tokens, so train_on_eos "
+                              f"({self.train_on_eos}) and train_on_eot ({self.train_on_eot}) must be the same; "
+                              "set them equal or remove the EOS token from eot_tokens")
+        return ids
+
+    def turns(self, row: dict, row_no: int) -> list[dict[str, Any]]:
         messages = row.get(self.field)
         where = f"{self.name}: row {row_no}"
         if messages is None:
@@ -103,30 +161,42 @@ class ChatTemplateFormatter:
                 raise ConfigError(f"{where}: '{self.field}' is a string but not JSON ({exc})") from None
         if not isinstance(messages, list) or not messages:
             raise ConfigError(f"{where}: '{self.field}' must be a non-empty list of messages")
+        sources = set(self.mappings.values())
         turns = []
         for j, message in enumerate(messages):
             if not isinstance(message, dict):
                 raise ConfigError(f"{where}, message {j}: a message must be a mapping, not {type(message).__name__}")
-            role, content = message.get(self.role_key), message.get(self.content_key)
-            if role is None or content is None:
-                missing = self.role_key if role is None else self.content_key
-                raise ConfigError(f"{where}, message {j}: missing key '{missing}' (set message_property_mappings:)")
-            if not isinstance(content, str):
-                raise ConfigError(f"{where}, message {j}: '{self.content_key}' must be a string")
-            turns.append({"role": self.roles.get(role, role), "content": content})
-        if turns[0]["role"] != "system" and row.get("system"):  # axolotl's field_system
+            turn = {key: message[source] for key, source in self.mappings.items() if message.get(source) is not None}
+            for key in ("role", "content"):
+                if key not in turn:
+                    raise ConfigError(f"{where}, message {j}: missing key '{self.mappings[key]}' "
+                                      "(set message_property_mappings:)")
+            if not isinstance(turn["content"], str):
+                raise ConfigError(f"{where}, message {j}: '{self.mappings['content']}' must be a string")
+            # Other keys (reasoning_content, name, ...) reach the template as they are, as in axolotl; columnar
+            # formats fill absent keys with None, which means absent.
+            for key, value in message.items():
+                if key not in sources and value is not None:
+                    turn.setdefault(key, value)
+            turn["role"] = self.roles.get(turn["role"], turn["role"])
+            if self.split_thinking and turn["role"] == "assistant":
+                turn.update(split_thinking(turn["content"]))
+            turns.append(turn)
+        # axolotl's field_system: a `system` column becomes the system turn, even when it is empty.
+        if turns[0]["role"] != "system" and row.get("system") is not None:
             turns.insert(0, {"role": "system", "content": row["system"]})
         if self.drop_system_message and turns[0]["role"] == "system":
             turns = turns[1:]
         return turns
 
-    def render(self, turns: list[dict[str, str]]) -> str:
+    def render(self, turns: list[dict[str, Any]]) -> str:
         return self.tokenizer.apply_chat_template(turns, chat_template=self.template, tokenize=False,
                                                   add_generation_prompt=False)
 
-    def content_span(self, turns: list[dict[str, str]], index: int, text: str) -> tuple[int, int]:
-        """Characters [start, end) of turns[index]'s content in the rendered text."""
-        probe = self.render([*turns[:index], {**turns[index], "content": _SENTINEL}, *turns[index + 1:]])
+    def content_span(self, turns: list[dict[str, Any]], index: int, text: str) -> tuple[int, int]:
+        """Characters [start, end) of what turns[index] adds to the rendered text beyond its role's frame."""
+        probe = self.render([*turns[:index], {"role": turns[index]["role"], "content": _SENTINEL},
+                             *turns[index + 1:]])
         limit = min(len(text), len(probe))
         start = next((i for i in range(limit) if text[i] != probe[i]), limit)
         suffix = next((i for i in range(limit - start) if text[-1 - i] != probe[-1 - i]), limit - start)
@@ -139,10 +209,11 @@ class ChatTemplateFormatter:
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         token_starts, token_ends = [a for a, _ in offsets], [b for _, b in offsets]
         labels = [IGNORE_INDEX] * len(ids)
-        last_eos = -1
+        ends = ((self.eot_ids, self.train_on_eot), (self.eos_ids, self.train_on_eos))
+        last = [-1] * len(ends)
         for index, turn in enumerate(turns):
             train = self.train_on_inputs or turn["role"] in self.roles_to_train
-            if not train and self.train_on_eos != "all":
+            if not train and self.train_on_eos != "all" and self.train_on_eot != "all":
                 continue
             start, end = self.content_span(turns, index, text)
             if end <= start:  # empty content: nothing to train, no end-of-turn to find (as axolotl)
@@ -151,14 +222,16 @@ class ChatTemplateFormatter:
             first, after = bisect.bisect_right(token_ends, start), bisect.bisect_left(token_starts, end)
             if train:
                 labels[first:after] = ids[first:after]
-            # The end-of-turn token: the first EOS within 3 tokens after the content (axolotl's tolerance).
-            eos = next((t for t in range(after, min(after + 4, len(ids))) if ids[t] == self.eos_id), -1)
-            if eos != -1:
-                last_eos = eos
-                if self.train_on_eos == "all" or (self.train_on_eos == "turn" and train):
-                    labels[eos] = ids[eos]
-        if self.train_on_eos == "last" and last_eos != -1:
-            labels[last_eos] = ids[last_eos]
+            # The end-of-turn token: the first EOT (then EOS) within 3 tokens after the span (axolotl's tolerance).
+            for k, (end_ids, option) in enumerate(ends):
+                hit = next((t for t in range(after, min(after + 4, len(ids))) if ids[t] in end_ids), -1)
+                if hit != -1:
+                    last[k] = hit
+                    if option == "all" or (option == "turn" and train):
+                        labels[hit] = ids[hit]
+        for (_, option), hit in zip(ends, last, strict=True):
+            if option == "last" and hit != -1:
+                labels[hit] = ids[hit]
         return [(ids, labels)]
 
 
@@ -185,10 +258,15 @@ class CompletionFormatter:
 
 
 class AlpacaFormatter:
-    """type: alpaca — axolotl's instruct prompt; the response (+EOS) is trained, the prompt only if train_on_inputs."""
+    """type: alpaca — axolotl's instruct prompt; the response (+EOS) is trained, the prompt only if train_on_inputs.
+
+    As axolotl: prompt and response are each tokenized with truncation at sequence_len, the response's BOS is
+    dropped, and EOS is appended only to a non-empty response that does not already end with it and was not cut
+    (so an empty output adds no EOS: such a row has nothing to train and is dropped).
+    """
 
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
-        self.tokenizer, self.name = tokenizer, name
+        self.tokenizer, self.name, self.max_length = tokenizer, name, cfg.sequence_len
         self.train_on_inputs = cfg.train_on_inputs if ds.train_on_inputs is None else ds.train_on_inputs
 
     @staticmethod
@@ -197,21 +275,32 @@ class AlpacaFormatter:
             return f"{ALPACA_SYSTEM}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n### Response:\n"
         return f"{ALPACA_SYSTEM_NO_INPUT}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 
+    def _tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"] if text else []
+
     def __call__(self, row: dict, row_no: int) -> list[Sample]:
         for key in ("instruction", "output"):
             if row.get(key) is None:
                 raise ConfigError(f"{self.name}: row {row_no}: missing field '{key}' (alpaca rows need "
                                   "instruction, output and optionally input)")
-        prompt_ids = self.tokenizer(self.prompt(row["instruction"], row.get("input") or ""))["input_ids"]
-        response_ids = self.tokenizer(row["output"], add_special_tokens=False)["input_ids"]
-        response_ids = response_ids + [self.tokenizer.eos_token_id]
+        prompt_ids = self._tokenize(self.prompt(row["instruction"], row.get("input") or ""))
+        response_ids = self._tokenize(row["output"])
+        eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
+        if response_ids and response_ids[-1] != eos and len(response_ids) < self.max_length:
+            response_ids.append(eos)
+        if response_ids and response_ids[0] == bos:
+            response_ids = response_ids[1:]
         ids = prompt_ids + response_ids
         prompt_labels = list(prompt_ids) if self.train_on_inputs else [IGNORE_INDEX] * len(prompt_ids)
         return [(ids, prompt_labels + response_ids)]
 
 
 class PretokenizedFormatter:
-    """No type — rows already hold input_ids (and optionally labels, attention_mask); passed through."""
+    """No type — rows already hold input_ids (and optionally labels, attention_mask); passed through.
+
+    Labels given in the data are used exactly as they are (axolotl does not touch them). Without labels every
+    token is trained, except positions the row's attention_mask marks as padding.
+    """
 
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
         self.name = name
@@ -221,13 +310,11 @@ class PretokenizedFormatter:
         if ids is None:
             raise ConfigError(f"{self.name}: row {row_no}: no input_ids; set type: (chat_template, completion, "
                               "alpaca) for raw data")
-        labels = row.get("labels")
-        labels = list(ids) if labels is None else labels
-        mask = row.get("attention_mask")
-        if len(labels) != len(ids) or (mask is not None and len(mask) != len(ids)):
+        labels, mask = row.get("labels"), row.get("attention_mask")
+        if (labels is not None and len(labels) != len(ids)) or (mask is not None and len(mask) != len(ids)):
             raise ConfigError(f"{self.name}: row {row_no}: labels/attention_mask length differs from input_ids")
-        if mask is not None:  # a pretokenized row may carry its own padding: never train on it
-            labels = [lab if m else IGNORE_INDEX for lab, m in zip(labels, mask, strict=True)]
+        if labels is None:
+            labels = [token if mask is None or mask[i] else IGNORE_INDEX for i, token in enumerate(ids)]
         return [(list(ids), list(labels))]
 
 

@@ -25,15 +25,17 @@ from typing import Any
 
 import datasets
 
+from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, chat_template_text
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 
-FORMAT_VERSION = 1  # bump when formats.py/packing.py change what they produce: old caches become stale
+FORMAT_VERSION = 2  # bump when formats.py/packing.py change what they produce: old caches become stale
 _CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                 "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed", "min_sample_len")
+                 "chat_template_jinja", "eot_tokens", "shuffle_merged_datasets", "val_set_size", "seed",
+                 "min_sample_len")
 
 
 @dataclass
@@ -96,6 +98,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
+def _named_templates(cfg: TrainConfig) -> dict[str, str]:
+    """The text of every shipped chat template the config names: editing a template makes old caches stale."""
+    choices = [cfg.chat_template] + [ds.chat_template for ds in [*cfg.datasets, *(cfg.test_datasets or [])]]
+    names = {choice.removeprefix(FALLBACK_PREFIX) for choice in choices if choice}
+    return {name: chat_template_text(name) for name in sorted(names) if name in CHAT_TEMPLATE_NAMES}
+
+
 def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
     """The prepared-cache key: config fields that matter, input file contents, tokenizer, format version."""
     entries = []
@@ -111,7 +120,7 @@ def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
                 hashes = [_memoised_sha256(f, root / ".hashes") for f in files]
                 entries.append({"where": where, "config": config, "files": hashes})
     payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
-               **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
+               "templates": _named_templates(cfg), **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from hpcft.trainer.formats import NAMED_CHAT_TEMPLATES
+from hpcft.launcher.chat_templates import chat_template_text
 
 BOS, EOS, PAD = "<s>", "<|im_end|>", "<pad>"
 IM_START = "<|im_start|>"
 
 # ChatML (axolotl's `chatml`). EOS is <|im_end|> (as Qwen does) so that train_on_eos: turn trains the end of
 # every assistant turn; the template itself adds no BOS.
-CHATML_TEMPLATE = NAMED_CHAT_TEMPLATES["chatml"]
+CHATML_TEMPLATE = chat_template_text("chatml")
 
 # The words of the example data (configs/examples/data/make_data.py builds its sentences from these).
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -17,7 +17,7 @@ HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate")
 
 def test_cli_imports_nothing_heavy():
     code = ("import sys; from hpcft.launcher.cli import build_parser; build_parser(); "
-            "import hpcft.launcher.render, hpcft.launcher.config; "
+            "import hpcft.launcher.render, hpcft.launcher.config, hpcft.launcher.chat_templates; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -32,7 +32,7 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
     for expected in ["hpcft/launcher/cli.py", "hpcft/trainer/__init__.py", "hpcft/templates/job.sbatch.j2",
                      "hpcft/edf/environment.toml.j2", "hpcft/cluster_profiles/cscs.yaml",
                      "hpcft/cluster_profiles/local.yaml", "hpcft/configs/examples/tiny-cpu.yaml",
-                     "hpcft/configs/deepspeed/zero3.json"]:
+                     "hpcft/configs/deepspeed/zero3.json", "hpcft/templates/chat/llama3.jinja"]:
         assert expected in names, expected
     assert not any(n.startswith(("launcher/", "trainer/", "hpcft/__init__.py")) for n in names)
 
