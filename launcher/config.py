@@ -301,6 +301,11 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     if liger and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
                         "trains with the model's own layers (same results, more memory)")
+    if cfg.hub_model_id and not profile.secret_file and not any(
+            os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")):
+        warnings.append(f"{where}: hub_model_id: no HF_TOKEN in your environment, so the push to {cfg.hub_model_id} "
+                        "at the end of the job will fail (the trained model stays in output_dir); export HF_TOKEN "
+                        "before submitting")
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

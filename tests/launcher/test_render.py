@@ -289,3 +289,14 @@ def test_fsdp_with_deepspeed_is_refused_before_rendering(run_cli, workspace):
     result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", workspace / "run", cwd=workspace)
     assert result.code == 2 and "deepspeed and fsdp/fsdp_config cannot be used together" in result.err
     assert not (workspace / "run").exists()
+
+
+def test_hub_model_id_without_a_token_warns_before_submitting(run_cli, workspace, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text() + "hub_model_id: someone/model\n")
+    result = run_cli("validate", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert result.code == 0 and "hub_model_id: no HF_TOKEN in your environment" in result.err
+    monkeypatch.setenv("HF_TOKEN", fake_token())
+    result = run_cli("validate", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert result.code == 0 and "hub_model_id" not in result.err
