@@ -76,11 +76,14 @@ def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False) -> tuple[di
     """
     if not cfg.uses_fsdp:
         return load_deepspeed_config(cfg.deepspeed), None
-    try:
-        if cuda:
-            return None, transformers_fsdp_config(cfg)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    if cuda:
+        try:
+            fsdp = transformers_fsdp_config(cfg)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if is_main_process() and not quiet:
+            log.info("fsdp: PyTorch FSDP%s through accelerate: %s", fsdp["version"], fsdp)
+        return None, fsdp
     if is_main_process() and not quiet:
         log.warning(cpu_translation_note(cfg))
     return load_deepspeed_config(zero_preset_for_fsdp(cfg)), None
