@@ -547,6 +547,8 @@ class TrainConfig(_Strict):
     hpcft runs the equivalent DeepSpeed ZeRO stage and says so."""
     fsdp_version: Literal[1, 2] | None = None
     """FSDP version: 1 (axolotl's default) or 2."""
+    fsdp_final_state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """axolotl's older spelling of `fsdp_config.final_state_dict_type`."""
     ddp_timeout: int = Field(1800, ge=1)
     """Seconds a collective may wait before the job fails (NCCL/gloo timeout)."""
     plugins: list[str] | None = None
@@ -638,6 +640,13 @@ class TrainConfig(_Strict):
         for option in self.fsdp or []:
             if option not in FSDP_LIST_OPTIONS:
                 raise ValueError(f"fsdp: unknown option '{option}'; use {', '.join(sorted(FSDP_LIST_OPTIONS))}")
+        if self.fsdp_final_state_dict_type:
+            if not self.uses_fsdp:
+                raise ValueError("fsdp_final_state_dict_type needs fsdp_config")
+            if self.fsdp_config is None:
+                self.fsdp_config = FsdpConfig()
+            self.fsdp_config.final_state_dict_type = self.fsdp_final_state_dict_type
+            self.fsdp_final_state_dict_type = None
         inner = self.fsdp_config.fsdp_version if self.fsdp_config else None
         if inner and self.fsdp_version and inner != self.fsdp_version:
             raise ValueError(f"fsdp_version: {self.fsdp_version} disagrees with fsdp_config.fsdp_version: {inner}; "

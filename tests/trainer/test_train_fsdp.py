@@ -87,6 +87,12 @@ def test_bad_fsdp_settings_are_refused_by_name(keys, message):
         config(**keys)
 
 
+def test_older_top_level_final_state_dict_type_moves_into_fsdp_config():
+    cfg = config(fsdp=["full_shard"], fsdp_final_state_dict_type="SHARDED_STATE_DICT")
+    assert cfg.fsdp_config.final_state_dict_type == "SHARDED_STATE_DICT" and cfg.fsdp_final_state_dict_type is None
+    assert TrainConfig.model_validate(cfg.training_dict()) == cfg  # train.yaml reads back the same
+
+
 def test_fsdp2_refuses_fsdp1_only_strategies():
     with pytest.raises(ValueError, match="fsdp_version: 2 shards FULL_SHARD or SHARD_GRAD_OP, not HYBRID_SHARD"):
         transformers_fsdp_config(config(fsdp_config={"sharding_strategy": "HYBRID_SHARD"}, fsdp_version=2))
