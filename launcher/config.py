@@ -23,12 +23,13 @@ from pydantic import ValidationError
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
-from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -212,7 +213,26 @@ def _to_abs(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
+# axolotl's examples name the DeepSpeed files of its repository (deepspeed_configs/zero3_bf16.json, ...): without
+# such a file next to the config, the hpcft preset with the same ZeRO stage and offload runs instead.
+_AXOLOTL_DEEPSPEED = re.compile(r"(?:^|/)deepspeed_configs/(zero[123])(_bf16)?(_cpuoffload_(?:all|params))?"
+                                r"(?:_torch_compile)?\.json$")
+AXOLOTL_DEEPSPEED_FILES = {
+    "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3",
+    "zero3_offload": "ZeRO-3 with parameters and optimizer state offloaded to CPU",
+}
+
+
+def axolotl_deepspeed_preset(path: str) -> str | None:
+    """The hpcft preset for one of axolotl's deepspeed_configs/*.json files, or None."""
+    match = _AXOLOTL_DEEPSPEED.search(path)
+    if not match:
+        return None
+    stage, _, offload = match.groups()
+    return "zero3_offload" if stage == "zero3" and offload else stage
+
+
+def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[str] | None = None) -> None:
     """Make local paths absolute (relative to the config's folder) and check inputs exist."""
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
@@ -232,6 +252,14 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str) -> None:
                 raise ConfigError(f"{where}: key '{key}': model folder not found: {data[key]} "
                                   "(relative paths are taken from the config file's folder)")
     deepspeed = data.get("deepspeed")
+    if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
+        preset = axolotl_deepspeed_preset(deepspeed)
+        if preset and not Path(_to_abs(deepspeed, base)).is_file():
+            data["deepspeed"] = preset
+            if warnings is not None:
+                warnings.append(f"{where}: deepspeed: {deepspeed} (a file of axolotl's repository) is not next to the "
+                                f"config; using hpcft's preset {preset} ({AXOLOTL_DEEPSPEED_FILES[preset]})")
+            deepspeed = preset
     if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
         data["deepspeed"] = _to_abs(deepspeed, base)
         if not Path(data["deepspeed"]).is_file():
@@ -333,7 +361,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     data["launch"].setdefault("job_name", path.stem)
     # The default output_dir is relative too: like every relative path, it is taken from the config's folder.
     data.setdefault("output_dir", TrainConfig.model_fields["output_dir"].default)
-    resolve_paths(data, path.parent, where)
+    resolve_paths(data, path.parent, where, warnings)
     for key in token_like_values(data):
         warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
                         "(e.g. export HF_TOKEN) instead of the config")
@@ -343,6 +371,22 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    if cfg.uses_fsdp:
+        try:
+            transformers_fsdp_config(cfg)  # the FSDP settings must make sense whichever node runs them
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    liger = [key for key in LIGER_KEYS if getattr(cfg, key)]
+    if liger and cfg.launch.gpus_per_node == 0:
+        warnings.append(f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
+                        "trains with the model's own layers (same results, more memory)")
+    if cfg.hub_model_id and not profile.secret_file and not any(
+            os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")):
+        warnings.append(f"{where}: hub_model_id: no HF_TOKEN in your environment, so the push to {cfg.hub_model_id} "
+                        "at the end of the job will fail (the trained model stays in output_dir); export HF_TOKEN "
+                        "before submitting")
+    if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
+        warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
               warnings=warnings)

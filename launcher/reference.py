@@ -17,7 +17,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
-from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
+from hpcft.launcher.schema import DatasetConfig, FsdpConfig, LaunchConfig, TrainConfig, field_aliases
 from hpcft.launcher.validation import known_keys
 
 
@@ -106,6 +106,10 @@ def config_reference_markdown() -> str:
         "## Dataset keys (each entry of `datasets:` and `test_datasets:`)",
         "",
         *_table(DatasetConfig, "datasets[].") ,
+        "",
+        "## FSDP keys (`fsdp_config:`; axolotl's `fsdp_`-prefixed spellings are accepted too)",
+        "",
+        *_table(FsdpConfig, "fsdp_config."),
         "",
         "## Job options (`launch:` in the config, the profile's `launch:`, or command-line flags)",
         "",

@@ -24,6 +24,7 @@ from hpcft.launcher import __version__
 from hpcft.launcher.config import Job
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fsdp import cpu_translation_note, fsdp_version, transformers_fsdp_config, zero_preset_for_fsdp
 from hpcft.launcher.jobplan import job_env, make_plan
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
@@ -80,18 +81,43 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
     files = {"job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context)}
     if plan.runtime == "edf":
         files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
-    world_size = launch.nodes * launch.nproc_per_node
-    ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, world_size)
-    files["deepspeed.json"] = json.dumps(ds, indent=2) + "\n"
+    files.update(sharding_files(job, launch.nodes * launch.nproc_per_node))
     files["train.yaml"] = train_yaml_text(cfg, run_dir / "deepspeed.json", job)
     return files
 
 
+def fsdp_runs_as_zero(job: Job) -> bool:
+    """FSDP asked for on a profile without GPUs: the trainer runs the equivalent ZeRO stage (launcher/fsdp.py)."""
+    return job.cfg.uses_fsdp and job.cfg.launch.gpus_per_node == 0
+
+
+def sharding_files(job: Job, world_size: int) -> dict[str, str]:
+    """deepspeed.json (the ZeRO config used, also FSDP's CPU translation) or fsdp.json (FSDP on GPUs)."""
+    cfg = job.cfg
+    if not cfg.uses_fsdp:
+        ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, world_size)
+        return {"deepspeed.json": json.dumps(ds, indent=2) + "\n"}
+    if fsdp_runs_as_zero(job):
+        ds = resolve_deepspeed(zero_preset_for_fsdp(cfg), cfg, world_size)
+        return {"deepspeed.json": json.dumps(ds, indent=2) + "\n"}
+    try:
+        fsdp = transformers_fsdp_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{job.config_path}: {exc}") from None
+    return {"fsdp.json": json.dumps(fsdp, indent=2) + "\n"}
+
+
 def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
     data = cfg.training_dict()
-    data["deepspeed"] = str(deepspeed_path)
     header = (f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
               "# This is what the trainer reads; edit the source config and re-render instead.\n")
+    if not cfg.uses_fsdp:
+        data["deepspeed"] = str(deepspeed_path)
+    elif fsdp_runs_as_zero(job):
+        header += f"# {cpu_translation_note(cfg)}: see deepspeed.json.\n"
+    else:
+        header += (f"# fsdp: PyTorch FSDP{fsdp_version(cfg)} through accelerate, no DeepSpeed; fsdp.json shows the "
+                   "settings the Trainer receives.\n")
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

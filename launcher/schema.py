@@ -131,6 +131,10 @@ class DatasetConfig(_Strict):
     """The chat template text (Jinja) when `chat_template: jinja`."""
     drop_system_message: bool | None = None
     """Drop the system turn before templating."""
+    shards: int | None = Field(None, ge=1)
+    """Train on one of this many equal shards of the (shuffled) dataset."""
+    shards_idx: int | None = Field(None, ge=0)
+    """Which shard `shards` keeps (default 0)."""
     split_thinking: bool | None = None
     """Move `<think>...</think>` (or `<reasoning>`, `<|begin_of_thought|>`) at the start of an answer into its
     `reasoning_content`, for templates that render reasoning themselves (qwen3)."""
@@ -167,6 +171,78 @@ class DatasetConfig(_Strict):
 
 
 SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca"}
+
+
+FSDP_SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2")
+FSDP_LIST_OPTIONS = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload",
+                     "auto_wrap"}
+
+
+class FsdpConfig(_Strict):
+    """`fsdp_config:` (axolotl semantics). axolotl's older `fsdp_`-prefixed spellings are accepted too."""
+
+    fsdp_version: Literal[1, 2] | None = Field(None, alias="version")
+    """FSDP version (1 or 2); the top-level `fsdp_version` is the same setting."""
+    activation_checkpointing: bool | None = None
+    """Recompute activations in the backward pass (FSDP's own activation checkpointing)."""
+    offload_params: bool | None = None
+    """Keep parameters (and optimizer state) in CPU memory between uses."""
+    sync_module_states: bool | None = None
+    """FSDP1: broadcast rank 0's weights to every rank when wrapping."""
+    cpu_ram_efficient_loading: bool | None = None
+    """Load the weights on rank 0 only and send them to the other ranks."""
+    cpu_offload_pin_memory: bool | None = None
+    """FSDP2: pin the offloaded parameters' CPU memory."""
+    use_orig_params: bool | None = None
+    """FSDP1: keep the original parameters visible to the optimizer."""
+    state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """How checkpoints are written; the final model is always saved whole (FULL_STATE_DICT)."""
+    final_state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """How the final model is saved (hpcft always saves it whole, so from_pretrained loads output_dir)."""
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] | None = None
+    """Which modules become FSDP units: the transformer layers, modules above a size, or none."""
+    transformer_layer_cls_to_wrap: str | list[str] | None = None
+    """Class name(s) of the transformer layers to wrap, e.g. `LlamaDecoderLayer` (default: the model's own)."""
+    min_num_params: int | None = Field(None, ge=1)
+    """SIZE_BASED_WRAP: parameter count above which a module is wrapped."""
+    reshard_after_forward: bool | str | None = None
+    """Free gathered parameters after the forward pass (FULL_SHARD) or keep them (SHARD_GRAD_OP)."""
+    sharding_strategy: Literal[FSDP_SHARDING_STRATEGIES] | None = None  # type: ignore[valid-type]
+    """FSDP1: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD."""
+    limit_all_gathers: bool | None = None
+    """FSDP1: rate-limit all-gathers to bound memory."""
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"] | None = None
+    """FSDP1: when to prefetch the next unit's parameters in the backward pass."""
+    forward_prefetch: bool | None = None
+    """FSDP1: prefetch the next unit's parameters in the forward pass."""
+    mixed_precision_policy: str | None = None
+    """Mixed precision inside FSDP; hpcft takes it from `bf16`/`fp16`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_fsdp_prefix(cls, data: Any) -> Any:
+        # axolotl (and accelerate's config files) spell these `fsdp_offload_params` etc.; both mean the same.
+        if not isinstance(data, dict):
+            return data
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            name = key[len("fsdp_"):] if isinstance(key, str) and key.startswith("fsdp_") and key != "fsdp_version" \
+                else key
+            if name in out:
+                raise ValueError(f"'{key}' is given twice (with and without the fsdp_ prefix); keep one")
+            out[name] = value
+        return out
+
+    @field_validator("sharding_strategy", "backward_prefetch", "auto_wrap_policy", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _size_wrap_needs_size(self) -> FsdpConfig:
+        if self.auto_wrap_policy == "SIZE_BASED_WRAP" and self.min_num_params is None:
+            raise ValueError("auto_wrap_policy: SIZE_BASED_WRAP needs min_num_params (e.g. 100000000)")
+        return self
 
 
 class LaunchConfig(_Strict):
@@ -301,6 +377,26 @@ class TrainConfig(_Strict):
     """Model revision on the Hub."""
     trust_remote_code: bool = False
     """Allow custom model code from the Hub."""
+    overrides_of_model_config: dict[str, Any] | None = Field(None, alias="model_config")
+    """Override values of the model's config before loading, e.g. `{output_router_logits: true}`; `model_config:` is
+    axolotl's spelling."""
+    revision_of_model: str | None = None
+    """axolotl's other spelling of `model_revision`."""
+    low_cpu_mem_usage: bool | None = None
+    """Accepted for axolotl compatibility: transformers always loads weights without a second copy in memory."""
+    use_kernels: bool | None = None
+    """Load the model with transformers' Hub kernels (`kernels` package) on CUDA GPUs; elsewhere a warning and the
+    model's own layers."""
+    rope_scaling: dict[str, Any] | None = None
+    """Override the model's RoPE scaling, e.g. `{type: linear, factor: 2.0}` or `{rope_type: yarn, factor: 4.0}`."""
+    is_falcon_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_llama_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_mistral_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
+    is_qwen_derived_model: bool | None = None
+    """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
@@ -322,12 +418,20 @@ class TrainConfig(_Strict):
     dataset_processes: int | None = Field(None, ge=1,
                                           validation_alias=AliasChoices("dataset_processes", "dataset_num_proc"))
     """Processes used for tokenizing (default: CPUs available); `dataset_num_proc:` is accepted too."""
+    skip_prepare_dataset: bool | None = None
+    """Accepted for axolotl compatibility: hpcft always tokenizes before training (cached in dataset_prepared_path),
+    which gives the same rows as tokenizing on the fly."""
+    remove_unused_columns: bool | None = None
+    """Accepted for axolotl compatibility: hpcft's data pipeline passes only input_ids, labels and positions to the
+    model either way."""
     shuffle_merged_datasets: bool = True
     """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")
     """Held-out evaluation share (<1) or row count (>=1); `eval_set_size` is accepted too."""
     sequence_len: int = Field(2048, ge=1)
     """Maximum tokens per sample (and per packed row)."""
+    min_sample_len: int = Field(2, ge=1)
+    """Drop samples with fewer tokens than this."""
     sample_packing: bool = False
     """Pack several samples into each row of `sequence_len` tokens (attention never crosses samples)."""
     eval_sample_packing: bool | None = None
@@ -358,6 +462,13 @@ class TrainConfig(_Strict):
     """Modules trained in full and saved with the adapter (e.g. `[embed_tokens, lm_head]` after adding tokens)."""
     lora_fan_in_fan_out: bool = False
     """Set for models storing weights as (fan_in, fan_out), e.g. GPT-2."""
+    peft_use_dora: bool | None = None
+    """Train DoRA (weight-decomposed LoRA) instead of plain LoRA."""
+    peft_use_rslora: bool | None = None
+    """Rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r."""
+    unfrozen_parameters: list[str] | None = None
+    """Full fine-tuning of only the parameters matching these patterns (matched from the start of the name, `.` is a
+    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`."""
     load_in_4bit: bool = False
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
@@ -376,8 +487,23 @@ class TrainConfig(_Strict):
     """Use PyTorch scaled-dot-product attention (the default)."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    gradient_checkpointing: bool | Literal["offload"] = False
+    """Recompute activations in the backward pass to save memory; `offload` also keeps the checkpointed
+    activations in CPU memory on GPUs."""
+    liger_rope: bool | None = None
+    """Liger's fused RoPE kernel (CUDA GPUs only; without one hpcft warns and trains without Liger)."""
+    liger_rms_norm: bool | None = None
+    """Liger's RMSNorm kernel (CUDA GPUs only)."""
+    liger_glu_activation: bool | None = None
+    """Liger's SwiGLU/GeGLU MLP kernel (CUDA GPUs only); `liger_swiglu` is the old spelling."""
+    liger_swiglu: bool | None = None
+    """Old name of `liger_glu_activation`."""
+    liger_layer_norm: bool | None = None
+    """Liger's LayerNorm kernel (CUDA GPUs only)."""
+    liger_cross_entropy: bool | None = None
+    """Liger's cross-entropy kernel (CUDA GPUs only)."""
+    liger_fused_linear_cross_entropy: bool | None = None
+    """Liger's fused output-layer + cross-entropy kernel: the logits are never materialised (CUDA GPUs only)."""
     gradient_checkpointing_kwargs: dict[str, Any] | None = None
     """Options for gradient checkpointing, e.g. `{use_reentrant: false}`."""
 
@@ -386,6 +512,9 @@ class TrainConfig(_Strict):
     """Micro-batches accumulated per optimizer step."""
     micro_batch_size: int = Field(1, ge=1)
     """Rows per GPU per micro-batch."""
+    batch_size: int | None = Field(None, ge=1)
+    """axolotl's older way to set gradient accumulation: rows per GPU per optimizer step (gradient_accumulation_steps
+    = batch_size / micro_batch_size)."""
     eval_batch_size: int | None = Field(None, ge=1)
     """Rows per GPU for evaluation (default: micro_batch_size)."""
     num_epochs: float = Field(1.0, gt=0)
@@ -418,6 +547,20 @@ class TrainConfig(_Strict):
     """Cosine decays to this share of the peak learning rate instead of 0."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm."""
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+    """NEFTune: add uniform noise of this scale to the input embeddings while training."""
+    torch_compile: bool | Literal["auto"] | None = None
+    """Compile the model with torch.compile (`auto`: on CUDA GPUs only)."""
+    torch_compile_backend: str | None = None
+    """torch.compile backend (default inductor)."""
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = None
+    """torch.compile mode."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop when the evaluation loss has not improved for this many evaluations (needs evaluation data)."""
+    loss_watchdog_threshold: float | None = None
+    """Stop training when the training loss stays above this value (see loss_watchdog_patience)."""
+    loss_watchdog_patience: int | None = Field(None, ge=1)
+    """Logged steps in a row above loss_watchdog_threshold before training stops (default 3)."""
 
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
@@ -466,10 +609,25 @@ class TrainConfig(_Strict):
     """Upload the model to Weights & Biases: `checkpoint` or `end`."""
     use_tensorboard: bool = False
     """Write TensorBoard logs under output_dir."""
+    hub_model_id: str | None = None
+    """Push the trained model (or adapter) to this Hugging Face Hub repository at the end (token from $HF_TOKEN)."""
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] | None = None
+    """When to push: `end` (default), `every_save`, `checkpoint`, `all_checkpoints`; hpcft pushes at the end."""
+    hub_private_repo: bool | None = None
+    """Create the Hub repository as private."""
 
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
     """DeepSpeed: a preset (zero1, zero2, zero3, zero3_offload), a JSON file or inline; default zero3 (QLoRA: zero2)."""
+    fsdp: list[str] | str | None = None
+    """PyTorch FSDP instead of DeepSpeed, axolotl's list form: `[full_shard, auto_wrap]` (plus `offload`)."""
+    fsdp_config: FsdpConfig | None = None
+    """FSDP settings (see the fsdp_config keys below). On nodes without GPUs, where accelerate cannot run FSDP,
+    hpcft runs the equivalent DeepSpeed ZeRO stage and says so."""
+    fsdp_version: Literal[1, 2] | None = None
+    """FSDP version: 1 (axolotl's default) or 2."""
+    fsdp_final_state_dict_type: Literal["FULL_STATE_DICT", "LOCAL_STATE_DICT", "SHARDED_STATE_DICT"] | None = None
+    """axolotl's older spelling of `fsdp_config.final_state_dict_type`."""
     ddp_timeout: int = Field(1800, ge=1)
     """Seconds a collective may wait before the job fails (NCCL/gloo timeout)."""
     plugins: list[str] | None = None
@@ -477,6 +635,18 @@ class TrainConfig(_Strict):
 
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _axolotl_spellings(cls, data: Any) -> Any:
+        # batch_size is how older axolotl configs set accumulation; it counts rows per GPU per optimizer step.
+        if isinstance(data, dict) and data.get("batch_size") and data.get("gradient_accumulation_steps") is None:
+            micro = data.get("micro_batch_size") or 1
+            if isinstance(micro, int) and isinstance(data["batch_size"], int):
+                if data["batch_size"] % micro:
+                    raise ValueError(f"batch_size {data['batch_size']} is not a multiple of micro_batch_size {micro}")
+                data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
+        return data
 
     @field_validator("bf16", mode="before")
     @classmethod
@@ -487,7 +657,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _plugins(cls, value: list[str] | None) -> list[str] | None:
         for plugin in value or []:
-            if plugin not in PLUGINS_WITHOUT_EFFECT:
+            if plugin not in PLUGINS_WITHOUT_EFFECT and plugin not in IMPLEMENTED_PLUGINS:
                 raise ValueError(plugin_refusal_message(plugin))
         return value
 
@@ -530,9 +700,58 @@ class TrainConfig(_Strict):
         if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
             raise ValueError(f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
                              f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine")
+        if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
+            raise ValueError("early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or "
+                             "test_datasets")
+        if self.unfrozen_parameters and self.adapter:
+            raise ValueError("unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
+                             "lora_modules_to_save instead")
+        if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
+            raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
+        if self.batch_size and self.batch_size != self.micro_batch_size * self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size {self.batch_size} disagrees with micro_batch_size x "
+                             f"gradient_accumulation_steps ({self.micro_batch_size} x "
+                             f"{self.gradient_accumulation_steps}); keep one")
+        if self.revision_of_model:
+            if self.model_revision and self.model_revision != self.revision_of_model:
+                raise ValueError("model_revision and revision_of_model disagree; keep one")
+            self.model_revision, self.revision_of_model = self.revision_of_model, None
+        if self.liger_cross_entropy and self.liger_fused_linear_cross_entropy:
+            raise ValueError("liger_cross_entropy and liger_fused_linear_cross_entropy are two ways to compute the "
+                             "same loss; keep one")
+        if self.liger_swiglu is not None:
+            if self.liger_glu_activation is not None:
+                raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")
+            self.liger_glu_activation, self.liger_swiglu = self.liger_swiglu, None
+        if self.uses_fsdp and self.deepspeed is not None:
+            raise ValueError("deepspeed and fsdp/fsdp_config cannot be used together; keep one")
+        if isinstance(self.fsdp, str):
+            self.fsdp = self.fsdp.split()
+        for option in self.fsdp or []:
+            if option not in FSDP_LIST_OPTIONS:
+                raise ValueError(f"fsdp: unknown option '{option}'; use {', '.join(sorted(FSDP_LIST_OPTIONS))}")
+        if self.fsdp_final_state_dict_type:
+            if not self.uses_fsdp:
+                raise ValueError("fsdp_final_state_dict_type needs fsdp_config")
+            if self.fsdp_config is None:
+                self.fsdp_config = FsdpConfig()
+            self.fsdp_config.final_state_dict_type = self.fsdp_final_state_dict_type
+            self.fsdp_final_state_dict_type = None
+        inner = self.fsdp_config.fsdp_version if self.fsdp_config else None
+        if inner and self.fsdp_version and inner != self.fsdp_version:
+            raise ValueError(f"fsdp_version: {self.fsdp_version} disagrees with fsdp_config.fsdp_version: {inner}; "
+                             "keep one")
+        self.fsdp_version = self.fsdp_version or inner
+        if self.fsdp_config:
+            self.fsdp_config.fsdp_version = self.fsdp_version
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         return self
+
+    @property
+    def uses_fsdp(self) -> bool:
+        """FSDP is asked for (axolotl: an `fsdp` list or an `fsdp_config` block)."""
+        return bool(self.fsdp) or self.fsdp_config is not None
 
     @property
     def attention(self) -> str:
@@ -544,3 +763,20 @@ class TrainConfig(_Strict):
     def training_dict(self) -> dict[str, Any]:
         """The config as the trainer reads it: axolotl spellings, defaults filled, no launch block."""
         return self.model_dump(mode="json", by_alias=False, exclude={"launch"}, exclude_none=True)
+
+
+# axolotl key -> the keyword of liger_kernel's apply function that transformers passes it to.
+LIGER_KEYS = {
+    "liger_rope": "rope",
+    "liger_rms_norm": "rms_norm",
+    "liger_glu_activation": "swiglu",
+    "liger_layer_norm": "layer_norm",
+    "liger_cross_entropy": "cross_entropy",
+    "liger_fused_linear_cross_entropy": "fused_linear_cross_entropy",
+}
+
+# Plugins whose keys hpcft implements itself (the plugin line only switches them on in axolotl).
+IMPLEMENTED_PLUGINS = {
+    "axolotl.integrations.liger.LigerPlugin": "the liger_* keys",
+    "axolotl.integrations.liger.plugin.LigerPlugin": "the liger_* keys",
+}

@@ -46,7 +46,7 @@ def load_sweep(config: str | Path, profile: str, overrides: list[str], cli_launc
 
 
 def render_sweep_files(points: list[SweepPoint], run_dir: Path) -> dict[str, str]:
-    """points/<i>/{train.yaml, deepspeed.json, point.json}: array task i trains point i (see job.sbatch)."""
+    """points/<i>/{train.yaml, deepspeed.json or fsdp.json, point.json}: array task i trains point i."""
     from hpcft.launcher.render import render_files
 
     files: dict[str, str] = {}
@@ -54,7 +54,9 @@ def render_sweep_files(points: list[SweepPoint], run_dir: Path) -> dict[str, str
         point_dir = run_dir / "points" / str(point.index)
         rendered = render_files(point.job, point_dir)
         files[f"points/{point.index}/train.yaml"] = rendered["train.yaml"]
-        files[f"points/{point.index}/deepspeed.json"] = rendered["deepspeed.json"]
+        for name in ("deepspeed.json", "fsdp.json"):
+            if name in rendered:
+                files[f"points/{point.index}/{name}"] = rendered[name]
         files[f"points/{point.index}/point.json"] = json.dumps(
             {"index": point.index, "overrides": point.overrides, "output_dir": point.job.cfg.output_dir}, indent=2)
     return files

@@ -10,9 +10,12 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from hpcft.launcher.fsdp import fsdp_activation_checkpointing
 from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
+from hpcft.trainer.stopping import stopping_arguments
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -85,9 +88,10 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
-                       num_train_rows: int, has_eval: bool, world_size: int) -> TrainingArguments:
+                       num_train_rows: int, has_eval: bool, world_size: int,
+                       fsdp_config: dict[str, Any] | None = None) -> TrainingArguments:
     """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
-    from_pretrained load each weight straight into its partition."""
+    from_pretrained load each weight straight into its partition. fsdp_config (from sharding_plan) turns on FSDP."""
     epoch_steps = steps_per_epoch(num_train_rows, cfg.micro_batch_size, cfg.gradient_accumulation_steps, world_size)
     tf32 = None
     if cfg.tf32:
@@ -95,6 +99,8 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
             tf32 = True
         else:
             log.warning("tf32: true ignored: no CUDA GPU")
+    # fsdp_config.activation_checkpointing is FSDP's own; when FSDP runs as ZeRO (CPU) the Trainer's does the same.
+    checkpointing = bool(cfg.gradient_checkpointing) or (fsdp_config is None and fsdp_activation_checkpointing(cfg))
     return TrainingArguments(
         output_dir=cfg.output_dir,
         # Without a GPU accelerate only starts torch.distributed (gloo) for DeepSpeed/DDP when told it is on CPU.
@@ -110,10 +116,12 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         fp16=precision.fp16,
         bf16_full_eval=precision.full_bf16,
         tf32=tf32,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs=checkpointing_kwargs(cfg) if cfg.gradient_checkpointing else None,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs=checkpointing_kwargs(cfg) if checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         deepspeed=deepspeed_config,
+        fsdp=True if fsdp_config else None,
+        fsdp_config=fsdp_config,
         ddp_timeout=cfg.ddp_timeout,
         ddp_find_unused_parameters=False,  # causal LMs use every parameter; searching costs a graph walk per step
         logging_steps=cfg.logging_steps,
@@ -124,4 +132,21 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
         **save_arguments(cfg, epoch_steps),
         **eval_arguments(cfg, has_eval, epoch_steps),
         **tracker_arguments(cfg),
+        **liger_arguments(cfg, cuda=torch.cuda.is_available()),
+        **compile_arguments(cfg, cuda=torch.cuda.is_available()),
+        **stopping_arguments(cfg),
+        neftune_noise_alpha=cfg.neftune_noise_alpha,
     )
+
+
+def compile_arguments(cfg: TrainConfig, cuda: bool) -> dict[str, Any]:
+    """torch_compile (`auto`: only where compiling pays off, on CUDA GPUs), with its backend and mode."""
+    wanted = cuda if cfg.torch_compile == "auto" else bool(cfg.torch_compile)
+    if not wanted:
+        return {}
+    out: dict[str, Any] = {"torch_compile": True}
+    if cfg.torch_compile_backend:
+        out["torch_compile_backend"] = cfg.torch_compile_backend
+    if cfg.torch_compile_mode:
+        out["torch_compile_mode"] = cfg.torch_compile_mode
+    return out

@@ -53,8 +53,9 @@ def local_files(ds: DatasetConfig, where: str = "datasets", index: int = 0) -> l
     return []
 
 
-def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0) -> datasets.Dataset:
-    """Load one entry's rows as a `datasets.Dataset`; every failure is one ConfigError naming the entry."""
+def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0, seed: int = 42) -> datasets.Dataset:
+    """Load one entry's rows as a `datasets.Dataset`; every failure is one ConfigError naming the entry.
+    `seed` shuffles the rows before `shards` splits them (the config's seed)."""
     name = entry_name(where, index, ds)
     files = local_files(ds, where, index)
     path = Path(ds.path).expanduser()
@@ -71,7 +72,17 @@ def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0)
         dataset = _load_from_hub(ds, name)
     if len(dataset) == 0:
         raise ConfigError(f"{name}: the dataset has no rows")
+    if ds.shards:
+        dataset = shard_rows(dataset, ds, name, seed)
     return dataset
+
+
+def shard_rows(dataset: datasets.Dataset, ds: DatasetConfig, name: str, seed: int) -> datasets.Dataset:
+    """`shards`/`shards_idx`: one of `shards` equal parts of the shuffled rows, as axolotl takes it."""
+    index = ds.shards_idx or 0
+    if index >= (ds.shards or 1):
+        raise ConfigError(f"{name}: shards_idx {index} is not below shards ({ds.shards}); use 0..{ds.shards - 1}")
+    return dataset.shuffle(seed=seed).shard(num_shards=ds.shards, index=index)
 
 
 def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dataset:
@@ -93,7 +104,7 @@ def _load_from_hub(ds: DatasetConfig, name: str) -> datasets.Dataset:
     # datasets retries an unreachable Hub for ~25 s per entry; a compute node without internet should fail at once.
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get(
         "HF_DATASETS_OFFLINE", "0") not in ("0", "")
-    if not offline and not _hub_reachable():
+    if not offline and not hub_reachable():
         raise ConfigError(
             f"{name} is not a local file and the Hugging Face Hub is unreachable from this machine; run "
             "`hpcft preprocess` where there is network (it fills dataset_prepared_path), or point path at local files"
@@ -106,7 +117,8 @@ def _load_from_hub(ds: DatasetConfig, name: str) -> datasets.Dataset:
                           f"{' (offline mode is set)' if offline else ''}: {exc}") from None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub (or $HF_ENDPOINT) opens: compute nodes often have no internet."""
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
         with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):

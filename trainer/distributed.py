@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
+
+from hpcft.launcher.deepspeed_config import resolve_deepspeed
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config, zero_preset_for_fsdp
+from hpcft.launcher.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -24,6 +30,29 @@ def local_rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False) -> tuple[dict[str, Any] | None,
+                                                                              dict[str, Any] | None]:
+    """(DeepSpeed config, transformers fsdp_config) of the run; at most one is set.
+
+    FSDP runs through accelerate on GPUs; on CPU nodes accelerate would silently fall back to DDP, so the
+    equivalent ZeRO stage runs instead (launcher/fsdp.py) and the log says so.
+    """
+    if not cfg.uses_fsdp:
+        # A rendered train.yaml names <run dir>/deepspeed.json, already resolved: this returns it unchanged.
+        return (resolve_deepspeed(cfg.deepspeed, cfg, world_size()) if cfg.deepspeed else None), None
+    if cuda:
+        try:
+            fsdp = transformers_fsdp_config(cfg)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if is_main_process() and not quiet:
+            log.info("fsdp: PyTorch FSDP%s through accelerate: %s", fsdp["version"], fsdp)
+        return None, fsdp
+    if is_main_process() and not quiet:
+        log.warning(cpu_translation_note(cfg))
+    return resolve_deepspeed(zero_preset_for_fsdp(cfg), cfg, world_size()), None
 
 
 def ensure_deepspeed_comm() -> None:

@@ -327,11 +327,11 @@ def make_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: st
     return FORMATTERS[ds.type](ds, cfg, tokenizer, name)
 
 
-def sample_status(ids: list[int], labels: list[int], sequence_len: int) -> str:
+def sample_status(ids: list[int], labels: list[int], sequence_len: int, min_len: int = MIN_SAMPLE_LEN) -> str:
     """Why a formatted sample is kept or dropped (axolotl's order: length first, then trainable tokens)."""
     if len(ids) > sequence_len:
         return TOO_LONG
-    if len(ids) < MIN_SAMPLE_LEN:
+    if len(ids) < min_len:
         return TOO_SHORT
     if all(label == IGNORE_INDEX for label in labels):
         return NO_TRAINABLE
@@ -350,7 +350,7 @@ def tokenize_dataset(dataset: datasets.Dataset, ds: DatasetConfig, cfg: TrainCon
             for ids, labels in formatter(row, index + 1):  # row numbers are 1-based, as in an editor
                 out["input_ids"].append(ids)
                 out["labels"].append(labels)
-                out["status"].append(sample_status(ids, labels, cfg.sequence_len))
+                out["status"].append(sample_status(ids, labels, cfg.sequence_len, cfg.min_sample_len))
         return out
 
     formatted = dataset.map(format_batch, batched=True, with_indices=True, remove_columns=dataset.column_names,

@@ -16,6 +16,8 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
+from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.offload import ActivationOffload
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -98,12 +100,47 @@ def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTr
     model.resize_token_embeddings(len(tokenizer))
 
 
+def override_model_config(cfg: TrainConfig, config: Any) -> None:
+    """model_config overrides (axolotl's `overrides_of_model_config`) and rope_scaling, set on the loaded config."""
+    overrides = dict(cfg.overrides_of_model_config or {})
+    rope = overrides.pop("rope_scaling", None) or cfg.rope_scaling
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            log.warning("model_config: %s is not a setting of %s; setting it anyway", key, type(config).__name__)
+        setattr(config, key, value)
+    if rope:
+        apply_rope_scaling(rope, config)
+
+
+def use_hub_kernels(cfg: TrainConfig) -> bool:
+    """use_kernels: transformers' Hub kernels need a CUDA GPU and the `kernels` package; otherwise say so once."""
+    if not cfg.use_kernels:
+        return False
+    if torch.cuda.is_available() and importlib.util.find_spec("kernels") is not None:
+        return True
+    reason = "there is no CUDA GPU" if not torch.cuda.is_available() else "the kernels package is not installed"
+    log.warning("use_kernels: %s; loading the model with its own layers (same results)", reason)
+    return False
+
+
+def apply_rope_scaling(rope_scaling: dict[str, Any], config: Any) -> None:
+    """rope_scaling as axolotl writes it (`type` or `rope_type`, `factor`, ...) over the model's own RoPE settings,
+    which keep what the override does not name (rope_theta above all)."""
+    scaling = dict(rope_scaling)
+    kind = scaling.pop("type", None)
+    scaling.setdefault("rope_type", kind)
+    if not scaling["rope_type"]:
+        raise ConfigError("rope_scaling needs a type, e.g. {type: linear, factor: 2.0} (linear, dynamic, yarn, ...)")
+    config.rope_parameters = {**(getattr(config, "rope_parameters", None) or {}), **scaling}
+    log.info("rope_scaling: %s", config.rope_parameters)
+
+
 def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
     """Wrap the model with a new LoRA adapter, or continue the one in lora_model_dir."""
     gc_kwargs = checkpointing_kwargs(cfg)
     if quantized and not zero3:
         # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
@@ -116,6 +153,7 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=lora_target_modules(cfg, model), modules_to_save=cfg.lora_modules_to_save,
         fan_in_fan_out=cfg.lora_fan_in_fan_out, bias="none", task_type="CAUSAL_LM",
+        use_dora=bool(cfg.peft_use_dora), use_rslora=bool(cfg.peft_use_rslora),
     )
     return get_peft_model(model, lora)
 
@@ -128,8 +166,13 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
     kwargs: dict[str, Any] = {"dtype": precision.dtype, "attn_implementation": resolve_attention(cfg),
                               "trust_remote_code": cfg.trust_remote_code, "revision": cfg.model_revision}
-    if cfg.base_model_config:
-        kwargs["config"] = AutoConfig.from_pretrained(cfg.base_model_config, trust_remote_code=cfg.trust_remote_code)
+    if cfg.base_model_config or cfg.rope_scaling or cfg.overrides_of_model_config:
+        kwargs["config"] = AutoConfig.from_pretrained(cfg.base_model_config or cfg.base_model,
+                                                      trust_remote_code=cfg.trust_remote_code,
+                                                      revision=None if cfg.base_model_config else cfg.model_revision)
+        override_model_config(cfg, kwargs["config"])
+    if use_hub_kernels(cfg):
+        kwargs["use_kernels"] = True
     quant = quantization_config(cfg, precision.dtype, zero3)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -144,8 +187,12 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)
+    if cfg.unfrozen_parameters:
+        freeze_except(model, cfg.unfrozen_parameters)
     if cfg.adapter:
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
         if is_main_process():
             model.print_trainable_parameters()
+    if cfg.gradient_checkpointing == "offload":
+        model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

@@ -34,7 +34,8 @@ from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 
 FORMAT_VERSION = 2  # bump when formats.py/packing.py change what they produce: old caches become stale
 _CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                 "chat_template_jinja", "eot_tokens", "shuffle_merged_datasets", "val_set_size", "seed")
+                 "chat_template_jinja", "eot_tokens", "shuffle_merged_datasets", "val_set_size", "seed",
+                 "min_sample_len")
 
 
 @dataclass
@@ -153,7 +154,7 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
     parts = []
     for index, ds in enumerate(group):
         name = entry_name(where, index, ds)
-        raw = load_raw_dataset(ds, where, index)
+        raw = load_raw_dataset(ds, where, index, seed=cfg.seed)
         # Progress in a job's log, where the libraries' bars are off (trainer/progress.py): say what starts.
         log(f"{name}: tokenizing {len(raw)} rows ...")
         tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)

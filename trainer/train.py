@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.deepspeed_config import resolve_deepspeed, zero_stage
+from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import check_config, resolve_precision, training_arguments
@@ -25,13 +27,16 @@ from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
     rank,
+    sharding_plan,
     world_size,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
+from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -40,18 +45,20 @@ log = logging.getLogger("hpcft.trainer")
 def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Trainer, StopFileCallback | None]:
     """Data, arguments, model and callbacks, assembled into a transformers Trainer."""
     data = prepare_datasets(cfg, tokenizer)
-    # A rendered train.yaml names <run dir>/deepspeed.json, already resolved: this returns it unchanged.
-    deepspeed_config = resolve_deepspeed(cfg.deepspeed, cfg, world_size()) if cfg.deepspeed else None
+    deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available())
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                              has_eval=data.eval is not None, world_size=world_size())
+                              has_eval=data.eval is not None, world_size=world_size(), fsdp_config=fsdp_config)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
-    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
+    # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
+    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3 or fsdp_config is not None)
     stop = StopFileCallback.from_env()
-    # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one.
+    # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
+    # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
-                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
+                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank()),
+                 *stopping_callbacks(cfg)]
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                       callbacks=[c for c in callbacks if c is not None])
@@ -64,7 +71,10 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
     """Save the trained model (or adapter) and tokenizer so from_pretrained loads output_dir; check it is not empty."""
     # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (deepspeed_config.resolve_deepspeed
-    # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them.
+    # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them. Under FSDP the final model is
+    # gathered whole whatever state_dict_type the checkpoints use, so from_pretrained loads output_dir.
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
         check_saved_weights(Path(output_dir))
@@ -86,16 +96,24 @@ def train(config_path: str | Path) -> int:
     trainer.train(resume_from_checkpoint=resume)
 
     state = trainer.state
+    finished = False
     if stop is not None and stop.stopped_at is not None and state.global_step < state.max_steps:
         if is_main_process():
             print(f"hpcft: stop file {stop.stop_file} seen: saved checkpoint-{stop.stopped_at} and stopped; "
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
+        finished = True
     if is_main_process():
         draw_loss_png(cfg.output_dir)
 
     cleanup()
+    # After the process group is gone: an upload must not hold the other ranks in a barrier until they time out.
+    if finished and cfg.hub_model_id and is_main_process():
+        error = push_to_hub(cfg)
+        if error:
+            print(f"hpcft: error: {error}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

@@ -107,8 +107,8 @@ def test_rl_values_are_refused_per_method():
 
 
 def test_blank_false_and_empty_values_mean_unset():
-    raw = {"base_model": "m", "lora_r": None, "fp16": None, "fsdp": None, "fsdp_config": {}, "rl": None,
-           "liger_rms_norm": False, "datasets": [{**CHAT, "split": None, "shards": None}]}
+    raw = {"base_model": "m", "lora_r": None, "fp16": None, "fsdp": None, "model_kwargs": {}, "rl": None,
+           "use_comet": False, "datasets": [{**CHAT, "split": None, "shards": None}]}
     assert check_keys(raw, "cfg.yaml") == []
     assert raw == {"base_model": "m", "datasets": [CHAT]}
     cfg = TrainConfig.model_validate(raw)
@@ -193,8 +193,9 @@ def test_readme_promise_kernel_only_keys_are_accepted_with_a_warning():
         warnings = check_keys(raw, "cfg.yaml")
         # Implemented keys (a schema field) are fine too: the trainer then says what it does on this hardware.
         assert key in known_keys(TrainConfig) or any(f"'{key}' has no effect in hpcft" in w for w in warnings)
-    for plugin in ("axolotl.integrations.liger.LigerPlugin",
-                   "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"):
+    # Liger is implemented (applied on CUDA GPUs; on CPU the job warns and runs the model's own layers).
+    assert check_keys({"base_model": "m", "plugins": ["axolotl.integrations.liger.LigerPlugin"]}, "c") == []
+    for plugin in ("axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",):
         warnings = check_keys({"base_model": "m", "plugins": [plugin]}, "cfg.yaml")
         assert any(f"plugin '{plugin}' has no effect in hpcft" in w for w in warnings)
         TrainConfig.model_validate({"base_model": "m", "datasets": [CHAT], "plugins": [plugin]})

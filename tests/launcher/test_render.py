@@ -252,3 +252,54 @@ def test_secret_file_is_sourced_on_the_node_never_copied(run_cli, workspace, mon
     secret.chmod(0o644)
     refused = run_cli("render", "--profile", "withsecret", workspace / "cfg.yaml", "-o", workspace / "r2")
     assert refused.code == 2 and "chmod 600" in refused.err
+
+
+FSDP_KEYS = """\
+fsdp:
+  - full_shard
+  - auto_wrap
+fsdp_config:
+  fsdp_offload_params: true
+  fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer
+  fsdp_state_dict_type: FULL_STATE_DICT
+"""
+
+
+def test_fsdp_renders_as_zero3_without_gpus_and_as_fsdp_with_them(run_cli, workspace):
+    (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text() + FSDP_KEYS)
+    cpu = render(run_cli, workspace, "local", "--nodes", "2")
+    ds = json.loads((cpu / "deepspeed.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and "offload_param" not in ds["zero_optimization"]
+    assert ds["train_batch_size"] == 2 * 4 * 2
+    train_yaml = (cpu / "train.yaml").read_text()
+    assert "runs as the equivalent DeepSpeed ZeRO-3 (preset zero3)" in train_yaml.split("\n\n")[0]
+    trained = yaml.safe_load(train_yaml)
+    assert "deepspeed" not in trained and trained["fsdp"] == ["full_shard", "auto_wrap"]
+    warned = run_cli("validate", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert warned.code == 0 and "accelerate runs FSDP only on GPUs" in warned.err
+
+    gpu = render(run_cli, workspace, "pyxis")
+    assert not (gpu / "deepspeed.json").exists()
+    fsdp = json.loads((gpu / "fsdp.json").read_text())
+    assert fsdp == {"version": 1, "state_dict_type": "FULL_STATE_DICT", "cpu_offload": True,
+                    "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                    "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"], "reshard_after_forward": "full_shard"}
+    assert "PyTorch FSDP1 through accelerate" in (gpu / "train.yaml").read_text()
+
+
+def test_fsdp_with_deepspeed_is_refused_before_rendering(run_cli, workspace):
+    (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text() + FSDP_KEYS + "deepspeed: zero3\n")
+    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", workspace / "run", cwd=workspace)
+    assert result.code == 2 and "deepspeed and fsdp/fsdp_config cannot be used together" in result.err
+    assert not (workspace / "run").exists()
+
+
+def test_hub_model_id_without_a_token_warns_before_submitting(run_cli, workspace, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text() + "hub_model_id: someone/model\n")
+    result = run_cli("validate", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert result.code == 0 and "hub_model_id: no HF_TOKEN in your environment" in result.err
+    monkeypatch.setenv("HF_TOKEN", fake_token())
+    result = run_cli("validate", "--profile", "local", workspace / "cfg.yaml", cwd=workspace)
+    assert result.code == 0 and "hub_model_id" not in result.err

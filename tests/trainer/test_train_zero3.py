@@ -1,5 +1,6 @@
 """Two processes under torchrun with DeepSpeed ZeRO-3 on CPU (gloo): full fine-tune, LoRA and QLoRA runs,
-gathered final weights, exact resume, merge-lora, the stop file and an injected crash on one rank."""
+gathered final weights, exact resume, merge-lora, the stop file and an injected crash on one rank; axolotl's FSDP
+and FSDP+QLoRA configs, which run as ZeRO-3 on CPU (accelerate runs FSDP only on GPUs)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,64 @@ def test_zero3_qlora_stop_file_crash_on_one_rank_and_resume(train_config, tmp_pa
     assert [m["step"] for m in metrics] == list(range(1, 21))
     assert_loss_falls(metrics, margin=0.2)
     assert (out / "adapter_model.safetensors").stat().st_size > 0
+
+
+# axolotl's FSDP configs, as written in its examples (their settings are checked in test_train_fsdp.py).
+# The FSDP block of axolotl's examples/llama-3/qlora-fsdp-70b.yaml (FSDP1, fsdp_-prefixed spellings).
+AXOLOTL_FSDP1 = {
+    "fsdp": ["full_shard", "auto_wrap"],
+    "fsdp_config": {"fsdp_limit_all_gathers": True, "fsdp_sync_module_states": True, "fsdp_offload_params": True,
+                    "fsdp_use_orig_params": False, "fsdp_cpu_ram_efficient_loading": True,
+                    "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                    "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+                    "fsdp_state_dict_type": "FULL_STATE_DICT", "fsdp_sharding_strategy": "FULL_SHARD"},
+}
+# The FSDP block of axolotl's examples/qwen3.5/27b-qlora-fsdp.yaml (FSDP2, plain spellings).
+AXOLOTL_FSDP2 = {
+    "fsdp_config": {"fsdp_version": 2, "offload_params": False, "cpu_ram_efficient_loading": False,
+                    "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+                    "state_dict_type": "FULL_STATE_DICT", "sharding_strategy": "FULL_SHARD",
+                    "reshard_after_forward": True, "activation_checkpointing": True},
+}
+FSDP_RUN = {"sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "max_steps": 8, "save_steps": 4,
+            "logging_steps": 1}
+
+
+def assert_loss_fell(output_dir: str) -> None:
+    losses = [m["loss"] for m in read_metrics(output_dir) if "loss" in m]
+    assert len(losses) == FSDP_RUN["max_steps"] and sum(losses[-3:]) < sum(losses[:3]), losses
+
+
+def assert_ran_as_zero3(log: str, output_dir: str, step: int) -> None:
+    assert "runs as the equivalent DeepSpeed ZeRO-3" in log
+    # Each rank wrote its own partition: sharded like FSDP's FULL_SHARD, not DDP with whole copies.
+    shards = sorted(p.name for p in (Path(output_dir) / f"checkpoint-{step}" / f"global_step{step}").iterdir())
+    assert [s for s in shards if s.endswith("optim_states.pt")] == ["zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                                                                    "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+
+@pytest.mark.slow
+def test_axolotl_fsdp_full_finetune_trains_sharded_on_two_cpu_processes(train_config, tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    cfg = train_config(**FSDP_RUN, **AXOLOTL_FSDP1, learning_rate=1e-3)
+    run = torchrun(write_config(cfg, tmp_path / "train.yaml"))
+    assert run.returncode == 0, run.why
+    assert_ran_as_zero3(run.log, cfg.output_dir, 4)
+    assert_loss_fell(cfg.output_dir)
+    trained = AutoModelForCausalLM.from_pretrained(cfg.output_dir).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert not torch.equal(trained["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+@pytest.mark.slow
+def test_axolotl_fsdp_qlora_trains_sharded_on_two_cpu_processes(train_config, tmp_path):
+    keys = {**FSDP_RUN, **AXOLOTL_FSDP2, "adapter": "qlora", "load_in_4bit": True, "lora_r": 8, "lora_alpha": 16,
+            "lora_target_linear": True, "learning_rate": 5e-3}
+    cfg = train_config(**keys)
+    run = torchrun(write_config(cfg, tmp_path / "train.yaml"))
+    assert run.returncode == 0, run.why
+    assert "with 14 4-bit linear layers" in run.log
+    assert_ran_as_zero3(run.log, cfg.output_dir, 4)
+    assert_loss_fell(cfg.output_dir)
+    assert (Path(cfg.output_dir) / "adapter_model.safetensors").stat().st_size > 0
