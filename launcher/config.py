@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
+from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.validation import check_keys, format_validation_error
@@ -249,6 +250,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
                warnings=warnings)

@@ -15,6 +15,8 @@ from hpcft.launcher.schema import (
     DatasetConfig,
     LaunchConfig,
     TrainConfig,
+    TrlConfig,
+    UserDefinedPreferenceType,
 )
 
 
@@ -47,9 +49,19 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                 if isinstance(entry, dict):
                     _check_mapping(entry, _known_keys(DatasetConfig), UNSUPPORTED_DATASET_KEYS, where,
                                    f"{list_key}[{i}].", warnings)
+                    if isinstance(entry.get("type"), dict):  # a user-defined preference type
+                        _check_mapping(entry["type"], _known_keys(UserDefinedPreferenceType), set(), where,
+                                       f"{list_key}[{i}].type.", warnings)
     for plugin in raw.get("plugins") or []:
         if plugin in PLUGINS_WITHOUT_EFFECT:
             warnings.append(f"{where}: plugin '{plugin}' has no effect in hpcft ({PLUGINS_WITHOUT_EFFECT[plugin]})")
+    if raw.get("rl") == "ipo":
+        warnings.append(f"{where}: rl: ipo is deprecated (as in axolotl); it runs as rl: dpo with dpo_loss_type: [ipo]")
+    if isinstance(raw.get("trl"), dict):
+        for key in list(raw["trl"]):
+            if key not in _known_keys(TrlConfig):
+                raise ValueError(f"{where}: 'trl.{key}' does not apply to rl: dpo/ipo/orpo/kto/simpo (axolotl uses it "
+                                 "for GRPO, which hpcft does not run); remove it")
     if isinstance(raw.get("launch"), dict):
         _check_mapping(raw["launch"], _known_keys(LaunchConfig), set(), where, "launch.", warnings)
     return warnings

@@ -90,6 +90,13 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
                        num_train_rows: int, has_eval: bool, world_size: int) -> TrainingArguments:
     """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
     from_pretrained load each weight straight into its partition."""
+    return TrainingArguments(**training_argument_values(cfg, precision, deepspeed_config, num_train_rows, has_eval,
+                                                        world_size))
+
+
+def training_argument_values(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
+                             num_train_rows: int, has_eval: bool, world_size: int) -> dict[str, Any]:
+    """The keyword arguments of TrainingArguments (TRL's configs extend them: see trainer/preference.py)."""
     epoch_steps = steps_per_epoch(num_train_rows, cfg.micro_batch_size, cfg.gradient_accumulation_steps, world_size)
     tf32 = None
     if cfg.tf32:
@@ -97,7 +104,7 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
             tf32 = True
         else:
             log.warning("tf32: true ignored: no CUDA GPU")
-    return TrainingArguments(
+    return dict(
         output_dir=cfg.output_dir,
         # Without a GPU accelerate only starts torch.distributed (gloo) for DeepSpeed/DDP when told it is on CPU.
         use_cpu=not torch.cuda.is_available(),

@@ -20,6 +20,10 @@ log = logging.getLogger("hpcft.trainer")
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch")
+# What preference tuning (rl:) adds to each line, from TRL's log names: the implicit rewards of the chosen and
+# rejected answers, the share of pairs ranked right, and the mean chosen - rejected margin.
+PREFERENCE_KEYS = {"rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
+                   "rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin"}
 
 
 def _number(value: Any) -> float | int | None:
@@ -33,10 +37,18 @@ def _number(value: Any) -> float | int | None:
 
 
 def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_norm: float | None,
-                        tokens_per_s: float | None, epoch: float | None) -> str:
-    """The one metrics line: a JSON object with exactly TRAIN_KEYS, in that order."""
+                        tokens_per_s: float | None, epoch: float | None, extra: dict[str, Any] | None = None) -> str:
+    """The one metrics line: a JSON object with TRAIN_KEYS in that order, then the `extra` values (preference
+    tuning's rewards) when there are any."""
     values = (step, loss, lr, grad_norm, tokens_per_s, epoch)
-    return json.dumps({key: _number(value) for key, value in zip(TRAIN_KEYS, values, strict=True)})
+    line = {key: _number(value) for key, value in zip(TRAIN_KEYS, values, strict=True)}
+    line.update({key: _number(value) for key, value in (extra or {}).items()})
+    return json.dumps(line)
+
+
+def preference_values(logs: dict[str, Any]) -> dict[str, Any]:
+    """The PREFERENCE_KEYS present in a log event, under their metrics-line names."""
+    return {name: logs[key] for key, name in PREFERENCE_KEYS.items() if key in logs}
 
 
 class MetricsCallback(TrainerCallback):
@@ -62,7 +74,8 @@ class MetricsCallback(TrainerCallback):
             tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 else None
             self._last_time, self._last_tokens = now, tokens
             line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
-                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch))
+                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch),
+                                       preference_values(logs))
         elif "eval_loss" in logs:
             line = json.dumps({"step": state.global_step, "eval_loss": _number(logs["eval_loss"]),
                                "epoch": _number(logs.get("epoch", state.epoch))})

@@ -30,9 +30,10 @@ from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
+from hpcft.trainer.preference_data import tokenize_preference_dataset
 
 FORMAT_VERSION = 1  # bump when formats.py/packing.py change what they produce: old caches become stale
-_CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
+_CACHE_FIELDS = ("rl", "sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
                  "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed")
 
 
@@ -146,7 +147,8 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
     for index, ds in enumerate(group):
         name = entry_name(where, index, ds)
         raw = load_raw_dataset(ds, where, index)
-        tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
+        tokenize = tokenize_preference_dataset if cfg.rl else tokenize_dataset
+        tokenized, entry_counts = tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)
         parts.append(tokenized)
@@ -160,6 +162,12 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
 def _val_size(value: float) -> int | float:
     """axolotl: val_set_size > 1 is a number of rows, otherwise a fraction."""
     return int(value) if value > 1 else float(value)
+
+
+def _token_count(dataset: datasets.Dataset) -> int:
+    """Tokens in a split: input_ids for SFT; prompt plus every answer for preference rows."""
+    columns = [c for c in dataset.column_names if c.endswith("_ids")]
+    return sum(len(ids) for column in columns for ids in dataset[column])
 
 
 def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
@@ -176,7 +184,7 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
         train, eval_ds = split["train"], split["test"]
     stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
     stats.update(train_samples=len(train), eval_samples=len(eval_ds) if eval_ds is not None else 0,
-                 train_tokens=sum(len(ids) for ids in train["input_ids"]))
+                 train_tokens=_token_count(train))
     if cfg.sample_packing:
         train = pack_dataset(train, cfg.sequence_len)
         stats.update(train_rows=len(train),

@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import check_config, resolve_precision, training_arguments
+from hpcft.trainer.args import check_config, resolve_precision, training_argument_values
 from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
@@ -31,6 +31,7 @@ from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
+from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
 from hpcft.trainer.watchdog import HangWatchdog
 
@@ -42,18 +43,26 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
     data = prepare_datasets(cfg, tokenizer)
     deepspeed_config = load_deepspeed_config(cfg.deepspeed)
     precision = resolve_precision(cfg)
-    args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                              has_eval=data.eval is not None, world_size=world_size())
+    # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
+    arg_values = training_argument_values(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
+                                          has_eval=data.eval is not None, world_size=world_size())
+    args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
-    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
     stop = StopFileCallback.from_env()
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
                  CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank())]
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
-                      callbacks=[c for c in callbacks if c is not None])
+    callbacks = [c for c in callbacks if c is not None]
+    if cfg.rl:
+        model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3,
+                           wrap_adapter=not adapter_for_trl(cfg))
+        trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
+    else:
+        model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3)
+        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
+                          callbacks=callbacks)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
