@@ -110,11 +110,11 @@ def method_arguments(cfg: TrainConfig) -> dict[str, Any]:
                       # KTO's KL pairs are built within fixed batches: they must be read in order (data is shuffled
                       # once in the preprocessing step).
                       train_sampling_strategy="sequential")
-    elif cfg.rl == "orpo":
-        values.update(max_prompt_length=cfg.sequence_len)
     elif cfg.rl == "simpo":
-        values.update(loss_type="simpo", simpo_gamma=cfg.simpo_gamma, cpo_alpha=cfg.cpo_alpha,
-                      max_prompt_length=cfg.sequence_len)
+        values.update(loss_type="simpo", simpo_gamma=cfg.simpo_gamma, cpo_alpha=cfg.cpo_alpha)
+    if cfg.rl in ("orpo", "simpo"):
+        # Their batches have no input_ids for the Trainer to count tokens in (chosen/rejected are separate).
+        values["include_num_input_tokens_seen"] = "no"
     return {key: value for key, value in values.items() if value is not None}
 
 
