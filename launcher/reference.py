@@ -15,6 +15,8 @@ from hpcft.launcher.schema import (
     DatasetConfig,
     LaunchConfig,
     TrainConfig,
+    TrlConfig,
+    UserDefinedPreferenceType,
 )
 
 
@@ -63,6 +65,16 @@ def config_reference_markdown() -> str:
         "Precedence: profile < config `launch:` < command line (`--nodes`, `--time`, ...).",
         "",
         *_table(LaunchConfig, "launch."),
+        "",
+        "## Preference tuning (`rl:`; see docs/preference-tuning.md)",
+        "",
+        "`trl:` keys that apply to dpo/ipo/orpo/kto/simpo:",
+        "",
+        *_table(TrlConfig, "trl."),
+        "",
+        "A user-defined preference dataset type (`type:` as a mapping):",
+        "",
+        *_table(UserDefinedPreferenceType, "datasets[].type."),
         "",
         "## axolotl keys accepted without effect (a warning names them)",
         "",

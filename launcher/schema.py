@@ -57,7 +57,7 @@ class UserDefinedPreferenceType(_Strict):
     field_label: str = "label"
     """Column with the desirable (true) / undesirable (false) label (kto)."""
     prompt_format: str | None = None
-    """Prompt text, e.g. `"<|user|>{prompt}<|assistant|>"`; may use `{system}` (default `{prompt}`)."""
+    """Prompt text, e.g. `"Question: {prompt} Answer:"`; may use `{system}` (default `{prompt}`)."""
     chosen_format: str | None = None
     """Chosen text from `{chosen}` (default `{chosen}`)."""
     rejected_format: str | None = None
@@ -72,8 +72,7 @@ class DatasetConfig(_Strict):
     path: str
     """Local file/folder (relative to the config file), a `save_to_disk` folder, or a Hub dataset name."""
     type: str | UserDefinedPreferenceType | None = None  # chat_template | completion | alpaca | None (pretokenized)
-    """Prompt format: `chat_template`, `completion`, `alpaca`; leave unset for pretokenized rows (input_ids/labels).
-    With `rl:` a preference type (`chatml.intel`, `chat_template.default`, ...) or a user-defined mapping."""
+    """Prompt format: `chat_template`, `completion`, `alpaca`, unset if pretokenized; with `rl:` a preference type."""
     ds_type: Literal["json", "jsonl", "parquet", "csv", "text", "arrow"] | None = None
     """File format when `path` is a file or folder: json, parquet, csv, text, arrow (guessed from the suffix)."""
     data_files: str | list[str] | None = None
@@ -175,6 +174,12 @@ RL_METHOD_KEYS = {"dpo_loss_type": ("dpo",), "dpo_loss_weights": ("dpo",), "dpo_
                   "dpo_use_weighting": ("dpo", "ipo"), "precompute_ref_log_probs": ("dpo", "ipo", "kto"),
                   "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
                   "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",)}
+
+
+def rl_refusal(method: str) -> str:
+    """Why a generation-based method is refused (one message for the key check and the schema)."""
+    return (f"rl: {method} is not supported: {RL_NEEDS_GENERATION[method]}, which needs a generation server (vLLM) "
+            f"next to the trainer; hpcft does not run one. Supported: {', '.join(RL_METHODS)}")
 
 
 def preference_type_name(value: str | UserDefinedPreferenceType | None) -> str | None:
@@ -500,7 +505,7 @@ class TrainConfig(_Strict):
     cpo_alpha: float | None = Field(None, ge=0)
     """simpo: weight of the supervised (NLL) term on the chosen answer (TRL default for simpo: 0)."""
     trl: TrlConfig | None = None
-    """TRL options that apply to the preference methods (see the trl keys below)."""
+    """TRL options that apply to the preference methods (see "Preference tuning" below)."""
 
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
@@ -526,10 +531,7 @@ class TrainConfig(_Strict):
         if value is None or value in RL_METHODS:
             return value
         if value in RL_NEEDS_GENERATION:
-            raise ValueError(
-                f"rl: {value} is not supported: {RL_NEEDS_GENERATION[value]}, which needs a generation server (vLLM) "
-                f"next to the trainer; hpcft does not run one. Supported: {', '.join(RL_METHODS)}"
-            )
+            raise ValueError(rl_refusal(value))
         raise ValueError(f"rl: '{value}' is not a preference method hpcft knows; use one of {', '.join(RL_METHODS)}")
 
     @field_validator("dpo_loss_type")
@@ -557,6 +559,9 @@ class TrainConfig(_Strict):
         if self.sample_packing:
             raise ValueError(f"sample_packing: true does not work with rl: {self.rl} (each row is a chosen/rejected "
                              "pair, not packed text); set sample_packing: false")
+        if self.rl == "kto" and self.micro_batch_size < 2:
+            raise ValueError("rl: kto estimates its KL term from the other rows of a micro-batch; set "
+                             "micro_batch_size: 2 or more")
         if self.dpo_loss_weights is not None and (
                 self.dpo_loss_type is None or len(self.dpo_loss_weights) != len(self.dpo_loss_type)):
             raise ValueError("dpo_loss_weights needs dpo_loss_type with as many entries (one weight per loss)")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpcft.launcher.schema import (
     PLUGINS_WITHOUT_EFFECT,
+    RL_NEEDS_GENERATION,
     UNSUPPORTED_AXOLOTL_KEYS,
     UNSUPPORTED_DATASET_KEYS,
     WARN_ONLY_KEYS,
@@ -17,6 +18,7 @@ from hpcft.launcher.schema import (
     TrainConfig,
     TrlConfig,
     UserDefinedPreferenceType,
+    rl_refusal,
 )
 
 
@@ -41,6 +43,8 @@ def _suggest(key: str, known: set[str]) -> str:
 def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     """Check every key of a raw training config; return warnings, raise ValueError on the first bad key."""
     warnings: list[str] = []
+    if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
+        raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
     _check_mapping(raw, _known_keys(TrainConfig), UNSUPPORTED_AXOLOTL_KEYS, where, "", warnings)
     for list_key in ("datasets", "test_datasets"):
         entries = raw.get(list_key)
