@@ -7,7 +7,7 @@
 set -euo pipefail
 
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
-: "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}"
+: "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -41,6 +41,7 @@ EOF
     "accelerate==${ACCELERATE_VERSION}" \
     "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" \
+    "trl==${TRL_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
   # it at once into a shared cache.
@@ -54,7 +55,7 @@ EOF
   printf '%s\n' "transformers==${TRANSFORMERS_VERSION}" "peft==${PEFT_VERSION}" \
     "accelerate==${ACCELERATE_VERSION}" "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
-    "flash-attn==${FLASH_ATTN_VERSION}" >> "$CONSTRAINTS"
+    "flash-attn==${FLASH_ATTN_VERSION}" "trl==${TRL_VERSION}" >> "$CONSTRAINTS"
 }
 
 install_hpcft() {
