@@ -503,3 +503,25 @@ def test_texts_and_token_ids_per_type(tiny_tokenizer, rl, type_, entry, row, tex
     got = make_text_builder(cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")(dict(row), "row 1")
     assert got == texts
     assert tokenize_texts(got, tiny_tokenizer) == ids
+
+
+def test_the_trainer_builds_every_type_the_schema_admits():
+    from hpcft.launcher.preference_fields import required_fields
+    from hpcft.launcher.schema import PREFERENCE_TYPES, DatasetConfig
+    from hpcft.trainer.preference_data import FAMILIES, make_text_builder
+
+    for rl, types in PREFERENCE_TYPES.items():
+        for type_name in types:
+            ds = DatasetConfig(path="d.jsonl", type=type_name)
+            assert required_fields(rl, ds)
+            if not type_name.startswith("chat_template"):  # those need a tokenizer with a chat template
+                assert make_text_builder(ds, _cfg(rl, type_name), None, "d")
+    assert set(FAMILIES) == {t.split(".")[0] for types in PREFERENCE_TYPES.values() for t in types} - {
+        "zephyr", "chat_template"}
+
+
+def _cfg(rl: str, type_name: str):
+    from hpcft.launcher.schema import TrainConfig
+
+    return TrainConfig.model_validate({"base_model": "m", "rl": rl, "micro_batch_size": 2,
+                                       "datasets": [{"path": "d.jsonl", "type": type_name}]})
