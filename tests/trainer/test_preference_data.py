@@ -498,8 +498,8 @@ CASES = [
 
 @pytest.mark.parametrize(("rl", "type_", "entry", "row", "texts", "ids"), CASES)
 def test_texts_and_token_ids_per_type(tiny_tokenizer, rl, type_, entry, row, texts, ids):
-    cfg = TrainConfig.model_validate({"base_model": "m", "rl": rl, "datasets": [{"path": "d.jsonl", "type": type_,
-                                                                               **entry}]})
+    cfg = TrainConfig.model_validate({"base_model": "m", "rl": rl, "micro_batch_size": 2,
+                                      "datasets": [{"path": "d.jsonl", "type": type_, **entry}]})
     got = make_text_builder(cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")(dict(row), "row 1")
     assert got == texts
     assert tokenize_texts(got, tiny_tokenizer) == ids
