@@ -71,7 +71,8 @@ class MetricsCallback(TrainerCallback):
             # num_input_tokens_seen is gathered over all ranks by the Trainer (non-padding tokens).
             now, tokens = time.perf_counter(), state.num_input_tokens_seen
             elapsed = now - self._last_time
-            counted = args.include_num_input_tokens_seen not in ("no", False)
+            # No token counted at all: the batches have no input_ids to count (ORPO's and SimPO's): unknown, not 0.
+            counted = tokens > 0
             tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 and counted else None
             self._last_time, self._last_tokens = now, tokens
             line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
