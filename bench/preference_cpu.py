@@ -62,15 +62,15 @@ def worker(model_dir: str, out: str, steps: int, extra: str) -> None:
 
     cfg = TrainConfig.model_validate({
         "base_model": model_dir, "output_dir": out, "rl": "dpo", "sequence_len": 128, "micro_batch_size": 4,
-        "max_steps": steps, "learning_rate": 1e-4, "optimizer": "adamw_torch", "lr_scheduler": "constant",
-        "bf16": False, "logging_steps": steps, "save_strategy": "no",
+        "max_steps": int(steps), "learning_rate": 1e-4, "optimizer": "adamw_torch", "lr_scheduler": "constant",
+        "bf16": False, "logging_steps": int(steps), "save_strategy": "no",
         "datasets": [{"path": str(PREFERENCE), "type": "chatml.intel"}], **json.loads(extra)})
     trainer, _ = build_trainer(cfg, load_tokenizer(cfg))  # the precompute pass runs in here, before train()
     start = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"steps_per_s": steps / elapsed, "peak_rss_mib": peak_mib}))
+    print(json.dumps({"steps_per_s": int(steps) / elapsed, "peak_rss_mib": peak_mib}))
 
 
 def measure(model_dir: Path, out: Path, steps: int, extra: dict) -> dict:
