@@ -113,7 +113,21 @@ def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
                 entries.append({"where": where, "config": config, "files": hashes})
     payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
                **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
+    if cfg.rl and cfg.precompute_ref_log_probs:
+        payload["reference"] = reference_fingerprint(cfg)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def reference_fingerprint(cfg: TrainConfig) -> list[Any]:
+    """What identifies the reference model whose log-probs TRL caches next to the prepared data
+    (precompute_ref_log_probs): its weight files' paths, sizes and modification times, or its Hub name and revision.
+    TRL's own key hashes the loaded weights, which under ZeRO-3 are empty partitions on every rank: without this,
+    two models of one architecture would share the cached log-probs."""
+    folder = Path(cfg.base_model)
+    if not folder.is_dir():
+        return [cfg.base_model, cfg.model_revision]
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir())
+            if f.suffix in (".safetensors", ".bin", ".pt")]
 
 
 @contextmanager

@@ -11,10 +11,14 @@ chat_template.argilla (orpo) is not compared: axolotl tokenizes it turn by turn 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.preference_data import make_text_builder, tokenize_texts
+
+PREFERENCE_JSONL = Path(__file__).resolve().parents[2] / "configs" / "examples" / "data" / "preference.jsonl"
 
 CASES = [
     pytest.param('dpo', 'chatml.argilla', {},
@@ -525,3 +529,27 @@ def _cfg(rl: str, type_name: str):
 
     return TrainConfig.model_validate({"base_model": "m", "rl": rl, "micro_batch_size": 2,
                                        "datasets": [{"path": "d.jsonl", "type": type_name}]})
+
+
+def test_precomputed_reference_log_probs_are_keyed_on_the_reference_weights(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """TRL caches the reference log-probs next to the prepared data; hpcft's key must change with the reference
+    (under ZeRO-3 TRL's own hash sees only empty partitions)."""
+    import os
+    import shutil
+
+    from hpcft.trainer.prepare import cache_key
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    weights = other / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # re-saved weights
+
+    def key(model: Path, precompute: bool) -> str:
+        cfg = TrainConfig.model_validate({
+            "base_model": str(model), "rl": "dpo", "precompute_ref_log_probs": precompute,
+            "dataset_prepared_path": str(tmp_path / "prepared"),
+            "datasets": [{"path": str(PREFERENCE_JSONL), "type": "chatml.intel"}]})
+        return cache_key(cfg, tiny_tokenizer)
+
+    assert key(tiny_model_dir, True) != key(other, True)
+    assert key(tiny_model_dir, False) == key(other, False)  # without precompute the data alone decides
