@@ -503,7 +503,7 @@ class TrainConfig(_Strict):
     simpo_gamma: float | None = Field(None, ge=0)
     """simpo: target reward margin (TRL default 0.5)."""
     cpo_alpha: float | None = Field(None, ge=0)
-    """simpo: weight of the supervised (NLL) term on the chosen answer (TRL default for simpo: 0)."""
+    """simpo: weight of the supervised (NLL) term on the chosen answer (TRL default 1.0; 0 is pure SimPO)."""
     trl: TrlConfig | None = None
     """TRL options that apply to the preference methods (see "Preference tuning" below)."""
 

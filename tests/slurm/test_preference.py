@@ -77,6 +77,7 @@ def test_dpo_zero3_learns_is_stopped_at_a_checkpoint_and_resumes_without_repeati
 # mean reward of the desirable minus the undesirable completions.
 METHODS = {
     "dpo-lora": ("adapter=lora", "lora_target_linear=true", "lora_r=8"),
+    "dpo-precompute": ("precompute_ref_log_probs=true",),  # the reference pass runs on the ZeRO-3 engine
     "orpo": ("rl=orpo", "rl_beta=null", "orpo_alpha=0.1"),
     "kto": ("rl=kto", "datasets.0.path=./data/kto.jsonl", "micro_batch_size=4"),
     "simpo": ("rl=simpo", "simpo_gamma=0.5"),
