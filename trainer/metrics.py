@@ -46,9 +46,9 @@ def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_no
     return json.dumps(line)
 
 
-def preference_values(logs: dict[str, Any]) -> dict[str, Any]:
-    """The PREFERENCE_KEYS present in a log event, under their metrics-line names."""
-    return {name: logs[key] for key, name in PREFERENCE_KEYS.items() if key in logs}
+def preference_values(logs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The PREFERENCE_KEYS present in a log event (with `prefix`: eval_), under their metrics-line names."""
+    return {prefix + name: logs[prefix + key] for key, name in PREFERENCE_KEYS.items() if prefix + key in logs}
 
 
 class MetricsCallback(TrainerCallback):
@@ -79,8 +79,9 @@ class MetricsCallback(TrainerCallback):
                                        logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch),
                                        preference_values(logs))
         elif "eval_loss" in logs:
-            line = json.dumps({"step": state.global_step, "eval_loss": _number(logs["eval_loss"]),
-                               "epoch": _number(logs.get("epoch", state.epoch))})
+            values = {"step": state.global_step, "eval_loss": logs["eval_loss"],
+                      "epoch": logs.get("epoch", state.epoch), **preference_values(logs, "eval_")}
+            line = json.dumps({key: _number(value) for key, value in values.items()})
         else:
             return
         print(line, flush=True)
