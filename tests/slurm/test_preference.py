@@ -38,8 +38,8 @@ def stop_after(output_dir: Path, runs: Path, steps: int) -> threading.Thread:
         while time.monotonic() < deadline:
             done = output_dir / "metrics.jsonl"
             manifests = list(runs.glob("runs/*/*/manifest.json"))
-            if done.is_file() and len(done.read_text().splitlines()) >= steps and manifests:
-                job_id = json.loads(manifests[0].read_text())["job_id"]
+            job_id = json.loads(manifests[0].read_text()).get("job_id") if manifests else None
+            if job_id and done.is_file() and len(done.read_text().splitlines()) >= steps:
                 (manifests[0].parent / f"stop-{job_id}").touch()
                 return
             time.sleep(0.2)
