@@ -100,10 +100,10 @@ PLUGINS_WITHOUT_EFFECT: dict[str, str] = {
 
 # --- refused by name: the value says what to do instead --------------------------------------------------------
 
-_RL = ("preference and reinforcement tuning (rl:) is not supported yet; run it with axolotl, or remove the rl keys "
-       "to fine-tune with supervised data")
+_RL = ("hpcft's preference tuning (rl: dpo, ipo, orpo, kto, simpo; docs/preference-tuning.md) does not implement "
+       "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)")
 _MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
-_FSDP = "hpcft shards with DeepSpeed ZeRO-3 (the default); remove it and set deepspeed: zero3 if you like"
+_FSDP = "hpcft's FSDP runs without FP8 all-gathers; remove it"
 _PARALLEL = "hpcft parallelises with DeepSpeed ZeRO data parallelism only; remove it"
 _QUANT = "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit); remove it"
 _OPTIM = "hpcft's optimizer and schedule do not implement it; remove it"
@@ -119,12 +119,10 @@ _DTYPE = "choose the precision with bf16 / fp16 instead; remove it"
 _PLUGIN_ARGS = "its plugin is not supported by hpcft; remove it"
 
 REFUSED_KEYS: dict[str, str] = {
-    **dict.fromkeys(("rl", "rl_beta", "dpo_beta", "dpo_label_smoothing", "dpo_loss_type", "dpo_loss_weights",
-                     "dpo_norm_loss", "dpo_padding_free", "dpo_use_liger_kernel", "dpo_use_logits_to_keep",
-                     "dpo_use_weighting", "dpo_generate_during_eval", "cpo_alpha", "orpo_alpha", "simpo_gamma",
-                     "rpo_alpha", "kto_desirable_weight", "kto_undesirable_weight", "trl", "reward_model",
-                     "process_reward_model", "center_rewards_coefficient", "precompute_ref_log_probs",
-                     "max_prompt_len", "vllm", "ebft", "num_labels", "cls_model_config", "nemo_gym_auto_clone",
+    **dict.fromkeys(("dpo_beta", "dpo_norm_loss", "dpo_padding_free", "dpo_use_liger_kernel", "dpo_use_logits_to_keep",
+                     "dpo_generate_during_eval", "rpo_alpha", "reward_model",
+                     "process_reward_model", "center_rewards_coefficient", "max_prompt_len", "vllm", "ebft",
+                     "num_labels", "cls_model_config", "nemo_gym_auto_clone",
                      "nemo_gym_auto_start", "nemo_gym_config_paths", "nemo_gym_datasets", "nemo_gym_dir",
                      "nemo_gym_enabled", "nemo_gym_head_port", "nemo_gym_max_turns", "nemo_gym_model_name",
                      "nemo_gym_multi_turn", "nemo_gym_run_timeout", "nemo_gym_server_timeout",
@@ -210,7 +208,7 @@ REFUSED_DATASET_KEYS: dict[str, str] = {
                      "message_field_training", "message_field_training_detail", "field_tools", "field_thinking",
                      "template_thinking_key", "logprobs_field", "skip",
                      "text_column", "input_format"), _DATA),
-    **dict.fromkeys(("field_chosen", "field_rejected", "field_human", "field_model", "step_separator",
+    **dict.fromkeys(("field_human", "field_model", "step_separator",
                      "max_completion_length", "train_on_last_step_only"), _RL),
     **dict.fromkeys(("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),
                     "synthetic datasets are not supported; give a data file instead"),
@@ -262,13 +260,6 @@ def axolotl_key_space() -> AxolotlKeySpace:
 def refusal_message(key: str, value: object, prefix: str = "") -> str:
     """One line: the axolotl option hpcft does not support yet, and what to do."""
     refused = REFUSED_DATASET_KEYS if prefix else REFUSED_KEYS
-    if key == "rl" and not prefix and isinstance(value, str):
-        if value in axolotl_key_space().rl_methods:
-            return (f"'rl: {value}' is an axolotl option hpcft does not support yet; {value.upper()} "
-                    "preference tuning is not available: run it with axolotl, or remove rl: (and its keys) to "
-                    "fine-tune with supervised data")
-        return (f"'rl: {value}' is not a method axolotl or hpcft knows "
-                f"({', '.join(sorted(axolotl_key_space().rl_methods))}); remove rl: to fine-tune with supervised data")
     hint = refused.get(key, _REMOVE)
     plugin = axolotl_key_space().plugin_of.get(key)
     if plugin and key not in refused:

@@ -27,6 +27,7 @@ from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
+from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
@@ -387,6 +388,7 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
                         "before submitting")
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
+    check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
               warnings=warnings)

@@ -17,7 +17,15 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
-from hpcft.launcher.schema import DatasetConfig, FsdpConfig, LaunchConfig, TrainConfig, field_aliases
+from hpcft.launcher.schema import (
+    DatasetConfig,
+    FsdpConfig,
+    LaunchConfig,
+    TrainConfig,
+    TrlConfig,
+    UserDefinedPreferenceType,
+    field_aliases,
+)
 from hpcft.launcher.validation import known_keys
 
 
@@ -116,6 +124,16 @@ def config_reference_markdown() -> str:
         "Precedence: profile < config `launch:` < command line (`--nodes`, `--time`, ...).",
         "",
         *_table(LaunchConfig, "launch."),
+        "",
+        "## Preference tuning (`rl:`; see docs/preference-tuning.md)",
+        "",
+        "`trl:` keys that apply to dpo/ipo/orpo/kto/simpo:",
+        "",
+        *_table(TrlConfig, "trl."),
+        "",
+        "A user-defined preference dataset type (`type:` as a mapping):",
+        "",
+        *_table(UserDefinedPreferenceType, "datasets[].type."),
         "",
         *_axolotl_key_space(),
     ]

@@ -88,13 +88,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
 
+class UserDefinedPreferenceType(_Strict):
+    """`type:` as a mapping (axolotl's user_defined.default for rl: dpo/ipo/orpo/simpo/kto): which columns hold the
+    parts of a preference row and Python format strings that build the texts from them."""
+
+    field_prompt: str = "prompt"
+    """Column with the prompt."""
+    field_system: str = "system"
+    """Column with the system prompt (used when prompt_format contains `{system}`)."""
+    field_chosen: str = "chosen"
+    """Column with the chosen answer (dpo/ipo/orpo/simpo)."""
+    field_rejected: str = "rejected"
+    """Column with the rejected answer (dpo/ipo/orpo/simpo)."""
+    field_completion: str = "completion"
+    """Column with the completion (kto)."""
+    field_label: str = "label"
+    """Column with the desirable (true) / undesirable (false) label (kto)."""
+    prompt_format: str | None = None
+    """Prompt text, e.g. `"Question: {prompt} Answer:"`; may use `{system}` (default `{prompt}`)."""
+    chosen_format: str | None = None
+    """Chosen text from `{chosen}` (default `{chosen}`)."""
+    rejected_format: str | None = None
+    """Rejected text from `{rejected}` (default `{rejected}`)."""
+    completion_format: str | None = None
+    """KTO completion text from `{completion}` (default `{completion}`)."""
+
+
 class DatasetConfig(_Strict):
     """One entry of `datasets:` (axolotl semantics)."""
 
     path: str
     """Local file/folder (relative to the config file), a `save_to_disk` folder, or a Hub dataset name."""
-    type: str | None = None  # chat_template | completion | alpaca | None (pretokenized)
-    """Prompt format: `chat_template`, `completion`, `alpaca`; leave unset for pretokenized rows (input_ids/labels)."""
+    type: str | UserDefinedPreferenceType | None = None  # chat_template | completion | alpaca | None (pretokenized)
+    """Prompt format: `chat_template`, `completion`, `alpaca`, unset if pretokenized; with `rl:` a preference type."""
     ds_type: Literal["json", "jsonl", "parquet", "csv", "text", "arrow"] | None = None
     """File format when `path` is a file or folder: json, parquet, csv, text, arrow (guessed from the suffix)."""
     data_files: str | list[str] | None = None
@@ -138,11 +164,17 @@ class DatasetConfig(_Strict):
     split_thinking: bool | None = None
     """Move `<think>...</think>` (or `<reasoning>`, `<|begin_of_thought|>`) at the start of an answer into its
     `reasoning_content`, for templates that render reasoning themselves (qwen3)."""
+    field_chosen: str | None = None
+    """Preference `chat_template.*` types: the column with the chosen answer (default `chosen`)."""
+    field_rejected: str | None = None
+    """Preference `chat_template.*` types: the column with the rejected answer (default `rejected`)."""
 
     @field_validator("type")
     @classmethod
-    def _known_type(cls, value: str | None) -> str | None:
-        if value is None:
+    def _known_type(cls, value: str | UserDefinedPreferenceType | None) -> str | UserDefinedPreferenceType | None:
+        if value is None or isinstance(value, UserDefinedPreferenceType):
+            return value
+        if value in ALL_PREFERENCE_TYPES:  # checked against `rl:` by TrainConfig
             return value
         if value in ("sharegpt", "chat_template.default"):
             # axolotl removed sharegpt in favour of chat_template with mappings; keep users on one path.
@@ -171,6 +203,66 @@ class DatasetConfig(_Strict):
 
 
 SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca"}
+
+# Preference tuning (`rl:`), through TRL's trainers. The dataset types per method keep axolotl's names; the bare
+# family name (`chatml`) means its `default`, and `chat_template` / `chat_template.default` mean the same type.
+RL_METHODS = ("dpo", "ipo", "orpo", "kto", "simpo")
+RL_NEEDS_GENERATION = {
+    "grpo": "GRPO samples completions from the policy during training",
+    "gdpo": "GDPO samples completions from the policy during training",
+    "ebft": "EBFT samples completions from the policy during training",
+}
+_PAIRED_FAMILY_TYPES = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
+PAIRED_PREFERENCE_TYPES = frozenset(
+    {f"{family}.{kind}" for family in ("chatml", "llama3") for kind in _PAIRED_FAMILY_TYPES}
+    | {"chatml", "llama3", "zephyr.nectar", "chat_template", "chat_template.argilla_chat"}
+)
+KTO_PREFERENCE_TYPES = frozenset(
+    {f"{family}.{kind}" for family in ("chatml", "llama3")
+     for kind in ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")}
+)
+# ORPO also reads chat_template.argilla (the whole conversation in chosen/rejected, optional prompt column).
+PREFERENCE_TYPES = {"dpo": PAIRED_PREFERENCE_TYPES, "ipo": PAIRED_PREFERENCE_TYPES, "simpo": PAIRED_PREFERENCE_TYPES,
+                    "orpo": PAIRED_PREFERENCE_TYPES | {"chat_template.argilla"}, "kto": KTO_PREFERENCE_TYPES}
+ALL_PREFERENCE_TYPES = frozenset().union(*PREFERENCE_TYPES.values()) - {"chat_template"}
+# TRL 1.16's DPOConfig.loss_type values.
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+# Keys that only mean something for some methods: set for another method they would silently do nothing.
+RL_METHOD_KEYS = {"dpo_loss_type": ("dpo",), "dpo_loss_weights": ("dpo",), "dpo_label_smoothing": ("dpo",),
+                  "dpo_use_weighting": ("dpo", "ipo"), "precompute_ref_log_probs": ("dpo", "ipo", "kto"),
+                  "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
+                  "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",)}
+
+
+def rl_refusal(method: str) -> str:
+    """Why a generation-based method is refused (one message for the key check and the schema)."""
+    return (f"'rl: {method}' is an axolotl option hpcft does not support yet: {RL_NEEDS_GENERATION[method]}, which "
+            f"needs a generation server (vLLM) next to the trainer; use one of {', '.join(RL_METHODS)}")
+
+
+def preference_type_name(value: str | UserDefinedPreferenceType | None) -> str | None:
+    """The canonical name of a preference dataset type: `chatml` -> `chatml.default`, a mapping -> user_defined."""
+    if isinstance(value, UserDefinedPreferenceType):
+        return "user_defined.default"
+    if value in ("chatml", "llama3"):
+        return f"{value}.default"
+    if value == "chat_template":
+        return "chat_template.default"
+    return value
+
+
+class TrlConfig(_Strict):
+    """`trl:` keys that apply to the preference methods (the rest of axolotl's `trl:` block is for GRPO)."""
+
+    beta: float | None = Field(None, gt=0)
+    """Same as `rl_beta` (wins over it)."""
+    sync_ref_model: bool | None = None
+    """dpo: move the reference model towards the policy every `ref_model_sync_steps` (TR-DPO; full fine-tuning)."""
+    ref_model_mixup_alpha: float | None = Field(None, ge=0, le=1)
+    """dpo with sync_ref_model: share of the policy mixed into the reference at each sync."""
+    ref_model_sync_steps: int | None = Field(None, ge=1)
+    """dpo with sync_ref_model: steps between syncs."""
 
 
 FSDP_SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2")
@@ -633,6 +725,34 @@ class TrainConfig(_Strict):
     plugins: list[str] | None = None
     """axolotl plugins; only ones without effect on results are accepted (with a warning)."""
 
+    # Preference tuning (docs/preference-tuning.md)
+    rl: str | None = None
+    """Preference method: `dpo`, `ipo` (deprecated: dpo with dpo_loss_type [ipo]), `orpo`, `kto`, `simpo`."""
+    rl_beta: float | None = Field(None, gt=0)
+    """beta of the preference loss (TRL default 0.1): how far the policy may move from the reference."""
+    dpo_loss_type: list[str] | None = Field(None, min_length=1)
+    """dpo: one or more losses, e.g. `[sigmoid]`, `[hinge]`, `[ipo]`, `[sigmoid, sft]` (TRL's loss_type)."""
+    dpo_loss_weights: list[float] | None = Field(None, min_length=1)
+    """dpo: one weight per entry of dpo_loss_type."""
+    dpo_label_smoothing: float | None = Field(None, ge=0.0, le=0.5)
+    """dpo: assumed share of flipped preference labels (cDPO / robust loss), in [0, 0.5]."""
+    dpo_use_weighting: bool | None = None
+    """dpo: weight each pair by its likelihood under the policy (WPO)."""
+    precompute_ref_log_probs: bool | None = None
+    """dpo/kto: compute the reference log-probs in one pass before training (no reference model kept during it)."""
+    orpo_alpha: float | None = Field(None, gt=0)
+    """orpo: weight of the odds-ratio term (TRL's beta)."""
+    kto_desirable_weight: float | None = Field(None, gt=0)
+    """kto: weight of the desirable (label true) examples' loss."""
+    kto_undesirable_weight: float | None = Field(None, gt=0)
+    """kto: weight of the undesirable (label false) examples' loss."""
+    simpo_gamma: float | None = Field(None, ge=0)
+    """simpo: target reward margin (TRL default 0.5)."""
+    cpo_alpha: float | None = Field(None, ge=0)
+    """simpo: weight of the supervised (NLL) term on the chosen answer (TRL default 1.0; 0 is pure SimPO)."""
+    trl: TrlConfig | None = None
+    """TRL options that apply to the preference methods (see "Preference tuning" below)."""
+
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
 
@@ -671,8 +791,61 @@ class TrainConfig(_Strict):
     def _known_optimizer(cls, value: str) -> str:
         return check_optimizer_name(value)
 
+    @field_validator("rl")
+    @classmethod
+    def _known_rl(cls, value: str | None) -> str | None:
+        if value is None or value in RL_METHODS:
+            return value
+        if value in RL_NEEDS_GENERATION:
+            raise ValueError(rl_refusal(value))
+        raise ValueError(f"rl: '{value}' is not a preference method hpcft knows; use one of {', '.join(RL_METHODS)}")
+
+    @field_validator("dpo_loss_type")
+    @classmethod
+    def _known_losses(cls, value: list[str] | None) -> list[str] | None:
+        for loss in value or []:
+            if loss not in DPO_LOSS_TYPES:
+                raise ValueError(f"'{loss}' is not a DPO loss; use one of {', '.join(DPO_LOSS_TYPES)}")
+        return value
+
+    def _check_preference(self) -> None:
+        for key, methods in RL_METHOD_KEYS.items():
+            if getattr(self, key) is not None and self.rl not in methods:
+                raise ValueError(f"{key} applies to rl: {' / '.join(methods)} only (rl is {self.rl}); remove it")
+        if self.rl is None:
+            for field in ("rl_beta", "trl"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} needs rl: (dpo, ipo, orpo, kto, simpo); remove it or set rl")
+            for where, group in (("datasets", self.datasets), ("test_datasets", self.test_datasets or [])):
+                for i, ds in enumerate(group):
+                    if isinstance(ds.type, UserDefinedPreferenceType) or ds.type in ALL_PREFERENCE_TYPES:
+                        raise ValueError(f"{where}[{i}].type is a preference dataset type; it needs rl: "
+                                         "(dpo, ipo, orpo, kto, simpo)")
+            return
+        if self.sample_packing:
+            raise ValueError(f"sample_packing: true does not work with rl: {self.rl} (each row is a chosen/rejected "
+                             "pair, not packed text); set sample_packing: false")
+        if self.rl == "kto" and self.micro_batch_size < 2:
+            raise ValueError("rl: kto estimates its KL term from the other rows of a micro-batch; set "
+                             "micro_batch_size: 2 or more")
+        if self.dpo_loss_weights is not None and (
+                self.dpo_loss_type is None or len(self.dpo_loss_weights) != len(self.dpo_loss_type)):
+            raise ValueError("dpo_loss_weights needs dpo_loss_type with as many entries (one weight per loss)")
+        allowed = PREFERENCE_TYPES[self.rl]
+        for where, group in (("datasets", self.datasets), ("test_datasets", self.test_datasets or [])):
+            for i, ds in enumerate(group):
+                name = preference_type_name(ds.type)
+                if name == "user_defined.default" or ds.type in allowed:
+                    continue
+                shown = "no type" if ds.type is None else f"type '{ds.type}'"
+                raise ValueError(
+                    f"{where}[{i}]: {shown} is not a dataset type for rl: {self.rl}; use one of "
+                    f"{', '.join(sorted(preference_type_name(t) for t in allowed))} or a user-defined mapping "
+                    "(docs/preference-tuning.md)")
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        self._check_preference()
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; keep one")
         if self.adapter == "qlora" and not self.load_in_4bit:

@@ -19,7 +19,16 @@ from hpcft.launcher.axolotl_keys import (
     refusal_message,
 )
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
+from hpcft.launcher.schema import (
+    RL_NEEDS_GENERATION,
+    DatasetConfig,
+    LaunchConfig,
+    TrainConfig,
+    TrlConfig,
+    UserDefinedPreferenceType,
+    field_aliases,
+    rl_refusal,
+)
 
 
 def known_keys(model: type[BaseModel]) -> set[str]:
@@ -48,6 +57,8 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     """
     space = axolotl_key_space()
     warnings: list[str] = []
+    if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
+        raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
     _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
     for list_key in ("datasets", "test_datasets"):
         entries = raw.get(list_key)
@@ -63,9 +74,12 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                                  f"got {type(entry).__name__}")
             _check_mapping(entry, known_keys(DatasetConfig), space.dataset, WARN_ONLY_DATASET_KEYS,
                            REFUSED_DATASET_KEYS, where, f"{name}.", warnings)
-            if isinstance(entry.get("type"), dict):
+            if isinstance(entry.get("type"), dict) and not raw.get("rl"):
                 raise ValueError(f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
                                  "axolotl option hpcft does not support yet; use type: alpaca or chat_template")
+            if isinstance(entry.get("type"), dict):  # a user-defined preference type (see docs/preference-tuning.md)
+                _check_mapping(entry["type"], known_keys(UserDefinedPreferenceType), frozenset(), {}, {}, where,
+                               f"{name}.type.", warnings)
     attention = raw.get("attn_implementation")
     if attention in ATTENTION_KERNELS_WITHOUT_EFFECT:
         warnings.append(f"{where}: 'attn_implementation: {attention}' has no effect in hpcft (the same attention "
@@ -77,6 +91,13 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     for plugin in plugins or []:
         if plugin in PLUGINS_WITHOUT_EFFECT:
             warnings.append(f"{where}: plugin '{plugin}' has no effect in hpcft ({PLUGINS_WITHOUT_EFFECT[plugin]})")
+    if raw.get("rl") == "ipo":
+        warnings.append(f"{where}: rl: ipo is deprecated (as in axolotl); it runs as rl: dpo with dpo_loss_type: [ipo]")
+    if isinstance(raw.get("trl"), dict):
+        for key in list(raw["trl"]):
+            if key not in known_keys(TrlConfig):
+                raise ValueError(f"{where}: 'trl.{key}' does not apply to rl: dpo/ipo/orpo/kto/simpo (axolotl uses it "
+                                 "for GRPO, which hpcft does not run); remove it")
     launch = raw.get("launch")
     if isinstance(launch, dict):
         _check_mapping(launch, known_keys(LaunchConfig), frozenset(), {}, {}, where, "launch.", warnings)

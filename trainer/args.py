@@ -92,6 +92,14 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
                        fsdp_config: dict[str, Any] | None = None) -> TrainingArguments:
     """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
     from_pretrained load each weight straight into its partition. fsdp_config (from sharding_plan) turns on FSDP."""
+    return TrainingArguments(**training_argument_values(cfg, precision, deepspeed_config, num_train_rows, has_eval,
+                                                        world_size, fsdp_config))
+
+
+def training_argument_values(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
+                             num_train_rows: int, has_eval: bool, world_size: int,
+                             fsdp_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of TrainingArguments (TRL's configs extend them: see trainer/preference.py)."""
     epoch_steps = steps_per_epoch(num_train_rows, cfg.micro_batch_size, cfg.gradient_accumulation_steps, world_size)
     tf32 = None
     if cfg.tf32:
@@ -101,7 +109,7 @@ def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config:
             log.warning("tf32: true ignored: no CUDA GPU")
     # fsdp_config.activation_checkpointing is FSDP's own; when FSDP runs as ZeRO (CPU) the Trainer's does the same.
     checkpointing = bool(cfg.gradient_checkpointing) or (fsdp_config is None and fsdp_activation_checkpointing(cfg))
-    return TrainingArguments(
+    return dict(
         output_dir=cfg.output_dir,
         # Without a GPU accelerate only starts torch.distributed (gloo) for DeepSpeed/DDP when told it is on CPU.
         use_cpu=not torch.cuda.is_available(),

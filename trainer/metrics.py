@@ -23,6 +23,10 @@ from hpcft.trainer.progress import StepClock, format_eval_line, format_step_line
 log = logging.getLogger("hpcft.trainer")
 
 TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch")
+# What preference tuning (rl:) adds to each line, from TRL's log names: the implicit rewards of the chosen and
+# rejected answers, the share of pairs ranked right, and the mean chosen - rejected margin.
+PREFERENCE_KEYS = {"rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
+                   "rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin"}
 
 
 def _number(value: Any) -> float | int | None:
@@ -36,10 +40,18 @@ def _number(value: Any) -> float | int | None:
 
 
 def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_norm: float | None,
-                        tokens_per_s: float | None, epoch: float | None) -> str:
-    """The one metrics line: a JSON object with exactly TRAIN_KEYS, in that order."""
+                        tokens_per_s: float | None, epoch: float | None, extra: dict[str, Any] | None = None) -> str:
+    """The one metrics line: a JSON object with TRAIN_KEYS in that order, then the `extra` values (preference
+    tuning's rewards) when there are any."""
     values = (step, loss, lr, grad_norm, tokens_per_s, epoch)
-    return json.dumps({key: _number(value) for key, value in zip(TRAIN_KEYS, values, strict=True)})
+    line = {key: _number(value) for key, value in zip(TRAIN_KEYS, values, strict=True)}
+    line.update({key: _number(value) for key, value in (extra or {}).items()})
+    return json.dumps(line)
+
+
+def preference_values(logs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The PREFERENCE_KEYS present in a log event (with `prefix`: eval_), under their metrics-line names."""
+    return {prefix + name: logs[prefix + key] for key, name in PREFERENCE_KEYS.items() if prefix + key in logs}
 
 
 class MetricsCallback(TrainerCallback):
@@ -68,17 +80,22 @@ class MetricsCallback(TrainerCallback):
             # num_input_tokens_seen is gathered over all ranks by the Trainer (non-padding tokens).
             now, tokens = time.perf_counter(), state.num_input_tokens_seen
             elapsed = now - self._last_time
-            tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 else None
+            # No token counted at all: the batches have no input_ids to count (ORPO's and SimPO's): unknown, not 0.
+            counted = tokens > 0
+            tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 and counted else None
             self._last_time, self._last_tokens = now, tokens
             line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
-                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch))
+                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch),
+                                       preference_values(logs))
             shown = format_step_line(state.global_step, state.max_steps, _number(logs.get("loss")),
                                      _number(logs.get("learning_rate")), _number(logs.get("grad_norm")),
                                      tokens_per_s, self.clock.elapsed(),
-                                     self.clock.left(state.global_step, state.max_steps))
+                                     self.clock.left(state.global_step, state.max_steps),
+                                     {k: _number(v) for k, v in preference_values(logs).items()})
         elif "eval_loss" in logs:
-            line = json.dumps({"step": state.global_step, "eval_loss": _number(logs["eval_loss"]),
-                               "epoch": _number(logs.get("epoch", state.epoch))})
+            values = {"step": state.global_step, "eval_loss": logs["eval_loss"],
+                      "epoch": logs.get("epoch", state.epoch), **preference_values(logs, "eval_")}
+            line = json.dumps({key: _number(value) for key, value in values.items()})
             shown = format_eval_line(state.global_step, state.max_steps, _number(logs["eval_loss"]))
         else:
             return

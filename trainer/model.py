@@ -135,32 +135,43 @@ def apply_rope_scaling(rope_scaling: dict[str, Any], config: Any) -> None:
     log.info("rope_scaling: %s", config.rope_parameters)
 
 
-def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
-    """Wrap the model with a new LoRA adapter, or continue the one in lora_model_dir."""
+def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PreTrainedModel:
+    """What the base model needs before an adapter is put on it: k-bit preparation or gradient checkpointing."""
     gc_kwargs = checkpointing_kwargs(cfg)
     if quantized and not zero3:
         # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
-                                                gradient_checkpointing_kwargs=gc_kwargs)
-    elif cfg.gradient_checkpointing:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
+                                               gradient_checkpointing_kwargs=gc_kwargs)
+    if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
         # Reentrant checkpointing: frozen embeddings give no grad, so checkpointed blocks would get none either.
         model.enable_input_require_grads()
-    if cfg.lora_model_dir:
-        log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
-        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
-    lora = LoraConfig(
+    return model
+
+
+def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
+    """The LoraConfig of a new adapter (rank, alpha, dropout, target and saved modules)."""
+    return LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=lora_target_modules(cfg, model), modules_to_save=cfg.lora_modules_to_save,
         fan_in_fan_out=cfg.lora_fan_in_fan_out, bias="none", task_type="CAUSAL_LM",
         use_dora=bool(cfg.peft_use_dora), use_rslora=bool(cfg.peft_use_rslora),
     )
-    return get_peft_model(model, lora)
+
+
+def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
+    """Wrap the model with a new LoRA adapter, or continue the one in lora_model_dir."""
+    model = prepare_for_adapter(cfg, model, quantized, zero3)
+    if cfg.lora_model_dir:
+        log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
+        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
+    return get_peft_model(model, lora_config(cfg, model))
 
 
 def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: Precision,
-               zero3: bool = False) -> PreTrainedModel | PeftModel:
-    """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter."""
+               zero3: bool = False, wrap_adapter: bool = True) -> PreTrainedModel | PeftModel:
+    """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter.
+    wrap_adapter=False prepares the base for an adapter that the caller's trainer adds (see trainer/preference.py)."""
     model_cls = getattr(transformers, cfg.model_type, None)
     if model_cls is None:
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
@@ -189,6 +200,8 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
     resize_embeddings(cfg, model, tokenizer)
     if cfg.unfrozen_parameters:
         freeze_except(model, cfg.unfrozen_parameters)
+    if cfg.adapter and not wrap_adapter:
+        return prepare_for_adapter(cfg, model, quantized=quant is not None, zero3=zero3)
     if cfg.adapter:
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
         if is_main_process():

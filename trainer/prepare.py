@@ -31,9 +31,10 @@ from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
+from hpcft.trainer.preference_data import tokenize_preference_dataset
 
-FORMAT_VERSION = 2  # bump when formats.py/packing.py change what they produce: old caches become stale
-_CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
+FORMAT_VERSION = 3  # bump when formats.py/packing.py change what they produce: old caches become stale
+_CACHE_FIELDS = ("rl", "sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
                  "chat_template_jinja", "eot_tokens", "shuffle_merged_datasets", "val_set_size", "seed",
                  "min_sample_len")
 
@@ -121,7 +122,21 @@ def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
                 entries.append({"where": where, "config": config, "files": hashes})
     payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
                "templates": _named_templates(cfg), **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
+    if cfg.rl and cfg.precompute_ref_log_probs:
+        payload["reference"] = reference_fingerprint(cfg)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def reference_fingerprint(cfg: TrainConfig) -> list[Any]:
+    """What identifies the reference model whose log-probs TRL caches next to the prepared data
+    (precompute_ref_log_probs): its weight files' paths, sizes and modification times, or its Hub name and revision.
+    TRL's own key hashes the loaded weights, which under ZeRO-3 are empty partitions on every rank: without this,
+    two models of one architecture would share the cached log-probs."""
+    folder = Path(cfg.base_model)
+    if not folder.is_dir():
+        return [cfg.base_model, cfg.model_revision]
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir())
+            if f.suffix in (".safetensors", ".bin", ".pt")]
 
 
 @contextmanager
@@ -157,7 +172,8 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
         raw = load_raw_dataset(ds, where, index, seed=cfg.seed)
         # Progress in a job's log, where the libraries' bars are off (trainer/progress.py): say what starts.
         log(f"{name}: tokenizing {len(raw)} rows ...")
-        tokenized, entry_counts = tokenize_dataset(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
+        tokenize = tokenize_preference_dataset if cfg.rl else tokenize_dataset
+        tokenized, entry_counts = tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)
         parts.append(tokenized)
@@ -171,6 +187,12 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
 def _val_size(value: float) -> int | float:
     """axolotl: val_set_size > 1 is a number of rows, otherwise a fraction."""
     return int(value) if value > 1 else float(value)
+
+
+def _token_count(dataset: datasets.Dataset) -> int:
+    """Tokens in a split: input_ids for SFT; prompt plus every answer for preference rows."""
+    columns = [c for c in dataset.column_names if c.endswith("_ids")]
+    return sum(len(ids) for column in columns for ids in dataset[column])
 
 
 def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
@@ -187,7 +209,7 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
         train, eval_ds = split["train"], split["test"]
     stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
     stats.update(train_samples=len(train), eval_samples=len(eval_ds) if eval_ds is not None else 0,
-                 train_tokens=sum(len(ids) for ids in train["input_ids"]))
+                 train_tokens=_token_count(train))
     if cfg.sample_packing:
         log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
         train = pack_dataset(train, cfg.sequence_len)

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+from typing import Any
 
 # Set before transformers/datasets/huggingface_hub are imported: their tqdm bars redraw with carriage returns,
 # which a batch job's log file keeps as one ever-growing line per bar (e.g. "Writing model shards" on every save).
@@ -51,8 +52,9 @@ def _finite(value: float | None) -> bool:
 
 def format_step_line(step: int, max_steps: int | None, loss: float | None, lr: float | None,
                      grad_norm: float | None, tokens_per_s: float | None, elapsed_s: float | None,
-                     left_s: float | None) -> str:
-    """The readable line of one logged step; missing values are left out, a diverged loss shows as nan."""
+                     left_s: float | None, preference: dict[str, Any] | None = None) -> str:
+    """The readable line of one logged step; missing values are left out, a diverged loss shows as nan.
+    `preference` (rl: runs) adds what users watch in DPO: reward accuracy, margin, chosen and rejected rewards."""
     parts = [f"step {step}/{max_steps}" if max_steps else f"step {step}"]
     parts.append(f"loss {loss:.3f}" if _finite(loss) else "loss nan")
     if _finite(lr):
@@ -65,7 +67,16 @@ def format_step_line(step: int, max_steps: int | None, loss: float | None, lr: f
         parts.append(f"{clock(elapsed_s)} elapsed")
     if _finite(left_s):
         parts.append(f"~{clock(left_s)} left")
+    for key, label in PREFERENCE_LABELS.items():
+        value = (preference or {}).get(key)
+        if _finite(value):
+            parts.append(f"{label} {value:.3g}")
     return "  ".join(parts)
+
+
+# metrics-line names of preference tuning's rewards -> their short label on the readable step line
+PREFERENCE_LABELS = {"reward_accuracy": "acc", "reward_margin": "margin", "rewards_chosen": "chosen",
+                     "rewards_rejected": "rejected"}
 
 
 def format_eval_line(step: int, max_steps: int | None, eval_loss: float | None) -> str:

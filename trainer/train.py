@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import check_config, resolve_precision, training_arguments
+from hpcft.trainer.args import check_config, resolve_precision, training_argument_values
 from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
@@ -35,6 +35,7 @@ from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
+from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
 from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.watchdog import HangWatchdog
@@ -47,21 +48,30 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
     data = prepare_datasets(cfg, tokenizer)
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available())
     precision = resolve_precision(cfg)
-    args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                              has_eval=data.eval is not None, world_size=world_size(), fsdp_config=fsdp_config)
+    # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
+    arg_values = training_argument_values(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
+                                          has_eval=data.eval is not None, world_size=world_size(),
+                                          fsdp_config=fsdp_config)
+    args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
-    model = load_model(cfg, tokenizer, precision, zero3=zero_stage(deepspeed_config) == 3 or fsdp_config is not None)
+    zero3 = zero_stage(deepspeed_config) == 3 or fsdp_config is not None
     stop = StopFileCallback.from_env()
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
                  CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank()),
                  *stopping_callbacks(cfg)]
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
-                      callbacks=[c for c in callbacks if c is not None])
+    callbacks = [c for c in callbacks if c is not None]
+    if cfg.rl:
+        model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
+        trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
+    else:
+        model = load_model(cfg, tokenizer, precision, zero3=zero3)
+        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
+                          callbacks=callbacks)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

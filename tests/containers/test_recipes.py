@@ -119,7 +119,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
     pins = {name: "0" for name in ("TORCH_VERSION", "TRANSFORMERS_VERSION", "PEFT_VERSION", "ACCELERATE_VERSION",
                                    "DEEPSPEED_VERSION", "DATASETS_VERSION", "BITSANDBYTES_VERSION",
                                    "FLASH_ATTN_VERSION", "MATPLOTLIB_VERSION",
-                                   "LIGER_KERNEL_VERSION")}
+                                   "LIGER_KERNEL_VERSION", "TRL_VERSION")}
     # `python` on PATH is this test's interpreter, as it is the image's in the container.
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     return subprocess.run(["bash", str(REPO / INSTALL_SCRIPT), *args], capture_output=True, text=True,

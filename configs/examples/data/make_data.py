@@ -1,4 +1,5 @@
-"""Regenerate the example data (chat.jsonl, pretrain.jsonl) deterministically: python make_data.py."""
+"""Regenerate the example data (chat.jsonl, pretrain.jsonl, preference.jsonl, kto.jsonl) deterministically:
+python make_data.py."""
 
 from __future__ import annotations
 
@@ -36,6 +37,24 @@ def conversation(rng: random.Random) -> dict:
     return {"conversations": turns}
 
 
+# Preference data the tiny model can learn: the chosen answer is the right one, the rejected one of a few evasions.
+EVASIONS = ["I do not know.", "Thank you! Hello, how are you?", "I am fine."]
+
+
+def preference_row(rng: random.Random) -> dict:
+    """One chatml.intel preference row: system (sometimes), question, chosen, rejected."""
+    question, answer = qa_pair(rng)
+    row = {"system": rng.choice(SYSTEMS)} if rng.random() < 0.3 else {}
+    return {**row, "question": question, "chosen": answer, "rejected": rng.choice(EVASIONS)}
+
+
+def kto_row(rng: random.Random) -> dict:
+    """One chatml.intel KTO row: the right answer is desirable (label true), an evasion undesirable."""
+    question, answer = qa_pair(rng)
+    good = rng.random() < 0.5
+    return {"question": question, "completion": answer if good else rng.choice(EVASIONS), "label": good}
+
+
 def main(out: Path = Path(__file__).parent, seed: int = 0) -> None:
     rng = random.Random(seed)
     with open(out / "chat.jsonl", "w") as f:
@@ -44,6 +63,13 @@ def main(out: Path = Path(__file__).parent, seed: int = 0) -> None:
     with open(out / "pretrain.jsonl", "w") as f:
         for _ in range(150):
             f.write(json.dumps({"text": " ".join(f"{q} {a}" for q, a in (qa_pair(rng) for _ in range(4)))}) + "\n")
+    rng = random.Random(seed + 1)  # its own stream: the older files stay as they were
+    with open(out / "preference.jsonl", "w") as f:
+        for _ in range(64):
+            f.write(json.dumps(preference_row(rng)) + "\n")
+    with open(out / "kto.jsonl", "w") as f:
+        for _ in range(64):
+            f.write(json.dumps(kto_row(rng)) + "\n")
 
 
 if __name__ == "__main__":
