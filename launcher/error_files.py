@@ -162,8 +162,10 @@ def _read_one(error_file: Path) -> _Entry | None:
         mtime_ns = error_file.stat().st_mtime_ns
     except OSError:
         mtime_ns = 0
-    failure = Failure(exception=text.strip().splitlines()[-1] if text.strip() else "unknown error",
-                      traceback=str(extra.get("py_callstack") or text),
+    callstack = str(extra.get("py_callstack") or "")
+    # The traceback's last line names the exception with its module, as the log shows it.
+    last = [line for line in (callstack or text).strip().splitlines() if line.strip()]
+    failure = Failure(exception=last[-1].strip() if last else "unknown error", traceback=callstack or text,
                       rank=note.get("rank") if isinstance(note.get("rank"), int) else None,
                       node_rank=note.get("node_rank") if isinstance(note.get("node_rank"), int) else None,
                       host=host, timestamp=stamp if stamp is not None else mtime_ns / 1e9, source=str(error_file))

@@ -22,6 +22,7 @@ _LINE = re.compile(rb"\n(?: *(\d+): )?(?:\[(?:rank|default)(\d+)\]: ?)?([^\n]*)"
 # torchrun's failure summary names the global rank of the worker that failed on its node.
 _TORCHRUN_RANK = re.compile(rb"^\s*rank\s*:\s*(\d+) \(local_rank: ?\d+\)")
 MAX_TRACEBACK_LINES = 400
+_AGENT_ERRORS = ("torch.distributed.elastic.multiprocessing.", "torch.distributed.elastic.agent.")
 
 
 @dataclass
@@ -41,6 +42,10 @@ def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int
         for block in cursor.blocks(final=True):
             _scan_block(scan, b"\n" + block[:-1], str(path))
         scan.open.clear()  # a traceback does not continue into another file
+    # torchrun's own tracebacks (ChildFailedError, SignalException) say that its workers failed or that it was
+    # stopped: a rank's failure when no rank left one, else counted among the ranks stopped by a signal.
+    own = [f for f in scan.found if not f.exception.startswith(_AGENT_ERRORS)]
+    scan.found = own or scan.found
     if not scan.found:
         return None
     for failure in scan.found:
@@ -88,9 +93,26 @@ def _scan_block(scan: _Scan, data: bytes, source: str) -> None:
         if lines is None:
             continue
         lines.append(text)
-        if (text and not text[0].isspace()) or len(lines) >= MAX_TRACEBACK_LINES:  # "ValueError: ..." ends it
+        if _ends_traceback(lines, text) or len(lines) >= MAX_TRACEBACK_LINES:
             del scan.open[key]
             keep = key not in scan.full
             scan.full.add(key)
-            scan.found.append(Failure(exception=text.strip(), traceback="\n".join(lines) if keep else "",
+            scan.found.append(Failure(exception=text.strip(), traceback=_dedent(lines) if keep else "",
                                       rank=worker, node_rank=task, source=source))
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip())
+
+
+def _ends_traceback(lines: list[str], text: str) -> bool:
+    """The exception line ("ValueError: ...") is indented two less than the "File" lines: not at all in a
+    traceback Python prints, two spaces in the one torchrun repeats in its failure summary."""
+    if not text.strip() or len(lines) < 3:
+        return False
+    return _indent(text) <= max(0, _indent(lines[1]) - 2)
+
+
+def _dedent(lines: list[str]) -> str:
+    shift = max(0, _indent(lines[1]) - 2) if len(lines) > 1 else 0
+    return "\n".join([lines[0], *(line[shift:] if _indent(line) >= shift else line for line in lines[1:])])

@@ -272,15 +272,17 @@ def byte_writer(out: IO[str]) -> Callable[[bytes], None]:
     return lambda data: out.write(data.decode(errors="replace"))
 
 
-def print_new(cursor: FileCursor, view: LogView, write: Callable[[bytes], None], final: bool = False) -> None:
+def print_new(cursor: FileCursor, view: LogView, write: Callable[[bytes], None], final: bool = False,
+              block_bytes: int = BLOCK_BYTES) -> None:
     """Print what was appended to the cursor's file since the last call."""
-    for block in cursor.blocks(final=final):
+    for block in cursor.blocks(final=final, block_bytes=block_bytes):
         shown = view.render(block)
         if shown:
             write(shown)
 
 
-def print_tail(cursor: FileCursor, view: LogView, lines: int, write: Callable[[bytes], None]) -> None:
+def print_tail(cursor: FileCursor, view: LogView, lines: int, write: Callable[[bytes], None],
+               block_bytes: int = BLOCK_BYTES) -> None:
     """Print the last `lines` lines the view shows and move the cursor to the end of the file.
 
     Without filters the start is found by counting newlines backwards; with --rank or --grep the file is read
@@ -292,11 +294,11 @@ def print_tail(cursor: FileCursor, view: LogView, lines: int, write: Callable[[b
         return
     if view.rank is None and view.grep is None and view.fixed_task is None:
         cursor.offset = tail_offset(path, lines)
-        print_new(cursor, view, write, final=True)
+        print_new(cursor, view, write, final=True, block_bytes=block_bytes)
         cursor.offset = end
         return
     kept: deque[bytes] = deque(maxlen=lines)
-    for block in reverse_blocks(path, end):
+    for block in reverse_blocks(path, end, block_bytes):
         shown = view.render(block).splitlines(keepends=True)
         for line in reversed(shown):
             if len(kept) == lines:
