@@ -34,13 +34,17 @@ class _Scan:
     task_rank: dict[int, int] = field(default_factory=dict)
 
 
-def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int | None = None) -> FailureReport | None:
-    """The first traceback of the first task srun reports as failed (else the first traceback at all)."""
+def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int | None = None,
+              file_tasks: dict[Path, int] | None = None) -> FailureReport | None:
+    """The first traceback of the first task srun reports as failed (else the first traceback at all).
+
+    file_tasks names the task of files written by one task only (submitit's <job>_<task>_log.err)."""
     scan = _Scan()
     for path in paths:
         cursor = FileCursor(path)
+        fixed = (file_tasks or {}).get(path)
         for block in cursor.blocks(final=True):
-            _scan_block(scan, b"\n" + block[:-1], str(path))
+            _scan_block(scan, b"\n" + block[:-1], str(path), fixed)
         scan.open.clear()  # a traceback does not continue into another file
     # torchrun's own tracebacks (ChildFailedError, SignalException) say that its workers failed or that it was
     # stopped: a rank's failure when no rank left one, else counted among the ranks stopped by a signal.
@@ -70,7 +74,7 @@ def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int
     return FailureReport(first, others, world_size, "log scan")
 
 
-def _scan_block(scan: _Scan, data: bytes, source: str) -> None:
+def _scan_block(scan: _Scan, data: bytes, source: str, fixed_task: int | None) -> None:
     if scan.srun_failed is None and b"srun: error:" in data:
         match = _SRUN_FAILED.search(data)
         if match:
@@ -78,7 +82,7 @@ def _scan_block(scan: _Scan, data: bytes, source: str) -> None:
     if not scan.open and _TRACEBACK not in data and b"(local_rank:" not in data:
         return
     for match in _LINE.finditer(data):
-        task = int(match.group(1)) if match.group(1) is not None else None
+        task = int(match.group(1)) if match.group(1) is not None else fixed_task
         worker = int(match.group(2)) if match.group(2) is not None else None
         text = match.group(3).decode(errors="replace").rstrip("\r")
         key = (task, worker)

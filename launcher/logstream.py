@@ -138,6 +138,9 @@ class LogView:
     labelled: bool = False  # set once a labelled line was seen (to tell a user that --rank cannot work)
     _prefixes: dict[bytes, bytes] = field(default_factory=dict, repr=False)
 
+    def forget_prefixes(self) -> None:
+        self._prefixes.clear()
+
     def task_prefix(self, task: bytes) -> bytes:
         """b"\\n[host/task] " for a task number as it appears in the label (cached: a few thousand tasks)."""
         cached = self._prefixes.get(task)
