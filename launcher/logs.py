@@ -151,8 +151,8 @@ def show_errors(run: RunRef, out: IO[str] | None = None) -> int:
     manifest = read_manifest(run.run_dir) if run.run_dir else {}
     launch = manifest.get("launch") or {}
     world_size = None
-    if isinstance(launch.get("nodes"), int) and isinstance(launch.get("nproc_per_node"), int):
-        world_size = launch["nodes"] * launch["nproc_per_node"]
+    if isinstance(launch.get("nodes"), int):  # launch.nproc_per_node: procs_per_node, else gpus_per_node, else 1
+        world_size = launch["nodes"] * (launch.get("procs_per_node") or launch.get("gpus_per_node") or 1)
     report = None
     if run.run_dir is not None and "_" not in run.job_id:  # an array task's files carry its own job id
         report = read_error_files(run.run_dir, run.job_id)

@@ -6,6 +6,7 @@ temporary folder next to the target, and renamed into place, so a failure leaves
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -62,6 +63,7 @@ def toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key) else toml_str(key)
 
 
+@functools.cache  # one environment per process: it caches the compiled templates (a sweep renders 1,000 times)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
@@ -219,7 +221,9 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
     data["deepspeed"] = str(deepspeed_path)
     header = (f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
               "# This is what the trainer reads; edit the source config and re-render instead.\n")
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    # libyaml's dumper when PyYAML has it: the same text, 10x faster (a 1,000-point sweep writes 1,000 of these).
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return header + yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
 def manifest(job: Job, run_dir: Path, command_line: list[str] | None) -> dict[str, Any]:
