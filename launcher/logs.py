@@ -62,6 +62,7 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
     cursors: dict[Path, tuple[FileCursor, LogView]] = {}
     shown_state = ""
     color = use_color(out)
+    first_pass = True
     while True:
         done = all(m.finished for m in members)
         if follow:
@@ -70,12 +71,13 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
             if path not in cursors:
                 cursor, view = FileCursor(path), _view_for(path, members, rank, grep, color)
                 cursors[path] = (cursor, view)
-                if tail is not None:
+                if tail is not None and first_pass:  # a file that appears later is new: all of it is shown
                     print_tail(cursor, view, tail, write)
             cursor, view = cursors[path]
             _refresh_hosts(view, path, members)
             # Once the job has ended its files are complete: read to the end, unfinished last lines included.
             print_new(cursor, view, write, final=done or not follow)
+        first_pass = False
         if done or not follow:
             break
         if deadline is not None and time.monotonic() > deadline:

@@ -298,7 +298,6 @@ def print_tail(cursor: FileCursor, view: LogView, lines: int, write: Callable[[b
     if view.rank is None and view.grep is None and view.fixed_task is None:
         cursor.offset = tail_offset(path, lines)
         print_new(cursor, view, write, final=True, block_bytes=block_bytes)
-        cursor.offset = end
         return
     kept: deque[bytes] = deque(maxlen=lines)
     for block in reverse_blocks(path, end, block_bytes):

@@ -73,6 +73,12 @@ def test_status_lists_recent_runs_and_logs_filter_by_rank(workspace, run_cli):
     everything = run_cli("logs", labelled)
     assert "[node1/0] step 3 on rank 0" in everything.out and "[node2/1] step 3 on rank 1" in everything.out
     assert "\033[" not in everything.out  # not a terminal: no colour codes
+    # --tail reads each file from its end; --grep matches the text after the label.
+    tail = run_cli("logs", labelled, "--rank", "1", "--tail", "2")
+    assert tail.out.splitlines() == ["[node2/1] step 2 on rank 1", "[node2/1] step 3 on rank 1"], tail.out
+    grep = run_cli("logs", labelled, "--grep", "^step [13] ")
+    assert sorted(grep.out.splitlines()) == ["[node1/0] step 1 on rank 0", "[node1/0] step 3 on rank 0",
+                                             "[node2/1] step 1 on rank 1", "[node2/1] step 3 on rank 1"], grep.out
 
     # On a terminal (a pty made by `script`) each rank's label has its own colour.
     hpcft = shutil.which("hpcft") or str(Path(sys.executable).with_name("hpcft"))
