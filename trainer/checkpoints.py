@@ -9,7 +9,6 @@ runs after the marker and only ever deletes older checkpoints, never the newest 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -21,11 +20,12 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.protocol import COMPLETE_MARKER, is_complete
+from hpcft.launcher.protocol import write_complete_marker as mark_complete
 from hpcft.launcher.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 
-COMPLETE_MARKER = "hpcft_complete.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -33,11 +33,6 @@ def checkpoint_step(path: Path) -> int | None:
     """The step of a `checkpoint-<step>` folder, None for anything else."""
     match = _CHECKPOINT_RE.match(path.name)
     return int(match.group(1)) if match and path.is_dir() else None
-
-
-def is_complete(path: Path) -> bool:
-    """A checkpoint is complete when every rank finished writing it (rank 0 then wrote the marker)."""
-    return (path / COMPLETE_MARKER).is_file()
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -53,13 +48,6 @@ def find_latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete checkpoint with the highest step in output_dir, or None."""
     complete = [p for p in list_checkpoints(output_dir) if is_complete(p)]
     return complete[-1] if complete else None
-
-
-def mark_complete(path: Path, step: int, world_size: int) -> None:
-    """Write the completeness marker (rank 0, after the barrier); written to a temp name then renamed."""
-    tmp = path / f".{COMPLETE_MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step, "world_size": world_size, "time": time.time()}) + "\n")
-    tmp.replace(path / COMPLETE_MARKER)
 
 
 def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None) -> list[Path]:

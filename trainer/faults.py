@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hpcft.launcher.protocol import stop_file_from_env
+
 log = logging.getLogger("hpcft.trainer")
 
 
@@ -89,7 +91,7 @@ class StopFileCallback(TrainerCallback):
     @classmethod
     def from_env(cls) -> StopFileCallback | None:
         """The callback for HPCFT_STOP_FILE, or None when it is not set."""
-        path = os.environ.get("HPCFT_STOP_FILE")
+        path = stop_file_from_env()
         return cls(path) if path else None
 
     def _any_rank_sees_file(self, args: TrainingArguments) -> bool:

@@ -16,16 +16,15 @@ from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
+from hpcft.launcher.deepspeed_config import resolve_deepspeed, zero_stage
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import check_config, resolve_precision, training_arguments
 from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
-    load_deepspeed_config,
     rank,
     world_size,
-    zero_stage,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
@@ -40,7 +39,8 @@ log = logging.getLogger("hpcft.trainer")
 def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Trainer, StopFileCallback | None]:
     """Data, arguments, model and callbacks, assembled into a transformers Trainer."""
     data = prepare_datasets(cfg, tokenizer)
-    deepspeed_config = load_deepspeed_config(cfg.deepspeed)
+    # A rendered train.yaml names <run dir>/deepspeed.json, already resolved: this returns it unchanged.
+    deepspeed_config = resolve_deepspeed(cfg.deepspeed, cfg, world_size()) if cfg.deepspeed else None
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
                               has_eval=data.eval is not None, world_size=world_size())
@@ -62,7 +62,7 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
 
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
     """Save the trained model (or adapter) and tokenizer so from_pretrained loads output_dir; check it is not empty."""
-    # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (distributed.load_deepspeed_config
+    # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (deepspeed_config.resolve_deepspeed
     # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them.
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
