@@ -3,10 +3,12 @@
 A real job runs on the local Slurm cluster (a few seconds, a stand-in Python); its log is then replaced by a
 synthetic `srun --label`led one of the given size (bench/synthetic_log.py: 512 node tasks x 4 ranks, NCCL
 chatter, a requeue, task 377's traceback near the end) and its manifest says 512 nodes. Each command runs as
-its own process; peak memory is that process's max RSS (os.wait4).
+its own process; peak memory is that process's max RSS (GNU time's %M).
 
 Run (holding the shared cluster lock only while the job runs):
     python bench/log_scale.py --sizes 300M 1G [--keep]
+or, with the run directory of a job that already ran on the local cluster (its logs are not touched):
+    python bench/log_scale.py --run-dir runs/tiny-cpu/20261130-042956
 Files go to /var/tmp/hpcft-log-scale (deleted at the end unless --keep).
 """
 
@@ -74,17 +76,21 @@ def finished_job(work: Path, env: dict[str, str]) -> tuple[str, Path]:
 
 def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MB, last line of stdout) of one command."""
+    # GNU time reports the command's own peak: a child forked straight from this Python would be charged this
+    # process's RSS at the fork (Linux carries the high-water mark across exec).
+    peak_file = cwd / "bench-peak.txt"
     start = time.perf_counter()
     with open(cwd / "bench-out.txt", "wb") as sink:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *argv], cwd=cwd, env=env,
+                              stdout=sink, stderr=subprocess.DEVNULL).returncode
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise SystemExit(f"{argv} exited {os.waitstatus_to_exitcode(status)}")
+    if code not in (0, 1):
+        raise SystemExit(f"{argv} exited {code}")
+    peak_kb = int(peak_file.read_text().split()[-1])
     with open(cwd / "bench-out.txt", "rb") as handle:
         handle.seek(max(0, os.fstat(handle.fileno()).st_size - 400))
         last = handle.read().decode(errors="replace").strip().splitlines()
-    return wall, usage.ru_maxrss / 1024, last[-1] if last else ""
+    return wall, peak_kb / 1024, last[-1] if last else ""
 
 
 def main() -> None:
@@ -94,6 +100,8 @@ def main() -> None:
     parser.add_argument("--root", default="/var/tmp/hpcft-log-scale")
     parser.add_argument("--keep", action="store_true", help="keep the generated logs")
     parser.add_argument("--no-record", action="store_true", help="print the table only")
+    parser.add_argument("--run-dir", help="a run directory of a finished job to copy and use instead of running one "
+                                          "(when the shared cluster is busy)")
     args = parser.parse_args()
     root = Path(args.root)
     shutil.rmtree(root, ignore_errors=True)
@@ -104,7 +112,12 @@ def main() -> None:
     hpcft = str(Path(sys.executable).parent / "hpcft")
     rows = []
     try:
-        job_id, run_dir = finished_job(root / "work", env)
+        if args.run_dir:
+            run_dir = root / "run"
+            shutil.copytree(args.run_dir, run_dir, ignore=shutil.ignore_patterns("torchelastic", "logs"))
+            job_id = str(json.loads((run_dir / "manifest.json").read_text())["job_id"])
+        else:
+            job_id, run_dir = finished_job(root / "work", env)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         manifest["launch"].update(nodes=args.tasks, procs_per_node=4)  # the job the synthetic log pretends to be
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -132,11 +145,13 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    notes = (f"A finished 2-node job of the local Slurm cluster with its log replaced by a synthetic one of "
-             f"{args.tasks} `srun --label`led node tasks (bench/synthetic_log.py); every command is one process, "
-             "its output to a file; peak = the process's max RSS. `--errors` names task 377's traceback (rank 1509) "
-             "from the log scan (the synthetic job has no error files). The machine is a shared 2-core VM: other "
-             "engineers' jobs load it at the same time, so walls vary by 2x from run to run; compare rows of one run.")
+    notes = (f"A finished 2-node job of the local Slurm cluster (job {job_id}) with its log replaced by a "
+             f"synthetic one of {args.tasks} `srun --label`led node tasks (bench/synthetic_log.py); every "
+             "command is one process, its output to a file; peak = the process's max RSS (GNU time). "
+             "`--errors` names task 377's traceback (rank 1509) from the log scan (the synthetic job has no "
+             "error files). The job's 2 real nodes name only tasks 0-1 (others show as [?/N]). The machine is a "
+             "shared 2-core VM: other engineers' jobs load it at the same time, so walls vary by 2x from run "
+             "to run; compare rows of one run.")
     if args.no_record:
         print(notes)
     else:
