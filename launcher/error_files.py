@@ -18,8 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ERROR_DIR = "torchelastic"
-WORKER_NOTE = "hpcft-worker.json"
+from hpcft.launcher.protocol import TORCHELASTIC_DIR, WORKER_NOTE
+
+ERROR_DIR = TORCHELASTIC_DIR
 
 
 @dataclass

@@ -38,7 +38,8 @@ def _setup_logging() -> None:
 
 def note_worker() -> None:
     """Next to this rank's error file, note who it is (global rank, node, host): torch's file does not say."""
-    from hpcft.launcher.error_files import WORKER_NOTE, worker_note
+    from hpcft.launcher.error_files import worker_note
+    from hpcft.launcher.protocol import WORKER_NOTE
 
     note = worker_note(dict(os.environ))
     if note is None:
