@@ -48,6 +48,7 @@ def torchrun_command(job: Job, run_dir: Path) -> str:
     torchrun = ('"$HPCFT_PYTHON" -m torch.distributed.run --nnodes="$SLURM_NNODES" '
                 '--nproc_per_node="$HPCFT_NPROC_PER_NODE" --node_rank="$SLURM_PROCID" --rdzv_backend=c10d '
                 '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$SLURM_JOB_ID" --max_restarts=0 '
+                '--log-dir="$HPCFT_RUN_DIR/torchelastic/${SLURMD_NODENAME:-$(hostname)}" '
                 '-m hpcft.trainer train "$HPCFT_TRAIN_YAML"')
     if job.cfg.launch.nodes == 1:
         return torchrun

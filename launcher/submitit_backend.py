@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
+from hpcft.launcher.protocol import TORCHELASTIC_DIR
 from hpcft.launcher.slurm import SlurmError
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -32,7 +34,8 @@ class TorchrunOnNode:
                 f"--nnodes={env['SLURM_NNODES']}", f"--nproc_per_node={env['HPCFT_NPROC_PER_NODE']}",
                 f"--node_rank={env['SLURM_PROCID']}", "--rdzv_backend=c10d",
                 f"--rdzv_endpoint={env['MASTER_ADDR']}:{env['MASTER_PORT']}", f"--rdzv_id={env['SLURM_JOB_ID']}",
-                "--max_restarts=0", "-m", "hpcft.trainer", "train", env["HPCFT_TRAIN_YAML"]]
+                "--max_restarts=0", f"--log-dir={error_files_dir(env)}",
+                "-m", "hpcft.trainer", "train", env["HPCFT_TRAIN_YAML"]]
         self._proc = subprocess.Popen(argv)
         code = self._proc.wait()
         if code != 0:
@@ -122,3 +125,9 @@ def submit_with_submitit(job: Job, run_dir: Path) -> Any:
         return executor.submit(TorchrunOnNode(exec_words, stop_grace_s=max(10, launch.signal_grace - 10)))
     except Exception as exc:  # submitit wraps sbatch's refusal in its own exception types
         raise SlurmError(f"sbatch refused the job (submitit): {slurm.slurm_message(str(exc))}") from None
+
+
+def error_files_dir(env: Mapping[str, str]) -> str:
+    """torchrun's --log-dir on this node, as job.sbatch gives it: torch's error files, kept in the run directory."""
+    host = env.get("SLURMD_NODENAME") or os.uname().nodename
+    return f"{env['HPCFT_RUN_DIR']}/{TORCHELASTIC_DIR}/{host}"
