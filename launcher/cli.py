@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -227,7 +228,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     tail = args.tail
     if tail is None and args.follow and not args.all:
         tail = 10  # as `tail -f`: the recent lines, then what comes
-    code = follow_job(run, follow=args.follow, rank=args.rank, grep=grep, tail=tail)
+    try:
+        code = follow_job(run, follow=args.follow, rank=args.rank, grep=grep, tail=tail)
+    except BrokenPipeError:
+        # `hpcft logs JOB | head`: the reader has what it wanted; stop quietly, as cat and grep do. stdout goes
+        # to /dev/null so that Python's flush at exit does not fail on the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code if args.follow else 0
 
 
