@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.error_files import failure_kind, format_report, read_error_files
+from hpcft.launcher.error_files import failure_kind, format_report, read_error_files, worker_note
 from hpcft.launcher.log_scan import scan_logs
 from hpcft.launcher.logstream import FileCursor, LogView, print_new, print_tail, tail_offset
 
@@ -197,3 +197,12 @@ def test_a_real_two_node_crash_gives_the_same_answer_from_error_files_and_from_t
                                           "injected crash on rank 1")
         assert 'in on_step_end\n    raise InjectedFault(' in report.first.traceback
         assert report.others_summary() == "1 other rank failed after it: 1 lost peer"
+
+
+def test_worker_note_names_the_rank_and_slurms_node_name():
+    env = {"TORCHELASTIC_ERROR_FILE": "/run/torchelastic/node2/7_x/attempt_0/1/error.json", "RANK": "5",
+           "LOCAL_RANK": "1", "WORLD_SIZE": "8", "SLURM_PROCID": "2", "SLURMD_NODENAME": "node2",
+           "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}
+    assert worker_note(env) == {"rank": 5, "local_rank": 1, "world_size": 8, "node_rank": 2, "host": "node2",
+                                "job_id": "7", "restart": 1}
+    assert worker_note({"RANK": "0"}) is None  # not under torchrun: no error file to sit next to
