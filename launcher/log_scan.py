@@ -22,7 +22,7 @@ _LINE = re.compile(rb"\n(?: *(\d+): )?(?:\[(?:rank|default)(\d+)\]: ?)?([^\n]*)"
 # torchrun's failure summary names the global rank of the worker that failed on its node.
 _TORCHRUN_RANK = re.compile(rb"^\s*rank\s*:\s*(\d+) \(local_rank: ?\d+\)")
 MAX_TRACEBACK_LINES = 400
-_AGENT_ERRORS = ("torch.distributed.elastic.multiprocessing.", "torch.distributed.elastic.agent.")
+_AGENT_ERRORS = ("torch.distributed.elastic.",)
 
 
 @dataclass
@@ -46,10 +46,14 @@ def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int
         for block in cursor.blocks(final=True):
             _scan_block(scan, b"\n" + block[:-1], str(path), fixed)
         scan.open.clear()  # a traceback does not continue into another file
-    # torchrun's own tracebacks (ChildFailedError, SignalException) say that its workers failed or that it was
-    # stopped: a rank's failure when no rank left one, else counted among the ranks stopped by a signal.
-    own = [f for f in scan.found if not f.exception.startswith(_AGENT_ERRORS)]
-    scan.found = own or scan.found
+    # torch prefixes its workers' lines with [rankN]:; where it did, an unprefixed traceback is torchrun's own
+    # (ChildFailedError, SignalException, a lost rendezvous store): what happened to its workers, not a rank's
+    # failure. Without prefixes, torchrun's tracebacks are known by their exception's module.
+    workers = [f for f in scan.found if f.rank is not None]
+    if workers:
+        scan.found = workers
+    else:
+        scan.found = [f for f in scan.found if not f.exception.startswith(_AGENT_ERRORS)] or scan.found
     if not scan.found:
         return None
     for failure in scan.found:

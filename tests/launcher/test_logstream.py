@@ -206,3 +206,14 @@ def test_worker_note_names_the_rank_and_slurms_node_name():
     assert worker_note(env) == {"rank": 5, "local_rank": 1, "world_size": 8, "node_rank": 2, "host": "node2",
                                 "job_id": "7", "restart": 1}
     assert worker_note({"RANK": "0"}) is None  # not under torchrun: no error file to sit next to
+
+
+def test_torchruns_own_tracebacks_are_not_counted_as_failed_ranks():
+    """Captured from the local cluster: after rank 1 (node2) crashed, node1's torchrun lost the rendezvous store and
+    printed its own chained DistNetworkError / RendezvousConnectionError tracebacks, without a [rankN]: prefix."""
+    logs = DATA / "errors" / "crash-2node-store-lost" / "logs"
+    report = scan_logs([logs / "slurm-57.err", logs / "slurm-57.out"], ["node1", "node2"], world_size=2)
+    assert report is not None
+    assert (report.first.rank, report.first.host, report.first.node_rank) == (1, "node2", 1)
+    assert report.first.exception.startswith("hpcft.trainer.faults.InjectedFault")
+    assert report.others_summary() == "1 other rank failed after it: 1 lost peer"
