@@ -223,6 +223,8 @@ class LogView:
             end = len(data) if end < 0 else end
             line = data[start:end]
             position = end if end > start else end + 1
+            if b"(restart " in line and _RESTART.match(line):
+                continue  # a restart's first line comes with its separator (below)
             label = _LABEL.match(line)
             if label:
                 self.labelled = True

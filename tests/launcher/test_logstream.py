@@ -81,7 +81,8 @@ def test_memory_does_not_grow_with_the_log(big_log):
 
 
 @pytest.mark.parametrize(("rank", "grep"), [(377, None), (0, None), (None, "Watchdog caught"),
-                                             (None, r"^\[rank\d+\]: torch\."), (0, r"\"loss\": 2\.")])
+                                             (None, r"^\[rank\d+\]: torch\."), (0, r"\"loss\": 2\."),
+                                             (None, "hpcft: |NCCL INFO Channel 23")])
 def test_rank_and_grep_filters_match_a_line_by_line_filter(big_log, rank, grep):
     view = LogView(HOSTS, rank=rank, grep=re.compile(grep.encode()) if grep else None)
     got = streamed(big_log.out, view)
