@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shlex
 import shutil
 import sys
@@ -152,9 +154,17 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
 
     logs = sub.add_parser("logs", help="print (and follow) a job's logs, prefixed by node/rank")
     logs.add_argument("ref", nargs="?", default="latest", help="JOBID, RUN_DIR or 'latest' (default)")
-    logs.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="follow until the job ends, starting from the last 10 lines (see --tail, --all)")
+    logs.add_argument("--tail", type=int, metavar="N",
+                      help="only the last N lines of each log file (read from its end)")
+    logs.add_argument("--all", action="store_true", help="with -f: print the whole log first, not its last lines")
     logs.add_argument("--rank", type=int, help="only this node rank (the Slurm task, SLURM_PROCID)")
-    logs.add_argument("--errors", action="store_true", help="show the first traceback of the first failing rank")
+    logs.add_argument("--grep", metavar="PATTERN",
+                      help="only lines matching this Python regular expression (the [host/rank] label excluded)")
+    logs.add_argument("--errors", action="store_true",
+                      help="the first failure: rank, host and traceback (from torch's error files, else the logs), "
+                           "and how many ranks failed after it")
     logs.set_defaults(func=cmd_logs)
 
     status = sub.add_parser("status", help="a table of hpcft runs: state, elapsed, restarts, last step and loss")
@@ -242,10 +252,27 @@ def cmd_interactive(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from hpcft.launcher.logs import follow_job, show_errors
 
+    if args.tail is not None and args.tail < 0:
+        raise ConfigError(f"--tail {args.tail}: give a number of lines >= 0")
+    grep = None
+    if args.grep is not None:
+        try:
+            grep = re.compile(args.grep.encode())
+        except re.error as exc:
+            raise ConfigError(f"--grep '{args.grep}' is not a valid regular expression ({exc})") from None
     run = resolve_run(args.ref)
     if args.errors:
         return show_errors(run)
-    code = follow_job(run, follow=args.follow, rank=args.rank)
+    tail = args.tail
+    if tail is None and args.follow and not args.all:
+        tail = 10  # as `tail -f`: the recent lines, then what comes
+    try:
+        code = follow_job(run, follow=args.follow, rank=args.rank, grep=grep, tail=tail)
+    except BrokenPipeError:
+        # `hpcft logs JOB | head`: the reader has what it wanted; stop quietly, as cat and grep do. stdout goes
+        # to /dev/null so that Python's flush at exit does not fail on the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code if args.follow else 0
 
 

@@ -338,11 +338,13 @@ def token_like_values(data: Any, key: str = "") -> list[str]:
 
 
 def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | None = None,
-             cli_launch: dict[str, Any] | None = None) -> Job:
-    """The whole front half of hpcft: read, merge, interpolate, check keys and paths, validate."""
+             cli_launch: dict[str, Any] | None = None, profile: Profile | None = None) -> Job:
+    """The whole front half of hpcft: read, merge, interpolate, check keys and paths, validate.
+
+    profile: the profile already loaded (a sweep loads it once for all its points)."""
     path = Path(config_path).expanduser().resolve()
     where = str(config_path)
-    profile = load_profile(profile_name)
+    profile = profile or load_profile(profile_name)
     raw = read_yaml_config(path)
     raw = apply_overrides(raw, overrides or [], config=where)
     data = resolve_interpolations(raw, where)

@@ -254,6 +254,9 @@ def _torchrun() -> list[str]:
     return [f'"${protocol.PYTHON_ENV}"', "-m", "torch.distributed.run", '--nnodes="$SLURM_NNODES"',
             f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"', '--node_rank="$SLURM_PROCID"', "--rdzv_backend=c10d",
             '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id="$SLURM_JOB_ID"', "--max_restarts=0",
+            # torch elastic's error files of this node's ranks, kept in the run directory (one folder per node):
+            # `hpcft logs --errors` reads the first failure of the job from them (error_files.py).
+            f'--log-dir="${protocol.RUN_DIR_ENV}/{protocol.TORCHELASTIC_DIR}/${{SLURMD_NODENAME:-$(hostname)}}"',
             "-m", "hpcft.trainer", "train", f'"${protocol.TRAIN_YAML_ENV}"']
 
 

@@ -30,6 +30,9 @@ METRICS_FILE = "metrics.jsonl"  # in output_dir: one JSON object per logging ste
 STARTS_FILE = "starts.jsonl"  # in output_dir: one JSON object per training start (first run and each resume)
 COMPLETE_MARKER = "hpcft_complete.json"  # in checkpoint-<step>/: written once every rank has saved
 STACKS_DIR = "stacks"  # in the run directory: Python stacks dumped by the hang watchdog
+# In the run directory: torchrun's --log-dir, one folder per node (<host>/), holding torch elastic's error files.
+TORCHELASTIC_DIR = "torchelastic"
+WORKER_NOTE = "hpcft-worker.json"  # next to each rank's error.json: its global rank, node rank and host
 
 # The stop file as a shell word (expanded on the node, where SLURM_JOB_ID is known): one file per job id, so a
 # requeued job does not see the previous allocation's file.

@@ -6,6 +6,7 @@ temporary folder next to the target, and renamed into place, so a failure leaves
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from hpcft.launcher.schema import TrainConfig
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
 
 
+@functools.cache  # one environment per process: it caches the compiled templates (a sweep renders 1,000 times)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
@@ -118,7 +120,9 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
     else:
         header += (f"# fsdp: PyTorch FSDP{fsdp_version(cfg)} through accelerate, no DeepSpeed; fsdp.json shows the "
                    "settings the Trainer receives.\n")
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    # libyaml's dumper when PyYAML has it: the same text, 10x faster (a 1,000-point sweep writes 1,000 of these).
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return header + yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
 def manifest(job: Job, run_dir: Path, command_line: list[str] | None) -> dict[str, Any]:

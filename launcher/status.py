@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpcft.launcher import slurm
@@ -40,16 +41,24 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
         accounted = {m.job_id: m for m in slurm.sacct_jobs(ids)}
     except SlurmError:  # no accounting on this cluster: live jobs only
         accounted = {}
+    # Grouped once by job: an index of 10,000 runs or a 1,000-task array is one pass, not runs x members.
+    by_job: dict[str, dict[str, JobInfo]] = {}
+    for member in accounted.values():
+        by_job.setdefault(member.array_job_id, {})[member.job_id] = member
+    for member in live:
+        # The controller's view wins while it holds the job; accounting fills in the rest and the restarts.
+        group = by_job.setdefault(member.array_job_id, {})
+        member.restarts = max(member.restarts, group[member.job_id].restarts if member.job_id in group else 0)
+        group[member.job_id] = member
+    manifests: dict[Path, dict[str, Any]] = {}
     rows: list[StatusRow] = []
     for run in runs:
-        base = run.job_id.split("_")[0]
-        # The controller's view wins while it holds the job; accounting fills in the rest and the restarts.
-        members = {m.job_id: m for m in accounted.values() if m.array_job_id == base}
-        for m in live:
-            if m.array_job_id == base:
-                m.restarts = max(m.restarts, members[m.job_id].restarts if m.job_id in members else 0)
-                members[m.job_id] = m
-        manifest = read_manifest(run.run_dir) if run.run_dir else {}
+        members = by_job.get(run.job_id.split("_")[0], {})
+        manifest = {}
+        if run.run_dir:
+            if run.run_dir not in manifests:
+                manifests[run.run_dir] = read_manifest(run.run_dir)
+            manifest = manifests[run.run_dir]
         if not members:
             rows.append(StatusRow(run.job_id, manifest.get("job_name") or "", "UNKNOWN", "", 0, 0,
                                   run_dir=str(run.run_dir or "")))

@@ -41,7 +41,8 @@ def load_sweep(config: str | Path, profile: str, overrides: list[str], cli_launc
     points = []
     for index, point in enumerate(sweep_points(specs)):
         own = [*overrides, *point, f"output_dir={base.cfg.output_dir}/point-{index}"]
-        points.append(SweepPoint(index, point, load_job(config, profile, overrides=own, cli_launch=cli_launch)))
+        points.append(SweepPoint(index, point, load_job(config, profile, overrides=own, cli_launch=cli_launch,
+                                                        profile=base.profile)))
     return points
 
 

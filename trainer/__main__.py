@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -41,6 +42,22 @@ def _setup_logging() -> None:
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
 
+def note_worker() -> None:
+    """Next to this rank's error file, note who it is (global rank, node, host): torch's file does not say."""
+    from hpcft.launcher.error_files import worker_note
+    from hpcft.launcher.protocol import WORKER_NOTE
+
+    note = worker_note(dict(os.environ))
+    if note is None:
+        return
+    path = os.path.join(os.path.dirname(os.environ["TORCHELASTIC_ERROR_FILE"]), WORKER_NOTE)
+    try:
+        with open(path, "w") as handle:
+            json.dump(note, handle)
+    except OSError as exc:  # a read-only or vanished log dir must not stop training
+        logging.getLogger("hpcft.trainer").warning("could not write %s: %s", path, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the sub-command, turn bad input into one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else argv
@@ -52,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
         if args.command == "train":
+            from torch.distributed.elastic.multiprocessing.errors import record
+
             from hpcft.trainer.train import train
 
-            return train(args.config)
+            note_worker()
+            # record: an exception on this rank is written to torchrun's TORCHELASTIC_ERROR_FILE (in the run
+            # directory, see job.sbatch), where `hpcft logs --errors` finds the first failure of the job.
+            return record(train)(args.config)
         if args.command == "preprocess":
             from hpcft.trainer.prepare import run_preprocess
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -96,11 +97,32 @@ def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_w
     assert " FAILED " in run_cli("status", "latest").out
     errors = run_cli("logs", "--errors")
     assert errors.code == 0
+    # From torch's error files (trainer/__main__.py records them, torchrun keeps them in the run directory).
     # c10d rendezvous hands out global ranks in arrival order: global rank 1 may run on either node.
-    where = re.search(r"first traceback on (node\d) \(node rank (\d), global rank 1\)", errors.out)
+    where = re.search(r"^first failure of job \d+: global rank 1 on (node\d) \(node rank (\d)\) at [-\d]+ [:\d]+ "
+                      r"\(from the error files: \S+/torchelastic/node\d/", errors.out, re.M)
     assert where and where.group(1) == f"node{int(where.group(2)) + 1}", errors.out
     assert "Traceback (most recent call last):" in errors.out
-    assert "InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
+    assert "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
+    # Rank 0 either lost its peer in a collective (its own error file) or was stopped by torchrun/srun first.
+    assert re.fullmatch(r"1 other rank failed after it: 1 (lost peer|stopped by a signal \(no error of its own\))",
+                        errors.out.rstrip().splitlines()[-1]), errors.out
+
+    # Without the error files (a crash before the trainer started, another tool's job): the same answer, from
+    # a scan of the logs.
+    run_dir = next(real_workspace.glob("runs/*/*/manifest.json")).parent
+    shutil.rmtree(run_dir / "torchelastic")
+    scanned = run_cli("logs", "--errors")
+    assert scanned.code == 0 and "(from the log scan: " in scanned.out, scanned.out
+    assert _failure_essentials(scanned.out) == _failure_essentials(errors.out)
+
+
+def _failure_essentials(report: str) -> list[str]:
+    """Who failed, with what, and how many after it; not where it was read from nor the traceback's frames."""
+    lines = report.rstrip().splitlines()
+    who = re.sub(r"( at [-\d]+ [:\d]+)? \(from the .*$", "", lines[0])
+    exception = next(line for line in lines if line.startswith("hpcft.trainer.faults.InjectedFault"))
+    return [who, exception, lines[-1]]
 
 
 def test_a_hanging_rank_is_ended_by_the_watchdog_with_stacks_saved(tiny_cpu, real_workspace, run_cli):

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import logs, slurm, submitit_backend, sweeps
+from hpcft.launcher import slurm, submitit_backend, sweeps
+from hpcft.launcher.log_scan import scan_logs
+from hpcft.launcher.logstream import FileCursor, LogView, print_new
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -122,36 +124,38 @@ def test_expand_hostlist(nodelist, hosts):
     assert slurm.expand_hostlist(nodelist) == hosts
 
 
-def _log_lines(*names: str) -> list[logs.LogLine]:
-    tailer = logs.LogTailer()
-    return tailer.read_new([DATA / n for n in names], final=True)
+def _shown(name: str, hosts: list[str]) -> list[str]:
+    out: list[bytes] = []
+    print_new(FileCursor(DATA / name), LogView(hosts), out.append, final=True)
+    return b"".join(out).decode().splitlines()
 
 
 def test_srun_labels_become_node_and_rank_prefixes():
-    lines = _log_lines("srun_label_hostname.out")
-    assert sorted(logs.format_line(line, ["node1", "node2"], prefix=True) for line in lines) == [
+    assert sorted(_shown("srun_label_hostname.out", ["node1", "node2"])) == [
         "[node1/0] node1 SLURM_PROCID=0", "[node2/1] node2 SLURM_PROCID=1"]
 
 
 def test_first_traceback_is_the_failing_ranks():
-    tb = logs.first_traceback(_log_lines("srun_label_traceback.err", "srun_label_traceback.out"))
-    assert tb is not None and tb.task == 1
-    assert tb.text.splitlines()[0] == "Traceback (most recent call last):"
-    assert tb.text.splitlines()[-1] == "ValueError: fake failure on node rank 1"
+    report = scan_logs([DATA / "srun_label_traceback.err", DATA / "srun_label_traceback.out"], ["node1", "node2"])
+    assert report is not None and report.first.node_rank == 1 and report.first.host == "node2"
+    assert report.first.traceback.splitlines()[0] == "Traceback (most recent call last):"
+    assert report.first.traceback.splitlines()[-1] == "ValueError: fake failure on node rank 1"
 
 
 def test_no_traceback_in_a_clean_log():
-    assert logs.first_traceback(_log_lines("srun_label_hostname.out")) is None
+    assert scan_logs([DATA / "srun_label_hostname.out"]) is None
 
 
-def test_tailer_holds_back_an_unfinished_line(tmp_path):
+def test_cursor_holds_back_an_unfinished_line(tmp_path):
     log = tmp_path / "x.out"
     log.write_text("0: one\n0: tw")
-    tailer = logs.LogTailer()
-    assert [line.text for line in tailer.read_new([log])] == ["one"]
+    cursor, view, out = FileCursor(log), LogView(["n1"], prefix=False), []
+    print_new(cursor, view, out.append)
+    assert out == [b"one\n"]
     with log.open("a") as handle:
         handle.write("o\n")
-    assert [(line.text, line.task) for line in tailer.read_new([log])] == [("two", 0)]
+    print_new(cursor, view, out.append)
+    assert out == [b"one\n", b"two\n"]
 
 
 @pytest.mark.parametrize("value, minutes", [("00:20:00", 20), ("1-00:00:00", 1440), ("90", 90), ("01:30", 2),
@@ -193,9 +197,9 @@ def test_lifecycle_modules_import_neither_torch_nor_submitit():
 def test_first_traceback_of_the_real_trainer_is_the_workers_not_torchruns():
     """Captured from tests/slurm/test_reliability.py (crash injected on rank 1 of 2 nodes): torchrun prefixes
     each worker line with [rankN]: and adds its own ChildFailedError traceback later; the user needs the first."""
-    tb = logs.first_traceback(_log_lines("torchrun_crash_rank1.err"))
-    assert tb is not None and tb.task == 1
-    lines = tb.text.splitlines()
+    report = scan_logs([DATA / "torchrun_crash_rank1.err"], ["node1", "node2"])
+    assert report is not None and report.first.node_rank == 1 and report.first.rank == 1
+    lines = report.first.traceback.splitlines()
     assert lines[0] == "Traceback (most recent call last):"
     assert lines[1].startswith('  File "<frozen runpy>"')  # indentation kept after the prefix is removed
     assert lines[-1] == "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
