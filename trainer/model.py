@@ -39,6 +39,19 @@ def resolve_attention(cfg: TrainConfig) -> str:
     return "sdpa"
 
 
+def from_pretrained_with_attention(model_cls: Any, base_model: str, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """from_pretrained; an architecture without an sdpa path in this transformers (Gemma 2) loads with eager
+    attention instead of failing on the node, and the log says so."""
+    try:
+        return model_cls.from_pretrained(base_model, **kwargs)
+    except ValueError as exc:
+        if kwargs.get("attn_implementation") != "sdpa" or "scaled_dot_product_attention" not in str(exc):
+            raise
+    log.warning("attention: %s has no sdpa attention in transformers %s; using eager attention (same results, "
+                "more memory)", base_model, transformers.__version__)
+    return model_cls.from_pretrained(base_model, **{**kwargs, "attn_implementation": "eager"})
+
+
 def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     """The tokenizer of base_model (or tokenizer_config) with the config's special_tokens and tokens added."""
     tokenizer_cls = getattr(transformers, cfg.tokenizer_type, None)
@@ -189,7 +202,7 @@ def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: 
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available() and not zero3:
             kwargs["device_map"] = {"": local_rank()}  # each DDP rank holds its own quantised copy on its GPU
-    model = model_cls.from_pretrained(cfg.base_model, **kwargs)
+    model = from_pretrained_with_attention(model_cls, cfg.base_model, kwargs)
     if quant is not None:
         import bitsandbytes as bnb
 

@@ -30,6 +30,21 @@ def test_flash_attention_falls_back_to_sdpa_with_one_message(train_config, caplo
     assert resolve_attention(train_config()) == "sdpa"
 
 
+def test_an_architecture_without_sdpa_loads_with_eager_attention(train_config, tiny_tokenizer, tmp_path, caplog):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    Gemma2ForCausalLM(config).save_pretrained(tmp_path / "gemma2")
+    tiny_tokenizer.save_pretrained(tmp_path / "gemma2")
+    cfg = train_config(base_model=str(tmp_path / "gemma2"))
+    with caplog.at_level(logging.WARNING, logger="hpcft.trainer"):
+        model = load_model(cfg, load_tokenizer(cfg), Precision())
+    assert model.config._attn_implementation == "eager"
+    assert "has no sdpa attention" in caplog.text
+    assert torch.isfinite(_loss_and_backward(model, tiny_tokenizer))
+
+
 def test_lora_target_linear_takes_every_linear_but_lm_head(train_config, tiny_model):
     assert lora_target_modules(train_config(**LORA, lora_target_linear=True), tiny_model) == LLAMA_LINEAR
     cfg = train_config(**LORA, lora_target_modules=["q_proj", "v_proj"])
