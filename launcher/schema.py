@@ -350,6 +350,9 @@ class TrainConfig(_Strict):
     """Resume from this checkpoint folder."""
     auto_resume_from_checkpoints: bool = True
     """Resume from the latest complete checkpoint in output_dir (requeued jobs rely on it)."""
+    elastic_allow_batch_change: bool = False
+    """hpcft: on a resume with another number of ranks that cannot keep the checkpoint's global batch, continue
+    with this config's gradient_accumulation_steps instead of refusing (the global batch then changes)."""
     output_dir: str = "./outputs"
     """Where checkpoints, metrics.jsonl and the final model go (relative to the config file)."""
     seed: int = 42

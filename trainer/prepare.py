@@ -203,12 +203,15 @@ def _load(path: Path) -> PreparedData:
     return PreparedData(train=saved["train"], eval=saved["eval"] if "eval" in saved else None, stats=stats)
 
 
-def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None) -> PreparedData:
+def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None,
+                     global_batch_size: int | None = None) -> PreparedData:
     """The train/eval datasets for a config, from the cache when it is current, else built once and cached.
 
     stats: counts of kept and dropped samples, tokens, packing efficiency, `cache` ("built" or "loaded") and `key`.
-    The train split is padded (repeating rows) to a multiple of world_size x micro_batch_size so every rank gets
-    the same number of batches; world_size defaults to env WORLD_SIZE.
+    The train split is padded (repeating rows) to a multiple of the global batch (default: world_size x
+    micro_batch_size x gradient_accumulation_steps) so every rank gets the same number of batches, and so its
+    length (hence the sampler's order) stays the same when a resume on another world size keeps the global batch
+    (trainer/elastic.py); world_size defaults to env WORLD_SIZE.
     """
     key = cache_key(cfg, tokenizer)
     root = prepared_root(cfg)
@@ -226,7 +229,8 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     prepared = _load(final)  # also after building: every rank trains on the same memory-mapped files
     prepared.stats["cache"] = status
     world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    prepared.train = pad_to_multiple(prepared.train, world_size * cfg.micro_batch_size)
+    multiple = global_batch_size or world_size * cfg.micro_batch_size * cfg.gradient_accumulation_steps
+    prepared.train = pad_to_multiple(prepared.train, multiple)
     prepared.stats["train_rows_per_rank"] = len(prepared.train) // world_size
     log(f"datasets {prepared.stats['cache']} in {time.monotonic() - started:.1f}s from {final}: "
         + json.dumps({k: v for k, v in prepared.stats.items() if k not in ("cache", "key")}))
