@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher import lifecycle, slurm
+from hpcft.launcher import slurm
+from hpcft.launcher.logs import follow_job
+from hpcft.launcher.runs import RunRef
+from hpcft.launcher.submit import submit_run
+from hpcft.launcher.sweeps import load_sweep
 
 
 @dataclass
@@ -39,12 +43,12 @@ class JobHandle:
 
     def wait(self, timeout: float | None = None, poll: float = 2.0) -> int:
         """Block until the job ends (logs go nowhere); returns its exit status."""
-        return lifecycle.follow_job(lifecycle.RunRef(self.job_id, self.run_dir), out=_Discard(), poll=poll,
+        return follow_job(RunRef(self.job_id, self.run_dir), out=_Discard(), poll=poll,
                                     timeout=timeout)
 
     def follow(self, timeout: float | None = None) -> int:
         """Print the logs to stdout until the job ends; returns its exit status."""
-        return lifecycle.follow_job(lifecycle.RunRef(self.job_id, self.run_dir), out=sys.stdout, timeout=timeout)
+        return follow_job(RunRef(self.job_id, self.run_dir), out=sys.stdout, timeout=timeout)
 
     def cancel(self) -> None:
         slurm.scancel(self.job_id)
@@ -66,9 +70,9 @@ def submit(config: str | Path, profile: str, *, overrides: list[str] | None = No
 
     overrides = list(overrides or [])
     job = load_job(config, profile, overrides=overrides, cli_launch=launch)
-    points = lifecycle.load_sweep(config, profile, overrides, launch, sweep, job) if sweep else None
-    result = lifecycle.submit_run(job, out_dir=out_dir, backend=backend, sweep=points,
-                                  command_line=["hpcft.launcher.api.submit", str(config)])
+    points = load_sweep(config, profile, overrides, launch, sweep, job) if sweep else None
+    result = submit_run(job, out_dir=out_dir, backend=backend, sweep=points,
+                        command_line=["hpcft.launcher.api.submit", str(config)])
     if backend == "submitit":
         return result.handle
     return JobHandle(str(result.job_id), result.run_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import lifecycle, slurm
+from hpcft.launcher import cancel, logs, runs, slurm
 from hpcft.launcher.api import JobHandle, submit
 
 pytestmark = pytest.mark.slurm
@@ -36,7 +36,7 @@ def test_hand_written_two_node_job_reaches_both_nodes(tmp_path, capsys):
                       f"#SBATCH --output={tmp_path}/hello-%j.out\n"
                       "srun --label bash -c 'echo \"$(hostname) SLURM_PROCID=$SLURM_PROCID\"'\n")
     job_id = slurm.submit_batch(script, cwd=tmp_path)
-    code = lifecycle.follow_job(lifecycle.RunRef(job_id), poll=0.3, timeout=60)
+    code = logs.follow_job(runs.RunRef(job_id), poll=0.3, timeout=60)
     out = capsys.readouterr().out
     assert code == 0
     assert "[node1/0] node1 SLURM_PROCID=0" in out
@@ -96,7 +96,7 @@ def test_logs_and_status_of_a_running_then_finished_job(workspace, run_cli):
                      "launch.env.HPCFT_FAKE_SLEEP='4'", "launch.env.HPCFT_FAKE_STEPS='4'")
     assert result.code == 0, result.err
     job_id = submitted_id(result.out)
-    lifecycle.wait_for_state(job_id, {"RUNNING"}, timeout=30)
+    cancel.wait_for_state(job_id, {"RUNNING"}, timeout=30)
     time.sleep(1.5)  # a step or two written
 
     running = run_cli("status", job_id)
@@ -119,10 +119,10 @@ def test_logs_and_status_of_a_running_then_finished_job(workspace, run_cli):
 def test_a_requeued_job_counts_its_restart(workspace, run_cli):
     job_id = submitted_id(run_cli("submit", "--profile", "localtest", workspace.config,
                                   "launch.env.HPCFT_FAKE_SLEEP='3'").out)
-    lifecycle.wait_for_state(job_id, {"RUNNING"}, timeout=30)
+    cancel.wait_for_state(job_id, {"RUNNING"}, timeout=30)
     # What a node failure or the time-limit handler does; Slurm then holds the job ~2 min, so release it now.
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    lifecycle.wait_for_state(job_id, {"PENDING"}, timeout=30)
+    cancel.wait_for_state(job_id, {"PENDING"}, timeout=30)
     time.sleep(3)  # Slurm's 2-min hold exists so the killed run's processes are gone before the next starts
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     assert run_cli("logs", "-f", job_id).code == 0
@@ -145,11 +145,11 @@ def test_failed_job_shows_the_failing_ranks_traceback(workspace, run_cli):
 def test_cancel_ends_a_running_job(workspace, run_cli):
     result = run_cli("submit", "--profile", "localtest", workspace.config, "launch.env.HPCFT_FAKE_SLEEP='120'")
     job_id = submitted_id(result.out)
-    lifecycle.wait_for_state(job_id, {"RUNNING"}, timeout=30)
+    cancel.wait_for_state(job_id, {"RUNNING"}, timeout=30)
     (run_dir,) = workspace.run_dirs()
     cancelled = run_cli("cancel", run_dir)
     assert cancelled.code == 0 and f"cancelled job {job_id}" in cancelled.out
-    lifecycle.wait_for_state(job_id, {"CANCELLED"}, timeout=30)
+    cancel.wait_for_state(job_id, {"CANCELLED"}, timeout=30)
     assert re.search(rf"^{job_id}\s+fake\s+CANCELLED\s", run_cli("status", job_id).out, re.M)
 
 
@@ -159,7 +159,7 @@ def test_refused_submission_leaves_no_run(workspace, run_cli):
     assert "sbatch refused the job: invalid partition specified: nosuchpartition" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert workspace.run_dirs() == []
-    assert lifecycle.submissions() == []
+    assert runs.submissions() == []
     bad_account = run_cli("submit", "--profile", "localtest", workspace.config, "--account", "nosuchaccount")
     assert bad_account.code != 0 and "Invalid account" in bad_account.err
     assert workspace.run_dirs() == []
@@ -171,7 +171,7 @@ def test_dry_run_renders_and_submits_nothing(workspace, run_cli):
     (run_dir,) = workspace.run_dirs()
     assert result.out.strip() == f"sbatch --parsable {run_dir}/job.sbatch"
     assert json.loads((run_dir / "manifest.json").read_text())["job_id"] is None
-    assert lifecycle.submissions() == []
+    assert runs.submissions() == []
 
 
 def test_submitit_backend_runs_the_same_two_node_job(workspace):

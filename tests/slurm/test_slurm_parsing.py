@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import lifecycle, slurm
+from hpcft.launcher import logs, slurm, submitit_backend, sweeps
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -122,32 +122,32 @@ def test_expand_hostlist(nodelist, hosts):
     assert slurm.expand_hostlist(nodelist) == hosts
 
 
-def _log_lines(*names: str) -> list[lifecycle.LogLine]:
-    tailer = lifecycle.LogTailer()
+def _log_lines(*names: str) -> list[logs.LogLine]:
+    tailer = logs.LogTailer()
     return tailer.read_new([DATA / n for n in names], final=True)
 
 
 def test_srun_labels_become_node_and_rank_prefixes():
     lines = _log_lines("srun_label_hostname.out")
-    assert sorted(lifecycle.format_line(line, ["node1", "node2"], prefix=True) for line in lines) == [
+    assert sorted(logs.format_line(line, ["node1", "node2"], prefix=True) for line in lines) == [
         "[node1/0] node1 SLURM_PROCID=0", "[node2/1] node2 SLURM_PROCID=1"]
 
 
 def test_first_traceback_is_the_failing_ranks():
-    tb = lifecycle.first_traceback(_log_lines("srun_label_traceback.err", "srun_label_traceback.out"))
+    tb = logs.first_traceback(_log_lines("srun_label_traceback.err", "srun_label_traceback.out"))
     assert tb is not None and tb.task == 1
     assert tb.text.splitlines()[0] == "Traceback (most recent call last):"
     assert tb.text.splitlines()[-1] == "ValueError: fake failure on node rank 1"
 
 
 def test_no_traceback_in_a_clean_log():
-    assert lifecycle.first_traceback(_log_lines("srun_label_hostname.out")) is None
+    assert logs.first_traceback(_log_lines("srun_label_hostname.out")) is None
 
 
 def test_tailer_holds_back_an_unfinished_line(tmp_path):
     log = tmp_path / "x.out"
     log.write_text("0: one\n0: tw")
-    tailer = lifecycle.LogTailer()
+    tailer = logs.LogTailer()
     assert [line.text for line in tailer.read_new([log])] == ["one"]
     with log.open("a") as handle:
         handle.write("o\n")
@@ -157,11 +157,11 @@ def test_tailer_holds_back_an_unfinished_line(tmp_path):
 @pytest.mark.parametrize("value, minutes", [("00:20:00", 20), ("1-00:00:00", 1440), ("90", 90), ("01:30", 2),
                                             ("2-12", 3600), ("00:00:30", 1)])
 def test_time_to_minutes(value, minutes):
-    assert lifecycle.time_to_minutes(value) == minutes
+    assert submitit_backend.time_to_minutes(value) == minutes
 
 
 def test_sweep_grid_is_the_product_of_the_axes():
-    assert lifecycle.sweep_points(["learning_rate=1e-5,2e-5", "lora_r=8,16"]) == [
+    assert sweeps.sweep_points(["learning_rate=1e-5,2e-5", "lora_r=8,16"]) == [
         ["learning_rate=1e-5", "lora_r=8"], ["learning_rate=1e-5", "lora_r=16"],
         ["learning_rate=2e-5", "lora_r=8"], ["learning_rate=2e-5", "lora_r=16"]]
 
@@ -169,7 +169,7 @@ def test_sweep_grid_is_the_product_of_the_axes():
 @pytest.mark.parametrize("spec", ["learning_rate", "=1,2", "lr="])
 def test_bad_sweep_spec_says_how_to_write_it(spec):
     with pytest.raises(Exception, match="must look like key=value1,value2"):
-        lifecycle.sweep_points([spec])
+        sweeps.sweep_points([spec])
 
 
 def test_missing_slurm_command_says_what_to_check(monkeypatch):
@@ -179,7 +179,9 @@ def test_missing_slurm_command_says_what_to_check(monkeypatch):
 
 
 def test_lifecycle_modules_import_neither_torch_nor_submitit():
-    code = ("import sys, hpcft.launcher.api, hpcft.launcher.lifecycle_cli, hpcft.launcher.cli; "
+    modules = ", ".join(f"hpcft.launcher.{m}" for m in ("api", "cli", "runs", "sweeps", "submit", "submitit_backend",
+                                                          "logs", "status", "cancel", "interactive"))
+    code = (f"import sys, {modules}; "
             "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules); "
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -189,7 +191,7 @@ def test_lifecycle_modules_import_neither_torch_nor_submitit():
 def test_first_traceback_of_the_real_trainer_is_the_workers_not_torchruns():
     """Captured from tests/slurm/test_reliability.py (crash injected on rank 1 of 2 nodes): torchrun prefixes
     each worker line with [rankN]: and adds its own ChildFailedError traceback later; the user needs the first."""
-    tb = lifecycle.first_traceback(_log_lines("torchrun_crash_rank1.err"))
+    tb = logs.first_traceback(_log_lines("torchrun_crash_rank1.err"))
     assert tb is not None and tb.task == 1
     lines = tb.text.splitlines()
     assert lines[0] == "Traceback (most recent call last):"

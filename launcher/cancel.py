@@ -1,0 +1,26 @@
+"""Cancelling a job, and waiting for a job to reach a state (after cancel, and in tests)."""
+
+from __future__ import annotations
+
+import time
+
+from hpcft.launcher import slurm
+from hpcft.launcher.runs import RunRef
+from hpcft.launcher.slurm import JobInfo, SlurmError
+
+
+def cancel_run(run: RunRef) -> None:
+    slurm.scancel(run.job_id)
+
+
+def wait_for_state(job_id: str, states: set[str], timeout: float = 30, poll: float = 0.5) -> list[JobInfo]:
+    """Poll until every member of the job is in one of `states` (used after cancel, and by tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        members = slurm.job_members(job_id)
+        if members and all(m.state in states for m in members):
+            return members
+        if time.monotonic() > deadline:
+            seen = ", ".join(f"{m.job_id}={m.state}" for m in members) or "unknown"
+            raise SlurmError(f"job {job_id} did not reach {'/'.join(sorted(states))} within {timeout:.0f} s ({seen})")
+        time.sleep(poll)

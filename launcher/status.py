@@ -1,0 +1,98 @@
+"""`hpcft status`: one row per job (per task for arrays) from Slurm's view plus the run's last metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcft.launcher import slurm
+from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.slurm import JobInfo, SlurmError
+
+
+@dataclass
+class StatusRow:
+    job_id: str
+    name: str
+    state: str
+    elapsed: str
+    nodes: int
+    restarts: int
+    step: int | None = None
+    loss: float | None = None
+    run_dir: str = ""
+
+
+def last_metrics(output_dir: str | None) -> tuple[int | None, float | None]:
+    """The last {"step", "loss"} line of <output_dir>/metrics.jsonl (only the file's tail is read)."""
+    if not output_dir:
+        return None, None
+    path = Path(output_dir) / "metrics.jsonl"
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 65536))
+            tail = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None, None
+    for line in reversed(tail):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record and "loss" in record:
+            return record["step"], record["loss"]
+    return None, None
+
+
+def _output_dir_for(member: JobInfo, manifest: dict[str, Any]) -> str | None:
+    points = (manifest.get("sweep") or {}).get("points")
+    if points and member.array_task_id and member.array_task_id.isdigit():
+        index = int(member.array_task_id)
+        return points[index]["output_dir"] if index < len(points) else None
+    return manifest.get("output_dir")
+
+
+def status_rows(runs: list[RunRef]) -> list[StatusRow]:
+    """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts."""
+    ids = list(dict.fromkeys(r.job_id.split("_")[0] for r in runs))
+    live = slurm.squeue_jobs(ids)
+    try:
+        accounted = {m.job_id: m for m in slurm.sacct_jobs(ids)}
+    except SlurmError:  # no accounting on this cluster: live jobs only
+        accounted = {}
+    rows: list[StatusRow] = []
+    for run in runs:
+        base = run.job_id.split("_")[0]
+        # The controller's view wins while it holds the job; accounting fills in the rest and the restarts.
+        members = {m.job_id: m for m in accounted.values() if m.array_job_id == base}
+        for m in live:
+            if m.array_job_id == base:
+                m.restarts = max(m.restarts, members[m.job_id].restarts if m.job_id in members else 0)
+                members[m.job_id] = m
+        manifest = read_manifest(run.run_dir) if run.run_dir else {}
+        if not members:
+            rows.append(StatusRow(run.job_id, manifest.get("job_name") or "", "UNKNOWN", "", 0, 0,
+                                  run_dir=str(run.run_dir or "")))
+            continue
+        for member in sorted(members.values(), key=slurm.task_order):
+            if "_" in run.job_id and member.job_id != run.job_id:
+                continue
+            step, loss = last_metrics(_output_dir_for(member, manifest))
+            rows.append(StatusRow(member.job_id, member.name, member.state, member.elapsed, member.nodes,
+                                  member.restarts, step, loss, str(run.run_dir or "")))
+    return rows
+
+
+
+def format_status_table(rows: list[StatusRow]) -> str:
+    header = ("JOBID", "NAME", "STATE", "ELAPSED", "NODES", "RESTARTS", "STEP", "LOSS", "RUN_DIR")
+    table = [header] + [
+        (r.job_id, r.name, r.state, r.elapsed, str(r.nodes), str(r.restarts),
+         "-" if r.step is None else str(r.step), "-" if r.loss is None else f"{r.loss:.4g}", r.run_dir)
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+                     for row in table)

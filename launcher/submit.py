@@ -1,0 +1,75 @@
+"""Submit a validated job: render its run directory, then sbatch it (or hand it to submitit), and record it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcft.launcher import slurm
+from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.runs import record_submission, update_manifest
+from hpcft.launcher.sweeps import SweepPoint, render_sweep_files
+
+if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
+    from hpcft.launcher.config import Job
+
+
+BACKENDS = ("sbatch", "submitit")
+
+
+@dataclass
+class Submission:
+    run_dir: Path
+    job_id: str | None  # None for a dry run
+    backend: str
+    command: list[str] = field(default_factory=list)  # the sbatch command (sbatch backend)
+    handle: Any = None  # the submitit Job (submitit backend)
+
+
+def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "sbatch", dry_run: bool = False,
+               sweep: list[SweepPoint] | None = None, command_line: list[str] | None = None) -> Submission:
+    """Render the run directory and submit it; a refused submission leaves no run directory behind."""
+    from hpcft.launcher.render import finalize_job_name, render_run_dir
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if sweep and backend != "sbatch":
+        raise ConfigError("--sweep runs as one Slurm job array rendered into job.sbatch; use --backend sbatch")
+    if not dry_run:
+        from hpcft.launcher.image import check_image
+
+        check_image(job)  # a missing .sqsh/.sif is an error now, not a failed job after the queue wait
+    finalize_job_name(job)
+    for point in sweep or []:
+        point.job.cfg.launch.job_name = job.cfg.launch.job_name
+    if sweep:
+        # Each point's train.yaml names files inside the run directory, so choose it before rendering.
+        from hpcft.launcher.render import default_run_dir
+
+        target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
+        run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
+                                 extra_files=render_sweep_files(sweep, target),
+                                 array=f"0-{len(sweep) - 1}", log_name="slurm-%A_%a")
+        update_manifest(run_dir, sweep={"points": [
+            {"index": p.index, "overrides": p.overrides, "output_dir": p.job.cfg.output_dir} for p in sweep]})
+    else:
+        run_dir = render_run_dir(job, out_dir=out_dir, command_line=command_line)
+    script = run_dir / "job.sbatch"
+    command = slurm.sbatch_argv(script)
+    if dry_run:
+        return Submission(run_dir, None, backend, command)
+    try:
+        if backend == "submitit":
+            from hpcft.launcher.submitit_backend import submit_with_submitit
+
+            handle = submit_with_submitit(job, run_dir)
+            job_id, command = str(handle.job_id), []
+        else:
+            handle, job_id = None, slurm.submit_batch(script, cwd=run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing may look submitted that is not
+        raise
+    record_submission(run_dir, job_id, backend)
+    return Submission(run_dir, job_id, backend, command, handle)

@@ -1,0 +1,60 @@
+"""Sweeps: `--sweep key=v1,v2` options -> a grid of validated jobs, rendered as one Slurm job array."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcft.launcher.errors import ConfigError
+
+if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
+    from hpcft.launcher.config import Job
+
+
+def sweep_points(specs: list[str]) -> list[list[str]]:
+    """`--sweep lr=1e-5,2e-5 --sweep lora_r=8,16` -> the grid, as override lists (lr first, varying slowest)."""
+    axes = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not choices:
+            raise ConfigError(f"--sweep '{spec}' must look like key=value1,value2 (e.g. learning_rate=1e-5,2e-5)")
+        axes.append([f"{key.strip()}={choice}" for choice in choices])
+    return [list(point) for point in itertools.product(*axes)]
+
+
+@dataclass
+class SweepPoint:
+    index: int
+    overrides: list[str]
+    job: Job
+
+
+def load_sweep(config: str | Path, profile: str, overrides: list[str], cli_launch: dict[str, Any],
+               specs: list[str], base: Job) -> list[SweepPoint]:
+    """Validate every grid point before anything is written; each point trains into <output_dir>/point-<i>."""
+    from hpcft.launcher.config import load_job
+
+    points = []
+    for index, point in enumerate(sweep_points(specs)):
+        own = [*overrides, *point, f"output_dir={base.cfg.output_dir}/point-{index}"]
+        points.append(SweepPoint(index, point, load_job(config, profile, overrides=own, cli_launch=cli_launch)))
+    return points
+
+
+def render_sweep_files(points: list[SweepPoint], run_dir: Path) -> dict[str, str]:
+    """points/<i>/{train.yaml, deepspeed.json, point.json}: array task i trains point i (see job.sbatch)."""
+    from hpcft.launcher.render import render_files
+
+    files: dict[str, str] = {}
+    for point in points:
+        point_dir = run_dir / "points" / str(point.index)
+        rendered = render_files(point.job, point_dir)
+        files[f"points/{point.index}/train.yaml"] = rendered["train.yaml"]
+        files[f"points/{point.index}/deepspeed.json"] = rendered["deepspeed.json"]
+        files[f"points/{point.index}/point.json"] = json.dumps(
+            {"index": point.index, "overrides": point.overrides, "output_dir": point.job.cfg.output_dir}, indent=2)
+    return files
