@@ -212,13 +212,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hpcft.launcher.status import format_status_table, status_rows
+    from hpcft.launcher.status import format_status_table, run_details, status_rows
 
     runs = [resolve_run(args.ref)] if args.ref else recent_runs(args.all)
     if not runs:
         print("no hpcft runs submitted in the last day (hpcft status --all lists every one)", file=sys.stderr)
         return 0
     print(format_status_table(status_rows(runs)))
+    details = run_details(runs)
+    if details:
+        print(details)
     return 0
 
 

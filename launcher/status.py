@@ -86,6 +86,36 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
 
 
 
+def attempt_lines(manifest: dict[str, Any]) -> list[str]:
+    """What the trainer recorded of each attempt (manifest "attempts"): world size, resume, ZeRO conversion."""
+    lines = []
+    for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
+        text = f"attempt {number}: {attempt['world_size']} rank(s)"
+        if attempt.get("resumed_from"):
+            text += (f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
+                     f"{attempt['gradient_accumulation_steps']}")
+        else:
+            text += ", from the start"
+        conversion = attempt.get("conversion")
+        if conversion:
+            text += (f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
+                     f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s")
+        lines.append(text)
+    return lines
+
+
+def run_details(runs: list[RunRef]) -> str:
+    """Below the table, per run: its jobs and attempts as the manifest records them."""
+    blocks = []
+    for run in runs:
+        if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+            continue
+        lines = attempt_lines(read_manifest(run.run_dir))
+        if lines:
+            blocks.append(f"{run.job_id}:\n" + "\n".join(f"  {line}" for line in lines))
+    return "\n".join(blocks)
+
+
 def format_status_table(rows: list[StatusRow]) -> str:
     header = ("JOBID", "NAME", "STATE", "ELAPSED", "NODES", "RESTARTS", "STEP", "LOSS", "RUN_DIR")
     table = [header] + [

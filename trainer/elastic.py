@@ -190,14 +190,16 @@ def convert_to_universal(plan: ResumePlan) -> Conversion:
 
 def record_attempt(run_dir: str | None, job_id: str | None, world_size: int, plan: ResumePlan | None,
                    conversion: Conversion | None) -> None:
-    """Append this attempt (world size, what it resumed from, any conversion) to <run dir>/attempts.jsonl, which
-    `hpcft status` shows. Nothing without a run directory (a run started by hand)."""
-    if not run_dir or not Path(run_dir).is_dir():
+    """Add this attempt (world size, what it resumed from, any conversion) to the run directory's manifest
+    ("attempts"), which `hpcft status` shows. Nothing without a run directory (a run started by hand)."""
+    from hpcft.launcher.runs import read_manifest, update_manifest
+
+    if not run_dir or not (Path(run_dir) / "manifest.json").is_file():
         return
-    entry = {"job_id": job_id, "world_size": world_size, "time": time.time(),
+    entry = {"job_id": job_id, "world_size": world_size, "time": round(time.time(), 3),
              "resumed_from": str(plan.checkpoint) if plan else None,
              "resumed_step": plan.step if plan else None,
              "gradient_accumulation_steps": plan.layout.gradient_accumulation_steps if plan else None,
              "conversion": asdict(conversion) if conversion else None}
-    with open(Path(run_dir) / "attempts.jsonl", "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    attempts = read_manifest(Path(run_dir)).get("attempts") or []
+    update_manifest(Path(run_dir), attempts=[*attempts, entry])

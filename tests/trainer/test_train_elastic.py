@@ -75,12 +75,15 @@ def test_a_zero_checkpoint_on_another_world_size_needs_conversion(train_config, 
     assert not plan_resume(cfg, checkpoint, 2).needs_conversion
 
 
-def test_attempts_are_appended_to_the_run_directory(train_config, tmp_path):
+def test_attempts_are_recorded_in_the_manifest(train_config, tmp_path):
     checkpoint = _checkpoint(tmp_path, 4, world_size=2, micro=2, accumulation=1)
     plan = plan_resume(train_config(micro_batch_size=2), checkpoint, 1)
+    (tmp_path / "manifest.json").write_text(json.dumps({"job_id": "77"}))
     record_attempt(str(tmp_path), "77", 2, None, None)
     record_attempt(str(tmp_path), "77", 1, plan, Conversion(str(checkpoint), 2, 1, 0.5, "u"))
-    first, second = (json.loads(line) for line in (tmp_path / "attempts.jsonl").read_text().splitlines())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    first, second = manifest["attempts"]
+    assert manifest["job_id"] == "77"
     assert first["world_size"] == 2 and first["resumed_from"] is None
     assert second["resumed_step"] == 4 and second["gradient_accumulation_steps"] == 2
     assert second["conversion"]["from_world_size"] == 2 and second["conversion"]["seconds"] == 0.5
