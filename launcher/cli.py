@@ -161,6 +161,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"run directory: {result.run_dir} (not submitted)", file=sys.stderr)
         return 0
     points = f" ({len(sweep)} array tasks)" if sweep else ""
+    if result.preprocess_job_id:
+        print(f"submitted preprocessing job {result.preprocess_job_id} ({result.preprocess_reason}); the training "
+              "job starts when it has completed")
     print(f"submitted job {result.job_id}{points}: {result.run_dir}")
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
@@ -229,8 +232,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from hpcft.launcher.cancel import cancel_run
 
     run = resolve_run(args.ref)
-    cancel_run(run)
-    print(f"cancelled job {run.job_id}" + (f" ({run.run_dir})" if run.run_dir else ""))
+    ids = cancel_run(run)
+    print(f"cancelled job {' and '.join(ids)}" + (f" ({run.run_dir})" if run.run_dir else ""))
     return 0
 
 

@@ -162,8 +162,25 @@ class LaunchConfig(_Strict):
     """Stop requeueing after this many restarts."""
     hang_timeout: int = Field(1800, ge=1)  # seconds without a completed step before the watchdog ends the job
     """Seconds without a completed step before the watchdog dumps stacks and ends the job."""
+    # Preprocessing (tokenize + pack) in its own CPU job, chained before training (issue: GPUs wait for no CPU work).
+    preprocess: Literal["job", "inline", "auto"] = "auto"
+    """`auto`: a one-node CPU job tokenizes and packs first when the prepared dataset for this config is not in
+    dataset_prepared_path yet (training waits for it, `--dependency=afterok`); `job`: always that job first;
+    `inline`: the training job prepares the data itself."""
+    preprocess_partition: str | None = None
+    """Partition of the preprocessing job (default: `partition`)."""
+    preprocess_account: str | None = None
+    """Account of the preprocessing job (default: `account`)."""
+    preprocess_qos: str | None = None
+    """QOS of the preprocessing job."""
+    preprocess_cpus: int | None = Field(None, ge=1)
+    """CPUs of the preprocessing job, all used by `dataset_processes` (default: the whole node, `--exclusive`)."""
+    preprocess_mem: str | None = None
+    """Memory of the preprocessing job (`0` = all of the node)."""
+    preprocess_time: str = "01:00:00"
+    """Time limit of the preprocessing job."""
 
-    @field_validator("time")
+    @field_validator("time", "preprocess_time")
     @classmethod
     def _valid_time(cls, value: str) -> str:
         slurm_time_to_seconds(value)
@@ -176,7 +193,7 @@ class LaunchConfig(_Strict):
             raise ValueError(f"{value!r} cannot be a Slurm job name (no newlines, control characters or \")")
         return value
 
-    @field_validator("mem")
+    @field_validator("mem", "preprocess_mem")
     @classmethod
     def _valid_mem(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"\d+[KMGT]?", str(value)):

@@ -54,8 +54,28 @@ def _output_dir_for(member: JobInfo, manifest: dict[str, Any]) -> str | None:
     return manifest.get("output_dir")
 
 
+def preprocess_job_id(run: RunRef) -> str | None:
+    """The run's preprocessing job (submitted before the training job), from its manifest."""
+    if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+        return None
+    return (read_manifest(run.run_dir).get("preprocess") or {}).get("job_id")
+
+
+def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
+    """The runs, each preceded by its preprocessing job: status shows the pair as one run."""
+    out = []
+    for run in runs:
+        pre = preprocess_job_id(run)
+        if pre and "_" not in run.job_id:
+            out.append(RunRef(pre, run.run_dir))
+        out.append(run)
+    return out
+
+
 def status_rows(runs: list[RunRef]) -> list[StatusRow]:
-    """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts."""
+    """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts; a
+    run's preprocessing job gets its own row, just before the training job's."""
+    runs = with_preprocessing_jobs(runs)
     ids = list(dict.fromkeys(r.job_id.split("_")[0] for r in runs))
     live = slurm.squeue_jobs(ids)
     try:
@@ -79,7 +99,8 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
         for member in sorted(members.values(), key=slurm.task_order):
             if "_" in run.job_id and member.job_id != run.job_id:
                 continue
-            step, loss = last_metrics(_output_dir_for(member, manifest))
+            preprocessing = run.job_id == (manifest.get("preprocess") or {}).get("job_id")
+            step, loss = (None, None) if preprocessing else last_metrics(_output_dir_for(member, manifest))
             rows.append(StatusRow(member.job_id, member.name, member.state, member.elapsed, member.nodes,
                                   member.restarts, step, loss, str(run.run_dir or "")))
     return rows

@@ -1,7 +1,8 @@
 """Load -> format -> filter -> shuffle -> split -> pack the configured datasets, cached on a shared filesystem.
 
-The cache lives in `dataset_prepared_path/<key>/`; the key hashes the config fields that change the result, the
-CONTENT of every local input file and the tokenizer, so an edited file or template never reuses a stale cache.
+The cache lives in `dataset_prepared_path/<key>/`; the key (launcher/dataset_cache.py, torch-free so that the login
+node can tell whether a preprocessing job is needed) hashes the config fields that change the result, the CONTENT
+of every local input file and the tokenizer's files, so an edited file or template never reuses a stale cache.
 Exactly one process builds it: the others block on an flock (dataset_prepared_path/.<key>.lock) (works across nodes on a
 shared filesystem with flock support: Lustre mounted with -o flock, NFSv4, GPFS) and then load what it wrote.
 The cache is written to a temporary folder and renamed into place, so a half-written cache is never read.
@@ -9,7 +10,6 @@ The cache is written to a temporary folder and renamed into place, so a half-wri
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -25,15 +25,15 @@ from typing import Any
 
 import datasets
 
+from hpcft.launcher import dataset_cache
+from hpcft.launcher.dataset_cache import file_lock, prepared_root
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
-from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
+from hpcft.trainer.data_sources import entry_name, load_raw_dataset
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 
-FORMAT_VERSION = 1  # bump when formats.py/packing.py change what they produce: old caches become stale
-_CACHE_FIELDS = ("sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                 "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed")
+__all__ = ["cache_key", "file_lock", "prepare_datasets", "prepared_root", "run_preprocess"]
 
 
 @dataclass
@@ -51,38 +51,6 @@ def log(message: str) -> None:
         print(f"[hpcft data] {message}", flush=True)
 
 
-def prepared_root(cfg: TrainConfig) -> Path:
-    """Where prepared datasets live: dataset_prepared_path, else <output_dir>/last_run_prepared (as axolotl)."""
-    return Path(cfg.dataset_prepared_path or Path(cfg.output_dir) / "last_run_prepared").expanduser()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _memoised_sha256(path: Path, memo_dir: Path) -> str:
-    """sha256 of a file, remembered in memo_dir by (size, mtime_ns): every write changes mtime, so an edited file is
-    hashed again. A file modified in the last 2 s is not remembered (a second write within the filesystem's mtime
-    granularity could otherwise keep the same mtime: git's "racy" rule)."""
-    stat = path.stat()
-    memo = memo_dir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
-    if memo.is_file():
-        seen = json.loads(memo.read_text())
-        if (seen["size"], seen["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            return seen["sha256"]
-    digest = _file_sha256(path)
-    if time.time() - stat.st_mtime > 2:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".tmp-{socket.gethostname()}-{os.getpid()}")
-        tmp.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}))
-        os.replace(tmp, memo)
-    return digest
-
-
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -97,22 +65,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
-    """The prepared-cache key: config fields that matter, input file contents, tokenizer, format version."""
-    entries = []
-    root = prepared_root(cfg)
-    # Ranks take turns: the first hashes the files, the others find its memos instead of re-reading the data.
-    with file_lock(root / ".hashes.lock"):
-        for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
-            for index, ds in enumerate(group):
-                files = local_files(ds, where, index)
-                # Local data is keyed by content alone, so a cache built on a login node is found again inside a
-                # container that mounts the same files elsewhere; Hub data by its name (its content is unknown).
-                config = ds.model_dump(mode="json", exclude={"path", "data_files"} if files else set())
-                hashes = [_memoised_sha256(f, root / ".hashes") for f in files]
-                entries.append({"where": where, "config": config, "files": hashes})
-    payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
-               **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """The prepared-cache key: launcher/dataset_cache.cache_key (torch-free, so the login node computes the same
+    key from the same files), or, where the tokenizer's files are not found, one from the loaded tokenizer."""
+    key = dataset_cache.cache_key(cfg)
+    if key is not None:
+        return key
+    fallback = {"key_without_tokenizer_files": tokenizer_fingerprint(tokenizer), "config": cfg.training_dict()}
+    return hashlib.sha256(json.dumps(fallback, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 @contextmanager
@@ -126,18 +85,6 @@ def _progress_bars_on_rank0_only() -> Iterator[None]:
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`, held for the block (released by the kernel if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig], where: str,
@@ -237,10 +184,13 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     return prepared
 
 
-def run_preprocess(config_path: str | Path) -> PreparedData:
-    """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed)."""
+def run_preprocess(config_path: str | Path, processes: int | None = None) -> PreparedData:
+    """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed). processes:
+    the CPUs of a preprocessing job, used unless the config sets dataset_processes itself."""
     from hpcft.launcher.config import load_train_yaml
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)
+    if processes and not cfg.dataset_processes:
+        cfg = cfg.model_copy(update={"dataset_processes": processes})
     return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)
