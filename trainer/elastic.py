@@ -156,9 +156,17 @@ def log_plan(plan: ResumePlan) -> None:
                  plan.step * plan.saved.global_batch_size)
 
 
-def universal_deepspeed_config(config: dict) -> dict:
-    """The DeepSpeed config that loads a universal checkpoint (any number of partitions)."""
-    return {**config, "checkpoint": {**config.get("checkpoint", {}), "load_universal": True}}
+def deepspeed_for_resume(config: dict, plan: ResumePlan) -> dict:
+    """The run's DeepSpeed config with the resumed batch layout (the rendered deepspeed.json has the batch numbers
+    of the config's gradient_accumulation_steps, which an elastic resume changes), and, when the checkpoint is
+    converted, loading from DeepSpeed's universal format (any number of partitions)."""
+    layout = plan.layout
+    config = {**config, "train_micro_batch_size_per_gpu": layout.micro_batch_size,
+              "gradient_accumulation_steps": layout.gradient_accumulation_steps,
+              "train_batch_size": layout.global_batch_size}
+    if plan.needs_conversion:
+        config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
+    return config
 
 
 def convert_to_universal(plan: ResumePlan) -> Conversion:

@@ -42,10 +42,10 @@ from hpcft.trainer.elastic import (
     Conversion,
     ResumePlan,
     convert_to_universal,
+    deepspeed_for_resume,
     log_plan,
     plan_resume,
     record_attempt,
-    universal_deepspeed_config,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
@@ -59,14 +59,14 @@ log = logging.getLogger("hpcft.trainer")
 
 
 def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: BatchLayout,
-                  load_universal: bool = False) -> tuple[Trainer, StopFileCallback | None]:
+                  resume: ResumePlan | None = None) -> tuple[Trainer, StopFileCallback | None]:
     """Data, arguments, model and callbacks, assembled into a transformers Trainer. `layout` is the batch layout
     to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
     data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
     deepspeed_config = load_deepspeed_config(cfg.deepspeed)
-    if deepspeed_config is not None and load_universal:
-        deepspeed_config = universal_deepspeed_config(deepspeed_config)
+    if deepspeed_config is not None and resume is not None:
+        deepspeed_config = deepspeed_for_resume(deepspeed_config, resume)
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
                               has_eval=data.eval is not None, world_size=layout.world_size)
@@ -156,7 +156,7 @@ def train(config_path: str | Path) -> int:
     plan = plan_resume(cfg, resume, world_size()) if resume else None
     layout = plan.layout if plan else BatchLayout(world_size(), cfg.micro_batch_size, cfg.gradient_accumulation_steps)
     tokenizer = load_tokenizer(cfg)
-    trainer, stop = build_trainer(cfg, tokenizer, layout, load_universal=plan is not None and plan.needs_conversion)
+    trainer, stop = build_trainer(cfg, tokenizer, layout, plan)
 
     conversion = None
     if plan is not None:

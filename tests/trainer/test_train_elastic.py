@@ -109,3 +109,18 @@ def test_a_finished_run_resumed_again_trains_nothing(train_config, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already holds the final model of a run that finished at step 4" in again.stdout
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4]
+
+
+def test_the_deepspeed_config_gets_the_resumed_layout_and_universal_loading(train_config, tmp_path):
+    from hpcft.trainer.elastic import deepspeed_for_resume
+
+    checkpoint = _checkpoint(tmp_path, 4, world_size=2, micro=2, accumulation=2)
+    (checkpoint / "global_step4").mkdir()
+    (checkpoint / "latest").write_text("global_step4")
+    rendered = {"train_batch_size": 8, "gradient_accumulation_steps": 2, "train_micro_batch_size_per_gpu": 2,
+                "zero_optimization": {"stage": 3}}
+    cfg = train_config(micro_batch_size=2, gradient_accumulation_steps=2)
+    on_one = deepspeed_for_resume(rendered, plan_resume(cfg, checkpoint, 1))
+    assert (on_one["train_batch_size"], on_one["gradient_accumulation_steps"]) == (8, 4)
+    assert on_one["checkpoint"] == {"load_universal": True} and rendered["gradient_accumulation_steps"] == 2
+    assert "checkpoint" not in deepspeed_for_resume(rendered, plan_resume(cfg, checkpoint, 2))
