@@ -86,12 +86,13 @@ def main() -> None:
         rows.append([f"{procs}", f"{seconds / 60:,.1f} min", f"{seconds * gpus / 3600:,.2f}"])
     record("elastic_resume (GPU-hours saved by a preprocessing job)",
            ["tokenizing processes", "preprocessing wall time", "GPU-hours idle inline (16 GPUs)"], rows,
-           notes=f"Arithmetic: {args.dataset_tokens:,.0f} tokens / ({args.tokens_per_s:,.0f} tokens/s per process, "
-                 "measured by bench/preprocess.py on this machine with the tiny BPE tokenizer) / processes x 16 "
-                 "GPUs (the tutorial's 4 nodes x 4 GPUs). Inline, these GPU-hours are spent on every fresh cache "
-                 "(per job); a preprocessing job spends CPU-node time instead and none of the GPUs' allocation. "
-                 "A real tokenizer (131k-entry vocabulary, chat template rendering) is slower than the tiny one, "
-                 "so these are lower bounds.")
+           notes=f"Arithmetic: {args.dataset_tokens:,.0f} tokens (an assumed dataset size: the tutorial states "
+                 f"none) / ({args.tokens_per_s:,.0f} tokens/s per process, measured by bench/preprocess.py on this "
+                 "machine with the tiny BPE tokenizer) / processes x 16 GPUs (the tutorial's 4 nodes x 4 GPUs; it "
+                 "sets dataset_processes 64). Inline, these GPU-hours are spent on every fresh cache (per job); a "
+                 "preprocessing job spends CPU-node time instead and none of the GPUs' allocation. A real "
+                 "tokenizer (131k-entry vocabulary, chat template rendering) is slower than the tiny one, so these "
+                 "are lower bounds.")
 
 
 if __name__ == "__main__":
