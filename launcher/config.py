@@ -19,13 +19,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.validation import check_keys, format_validation_error
 
-DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
 _LIST_UNION_KEYS = ("mounts",)

@@ -22,7 +22,8 @@ import jinja2
 import yaml
 
 from hpcft.launcher import __version__
-from hpcft.launcher.config import DEEPSPEED_PRESETS, Job
+from hpcft.launcher.config import Job
+from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.schema import TrainConfig
@@ -84,46 +85,6 @@ def enroot_image(image: str) -> str:
     if sep and ("." in host or ":" in host or host == "localhost"):
         return f"{host}#{rest}"
     return image
-
-
-def default_deepspeed(cfg: TrainConfig) -> str:
-    """ZeRO-3 shards everything (full and LoRA fine-tuning at any node count); QLoRA's 4-bit weights use ZeRO-2."""
-    return "zero2" if cfg.adapter == "qlora" else "zero3"
-
-
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON actually used, with batch and clipping values filled from the config."""
-    source = cfg.deepspeed or default_deepspeed(cfg)
-    if isinstance(source, dict):
-        ds = json.loads(json.dumps(source))
-    elif source in DEEPSPEED_PRESETS:
-        ds = json.loads((resources.files("hpcft.configs") / "deepspeed" / f"{source}.json").read_text())
-    else:
-        try:
-            ds = json.loads(Path(source).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"key 'deepspeed': cannot read {source}: {exc}") from None
-    # Values the config decides are written out, so the file shows what runs; model-size dependent
-    # ones ("auto" bucket sizes) are left for the trainer to fill.
-    filled = {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation_steps * world_size,
-        "gradient_clipping": cfg.max_grad_norm,
-    }
-    for key, value in filled.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-        elif ds[key] != value:
-            raise ConfigError(f"key 'deepspeed': {key}={ds[key]} in the DeepSpeed file disagrees with the config "
-                              f"({value}); set it to \"auto\" or make them equal")
-    if cfg.fp16:
-        ds["fp16"] = {**ds.get("fp16", {}), "enabled": True}
-        ds["bf16"] = {**ds.get("bf16", {}), "enabled": False}
-    elif cfg.bf16 is True or cfg.bf16 == "full":
-        ds["bf16"] = {**ds.get("bf16", {}), "enabled": True}
-        ds["fp16"] = {**ds.get("fp16", {}), "enabled": False}
-    return ds
 
 
 def _python_for(profile_python: str) -> str:
@@ -215,7 +176,8 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
              "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context)}
     if profile.runtime == "edf":
         files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
-    files["deepspeed.json"] = json.dumps(deepspeed_config(cfg, world_size), indent=2) + "\n"
+    ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, world_size)
+    files["deepspeed.json"] = json.dumps(ds, indent=2) + "\n"
     files["train.yaml"] = train_yaml_text(cfg, run_dir / "deepspeed.json", job)
     return files
 

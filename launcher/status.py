@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpcft.launcher import slurm
+from hpcft.launcher.protocol import last_metrics
 from hpcft.launcher.runs import RunRef, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
@@ -23,27 +23,6 @@ class StatusRow:
     step: int | None = None
     loss: float | None = None
     run_dir: str = ""
-
-
-def last_metrics(output_dir: str | None) -> tuple[int | None, float | None]:
-    """The last {"step", "loss"} line of <output_dir>/metrics.jsonl (only the file's tail is read)."""
-    if not output_dir:
-        return None, None
-    path = Path(output_dir) / "metrics.jsonl"
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 65536))
-            tail = handle.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None, None
-    for line in reversed(tail):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "step" in record and "loss" in record:
-            return record["step"], record["loss"]
-    return None, None
 
 
 def _output_dir_for(member: JobInfo, manifest: dict[str, Any]) -> str | None:

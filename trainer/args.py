@@ -11,7 +11,6 @@ import torch
 from transformers import TrainingArguments
 
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.distributed import load_deepspeed_config
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
 
@@ -80,10 +79,9 @@ def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[s
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Raise ConfigError for what the schema cannot check: optimizer name, scheduler keys, the DeepSpeed file."""
+    """Raise ConfigError for what the schema cannot check: optimizer name, scheduler keys."""
     optimizer_arguments(cfg)
     scheduler_arguments(cfg)
-    load_deepspeed_config(cfg.deepspeed)
 
 
 def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,

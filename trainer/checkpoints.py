@@ -21,13 +21,13 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.elastic import COMPLETE_MARKER, BatchLayout, checkpoint_metadata
+from hpcft.trainer.elastic import BatchLayout, checkpoint_metadata
 
 log = logging.getLogger("hpcft.trainer")
 
-__all__ = ["COMPLETE_MARKER"]  # re-exported: the launcher's tests and tools look for it here
-FINISHED_MARKER = "hpcft_finished.json"  # in output_dir once the final model is saved: the run is done
+__all__ = ["COMPLETE_MARKER", "is_complete"]  # re-exported from the protocol: tests and tools look for them here
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -35,11 +35,6 @@ def checkpoint_step(path: Path) -> int | None:
     """The step of a `checkpoint-<step>` folder, None for anything else."""
     match = _CHECKPOINT_RE.match(path.name)
     return int(match.group(1)) if match and path.is_dir() else None
-
-
-def is_complete(path: Path) -> bool:
-    """A checkpoint is complete when every rank finished writing it (rank 0 then wrote the marker)."""
-    return (path / COMPLETE_MARKER).is_file()
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -60,11 +55,9 @@ def find_latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
 def mark_complete(path: Path, step: int, world_size: int, micro_batch_size: int = 1,
                   gradient_accumulation_steps: int = 1) -> None:
     """Write the completeness marker (rank 0, after the barrier) with the batch layout and data position that an
-    elastic resume needs; written to a temp name then renamed."""
+    elastic resume needs."""
     layout = BatchLayout(world_size, micro_batch_size, gradient_accumulation_steps)
-    tmp = path / f".{COMPLETE_MARKER}.tmp"
-    tmp.write_text(json.dumps({**checkpoint_metadata(layout, step), "time": time.time()}) + "\n")
-    tmp.replace(path / COMPLETE_MARKER)
+    write_complete_marker(path, step, world_size, extra=checkpoint_metadata(layout, step))
 
 
 def mark_finished(output_dir: str | Path, step: int) -> None:

@@ -1,20 +1,11 @@
-"""Where this process stands in the job (torchrun's variables) and the DeepSpeed config it trains with."""
+"""Where this process stands in the job (torchrun's variables), and DeepSpeed's process group on CPU."""
 
 from __future__ import annotations
 
-import importlib.resources
-import json
 import logging
 import os
-from pathlib import Path
-from typing import Any
-
-from hpcft.launcher.errors import ConfigError
 
 log = logging.getLogger("hpcft.trainer")
-
-DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
-
 
 def world_size() -> int:
     """Processes in the job (torchrun's WORLD_SIZE; 1 when started without torchrun)."""
@@ -33,41 +24,6 @@ def local_rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
-
-
-def load_deepspeed_config(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    """The DeepSpeed config as a dict from a preset name, a JSON path or an inline mapping (None: no DeepSpeed).
-
-    ZeRO-3 always gets stage3_gather_16bit_weights_on_model_save: without it the final save is an empty
-    model file plus shards (axolotl #705/#1223); hpcft's output_dir must load with from_pretrained.
-    """
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        config = json.loads(json.dumps(value))  # a deep copy
-    else:
-        if value in DEEPSPEED_PRESETS:
-            path = importlib.resources.files("hpcft.configs") / "deepspeed" / f"{value}.json"
-        else:
-            path = Path(value)
-            if not path.is_file():
-                raise ConfigError(f"deepspeed: file not found: {value}; give a JSON file or one of the presets "
-                                  f"{', '.join(DEEPSPEED_PRESETS)}")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"deepspeed: {value} is not valid JSON ({exc})") from None
-    zero = config.setdefault("zero_optimization", {})
-    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
-        log.warning("deepspeed: setting zero_optimization.stage3_gather_16bit_weights_on_model_save=true so the "
-                    "final model is saved as whole weights")
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    return config
-
-
-def zero_stage(config: dict[str, Any] | None) -> int:
-    """The ZeRO stage of a DeepSpeed config (0 without DeepSpeed)."""
-    return int((config or {}).get("zero_optimization", {}).get("stage", 0))
 
 
 def ensure_deepspeed_comm() -> None:

@@ -26,11 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.protocol import COMPLETE_MARKER
 from hpcft.launcher.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
-
-COMPLETE_MARKER = "hpcft_complete.json"  # in each complete checkpoint (checkpoints.py writes it)
 
 
 @dataclass(frozen=True)

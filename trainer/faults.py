@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hpcft.launcher.protocol import stop_file_from_env
+
 log = logging.getLogger("hpcft.trainer")
 
 
@@ -74,12 +76,12 @@ class FaultInjectionCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        stop_file = os.environ.get("HPCFT_STOP_FILE")
+        stop_file = stop_file_from_env()
         if self.await_stop_at_end and stop_file:
             print(f"HPCFT_FAULT_AWAIT_STOP_AT_END={self.await_stop_at_end:g}: rank {args.process_index} waits for "
                   "the stop file before the final save", flush=True)
             deadline = time.monotonic() + self.await_stop_at_end
-            while not Path(stop_file).exists() and time.monotonic() < deadline:
+            while not stop_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.5)
         return control
 
@@ -105,7 +107,7 @@ class StopFileCallback(TrainerCallback):
     @classmethod
     def from_env(cls) -> StopFileCallback | None:
         """The callback for HPCFT_STOP_FILE, or None when it is not set."""
-        path = os.environ.get("HPCFT_STOP_FILE")
+        path = stop_file_from_env()
         return cls(path) if path else None
 
     def _any_rank_sees_file(self, args: TrainingArguments) -> bool:

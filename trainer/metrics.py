@@ -14,11 +14,11 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hpcft.launcher.protocol import METRICS_FILE
 from hpcft.launcher.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 
-METRICS_FILE = "metrics.jsonl"
 TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch")
 
 

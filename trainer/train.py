@@ -18,6 +18,8 @@ from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
+from hpcft.launcher.deepspeed_config import load_source, resolve_deepspeed, zero_stage
+from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import check_config, resolve_precision, training_arguments
 from hpcft.trainer.checkpoints import (
@@ -32,10 +34,8 @@ from hpcft.trainer.checkpoints import (
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
-    load_deepspeed_config,
     rank,
     world_size,
-    zero_stage,
 )
 from hpcft.trainer.elastic import (
     BatchLayout,
@@ -64,9 +64,14 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: 
     to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
     data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
-    deepspeed_config = load_deepspeed_config(cfg.deepspeed)
-    if deepspeed_config is not None and resume is not None:
-        deepspeed_config = deepspeed_for_resume(deepspeed_config, resume)
+    deepspeed_config = None
+    if cfg.deepspeed:
+        # A rendered train.yaml names <run dir>/deepspeed.json, already resolved: resolving returns it unchanged,
+        # except on an elastic resume, whose batch layout (and universal loading) only the trainer knows.
+        source = load_source(cfg.deepspeed)
+        if resume is not None:
+            source = deepspeed_for_resume(source, resume)
+        deepspeed_config = resolve_deepspeed(source, cfg, layout.world_size)
     precision = resolve_precision(cfg)
     args = training_arguments(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
                               has_eval=data.eval is not None, world_size=layout.world_size)
@@ -92,7 +97,7 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: 
 
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
     """Save the trained model (or adapter) and tokenizer so from_pretrained loads output_dir; check it is not empty."""
-    # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (distributed.load_deepspeed_config
+    # Under ZeRO-3 every rank takes part: save_model gathers the 16-bit weights (deepspeed_config.resolve_deepspeed
     # guarantees stage3_gather_16bit_weights_on_model_save) and rank 0 writes them.
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
@@ -103,7 +108,7 @@ def save_final_model(trainer: Trainer, output_dir: str) -> None:
 
 def signal_done() -> None:
     """Tell the batch script that training is over (HPCFT_DONE_FILE): a USR1 arriving now must not requeue."""
-    done = os.environ.get("HPCFT_DONE_FILE")
+    done = os.environ.get(DONE_FILE_ENV)
     if done and is_main_process():
         Path(done).touch()
 
@@ -165,7 +170,7 @@ def train(config_path: str | Path) -> int:
             log_plan(plan)
         conversion = convert_for_world_size(plan)
     if is_main_process():
-        record_attempt(os.environ.get("HPCFT_RUN_DIR"), os.environ.get("SLURM_JOB_ID"), layout.world_size, plan,
+        record_attempt(os.environ.get(RUN_DIR_ENV), os.environ.get("SLURM_JOB_ID"), layout.world_size, plan,
                        conversion)
     trainer.train(resume_from_checkpoint=resume)
 

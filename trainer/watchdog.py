@@ -18,13 +18,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from hpcft.launcher.protocol import STACKS_DIR, hang_timeout_from_env, run_dir_from_env
+
 HANG_EXIT_CODE = 124  # what `timeout` uses: the job ended because it made no progress
 
 
 def stacks_dir(output_dir: str) -> Path:
     """<run dir>/stacks when started by the launcher, else <output_dir>/stacks."""
-    run_dir = os.environ.get("HPCFT_RUN_DIR")
-    return Path(run_dir or output_dir) / "stacks"
+    return (run_dir_from_env() or Path(output_dir)) / STACKS_DIR
 
 
 class HangWatchdog(TrainerCallback):
@@ -41,8 +42,8 @@ class HangWatchdog(TrainerCallback):
 
     @classmethod
     def from_env(cls, output_dir: str, rank: int) -> HangWatchdog | None:
-        value = os.environ.get("HPCFT_HANG_TIMEOUT", "").strip()
-        return cls(float(value), stacks_dir(output_dir), rank) if value and float(value) > 0 else None
+        timeout = hang_timeout_from_env()
+        return cls(timeout, stacks_dir(output_dir), rank) if timeout else None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_progress = time.monotonic()

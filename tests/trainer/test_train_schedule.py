@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments, get_scheduler
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.args import eval_arguments, per_epoch_to_steps, resolve_precision, save_arguments, steps_per_epoch
-from hpcft.trainer.distributed import load_deepspeed_config, zero_stage
 from hpcft.trainer.optim import optim_args_string, optimizer_arguments, optimizer_name, scheduler_arguments
 
 
@@ -119,17 +116,3 @@ def test_precision(train_config):
     assert lora_fp16.fp16 and lora_fp16.dtype == torch.float16  # the frozen base in half precision
 
 
-def test_deepspeed_config_presets_files_and_gather(tmp_path):
-    assert load_deepspeed_config(None) is None
-    zero3 = load_deepspeed_config("zero3")
-    assert zero_stage(zero3) == 3 and zero3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
-    assert zero_stage(load_deepspeed_config("zero2")) == 2
-    no_gather = {"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False}}
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps(no_gather))
-    assert load_deepspeed_config(str(path))["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
-    inline = load_deepspeed_config(no_gather)
-    assert inline["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
-    assert not no_gather["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # input untouched
-    with pytest.raises(ConfigError, match="deepspeed: file not found"):
-        load_deepspeed_config(str(tmp_path / "missing.json"))
