@@ -3,8 +3,8 @@ CPU): a checkpoint written by 2 nodes x 1 process resumes on 1 node x 1 process 
 full fine-tune and for LoRA. Global batch 8 throughout (micro batch 2 x accumulation 2 x 2 ranks, then x 4 x 1 and
 x 1 x 4); the rows of every step are recorded (HPCFT_RECORD_SAMPLES) and compared with the uninterrupted run's.
 
-Per mode: the uninterrupted 2x1 run (8 steps, checkpoint-4 kept), then both resumes at once from copies of its
-checkpoint-4 (the cluster's nodes have room for both)."""
+Per mode: the uninterrupted 2x1 run (8 steps, checkpoint-4 kept), then the two resumes, one after the other, each
+from a copy of its checkpoint-4."""
 
 from __future__ import annotations
 
@@ -51,19 +51,14 @@ def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode
     recorded = read_sample_record(ws / "samples-reference")
     assert sorted(recorded) == list(range(1, 9)) and all(len(ids) == 8 for ids in recorded.values())
 
-    jobs = {}
-    for name, (layout, _) in RESUMES.items():
+    for name, (layout, accumulation) in RESUMES.items():
         out = ws / name
         out.mkdir()
         shutil.copytree(reference / "checkpoint-4", out / "checkpoint-4")
-        submitted = run_cli("submit", "--profile", "local", tiny_cpu, *layout, f"output_dir={out}",
-                            f"launch.env.HPCFT_RECORD_SAMPLES={ws / f'samples-{name}'}", *COMMON, *MODES[mode])
-        assert submitted.code == 0, submitted.out + submitted.err
-        jobs[name] = submitted_job(submitted.out)
-
-    for name, (_, accumulation) in RESUMES.items():
-        followed = run_cli("logs", "-f", jobs[name])
-        assert followed.code == 0, followed.out[-3000:] + followed.err
+        followed = run_cli("submit", "--profile", "local", tiny_cpu, "--follow", *layout, f"output_dir={out}",
+                           f"launch.env.HPCFT_RECORD_SAMPLES={ws / f'samples-{name}'}", *COMMON, *MODES[mode])
+        job_id = submitted_job(followed.out)
+        assert followed.code == 0, run_cli("logs", "--errors", job_id).out + followed.out[-3000:] + followed.err
         log = followed.out
         assert f"gradient_accumulation_steps 2 -> {accumulation}: global batch 8" in log, log[-3000:]
         assert re.search(r"converted the ZeRO checkpoint \S+global_step4 \(2 partitions\)", log), log[-3000:]
@@ -76,7 +71,7 @@ def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode
         assert read_sample_record(ws / f"samples-{name}") == {s: recorded[s] for s in (5, 6, 7, 8)}
         assert (ws / name / ("adapter_model.safetensors" if "lora" in mode else "model.safetensors")).is_file()
 
-        status = run_cli("status", jobs[name])
+        status = run_cli("status", job_id)
         assert status.code == 0
         ranks = 1 if name == "1x1" else 4
         assert (f"attempt 1: {ranks} rank(s), resumed from checkpoint-4 with gradient_accumulation_steps "
