@@ -51,6 +51,8 @@ class TorchrunOnNode:
                 proc.wait(timeout=self.stop_grace_s)
             except Exception:  # noqa: BLE001 - out of time: Slurm ends it anyway
                 pass
+        if Path(os.environ.get("HPCFT_DONE_FILE", "/nonexistent")).exists():
+            return None  # the signal came while the run was finishing: a finished run is never requeued
         return DelayedSubmission(TorchrunOnNode(self.container_exec, self.stop_grace_s))
 
 
@@ -85,6 +87,7 @@ def submit_with_submitit(job: Job, run_dir: Path) -> Any:
                "HPCFT_TRAIN_YAML": shlex.quote(str(run_dir / "train.yaml")),
                "HPCFT_PYTHON": shlex.quote(python), "HPCFT_NPROC_PER_NODE": str(launch.nproc_per_node),
                "HPCFT_STOP_FILE": '"${HPCFT_RUN_DIR}/stop-${SLURM_JOB_ID}"',
+               "HPCFT_DONE_FILE": '"${HPCFT_RUN_DIR}/done-${SLURM_JOB_ID}"',
                "HPCFT_HANG_TIMEOUT": str(launch.hang_timeout)}
     exports.update({k: shell_env_value(v) for k, v in _job_env(job).items()})
     setup = [f"export {k}={v}" for k, v in exports.items()]
