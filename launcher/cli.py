@@ -1,5 +1,6 @@
 """The `hpcft` command line: all of its argparse wiring. Each handler is thin: it parses, calls a plain function
-of a launcher module, prints. Nothing here imports torch; heavy modules are imported by the handler that needs them."""
+of a launcher module, prints. Nothing here imports torch; heavy modules are imported by the handler that needs them.
+Longer than most modules on purpose: every verb's options are here, in one place, and nowhere else."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from hpcft.launcher import __version__
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.runs import RunRef, recent_runs, resolve_run
+from hpcft.launcher.slurm import SLURM_EXIT_CODE, SlurmError
 from hpcft.launcher.submit import BACKENDS
 
 # Command-line job options and the launch keys they set (command line wins over profile and config).
@@ -241,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpcft",
         description="Fine-tune LLMs on Slurm: one axolotl-style YAML + a cluster profile -> a correct job.",
-        epilog="Example: hpcft render --profile cscs cfg.yaml --nodes 4   then   sbatch runs/<name>/<stamp>/job.sbatch",
+        epilog="Example: hpcft render --profile cscs cfg.yaml --nodes 4   then   sbatch "
+               "runs/<name>/<stamp>/job.sbatch\n"
+               "Exit codes: 0 success, 2 bad input (config, profile, command line), 69 Slurm unavailable or refused "
+               "the job;\n`submit --follow` and `logs -f` exit with the job's own status.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hpcft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -292,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hpcft: error: {exc}", file=sys.stderr)
         return 2
+    except SlurmError as exc:
+        print(f"hpcft: error: {exc}", file=sys.stderr)
+        return SLURM_EXIT_CODE
     except KeyboardInterrupt:
         return 130
 

@@ -1,4 +1,5 @@
 """Load a training config, merge it with a profile and the command line, and validate it into a job.
+(Just over 300 lines: loading, merging, path resolution and the whole-job checks are one pass, read top down.)
 
 Order of precedence for job options: profile `launch:` < config `launch:` < command line.
 Relative paths in the config are resolved against the config file's folder, so a config means the same job
@@ -20,11 +21,15 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
+from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
+from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.profiles import Profile, load_profile
+from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.validation import check_keys, format_validation_error
+from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
@@ -113,9 +118,9 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
             if value is None:
                 continue
             if key in _LIST_UNION_KEYS:
-                merged[key] = unique_mounts(list(merged.get(key, [])) + list(value))
+                merged[key] = unique_mounts(list(merged.get(key, [])) + as_list(value, f"launch.{key}"))
             elif key in _LIST_CONCAT_KEYS:
-                merged[key] = list(merged.get(key, [])) + list(value)
+                merged[key] = list(merged.get(key, [])) + as_list(value, f"launch.{key}")
             elif key == "env":
                 merged[key] = {**merged.get(key, {}), **value}
             else:
@@ -239,6 +244,10 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     config_launch = _absolute_image(config_launch, path.parent)
     cli_launch = _absolute_image(cli_launch or {}, Path.cwd())
     data["launch"] = merge_launch(profile.launch, config_launch, cli_launch)
+    # Decided here, once: the job name names the run folder, which the plan below mounts.
+    data["launch"].setdefault("job_name", path.stem)
+    # The default output_dir is relative too: like every relative path, it is taken from the config's folder.
+    data.setdefault("output_dir", TrainConfig.model_fields["output_dir"].default)
     resolve_paths(data, path.parent, where)
     for key in token_like_values(data):
         warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
@@ -250,8 +259,19 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
-               warnings=warnings)
+    job = Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
+              warnings=warnings)
+    check_job(job)
+    return job
+
+
+def check_job(job: Job) -> None:
+    """The checks that need the whole job: its plan (mounts, image), the DeepSpeed file against the batch sizes,
+    and whether the compute nodes can see its paths. validate, render and submit all run them here."""
+    launch = job.cfg.launch
+    make_plan(job, default_run_dir(job))  # the run folder may still change (-o): render checks the real one
+    resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
+    job.warnings.extend(check_node_paths(job, job_paths(job)))
 
 
 def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:

@@ -1,5 +1,7 @@
 """The training image: the commands that build it and import it for a runtime, with the versions filled in from
-the checkout's pyproject.toml, and the check that the image file a job names exists before it is submitted."""
+the checkout's pyproject.toml, and the check that the image file a job names exists before it is submitted.
+(Over 300 lines: the build and import steps of both runtimes are kept side by side; what is inside an image is
+read by image_contents.py.)"""
 
 from __future__ import annotations
 
@@ -321,7 +323,33 @@ def cmd_image_check(args: argparse.Namespace) -> int:
         print(f"{image}: a registry reference, pulled on the nodes (not checked here)")
         return 0
     path = check_image_file(image, profile.runtime, f"launch.image (profile '{profile.name}')")
-    print(f"{path}: OK for the {profile.runtime} runtime of profile '{profile.name}'")
+    if path.is_dir():
+        print(f"{path}: a sandbox folder for the {profile.runtime} runtime of profile '{profile.name}'")
+        return 0
+    return _report_contents(path, profile.runtime, profile.name)
+
+
+def _report_contents(path: Path, runtime: str, profile_name: str) -> int:
+    """Say whether hpcft and its trainer's packages are inside the image (or that it cannot be told)."""
+    from hpcft.launcher import __version__
+    from hpcft.launcher.image_contents import inspect_image
+
+    contents = inspect_image(path)
+    if contents.unknown:
+        print(f"{path}: a {runtime} image file, but hpcft cannot tell whether hpcft is installed in it: "
+              f"{contents.unknown}", file=sys.stderr)
+        return 0
+    if contents.hpcft_version is None:
+        raise ConfigError(f"{path} has no hpcft installed (the job would fail with `No module named hpcft`); "
+                          "build hpcft's image with `hpcft image build` (containers/README.md) or install hpcft "
+                          "into this one")
+    if contents.missing:
+        raise ConfigError(f"{path} has hpcft but not {', '.join(contents.missing)}, which its trainer imports; "
+                          "build hpcft's image with `hpcft image build`")
+    version = contents.hpcft_version or "unknown version"
+    note = "" if contents.hpcft_version in ("", __version__) else f" (this login node has hpcft {__version__})"
+    print(f"{path}: OK for the {runtime} runtime of profile '{profile_name}': hpcft {version}{note} and its "
+          "trainer's packages are installed")
     return 0
 
 

@@ -6,6 +6,7 @@ Shipped profiles live in `cluster_profiles/`; users add or override them in `$HP
 
 from __future__ import annotations
 
+import difflib
 import os
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
-from hpcft.launcher.validation import format_validation_error
+from hpcft.launcher.schema import LaunchConfig
+from hpcft.launcher.validation import as_list, format_validation_error
 
 DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"]
 
@@ -39,7 +41,8 @@ class Profile(BaseModel):
     # The Python that runs torchrun on the nodes. "auto" means the interpreter running hpcft (local clusters).
     python: str = "python"
     gres: bool = True  # request GPUs with --gres=gpu:N (else --gpus-per-node=N)
-    launch: dict[str, Any] = Field(default_factory=dict)  # defaults for the LaunchConfig keys
+    launch: dict[str, Any] = Field(default_factory=dict)
+    """Defaults for the config's `launch:` keys (checked against the same schema when the profile is loaded)."""
     env: dict[str, str] = Field(default_factory=dict)
     edf: EdfOptions = Field(default_factory=EdfOptions)
     apptainer_args: list[str] = Field(default_factory=list)
@@ -48,6 +51,34 @@ class Profile(BaseModel):
     secret_file: str | None = None  # a 0600 file of KEY=VALUE lines, sourced on the node, never copied
     setup: list[str] = Field(default_factory=list)  # shell lines run before srun (e.g. module load)
     rdzv_port_base: int = Field(29500, ge=1024, le=60000)
+    node_paths: list[str] | None = None
+    """File systems the compute nodes see (e.g. [/capstor, /iopsstor, /users]); every path the job reads or
+    writes must lie on one. None: not checked."""
+    node_local_paths: list[str] = Field(default_factory=lambda: ["/tmp", "/dev/shm"])
+    """File systems each node has its own copy of: a job path there gets a warning."""
+    drop_mounts: list[str] = Field(default_factory=list)
+    """Mounts inherited through `extends:` that this profile removes (e.g. [/users])."""
+    cache_dir: str | None = None
+    """A folder on a shared file system for the Hugging Face cache (`~` and `$VARS` expand on the login node):
+    created, mounted into the container and used as HF_HOME unless `env` sets HF_HOME."""
+
+    @field_validator("launch")
+    @classmethod
+    def _launch_keys_are_launch_options(cls, launch: dict[str, Any]) -> dict[str, Any]:
+        # Checked here so that a typo is blamed on the profile, not on the user's config.
+        for key in ("mounts", "sbatch_args", "srun_args"):
+            if key in launch:
+                launch[key] = as_list(launch[key], f"launch.{key}")
+        unknown = sorted(set(launch) - set(LaunchConfig.model_fields))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(LaunchConfig.model_fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown key 'launch.{unknown[0]}'{hint}")
+        try:
+            LaunchConfig.model_validate(launch)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, "launch").removeprefix("launch: ")) from None
+        return launch
 
     @field_validator("secret_env")
     @classmethod
@@ -130,8 +161,10 @@ def load_profile(name: str) -> Profile:
     merged = OmegaConf.merge(*[OmegaConf.create(c) for c in reversed(chain)])
     data = OmegaConf.to_container(merged, resolve=False)
     # Lists replace each other in a merge, but a profile that extends another adds mounts, it does not drop them.
-    mounts = [m for c in reversed(chain) for m in ((c.get("launch") or {}).get("mounts") or [])]
-    if mounts:
+    mounts = [m for c in reversed(chain) for m in _as_mount_list((c.get("launch") or {}).get("mounts"))]
+    dropped = {d.rstrip("/") for d in data.get("drop_mounts") or []}
+    mounts = [m for m in mounts if m.rstrip("/") not in dropped and m.split(":")[0].rstrip("/") not in dropped]
+    if mounts or dropped:
         data.setdefault("launch", {})["mounts"] = unique_mounts(mounts)
     data.pop("extends", None)
     data["name"] = name
@@ -139,6 +172,10 @@ def load_profile(name: str) -> Profile:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"profile '{name}'")) from None
+
+
+def _as_mount_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 def profile_as_yaml(profile: Profile) -> str:

@@ -35,6 +35,9 @@ STACKS_DIR = "stacks"  # in the run directory: Python stacks dumped by the hang 
 # The stop file as a shell word (expanded on the node, where SLURM_JOB_ID is known): one file per job id, so a
 # requeued job does not see the previous allocation's file.
 STOP_FILE_SHELL = '"${HPCFT_RUN_DIR}/stop-${SLURM_JOB_ID}"'
+# Created by the trainer once the run is finished (final model saved, or nothing left to train): a time-limit
+# signal arriving then must not requeue the job.
+DONE_FILE_SHELL = '"${HPCFT_RUN_DIR}/done-${SLURM_JOB_ID}"'
 
 
 def stop_file(run_dir: str | Path, job_id: str) -> Path:

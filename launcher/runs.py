@@ -10,10 +10,13 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.errors import ConfigError
+
+if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
+    from hpcft.launcher.config import Job
 
 
 def state_dir() -> Path:
@@ -130,3 +133,15 @@ def recent_runs(include_all: bool, max_age_s: float = 86400) -> list[RunRef]:
         if include_all or age <= max_age_s:
             runs.append(RunRef(entry["job_id"], Path(entry["run_dir"])))
     return runs
+
+
+def default_run_dir(job: Job) -> Path:
+    """<runs_dir>/<job_name>/<timestamp>, absolute, not taken yet (nothing is created here)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(job.cfg.launch.runs_dir).expanduser() / str(job.cfg.launch.job_name)
+    run_dir = (base / stamp).resolve()
+    n = 1
+    while run_dir.exists():  # two renders in the same second
+        n += 1
+        run_dir = (base / f"{stamp}-{n}").resolve()
+    return run_dir

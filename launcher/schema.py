@@ -1,4 +1,5 @@
 """The one training-config schema, shared by the launcher (validates on the login node) and the trainer.
+(Long on purpose: one documented field per config key; docs/config-reference.md is generated from it.)
 
 Keys keep axolotl's names and meaning. Keys axolotl has but hpcft does not implement are listed in
 `UNSUPPORTED_AXOLOTL_KEYS` so that they fail by name instead of being silently ignored.
@@ -200,6 +201,20 @@ class LaunchConfig(_Strict):
             raise ValueError(f"'{value}' is not a Slurm memory size; use e.g. 460G, 64000M or 0 (all)")
         return value
 
+    @field_validator("mounts", "sbatch_args", "srun_args", mode="before")
+    @classmethod
+    def _one_string_is_one_item(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _long_sbatch_options(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if not re.fullmatch(r"--[A-Za-z][A-Za-z0-9-]*(=\S.*)?", arg) or "\n" in arg:
+                raise ValueError(f"'{arg}' is not one long Slurm option; write one option per item in the form "
+                                 "--key or --key=value (e.g. [--exclusive, --mem=0])")
+        return value
+
     @field_validator("env")
     @classmethod
     def _valid_env_names(cls, value: dict[str, str]) -> dict[str, str]:
@@ -207,6 +222,19 @@ class LaunchConfig(_Strict):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"'{name}' is not a valid environment variable name")
         return {k: str(v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _time_leaves_room_to_train(self) -> LaunchConfig:
+        # USR1 arrives signal_grace seconds before the end: a time limit not well above it checkpoints and requeues
+        # at once, round after round, with almost no training in between.
+        seconds = slurm_time_to_seconds(self.time)
+        if self.requeue and seconds < 2 * self.signal_grace:
+            raise ValueError(f"time '{self.time}' is {seconds} s, less than twice signal_grace "
+                             f"({self.signal_grace} s): "
+                             "the job would checkpoint and requeue almost as soon as it starts. Ask for more time "
+                             "(note that Slurm reads 1:30 as 1 min 30 s; write 01:30:00 for 1.5 hours) or lower "
+                             "launch.signal_grace")
+        return self
 
     @property
     def nproc_per_node(self) -> int:

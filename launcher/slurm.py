@@ -1,4 +1,5 @@
 """The one module that runs Slurm's commands (sbatch, squeue, sacct, scontrol, scancel, srun) and parses their output.
+(Over 300 lines on purpose: every Slurm output format is parsed here and nowhere else.)
 
 Every command is run from an argument list (never a shell string) and asked for a machine-readable form
 (`--parsable`, `-P`, `-o` formats), so what comes back is parsed here and nowhere else.
@@ -13,8 +14,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from hpcft.launcher.errors import ConfigError
 
 # squeue -o fields (one line per array task with --array). The job name goes last: it may contain '|'.
 SQUEUE_FIELDS = {"job_id": "%i", "array_job_id": "%F", "array_task_id": "%K", "state": "%T", "elapsed": "%M",
@@ -32,8 +31,12 @@ TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NOD
 _INVALID_JOB = "Invalid job id specified"
 
 
-class SlurmError(ConfigError):
-    """A Slurm command is missing or refused what we asked; the message carries Slurm's own words."""
+class SlurmError(Exception):
+    """A Slurm command is missing, did not answer, or refused what we asked; the message carries Slurm's own words.
+    Not a ConfigError: the CLI exits with SLURM_EXIT_CODE, so scripts can tell an outage from bad input."""
+
+
+SLURM_EXIT_CODE = 69  # EX_UNAVAILABLE (sysexits.h): the service hpcft needs failed
 
 
 @dataclass

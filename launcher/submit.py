@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.runs import record_submission, update_manifest
+from hpcft.launcher.runs import default_run_dir, record_submission, update_manifest
 from hpcft.launcher.sweeps import SweepPoint, render_sweep_files
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -53,7 +53,7 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
 def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "sbatch", dry_run: bool = False,
                sweep: list[SweepPoint] | None = None, command_line: list[str] | None = None) -> Submission:
     """Render the run directory and submit it; a refused submission leaves no run directory behind."""
-    from hpcft.launcher.render import finalize_job_name, render_run_dir
+    from hpcft.launcher.render import render_run_dir
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -63,13 +63,8 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
         from hpcft.launcher.image import check_image
 
         check_image(job)  # a missing .sqsh/.sif is an error now, not a failed job after the queue wait
-    finalize_job_name(job)
-    for point in sweep or []:
-        point.job.cfg.launch.job_name = job.cfg.launch.job_name
     if sweep:
         # Each point's train.yaml names files inside the run directory, so choose it before rendering.
-        from hpcft.launcher.render import default_run_dir
-
         target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
         run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
                                  extra_files=render_sweep_files(sweep, target),
@@ -86,9 +81,10 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
     pre_id = None
     try:
         if backend == "submitit":
+            from hpcft.launcher.jobplan import make_plan
             from hpcft.launcher.submitit_backend import submit_with_submitit
 
-            handle = submit_with_submitit(job, run_dir)
+            handle = submit_with_submitit(job, make_plan(job, run_dir))
             job_id, command = str(handle.job_id), []
         else:
             handle = None

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import (
     PLUGINS_WITHOUT_EFFECT,
     UNSUPPORTED_AXOLOTL_KEYS,
@@ -73,6 +74,15 @@ def _check_mapping(raw: dict[str, Any], known: set[str], unsupported: set[str], 
             del raw[key]
             continue
         raise ValueError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, known)}")
+
+
+def as_list(value: Any, key: str) -> list[Any]:
+    """A list option given as one string (`mounts: /data`) is a one-element list, not its characters."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"key '{key}' must be a list (e.g. [{value!r}]), not {type(value).__name__}")
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:

@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# command:package (squashfs-tools: `hpcft image check` lists the files inside .sqsh/.sif images, and its tests
+# build small ones with mksquashfs)
 need=()
-for pkg in shellcheck tmux; do
-  command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+for item in shellcheck:shellcheck tmux:tmux unsquashfs:squashfs-tools; do
+  command -v "${item%%:*}" >/dev/null 2>&1 || need+=("${item#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"

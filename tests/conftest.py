@@ -28,3 +28,14 @@ def run_cli(capsys, monkeypatch, tmp_path):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def cscs_sees_tmp_path(tmp_path, monkeypatch) -> Path:
+    """A user profile `cscs` that extends the shipped one and counts tmp_path among the file systems the compute
+    nodes see (the shipped profile allows only /capstor, /iopsstor and /users). Returns its folder."""
+    folder = tmp_path / "hpcft-profiles"
+    folder.mkdir(exist_ok=True)
+    (folder / "cscs.yaml").write_text(f"extends: cscs\nnode_paths: [/capstor, /iopsstor, /users, {tmp_path}]\n")
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    return folder

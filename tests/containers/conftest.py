@@ -56,3 +56,10 @@ def images(tmp_path: Path) -> dict[str, Path]:
     files["tarball"].write_bytes(b"hpcft/\x00" + bytes(500))  # a tar archive renamed .sqsh
     files["sandbox"].mkdir()
     return files
+
+
+@pytest.fixture(autouse=True)
+def _cluster_like_test_folders(cscs_sees_tmp_path, tmp_path, monkeypatch):
+    """Test workspaces live under /tmp, which the shipped cscs profile's compute nodes do not see; and a home of
+    their own, where the pyxis profile's cache folder is created."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))

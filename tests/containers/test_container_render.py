@@ -4,6 +4,7 @@ the run directory and output_dir are always mounted. A missing image file is ref
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -32,7 +33,7 @@ def site(workspace, monkeypatch):
     folder.mkdir()
     for shipped in ("cscs", "pyxis", "apptainer"):
         (folder / f"site-{shipped}.yaml").write_text(f"extends: {shipped}\nlaunch:\n  mounts: {PROFILE_MOUNTS}\n")
-    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{folder}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     with open(workspace / "cfg.yaml", "a") as f:
         f.write(f"  mounts: {CONFIG_MOUNTS + [str(workspace / 'out')]}\n")
     return workspace
@@ -56,7 +57,9 @@ def _assert_mounted_once(mounts: list[str], run: Path, workspace: Path, inherite
     """`inherited`: the shipped profile's own mounts, which a profile extending it adds to."""
     destinations = [(m.split(":")[1] if ":" in m else m).rstrip("/") for m in mounts]
     assert len(destinations) == len(set(destinations)), mounts
-    assert {"/data", "/scratch/shared", "/models", str(run), str(workspace / "out")} | inherited == set(destinations)
+    # The run and output folders, and what the job reads: the model folder and the dataset files.
+    used = {str(run), str(workspace / "out"), str(workspace / "model"), str(workspace / "data" / "chat.jsonl")}
+    assert {"/data", "/scratch/shared", "/models"} | used | inherited == set(destinations)
     sources = {m.split(":")[0] for m in mounts}
     assert "/opt/models" in sources and "/scratch/shared/sub" not in sources  # nested in /scratch/shared
 
@@ -69,7 +72,8 @@ def test_cscs_runs_the_step_through_the_edf(run_cli, site):
     edf = tomllib.loads((run / "environment.toml").read_text())
     assert edf["image"] == "/capstor/scratch/cscs/alice/ce-images/hpcft-0.1.0.sqsh"
     assert edf["workdir"] == str(run)
-    _assert_mounted_once(edf["mounts"], run, site, inherited=frozenset({"/capstor", "/iopsstor", "/users"}))
+    # The shipped profile mounts /capstor and /iopsstor whole, not /users (CSCS advises against it).
+    _assert_mounted_once(edf["mounts"], run, site, inherited=frozenset({"/capstor", "/iopsstor"}))
 
 
 def test_cscs_keeps_a_registry_reference_with_a_hash(run_cli, site):
@@ -85,25 +89,31 @@ def test_cscs_keeps_a_registry_reference_with_a_hash(run_cli, site):
 def test_pyxis_passes_image_mounts_and_workdir_to_srun(run_cli, site, image, expected):
     run, script = _render(run_cli, site, "site-pyxis", image)
     words = _srun_words(script)
-    options = dict(w.split("=", 1) for w in words if w.startswith("--container-"))
+    options = dict(w.split("=", 1) for w in words if w.startswith("--container-") and "=" in w)
     assert options["--container-image"] == expected
     assert options["--container-workdir"] == str(run)
     mounts = options["--container-mounts"].split(",")
     assert all(m.count(":") == 1 for m in mounts)  # pyxis wants SRC:DST
-    _assert_mounted_once(mounts, run, site)
+    # enroot mounts nothing by default: the profile's Hugging Face cache folder is created and mounted too.
+    cache = site / "home" / ".cache" / "huggingface"
+    _assert_mounted_once(mounts, run, site, inherited=frozenset({str(cache)}))
+    assert cache.is_dir() and "--container-writable" in words
+    assert f'export HF_HOME="{cache}"' in script
     assert not (run / "environment.toml").exists()
 
 
 def test_apptainer_execs_the_image_with_gpus_binds_and_env(run_cli, site):
     run, script = _render(run_cli, site, "site-apptainer", "/scratch/images/hpcft-0.1.0.sif")
-    words = _srun_words(script)
-    start = words.index("apptainer")
-    assert words[start:start + 3] == ["apptainer", "exec", "--nv"]
+    node_command = shlex.split(script[script.index("bash -c '"):].split("' &")[0] + "'")[2]
+    words = shlex.split(node_command[node_command.index("exec apptainer ") + 5:].replace("\\\n", " "))
+    assert words[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]  # no host environment leaks in
     assert words[words.index("--pwd") + 1] == str(run)
-    assert words[-1] == "/scratch/images/hpcft-0.1.0.sif"  # the image, right before `bash -c`
+    assert words[words.index("--pwd") + 2] == "/scratch/images/hpcft-0.1.0.sif"  # the image, then its Python
     _assert_mounted_once(words[words.index("--bind") + 1].split(","), run, site)
-    # The image's own ENV wins over the host's in Apptainer; profile values go in as APPTAINERENV_.
+    # --cleanenv: what the container needs goes in as APPTAINERENV_ (also winning over the image's ENV).
     assert re.search(r'^export APPTAINERENV_HF_HOME="\$\{HOME\}/\.cache/huggingface"$', script, re.M)
+    assert re.search(r'^export APPTAINERENV_HPCFT_STOP_FILE="\$\{HPCFT_STOP_FILE\}"$', script, re.M)
+    assert 'export APPTAINERENV_HF_TOKEN="$HF_TOKEN"' in script  # secrets by name, never by value
 
 
 @pytest.mark.parametrize(("profile", "suffix"), [("site-cscs", "sqsh"), ("site-pyxis", "sqsh"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -147,10 +148,64 @@ def test_check_reports_a_missing_file_for_the_profile(run_image, tmp_path):
     assert f"image file not found: {missing}" in result.err and "hpcft image build --runtime enroot" in result.err
 
 
-def test_check_accepts_an_existing_squashfs(run_image, images):
+def test_check_says_when_it_cannot_tell_what_is_inside(run_image, images):
+    """A file with a squashfs superblock but no readable file system: the file checks pass, the listing fails."""
     result = run_image("check", "--profile", "cscs", "--image", images["sqsh"])
     assert result.code == 0, result.err
-    assert f"{images['sqsh']}: OK" in result.out
+    assert "cannot tell whether hpcft is installed in it: unsquashfs could not read it" in result.err
+
+
+SITE = "usr/local/lib/python3.12/site-packages"
+TRAINER = ["torch", "transformers", "peft", "accelerate", "deepspeed", "datasets"]
+
+
+def _squashfs(tmp_path: Path, name: str, files: list[str]) -> Path:
+    """A real squashfs image (mksquashfs, from Debian's squashfs-tools) holding these files."""
+    assert shutil.which("mksquashfs"), "mksquashfs is missing: scripts/setup.sh installs squashfs-tools"
+    root = tmp_path / f"{name}-root"
+    for file in files:
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (root / file).write_text("")
+    image = tmp_path / f"{name}.sqsh"
+    subprocess.run(["mksquashfs", str(root), str(image), "-quiet", "-no-progress"], check=True)
+    return image
+
+
+def _hpcft_files(version: str = VERSION, without: tuple[str, ...] = ()) -> list[str]:
+    return [f"{SITE}/hpcft/trainer/__init__.py", f"{SITE}/hpcft/launcher/__init__.py",
+            f"{SITE}/hpcft-{version}.dist-info/METADATA",
+            *(f"{SITE}/{package}/__init__.py" for package in TRAINER if package not in without)]
+
+
+def test_check_finds_hpcft_and_its_trainer_inside_a_squashfs(run_image, tmp_path):
+    image = _squashfs(tmp_path, "hpcft", _hpcft_files())
+    result = run_image("check", "--profile", "cscs", "--image", image)
+    assert result.code == 0, result.err
+    assert f"{image}: OK for the edf runtime of profile 'cscs': hpcft {VERSION} and" in result.out
+
+
+def test_check_refuses_the_tutorials_axolotl_image(run_image, tmp_path):
+    """It is a valid squashfs, so a file check passes; the job would then die with `No module named hpcft`."""
+    image = _squashfs(tmp_path, "axolotl", [f"{SITE}/axolotl/__init__.py",
+                                            *(f"{SITE}/{package}/__init__.py" for package in TRAINER)])
+    result = run_image("check", "--profile", "cscs", "--image", image)
+    assert result.code == 2
+    assert "has no hpcft installed (the job would fail with `No module named hpcft`)" in result.err
+    assert result.err.count("\n") == 1
+
+
+def test_check_names_missing_trainer_packages_and_reads_a_sif(run_image, tmp_path):
+    image = _squashfs(tmp_path, "nodeepspeed", _hpcft_files(without=("deepspeed",)))
+    result = run_image("check", "--profile", "pyxis", "--image", image)
+    assert result.code == 2 and "has hpcft but not deepspeed" in result.err
+    # A SIF keeps its file system as a squashfs partition after a header: found and listed the same way.
+    sif = tmp_path / "hpcft.sif"
+    squashfs = _squashfs(tmp_path, "inner", _hpcft_files(version="0.0.9")).read_bytes()
+    header = b"#!/usr/bin/env run-singularity\n\x00SIF_MAGIC\x00"
+    sif.write_bytes(header + bytes(8192 - len(header)) + squashfs)
+    result = run_image("check", "--profile", "apptainer", "--image", sif)
+    assert result.code == 0, result.err
+    assert f"hpcft 0.0.9 (this login node has hpcft {VERSION})" in result.out
 
 
 def test_check_reads_the_image_from_the_config(run_image, workspace, images):

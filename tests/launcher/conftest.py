@@ -47,3 +47,10 @@ launch:
   job_name: unit
   time: "02:00:00"
 """
+
+
+@pytest.fixture(autouse=True)
+def _cluster_like_test_folders(cscs_sees_tmp_path, tmp_path, monkeypatch):
+    """Test workspaces live under /tmp, which the shipped cscs profile's compute nodes do not see; and a home of
+    their own, where the pyxis profile's cache folder is created."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))

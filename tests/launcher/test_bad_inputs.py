@@ -6,6 +6,7 @@ A file's header says what to expect (`# expect: ...`) and which extra arguments 
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -31,7 +32,7 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 @pytest.mark.parametrize("verb", ["render", "validate"])
 def test_bad_input_is_one_clear_line_and_nothing_written(case, verb, workspace, run_cli, monkeypatch):
-    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(DATA / "bad_profiles"))
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{DATA / 'bad_profiles'}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(workspace / "xdg"))
     (workspace / "data" / "empty.jsonl").write_text("")
     cfg = workspace / "bad.yaml"

@@ -73,8 +73,10 @@ def test_rendered_run_dir_is_valid(profile, nodes, run_cli, workspace):
         assert edf["image"] == IMAGE["cscs"]
         assert edf["writable"] is True
         assert edf["annotations"]["com"]["hooks"]["aws_ofi_nccl"] == {"enabled": "true", "variant": "cuda13"}
-        assert edf["env"]["NCCL_NET"] == "AWS Libfabric"
-        assert {"/capstor", "/iopsstor", str(run)} <= set(edf["mounts"])
+        # The aws-ofi-nccl hook sets NCCL/libfabric variables itself; pinned copies would override its values.
+        assert not [key for key in edf["env"] if key.startswith(("NCCL_", "FI_"))]
+        assert edf["env"]["TRITON_CACHE_DIR"].startswith("/tmp/")  # node-local, not Lustre
+        assert {"/capstor", "/iopsstor", str(run)} <= set(edf["mounts"]) and "/users" not in edf["mounts"]
         assert f"--environment={run}/environment.toml" in text
         assert "#SBATCH --environment" not in text  # CSCS discourages it: srun gets the EDF
     else:
@@ -108,8 +110,8 @@ def test_container_invocations(run_cli, workspace):
     assert "--container-image=nvcr.io#nvidia/pytorch:25.01-py3" in pyxis
     assert "--container-mounts=" in pyxis and "--container-workdir=" in pyxis
     app = (render(run_cli, workspace, "apptainer") / "job.sbatch").read_text()
-    assert re.search(r"apptainer \\\n\s+exec \\\n\s+--nv \\\n\s+--bind", app)
-    assert "export APPTAINERENV_HF_HOME=" in app  # image ENV wins over host env, so values go this way
+    assert "exec apptainer exec --nv --cleanenv \\\n      --bind " in app  # the login node's env stays out
+    assert "export APPTAINERENV_HF_HOME=" in app  # what the container needs goes in by name
 
 
 def test_container_profile_without_image_is_an_error(run_cli, workspace):
@@ -130,9 +132,10 @@ def test_precedence_profile_config_cli(run_cli, workspace):
 def test_user_profile_extends_shipped(run_cli, workspace, monkeypatch):
     folder = workspace / "profiles"
     folder.mkdir()
-    (folder / "cscs.yaml").write_text("extends: cscs\nlaunch:\n  account: a127\n  mounts: [/users]\n")
+    (folder / "cscs.yaml").write_text("extends: cscs\nlaunch:\n  account: a127\n  mounts: [/users]\n"
+                                      f"node_paths: [/capstor, {workspace}]\n")
     (folder / "mine.yaml").write_text("extends: cscs\nlaunch:\n  partition: debug\n")
-    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{folder}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     shown = run_cli("profiles", "show", "mine")
     merged = yaml.safe_load(shown.out)
     assert merged["launch"]["account"] == "a127" and merged["launch"]["partition"] == "debug"
@@ -243,7 +246,7 @@ def test_secret_file_is_sourced_on_the_node_never_copied(run_cli, workspace, mon
     folder = workspace / "profiles"
     folder.mkdir()
     (folder / "withsecret.yaml").write_text(f"extends: local\nsecret_file: {secret}\n")
-    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{folder}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     out = workspace / "run-secret"
     result = run_cli("render", "--profile", "withsecret", workspace / "cfg.yaml", "-o", out)
     assert result.code == 0, result.err

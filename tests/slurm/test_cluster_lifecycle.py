@@ -234,12 +234,12 @@ def test_interactive_dry_run_prints_the_exact_srun(workspace, run_cli):
     assert result.code == 0
     rc = workspace.root / "session" / "interactive.rc"
     assert result.out.strip() == (
-        "srun --pty --nodes=1 --ntasks-per-node=1 --time=00:05:00 --job-name=fake --partition=debug "
-        f"--cpus-per-task=2 bash --rcfile {rc} -i")
+        "srun --pty --job-name=fake --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --time=00:05:00 "
+        f"--partition=debug bash --rcfile {rc} -i")
     two = run_cli("interactive", "--profile", "localtest", workspace.config, "--dry-run",
                   "-o", workspace.root / "session2")
     assert two.out.strip() == (
-        "salloc --nodes=2 --ntasks-per-node=1 --time=00:05:00 --job-name=fake --partition=debug --cpus-per-task=2 "
+        "salloc --job-name=fake --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 --time=00:05:00 --partition=debug "
         "srun --pty --overlap --nodes=1 --ntasks=1 bash --rcfile "
         f"{workspace.root / 'session2' / 'interactive.rc'} -i")
 

@@ -1,0 +1,63 @@
+"""What the login node decides once for validate, render and submit: list options, the default output_dir,
+inherited mounts, the CSCS hook's variables, and one job name for the whole job."""
+
+from __future__ import annotations
+
+import tomllib
+
+from hpcft.launcher.config import load_job
+
+
+def test_list_options_given_as_one_string_are_one_item(run_cli, workspace):
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("  mounts: /data\n  sbatch_args: --exclusive\n  srun_args: --mpi=pmix\n")
+    job = load_job(workspace / "cfg.yaml", "local")
+    assert job.cfg.launch.mounts == ["/data"]  # not ["/", "d", "a", "t", "a"]
+    assert job.cfg.launch.sbatch_args == ["--exclusive"] and job.cfg.launch.srun_args == ["--mpi=pmix"]
+    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", workspace / "run", cwd=workspace)
+    assert result.code == 0, result.err
+    script = (workspace / "run" / "job.sbatch").read_text()
+    assert [line for line in script.splitlines() if line.startswith("#SBATCH --ex")] == ["#SBATCH --exclusive"]
+    assert "#SBATCH -\n" not in script and " --mpi=pmix " in script
+
+
+def test_a_profile_list_given_as_one_string_is_one_item(workspace, monkeypatch):
+    folder = workspace / "profiles"
+    folder.mkdir()
+    (folder / "site.yaml").write_text("extends: local\nlaunch:\n  mounts: /data\n  sbatch_args: --exclusive\n")
+    monkeypatch.setenv("HPCFT_PROFILE_PATH", str(folder))
+    job = load_job(workspace / "cfg.yaml", "site")
+    assert job.cfg.launch.mounts == ["/data"] and job.cfg.launch.sbatch_args == ["--exclusive"]
+
+
+def test_the_default_output_dir_is_taken_from_the_configs_folder(workspace, monkeypatch, tmp_path):
+    text = (workspace / "cfg.yaml").read_text().replace("output_dir: ./out\n", "")
+    (workspace / "cfg.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    job = load_job(workspace / "cfg.yaml", "cscs", cli_launch={"image": "/capstor/hpcft.sqsh"})
+    assert job.cfg.output_dir == str(workspace / "outputs")  # not "./outputs", and not the current folder
+
+
+def test_a_profile_drops_an_inherited_mount(workspace, monkeypatch, cscs_sees_tmp_path):
+    (cscs_sees_tmp_path / "nousers.yaml").write_text(
+        "extends: cscs\ndrop_mounts: [/iopsstor]\nlaunch:\n  mounts: [/users/alice]\n")
+    job = load_job(workspace / "cfg.yaml", "nousers", cli_launch={"image": "/capstor/hpcft.sqsh"})
+    assert job.cfg.launch.mounts == ["/capstor", "/users/alice"]
+
+
+def test_cscs_leaves_nccl_and_libfabric_to_the_hook_unless_the_config_overrides(run_cli, workspace):
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("  env:\n    NCCL_CROSS_NIC: '1'\n")
+    result = run_cli("render", "--profile", "cscs", workspace / "cfg.yaml", "--image", "/capstor/hpcft.sqsh",
+                     "-o", workspace / "run", cwd=workspace)
+    assert result.code == 0, result.err
+    env = tomllib.loads((workspace / "run" / "environment.toml").read_text())["env"]
+    assert [k for k in env if k.startswith(("NCCL_", "FI_"))] == ["NCCL_CROSS_NIC"]
+
+
+def test_the_job_name_is_decided_when_the_job_is_loaded(workspace):
+    text = (workspace / "cfg.yaml").read_text().replace("  job_name: unit\n", "")
+    (workspace / "cfg.yaml").write_text(text)
+    assert load_job(workspace / "cfg.yaml", "local").cfg.launch.job_name == "cfg"
