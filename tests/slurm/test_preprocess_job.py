@@ -73,4 +73,4 @@ def test_a_malformed_jsonl_line_fails_preprocessing_and_no_training_job_is_left(
     assert f"preprocessing job {pre_id} FAILED" in result.err and "cancelled without starting" in result.err
     assert sacct_times(pre_id)["state"] == "FAILED"
     assert sacct_times(train_id)["state"].startswith("CANCELLED")  # not pending forever
-    assert not Path(config["output_dir"]).exists()  # the training job never ran
+    assert not (Path(config["output_dir"]) / "metrics.jsonl").exists()  # the training job never ran
