@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +68,6 @@ class JobPlan:
     container_prefix: list[str]
     # torchrun, as shell words expanded on the node ("$SLURM_PROCID" differs per node).
     torchrun: list[str]
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def srun_args(self) -> list[str]:
@@ -94,7 +93,7 @@ class JobPlan:
         command = "exec " + " ".join(words)
         if not wrap:
             return "; ".join([*lines, command])
-        breaks = ("--bind", "--pwd", '"$HPCFT_PYTHON"') if self.container_prefix else ()
+        breaks = ("--bind", "--pwd", self.torchrun[0]) if self.container_prefix else ()
         for word in (*breaks, "--nnodes=", "--rdzv_backend=", "--max_restarts=", "-m hpcft.trainer"):
             command = command.replace(f" {word}", f" \\\n      {word}", 1)
         return "".join(f"\n    {line}" for line in [*lines, command])
@@ -250,10 +249,12 @@ def _container(job: Job, run_dir: Path, mounts: list[str], env: dict[str, str]) 
 
 
 def _torchrun() -> list[str]:
-    return ['"$HPCFT_PYTHON"', "-m", "torch.distributed.run", '--nnodes="$SLURM_NNODES"',
-            '--nproc_per_node="$HPCFT_NPROC_PER_NODE"', '--node_rank="$SLURM_PROCID"', "--rdzv_backend=c10d",
+    """torchrun on one node: one rendezvous for all nodes (c10d on the first), no restarts (a failed rank ends
+    the job, which Slurm then ends everywhere), then the trainer on the resolved config."""
+    return [f'"${protocol.PYTHON_ENV}"', "-m", "torch.distributed.run", '--nnodes="$SLURM_NNODES"',
+            f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"', '--node_rank="$SLURM_PROCID"', "--rdzv_backend=c10d",
             '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id="$SLURM_JOB_ID"', "--max_restarts=0",
-            "-m", "hpcft.trainer", "train", '"$HPCFT_TRAIN_YAML"']
+            "-m", "hpcft.trainer", "train", f'"${protocol.TRAIN_YAML_ENV}"']
 
 
 def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> JobPlan:

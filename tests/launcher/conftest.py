@@ -38,6 +38,7 @@ datasets:
     type: completion
     field: text
 output_dir: ./out
+dataset_prepared_path: ./prepared
 sequence_len: 512
 sample_packing: true
 micro_batch_size: 2

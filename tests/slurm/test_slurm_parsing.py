@@ -181,7 +181,8 @@ def test_missing_slurm_command_says_what_to_check(monkeypatch):
 def test_lifecycle_modules_import_neither_torch_nor_submitit():
     modules = ", ".join(f"hpcft.launcher.{m}" for m in ("api", "cli", "runs", "sweeps", "submit", "submitit_backend",
                                                           "logs", "status", "cancel", "interactive", "protocol",
-                                                          "deepspeed_config"))
+                                                          "deepspeed_config", "jobplan", "quoting", "node_paths",
+                                                          "image_contents", "config", "render"))
     code = (f"import sys, {modules}; "
             "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules); "
             "print(heavy); sys.exit(1 if heavy else 0)")
