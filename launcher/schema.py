@@ -166,8 +166,9 @@ class LaunchConfig(_Strict):
     # Preprocessing (tokenize + pack) in its own CPU job, chained before training (issue: GPUs wait for no CPU work).
     preprocess: Literal["job", "inline", "auto"] = "auto"
     """`auto`: a one-node CPU job tokenizes and packs first when the prepared dataset for this config is not in
-    dataset_prepared_path yet (training waits for it, `--dependency=afterok`); `job`: always that job first;
-    `inline`: the training job prepares the data itself."""
+    dataset_prepared_path yet (training waits for it, `--dependency=afterok`; when the login node cannot check,
+    because the tokenizer's files are not on it, the training job prepares the data); `job`: always that job
+    first; `inline`: the training job prepares the data itself."""
     preprocess_partition: str | None = None
     """Partition of the preprocessing job (default: `partition`)."""
     preprocess_account: str | None = None

@@ -44,7 +44,9 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
 
     where = prepared_dir(job.cfg)
     if where is None:
-        return True, "the tokenizer's files are not on this machine, so the prepared-dataset cache cannot be checked"
+        # Without the tokenizer's files here (a Hub model not in this machine's cache) the cache cannot be checked:
+        # the training job prepares the data as before (launch.preprocess: job forces a preprocessing job).
+        return False, "the tokenizer's files are not on this machine, so the prepared-dataset cache cannot be checked"
     if where.is_dir():
         return False, f"prepared dataset found in {where}"
     return True, f"no prepared dataset in {where} yet"
