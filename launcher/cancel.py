@@ -5,12 +5,21 @@ from __future__ import annotations
 import time
 
 from hpcft.launcher import slurm
-from hpcft.launcher.runs import RunRef
+from hpcft.launcher.runs import RunRef, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 
-def cancel_run(run: RunRef) -> None:
+def cancel_run(run: RunRef) -> list[str]:
+    """Cancel the run's jobs: the training job and, when it has one, its preprocessing job. Returns their ids."""
+    cancelled = []
+    manifest = read_manifest(run.run_dir) if run.run_dir and (run.run_dir / "manifest.json").is_file() else {}
+    pre = (manifest.get("preprocess") or {}).get("job_id")
+    if pre and "_" not in run.job_id and run.job_id != pre:
+        if any(not m.finished for m in slurm.job_members(pre)):
+            slurm.scancel(pre)
+            cancelled.append(pre)
     slurm.scancel(run.job_id)
+    return [*cancelled, run.job_id]
 
 
 def wait_for_state(job_id: str, states: set[str], timeout: float = 30, poll: float = 0.5) -> list[JobInfo]:

@@ -204,6 +204,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"run directory: {result.run_dir} (not submitted)", file=sys.stderr)
         return 0
     points = f" ({len(sweep)} array tasks)" if sweep else ""
+    if result.preprocess_job_id:
+        print(f"submitted preprocessing job {result.preprocess_job_id} ({result.preprocess_reason}); the training "
+              "job starts when it has completed")
     print(f"submitted job {result.job_id}{points}: {result.run_dir}")
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
@@ -277,13 +280,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hpcft.launcher.status import format_status_table, status_rows
+    from hpcft.launcher.status import format_status_table, run_details, status_rows
 
     runs = [resolve_run(args.ref)] if args.ref else recent_runs(args.all)
     if not runs:
         print("no hpcft runs submitted in the last day (hpcft status --all lists every one)", file=sys.stderr)
         return 0
     print(format_status_table(status_rows(runs)))
+    details = run_details(runs)
+    if details:
+        print(details)
     if args.ref and not args.no_plot:
         print_curves(args.ref)
     return 0
@@ -324,8 +330,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from hpcft.launcher.cancel import cancel_run
 
     run = resolve_run(args.ref)
-    cancel_run(run)
-    print(f"cancelled job {run.job_id}" + (f" ({run.run_dir})" if run.run_dir else ""))
+    ids = cancel_run(run)
+    print(f"cancelled job {' and '.join(ids)}" + (f" ({run.run_dir})" if run.run_dir else ""))
     return 0
 
 

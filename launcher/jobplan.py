@@ -35,7 +35,7 @@ ALLOCATION_OPTIONS = ("job-name", "nodes", "ntasks-per-node", "gres", "gpus-per-
                       "account", "partition", "qos", "reservation", "constraint", "mem")
 # Protocol variables the trainer reads inside the container.
 _TRAINER_VARIABLES = (protocol.RUN_DIR_ENV, protocol.TRAIN_YAML_ENV, protocol.STOP_FILE_ENV,
-                      protocol.HANG_TIMEOUT_ENV)
+                      protocol.DONE_FILE_ENV, protocol.HANG_TIMEOUT_ENV)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _exports(job: Job, run_dir: Path, python: str, array: str | None) -> list[tu
                   else f'"${{{protocol.RUN_DIR_ENV}}}/{protocol.TRAIN_YAML}"')
     exports = [(protocol.RUN_DIR_ENV, shlex.quote(str(run_dir))), (protocol.TRAIN_YAML_ENV, train_yaml),
                (protocol.PYTHON_ENV, shlex.quote(python)), (protocol.NPROC_PER_NODE_ENV, str(launch.nproc_per_node)),
-               (protocol.STOP_FILE_ENV, protocol.STOP_FILE_SHELL),
+               (protocol.STOP_FILE_ENV, protocol.STOP_FILE_SHELL), (protocol.DONE_FILE_ENV, protocol.DONE_FILE_SHELL),
                (protocol.HANG_TIMEOUT_ENV, str(launch.hang_timeout))]
     env = job_env(job)
     if runtime == "edf":

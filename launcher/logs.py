@@ -3,6 +3,7 @@ job to its end, and naming its first failure (`hpcft logs --errors`: error_files
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -21,9 +22,14 @@ _SUBMITIT_TASK = re.compile(r"_(\d+)_log\.(?:out|err)$")
 
 
 def log_files(run: RunRef) -> list[Path]:
-    """The job's stdout/stderr files: in the run directory (logs/, submitit/), else where Slurm says."""
+    """The job's stdout/stderr files: in the run directory (logs/, submitit/), else where Slurm says. A run's
+    preprocessing job's log comes first (preprocess-<id>.out sorts before slurm-<id>.out)."""
     if run.run_dir is not None:
-        token = re.compile(rf"(?<![0-9]){re.escape(run.job_id)}(?![0-9])")
+        ids = [run.job_id]
+        pre = _preprocess_job_id(run)
+        if pre:
+            ids.append(pre)
+        token = re.compile(r"(?<![0-9])(" + "|".join(re.escape(i) for i in ids) + r")(?![0-9])")
         found = []
         for sub in ("logs", "submitit"):
             folder = run.run_dir / sub
@@ -89,7 +95,28 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
               file=sys.stderr)
     if not done:
         return 0
-    return max(slurm.exit_status(m) for m in slurm.accounted_when_ended(run.job_id, members))
+    code = max(slurm.exit_status(m) for m in slurm.accounted_when_ended(run.job_id, members))
+    if code:
+        _say_if_preprocessing_failed(run)
+    return code
+
+
+def _say_if_preprocessing_failed(run: RunRef) -> None:
+    """A failed preprocessing job makes Slurm cancel the training job (--kill-on-invalid-dep): say which failed."""
+    pre = _preprocess_job_id(run)
+    if not pre:
+        return
+    failed = [m for m in slurm.job_members(pre) if m.finished and m.state != "COMPLETED"]
+    if failed:
+        print(f"hpcft: preprocessing job {pre} {failed[0].state} (its error is above, in logs/preprocess-{pre}.err); "
+              f"training job {run.job_id} was cancelled without starting", file=sys.stderr, flush=True)
+
+
+def _preprocess_job_id(run: RunRef) -> str | None:
+    manifest = run.run_dir / "manifest.json" if run.run_dir else None
+    if manifest is None or not manifest.is_file() or "_" in run.job_id:
+        return None
+    return (json.loads(manifest.read_text()).get("preprocess") or {}).get("job_id")
 
 
 def _member_of(path: Path, members: list[JobInfo]) -> tuple[JobInfo, bool]:

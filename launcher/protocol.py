@@ -21,6 +21,7 @@ PYTHON_ENV = "HPCFT_PYTHON"  # the Python that runs torchrun on the node
 NPROC_PER_NODE_ENV = "HPCFT_NPROC_PER_NODE"  # torchrun --nproc_per_node
 STOP_FILE_ENV = "HPCFT_STOP_FILE"  # checkpoint and stop when this file exists (time limit near)
 HANG_TIMEOUT_ENV = "HPCFT_HANG_TIMEOUT"  # seconds without a completed step before the watchdog ends the job
+DONE_FILE_ENV = "HPCFT_DONE_FILE"  # the trainer creates it once the run is finished: the script never requeues then
 
 # Files.
 TRAIN_YAML = "train.yaml"
@@ -29,6 +30,7 @@ MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.jsonl"  # in output_dir: one JSON object per logging step
 STARTS_FILE = "starts.jsonl"  # in output_dir: one JSON object per training start (first run and each resume)
 COMPLETE_MARKER = "hpcft_complete.json"  # in checkpoint-<step>/: written once every rank has saved
+FINISHED_MARKER = "hpcft_finished.json"  # in output_dir: the final model is saved, nothing is left to train
 STACKS_DIR = "stacks"  # in the run directory: Python stacks dumped by the hang watchdog
 # In the run directory: torchrun's --log-dir, one folder per node (<host>/), holding torch elastic's error files.
 TORCHELASTIC_DIR = "torchelastic"
@@ -37,6 +39,9 @@ WORKER_NOTE = "hpcft-worker.json"  # next to each rank's error.json: its global 
 # The stop file as a shell word (expanded on the node, where SLURM_JOB_ID is known): one file per job id, so a
 # requeued job does not see the previous allocation's file.
 STOP_FILE_SHELL = '"${HPCFT_RUN_DIR}/stop-${SLURM_JOB_ID}"'
+# Created by the trainer once the run is finished (final model saved, or nothing left to train): a time-limit
+# signal arriving then must not requeue the job.
+DONE_FILE_SHELL = '"${HPCFT_RUN_DIR}/done-${SLURM_JOB_ID}"'
 
 
 def stop_file(run_dir: str | Path, job_id: str) -> Path:
@@ -69,10 +74,12 @@ class CompleteMarker:
     time: float
 
 
-def write_complete_marker(checkpoint: Path, step: int, world_size: int) -> None:
-    """Mark a checkpoint complete; written to a temporary name then renamed, so a reader never sees half of it."""
+def write_complete_marker(checkpoint: Path, step: int, world_size: int, extra: dict[str, Any] | None = None) -> None:
+    """Mark a checkpoint complete; written to a temporary name then renamed, so a reader never sees half of it.
+    extra: more to record (the trainer's batch layout and data position, for an elastic resume)."""
     tmp = checkpoint / f".{COMPLETE_MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step, "world_size": world_size, "time": time.time()}) + "\n")
+    data = {**(extra or {}), "step": step, "world_size": world_size, "time": time.time()}
+    tmp.write_text(json.dumps(data) + "\n")
     tmp.replace(checkpoint / COMPLETE_MARKER)
 
 

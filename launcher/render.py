@@ -78,9 +78,15 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
     cfg, launch = job.cfg, job.cfg.launch
     plan = make_plan(job, run_dir, array=array, log_name=log_name)
     context = {"version": __version__, "config_path": str(job.config_path), "profile": job.profile, "launch": launch,
-               "run_dir": str(run_dir), "plan": plan}
+               "run_dir": str(run_dir), "plan": plan,
+               # The preprocessing job's own resources, defaulting to the training job's partition and account.
+               "preprocess_options": [(key, value) for key, value in (
+                   ("partition", launch.preprocess_partition or launch.partition),
+                   ("account", launch.preprocess_account or launch.account),
+                   ("qos", launch.preprocess_qos), ("mem", launch.preprocess_mem)) if value]}
     jenv = _environment()
-    files = {"job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context)}
+    files = {"job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context),
+             "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context)}
     if plan.runtime == "edf":
         files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
     files.update(sharding_files(job, launch.nodes * launch.nproc_per_node))
@@ -176,7 +182,9 @@ def write_atomically(run_dir: Path, files: dict[str, str]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         (tmp / "logs").mkdir(exist_ok=True)
-        (tmp / "job.sbatch").chmod(0o755)
+        for script in ("job.sbatch", "preprocess.sbatch"):
+            if (tmp / script).is_file():
+                (tmp / script).chmod(0o755)
         if run_dir.exists():
             run_dir.rmdir()  # empty (checked by the caller)
         tmp.rename(run_dir)

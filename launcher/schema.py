@@ -385,8 +385,26 @@ class LaunchConfig(_Strict):
     """Stop requeueing after this many restarts."""
     hang_timeout: int = Field(1800, ge=1)  # seconds without a completed step before the watchdog ends the job
     """Seconds without a completed step before the watchdog dumps stacks and ends the job."""
+    # Preprocessing (tokenize + pack) in its own CPU job, chained before training (issue: GPUs wait for no CPU work).
+    preprocess: Literal["job", "inline", "auto"] = "auto"
+    """`auto`: a one-node CPU job tokenizes and packs first when the prepared dataset for this config is not in
+    dataset_prepared_path yet (training waits for it, `--dependency=afterok`; when the login node cannot check,
+    because the tokenizer's files are not on it, the training job prepares the data); `job`: always that job
+    first; `inline`: the training job prepares the data itself."""
+    preprocess_partition: str | None = None
+    """Partition of the preprocessing job (default: `partition`)."""
+    preprocess_account: str | None = None
+    """Account of the preprocessing job (default: `account`)."""
+    preprocess_qos: str | None = None
+    """QOS of the preprocessing job."""
+    preprocess_cpus: int | None = Field(None, ge=1)
+    """CPUs of the preprocessing job, all used by `dataset_processes` (default: the whole node, `--exclusive`)."""
+    preprocess_mem: str | None = None
+    """Memory of the preprocessing job (`0` = all of the node)."""
+    preprocess_time: str = "01:00:00"
+    """Time limit of the preprocessing job."""
 
-    @field_validator("time")
+    @field_validator("time", "preprocess_time")
     @classmethod
     def _valid_time(cls, value: str) -> str:
         slurm_time_to_seconds(value)
@@ -399,7 +417,7 @@ class LaunchConfig(_Strict):
             raise ValueError(f"{value!r} cannot be a Slurm job name (no newlines, control characters or \")")
         return value
 
-    @field_validator("mem")
+    @field_validator("mem", "preprocess_mem")
     @classmethod
     def _valid_mem(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"\d+[KMGT]?", str(value)):
@@ -673,6 +691,9 @@ class TrainConfig(_Strict):
     """Resume from this checkpoint folder."""
     auto_resume_from_checkpoints: bool = True
     """Resume from the latest complete checkpoint in output_dir (requeued jobs rely on it)."""
+    elastic_allow_batch_change: bool = False
+    """hpcft: on a resume with another number of ranks that cannot keep the checkpoint's global batch, continue
+    with this config's gradient_accumulation_steps instead of refusing (the global batch then changes)."""
     output_dir: str = "./outputs"
     """Where checkpoints, metrics.jsonl and the final model go (relative to the config file)."""
     seed: int = 42

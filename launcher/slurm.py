@@ -117,6 +117,12 @@ def parse_sbatch_parsable(stdout: str) -> str:
     return job_id
 
 
+def dependency_args(after_ok: str) -> list[str]:
+    """Start only after job `after_ok` completed successfully; if it fails the dependency can never be met and
+    Slurm cancels this job instead of leaving it pending forever."""
+    return [f"--dependency=afterok:{after_ok}", "--kill-on-invalid-dep=yes"]
+
+
 def submit_batch(script: Path, *, cwd: Path, extra_args: list[str] | None = None) -> str:
     """Submit a batch script; returns the job id. Slurm's refusal (bad partition, account...) raises SlurmError."""
     proc = run_slurm(sbatch_argv(script, extra_args), cwd=cwd, check=False)

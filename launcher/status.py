@@ -33,8 +33,28 @@ def _output_dir_for(member: JobInfo, manifest: dict[str, Any]) -> str | None:
     return manifest.get("output_dir")
 
 
+def preprocess_job_id(run: RunRef) -> str | None:
+    """The run's preprocessing job (submitted before the training job), from its manifest."""
+    if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+        return None
+    return (read_manifest(run.run_dir).get("preprocess") or {}).get("job_id")
+
+
+def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
+    """The runs, each preceded by its preprocessing job: status shows the pair as one run."""
+    out = []
+    for run in runs:
+        pre = preprocess_job_id(run)
+        if pre and "_" not in run.job_id:
+            out.append(RunRef(pre, run.run_dir))
+        out.append(run)
+    return out
+
+
 def status_rows(runs: list[RunRef]) -> list[StatusRow]:
-    """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts."""
+    """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts; a
+    run's preprocessing job gets its own row, just before the training job's."""
+    runs = with_preprocessing_jobs(runs)
     ids = list(dict.fromkeys(r.job_id.split("_")[0] for r in runs))
     live = slurm.squeue_jobs(ids)
     try:
@@ -66,11 +86,42 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
         for member in sorted(members.values(), key=slurm.task_order):
             if "_" in run.job_id and member.job_id != run.job_id:
                 continue
-            step, loss = last_metrics(_output_dir_for(member, manifest))
+            preprocessing = run.job_id == (manifest.get("preprocess") or {}).get("job_id")
+            step, loss = (None, None) if preprocessing else last_metrics(_output_dir_for(member, manifest))
             rows.append(StatusRow(member.job_id, member.name, member.state, member.elapsed, member.nodes,
                                   member.restarts, step, loss, str(run.run_dir or "")))
     return rows
 
+
+
+def attempt_lines(manifest: dict[str, Any]) -> list[str]:
+    """What the trainer recorded of each attempt (manifest "attempts"): world size, resume, ZeRO conversion."""
+    lines = []
+    for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
+        text = f"attempt {number}: {attempt['world_size']} rank(s)"
+        if attempt.get("resumed_from"):
+            text += (f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
+                     f"{attempt['gradient_accumulation_steps']}")
+        else:
+            text += ", from the start"
+        conversion = attempt.get("conversion")
+        if conversion:
+            text += (f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
+                     f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s")
+        lines.append(text)
+    return lines
+
+
+def run_details(runs: list[RunRef]) -> str:
+    """Below the table, per run: its jobs and attempts as the manifest records them."""
+    blocks = []
+    for run in runs:
+        if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+            continue
+        lines = attempt_lines(read_manifest(run.run_dir))
+        if lines:
+            blocks.append(f"{run.job_id}:\n" + "\n".join(f"  {line}" for line in lines))
+    return "\n".join(blocks)
 
 
 def format_status_table(rows: list[StatusRow]) -> str:

@@ -26,6 +26,30 @@ class Submission:
     backend: str
     command: list[str] = field(default_factory=list)  # the sbatch command (sbatch backend)
     handle: Any = None  # the submitit Job (submitit backend)
+    preprocess_job_id: str | None = None  # the CPU job that prepares the data first, when there is one
+    preprocess_reason: str = ""  # why there is (or is not) a preprocessing job
+
+
+def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool, str]:
+    """Whether to prepare the datasets in their own CPU job before training (launch.preprocess), and why. The
+    cache check runs here on the login node, torch-free (launcher/dataset_cache)."""
+    mode = job.cfg.launch.preprocess
+    if mode == "inline":
+        return False, "launch.preprocess: inline"
+    if sweep or backend != "sbatch":
+        return False, "sweeps and the submitit backend prepare the data inside the training job"
+    if mode == "job":
+        return True, "launch.preprocess: job"
+    from hpcft.launcher.dataset_cache import prepared_dir
+
+    where = prepared_dir(job.cfg)
+    if where is None:
+        # Without the tokenizer's files here (a Hub model not in this machine's cache) the cache cannot be checked:
+        # the training job prepares the data as before (launch.preprocess: job forces a preprocessing job).
+        return False, "the tokenizer's files are not on this machine, so the prepared-dataset cache cannot be checked"
+    if where.is_dir():
+        return False, f"prepared dataset found in {where}"
+    return True, f"no prepared dataset in {where} yet"
 
 
 def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "sbatch", dry_run: bool = False,
@@ -52,9 +76,11 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
     else:
         run_dir = render_run_dir(job, out_dir=out_dir, command_line=command_line)
     script = run_dir / "job.sbatch"
-    command = slurm.sbatch_argv(script)
+    preprocess, reason = preprocessing_job_needed(job, bool(sweep), backend)
+    command = slurm.sbatch_argv(script, slurm.dependency_args("<preprocess>") if preprocess else None)
     if dry_run:
-        return Submission(run_dir, None, backend, command)
+        return Submission(run_dir, None, backend, command, preprocess_reason=reason)
+    pre_id = None
     try:
         if backend == "submitit":
             from hpcft.launcher.jobplan import make_plan
@@ -63,9 +89,17 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
             handle = submit_with_submitit(job, make_plan(job, run_dir))
             job_id, command = str(handle.job_id), []
         else:
-            handle, job_id = None, slurm.submit_batch(script, cwd=run_dir)
+            handle = None
+            if preprocess:
+                pre_id = slurm.submit_batch(run_dir / "preprocess.sbatch", cwd=run_dir)
+            extra = slurm.dependency_args(pre_id) if pre_id else None
+            job_id = slurm.submit_batch(script, cwd=run_dir, extra_args=extra)
+            command = slurm.sbatch_argv(script, extra)
     except BaseException:
+        if pre_id:
+            slurm.scancel(pre_id)  # no preprocessing for a training job that was never queued
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing may look submitted that is not
         raise
+    update_manifest(run_dir, preprocess={"job_id": pre_id, "reason": reason})
     record_submission(run_dir, job_id, backend)
-    return Submission(run_dir, job_id, backend, command, handle)
+    return Submission(run_dir, job_id, backend, command, handle, pre_id, reason)

@@ -55,6 +55,9 @@ class TorchrunOnNode:
                 proc.wait(timeout=self.stop_grace_s)
             except Exception:  # noqa: BLE001 - out of time: Slurm ends it anyway
                 pass
+        done = os.environ.get(protocol.DONE_FILE_ENV)
+        if done and Path(done).exists():
+            return None  # the signal came while the run was finishing: a finished run is never requeued
         return DelayedSubmission(TorchrunOnNode(self.command, self.stop_grace_s))
 
 

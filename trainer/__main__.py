@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="path to train.yaml")
     pre = sub.add_parser("preprocess", help="tokenize and pack the datasets into dataset_prepared_path (no GPU)")
     pre.add_argument("config", help="path to train.yaml")
+    pre.add_argument("--dataset-processes", type=int, metavar="N",
+                     help="tokenize with N processes (default: dataset_processes from the config)")
     merge = sub.add_parser("merge-lora", help="merge the trained LoRA adapter into the base model")
     merge.add_argument("config", help="path to train.yaml")
     merge.add_argument("--lora-dir", help="the adapter folder (default: output_dir)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "preprocess":
             from hpcft.trainer.prepare import run_preprocess
 
-            run_preprocess(args.config)
+            run_preprocess(args.config, args.dataset_processes)
             return 0
         if args.command == "merge-lora":
             from hpcft.trainer.merge_lora import merge_lora

@@ -9,6 +9,7 @@ runs after the marker and only ever deletes older checkpoints, never the newest 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -20,12 +21,13 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.protocol import COMPLETE_MARKER, is_complete
-from hpcft.launcher.protocol import write_complete_marker as mark_complete
+from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
 from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.elastic import BatchLayout, checkpoint_metadata
 
 log = logging.getLogger("hpcft.trainer")
 
+__all__ = ["COMPLETE_MARKER", "is_complete"]  # re-exported from the protocol: tests and tools look for them here
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -48,6 +50,54 @@ def find_latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete checkpoint with the highest step in output_dir, or None."""
     complete = [p for p in list_checkpoints(output_dir) if is_complete(p)]
     return complete[-1] if complete else None
+
+
+def mark_complete(path: Path, step: int, world_size: int, micro_batch_size: int = 1,
+                  gradient_accumulation_steps: int = 1) -> None:
+    """Write the completeness marker (rank 0, after the barrier) with the batch layout and data position that an
+    elastic resume needs."""
+    layout = BatchLayout(world_size, micro_batch_size, gradient_accumulation_steps)
+    write_complete_marker(path, step, world_size, extra=checkpoint_metadata(layout, step))
+
+
+def mark_finished(output_dir: str | Path, step: int) -> None:
+    """Record in output_dir that training reached its last step and the final model is saved there."""
+    path = Path(output_dir) / FINISHED_MARKER
+    tmp = path.with_name(f".{FINISHED_MARKER}.tmp")
+    tmp.write_text(json.dumps({"step": step, "time": time.time()}) + "\n")
+    tmp.replace(path)
+
+
+def finished_step(output_dir: str | Path) -> int | None:
+    """The step at which a run in output_dir finished (its final model is saved), None if it has not."""
+    path = Path(output_dir) / FINISHED_MARKER
+    return int(json.loads(path.read_text())["step"]) if path.is_file() else None
+
+
+def trained_steps(cfg: TrainConfig, checkpoint: str | Path) -> tuple[int, int]:
+    """(the checkpoint's step, the step this run trains to): the config's max_steps, else the count the checkpoint's
+    run computed from its epochs (0 when unknown). A checkpoint at or past the last step must train nothing."""
+    state = Path(checkpoint) / "trainer_state.json"
+    saved = json.loads(state.read_text()) if state.is_file() else {}
+    return int(saved.get("global_step", 0)), cfg.max_steps or int(saved.get("max_steps") or 0)
+
+
+# Files of a checkpoint that are training state, not the model: not copied when a finished checkpoint becomes the
+# final model.
+_TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimizer.*|scheduler.*|rng_state.*|"
+                             r"scaler\.pt|latest.*|zero_to_.*\.py|hpcft_.*|\..*)$")
+
+
+def finish_from_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> list[str]:
+    """Make output_dir's final model from a checkpoint written at the last step (the run ended after saving it but
+    before its final save): copy the model/adapter, config and tokenizer files, train nothing. Returns the names."""
+    copied = []
+    for path in sorted(Path(checkpoint).iterdir()):
+        if path.is_file() and not _TRAINING_STATE.match(path.name):
+            shutil.copy2(path, Path(output_dir) / path.name)
+            copied.append(path.name)
+    check_saved_weights(Path(output_dir))
+    return copied
 
 
 def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None) -> list[Path]:
@@ -119,7 +169,8 @@ class CompleteCheckpointCallback(TrainerCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _barrier()  # every rank has written its shards, optimizer state and RNG state
         if state.is_world_process_zero and path.is_dir():
-            mark_complete(path, state.global_step, args.world_size)
+            mark_complete(path, state.global_step, args.world_size, args.per_device_train_batch_size,
+                          args.gradient_accumulation_steps)
             print(f"hpcft: saved {path.name} ({time.monotonic() - self._step_ended:.1f} s, all "
                   f"{args.world_size} rank(s))", flush=True)
             for deleted in rotate_checkpoints(args.output_dir, self.save_total_limit):

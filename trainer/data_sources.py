@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -9,48 +10,17 @@ from urllib.parse import urlparse
 
 import datasets
 
+from hpcft.launcher.dataset_cache import (  # torch-free: the login node uses them too
+    BUILDER_BY_DS_TYPE,
+    BUILDER_BY_SUFFIX,
+    entry_name,
+    is_saved_dataset,
+    local_files,
+)
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 
-# File suffix -> the `datasets` builder that reads it (ds_type overrides).
-BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text",
-                     ".arrow": "arrow"}
-BUILDER_BY_DS_TYPE = {"json": "json", "jsonl": "json", "parquet": "parquet", "csv": "csv", "text": "text",
-                      "arrow": "arrow"}
-
-
-def entry_name(where: str, index: int, ds: DatasetConfig) -> str:
-    """How messages name a dataset entry: `datasets[1] ('data/chat.jsonl')`."""
-    return f"{where}[{index}] ('{ds.path}')"
-
-
-def local_files(ds: DatasetConfig, where: str = "datasets", index: int = 0) -> list[Path]:
-    """The local data files an entry reads (sorted), [] for a save_to_disk folder or a Hub name."""
-    path = Path(ds.path).expanduser()
-    name = entry_name(where, index, ds)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        if _is_saved_dataset(path):
-            return sorted(p for p in path.rglob("*") if p.is_file())
-        patterns = [ds.data_files] if isinstance(ds.data_files, str) else (ds.data_files or [])
-        if patterns:
-            files = sorted({f for pattern in patterns for f in path.glob(pattern) if f.is_file()})
-        else:
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in BUILDER_BY_SUFFIX)
-        if not files:
-            raise ConfigError(f"{name}: the folder has no data files"
-                              + (f" matching {patterns}" if patterns else f" ({', '.join(BUILDER_BY_SUFFIX)})"))
-        return files
-    if ds.path in BUILDER_BY_DS_TYPE and ds.data_files:  # axolotl style: path: json, data_files: [...]
-        files = [Path(f).expanduser() for f in ([ds.data_files] if isinstance(ds.data_files, str) else ds.data_files)]
-        for f in files:
-            if not f.is_file():
-                raise ConfigError(f"{name}: data file not found: {f}")
-        return files
-    if _looks_like_path(ds.path):
-        raise ConfigError(f"{name}: file or folder not found: {path}")
-    return []
+__all__ = ["entry_name", "load_raw_dataset", "local_files"]
 
 
 def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0, seed: int = 42) -> datasets.Dataset:
@@ -59,7 +29,7 @@ def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0,
     name = entry_name(where, index, ds)
     files = local_files(ds, where, index)
     path = Path(ds.path).expanduser()
-    if path.is_dir() and _is_saved_dataset(path):
+    if path.is_dir() and is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if ds.split not in loaded:
@@ -96,8 +66,28 @@ def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dat
     try:
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # a parse error deep in pyarrow: keep its message, name the entry
+        bad_line = _first_bad_json_line(files) if builder == "json" else None
+        if bad_line:
+            raise ConfigError(f"{name}: {bad_line}; fix or remove that line") from None
         raise ConfigError(f"{name}: cannot read {builder} data from {files[0]}"
                           f"{' (and others)' if len(files) > 1 else ''}: {exc}") from None
+
+
+def _first_bad_json_line(files: list[Path]) -> str | None:
+    """'<file> line <n> is not valid JSON (<why>)' for the first JSON-lines row that does not parse (pyarrow's
+    own message names neither the file nor the line)."""
+    for path in files:
+        if path.suffix != ".jsonl":
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return f"{path} line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+    return None
 
 
 def _load_from_hub(ds: DatasetConfig, name: str) -> datasets.Dataset:
@@ -125,12 +115,3 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (
-        path / "state.json").is_file()
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith(("/", ".", "~")) or Path(value).suffix in BUILDER_BY_SUFFIX

@@ -6,10 +6,11 @@ import logging
 import os
 from typing import Any
 
-from hpcft.launcher.deepspeed_config import resolve_deepspeed
+from hpcft.launcher.deepspeed_config import load_source, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config, zero_preset_for_fsdp
 from hpcft.launcher.schema import TrainConfig
+from hpcft.trainer.elastic import ResumePlan, deepspeed_for_resume
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -32,16 +33,24 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False) -> tuple[dict[str, Any] | None,
-                                                                              dict[str, Any] | None]:
+def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False,
+                  resume: ResumePlan | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(DeepSpeed config, transformers fsdp_config) of the run; at most one is set.
 
     FSDP runs through accelerate on GPUs; on CPU nodes accelerate would silently fall back to DDP, so the
-    equivalent ZeRO stage runs instead (launcher/fsdp.py) and the log says so.
+    equivalent ZeRO stage runs instead (launcher/fsdp.py) and the log says so. A rendered train.yaml names
+    <run dir>/deepspeed.json, already resolved: resolving returns it unchanged, except on an elastic resume, whose
+    batch layout (and universal loading) only the trainer knows.
     """
+
+    def resolved(source: str | dict[str, Any]) -> dict[str, Any]:
+        config = load_source(source)
+        if resume is not None:
+            config = deepspeed_for_resume(config, resume)
+        return resolve_deepspeed(config, cfg, world_size())
+
     if not cfg.uses_fsdp:
-        # A rendered train.yaml names <run dir>/deepspeed.json, already resolved: this returns it unchanged.
-        return (resolve_deepspeed(cfg.deepspeed, cfg, world_size()) if cfg.deepspeed else None), None
+        return (resolved(cfg.deepspeed) if cfg.deepspeed else None), None
     if cuda:
         try:
             fsdp = transformers_fsdp_config(cfg)
@@ -52,7 +61,7 @@ def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False) -> tuple[di
         return None, fsdp
     if is_main_process() and not quiet:
         log.warning(cpu_translation_note(cfg))
-    return resolve_deepspeed(zero_preset_for_fsdp(cfg), cfg, world_size()), None
+    return resolved(zero_preset_for_fsdp(cfg)), None
 
 
 def ensure_deepspeed_comm() -> None:

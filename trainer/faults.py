@@ -7,6 +7,9 @@ Environment (read once when the run starts):
                                written but not every rank has confirmed them, so it is never marked complete
   HPCFT_FAULT_RANK=r           the global rank the three faults above hit (unset: every rank)
   HPCFT_FAULT_STEP_SLEEP=s     sleep s seconds after every step (every rank)
+  HPCFT_FAULT_AWAIT_STOP_AT_END=s  once training has ended, wait (up to s seconds) for the stop file before the
+                               final save (every rank): the time limit's signal then arrives while the run is
+                               finishing, on purpose rather than by timing
   HPCFT_STOP_FILE=path         when this file exists at a step boundary: checkpoint, stop, exit 0
 """
 
@@ -46,14 +49,17 @@ class FaultInjectionCallback(TrainerCallback):
     rank: int | None = None
     step_sleep: float = 0.0
     kill_in_save_at_step: int | None = None
+    await_stop_at_end: float = 0.0
 
     @classmethod
     def from_env(cls) -> FaultInjectionCallback | None:
         """The callback configured by the HPCFT_FAULT_* variables, or None when none is set."""
         fault = cls(_int_env("HPCFT_FAULT_CRASH_AT_STEP"), _int_env("HPCFT_FAULT_HANG_AT_STEP"),
                     _int_env("HPCFT_FAULT_RANK"), float(os.environ.get("HPCFT_FAULT_STEP_SLEEP") or 0),
-                    _int_env("HPCFT_FAULT_KILL_IN_SAVE_AT_STEP"))
-        wanted = fault.crash_at_step or fault.hang_at_step or fault.step_sleep or fault.kill_in_save_at_step
+                    _int_env("HPCFT_FAULT_KILL_IN_SAVE_AT_STEP"),
+                    float(os.environ.get("HPCFT_FAULT_AWAIT_STOP_AT_END") or 0))
+        wanted = (fault.crash_at_step or fault.hang_at_step or fault.step_sleep or fault.kill_in_save_at_step
+                  or fault.await_stop_at_end)
         return fault if wanted else None
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -67,6 +73,16 @@ class FaultInjectionCallback(TrainerCallback):
                 time.sleep(3600)
         if self.step_sleep:
             time.sleep(self.step_sleep)
+        return control
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        stop_file = stop_file_from_env()
+        if self.await_stop_at_end and stop_file:
+            print(f"HPCFT_FAULT_AWAIT_STOP_AT_END={self.await_stop_at_end:g}: rank {args.process_index} waits for "
+                  "the stop file before the final save", flush=True)
+            deadline = time.monotonic() + self.await_stop_at_end
+            while not stop_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
         return control
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):

@@ -1,7 +1,8 @@
 """Load -> format -> filter -> shuffle -> split -> pack the configured datasets, cached on a shared filesystem.
 
-The cache lives in `dataset_prepared_path/<key>/`; the key hashes the config fields that change the result, the
-CONTENT of every local input file and the tokenizer, so an edited file or template never reuses a stale cache.
+The cache lives in `dataset_prepared_path/<key>/`; the key (launcher/dataset_cache.py, torch-free so that the login
+node can tell whether a preprocessing job is needed) hashes the config fields that change the result, the CONTENT
+of every local input file and the tokenizer's files, so an edited file or template never reuses a stale cache.
 Exactly one process builds it: the others block on an flock (dataset_prepared_path/.<key>.lock) (works across nodes on a
 shared filesystem with flock support: Lustre mounted with -o flock, NFSv4, GPFS) and then load what it wrote.
 The cache is written to a temporary folder and renamed into place, so a half-written cache is never read.
@@ -9,7 +10,6 @@ The cache is written to a temporary folder and renamed into place, so a half-wri
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -25,18 +25,16 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, chat_template_text
+from hpcft.launcher import dataset_cache
+from hpcft.launcher.dataset_cache import file_lock, prepared_root
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
-from hpcft.trainer.data_sources import entry_name, load_raw_dataset, local_files
+from hpcft.trainer.data_sources import entry_name, load_raw_dataset
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 from hpcft.trainer.preference_data import tokenize_preference_dataset
 
-FORMAT_VERSION = 3  # bump when formats.py/packing.py change what they produce: old caches become stale
-_CACHE_FIELDS = ("rl", "sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                 "chat_template_jinja", "eot_tokens", "shuffle_merged_datasets", "val_set_size", "seed",
-                 "min_sample_len")
+__all__ = ["cache_key", "file_lock", "prepare_datasets", "prepared_root", "run_preprocess"]
 
 
 @dataclass
@@ -54,38 +52,6 @@ def log(message: str) -> None:
         print(f"[hpcft data] {message}", flush=True)
 
 
-def prepared_root(cfg: TrainConfig) -> Path:
-    """Where prepared datasets live: dataset_prepared_path, else <output_dir>/last_run_prepared (as axolotl)."""
-    return Path(cfg.dataset_prepared_path or Path(cfg.output_dir) / "last_run_prepared").expanduser()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _memoised_sha256(path: Path, memo_dir: Path) -> str:
-    """sha256 of a file, remembered in memo_dir by (size, mtime_ns): every write changes mtime, so an edited file is
-    hashed again. A file modified in the last 2 s is not remembered (a second write within the filesystem's mtime
-    granularity could otherwise keep the same mtime: git's "racy" rule)."""
-    stat = path.stat()
-    memo = memo_dir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
-    if memo.is_file():
-        seen = json.loads(memo.read_text())
-        if (seen["size"], seen["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            return seen["sha256"]
-    digest = _file_sha256(path)
-    if time.time() - stat.st_mtime > 2:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".tmp-{socket.gethostname()}-{os.getpid()}")
-        tmp.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}))
-        os.replace(tmp, memo)
-    return digest
-
-
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -99,44 +65,14 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def _named_templates(cfg: TrainConfig) -> dict[str, str]:
-    """The text of every shipped chat template the config names: editing a template makes old caches stale."""
-    choices = [cfg.chat_template] + [ds.chat_template for ds in [*cfg.datasets, *(cfg.test_datasets or [])]]
-    names = {choice.removeprefix(FALLBACK_PREFIX) for choice in choices if choice}
-    return {name: chat_template_text(name) for name in sorted(names) if name in CHAT_TEMPLATE_NAMES}
-
-
 def cache_key(cfg: TrainConfig, tokenizer: Any) -> str:
-    """The prepared-cache key: config fields that matter, input file contents, tokenizer, format version."""
-    entries = []
-    root = prepared_root(cfg)
-    # Ranks take turns: the first hashes the files, the others find its memos instead of re-reading the data.
-    with file_lock(root / ".hashes.lock"):
-        for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
-            for index, ds in enumerate(group):
-                files = local_files(ds, where, index)
-                # Local data is keyed by content alone, so a cache built on a login node is found again inside a
-                # container that mounts the same files elsewhere; Hub data by its name (its content is unknown).
-                config = ds.model_dump(mode="json", exclude={"path", "data_files"} if files else set())
-                hashes = [_memoised_sha256(f, root / ".hashes") for f in files]
-                entries.append({"where": where, "config": config, "files": hashes})
-    payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer_fingerprint(tokenizer),
-               "templates": _named_templates(cfg), **{name: getattr(cfg, name) for name in _CACHE_FIELDS}}
-    if cfg.rl and cfg.precompute_ref_log_probs:
-        payload["reference"] = reference_fingerprint(cfg)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def reference_fingerprint(cfg: TrainConfig) -> list[Any]:
-    """What identifies the reference model whose log-probs TRL caches next to the prepared data
-    (precompute_ref_log_probs): its weight files' paths, sizes and modification times, or its Hub name and revision.
-    TRL's own key hashes the loaded weights, which under ZeRO-3 are empty partitions on every rank: without this,
-    two models of one architecture would share the cached log-probs."""
-    folder = Path(cfg.base_model)
-    if not folder.is_dir():
-        return [cfg.base_model, cfg.model_revision]
-    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir())
-            if f.suffix in (".safetensors", ".bin", ".pt")]
+    """The prepared-cache key: launcher/dataset_cache.cache_key (torch-free, so the login node computes the same
+    key from the same files), or, where the tokenizer's files are not found, one from the loaded tokenizer."""
+    key = dataset_cache.cache_key(cfg)
+    if key is not None:
+        return key
+    fallback = {"key_without_tokenizer_files": tokenizer_fingerprint(tokenizer), "config": cfg.training_dict()}
+    return hashlib.sha256(json.dumps(fallback, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 @contextmanager
@@ -150,18 +86,6 @@ def _progress_bars_on_rank0_only() -> Iterator[None]:
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`, held for the block (released by the kernel if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig], where: str,
@@ -237,12 +161,15 @@ def _load(path: Path) -> PreparedData:
     return PreparedData(train=saved["train"], eval=saved["eval"] if "eval" in saved else None, stats=stats)
 
 
-def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None) -> PreparedData:
+def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None,
+                     global_batch_size: int | None = None) -> PreparedData:
     """The train/eval datasets for a config, from the cache when it is current, else built once and cached.
 
     stats: counts of kept and dropped samples, tokens, packing efficiency, `cache` ("built" or "loaded") and `key`.
-    The train split is padded (repeating rows) to a multiple of world_size x micro_batch_size so every rank gets
-    the same number of batches; world_size defaults to env WORLD_SIZE.
+    The train split is padded (repeating rows) to a multiple of the global batch (default: world_size x
+    micro_batch_size x gradient_accumulation_steps) so every rank gets the same number of batches, and so its
+    length (hence the sampler's order) stays the same when a resume on another world size keeps the global batch
+    (trainer/elastic.py); world_size defaults to env WORLD_SIZE.
     """
     key = cache_key(cfg, tokenizer)
     root = prepared_root(cfg)
@@ -260,17 +187,21 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     prepared = _load(final)  # also after building: every rank trains on the same memory-mapped files
     prepared.stats["cache"] = status
     world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    prepared.train = pad_to_multiple(prepared.train, world_size * cfg.micro_batch_size)
+    multiple = global_batch_size or world_size * cfg.micro_batch_size * cfg.gradient_accumulation_steps
+    prepared.train = pad_to_multiple(prepared.train, multiple)
     prepared.stats["train_rows_per_rank"] = len(prepared.train) // world_size
     log(f"datasets {prepared.stats['cache']} in {time.monotonic() - started:.1f}s from {final}: "
         + json.dumps({k: v for k, v in prepared.stats.items() if k not in ("cache", "key")}))
     return prepared
 
 
-def run_preprocess(config_path: str | Path) -> PreparedData:
-    """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed)."""
+def run_preprocess(config_path: str | Path, processes: int | None = None) -> PreparedData:
+    """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed). processes:
+    the CPUs of a preprocessing job, used unless the config sets dataset_processes itself."""
     from hpcft.launcher.config import load_train_yaml
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)
+    if processes and not cfg.dataset_processes:
+        cfg = cfg.model_copy(update={"dataset_processes": processes})
     return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)

@@ -1,8 +1,10 @@
 """The training recipe: one run from train.yaml to a saved model, step by step (what torchrun starts on every node).
 
-setup: config, seed, tokenizer, data, TrainingArguments (before the model: ZeRO-3 loads into partitions), model
-train: transformers' Trainer with hpcft's callbacks (metrics lines, complete checkpoints, stop file, faults)
-save:  the final model (ZeRO-3 weights gathered) or LoRA adapter, with the tokenizer, into output_dir
+setup:  config, seed, what to resume from (and, on another world size, the batch layout and ZeRO conversion),
+        tokenizer, data, TrainingArguments (before the model: ZeRO-3 loads into partitions), model
+train:  transformers' Trainer with hpcft's callbacks (metrics lines, complete checkpoints, stop file, faults)
+save:   the final model (ZeRO-3 weights gathered) or LoRA adapter, with the tokenizer, into output_dir; then the
+        finished marker, which tells a requeued job that there is nothing left to do
 """
 
 from __future__ import annotations
@@ -19,16 +21,33 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.deepspeed_config import zero_stage
-from hpcft.launcher.protocol import run_dir_from_env
+from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import check_config, resolve_precision, training_argument_values
-from hpcft.trainer.checkpoints import CompleteCheckpointCallback, check_saved_weights, resolve_resume_checkpoint
+from hpcft.trainer.checkpoints import (
+    CompleteCheckpointCallback,
+    check_saved_weights,
+    finish_from_checkpoint,
+    finished_step,
+    mark_finished,
+    resolve_resume_checkpoint,
+    trained_steps,
+)
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
     rank,
     sharding_plan,
     world_size,
+)
+from hpcft.trainer.elastic import (
+    BatchLayout,
+    Conversion,
+    ResumePlan,
+    convert_to_universal,
+    log_plan,
+    plan_resume,
+    record_attempt,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.hub import push_to_hub
@@ -37,20 +56,24 @@ from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
 
 
-def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Trainer, StopFileCallback | None]:
-    """Data, arguments, model and callbacks, assembled into a transformers Trainer."""
-    data = prepare_datasets(cfg, tokenizer)
-    deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available())
+def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: BatchLayout,
+                  resume: ResumePlan | None = None) -> tuple[Trainer, StopFileCallback | None]:
+    """Data, arguments, model and callbacks, assembled into a transformers Trainer. `layout` is the batch layout
+    to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
+    cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
+    data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
+    deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
     precision = resolve_precision(cfg)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
     arg_values = training_argument_values(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                                          has_eval=data.eval is not None, world_size=world_size(),
+                                          has_eval=data.eval is not None, world_size=layout.world_size,
                                           fsdp_config=fsdp_config)
     args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
@@ -58,11 +81,12 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
     zero3 = zero_stage(deepspeed_config) == 3 or fsdp_config is not None
     stop = StopFileCallback.from_env()
+    recorder = SampleRecorder.from_env(rank())
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
                  CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank()),
-                 *stopping_callbacks(cfg)]
+                 *stopping_callbacks(cfg), recorder]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
@@ -72,6 +96,8 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple
         trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
                           callbacks=callbacks)
+    if recorder is not None:
+        recorder.attach(trainer.model)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -88,7 +114,43 @@ def save_final_model(trainer: Trainer, output_dir: str) -> None:
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
         check_saved_weights(Path(output_dir))
+        mark_finished(output_dir, trainer.state.global_step)
         log.info("saved the final model to %s", output_dir)
+
+
+def signal_done() -> None:
+    """Tell the batch script that training is over (HPCFT_DONE_FILE): a USR1 arriving now must not requeue."""
+    done = os.environ.get(DONE_FILE_ENV)
+    if done and is_main_process():
+        Path(done).touch()
+
+
+def nothing_to_train(message: str) -> int:
+    """A run that has no step left: say why, tell the batch script it is done, train nothing."""
+    if is_main_process():
+        print(f"hpcft: {message}", flush=True)
+    signal_done()
+    return 0
+
+
+def finish_from_last_checkpoint(cfg: TrainConfig, checkpoint: str, step: int) -> int:
+    """The checkpoint to resume from is at the last step (the run ended after saving it but before its final
+    save): train nothing; rank 0 makes the final model from it."""
+    if is_main_process():
+        copied = finish_from_checkpoint(checkpoint, cfg.output_dir)
+        mark_finished(cfg.output_dir, step)
+        log.info("saved the final model to %s from %s (%d files)", cfg.output_dir, checkpoint, len(copied))
+    return nothing_to_train(f"{checkpoint} is at the last step ({step}): nothing to train")
+
+
+def convert_for_world_size(plan: ResumePlan) -> Conversion | None:
+    """Rank 0 converts the ZeRO checkpoint for the new world size while the others wait; None when not needed."""
+    if not plan.needs_conversion:
+        return None
+    conversion = convert_to_universal(plan) if is_main_process() else None
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return conversion
 
 
 def train(config_path: str | Path) -> int:
@@ -98,11 +160,30 @@ def train(config_path: str | Path) -> int:
     set_seed(cfg.seed)
     check_config(cfg)  # fails in a second, before data and model are loaded
     resume = resolve_resume_checkpoint(cfg)
+    done_at = finished_step(cfg.output_dir)
+    if done_at is not None and not cfg.resume_from_checkpoint and done_at >= (cfg.max_steps or done_at):
+        # A requeued or resubmitted finished run: retraining would overwrite its model with a longer run's.
+        return nothing_to_train(f"{cfg.output_dir} already holds the final model of a run that finished at step "
+                                f"{done_at}: nothing to train (use another output_dir, raise max_steps, or delete "
+                                "its hpcft_finished.json to train again)")
+    if resume:
+        step, last = trained_steps(cfg, resume)
+        if step >= last > 0:
+            return finish_from_last_checkpoint(cfg, resume, step)
+    plan = plan_resume(cfg, resume, world_size()) if resume else None
+    layout = plan.layout if plan else BatchLayout(world_size(), cfg.micro_batch_size, cfg.gradient_accumulation_steps)
     tokenizer = load_tokenizer(cfg)
-    trainer, stop = build_trainer(cfg, tokenizer)
+    trainer, stop = build_trainer(cfg, tokenizer, layout, plan)
 
-    if resume and is_main_process():
-        log.info("resuming from %s", resume)
+    conversion = None
+    if plan is not None:
+        if is_main_process():
+            log.info("resuming from %s", resume)
+            log_plan(plan)
+        conversion = convert_for_world_size(plan)
+    if is_main_process():
+        record_attempt(os.environ.get(RUN_DIR_ENV), os.environ.get("SLURM_JOB_ID"), layout.world_size, plan,
+                       conversion)
     trainer.train(resume_from_checkpoint=resume)
 
     state = trainer.state
@@ -113,6 +194,7 @@ def train(config_path: str | Path) -> int:
                   "the next run resumes from it", flush=True)
     else:
         save_final_model(trainer, cfg.output_dir)
+        signal_done()
         finished = True
     if is_main_process():
         draw_loss_png(cfg.output_dir)

@@ -44,12 +44,16 @@ def render(run_cli, workspace, profile, *extra):
 def test_rendered_run_dir_is_valid(profile, nodes, run_cli, workspace):
     run = render(run_cli, workspace, profile, "--nodes", str(nodes))
     script = run / "job.sbatch"
-    subprocess.run(["bash", "-n", script], check=True)
-    if shutil.which("shellcheck"):
-        check = subprocess.run(["shellcheck", "-S", "info", script], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout
-    elif os.environ.get("CI"):
-        pytest.fail("shellcheck is not installed (scripts/setup.sh installs it)")
+    for checked in (script, run / "preprocess.sbatch"):
+        subprocess.run(["bash", "-n", checked], check=True)
+        if shutil.which("shellcheck"):
+            check = subprocess.run(["shellcheck", "-S", "info", checked], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout
+        elif os.environ.get("CI"):
+            pytest.fail("shellcheck is not installed (scripts/setup.sh installs it)")
+    preprocess = (run / "preprocess.sbatch").read_text()
+    assert "#SBATCH --nodes=1\n" in preprocess and "--gres" not in preprocess and "--gpus" not in preprocess
+    assert "-m hpcft.trainer preprocess --dataset-processes" in preprocess
     text = script.read_text()
     assert f"#SBATCH --nodes={nodes}\n" in text
     assert "#SBATCH --ntasks-per-node=1\n" in text
@@ -89,7 +93,8 @@ def _normalise(text: str, run: Path, workspace: Path) -> str:
 def test_golden_files(profile, run_cli, workspace):
     """The rendered text is the product: any change to it must be deliberate (HPCFT_UPDATE_GOLDEN=1)."""
     run = render(run_cli, workspace, profile, "--nodes", "2")
-    names = ["job.sbatch", "train.yaml", "deepspeed.json"] + (["environment.toml"] if profile == "cscs" else [])
+    names = ["job.sbatch", "preprocess.sbatch", "train.yaml", "deepspeed.json"] + (
+        ["environment.toml"] if profile == "cscs" else [])
     for name in names:
         got = _normalise((run / name).read_text(), run, workspace)
         golden = GOLDEN / profile / name

@@ -87,6 +87,22 @@ def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
     assert not leaked
 
 
+def test_a_run_finishing_when_the_time_limit_signal_comes_is_not_requeued(tiny_cpu, real_workspace, run_cli):
+    """The issue-13 race, provoked on purpose: training reaches max_steps and saves its last checkpoint, then waits
+    (HPCFT_FAULT_AWAIT_STOP_AT_END) until the time limit's USR1 has made the script create the stop file, and only
+    then saves the final model. The script must see the run finished and not requeue it; nothing trains past 4."""
+    out = real_workspace / "outputs"
+    result = submit_tiny(run_cli, tiny_cpu, out, "max_steps=4", "save_steps=2", "launch.time='00:02:00'",
+                         "launch.signal_grace=60", "launch.env.HPCFT_FAULT_AWAIT_STOP_AT_END='110'")
+    assert result.code == 0, result.out[-3000:] + result.err
+    log = result.out
+    assert "hpcft: time limit near: asking the trainer to checkpoint and stop" in log, log[-3000:]
+    assert "hpcft: training had finished; not requeueing" in log, log[-3000:]
+    assert "requeueing job" not in log.split("HPCFT_FAULT_AWAIT_STOP_AT_END")[-1]  # not after training ended
+    assert [m["step"] for m in metrics(out)][-1] == 4 and not (out / "checkpoint-5").exists()
+    assert (out / "model.safetensors").is_file() and (out / "hpcft_finished.json").is_file()
+
+
 def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_workspace, run_cli):
     started = time.monotonic()
     result = submit_tiny(run_cli, tiny_cpu, real_workspace / "outputs",

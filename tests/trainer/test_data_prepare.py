@@ -6,6 +6,8 @@ import json
 import math
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,3 +127,17 @@ def test_nothing_left_after_formatting_is_one_clear_error(train_config, tiny_tok
     cfg = train_config(datasets=[{**chat_dataset, "roles_to_train": ["tool"]}])
     with pytest.raises(ConfigError, match=r"datasets: no sample is left after formatting .*dropped_no_trainable"):
         prepare_datasets(cfg, tiny_tokenizer, world_size=1)
+
+
+def test_the_login_node_key_finds_the_trainers_cache_without_torch(train_config, tiny_tokenizer):
+    from hpcft.launcher import dataset_cache
+
+    cfg = train_config(sequence_len=128)
+    assert not dataset_cache.is_prepared(cfg)
+    data = prepare_datasets(cfg, tiny_tokenizer, world_size=1)
+    assert dataset_cache.is_prepared(cfg) and dataset_cache.cache_key(cfg) == data.stats["key"]
+    assert not dataset_cache.is_prepared(train_config(sequence_len=256))  # another content, another key
+    # What `hpcft submit` imports to decide on a preprocessing job loads neither torch nor datasets.
+    probe = ("import sys, hpcft.launcher.submit, hpcft.launcher.dataset_cache as d; "
+             "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"

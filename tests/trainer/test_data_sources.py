@@ -48,7 +48,7 @@ def test_missing_and_empty_files_name_the_entry(tmp_path):
     with pytest.raises(ConfigError, match=r"test_datasets\[0\] .*data file is empty"):
         load_raw_dataset(DatasetConfig(path=str(tmp_path / "empty.jsonl")), "test_datasets", 0)
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(ConfigError, match=r"datasets\[0\] .*cannot read json data"):
+    with pytest.raises(ConfigError, match=r"datasets\[0\] .*bad\.jsonl line 2 is not valid JSON \(Expecting"):
         load_raw_dataset(DatasetConfig(path=str(tmp_path / "bad.jsonl")))
 
 
