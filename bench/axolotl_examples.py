@@ -198,6 +198,7 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
 def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: int) -> tuple[str, str]:
     """Swap model and data, validate again, run 2 steps; return (result, detail)."""
     from hpcft.launcher.config import load_job
+    from hpcft.launcher.protocol import METRICS_FILE
 
     family = model_family(str(outcome.raw["base_model"])) or "llama"
     if family not in models:
@@ -228,8 +229,9 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         return "failed", (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:160]
-    losses = [json.loads(line)["loss"] for line in proc.stdout.splitlines()
-              if line.startswith("{") and "loss" in json.loads(line)]
+    metrics = run / "out" / METRICS_FILE  # the trainer's stdout is for people; metrics.jsonl for machines
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    losses = [row["loss"] for row in rows if row.get("loss") is not None]
     return "trained", f"{len(losses)} steps, loss {losses[-1]:.3f}, {seconds:.0f} s" if losses else "no loss logged"
 
 
