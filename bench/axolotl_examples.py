@@ -104,12 +104,18 @@ def validate_all(examples: Path, work: Path) -> list[Outcome]:
 FAMILIES: list[tuple[re.Pattern[str], str | None]] = [
     # Hybrid, MoE or multimodal architectures whose base_model name alone does not pin the tiny build.
     (re.compile(r"qwen3[._-]?5|qwen3-?next|gemma-?3n|llama-?4|granite-?4", re.I), None),
-    (re.compile(r"qwen3", re.I), "qwen3"), (re.compile(r"qwen", re.I), "qwen2"),
-    (re.compile(r"gemma-?3", re.I), "gemma3_text"), (re.compile(r"gemma-?2", re.I), "gemma2"),
-    (re.compile(r"gemma", re.I), "gemma"), (re.compile(r"phi-?3|phi-?4", re.I), "phi3"),
-    (re.compile(r"mixtral", re.I), "mixtral"), (re.compile(r"mistral|ministral|magistral|devstral", re.I), "mistral"),
-    (re.compile(r"apertus", re.I), "apertus"), (re.compile(r"arcee", re.I), "arcee"),
-    (re.compile(r"olmo-?3", re.I), "olmo3"), (re.compile(r"smollm-?3", re.I), "smollm3"),
+    (re.compile(r"qwen3", re.I), "qwen3"),
+    (re.compile(r"qwen", re.I), "qwen2"),
+    (re.compile(r"gemma-?3", re.I), "gemma3_text"),
+    (re.compile(r"gemma-?2", re.I), "gemma2"),
+    (re.compile(r"gemma", re.I), "gemma"),
+    (re.compile(r"phi-?3|phi-?4", re.I), "phi3"),
+    (re.compile(r"mixtral", re.I), "mixtral"),
+    (re.compile(r"mistral|ministral|magistral|devstral", re.I), "mistral"),
+    (re.compile(r"apertus", re.I), "apertus"),
+    (re.compile(r"arcee", re.I), "arcee"),
+    (re.compile(r"olmo-?3", re.I), "olmo3"),
+    (re.compile(r"smollm-?3", re.I), "smollm3"),
     (re.compile(r"granite", re.I), "granite"),
     (re.compile(r"llama|tinyllama|smollm", re.I), "llama"),
 ]
@@ -137,8 +143,11 @@ def stratified_sample(accepted: list[Outcome], limit: int) -> list[Outcome]:
     chosen: list[Outcome] = []
     covered: set[tuple[str, str]] = set()
     for outcome in candidates:
-        tags = {("family", model_family(str(outcome.raw["base_model"])) or ""),
-                ("adapter", adapter_kind(outcome.raw)), ("data", dataset_kind(outcome.raw))}
+        tags = {
+            ("family", model_family(str(outcome.raw["base_model"])) or ""),
+            ("adapter", adapter_kind(outcome.raw)),
+            ("data", dataset_kind(outcome.raw)),
+        }
         if tags - covered and len(chosen) < limit:
             chosen.append(outcome)
             covered |= tags
@@ -154,9 +163,18 @@ def make_tiny_model(family: str, out: Path) -> None:
 
     tok = make_tiny_tokenizer(out)
     # Headroom: some families' tokenizer classes (Qwen2Tokenizer) add a special token of their own on loading.
-    common = dict(vocab_size=len(tok) + 16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    common = dict(
+        vocab_size=len(tok) + 16,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if family.startswith("gemma"):
         common["head_dim"] = 16
     config = transformers.AutoConfig.for_model(family, **common)
@@ -177,9 +195,14 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
         user = (roles.get("user") or ["user"])[0]
         assistant = (roles.get("assistant") or ["assistant"])[0]
         for i in range(16):
-            rows.append({entry.get("field_messages") or "messages": [
-                {role_key: user, content_key: f"What is {i} plus {i}?"},
-                {role_key: assistant, content_key: f"{i} plus {i} is {2 * i}."}]})
+            rows.append(
+                {
+                    entry.get("field_messages") or "messages": [
+                        {role_key: user, content_key: f"What is {i} plus {i}?"},
+                        {role_key: assistant, content_key: f"{i} plus {i} is {2 * i}."},
+                    ]
+                }
+            )
     elif kind == "alpaca":
         rows = [{"instruction": f"Add {i} and {i}.", "input": "", "output": f"{2 * i}"} for i in range(16)]
     elif kind == "completion":
@@ -188,10 +211,24 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
         rows = [{"input_ids": list(range(1, 20)), "labels": list(range(1, 20)), "attention_mask": [1] * 19}] * 16
     path = out / f"data-{len(list(out.glob('data-*')))}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    keep = {k: v for k, v in entry.items() if k in ("type", "field_messages", "message_property_mappings",
-                                                       "message_field_role", "message_field_content", "roles",
-                                                       "roles_to_train", "train_on_eos", "field",
-                                                       "drop_system_message", "train_on_inputs")}
+    keep = {
+        k: v
+        for k, v in entry.items()
+        if k
+        in (
+            "type",
+            "field_messages",
+            "message_property_mappings",
+            "message_field_role",
+            "message_field_content",
+            "roles",
+            "roles_to_train",
+            "train_on_eos",
+            "field",
+            "drop_system_message",
+            "train_on_inputs",
+        )
+    }
     return {**keep, "path": str(path)}
 
 
@@ -207,15 +244,46 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     run = work / "train" / re.sub(r"[^A-Za-z0-9]+", "_", outcome.path)
     run.mkdir(parents=True)
     raw = dict(outcome.raw)
-    for key in ("base_model_config", "tokenizer_config", "tokenizer_type", "model_type", "hub_model_id",
-                "chat_template", "chat_template_jinja", "test_datasets", "deepspeed", "wandb_project",
-                "wandb_entity", "wandb_name", "wandb_log_model", "special_tokens", "tokens", "dataset_prepared_path",
-                "resume_from_checkpoint", "lora_model_dir"):
+    for key in (
+        "base_model_config",
+        "tokenizer_config",
+        "tokenizer_type",
+        "model_type",
+        "hub_model_id",
+        "chat_template",
+        "chat_template_jinja",
+        "test_datasets",
+        "deepspeed",
+        "wandb_project",
+        "wandb_entity",
+        "wandb_name",
+        "wandb_log_model",
+        "special_tokens",
+        "tokens",
+        "dataset_prepared_path",
+        "resume_from_checkpoint",
+        "lora_model_dir",
+    ):
         raw.pop(key, None)
-    raw.update(base_model=str(models[family]), output_dir=str(run / "out"), max_steps=2, sequence_len=128,
-               micro_batch_size=1, gradient_accumulation_steps=1, val_set_size=0, eval_steps=None,
-               evals_per_epoch=None, save_steps=None, saves_per_epoch=None, logging_steps=1, bf16=False,
-               fp16=False, tf32=False, flash_attention=False, attn_implementation=None)
+    raw.update(
+        base_model=str(models[family]),
+        output_dir=str(run / "out"),
+        max_steps=2,
+        sequence_len=128,
+        micro_batch_size=1,
+        gradient_accumulation_steps=1,
+        val_set_size=0,
+        eval_steps=None,
+        evals_per_epoch=None,
+        save_steps=None,
+        saves_per_epoch=None,
+        logging_steps=1,
+        bf16=False,
+        fp16=False,
+        tf32=False,
+        flash_attention=False,
+        attn_implementation=None,
+    )
     raw["datasets"] = [local_dataset(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
     config = run / "cfg.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -224,8 +292,13 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     train_yaml.write_text(yaml.safe_dump(job.cfg.training_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(train_yaml)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "train", str(train_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         return "failed", (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:160]
@@ -264,8 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=300, help="seconds per training run")
     parser.add_argument("--no-record", action="store_true", help="print, do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
-    commit = args.commit or subprocess.run(["git", "-C", str(args.axolotl), "rev-parse", "HEAD"],
-                                           capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "-C", str(args.axolotl), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
     with tempfile.TemporaryDirectory(prefix="hpcft-axolotl-") as tmp:
         work = Path(tmp)
         start = time.monotonic()
@@ -274,22 +352,33 @@ def main(argv: list[str] | None = None) -> int:
         for o in outcomes:
             print(f"{o.result:12s} {o.kind:10s} {o.path}  {o.detail}")
         headers = ["kind", "configs", *RESULTS]
-        notes = (f"axolotl commit {commit}: `hpcft validate --profile local` on every YAML under examples/ "
-                 f"({validate_s:.0f} s). Refusing keys: {top_details(outcomes, 'refused')}. Unknown keys: "
-                 f"{top_details(outcomes, 'unknown key') or 'none'}. Other errors: "
-                 f"{top_details(outcomes, 'other error', 8) or 'none'}.")
+        notes = (
+            f"axolotl commit {commit}: `hpcft validate --profile local` on every YAML under examples/ "
+            f"({validate_s:.0f} s). Refusing keys: {top_details(outcomes, 'refused')}. Unknown keys: "
+            f"{top_details(outcomes, 'unknown key') or 'none'}. Other errors: "
+            f"{top_details(outcomes, 'other error', 8) or 'none'}."
+        )
         train_rows: list[list[object]] = []
         if not args.no_train:
             models: dict[str, Path] = {}
-            sample = stratified_sample([o for o in outcomes if o.result == "accepted" and o.kind == "text"],
-                                       args.limit_train)
+            sample = stratified_sample(
+                [o for o in outcomes if o.result == "accepted" and o.kind == "text"], args.limit_train
+            )
             for outcome in sample:
                 try:
                     result, detail = train_one(outcome, work, models, args.timeout)
                 except Exception as exc:  # noqa: BLE001 - a failed swap or run is a row, not the end of the matrix
                     result, detail = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                train_rows.append([outcome.path, model_family(str(outcome.raw["base_model"])),
-                                   adapter_kind(outcome.raw), dataset_kind(outcome.raw), result, detail])
+                train_rows.append(
+                    [
+                        outcome.path,
+                        model_family(str(outcome.raw["base_model"])),
+                        adapter_kind(outcome.raw),
+                        dataset_kind(outcome.raw),
+                        result,
+                        detail,
+                    ]
+                )
                 print(" | ".join(str(c) for c in train_rows[-1]), flush=True)
         if args.no_record:
             print(table(headers, summary_rows(outcomes)))
@@ -299,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         record("axolotl examples (validate)", headers, summary_rows(outcomes), notes=notes)
         if train_rows:
-            record("axolotl examples (2 CPU steps, tiny model of the same architecture)",
-                   ["config", "family", "adapter", "data", "result", "detail"], train_rows,
-                   notes=f"axolotl commit {commit}; base_model swapped for a 2-layer random model of the family, "
-                         "datasets for 16-row local files of the same type, sequence_len 128, 1 process, fp32",
-                   packages=["torch", "transformers", "peft"])
+            record(
+                "axolotl examples (2 CPU steps, tiny model of the same architecture)",
+                ["config", "family", "adapter", "data", "result", "detail"],
+                train_rows,
+                notes=f"axolotl commit {commit}; base_model swapped for a 2-layer random model of the family, "
+                "datasets for 16-row local files of the same type, sequence_len 128, 1 process, fp32",
+                packages=["torch", "transformers", "peft"],
+            )
     return 0
 
 

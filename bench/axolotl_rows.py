@@ -23,16 +23,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record, table  # noqa: E402
 
-S, Q1, A1, Q2, A2, R = ("You are a tiny assistant.", "What is two plus three?", "two plus three is five.",
-                        "What does the cow say?", "The cow says moo.", "The cow is an animal.")
-CHAT = [{"from": "system", "value": S}, {"from": "human", "value": Q1}, {"from": "gpt", "value": A1},
-        {"from": "human", "value": Q2}, {"from": "gpt", "value": A2}]
+S, Q1, A1, Q2, A2, R = (
+    "You are a tiny assistant.",
+    "What is two plus three?",
+    "two plus three is five.",
+    "What does the cow say?",
+    "The cow says moo.",
+    "The cow is an animal.",
+)
+CHAT = [
+    {"from": "system", "value": S},
+    {"from": "human", "value": Q1},
+    {"from": "gpt", "value": A1},
+    {"from": "human", "value": Q2},
+    {"from": "gpt", "value": A2},
+]
 NO_SYSTEM = CHAT[1:]
 THINKING = [*CHAT[:4], {"from": "gpt", "value": A2, "thinking": R}]
 MAPPED = {"field_messages": "conversations", "message_property_mappings": {"role": "from", "content": "value"}}
 # Special tokens as the families' tokenizers have them: <|x|>, <|x>, <x|>, <｜x｜>, [X], [/X], [|x|], <x_of_turn>.
-SPECIAL_RE = re.compile(r"<\|[^<>|\s']+\|>|<\|[a-z]+>|<[a-z]+\|>|<｜[^｜']+｜>|\[/?[A-Z_]+\]|\[\|[a-z]+\|\]|"
-                        r"<(?:start|end)_of_turn>|</?think>")
+SPECIAL_RE = re.compile(
+    r"<\|[^<>|\s']+\|>|<\|[a-z]+>|<[a-z]+\|>|<｜[^｜']+｜>|\[/?[A-Z_]+\]|\[\|[a-z]+\|\]|"
+    r"<(?:start|end)_of_turn>|</?think>"
+)
 
 
 def family_tokenizer(base: str, template: str, eos: str) -> Any:
@@ -58,8 +71,9 @@ def hpcft_rows(kind: str | None, tokenizer: Any, row: dict, ds: dict, cfg: dict)
     from hpcft.launcher.schema import TrainConfig
     from hpcft.trainer.formats import make_formatter
 
-    config = TrainConfig.model_validate({"base_model": "unused", "datasets": [{"path": "x.jsonl", "type": kind, **ds}],
-                                         **cfg})
+    config = TrainConfig.model_validate(
+        {"base_model": "unused", "datasets": [{"path": "x.jsonl", "type": kind, **ds}], **cfg}
+    )
     [(ids, labels)] = make_formatter(config.datasets[0], config, tokenizer, "datasets[0]")(row, 1)
     return ids, labels
 
@@ -92,32 +106,44 @@ def main() -> int:
 
     base = tempfile.mkdtemp()
     make_tiny_tokenizer(base)
-    commit = args.commit or subprocess.run(["git", "-C", args.axolotl, "rev-parse", "HEAD"], capture_output=True,
-                                           text=True).stdout.strip() or "unknown"
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "-C", args.axolotl, "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
 
     masking, rendering = [], []
     for name in CHAT_TEMPLATE_NAMES:
         ours = chat_template_text(name)
         tokenizer = family_tokenizer(base, ours + _CHAT_TEMPLATES[name], END_OF_TURN.get(name, "</s>"))
-        for label, rows, keys in (("system + 2 turns", CHAT, {}), ("no system", NO_SYSTEM, {}),
-                                  ("train_on_eos: all", CHAT, {"train_on_eos": "all"}),
-                                  ("train_on_eos: last", CHAT, {"train_on_eos": "last"}),
-                                  ("train_on_inputs", CHAT, {"train_on_inputs": True})):
+        for label, rows, keys in (
+            ("system + 2 turns", CHAT, {}),
+            ("no system", NO_SYSTEM, {}),
+            ("train_on_eos: all", CHAT, {"train_on_eos": "all"}),
+            ("train_on_eos: last", CHAT, {"train_on_eos": "last"}),
+            ("train_on_inputs", CHAT, {"train_on_inputs": True}),
+        ):
             keys = dict(keys)
             cfg = {"train_on_inputs": keys.pop("train_on_inputs")} if "train_on_inputs" in keys else {}
             row = {"conversations": rows}
             cells = []
             # As a user configures it (chat_template: <name> in both), then both on hpcft's template text.
-            for ds in ({**MAPPED, "chat_template": name, **keys},
-                       {**MAPPED, "chat_template": "jinja", "chat_template_jinja": ours, **keys}):
+            for ds in (
+                {**MAPPED, "chat_template": name, **keys},
+                {**MAPPED, "chat_template": "jinja", "chat_template_jinja": ours, **keys},
+            ):
                 try:
                     got = hpcft_rows("chat_template", tokenizer, row, ds, cfg)
                     cells += compare(got, axolotl_chat(tokenizer, row, ds, cfg))
                 except Exception as exc:  # noqa: BLE001 - a failing template is a row of the table, not a crash
                     cells += [f"error: {type(exc).__name__}", "-"]
             masking.append([name, label, *cells])
-        messages = [{"role": {"human": "user", "gpt": "assistant"}.get(m["from"], m["from"]), "content": m["value"]}
-                    for m in CHAT]
+        messages = [
+            {"role": {"human": "user", "gpt": "assistant"}.get(m["from"], m["from"]), "content": m["value"]}
+            for m in CHAT
+        ]
         try:
             theirs = tokenizer.apply_chat_template(messages, chat_template=_CHAT_TEMPLATES[name], tokenize=False)
             mine = tokenizer.apply_chat_template(messages, chat_template=ours, tokenize=False)
@@ -130,46 +156,85 @@ def main() -> int:
     for name in ("qwen3", "exaone4", "command_a"):
         ours = chat_template_text(name)
         tokenizer = family_tokenizer(base, ours, END_OF_TURN[name])
-        ds = {**MAPPED, "chat_template": "jinja", "chat_template_jinja": ours,
-              "message_property_mappings": {"role": "from", "content": "value", "reasoning_content": "thinking"}}
+        ds = {
+            **MAPPED,
+            "chat_template": "jinja",
+            "chat_template_jinja": ours,
+            "message_property_mappings": {"role": "from", "content": "value", "reasoning_content": "thinking"},
+        }
         theirs = axolotl_chat(tokenizer, {"conversations": THINKING}, ds, {})
-        extra.append([f"{name}: reasoning mapped from 'thinking'",
-                      *compare(hpcft_rows("chat_template", tokenizer, {"conversations": THINKING}, ds, {}), theirs)])
+        extra.append(
+            [
+                f"{name}: reasoning mapped from 'thinking'",
+                *compare(hpcft_rows("chat_template", tokenizer, {"conversations": THINKING}, ds, {}), theirs),
+            ]
+        )
     qwen3 = family_tokenizer(base, chat_template_text("qwen3"), "<|im_end|>")
     marked = [*CHAT[:4], {"from": "gpt", "value": f"<think>{R}</think>{A2}"}]
     ds = {**MAPPED, "chat_template": "qwen3", "split_thinking": True}
-    extra.append(["qwen3: split_thinking", *compare(hpcft_rows("chat_template", qwen3, {"conversations": marked}, ds,
-                                                               {}), axolotl_chat(qwen3, {"conversations": marked},
-                                                                                 ds, {}))])
+    extra.append(
+        [
+            "qwen3: split_thinking",
+            *compare(
+                hpcft_rows("chat_template", qwen3, {"conversations": marked}, ds, {}),
+                axolotl_chat(qwen3, {"conversations": marked}, ds, {}),
+            ),
+        ]
+    )
     llama3 = chat_template_text("llama3")
     base_llama = family_tokenizer(base, llama3 + "<|end_of_text|>", "<|end_of_text|>")
-    for keys, cfg in (({}, {}), ({}, {"eot_tokens": ["<|eot_id|>"]}),
-                      ({"train_on_eot": "last"}, {"eot_tokens": ["<|eot_id|>"]})):
+    for keys, cfg in (
+        ({}, {}),
+        ({}, {"eot_tokens": ["<|eot_id|>"]}),
+        ({"train_on_eot": "last"}, {"eot_tokens": ["<|eot_id|>"]}),
+    ):
         ds = {**MAPPED, "chat_template": "jinja", "chat_template_jinja": llama3, **keys}
         theirs = axolotl_chat(base_llama, {"conversations": CHAT}, ds, cfg)
-        extra.append([f"llama3, EOS <|end_of_text|>, {cfg or 'no eot_tokens'} {keys or ''}".strip(),
-                      *compare(hpcft_rows("chat_template", base_llama, {"conversations": CHAT}, ds, cfg), theirs)])
+        extra.append(
+            [
+                f"llama3, EOS <|end_of_text|>, {cfg or 'no eot_tokens'} {keys or ''}".strip(),
+                *compare(hpcft_rows("chat_template", base_llama, {"conversations": CHAT}, ds, cfg), theirs),
+            ]
+        )
     chatml = family_tokenizer(base, chat_template_text("chatml"), "<|im_end|>")
     row = {"system": "", "messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1}]}
     ds = {"chat_template": "chatml", "field_messages": "messages"}
-    extra.append(["chatml: empty system column", *compare(hpcft_rows("chat_template", chatml, row, ds, {}),
-                                                          axolotl_chat(chatml, row, ds, {}))])
+    extra.append(
+        [
+            "chatml: empty system column",
+            *compare(hpcft_rows("chat_template", chatml, row, ds, {}), axolotl_chat(chatml, row, ds, {})),
+        ]
+    )
 
     alpaca_tok = family_tokenizer(base, "", "</s>")
     for label, row, train_on_inputs in (
-            ("alpaca", {"instruction": "Add the numbers.", "input": "two and three", "output": "five"}, False),
-            ("alpaca, no input", {"instruction": "Add the numbers.", "output": "five"}, False),
-            ("alpaca, empty output", {"instruction": "Add the numbers.", "output": ""}, False),
-            ("alpaca, train_on_inputs", {"instruction": "Add.", "input": "two", "output": "five"}, True)):
+        ("alpaca", {"instruction": "Add the numbers.", "input": "two and three", "output": "five"}, False),
+        ("alpaca, no input", {"instruction": "Add the numbers.", "output": "five"}, False),
+        ("alpaca, empty output", {"instruction": "Add the numbers.", "output": ""}, False),
+        ("alpaca, train_on_inputs", {"instruction": "Add.", "input": "two", "output": "five"}, True),
+    ):
         strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter("instruct"), alpaca_tok, train_on_inputs, 2048)
         out = strategy.tokenize_prompt(dict(row))
-        extra.append([label, *compare(hpcft_rows("alpaca", alpaca_tok, row, {}, {"train_on_inputs": train_on_inputs}),
-                                      (out["input_ids"], out["labels"]))])
+        extra.append(
+            [
+                label,
+                *compare(
+                    hpcft_rows("alpaca", alpaca_tok, row, {}, {"train_on_inputs": train_on_inputs}),
+                    (out["input_ids"], out["labels"]),
+                ),
+            ]
+        )
     completion = load_completion(alpaca_tok, DictDefault({"sequence_len": 2048, "train_on_inputs": False}), {})
     text = "The cow says moo. The dog says woof."
     out = completion.tokenize_prompt({"text": [text]})
-    extra.append(["completion", *compare(hpcft_rows("completion", alpaca_tok, {"text": text}, {}, {}),
-                                         (out["input_ids"][0], out["labels"][0]))])
+    extra.append(
+        [
+            "completion",
+            *compare(
+                hpcft_rows("completion", alpaca_tok, {"text": text}, {}, {}), (out["input_ids"][0], out["labels"][0])
+            ),
+        ]
+    )
 
     # One row per template: how many of the cases match, and which do not.
     summary = []
@@ -179,19 +244,31 @@ def main() -> int:
         same_text = sum(r[4] == r[5] == "same" for r in rows)
         differing = ", ".join(r[1] for r in rows if not r[2] == r[3] == r[4] == r[5] == "same") or "-"
         summary.append([name, shown, f"{same_name}/{len(rows)}", f"{same_text}/{len(rows)}", differing])
-    headers = ["template", "rendering vs axolotl's", "same name: ids+labels equal", "hpcft's text in both: equal",
-               "cases with a difference"]
-    notes = (f"axolotl commit {commit}. Cases: system + 2 turns, no system, train_on_eos all, train_on_eos last, "
-             "train_on_inputs. 'same name': both given chat_template: <name> (each its own template); 'hpcft's text "
-             "in both': both given hpcft's template text as chat_template: jinja, so only the label logic differs. "
-             "Differences are explained in docs/datasets.md.")
+    headers = [
+        "template",
+        "rendering vs axolotl's",
+        "same name: ids+labels equal",
+        "hpcft's text in both: equal",
+        "cases with a difference",
+    ]
+    notes = (
+        f"axolotl commit {commit}. Cases: system + 2 turns, no system, train_on_eos all, train_on_eos last, "
+        "train_on_inputs. 'same name': both given chat_template: <name> (each its own template); 'hpcft's text "
+        "in both': both given hpcft's template text as chat_template: jinja, so only the label logic differs. "
+        "Differences are explained in docs/datasets.md."
+    )
     extra = [[str(cell).replace("|", "\\|") for cell in row] for row in extra]  # markdown table cells
     print(table(headers, summary))
     print(table(["case", "input_ids", "labels"], extra))
     if args.record:
         record("axolotl_rows (chat templates)", headers, summary, notes=notes, packages=["transformers"])
-        record("axolotl_rows (other rows)", ["case", "input_ids", "labels"], extra, notes=f"axolotl commit {commit}.",
-               packages=["transformers"])
+        record(
+            "axolotl_rows (other rows)",
+            ["case", "input_ids", "labels"],
+            extra,
+            notes=f"axolotl commit {commit}.",
+            packages=["transformers"],
+        )
     return 0
 
 

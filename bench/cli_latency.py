@@ -57,26 +57,52 @@ def main() -> None:
         plan_t = wall([hpcft, "plan", "--profile", "cscs", "cfg.yaml", "--nodes", "4"], work, args.repeat)
         run_dir = work / "runs" / "bench" / "20260101-000000"
         run_dir.mkdir(parents=True)
-        (run_dir / "manifest.json").write_text(json.dumps({"job_id": "999999", "job_name": "bench",
-                                                            "output_dir": str(work / "out")}))
+        (run_dir / "manifest.json").write_text(
+            json.dumps({"job_id": "999999", "job_name": "bench", "output_dir": str(work / "out")})
+        )
         (work / "out").mkdir()
-        (work / "out" / "metrics.jsonl").write_text("".join(
-            json.dumps({"step": s, "loss": 6 / (1 + s / 100), "lr": 1e-5, "grad_norm": 1.0, "tokens_per_s": 1e4,
-                        "epoch": s / 1000}) + "\n" for s in range(1, 1001)))
+        (work / "out" / "metrics.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "step": s,
+                        "loss": 6 / (1 + s / 100),
+                        "lr": 1e-5,
+                        "grad_norm": 1.0,
+                        "tokens_per_s": 1e4,
+                        "epoch": s / 1000,
+                    }
+                )
+                + "\n"
+                for s in range(1, 1001)
+            )
+        )
         status_t = wall([hpcft, "status", str(run_dir)], work, args.repeat)
         table_t = wall([hpcft, "status", str(run_dir), "--no-plot"], work, args.repeat)
         runs = iter(range(10**6))
         render_t = statistics.median(
-            wall([hpcft, "render", "--profile", "cscs", "cfg.yaml", "--image", "/x.sqsh", "-o", f"r{next(runs)}"],
-                 work, 1) for _ in range(args.repeat))
-    rows = [["python -c pass", f"{base * 1000:.0f}", "1.0"],
-            ["hpcft --help", f"{help_t * 1000:.0f}", f"{help_t / base:.1f}"],
-            ["hpcft render --profile cscs", f"{render_t * 1000:.0f}", f"{render_t / base:.1f}"],
-            ["hpcft plan --profile cscs (8B, 4 nodes)", f"{plan_t * 1000:.0f}", f"{plan_t / base:.1f}"],
-            ["hpcft status RUN (table + curve of 1000 steps)", f"{status_t * 1000:.0f}", f"{status_t / base:.1f}"],
-            ["hpcft status RUN --no-plot", f"{table_t * 1000:.0f}", f"{table_t / base:.1f}"]]
-    record("cli_latency", ["command", "median wall ms", "ratio to python -c pass"], rows,
-           notes=f"median of {args.repeat} cold starts each", packages=["jinja2", "omegaconf", "pydantic", "plotext"])
+            wall(
+                [hpcft, "render", "--profile", "cscs", "cfg.yaml", "--image", "/x.sqsh", "-o", f"r{next(runs)}"],
+                work,
+                1,
+            )
+            for _ in range(args.repeat)
+        )
+    rows = [
+        ["python -c pass", f"{base * 1000:.0f}", "1.0"],
+        ["hpcft --help", f"{help_t * 1000:.0f}", f"{help_t / base:.1f}"],
+        ["hpcft render --profile cscs", f"{render_t * 1000:.0f}", f"{render_t / base:.1f}"],
+        ["hpcft plan --profile cscs (8B, 4 nodes)", f"{plan_t * 1000:.0f}", f"{plan_t / base:.1f}"],
+        ["hpcft status RUN (table + curve of 1000 steps)", f"{status_t * 1000:.0f}", f"{status_t / base:.1f}"],
+        ["hpcft status RUN --no-plot", f"{table_t * 1000:.0f}", f"{table_t / base:.1f}"],
+    ]
+    record(
+        "cli_latency",
+        ["command", "median wall ms", "ratio to python -c pass"],
+        rows,
+        notes=f"median of {args.repeat} cold starts each",
+        packages=["jinja2", "omegaconf", "pydantic", "plotext"],
+    )
 
 
 if __name__ == "__main__":

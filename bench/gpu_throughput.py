@@ -25,8 +25,15 @@ except ImportError:  # without hpcft[train] main() says so and exits 0
 
 # Dense bf16 peak FLOP/s per GPU (no sparsity), for MFU.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12}
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
-                num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096)
+LLAMA_1B = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+)
 
 
 def peak_flops(name: str) -> float | None:
@@ -60,13 +67,22 @@ def run(model_dir: Path, data: Path, out: Path, steps: int, seq: int, mbs: int, 
     from hpcft.trainer.model import load_tokenizer
     from hpcft.trainer.train import build_trainer
 
-    keys = {"base_model": str(model_dir), "output_dir": str(out), "datasets": [{"path": str(data)}],
-            "sequence_len": seq, "sample_packing": True, "micro_batch_size": mbs,
-            "learning_rate": 1e-5, "bf16": True, "gradient_checkpointing": True, "save_strategy": "no",
-            "logging_steps": 5, "flash_attention": importlib.util.find_spec("flash_attn") is not None}
+    keys = {
+        "base_model": str(model_dir),
+        "output_dir": str(out),
+        "datasets": [{"path": str(data)}],
+        "sequence_len": seq,
+        "sample_packing": True,
+        "micro_batch_size": mbs,
+        "learning_rate": 1e-5,
+        "bf16": True,
+        "gradient_checkpointing": True,
+        "save_strategy": "no",
+        "logging_steps": 5,
+        "flash_attention": importlib.util.find_spec("flash_attn") is not None,
+    }
     if lora:
-        keys |= {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "lora_target_linear": True,
-                 "learning_rate": 2e-4}
+        keys |= {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "lora_target_linear": True, "learning_rate": 2e-4}
     cfg = TrainConfig.model_validate(keys | {"max_steps": steps + WARMUP_STEPS})
     trainer, _ = build_trainer(cfg, load_tokenizer(cfg))
     clock = WarmClock()
@@ -110,8 +126,15 @@ def main() -> int:
         pretokenized(work / "data.jsonl", 4000, args.sequence_len)
         rows = []
         for lora in (False, True):
-            secs, tokens = run(work / "model", work / "data.jsonl", work / f"out-{lora}", args.steps,
-                               args.sequence_len, args.micro_batch_size, lora)
+            secs, tokens = run(
+                work / "model",
+                work / "data.jsonl",
+                work / f"out-{lora}",
+                args.steps,
+                args.sequence_len,
+                args.micro_batch_size,
+                lora,
+            )
             tps = tokens / secs
             # 6N FLOPs per token for full fine-tuning (forward 2N, backward 4N); LoRA skips the weight gradients
             # of the frozen base (about 4N); plus causal attention 6*L*d*s; x4/3 for gradient checkpointing.
@@ -122,11 +145,16 @@ def main() -> int:
             peak_gib = torch.cuda.max_memory_allocated() / 2**30
             rows.append(["LoRA r=16" if lora else "full", f"{tps:,.0f}", mfu, f"{peak_gib:.1f}"])
             torch.cuda.reset_peak_memory_stats()
-    record("gpu_throughput", ["fine-tuning", "tokens/s/GPU", "MFU (bf16 dense peak)", "peak GiB"], rows,
-           notes=f"~{params / 1e9:.2f}B Llama, bf16, packed {args.sequence_len}, micro_batch_size "
-                 f"{args.micro_batch_size}, gradient checkpointing, attention "
-                 f"{'flash_attention_2' if importlib.util.find_spec('flash_attn') else 'sdpa'}, {args.steps} steps",
-           packages=["torch", "transformers", "peft", "flash-attn"], device=name)
+    record(
+        "gpu_throughput",
+        ["fine-tuning", "tokens/s/GPU", "MFU (bf16 dense peak)", "peak GiB"],
+        rows,
+        notes=f"~{params / 1e9:.2f}B Llama, bf16, packed {args.sequence_len}, micro_batch_size "
+        f"{args.micro_batch_size}, gradient checkpointing, attention "
+        f"{'flash_attention_2' if importlib.util.find_spec('flash_attn') else 'sdpa'}, {args.steps} steps",
+        packages=["torch", "transformers", "peft", "flash-attn"],
+        device=name,
+    )
     return 0
 
 

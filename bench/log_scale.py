@@ -57,15 +57,21 @@ def finished_job(work: Path, env: dict[str, str]) -> tuple[str, Path]:
     profiles = work / "profiles"
     profiles.mkdir(exist_ok=True)
     wrapper = profiles / "quick-python"
-    wrapper.write_text("#!/bin/sh\necho \"stand-in for torchrun on $(hostname)\"\n")
+    wrapper.write_text('#!/bin/sh\necho "stand-in for torchrun on $(hostname)"\n')
     wrapper.chmod(0o755)
     (profiles / "logscale.yaml").write_text(f"extends: local\npython: {wrapper}\n")
     env["HPCFT_PROFILE_PATH"] = str(profiles)
     hpcft = str(Path(sys.executable).parent / "hpcft")
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        out = subprocess.run([hpcft, "submit", "--profile", "logscale", "cfg.yaml", "--follow"], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [hpcft, "submit", "--profile", "logscale", "cfg.yaml", "--follow"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     if out.returncode != 0:
         raise SystemExit(f"the stand-in job failed:\n{out.stdout}\n{out.stderr}")
     submitted = re.search(r"submitted job (\d+): (\S+)", out.stdout)
@@ -81,8 +87,13 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, flo
     peak_file = cwd / "bench-peak.txt"
     start = time.perf_counter()
     with open(cwd / "bench-out.txt", "wb") as sink:
-        code = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *argv], cwd=cwd, env=env,
-                              stdout=sink, stderr=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(peak_file), *argv],
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+        ).returncode
     wall = time.perf_counter() - start
     if code not in (0, 1):
         raise SystemExit(f"{argv} exited {code}")
@@ -100,8 +111,11 @@ def main() -> None:
     parser.add_argument("--root", default="/var/tmp/hpcft-log-scale")
     parser.add_argument("--keep", action="store_true", help="keep the generated logs")
     parser.add_argument("--no-record", action="store_true", help="print the table only")
-    parser.add_argument("--run-dir", help="a run directory of a finished job to copy and use instead of running one "
-                                          "(when the shared cluster is busy)")
+    parser.add_argument(
+        "--run-dir",
+        help="a run directory of a finished job to copy and use instead of running one "
+        "(when the shared cluster is busy)",
+    )
     args = parser.parse_args()
     root = Path(args.root)
     shutil.rmtree(root, ignore_errors=True)
@@ -145,18 +159,24 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    notes = (f"A finished 2-node job of the local Slurm cluster (job {job_id}) with its log replaced by a "
-             f"synthetic one of {args.tasks} `srun --label`led node tasks (bench/synthetic_log.py); every "
-             "command is one process, its output to a file; peak = the process's max RSS (GNU time). "
-             "`--errors` names task 377's traceback (rank 1509) from the log scan (the synthetic job has no "
-             "error files). The job's 2 real nodes name only tasks 0-1 (others show as [?/N]). The machine is a "
-             "shared 2-core VM: other engineers' jobs load it at the same time, so walls vary by 2x from run "
-             "to run; compare rows of one run.")
+    notes = (
+        f"A finished 2-node job of the local Slurm cluster (job {job_id}) with its log replaced by a "
+        f"synthetic one of {args.tasks} `srun --label`led node tasks (bench/synthetic_log.py); every "
+        "command is one process, its output to a file; peak = the process's max RSS (GNU time). "
+        "`--errors` names task 377's traceback (rank 1509) from the log scan (the synthetic job has no "
+        "error files). The job's 2 real nodes name only tasks 0-1 (others show as [?/N]). The machine is a "
+        "shared 2-core VM: other engineers' jobs load it at the same time, so walls vary by 2x from run "
+        "to run; compare rows of one run."
+    )
     if args.no_record:
         print(notes)
     else:
-        record("log_scale: hpcft logs on the log of a 512-node job", ["log", "command", "wall s", "peak MB"], rows,
-               notes=notes)
+        record(
+            "log_scale: hpcft logs on the log of a 512-node job",
+            ["log", "command", "wall s", "peak MB"],
+            rows,
+            notes=notes,
+        )
 
 
 if __name__ == "__main__":

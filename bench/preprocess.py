@@ -18,8 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record  # noqa: E402
 
-WORDS = ("the model learns to answer questions about mountains rivers cities trains cheese chocolate lakes "
-         "glaciers science history music languages weather computers clusters nodes gpus").split()
+WORDS = (
+    "the model learns to answer questions about mountains rivers cities trains cheese chocolate lakes "
+    "glaciers science history music languages weather computers clusters nodes gpus"
+).split()
 
 
 def synthetic_chats(n: int, seed: int = 0) -> list[dict]:
@@ -58,10 +60,16 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(work / "tok")
         data = work / "chat.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_chats(args.conversations)))
-        cfg = TrainConfig.model_validate({
-            "base_model": str(work / "tok"), "output_dir": str(work / "out"),
-            "datasets": [{"path": str(data), "type": "chat_template"}],
-            "sequence_len": args.sequence_len, "sample_packing": True, "dataset_processes": 1})
+        cfg = TrainConfig.model_validate(
+            {
+                "base_model": str(work / "tok"),
+                "output_dir": str(work / "out"),
+                "datasets": [{"path": str(data), "type": "chat_template"}],
+                "sequence_len": args.sequence_len,
+                "sample_packing": True,
+                "dataset_processes": 1,
+            }
+        )
         start = time.perf_counter()
         prepared = build_datasets(cfg, tokenizer)
         seconds = time.perf_counter() - start
@@ -77,21 +85,34 @@ def main() -> None:
     packed = packing_efficiency(lengths, pack_sequences(lengths, cap), cap)
     pad_to_len = tokens / (len(lengths) * cap)
     shuffled = random.Random(0).sample(lengths, len(lengths))
-    batches = [shuffled[i:i + mbs] for i in range(0, len(shuffled), mbs)]
+    batches = [shuffled[i : i + mbs] for i in range(0, len(shuffled), mbs)]
     pad_to_longest = tokens / sum(max(b) * len(b) for b in batches)
     rows = [
-        ["tokenize + mask + pack", f"{len(lengths) / seconds:,.0f} samples/s", f"{tokens / seconds:,.0f} tokens/s",
-         f"{seconds:.1f} s"],
+        [
+            "tokenize + mask + pack",
+            f"{len(lengths) / seconds:,.0f} samples/s",
+            f"{tokens / seconds:,.0f} tokens/s",
+            f"{seconds:.1f} s",
+        ],
     ]
-    record("preprocess (throughput)", ["stage", "samples/s", "tokens/s", "wall"], rows,
-           notes=f"{args.conversations} synthetic conversations, {len(lengths)} kept "
-                 f"(dropped too long: {stats.get('dropped_too_long', 0)}), mean {tokens / len(lengths):.0f} tokens, "
-                 "tiny BPE tokenizer, 1 process", packages=["transformers", "datasets", "tokenizers"])
-    record("preprocess (packing efficiency)", [f"batching at sequence_len {cap}", "non-pad tokens / slots"], [
-        ["hpcft packer (best-fit decreasing)", f"{packed:.4f}"],
-        [f"naive: pad to longest in micro-batch of {mbs}", f"{pad_to_longest:.4f}"],
-        ["naive: pad every sample to sequence_len", f"{pad_to_len:.4f}"],
-    ])
+    record(
+        "preprocess (throughput)",
+        ["stage", "samples/s", "tokens/s", "wall"],
+        rows,
+        notes=f"{args.conversations} synthetic conversations, {len(lengths)} kept "
+        f"(dropped too long: {stats.get('dropped_too_long', 0)}), mean {tokens / len(lengths):.0f} tokens, "
+        "tiny BPE tokenizer, 1 process",
+        packages=["transformers", "datasets", "tokenizers"],
+    )
+    record(
+        "preprocess (packing efficiency)",
+        [f"batching at sequence_len {cap}", "non-pad tokens / slots"],
+        [
+            ["hpcft packer (best-fit decreasing)", f"{packed:.4f}"],
+            [f"naive: pad to longest in micro-batch of {mbs}", f"{pad_to_longest:.4f}"],
+            ["naive: pad every sample to sequence_len", f"{pad_to_len:.4f}"],
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,14 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def record(name: str, headers: list[str], rows: list[list[object]], notes: str = "",
-           packages: list[str] | None = None, device: str | None = None) -> None:
+def record(
+    name: str,
+    headers: list[str],
+    rows: list[list[object]],
+    notes: str = "",
+    packages: list[str] | None = None,
+    device: str | None = None,
+) -> None:
     """Print the table and append it, with its context, to RESULTS.md."""
     text = table(headers, rows)
     print(text)

@@ -51,8 +51,22 @@ def main() -> None:
         env = dict(os.environ, XDG_STATE_HOME=str(work / "state"))
         rates = ",".join(f"{i}e-6" for i in range(1, 51))
         seeds = ",".join(str(i) for i in range(20))
-        wall, cpu = timed([hpcft, "submit", "--profile", "local", "cfg.yaml", "--dry-run", "--sweep",
-                           f"learning_rate={rates}", "--sweep", f"seed={seeds}"], work, env)
+        wall, cpu = timed(
+            [
+                hpcft,
+                "submit",
+                "--profile",
+                "local",
+                "cfg.yaml",
+                "--dry-run",
+                "--sweep",
+                f"learning_rate={rates}",
+                "--sweep",
+                f"seed={seeds}",
+            ],
+            work,
+            env,
+        )
         rows.append(["render a 1,000-point sweep (submit --dry-run)", f"{wall:.1f}", f"{cpu:.1f}"])
 
         # An index of 10,000 submissions plus one 1,000-task array, and Slurm stand-ins that know them all.
@@ -62,27 +76,42 @@ def main() -> None:
         run_dir.mkdir()
         (run_dir / "manifest.json").write_text(json.dumps({"job_name": "x", "output_dir": str(work / "out")}))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        entries = [{"job_id": str(100000 + i), "run_dir": str(run_dir), "name": "x", "submitted_at": stamp,
-                    "backend": "sbatch"} for i in range(10_000)]
-        entries.append({"job_id": "200000", "run_dir": str(run_dir), "name": "x", "submitted_at": stamp,
-                        "backend": "sbatch"})
+        entries = [
+            {
+                "job_id": str(100000 + i),
+                "run_dir": str(run_dir),
+                "name": "x",
+                "submitted_at": stamp,
+                "backend": "sbatch",
+            }
+            for i in range(10_000)
+        ]
+        entries.append(
+            {"job_id": "200000", "run_dir": str(run_dir), "name": "x", "submitted_at": stamp, "backend": "sbatch"}
+        )
         (state / "jobs.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
         bin_dir = work / "bin"
         bin_dir.mkdir()
-        (work / "sacct.txt").write_text("".join(
-            f"{100000 + i}|{100000 + i}|COMPLETED|0:0|0:0|00:01:00|2|node[1-2]|/w|x\n" for i in range(10_000)))
-        (work / "squeue.txt").write_text("".join(
-            f"200000_{t}|200000|{t}|RUNNING|1:00|1|node1|None|x\n" for t in range(1_000)))
+        (work / "sacct.txt").write_text(
+            "".join(f"{100000 + i}|{100000 + i}|COMPLETED|0:0|0:0|00:01:00|2|node[1-2]|/w|x\n" for i in range(10_000))
+        )
+        (work / "squeue.txt").write_text(
+            "".join(f"200000_{t}|200000|{t}|RUNNING|1:00|1|node1|None|x\n" for t in range(1_000))
+        )
         for name in ("sacct", "squeue"):
             (bin_dir / name).write_text(f"#!/bin/sh\ncat '{work / (name + '.txt')}'\n")
             (bin_dir / name).chmod(0o755)
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
         wall, cpu = timed([hpcft, "status"], work, env)
         rows.append(["status: 10,000 runs + a 1,000-task array (11,000 rows)", f"{wall:.1f}", f"{cpu:.1f}"])
-    record("sweep_status_scale: sweeps and status at scale", ["what", "wall s", "CPU s"], rows,
-           notes="Before this change (issue 18): 18.6 s for the 1,000-point sweep (about 18 ms a point), and status "
-                 "looped over every job for every run. The machine is a shared 2-core VM loaded by other "
-                 "engineers' work: wall time is above CPU time when they compete for the cores.")
+    record(
+        "sweep_status_scale: sweeps and status at scale",
+        ["what", "wall s", "CPU s"],
+        rows,
+        notes="Before this change (issue 18): 18.6 s for the 1,000-point sweep (about 18 ms a point), and status "
+        "looped over every job for every run. The machine is a shared 2-core VM loaded by other "
+        "engineers' work: wall time is above CPU time when they compete for the cores.",
+    )
 
 
 if __name__ == "__main__":

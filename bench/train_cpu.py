@@ -29,12 +29,30 @@ def run_hpcft(model_dir: Path, out: Path, steps: int, seq: int, mbs: int, packin
     from hpcft.trainer.model import load_tokenizer
     from hpcft.trainer.train import build_trainer
 
-    cfg = TrainConfig.model_validate({
-        "base_model": str(model_dir), "output_dir": str(out), "sequence_len": seq, "sample_packing": packing,
-        "micro_batch_size": mbs, "max_steps": steps, "learning_rate": 1e-3, "optimizer": "adamw_torch",
-        "lr_scheduler": "constant", "bf16": False, "logging_steps": 10, "save_strategy": "no",
-        "datasets": [{"path": str(CHAT), "type": "chat_template", "field_messages": "conversations",
-                      "message_property_mappings": {"role": "from", "content": "value"}}]})
+    cfg = TrainConfig.model_validate(
+        {
+            "base_model": str(model_dir),
+            "output_dir": str(out),
+            "sequence_len": seq,
+            "sample_packing": packing,
+            "micro_batch_size": mbs,
+            "max_steps": steps,
+            "learning_rate": 1e-3,
+            "optimizer": "adamw_torch",
+            "lr_scheduler": "constant",
+            "bf16": False,
+            "logging_steps": 10,
+            "save_strategy": "no",
+            "datasets": [
+                {
+                    "path": str(CHAT),
+                    "type": "chat_template",
+                    "field_messages": "conversations",
+                    "message_property_mappings": {"role": "from", "content": "value"},
+                }
+            ],
+        }
+    )
     trainer, _ = build_trainer(cfg, load_tokenizer(cfg))
     start = time.perf_counter()
     trainer.train()
@@ -60,12 +78,27 @@ def run_plain(model_dir: Path, out: Path, steps: int, seq: int, mbs: int) -> tup
     ids = [i["input_ids"] if isinstance(i, dict) or hasattr(i, "keys") else i for i in ids]
     dataset = datasets.Dataset.from_dict({"input_ids": ids})
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=mbs, max_steps=steps,
-                             learning_rate=1e-3, optim="adamw_torch", lr_scheduler_type="constant", logging_steps=10,
-                             save_strategy="no", report_to="none", include_num_input_tokens_seen="non_padding",
-                             use_cpu=True, dataloader_num_workers=0, seed=42)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=mbs,
+        max_steps=steps,
+        learning_rate=1e-3,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=42,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     start = time.perf_counter()
     trainer.train()
     return time.perf_counter() - start, int(trainer.state.num_input_tokens_seen)
@@ -89,13 +122,19 @@ def main() -> None:
         pack_s, pack_tok = run_hpcft(work / "model", work / "hpcft-pack", *common, packing=True)
     base = plain_tok / plain_s
     rows = [["plain transformers Trainer (baseline)", f"{plain_tok:,}", f"{plain_s:.1f}", f"{base:,.0f}", "1.00"]]
-    for name, secs, tok in [("hpcft, sample_packing: false", nopack_s, nopack_tok),
-                            ("hpcft, sample_packing: true", pack_s, pack_tok)]:
+    for name, secs, tok in [
+        ("hpcft, sample_packing: false", nopack_s, nopack_tok),
+        ("hpcft, sample_packing: true", pack_s, pack_tok),
+    ]:
         rows.append([name, f"{tok:,}", f"{secs:.1f}", f"{tok / secs:,.0f}", f"{tok / secs / base:.2f}"])
-    record("train_cpu", ["trainer", "non-pad tokens", "train() wall s", "tokens/s", "ratio to baseline"], rows,
-           notes=f"tiny Llama (hidden 64, 2 layers), {args.steps} steps, micro_batch_size {args.micro_batch_size}, "
-                 f"sequence_len {args.sequence_len}, fp32, sdpa, 1 process, torch threads {os.cpu_count()}",
-           packages=["torch", "transformers"])
+    record(
+        "train_cpu",
+        ["trainer", "non-pad tokens", "train() wall s", "tokens/s", "ratio to baseline"],
+        rows,
+        notes=f"tiny Llama (hidden 64, 2 layers), {args.steps} steps, micro_batch_size {args.micro_batch_size}, "
+        f"sequence_len {args.sequence_len}, fp32, sdpa, 1 process, torch threads {os.cpu_count()}",
+        packages=["torch", "transformers"],
+    )
 
 
 if __name__ == "__main__":

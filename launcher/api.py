@@ -43,8 +43,7 @@ class JobHandle:
 
     def wait(self, timeout: float | None = None, poll: float = 2.0) -> int:
         """Block until the job ends (logs go nowhere); returns its exit status."""
-        return follow_job(RunRef(self.job_id, self.run_dir), out=_Discard(), poll=poll,
-                                    timeout=timeout)
+        return follow_job(RunRef(self.job_id, self.run_dir), out=_Discard(), poll=poll, timeout=timeout)
 
     def follow(self, timeout: float | None = None) -> int:
         """Print the logs to stdout until the job ends; returns its exit status."""
@@ -62,8 +61,16 @@ class _Discard:
         pass
 
 
-def submit(config: str | Path, profile: str, *, overrides: list[str] | None = None, backend: str = "sbatch",
-           sweep: list[str] | None = None, out_dir: str | Path | None = None, **launch: Any) -> Any:
+def submit(
+    config: str | Path,
+    profile: str,
+    *,
+    overrides: list[str] | None = None,
+    backend: str = "sbatch",
+    sweep: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    **launch: Any,
+) -> Any:
     """Render and submit a training config; launch options (nodes=4, time="12:00:00", partition=...) win over
     the config's and the profile's. Returns a JobHandle (sbatch) or a submitit Job (backend="submitit")."""
     from hpcft.launcher.config import load_job
@@ -71,8 +78,9 @@ def submit(config: str | Path, profile: str, *, overrides: list[str] | None = No
     overrides = list(overrides or [])
     job = load_job(config, profile, overrides=overrides, cli_launch=launch)
     points = load_sweep(config, profile, overrides, launch, sweep, job) if sweep else None
-    result = submit_run(job, out_dir=out_dir, backend=backend, sweep=points,
-                        command_line=["hpcft.launcher.api.submit", str(config)])
+    result = submit_run(
+        job, out_dir=out_dir, backend=backend, sweep=points, command_line=["hpcft.launcher.api.submit", str(config)]
+    )
     if backend == "submitit":
         return result.handle
     return JobHandle(str(result.job_id), result.run_dir)

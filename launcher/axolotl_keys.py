@@ -22,8 +22,7 @@ _REMOVE = "remove it (or set it to null)"
 # --- accepted with a warning: the value names what hpcft does instead -------------------------------------------
 
 _KERNELS = "hpcft runs the model's own PyTorch modules (same results, without axolotl's fused kernels)"
-_ATTENTION = ("hpcft uses PyTorch sdpa attention, or flash-attention 2 with flash_attention: true "
-              "(same results)")
+_ATTENTION = "hpcft uses PyTorch sdpa attention, or flash-attention 2 with flash_attention: true (same results)"
 _PACKING = "hpcft packs samples with its own best-fit packer"
 _LOADER = "hpcft's data loader settings are fixed"
 _DDP = "hpcft trains with DeepSpeed, which does not use it"
@@ -31,28 +30,94 @@ _BOOKKEEPING = "axolotl sets it internally; hpcft computes what it needs itself"
 
 WARN_ONLY_KEYS: dict[str, str] = {
     # Fused kernels: speed and memory only.
-    **dict.fromkeys(("flash_attn_rms_norm", "flash_attn_fuse_qkv", "flash_attn_fuse_mlp", "flash_attn_cross_entropy",
-                     "flash_attn_d512", "fused_attn_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel",
-                     "lora_embedding_kernel", "use_scattermoe", "use_sonicmoe", "moe_grouped_backend",
-                     "moe_bnb_fast", "moe_dequant_chunk_size", "experts_implementation", "expert_backend",
-                     "use_dsv4_kernels", "use_glm_dsa_kernels", "dsv4_fp4_grouped_mode", "dsv4_fp8_lora_kernel",
-                     "dsv4_shared_mlp_lora_kernel", "dsv4_fp8_nonexpert_mode", "dsv4_bf16_all",
-                     "gemma4_fp8_nonexpert", "gemma4_nf4_nonexpert", "llama4_linearized_experts", "tiled_mlp",
-                     "tiled_mlp_num_shards", "tiled_mlp_use_original_mlp", "large_head_attention"), _KERNELS),
-    **dict.fromkeys(("liger_rms_norm_gated", "liger_use_token_scaling"),
-                    "hpcft runs the model's own PyTorch modules instead of Liger kernels (same results)"),
-    **dict.fromkeys(("cut_cross_entropy", "chunked_cross_entropy", "chunked_cross_entropy_num_chunks"),
-                    "hpcft computes the standard cross-entropy (same loss, more memory)"),
-    **dict.fromkeys(("xformers_attention", "sage_attention", "flex_attention", "flex_attn_compile_kwargs",
-                     "eager_attention", "sdpa_varlen", "flash_optimum", "gemma4_hybrid_attn_impl"), _ATTENTION),
-    **dict.fromkeys(("sample_packing_eff_est", "sample_packing_bin_size", "sample_packing_group_size",
-                     "sample_packing_mp_start_method", "multipack_real_batches", "batch_flattening",
-                     "pretrain_multipack_attn", "pretrain_multipack_buffer_size"), _PACKING),
-    **dict.fromkeys(("dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
-                     "dataset_keep_in_memory"), _LOADER),
+    **dict.fromkeys(
+        (
+            "flash_attn_rms_norm",
+            "flash_attn_fuse_qkv",
+            "flash_attn_fuse_mlp",
+            "flash_attn_cross_entropy",
+            "flash_attn_d512",
+            "fused_attn_kernel",
+            "lora_qkv_kernel",
+            "lora_o_kernel",
+            "lora_mlp_kernel",
+            "lora_embedding_kernel",
+            "use_scattermoe",
+            "use_sonicmoe",
+            "moe_grouped_backend",
+            "moe_bnb_fast",
+            "moe_dequant_chunk_size",
+            "experts_implementation",
+            "expert_backend",
+            "use_dsv4_kernels",
+            "use_glm_dsa_kernels",
+            "dsv4_fp4_grouped_mode",
+            "dsv4_fp8_lora_kernel",
+            "dsv4_shared_mlp_lora_kernel",
+            "dsv4_fp8_nonexpert_mode",
+            "dsv4_bf16_all",
+            "gemma4_fp8_nonexpert",
+            "gemma4_nf4_nonexpert",
+            "llama4_linearized_experts",
+            "tiled_mlp",
+            "tiled_mlp_num_shards",
+            "tiled_mlp_use_original_mlp",
+            "large_head_attention",
+        ),
+        _KERNELS,
+    ),
+    **dict.fromkeys(
+        ("liger_rms_norm_gated", "liger_use_token_scaling"),
+        "hpcft runs the model's own PyTorch modules instead of Liger kernels (same results)",
+    ),
+    **dict.fromkeys(
+        ("cut_cross_entropy", "chunked_cross_entropy", "chunked_cross_entropy_num_chunks"),
+        "hpcft computes the standard cross-entropy (same loss, more memory)",
+    ),
+    **dict.fromkeys(
+        (
+            "xformers_attention",
+            "sage_attention",
+            "flex_attention",
+            "flex_attn_compile_kwargs",
+            "eager_attention",
+            "sdpa_varlen",
+            "flash_optimum",
+            "gemma4_hybrid_attn_impl",
+        ),
+        _ATTENTION,
+    ),
+    **dict.fromkeys(
+        (
+            "sample_packing_eff_est",
+            "sample_packing_bin_size",
+            "sample_packing_group_size",
+            "sample_packing_mp_start_method",
+            "multipack_real_batches",
+            "batch_flattening",
+            "pretrain_multipack_attn",
+            "pretrain_multipack_buffer_size",
+        ),
+        _PACKING,
+    ),
+    **dict.fromkeys(
+        ("dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor", "dataset_keep_in_memory"),
+        _LOADER,
+    ),
     **dict.fromkeys(("ddp", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers"), _DDP),
-    **dict.fromkeys(("total_num_tokens", "total_supervised_tokens", "is_preprocess", "axolotl_config_path",
-                     "world_size", "local_rank", "device", "experimental_skip_move_to_device"), _BOOKKEEPING),
+    **dict.fromkeys(
+        (
+            "total_num_tokens",
+            "total_supervised_tokens",
+            "is_preprocess",
+            "axolotl_config_path",
+            "world_size",
+            "local_rank",
+            "device",
+            "experimental_skip_move_to_device",
+        ),
+        _BOOKKEEPING,
+    ),
     "torch_compile_options": "hpcft runs the model eagerly (same results, without compilation)",
     "deepcompile": "hpcft runs DeepSpeed without compilation (same results)",
     "qlora_sharded_model_loading": "hpcft loads 4-bit weights with bitsandbytes directly",
@@ -82,9 +147,20 @@ WARN_ONLY_KEYS: dict[str, str] = {
 AXOLOTL_VALUES: dict[str, frozenset[str]] = {
     "gradient_checkpointing": frozenset({"offload", "offload_disk"}),
     # transformers' scheduler names and axolotl's own (lr_scheduler is a free string in axolotl's schema)
-    "lr_scheduler": frozenset({"cosine_with_restarts", "polynomial", "inverse_sqrt", "reduce_lr_on_plateau",
-                               "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
-                               "one_cycle", "rex", "log_sweep"}),
+    "lr_scheduler": frozenset(
+        {
+            "cosine_with_restarts",
+            "polynomial",
+            "inverse_sqrt",
+            "reduce_lr_on_plateau",
+            "cosine_with_min_lr",
+            "cosine_warmup_with_min_lr",
+            "warmup_stable_decay",
+            "one_cycle",
+            "rex",
+            "log_sweep",
+        }
+    ),
     "attn_implementation": frozenset({"fp8"}),
 }
 
@@ -93,23 +169,25 @@ ATTENTION_KERNELS_WITHOUT_EFFECT = ("xformers", "sage", "flex_attention", "flash
 
 # Plugins that only change speed/memory, never results: accepted with a warning.
 PLUGINS_WITHOUT_EFFECT: dict[str, str] = {
-    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin":
-        "it only saves memory in the loss; hpcft computes the standard cross-entropy",
+    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin": (
+        "it only saves memory in the loss; hpcft computes the standard cross-entropy"
+    ),
     "axolotl.integrations.kernels.KernelsPlugin": _KERNELS,
 }
 
 # --- refused by name: the value says what to do instead --------------------------------------------------------
 
-_RL = ("hpcft's preference tuning (rl: dpo, ipo, orpo, kto, simpo; docs/preference-tuning.md) does not implement "
-       "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)")
+_RL = (
+    "hpcft's preference tuning (rl: dpo, ipo, orpo, kto, simpo; docs/preference-tuning.md) does not implement "
+    "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)"
+)
 _MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
 _FSDP = "hpcft's FSDP runs without FP8 all-gathers; remove it"
 _PARALLEL = "hpcft parallelises with DeepSpeed ZeRO data parallelism only; remove it"
 _QUANT = "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit); remove it"
 _OPTIM = "hpcft's optimizer and schedule do not implement it; remove it"
 _EVAL = "hpcft evaluates the loss on val_set_size or test_datasets only; remove it"
-_TRACKING = ("hpcft logs to metrics.jsonl, Weights & Biases (wandb_project) or TensorBoard (use_tensorboard); "
-             "remove it")
+_TRACKING = "hpcft logs to metrics.jsonl, Weights & Biases (wandb_project) or TensorBoard (use_tensorboard); remove it"
 _DATA = "hpcft's data pipeline does not implement it yet; remove it"
 _MODEL = "hpcft loads the model unchanged; remove it"
 _PEFT = "hpcft's LoRA does not implement it yet; remove it"
@@ -119,79 +197,323 @@ _DTYPE = "choose the precision with bf16 / fp16 instead; remove it"
 _PLUGIN_ARGS = "its plugin is not supported by hpcft; remove it"
 
 REFUSED_KEYS: dict[str, str] = {
-    **dict.fromkeys(("dpo_beta", "dpo_norm_loss", "dpo_padding_free", "dpo_use_liger_kernel", "dpo_use_logits_to_keep",
-                     "dpo_generate_during_eval", "rpo_alpha", "reward_model",
-                     "process_reward_model", "center_rewards_coefficient", "max_prompt_len", "vllm", "ebft",
-                     "num_labels", "cls_model_config", "nemo_gym_auto_clone",
-                     "nemo_gym_auto_start", "nemo_gym_config_paths", "nemo_gym_datasets", "nemo_gym_dir",
-                     "nemo_gym_enabled", "nemo_gym_head_port", "nemo_gym_max_turns", "nemo_gym_model_name",
-                     "nemo_gym_multi_turn", "nemo_gym_run_timeout", "nemo_gym_server_timeout",
-                     "nemo_gym_verify_timeout"), _RL),
-    **dict.fromkeys(("processor_type", "processor_kwargs", "image_size", "image_resize_algorithm",
-                     "freeze_mm_modules", "role_boundaries"), _MULTIMODAL),
+    **dict.fromkeys(
+        (
+            "dpo_beta",
+            "dpo_norm_loss",
+            "dpo_padding_free",
+            "dpo_use_liger_kernel",
+            "dpo_use_logits_to_keep",
+            "dpo_generate_during_eval",
+            "rpo_alpha",
+            "reward_model",
+            "process_reward_model",
+            "center_rewards_coefficient",
+            "max_prompt_len",
+            "vllm",
+            "ebft",
+            "num_labels",
+            "cls_model_config",
+            "nemo_gym_auto_clone",
+            "nemo_gym_auto_start",
+            "nemo_gym_config_paths",
+            "nemo_gym_datasets",
+            "nemo_gym_dir",
+            "nemo_gym_enabled",
+            "nemo_gym_head_port",
+            "nemo_gym_max_turns",
+            "nemo_gym_model_name",
+            "nemo_gym_multi_turn",
+            "nemo_gym_run_timeout",
+            "nemo_gym_server_timeout",
+            "nemo_gym_verify_timeout",
+        ),
+        _RL,
+    ),
+    **dict.fromkeys(
+        (
+            "processor_type",
+            "processor_kwargs",
+            "image_size",
+            "image_resize_algorithm",
+            "freeze_mm_modules",
+            "role_boundaries",
+        ),
+        _MULTIMODAL,
+    ),
     "fp8_enable_fsdp_float8_all_gather": _FSDP,
-    **dict.fromkeys(("sequence_parallel_degree", "context_parallel_size", "tensor_parallel_size", "dp_shard_size",
-                     "dp_replicate_size", "heads_k_stride", "ring_attn_func", "expert_parallel_backend",
-                     "expert_parallel_fallback_on_unsupported", "expert_parallel_num_nvl_bytes",
-                     "expert_parallel_num_rdma_bytes", "expert_parallel_size", "expert_parallel_token_capacity",
-                     "ray_num_workers", "ray_run_name", "resources_per_worker", "use_ray"), _PARALLEL),
-    **dict.fromkeys(("gptq", "qat", "quantization", "fp8", "model_quantization_config",
-                     "model_quantization_config_kwargs", "bnb_config_kwargs", "use_onebitllms",
-                     "quantize_moe_experts", "nonexpert_quantization", "nvfp4_merge_aware",
-                     "nvfp4_merge_aware_start_step", "llmcompressor"), _QUANT),
-    **dict.fromkeys(("lr_groups", "embedding_lr", "embedding_lr_scale", "loraplus_lr_ratio", "loraplus_lr_embedding",
-                     "dion_lr", "dion_momentum", "dion_rank_fraction", "dion_rank_multiple_of",
-                     "optim_target_modules", "jagged_restart_steps", "jagged_restart_warmup_steps",
-                     "jagged_restart_anneal_steps", "relora", "relora_prune_method", "relora_prune_ratio",
-                     "relora_cpu_offload", "relora_steps", "relora_warmup_steps", "lisa_n_layers",
-                     "lisa_step_interval", "lisa_layers_attribute",
-                     "grokfast_alpha", "grokfast_lamb", "lr_div_factor", "lr_quadratic_warmup",
-                     "cosine_constant_lr_ratio", "adam_beta3", "adam_epsilon2", "qgalore_cos_threshold",
-                     "qgalore_gamma_proj", "qgalore_proj_bits", "qgalore_proj_group_size", "qgalore_proj_quant",
-                     "qgalore_proj_type", "qgalore_queue_size", "qgalore_rank", "qgalore_scale",
-                     "qgalore_update_proj_gap", "spectrum_model_name", "spectrum_top_fraction"), _OPTIM),
-    **dict.fromkeys(("do_bench_eval", "bench_dataset", "bench_split", "do_causal_lm_eval", "eval_causal_lm_metrics",
-                     "generate_samples", "generation_do_sample", "generation_max_new_tokens",
-                     "generation_prompt_ratio", "generation_temperature", "generation_top_k", "generation_top_p",
-                     "num_generation_samples", "lm_eval_batch_size", "lm_eval_model", "lm_eval_post_train",
-                     "lm_eval_tasks", "gradio_max_new_tokens", "gradio_server_name", "gradio_server_port",
-                     "gradio_share", "gradio_temperature", "gradio_title", "metric_for_best_model",
-                     "greater_is_better", "load_best_model_at_end", "eval_sequence_len", "eval_strategy",
-                     "evaluation_strategy"), _EVAL),
-    **dict.fromkeys(("use_comet", "comet_api_key", "comet_experiment_config", "comet_experiment_key", "comet_mode",
-                     "comet_online", "comet_project_name", "comet_workspace", "use_mlflow", "mlflow_experiment_name",
-                     "mlflow_run_name", "mlflow_tracking_uri", "hf_mlflow_log_artifacts", "use_trackio",
-                     "trackio_project_name", "trackio_run_name", "trackio_space_id", "use_otel_metrics",
-                     "otel_metrics_host", "otel_metrics_port", "use_swanlab", "swanlab_api_host", "swanlab_api_key",
-                     "swanlab_completion_log_interval", "swanlab_completion_max_buffer", "swanlab_description",
-                     "swanlab_experiment_name", "swanlab_lark_secret", "swanlab_lark_webhook_url",
-                     "swanlab_log_completions", "swanlab_log_model", "swanlab_mode", "swanlab_project",
-                     "swanlab_web_host", "swanlab_workspace", "profiler_steps", "profiler_steps_start"), _TRACKING),
-    **dict.fromkeys(("pretraining_dataset", "streaming", "streaming_multipack_buffer_size", "preprocess_iterable",
-                     "dataset_exact_deduplication", "curriculum_sampling", "push_dataset_to_hub",
-                     "dataset_shard_num", "dataset_shard_idx", "num_dataset_shards_to_save", "excess_length_strategy",
-                     "pretraining_sample_concatenation", "use_pose", "pose_max_context_len", "pose_num_chunks",
-                     "pose_split_on_token_ids", "sample_packing_sequentially", "shuffle_before_merging_datasets",
-                     "default_system_message", "max_packed_sequence_len", "pad_to_multiple_of",
-                     "dataloader_drop_last", "chat_template_kwargs", "synthetic_dataset"), _DATA),
-    **dict.fromkeys(("model_kwargs", "overrides_of_model_kwargs",
-                     "reinit_weights", "shrink_embeddings", "mean_resizing_embeddings",
-                     "resize_token_embeddings_to_32x", "added_tokens_overrides", "fix_untrained_tokens",
-                     "tokenizer_use_mistral_common", "embeddings_skip_upcast", "fp32_norms", "fp32_norm_classes",
-                     "scaling_softmax", "scaling_softmax_bias", "scaling_softmax_factor", "s2_attention",
-                     "xpos_rope", "landmark_attention", "dense_mixer", "mora", "diffusion",
-                     "hatchery", "trainer_cls", "use_eaft", "eaft_alpha", "eaft_k"), _MODEL),
-    **dict.fromkeys(("peft", "peft_layers_pattern", "peft_layers_to_transform",
-                     "peft_layer_replication", "peft_init_lora_weights", "peft_trainable_token_indices",
-                     "peft_ensure_weight_tying", "lora_target_parameters", "lora_alpha_pattern", "lora_rank_pattern",
-                     "lora_on_cpu", "lora_out_dir", "merge_lora", "merge_method"), _PEFT),
-    **dict.fromkeys(("noisy_embedding_alpha", "activation_offloading", "layer_offloading", "dynamic_checkpoint",
-                     "selective_checkpointing", "auto_find_batch_size", "save_first_step", "save_only_model",
-                     "torchdistx_path", "log_sweep_min_lr", "log_sweep_max_lr", "train_on_split",
-                     "special_tokens_to_add", "model_config_type",
-                     "kd_trainer", "kd_alpha", "kd_beta", "kd_ce_alpha", "kd_normalize_topk", "kd_online_server",
-                     "kd_online_server_base_url", "kd_online_timeout", "kd_online_topk", "kd_temperature",
-                     "kd_temperature_min", "accelerator_config"), _TRAINING),
+    **dict.fromkeys(
+        (
+            "sequence_parallel_degree",
+            "context_parallel_size",
+            "tensor_parallel_size",
+            "dp_shard_size",
+            "dp_replicate_size",
+            "heads_k_stride",
+            "ring_attn_func",
+            "expert_parallel_backend",
+            "expert_parallel_fallback_on_unsupported",
+            "expert_parallel_num_nvl_bytes",
+            "expert_parallel_num_rdma_bytes",
+            "expert_parallel_size",
+            "expert_parallel_token_capacity",
+            "ray_num_workers",
+            "ray_run_name",
+            "resources_per_worker",
+            "use_ray",
+        ),
+        _PARALLEL,
+    ),
+    **dict.fromkeys(
+        (
+            "gptq",
+            "qat",
+            "quantization",
+            "fp8",
+            "model_quantization_config",
+            "model_quantization_config_kwargs",
+            "bnb_config_kwargs",
+            "use_onebitllms",
+            "quantize_moe_experts",
+            "nonexpert_quantization",
+            "nvfp4_merge_aware",
+            "nvfp4_merge_aware_start_step",
+            "llmcompressor",
+        ),
+        _QUANT,
+    ),
+    **dict.fromkeys(
+        (
+            "lr_groups",
+            "embedding_lr",
+            "embedding_lr_scale",
+            "loraplus_lr_ratio",
+            "loraplus_lr_embedding",
+            "dion_lr",
+            "dion_momentum",
+            "dion_rank_fraction",
+            "dion_rank_multiple_of",
+            "optim_target_modules",
+            "jagged_restart_steps",
+            "jagged_restart_warmup_steps",
+            "jagged_restart_anneal_steps",
+            "relora",
+            "relora_prune_method",
+            "relora_prune_ratio",
+            "relora_cpu_offload",
+            "relora_steps",
+            "relora_warmup_steps",
+            "lisa_n_layers",
+            "lisa_step_interval",
+            "lisa_layers_attribute",
+            "grokfast_alpha",
+            "grokfast_lamb",
+            "lr_div_factor",
+            "lr_quadratic_warmup",
+            "cosine_constant_lr_ratio",
+            "adam_beta3",
+            "adam_epsilon2",
+            "qgalore_cos_threshold",
+            "qgalore_gamma_proj",
+            "qgalore_proj_bits",
+            "qgalore_proj_group_size",
+            "qgalore_proj_quant",
+            "qgalore_proj_type",
+            "qgalore_queue_size",
+            "qgalore_rank",
+            "qgalore_scale",
+            "qgalore_update_proj_gap",
+            "spectrum_model_name",
+            "spectrum_top_fraction",
+        ),
+        _OPTIM,
+    ),
+    **dict.fromkeys(
+        (
+            "do_bench_eval",
+            "bench_dataset",
+            "bench_split",
+            "do_causal_lm_eval",
+            "eval_causal_lm_metrics",
+            "generate_samples",
+            "generation_do_sample",
+            "generation_max_new_tokens",
+            "generation_prompt_ratio",
+            "generation_temperature",
+            "generation_top_k",
+            "generation_top_p",
+            "num_generation_samples",
+            "lm_eval_batch_size",
+            "lm_eval_model",
+            "lm_eval_post_train",
+            "lm_eval_tasks",
+            "gradio_max_new_tokens",
+            "gradio_server_name",
+            "gradio_server_port",
+            "gradio_share",
+            "gradio_temperature",
+            "gradio_title",
+            "metric_for_best_model",
+            "greater_is_better",
+            "load_best_model_at_end",
+            "eval_sequence_len",
+            "eval_strategy",
+            "evaluation_strategy",
+        ),
+        _EVAL,
+    ),
+    **dict.fromkeys(
+        (
+            "use_comet",
+            "comet_api_key",
+            "comet_experiment_config",
+            "comet_experiment_key",
+            "comet_mode",
+            "comet_online",
+            "comet_project_name",
+            "comet_workspace",
+            "use_mlflow",
+            "mlflow_experiment_name",
+            "mlflow_run_name",
+            "mlflow_tracking_uri",
+            "hf_mlflow_log_artifacts",
+            "use_trackio",
+            "trackio_project_name",
+            "trackio_run_name",
+            "trackio_space_id",
+            "use_otel_metrics",
+            "otel_metrics_host",
+            "otel_metrics_port",
+            "use_swanlab",
+            "swanlab_api_host",
+            "swanlab_api_key",
+            "swanlab_completion_log_interval",
+            "swanlab_completion_max_buffer",
+            "swanlab_description",
+            "swanlab_experiment_name",
+            "swanlab_lark_secret",
+            "swanlab_lark_webhook_url",
+            "swanlab_log_completions",
+            "swanlab_log_model",
+            "swanlab_mode",
+            "swanlab_project",
+            "swanlab_web_host",
+            "swanlab_workspace",
+            "profiler_steps",
+            "profiler_steps_start",
+        ),
+        _TRACKING,
+    ),
+    **dict.fromkeys(
+        (
+            "pretraining_dataset",
+            "streaming",
+            "streaming_multipack_buffer_size",
+            "preprocess_iterable",
+            "dataset_exact_deduplication",
+            "curriculum_sampling",
+            "push_dataset_to_hub",
+            "dataset_shard_num",
+            "dataset_shard_idx",
+            "num_dataset_shards_to_save",
+            "excess_length_strategy",
+            "pretraining_sample_concatenation",
+            "use_pose",
+            "pose_max_context_len",
+            "pose_num_chunks",
+            "pose_split_on_token_ids",
+            "sample_packing_sequentially",
+            "shuffle_before_merging_datasets",
+            "default_system_message",
+            "max_packed_sequence_len",
+            "pad_to_multiple_of",
+            "dataloader_drop_last",
+            "chat_template_kwargs",
+            "synthetic_dataset",
+        ),
+        _DATA,
+    ),
+    **dict.fromkeys(
+        (
+            "model_kwargs",
+            "overrides_of_model_kwargs",
+            "reinit_weights",
+            "shrink_embeddings",
+            "mean_resizing_embeddings",
+            "resize_token_embeddings_to_32x",
+            "added_tokens_overrides",
+            "fix_untrained_tokens",
+            "tokenizer_use_mistral_common",
+            "embeddings_skip_upcast",
+            "fp32_norms",
+            "fp32_norm_classes",
+            "scaling_softmax",
+            "scaling_softmax_bias",
+            "scaling_softmax_factor",
+            "s2_attention",
+            "xpos_rope",
+            "landmark_attention",
+            "dense_mixer",
+            "mora",
+            "diffusion",
+            "hatchery",
+            "trainer_cls",
+            "use_eaft",
+            "eaft_alpha",
+            "eaft_k",
+        ),
+        _MODEL,
+    ),
+    **dict.fromkeys(
+        (
+            "peft",
+            "peft_layers_pattern",
+            "peft_layers_to_transform",
+            "peft_layer_replication",
+            "peft_init_lora_weights",
+            "peft_trainable_token_indices",
+            "peft_ensure_weight_tying",
+            "lora_target_parameters",
+            "lora_alpha_pattern",
+            "lora_rank_pattern",
+            "lora_on_cpu",
+            "lora_out_dir",
+            "merge_lora",
+            "merge_method",
+        ),
+        _PEFT,
+    ),
+    **dict.fromkeys(
+        (
+            "noisy_embedding_alpha",
+            "activation_offloading",
+            "layer_offloading",
+            "dynamic_checkpoint",
+            "selective_checkpointing",
+            "auto_find_batch_size",
+            "save_first_step",
+            "save_only_model",
+            "torchdistx_path",
+            "log_sweep_min_lr",
+            "log_sweep_max_lr",
+            "train_on_split",
+            "special_tokens_to_add",
+            "model_config_type",
+            "kd_trainer",
+            "kd_alpha",
+            "kd_beta",
+            "kd_ce_alpha",
+            "kd_normalize_topk",
+            "kd_online_server",
+            "kd_online_server_base_url",
+            "kd_online_timeout",
+            "kd_online_topk",
+            "kd_temperature",
+            "kd_temperature_min",
+            "accelerator_config",
+        ),
+        _TRAINING,
+    ),
     "hub_revision": _HUB,
     **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
     "gptq_groupsize": _QUANT,
@@ -204,18 +526,44 @@ WARN_ONLY_DATASET_KEYS: dict[str, str] = {
     "trust_remote_code": "the datasets library no longer runs loading scripts; hpcft loads data files only",
 }
 REFUSED_DATASET_KEYS: dict[str, str] = {
-    **dict.fromkeys(("preprocess_shards", "input_transform", "conversation",
-                     "message_field_training", "message_field_training_detail", "field_tools", "field_thinking",
-                     "template_thinking_key", "logprobs_field", "skip",
-                     "text_column", "input_format"), _DATA),
-    **dict.fromkeys(("field_human", "field_model", "step_separator",
-                     "max_completion_length", "train_on_last_step_only"), _RL),
-    **dict.fromkeys(("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),
-                    "synthetic datasets are not supported; give a data file instead"),
+    **dict.fromkeys(
+        (
+            "preprocess_shards",
+            "input_transform",
+            "conversation",
+            "message_field_training",
+            "message_field_training_detail",
+            "field_tools",
+            "field_thinking",
+            "template_thinking_key",
+            "logprobs_field",
+            "skip",
+            "text_column",
+            "input_format",
+        ),
+        _DATA,
+    ),
+    **dict.fromkeys(
+        ("field_human", "field_model", "step_separator", "max_completion_length", "train_on_last_step_only"), _RL
+    ),
+    **dict.fromkeys(
+        ("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),
+        "synthetic datasets are not supported; give a data file instead",
+    ),
     # axolotl reads these under a `type:` mapping (a user-defined prompt format), not on the entry itself.
-    **dict.fromkeys(("field_system", "field_instruction", "field_input", "field_output", "format",
-                     "no_input_format", "system_prompt", "system_format"),
-                    "user-defined prompt formats are not supported yet; use type: alpaca or chat_template"),
+    **dict.fromkeys(
+        (
+            "field_system",
+            "field_instruction",
+            "field_input",
+            "field_output",
+            "format",
+            "no_input_format",
+            "system_prompt",
+            "system_format",
+        ),
+        "user-defined prompt formats are not supported yet; use type: alpaca or chat_template",
+    ),
 }
 
 
@@ -239,8 +587,9 @@ def axolotl_key_space() -> AxolotlKeySpace:
     """Read the snapshot shipped with the package."""
     text = files("hpcft.launcher").joinpath("axolotl_keys.txt").read_text()
     commit = ""
-    sections: dict[str, set[str]] = {name: set() for name in ("top", "dataset", "plugin", "chat_template",
-                                                               "optimizer", "rl", "dataset_type")}
+    sections: dict[str, set[str]] = {
+        name: set() for name in ("top", "dataset", "plugin", "chat_template", "optimizer", "rl", "dataset_type")
+    }
     plugin_of: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("# axolotl config key space at commit "):
@@ -251,10 +600,17 @@ def axolotl_key_space() -> AxolotlKeySpace:
         sections[section].add(key)
         if plugin:
             plugin_of[key] = plugin[0]
-    return AxolotlKeySpace(commit, frozenset(sections["top"]), frozenset(sections["dataset"]),
-                           frozenset(sections["plugin"]), plugin_of, frozenset(sections["chat_template"]),
-                           frozenset(sections["optimizer"]), frozenset(sections["rl"]),
-                           frozenset(sections["dataset_type"]))
+    return AxolotlKeySpace(
+        commit,
+        frozenset(sections["top"]),
+        frozenset(sections["dataset"]),
+        frozenset(sections["plugin"]),
+        plugin_of,
+        frozenset(sections["chat_template"]),
+        frozenset(sections["optimizer"]),
+        frozenset(sections["rl"]),
+        frozenset(sections["dataset_type"]),
+    )
 
 
 def refusal_message(key: str, value: object, prefix: str = "") -> str:
@@ -271,11 +627,15 @@ def dataset_type_message(value: str, supported: Iterable[str]) -> str:
     """Why a dataset `type:` is not accepted: an axolotl type hpcft lacks, a custom module, or a typo."""
     names = ", ".join(sorted(supported))
     if value.split(".")[0].split(":")[0] in axolotl_key_space().dataset_types:
-        return (f"'type: {value}' is an axolotl option hpcft does not support yet; convert the data to one of "
-                f"{names} (or no type for pretokenized rows)")
+        return (
+            f"'type: {value}' is an axolotl option hpcft does not support yet; convert the data to one of "
+            f"{names} (or no type for pretokenized rows)"
+        )
     if "." in value:
-        return (f"'type: {value}' (a custom prompt-strategy module) is an axolotl option hpcft does not support "
-                f"yet; convert the data to one of {names}")
+        return (
+            f"'type: {value}' (a custom prompt-strategy module) is an axolotl option hpcft does not support "
+            f"yet; convert the data to one of {names}"
+        )
     close = difflib.get_close_matches(value, sorted(supported), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown dataset type '{value}'{hint} (supported: {names}, or no type for pretokenized rows)"
@@ -283,7 +643,11 @@ def dataset_type_message(value: str, supported: Iterable[str]) -> str:
 
 def plugin_refusal_message(plugin: str) -> str:
     if plugin in axolotl_key_space().plugins:
-        return (f"'plugins: {plugin}' is an axolotl option hpcft does not support yet; remove it from plugins "
-                "(and its keys)")
-    return (f"unknown plugin '{plugin}' in plugins; hpcft accepts only "
-            f"{', '.join(sorted(PLUGINS_WITHOUT_EFFECT))} (with a warning)")
+        return (
+            f"'plugins: {plugin}' is an axolotl option hpcft does not support yet; remove it from plugins "
+            "(and its keys)"
+        )
+    return (
+        f"unknown plugin '{plugin}' in plugins; hpcft accepts only "
+        f"{', '.join(sorted(PLUGINS_WITHOUT_EFFECT))} (with a warning)"
+    )

@@ -23,8 +23,17 @@ from hpcft.launcher.submit import BACKENDS
 
 # Command-line job options and the launch keys they set (command line wins over profile and config).
 LAUNCH_OPTIONS = {
-    "nodes": int, "time": str, "partition": str, "account": str, "job_name": str, "gpus_per_node": int,
-    "procs_per_node": int, "cpus_per_task": int, "mem": str, "image": str, "qos": str,
+    "nodes": int,
+    "time": str,
+    "partition": str,
+    "account": str,
+    "job_name": str,
+    "gpus_per_node": int,
+    "procs_per_node": int,
+    "cpus_per_task": int,
+    "mem": str,
+    "image": str,
+    "qos": str,
 }
 
 
@@ -34,10 +43,15 @@ def add_render_options(parser: argparse.ArgumentParser, config_required: bool = 
     parser.add_argument("--profile", "-p", required=True, help="cluster profile (see `hpcft profiles list`)")
     for key, kind in LAUNCH_OPTIONS.items():
         flag = "--" + key.replace("_", "-")
-        parser.add_argument(flag, dest=f"launch_{key}", type=kind, metavar=key.upper(),
-                            help=f"job option launch.{key}")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (also accepted as a bare KEY=VALUE argument)")
+        parser.add_argument(flag, dest=f"launch_{key}", type=kind, metavar=key.upper(), help=f"job option launch.{key}")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (also accepted as a bare KEY=VALUE argument)",
+    )
 
 
 def split_overrides(args: argparse.Namespace, extra: list[str]) -> None:
@@ -49,8 +63,11 @@ def split_overrides(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cli_launch(args: argparse.Namespace) -> dict:
-    return {key: getattr(args, f"launch_{key}") for key in LAUNCH_OPTIONS
-            if getattr(args, f"launch_{key}", None) is not None}
+    return {
+        key: getattr(args, f"launch_{key}")
+        for key in LAUNCH_OPTIONS
+        if getattr(args, f"launch_{key}", None) is not None
+    }
 
 
 def job_from_args(args: argparse.Namespace):
@@ -87,8 +104,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from hpcft.launcher.forecast import format_forecast, make_forecast
 
     job = job_from_args(args)
-    forecast = make_forecast(job, tokens_per_s=args.tokens_per_s, gpu_memory_gib=args.gpu_memory_gib,
-                             model_config=args.model_config)
+    forecast = make_forecast(
+        job, tokens_per_s=args.tokens_per_s, gpu_memory_gib=args.gpu_memory_gib, model_config=args.model_config
+    )
     print(format_forecast(job, forecast))
     return 0
 
@@ -99,8 +117,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     job = doctor_job(args.profile, args.config, args.overrides, cli_launch(args))
     for warning in job.warnings:
         print(f"hpcft: warning: {warning}", file=sys.stderr)
-    code, report = run_doctor(job, max_mib=args.max_mib, write_mib=args.write_mib, iters=args.iters,
-                              out_dir=args.out, command_line=["hpcft", *args.argv])
+    code, report = run_doctor(
+        job,
+        max_mib=args.max_mib,
+        write_mib=args.write_mib,
+        iters=args.iters,
+        out_dir=args.out,
+        command_line=["hpcft", *args.argv],
+    )
     print(report)
     return code
 
@@ -129,24 +153,41 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     """submit, interactive, logs, status, cancel."""
     submit = sub.add_parser(
-        "submit", help="render a run directory and submit it to Slurm",
+        "submit",
+        help="render a run directory and submit it to Slurm",
         epilog="Example: hpcft submit --profile cscs cfg.yaml --nodes 4 --follow\n"
-               "         hpcft submit --profile cscs cfg.yaml --sweep learning_rate=1e-5,2e-5,5e-5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "         hpcft submit --profile cscs cfg.yaml --sweep learning_rate=1e-5,2e-5,5e-5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_render_options(submit)
     submit.add_argument("-o", "--out", help="run directory to write (default runs/<job_name>/<timestamp>)")
-    submit.add_argument("--follow", "-f", action="store_true",
-                        help="print the job's logs until it ends; exit with the job's exit status")
+    submit.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="print the job's logs until it ends; exit with the job's exit status",
+    )
     submit.add_argument("--dry-run", action="store_true", help="render and print the sbatch command only")
-    submit.add_argument("--backend", choices=BACKENDS, default="sbatch",
-                        help="sbatch (the rendered job.sbatch) or submitit (its executor, same torchrun command)")
-    submit.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                        help="one job array over the grid of all --sweep options (repeat for more keys)")
+    submit.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sbatch",
+        help="sbatch (the rendered job.sbatch) or submitit (its executor, same torchrun command)",
+    )
+    submit.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one job array over the grid of all --sweep options (repeat for more keys)",
+    )
     submit.set_defaults(func=cmd_submit)
 
     interactive = sub.add_parser(
-        "interactive", help="open a shell on a compute node in the batch job's container and environment",
-        epilog="Example: hpcft interactive --profile cscs cfg.yaml --time 01:00:00")
+        "interactive",
+        help="open a shell on a compute node in the batch job's container and environment",
+        epilog="Example: hpcft interactive --profile cscs cfg.yaml --time 01:00:00",
+    )
     add_render_options(interactive, config_required=False)
     interactive.add_argument("-o", "--out", help="run directory to write (default runs/<job_name>/<timestamp>)")
     interactive.add_argument("--dry-run", action="store_true", help="print the srun command only")
@@ -154,17 +195,28 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
 
     logs = sub.add_parser("logs", help="print (and follow) a job's logs, prefixed by node/rank")
     logs.add_argument("ref", nargs="?", default="latest", help="JOBID, RUN_DIR or 'latest' (default)")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="follow until the job ends, starting from the last 10 lines (see --tail, --all)")
-    logs.add_argument("--tail", type=int, metavar="N",
-                      help="only the last N lines of each log file (read from its end)")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="follow until the job ends, starting from the last 10 lines (see --tail, --all)",
+    )
+    logs.add_argument(
+        "--tail", type=int, metavar="N", help="only the last N lines of each log file (read from its end)"
+    )
     logs.add_argument("--all", action="store_true", help="with -f: print the whole log first, not its last lines")
     logs.add_argument("--rank", type=int, help="only this node rank (the Slurm task, SLURM_PROCID)")
-    logs.add_argument("--grep", metavar="PATTERN",
-                      help="only lines matching this Python regular expression (the [host/rank] label excluded)")
-    logs.add_argument("--errors", action="store_true",
-                      help="the first failure: rank, host and traceback (from torch's error files, else the logs), "
-                           "and how many ranks failed after it")
+    logs.add_argument(
+        "--grep",
+        metavar="PATTERN",
+        help="only lines matching this Python regular expression (the [host/rank] label excluded)",
+    )
+    logs.add_argument(
+        "--errors",
+        action="store_true",
+        help="the first failure: rank, host and traceback (from torch's error files, else the logs), "
+        "and how many ranks failed after it",
+    )
     logs.set_defaults(func=cmd_logs)
 
     status = sub.add_parser("status", help="a table of hpcft runs: state, elapsed, restarts, last step and loss")
@@ -173,10 +225,14 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--no-plot", action="store_true", help="with a RUN: the table only, no loss curve")
     status.set_defaults(func=cmd_status)
 
-    plot = sub.add_parser("plot", help="draw a run's loss and learning-rate curve into a PNG (also while it runs)",
-                          epilog="Example: hpcft plot latest -o loss.png")
-    plot.add_argument("ref", nargs="?", default="latest",
-                      help="JOBID, RUN_DIR, a training output_dir, or 'latest' (default)")
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's loss and learning-rate curve into a PNG (also while it runs)",
+        epilog="Example: hpcft plot latest -o loss.png",
+    )
+    plot.add_argument(
+        "ref", nargs="?", default="latest", help="JOBID, RUN_DIR, a training output_dir, or 'latest' (default)"
+    )
     plot.add_argument("-o", "--out", help="PNG to write (default: loss.png in the run directory)")
     plot.set_defaults(func=cmd_plot)
 
@@ -197,16 +253,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     sweep = None
     if args.sweep:
         sweep = load_sweep(args.config, args.profile, args.overrides, cli_launch(args), args.sweep, job)
-    result = submit_run(job, out_dir=args.out, backend=args.backend, dry_run=args.dry_run, sweep=sweep,
-                        command_line=_command_line(args))
+    result = submit_run(
+        job, out_dir=args.out, backend=args.backend, dry_run=args.dry_run, sweep=sweep, command_line=_command_line(args)
+    )
     if args.dry_run:
         print(shlex.join(result.command))
         print(f"run directory: {result.run_dir} (not submitted)", file=sys.stderr)
         return 0
     points = f" ({len(sweep)} array tasks)" if sweep else ""
     if result.preprocess_job_id:
-        print(f"submitted preprocessing job {result.preprocess_job_id} ({result.preprocess_reason}); the training "
-              "job starts when it has completed")
+        print(
+            f"submitted preprocessing job {result.preprocess_job_id} ({result.preprocess_reason}); the training "
+            "job starts when it has completed"
+        )
     print(f"submitted job {result.job_id}{points}: {result.run_dir}")
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
@@ -230,8 +289,10 @@ def cmd_interactive(args: argparse.Namespace) -> int:
         # No training config: a session with the profile's environment only (a placeholder model and data).
         with tempfile.TemporaryDirectory() as tmp:
             placeholder = Path(tmp) / "interactive.yaml"
-            placeholder.write_text("base_model: none\ndatasets:\n  - path: none\nlaunch:\n  job_name: interactive\n"
-                                   f"output_dir: {json.dumps(str(Path.cwd()))}\n")
+            placeholder.write_text(
+                "base_model: none\ndatasets:\n  - path: none\nlaunch:\n  job_name: interactive\n"
+                f"output_dir: {json.dumps(str(Path.cwd()))}\n"
+            )
             job = load_job(placeholder, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
     if not args.dry_run:
         from hpcft.launcher.image import check_image
@@ -340,9 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hpcft",
         description="Fine-tune LLMs on Slurm: one axolotl-style YAML + a cluster profile -> a correct job.",
         epilog="Example: hpcft render --profile cscs cfg.yaml --nodes 4   then   sbatch "
-               "runs/<name>/<stamp>/job.sbatch\n"
-               "Exit codes: 0 success, 2 bad input (config, profile, command line), 69 Slurm unavailable or refused "
-               "the job;\n`submit --follow` and `logs -f` exit with the job's own status.",
+        "runs/<name>/<stamp>/job.sbatch\n"
+        "Exit codes: 0 success, 2 bad input (config, profile, command line), 69 Slurm unavailable or refused "
+        "the job;\n`submit --follow` and `logs -f` exit with the job's own status.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hpcft {__version__}")
@@ -362,20 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     plan = sub.add_parser(
-        "plan", help="before submitting: parameters, memory per GPU, batch, steps, time and node-hours",
-        epilog="Example: hpcft plan --profile cscs cfg.yaml --nodes 4")
+        "plan",
+        help="before submitting: parameters, memory per GPU, batch, steps, time and node-hours",
+        epilog="Example: hpcft plan --profile cscs cfg.yaml --nodes 4",
+    )
     add_render_options(plan)
-    plan.add_argument("--tokens-per-s", type=float, metavar="N",
-                      help="training tokens/s per GPU for the time estimate (default: the profile's table)")
+    plan.add_argument(
+        "--tokens-per-s",
+        type=float,
+        metavar="N",
+        help="training tokens/s per GPU for the time estimate (default: the profile's table)",
+    )
     plan.add_argument("--gpu-memory-gib", type=float, metavar="GIB", help="GPU memory (default: the profile's)")
-    plan.add_argument("--model-config", metavar="PATH",
-                      help="a model folder or config.json to size the model from (default: base_model's)")
+    plan.add_argument(
+        "--model-config",
+        metavar="PATH",
+        help="a model folder or config.json to size the model from (default: base_model's)",
+    )
     plan.set_defaults(func=cmd_plan)
 
     doctor = sub.add_parser(
-        "doctor", help="check nodes, container and network with a short job run like training (per-node table)",
+        "doctor",
+        help="check nodes, container and network with a short job run like training (per-node table)",
         epilog="Example: hpcft doctor --profile cscs --nodes 8 --account a127   (exit 1 when a node is slow or "
-               "broken; it prints the --exclude line)")
+        "broken; it prints the --exclude line)",
+    )
     add_render_options(doctor, config_required=False)
     doctor.add_argument("-o", "--out", help="run directory to write (default runs/hpcft-doctor/<timestamp>)")
     doctor.add_argument("--max-mib", type=int, default=1024, help="largest all-reduce message in MiB (default 1024)")

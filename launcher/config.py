@@ -66,16 +66,19 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size / 2**20:.1f} MiB is too large for a training config (the limit is "
-                              f"{MAX_CONFIG_BYTES // 2**20} MiB); is this a data file? Put data under datasets: path:")
+            raise ConfigError(
+                f"{path}: {size / 2**20:.1f} MiB is too large for a training config (the limit is "
+                f"{MAX_CONFIG_BYTES // 2**20} MiB); is this a data file? Put data under datasets: path:"
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); check the file's permissions") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the "
-                          "config as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -84,8 +87,9 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, even for PyYAML's
         raise ConfigError(f"{path}{line}: invalid YAML ({problem}); fix the syntax") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} "
-                          "levels)") from None
+        raise ConfigError(
+            f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
     _check_structure(data, path)
@@ -102,24 +106,28 @@ def _check_structure(data: Any, path: Path) -> None:
         value, depth, where = stack.pop()
         budget -= 1
         if budget < 0:
-            raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated "
-                              "many times?); a training config is much smaller, write it out plainly")
+            raise ConfigError(
+                f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated "
+                "many times?); a training config is much smaller, write it out plainly"
+            )
         if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} "
-                              "levels)")
+            raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)")
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
                     inside = f" (in '{where}')" if where else ""
-                    raise ConfigError(f"{path}: {key!r}{inside} is not a key name; config keys are names like "
-                                      "learning_rate (quote it if it is meant as text)")
+                    raise ConfigError(
+                        f"{path}: {key!r}{inside} is not a key name; config keys are names like "
+                        "learning_rate (quote it if it is meant as text)"
+                    )
                 stack.append((item, depth + 1, f"{where}.{key}" if where else key))
         elif isinstance(value, list):
             stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "command line",
-                    config: str = "config") -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], where: str = "command line", config: str = "config"
+) -> dict[str, Any]:
     """Apply `key=value` overrides (dotted keys, `datasets.0.path=...`) with YAML-typed values."""
     if not overrides:
         return data
@@ -163,18 +171,22 @@ def _expand_env(value: Any, where: str, key: str) -> Any:
     if isinstance(value, list):
         return [_expand_env(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str) and "$" in value:
+
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
-                raise ConfigError(f"{where}: key '{key}': environment variable ${name} is not set; "
-                                  f"export it or write the path out")
+                raise ConfigError(
+                    f"{where}: key '{key}': environment variable ${name} is not set; export it or write the path out"
+                )
             return os.environ[name]
+
         return _ENV_REF.sub(sub, value)
     return value
 
 
-def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
-                 cli_launch: dict[str, Any]) -> dict[str, Any]:
+def merge_launch(
+    profile_launch: dict[str, Any], config_launch: dict[str, Any], cli_launch: dict[str, Any]
+) -> dict[str, Any]:
     """Merge job options, later layers winning; mounts are united, extra args and env accumulate."""
     merged: dict[str, Any] = {}
     for layer in (profile_launch or {}, config_launch or {}, cli_launch or {}):
@@ -184,8 +196,9 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
             if key in (*_LIST_UNION_KEYS, *_LIST_CONCAT_KEYS) and not isinstance(value, (list, str)):
                 raise ConfigError(f"key 'launch.{key}' must be a list, e.g. {key}: [{_LIST_EXAMPLES[key]}]")
             if key == "env" and not isinstance(value, dict):
-                raise ConfigError("key 'launch.env' must be a mapping of variable names to values, e.g. "
-                                  "env: {NCCL_DEBUG: INFO}")
+                raise ConfigError(
+                    "key 'launch.env' must be a mapping of variable names to values, e.g. env: {NCCL_DEBUG: INFO}"
+                )
             if key in _LIST_UNION_KEYS:
                 merged[key] = unique_mounts(list(merged.get(key, [])) + as_list(value, f"launch.{key}"))
             elif key in _LIST_CONCAT_KEYS:
@@ -199,8 +212,12 @@ def merge_launch(profile_launch: dict[str, Any], config_launch: dict[str, Any],
 
 def _absolute_image(launch: dict[str, Any], base: Path) -> dict[str, Any]:
     image = launch.get("image")
-    if isinstance(image, str) and "://" not in image and "#" not in image and (
-            _looks_local(image) or image.endswith((".sqsh", ".sif"))):
+    if (
+        isinstance(image, str)
+        and "://" not in image
+        and "#" not in image
+        and (_looks_local(image) or image.endswith((".sqsh", ".sif")))
+    ):
         return {**launch, "image": _to_abs(image, base)}
     return launch
 
@@ -216,10 +233,14 @@ def _to_abs(value: str, base: Path) -> str:
 
 # axolotl's examples name the DeepSpeed files of its repository (deepspeed_configs/zero3_bf16.json, ...): without
 # such a file next to the config, the hpcft preset with the same ZeRO stage and offload runs instead.
-_AXOLOTL_DEEPSPEED = re.compile(r"(?:^|/)deepspeed_configs/(zero[123])(_bf16)?(_cpuoffload_(?:all|params))?"
-                                r"(?:_torch_compile)?\.json$")
+_AXOLOTL_DEEPSPEED = re.compile(
+    r"(?:^|/)deepspeed_configs/(zero[123])(_bf16)?(_cpuoffload_(?:all|params))?"
+    r"(?:_torch_compile)?\.json$"
+)
 AXOLOTL_DEEPSPEED_FILES = {
-    "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3",
+    "zero1": "ZeRO-1",
+    "zero2": "ZeRO-2",
+    "zero3": "ZeRO-3",
     "zero3_offload": "ZeRO-3 with parameters and optimizer state offloaded to CPU",
 }
 
@@ -243,29 +264,37 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
             _check_writable(data[key], key, where)
     for key in ("resume_from_checkpoint", "lora_model_dir"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_dir():
-            raise ConfigError(f"{where}: key '{key}': no such folder: {data[key]}; point it at an existing "
-                              "checkpoint folder, or remove it")
+            raise ConfigError(
+                f"{where}: key '{key}': no such folder: {data[key]}; point it at an existing "
+                "checkpoint folder, or remove it"
+            )
     for key in ("base_model", "base_model_config", "tokenizer_config"):
         value = data.get(key)
         if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
             data[key] = _to_abs(value, base)
             if not Path(data[key]).exists():
-                raise ConfigError(f"{where}: key '{key}': model folder not found: {data[key]} "
-                                  "(relative paths are taken from the config file's folder)")
+                raise ConfigError(
+                    f"{where}: key '{key}': model folder not found: {data[key]} "
+                    "(relative paths are taken from the config file's folder)"
+                )
     deepspeed = data.get("deepspeed")
     if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
         preset = axolotl_deepspeed_preset(deepspeed)
         if preset and not Path(_to_abs(deepspeed, base)).is_file():
             data["deepspeed"] = preset
             if warnings is not None:
-                warnings.append(f"{where}: deepspeed: {deepspeed} (a file of axolotl's repository) is not next to the "
-                                f"config; using hpcft's preset {preset} ({AXOLOTL_DEEPSPEED_FILES[preset]})")
+                warnings.append(
+                    f"{where}: deepspeed: {deepspeed} (a file of axolotl's repository) is not next to the "
+                    f"config; using hpcft's preset {preset} ({AXOLOTL_DEEPSPEED_FILES[preset]})"
+                )
             deepspeed = preset
     if isinstance(deepspeed, str) and deepspeed not in DEEPSPEED_PRESETS:
         data["deepspeed"] = _to_abs(deepspeed, base)
         if not Path(data["deepspeed"]).is_file():
-            raise ConfigError(f"{where}: key 'deepspeed': file not found: {data['deepspeed']}; give a JSON file "
-                              f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}")
+            raise ConfigError(
+                f"{where}: key 'deepspeed': file not found: {data['deepspeed']}; give a JSON file "
+                f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}"
+            )
     _inline_chat_template_file(data, base, where, "chat_template_jinja")
     for list_key in ("datasets", "test_datasets"):
         for i, entry in enumerate(data.get(list_key) or []):
@@ -283,8 +312,10 @@ def _inline_chat_template_file(holder: dict[str, Any], base: Path, where: str, n
         return
     file = Path(_to_abs(value, base))
     if not file.is_file():
-        raise ConfigError(f"{where}: key '{name}': template file not found: {file}; give the template text or a "
-                          "Jinja file (relative paths are taken from the config file's folder)")
+        raise ConfigError(
+            f"{where}: key '{name}': template file not found: {file}; give the template text or a "
+            "Jinja file (relative paths are taken from the config file's folder)"
+        )
     holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
 
 
@@ -294,23 +325,31 @@ def _check_writable(path: str, key: str, where: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-        raise ConfigError(f"{where}: key '{key}': {path} cannot be created ({existing} is not a writable folder); "
-                          "choose a folder you can write, e.g. on $SCRATCH")
+        raise ConfigError(
+            f"{where}: key '{key}': {path} cannot be created ({existing} is not a writable folder); "
+            "choose a folder you can write, e.g. on $SCRATCH"
+        )
 
 
 def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: str) -> None:
     path = entry.get("path")
-    if isinstance(path, str) and (_looks_local(path) or (base / path).exists()
-                                  or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")):
+    if isinstance(path, str) and (
+        _looks_local(path)
+        or (base / path).exists()
+        or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
+    ):
         entry["path"] = _to_abs(path, base)
         if not Path(entry["path"]).exists():
-            raise ConfigError(f"{where}: key '{name}.path': dataset file not found: {entry['path']} "
-                              "(relative paths are taken from the config file's folder)")
+            raise ConfigError(
+                f"{where}: key '{name}.path': dataset file not found: {entry['path']} "
+                "(relative paths are taken from the config file's folder)"
+            )
         if Path(entry["path"]).is_file() and Path(entry["path"]).stat().st_size == 0:
             raise ConfigError(f"{where}: key '{name}.path': dataset file is empty: {entry['path']}")
     files = entry.get("data_files")
-    if files is not None and not (isinstance(files, str) or (
-            isinstance(files, list) and all(isinstance(f, str) for f in files))):
+    if files is not None and not (
+        isinstance(files, str) or (isinstance(files, list) and all(isinstance(f, str) for f in files))
+    ):
         raise ConfigError(f"{where}: key '{name}.data_files' must be a file name or a list of file names")
     if files is not None:
         listed = [files] if isinstance(files, str) else list(files)
@@ -337,8 +376,13 @@ def token_like_values(data: Any, key: str = "") -> list[str]:
     return found
 
 
-def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | None = None,
-             cli_launch: dict[str, Any] | None = None, profile: Profile | None = None) -> Job:
+def load_job(
+    config_path: str | Path,
+    profile_name: str,
+    overrides: list[str] | None = None,
+    cli_launch: dict[str, Any] | None = None,
+    profile: Profile | None = None,
+) -> Job:
     """The whole front half of hpcft: read, merge, interpolate, check keys and paths, validate.
 
     profile: the profile already loaded (a sweep loads it once for all its points)."""
@@ -366,8 +410,10 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
     data.setdefault("output_dir", TrainConfig.model_fields["output_dir"].default)
     resolve_paths(data, path.parent, where, warnings)
     for key in token_like_values(data):
-        warnings.append(f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
-                        "(e.g. export HF_TOKEN) instead of the config")
+        warnings.append(
+            f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
+            "(e.g. export HF_TOKEN) instead of the config"
+        )
     _refuse_secret_values(data, profile, where)
     warnings += _check_secret_file(profile)
     try:
@@ -381,19 +427,32 @@ def load_job(config_path: str | Path, profile_name: str, overrides: list[str] | 
             raise ConfigError(f"{where}: {exc}") from None
     liger = [key for key in LIGER_KEYS if getattr(cfg, key)]
     if liger and cfg.launch.gpus_per_node == 0:
-        warnings.append(f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
-                        "trains with the model's own layers (same results, more memory)")
-    if cfg.hub_model_id and not profile.secret_file and not any(
-            os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")):
-        warnings.append(f"{where}: hub_model_id: no HF_TOKEN in your environment, so the push to {cfg.hub_model_id} "
-                        "at the end of the job will fail (the trained model stays in output_dir); export HF_TOKEN "
-                        "before submitting")
+        warnings.append(
+            f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
+            "trains with the model's own layers (same results, more memory)"
+        )
+    if (
+        cfg.hub_model_id
+        and not profile.secret_file
+        and not any(os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
+    ):
+        warnings.append(
+            f"{where}: hub_model_id: no HF_TOKEN in your environment, so the push to {cfg.hub_model_id} "
+            "at the end of the job will fail (the trained model stays in output_dir); export HF_TOKEN "
+            "before submitting"
+        )
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    job = Job(cfg=cfg, profile=profile, config_path=path, config_sha256=sha, overrides=list(overrides or []),
-              warnings=warnings)
+    job = Job(
+        cfg=cfg,
+        profile=profile,
+        config_path=path,
+        config_sha256=sha,
+        overrides=list(overrides or []),
+        warnings=warnings,
+    )
     check_job(job)
     return job
 
@@ -415,8 +474,10 @@ def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) ->
     flat = yaml.safe_dump(data)
     for name, value in secrets.items():
         if len(value) >= 8 and value in flat:
-            raise ConfigError(f"{where}: the config contains the value of the secret ${name}; remove it, the job "
-                              "receives secrets from your environment without writing them to disk")
+            raise ConfigError(
+                f"{where}: the config contains the value of the secret ${name}; remove it, the job "
+                "receives secrets from your environment without writing them to disk"
+            )
 
 
 def load_train_yaml(path: str | Path) -> TrainConfig:
@@ -441,6 +502,5 @@ def _check_secret_file(profile: Profile) -> list[str]:
     if not path.is_file():
         return [f"profile '{profile.name}': secret_file {path} does not exist; the job will run without it"]
     if path.stat().st_mode & 0o077:
-        raise ConfigError(f"profile '{profile.name}': secret_file {path} is readable by others; "
-                          f"run `chmod 600 {path}`")
+        raise ConfigError(f"profile '{profile.name}': secret_file {path} is readable by others; run `chmod 600 {path}`")
     return []

@@ -13,6 +13,7 @@ from hpcft.launcher.config import Job
 
 CHARS_PER_TOKEN = 4.0  # a rough figure for English text with modern BPE tokenizers
 
+
 @dataclass(frozen=True)
 class DataSize:
     """How many rows (and tokens) one epoch has, and how that was found."""
@@ -27,8 +28,9 @@ def dataset_size(job: Job) -> DataSize:
     files (size / ~4 characters per token); unknown when the files are not readable here."""
     cfg = job.cfg
     root = Path(cfg.dataset_prepared_path or Path(cfg.output_dir) / "last_run_prepared")
-    stats = sorted(root.glob("*/hpcft_stats.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if root.is_dir() else []
+    stats = (
+        sorted(root.glob("*/hpcft_stats.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    )
     for path in stats:
         try:
             data = json.loads(path.read_text())
@@ -51,15 +53,28 @@ def dataset_size(job: Job) -> DataSize:
                 lines, size = _count_lines(file)
                 samples, chars = samples + lines, chars + size
     if missing or not samples:
-        return DataSize(None, None, "unknown: datasets not readable here (" + ", ".join(missing[:2]) + ")"
-                        if missing else "unknown: no dataset rows found")
+        return DataSize(
+            None,
+            None,
+            "unknown: datasets not readable here (" + ", ".join(missing[:2]) + ")"
+            if missing
+            else "unknown: no dataset rows found",
+        )
     tokens = int(chars / CHARS_PER_TOKEN)
     if cfg.sample_packing:
         rows = max(1, math.ceil(tokens / cfg.sequence_len))
-        return DataSize(rows, tokens, f"estimated from the files: {samples:,} samples, ~{tokens:,} tokens "
-                                      f"(~{CHARS_PER_TOKEN:.0f} characters per token), packed")
-    return DataSize(samples, tokens, f"estimated from the files: {samples:,} samples, "
-                                     f"~{tokens:,} tokens (~{CHARS_PER_TOKEN:.0f} characters per token)")
+        return DataSize(
+            rows,
+            tokens,
+            f"estimated from the files: {samples:,} samples, ~{tokens:,} tokens "
+            f"(~{CHARS_PER_TOKEN:.0f} characters per token), packed",
+        )
+    return DataSize(
+        samples,
+        tokens,
+        f"estimated from the files: {samples:,} samples, "
+        f"~{tokens:,} tokens (~{CHARS_PER_TOKEN:.0f} characters per token)",
+    )
 
 
 def _count_lines(path: Path, sample: int = 16 * 2**20) -> tuple[int, int]:

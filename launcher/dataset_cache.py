@@ -23,20 +23,56 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 
 FORMAT_VERSION = 3  # bump when the trainer's formats/packing change what they produce: old caches become stale
-CACHE_FIELDS = ("rl", "eot_tokens", "min_sample_len",
-                "sequence_len", "sample_packing", "eval_sample_packing", "train_on_inputs", "chat_template",
-                "chat_template_jinja", "shuffle_merged_datasets", "val_set_size", "seed", "special_tokens", "tokens",
-                "tokenizer_type", "tokenizer_use_fast", "model_revision")
+CACHE_FIELDS = (
+    "rl",
+    "eot_tokens",
+    "min_sample_len",
+    "sequence_len",
+    "sample_packing",
+    "eval_sample_packing",
+    "train_on_inputs",
+    "chat_template",
+    "chat_template_jinja",
+    "shuffle_merged_datasets",
+    "val_set_size",
+    "seed",
+    "special_tokens",
+    "tokens",
+    "tokenizer_type",
+    "tokenizer_use_fast",
+    "model_revision",
+)
 # What decides token ids and the chat template (as transformers saves a tokenizer).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
-                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-                   "chat_template.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 # File suffix -> the `datasets` builder that reads it (ds_type overrides).
-BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text",
-                     ".arrow": "arrow"}
-BUILDER_BY_DS_TYPE = {"json": "json", "jsonl": "json", "parquet": "parquet", "csv": "csv", "text": "text",
-                      "arrow": "arrow"}
+BUILDER_BY_SUFFIX = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".txt": "text",
+    ".arrow": "arrow",
+}
+BUILDER_BY_DS_TYPE = {
+    "json": "json",
+    "jsonl": "json",
+    "parquet": "parquet",
+    "csv": "csv",
+    "text": "text",
+    "arrow": "arrow",
+}
 
 
 def entry_name(where: str, index: int, ds: DatasetConfig) -> str:
@@ -45,8 +81,11 @@ def entry_name(where: str, index: int, ds: DatasetConfig) -> str:
 
 
 def is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (
-        path / "state.json").is_file()
+    return (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+    )
 
 
 def looks_like_path(value: str) -> bool:
@@ -68,8 +107,10 @@ def local_files(ds: DatasetConfig, where: str = "datasets", index: int = 0) -> l
         else:
             files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in BUILDER_BY_SUFFIX)
         if not files:
-            raise ConfigError(f"{name}: the folder has no data files"
-                              + (f" matching {patterns}" if patterns else f" ({', '.join(BUILDER_BY_SUFFIX)})"))
+            raise ConfigError(
+                f"{name}: the folder has no data files"
+                + (f" matching {patterns}" if patterns else f" ({', '.join(BUILDER_BY_SUFFIX)})")
+            )
         return files
     if ds.path in BUILDER_BY_DS_TYPE and ds.data_files:  # axolotl style: path: json, data_files: [...]
         files = [Path(f).expanduser() for f in ([ds.data_files] if isinstance(ds.data_files, str) else ds.data_files)]
@@ -133,8 +174,10 @@ def tokenizer_dir(cfg: TrainConfig) -> Path | None:
     local = Path(source).expanduser()
     if local.is_dir():
         return local
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" /
-                                                        "huggingface") / "hub")
+    hub = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+    )
     repo = hub / ("models--" + source.replace("/", "--"))
     revision = cfg.model_revision or "main"
     ref = repo / "refs" / revision
@@ -168,8 +211,11 @@ def reference_fingerprint(cfg: TrainConfig) -> list[object]:
     folder = Path(cfg.base_model)
     if not folder.is_dir():
         return [cfg.base_model, cfg.model_revision]
-    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir())
-            if f.suffix in (".safetensors", ".bin", ".pt")]
+    return [
+        [str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(folder.iterdir())
+        if f.suffix in (".safetensors", ".bin", ".pt")
+    ]
 
 
 def cache_key(cfg: TrainConfig) -> str | None:
@@ -189,8 +235,13 @@ def cache_key(cfg: TrainConfig) -> str | None:
                 config = ds.model_dump(mode="json", exclude={"path", "data_files"} if files else set())
                 hashes = [memoised_sha256(f, root / ".hashes") for f in files]
                 entries.append({"where": where, "config": config, "files": hashes})
-    payload = {"version": FORMAT_VERSION, "datasets": entries, "tokenizer": tokenizer,
-               "templates": named_templates(cfg), **{name: getattr(cfg, name) for name in CACHE_FIELDS}}
+    payload = {
+        "version": FORMAT_VERSION,
+        "datasets": entries,
+        "tokenizer": tokenizer,
+        "templates": named_templates(cfg),
+        **{name: getattr(cfg, name) for name in CACHE_FIELDS},
+    }
     if cfg.rl and cfg.precompute_ref_log_probs:
         payload["reference"] = reference_fingerprint(cfg)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -35,8 +35,9 @@ def load_source(source: str | dict[str, Any]) -> dict[str, Any]:
         return json.loads((resources.files("hpcft.configs") / "deepspeed" / f"{source}.json").read_text())
     path = Path(source)
     if not path.is_file():
-        raise ConfigError(f"key 'deepspeed': file not found: {source}; give a JSON file or one of the presets "
-                          f"{', '.join(PRESETS)}")
+        raise ConfigError(
+            f"key 'deepspeed': file not found: {source}; give a JSON file or one of the presets {', '.join(PRESETS)}"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -62,8 +63,10 @@ def resolve_deepspeed(source: str | dict[str, Any], cfg: TrainConfig, world_size
         if ds.get(key, "auto") == "auto":
             ds[key] = value
         elif ds[key] != value:
-            raise ConfigError(f"key 'deepspeed': {key}={ds[key]} in the DeepSpeed file disagrees with the config "
-                              f"({value}); set it to \"auto\" or make them equal")
+            raise ConfigError(
+                f"key 'deepspeed': {key}={ds[key]} in the DeepSpeed file disagrees with the config "
+                f'({value}); set it to "auto" or make them equal'
+            )
     if cfg.fp16:
         ds["fp16"] = {**ds.get("fp16", {}), "enabled": True}
         ds["bf16"] = {**ds.get("bf16", {}), "enabled": False}

@@ -34,8 +34,9 @@ def doctor_job(profile: str, config: str | None, overrides: list[str], cli_launc
     with tempfile.TemporaryDirectory() as tmp:
         # No training config: a placeholder model and data (never read); outputs go to the current folder.
         placeholder = Path(tmp) / "doctor.yaml"
-        placeholder.write_text("base_model: none\ndatasets:\n  - path: none\n"
-                               f"output_dir: {json.dumps(str(Path.cwd()))}\n")
+        placeholder.write_text(
+            f"base_model: none\ndatasets:\n  - path: none\noutput_dir: {json.dumps(str(Path.cwd()))}\n"
+        )
         return load_job(placeholder, profile, overrides=overrides, cli_launch=launch)
 
 
@@ -44,25 +45,46 @@ def doctor_script(job: Job, run_dir: Path, max_mib: int, write_mib: int, iters: 
     from hpcft.launcher.jobplan import make_plan
 
     plan = make_plan(job, run_dir, log_name="doctor-%j")
-    probe = ["-m", "hpcft.trainer", "doctor", "--out", shlex.quote(str(run_dir / DOCTOR_DIR)),
-             "--max-mib", str(max_mib), "--write-mib", str(write_mib), "--iters", str(iters),
-             "--write-dir", shlex.quote(job.cfg.output_dir), "--image", shlex.quote(job.cfg.launch.image or "none")]
+    probe = [
+        "-m",
+        "hpcft.trainer",
+        "doctor",
+        "--out",
+        shlex.quote(str(run_dir / DOCTOR_DIR)),
+        "--max-mib",
+        str(max_mib),
+        "--write-mib",
+        str(write_mib),
+        "--iters",
+        str(iters),
+        "--write-dir",
+        shlex.quote(job.cfg.output_dir),
+        "--image",
+        shlex.quote(job.cfg.launch.image or "none"),
+    ]
     cut = plan.torchrun.index("hpcft.trainer") - 1  # "-m hpcft.trainer train $HPCFT_TRAIN_YAML" -> the probe
     plan = dataclasses.replace(plan, torchrun=[*plan.torchrun[:cut], *probe])
-    lines = ["#!/bin/bash",
-             f"# Written by `hpcft doctor` {__version__}: the training job's container, mounts and environment",
-             "# (the same plan as job.sbatch), running the node probe instead of training."]
+    lines = [
+        "#!/bin/bash",
+        f"# Written by `hpcft doctor` {__version__}: the training job's container, mounts and environment",
+        "# (the same plan as job.sbatch), running the node probe instead of training.",
+    ]
     for key, value in plan.sbatch_options:
         if key not in _SKIPPED_OPTIONS:
             lines.append(f"#SBATCH --{key}" + ("" if value is None else f"={sbatch_value(value)}"))
-    lines += [f"#SBATCH --output={sbatch_value(run_dir / 'logs' / 'doctor-%j.out')}",
-              f"#SBATCH --error={sbatch_value(run_dir / 'logs' / 'doctor-%j.err')}",
-              "", "set -eo pipefail",
-              'echo "hpcft doctor: job ${SLURM_JOB_ID} on ${SLURM_NNODES} node(s): ${SLURM_JOB_NODELIST}"',
-              *plan.shell_setup(),
-              "# shellcheck disable=SC2016",
-              "srun --label " + " ".join(shlex.quote(a) for a in plan.srun_args) + " bash -c "
-              + shlex.quote(plan.node_command(wrap=True))]
+    lines += [
+        f"#SBATCH --output={sbatch_value(run_dir / 'logs' / 'doctor-%j.out')}",
+        f"#SBATCH --error={sbatch_value(run_dir / 'logs' / 'doctor-%j.err')}",
+        "",
+        "set -eo pipefail",
+        'echo "hpcft doctor: job ${SLURM_JOB_ID} on ${SLURM_NNODES} node(s): ${SLURM_JOB_NODELIST}"',
+        *plan.shell_setup(),
+        "# shellcheck disable=SC2016",
+        "srun --label "
+        + " ".join(shlex.quote(a) for a in plan.srun_args)
+        + " bash -c "
+        + shlex.quote(plan.node_command(wrap=True)),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -74,8 +96,9 @@ class _Quiet:
         pass
 
 
-def run_doctor(job: Job, *, max_mib: int, write_mib: int, iters: int, out_dir: str | None,
-               command_line: list[str]) -> tuple[int, str]:
+def run_doctor(
+    job: Job, *, max_mib: int, write_mib: int, iters: int, out_dir: str | None, command_line: list[str]
+) -> tuple[int, str]:
     """Submit the doctor job, wait for it, read what each node found. Returns (exit code, the report text)."""
     from hpcft.launcher.doctor_report import analyse, format_result
     from hpcft.launcher.logs import follow_job
@@ -88,19 +111,27 @@ def run_doctor(job: Job, *, max_mib: int, write_mib: int, iters: int, out_dir: s
         check_image(job)
     target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     script = doctor_script(job, target, max_mib, write_mib, iters)
-    run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
-                             extra_files={"doctor.sbatch": script, f"{DOCTOR_DIR}/.keep": ""})
+    run_dir = render_run_dir(
+        job, out_dir=target, command_line=command_line, extra_files={"doctor.sbatch": script, f"{DOCTOR_DIR}/.keep": ""}
+    )
     job_id = slurm.submit_batch(run_dir / "doctor.sbatch", cwd=run_dir)
     record_submission(run_dir, job_id, "sbatch")
     print(f"hpcft doctor: job {job_id} on {job.cfg.launch.nodes} node(s): {run_dir}", file=sys.stderr)
     code = follow_job(RunRef(job_id, run_dir), out=_Quiet())
     members = slurm.job_members(job_id)
-    hosts = slurm.expand_hostlist(members[0].nodelist) if members and members[0].nodelist not in (
-        "", "None assigned") else []
-    result = analyse(run_dir / DOCTOR_DIR, gpus_per_node=job.cfg.launch.gpus_per_node,
-                     expected_busbw=job.profile.allreduce_busbw_gbs,
-                     expected_network=job.cfg.launch.env.get("NCCL_NET") or job.profile.env.get("NCCL_NET"),
-                     hpcft_version=__version__, hosts=hosts)
+    hosts = (
+        slurm.expand_hostlist(members[0].nodelist)
+        if members and members[0].nodelist not in ("", "None assigned")
+        else []
+    )
+    result = analyse(
+        run_dir / DOCTOR_DIR,
+        gpus_per_node=job.cfg.launch.gpus_per_node,
+        expected_busbw=job.profile.allreduce_busbw_gbs,
+        expected_network=job.cfg.launch.env.get("NCCL_NET") or job.profile.env.get("NCCL_NET"),
+        hpcft_version=__version__,
+        hosts=hosts,
+    )
     if not result.nodes:
         raise ConfigError(f"the doctor job {job_id} wrote no report (exit {code}); see hpcft logs {job_id}")
     pair_bytes = next((r.get("pair_bytes") for r in _rank0(run_dir / DOCTOR_DIR)), None)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_NCCL_LINE = re.compile(r"(?:^|\s)(?P<host>[\w.-]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL "
-                        r"(?P<level>INFO|WARN) (?P<text>.*)$")
+_NCCL_LINE = re.compile(
+    r"(?:^|\s)(?P<host>[\w.-]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL "
+    r"(?P<level>INFO|WARN) (?P<text>.*)$"
+)
 # A node whose pair bandwidth is below this share of the expected (or of the median node's) is called slow.
 SLOW_SHARE = 0.7
 
@@ -37,8 +39,10 @@ class NcclInfo:
             return "unknown (no NCCL INFO lines)"
         parts = [self.network or "?"]
         if self.plugin:
-            parts.append(f"via {self.plugin}" + (f" ({self.provider}" + (f", {self.nics} NICs)" if self.nics else ")")
-                                                  if self.provider else ""))
+            parts.append(
+                f"via {self.plugin}"
+                + (f" ({self.provider}" + (f", {self.nics} NICs)" if self.nics else ")") if self.provider else "")
+            )
         elif self.no_plugin:
             parts.append("(no net plugin found: NCCL's internal transport)")
         return " ".join(parts)
@@ -120,15 +124,22 @@ def read_reports(folder: Path) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda r: r.get("rank", 0))
 
 
-def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
-            expected_network: str | None, hpcft_version: str, hosts: list[str] | None = None) -> DoctorResult:
+def analyse(
+    folder: Path,
+    *,
+    gpus_per_node: int,
+    expected_busbw: float | None,
+    expected_network: str | None,
+    hpcft_version: str,
+    hosts: list[str] | None = None,
+) -> DoctorResult:
     """Per-node rows with problems named: missing reports, GPUs not visible, another hpcft in the image, the wrong
     NCCL network, a failed rendezvous, a pair bandwidth below SLOW_SHARE of the expected (or median) figure."""
     reports = read_reports(folder)
     nccl_by_host: dict[str, NcclInfo] = {}
     for path in sorted(folder.glob("nccl-*.log")):
         info = parse_nccl_debug(path.read_text(errors="replace"))
-        host = path.stem[len("nccl-"):].rsplit("-", 1)[0]
+        host = path.stem[len("nccl-") :].rsplit("-", 1)[0]
         nccl_by_host.setdefault(host, info)
     rows: dict[str, NodeRow] = {}
     for report in reports:
@@ -155,8 +166,10 @@ def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
             rows[host] = NodeRow(host=host, node_rank=index, problems=["no report: the probe did not start here"])
     for row in rows.values():
         if row.ranks and row.stage != "done":
-            row.problems.append(f"stopped at stage '{row.stage or 'start'}'"
-                                + (" (rendezvous failed)" if row.rendezvous_s is None else ""))
+            row.problems.append(
+                f"stopped at stage '{row.stage or 'start'}'"
+                + (" (rendezvous failed)" if row.rendezvous_s is None else "")
+            )
         if row.ranks and gpus_per_node and row.gpus != gpus_per_node:
             row.problems.append(f"{row.gpus} of {gpus_per_node} GPUs visible")
         if row.hpcft_version and row.hpcft_version != hpcft_version:
@@ -172,9 +185,12 @@ def analyse(folder: Path, *, gpus_per_node: int, expected_busbw: float | None,
     first = next((r for r in reports if r.get("rank") == 0), reports[0] if reports else {})
     nccl = next(iter(nccl_by_host.values()), NcclInfo())
     nccl.warnings = [w for info in nccl_by_host.values() for w in info.warnings]
-    return DoctorResult(nodes=sorted(rows.values(), key=lambda r: (r.node_rank, r.host)),
-                        sweep=first.get("allreduce") or [],
-                        backend=first.get("backend", "?"), nccl=nccl)
+    return DoctorResult(
+        nodes=sorted(rows.values(), key=lambda r: (r.node_rank, r.host)),
+        sweep=first.get("allreduce") or [],
+        backend=first.get("backend", "?"),
+        nccl=nccl,
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -183,18 +199,31 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_result(result: DoctorResult, expected_busbw: float | None, pair_bytes: int | None = None) -> str:
     """The per-node table, the all-reduce sweep, and the verdict with the --exclude line."""
-    header = ("NODE", "HOST", "GPUS", "IMAGE", "HPCFT", "NETWORK", "RDZV_S", "PAIR_BUSBW_GB/S", "WRITE_MB/S",
-              "VERDICT")
-    table = [header] + [(str(n.node_rank), n.host, str(n.gpus) + (f" {n.gpu_name}" if n.gpu_name else ""),
-                         Path(n.image).name if n.image else "-", n.hpcft_version or "-", n.network or "-",
-                         _fmt(n.rendezvous_s, ".1f"), _fmt(n.pair_busbw_gbs, ".2f"), _fmt(n.write_mb_s, ".0f"),
-                         n.verdict) for n in result.nodes]
+    header = ("NODE", "HOST", "GPUS", "IMAGE", "HPCFT", "NETWORK", "RDZV_S", "PAIR_BUSBW_GB/S", "WRITE_MB/S", "VERDICT")
+    table = [header] + [
+        (
+            str(n.node_rank),
+            n.host,
+            str(n.gpus) + (f" {n.gpu_name}" if n.gpu_name else ""),
+            Path(n.image).name if n.image else "-",
+            n.hpcft_version or "-",
+            n.network or "-",
+            _fmt(n.rendezvous_s, ".1f"),
+            _fmt(n.pair_busbw_gbs, ".2f"),
+            _fmt(n.write_mb_s, ".0f"),
+            n.verdict,
+        )
+        for n in result.nodes
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-             for row in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
+    ]
     if pair_bytes:
-        lines.append(f"(pair bandwidth: all-reduce of {pair_bytes // 2**20} MiB between neighbouring nodes, "
-                     "the better of a node's two pairs)")
+        lines.append(
+            f"(pair bandwidth: all-reduce of {pair_bytes // 2**20} MiB between neighbouring nodes, "
+            "the better of a node's two pairs)"
+        )
     if result.sweep:
         lines += ["", f"all-reduce over all ranks ({result.backend}):", "  size      time ms  busbw GB/s"]
         for point in result.sweep:
@@ -203,8 +232,10 @@ def format_result(result: DoctorResult, expected_busbw: float | None, pair_bytes
             lines.append(f"  {label:8s}  {point['seconds'] * 1000:7.2f}  {point['busbw_gbs']:10.2f}")
         if expected_busbw:
             best = max(p["busbw_gbs"] for p in result.sweep)
-            lines.append(f"  largest message: {result.sweep[-1]['busbw_gbs']:.2f} GB/s (best {best:.2f}); the profile "
-                         f"expects {expected_busbw:.0f} GB/s")
+            lines.append(
+                f"  largest message: {result.sweep[-1]['busbw_gbs']:.2f} GB/s (best {best:.2f}); the profile "
+                f"expects {expected_busbw:.0f} GB/s"
+            )
     for warning in result.nccl.warnings[:5]:
         lines.append(f"NCCL WARN {warning}")
     bad = result.bad_hosts

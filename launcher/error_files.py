@@ -98,14 +98,17 @@ def format_report(report: FailureReport, job_id: str) -> str:
         import time
 
         when = time.strftime(" at %Y-%m-%d %H:%M:%S", time.localtime(first.timestamp))
-    lines = [f"first failure of job {job_id}: {' '.join(where) or 'unknown rank'}{when} (from the {report.origin}: "
-             f"{first.source})",
-             first.traceback.rstrip("\n"),
-             report.others_summary()]
+    lines = [
+        f"first failure of job {job_id}: {' '.join(where) or 'unknown rank'}{when} (from the {report.origin}: "
+        f"{first.source})",
+        first.traceback.rstrip("\n"),
+        report.others_summary(),
+    ]
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- reading the files
+
 
 @dataclass
 class _Entry:
@@ -131,8 +134,9 @@ def read_error_files(run_dir: Path, job_id: str) -> FailureReport | None:
         return None
     latest = max(e.restart for e in entries)
     entries = sorted((e for e in entries if e.restart == latest), key=lambda e: e.order)
-    return FailureReport(entries[0].failure, [e.failure for e in entries[1:]],
-                         max(world_sizes) if world_sizes else None, "error files")
+    return FailureReport(
+        entries[0].failure, [e.failure for e in entries[1:]], max(world_sizes) if world_sizes else None, "error files"
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -166,10 +170,15 @@ def _read_one(error_file: Path) -> _Entry | None:
     callstack = str(extra.get("py_callstack") or "")
     # The traceback's last line names the exception with its module, as the log shows it.
     last = [line for line in (callstack or text).strip().splitlines() if line.strip()]
-    failure = Failure(exception=last[-1].strip() if last else "unknown error", traceback=callstack or text,
-                      rank=note.get("rank") if isinstance(note.get("rank"), int) else None,
-                      node_rank=note.get("node_rank") if isinstance(note.get("node_rank"), int) else None,
-                      host=host, timestamp=stamp if stamp is not None else mtime_ns / 1e9, source=str(error_file))
+    failure = Failure(
+        exception=last[-1].strip() if last else "unknown error",
+        traceback=callstack or text,
+        rank=note.get("rank") if isinstance(note.get("rank"), int) else None,
+        node_rank=note.get("node_rank") if isinstance(note.get("node_rank"), int) else None,
+        host=host,
+        timestamp=stamp if stamp is not None else mtime_ns / 1e9,
+        source=str(error_file),
+    )
     # The timestamp has whole seconds; the file's modification time orders failures within one second.
     order = (float(int(stamp)) if stamp is not None else mtime_ns / 1e9, mtime_ns)
     restart = note.get("restart") if isinstance(note.get("restart"), int) else 0
@@ -188,7 +197,13 @@ def worker_note(environ: dict[str, str]) -> dict[str, object] | None:
 
     import socket
 
-    return {"rank": number("RANK"), "local_rank": number("LOCAL_RANK"), "world_size": number("WORLD_SIZE"),
-            # Slurm's name for the node (several slurmd may share one machine in a test cluster).
-            "node_rank": number("SLURM_PROCID"), "host": environ.get("SLURMD_NODENAME") or socket.gethostname(),
-            "job_id": environ.get("SLURM_JOB_ID"), "restart": number("SLURM_RESTART_COUNT") or 0}
+    return {
+        "rank": number("RANK"),
+        "local_rank": number("LOCAL_RANK"),
+        "world_size": number("WORLD_SIZE"),
+        # Slurm's name for the node (several slurmd may share one machine in a test cluster).
+        "node_rank": number("SLURM_PROCID"),
+        "host": environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "job_id": environ.get("SLURM_JOB_ID"),
+        "restart": number("SLURM_RESTART_COUNT") or 0,
+    }

@@ -56,6 +56,7 @@ def compute_factor(adapter: str | None, checkpointing: bool) -> float:
 
 # ---------------------------------------------------------------- the plan
 
+
 @dataclass
 class Forecast:
     shape: ModelShape
@@ -113,8 +114,7 @@ class Forecast:
     def steps_per_epoch(self) -> int | None:
         if self.data.rows is None:
             return None
-        return max(1, math.ceil(math.ceil(self.data.rows / (self.micro_batch * self.sharding.gpus))
-                                / self.grad_accum))
+        return max(1, math.ceil(math.ceil(self.data.rows / (self.micro_batch * self.sharding.gpus)) / self.grad_accum))
 
     @property
     def total_steps(self) -> int | None:
@@ -160,8 +160,9 @@ def trainable_split(job: Job, shape: ModelShape) -> tuple[int, int, float]:
     return trainable, total, frozen_bytes
 
 
-def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib: float | None = None,
-                  model_config: str | None = None) -> Forecast:
+def make_forecast(
+    job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib: float | None = None, model_config: str | None = None
+) -> Forecast:
     """The whole estimate for a validated job on its profile."""
     from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 
@@ -184,16 +185,32 @@ def make_forecast(job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib
         base = tokens_per_s_per_gpu(profile.tokens_per_s_per_gpu, billions)
         speed = None if base is None else base * compute_factor(cfg.adapter, cfg.gradient_checkpointing)
         for_gpu = f" for {profile.gpu_name}" if profile.gpu_name else ""
-        speed_source = (f"profile '{profile.name}' table{for_gpu}" if base
-                        else f"none: profile '{profile.name}' has no tokens_per_s_per_gpu table; give --tokens-per-s")
+        speed_source = (
+            f"profile '{profile.name}' table{for_gpu}"
+            if base
+            else f"none: profile '{profile.name}' has no tokens_per_s_per_gpu table; give --tokens-per-s"
+        )
     forecast = Forecast(
-        shape=shape, total_params=shape.total_parameters, trainable_params=trainable, sharding=sharding,
-        states=states, activations=acts, checkpointing=cfg.gradient_checkpointing,
-        gpu_memory=memory * GIB if memory else None, micro_batch=cfg.micro_batch_size,
-        grad_accum=cfg.gradient_accumulation_steps, seq_len=cfg.sequence_len, data=dataset_size(job),
-        max_steps=cfg.max_steps, num_epochs=cfg.num_epochs, tokens_per_s=speed, tokens_per_s_source=speed_source,
-        time_limit_s=launch.time_seconds, max_requeues=launch.max_requeues if launch.requeue else 0,
-        on_gpus=bool(launch.gpus_per_node))
+        shape=shape,
+        total_params=shape.total_parameters,
+        trainable_params=trainable,
+        sharding=sharding,
+        states=states,
+        activations=acts,
+        checkpointing=cfg.gradient_checkpointing,
+        gpu_memory=memory * GIB if memory else None,
+        micro_batch=cfg.micro_batch_size,
+        grad_accum=cfg.gradient_accumulation_steps,
+        seq_len=cfg.sequence_len,
+        data=dataset_size(job),
+        max_steps=cfg.max_steps,
+        num_epochs=cfg.num_epochs,
+        tokens_per_s=speed,
+        tokens_per_s_source=speed_source,
+        time_limit_s=launch.time_seconds,
+        max_requeues=launch.max_requeues if launch.requeue else 0,
+        on_gpus=bool(launch.gpus_per_node),
+    )
     forecast.warnings += plan_warnings(job, forecast)
     if forecast.fits is False or (forecast.gpu_memory and forecast.gpu_total > TIGHT_SHARE * forecast.gpu_memory):
         forecast.suggestions = fit_suggestions(job, forecast, precision, frozen_bytes)
@@ -212,30 +229,59 @@ def fit_suggestions(job: Job, forecast: Forecast, precision: Precision, frozen_b
     largest = shape.largest_layer_parameters
     tries: list[tuple[str, float]] = []
     if not forecast.checkpointing:
-        tries.append(("gradient_checkpointing: true",
-                      _total_with(forecast, forecast.states, forecast.activations, True)))
+        tries.append(
+            ("gradient_checkpointing: true", _total_with(forecast, forecast.states, forecast.activations, True))
+        )
     if s.stage < 3:
         z3 = Sharding(3, s.offload_optimizer, False, s.gpus_per_node, s.nodes)
-        tries.append(("deepspeed: zero3", _total_with(
-            forecast, model_states(trainable, frozen, largest, z3, precision, frozen_bytes), forecast.activations,
-            forecast.checkpointing)))
+        tries.append(
+            (
+                "deepspeed: zero3",
+                _total_with(
+                    forecast,
+                    model_states(trainable, frozen, largest, z3, precision, frozen_bytes),
+                    forecast.activations,
+                    forecast.checkpointing,
+                ),
+            )
+        )
     if not (s.offload_optimizer and s.offload_params):
         off = Sharding(3, True, True, s.gpus_per_node, s.nodes)
-        tries.append(("deepspeed: zero3_offload (optimizer and parameters in CPU memory; slower)", _total_with(
-            forecast, model_states(trainable, frozen, largest, off, precision, frozen_bytes), forecast.activations,
-            forecast.checkpointing)))
+        tries.append(
+            (
+                "deepspeed: zero3_offload (optimizer and parameters in CPU memory; slower)",
+                _total_with(
+                    forecast,
+                    model_states(trainable, frozen, largest, off, precision, frozen_bytes),
+                    forecast.activations,
+                    forecast.checkpointing,
+                ),
+            )
+        )
     if cfg.micro_batch_size > 1:
         half = cfg.micro_batch_size // 2
         acts = activation_bytes(shape, half, cfg.sequence_len, cfg.attention, precision.weights)
-        tries.append((f"micro_batch_size: {half} with gradient_accumulation_steps: "
-                      f"{cfg.gradient_accumulation_steps * cfg.micro_batch_size // half} (same global batch)",
-                      _total_with(forecast, forecast.states, acts, forecast.checkpointing)))
+        tries.append(
+            (
+                f"micro_batch_size: {half} with gradient_accumulation_steps: "
+                f"{cfg.gradient_accumulation_steps * cfg.micro_batch_size // half} (same global batch)",
+                _total_with(forecast, forecast.states, acts, forecast.checkpointing),
+            )
+        )
     for nodes in (s.nodes * 2, s.nodes * 4):
         more = Sharding(s.stage, s.offload_optimizer, s.offload_params, s.gpus_per_node, nodes)
         if s.stage >= 1:
-            tries.append((f"--nodes {nodes}", _total_with(
-                forecast, model_states(trainable, frozen, largest, more, precision, frozen_bytes),
-                forecast.activations, forecast.checkpointing)))
+            tries.append(
+                (
+                    f"--nodes {nodes}",
+                    _total_with(
+                        forecast,
+                        model_states(trainable, frozen, largest, more, precision, frozen_bytes),
+                        forecast.activations,
+                        forecast.checkpointing,
+                    ),
+                )
+            )
     return [f"{change}: {need / GIB:.1f} GiB" for change, need in tries]
 
 
@@ -248,17 +294,22 @@ def plan_warnings(job: Job, forecast: Forecast) -> list[str]:
     if forecast.gpu_memory:
         need, have = forecast.gpu_total / GIB, forecast.gpu_memory / GIB
         if forecast.fits is False:
-            warnings.append(f"will not fit: about {need:.1f} GiB per GPU needed, {have:.0f} GiB available; "
-                            "see the changes below")
+            warnings.append(
+                f"will not fit: about {need:.1f} GiB per GPU needed, {have:.0f} GiB available; see the changes below"
+            )
         elif need > TIGHT_SHARE * have:
             warnings.append(f"tight: about {need:.1f} GiB of {have:.0f} GiB per GPU; fragmentation may tip it over")
     elif job.cfg.launch.gpus_per_node:
-        warnings.append(f"profile '{job.profile.name}' has no gpu_memory_gib: cannot say whether it fits "
-                        "(set it in the profile or give --gpu-memory-gib)")
+        warnings.append(
+            f"profile '{job.profile.name}' has no gpu_memory_gib: cannot say whether it fits "
+            "(set it in the profile or give --gpu-memory-gib)"
+        )
     node_memory = job.profile.node_memory_gib
     if node_memory and forecast.states.cpu_per_node > node_memory * GIB:
-        warnings.append(f"offloaded states need about {forecast.states.cpu_per_node / GIB:.0f} GiB of CPU memory "
-                        f"per node, more than the node's {node_memory:.0f} GiB; use more nodes or less offload")
+        warnings.append(
+            f"offloaded states need about {forecast.states.cpu_per_node / GIB:.0f} GiB of CPU memory "
+            f"per node, more than the node's {node_memory:.0f} GiB; use more nodes or less offload"
+        )
     try:
         text = job.config_path.read_text()
     except OSError:
@@ -266,21 +317,29 @@ def plan_warnings(job: Job, forecast: Forecast) -> list[str]:
     for match in _BATCH_COMMENT.finditer(text):
         said = int(re.sub(r"[_,]", "", match.group(1)))
         if said != forecast.global_batch:
-            warnings.append(f"the config's comment says global batch {said}, but micro_batch_size "
-                            f"{forecast.micro_batch} x gradient_accumulation_steps {forecast.grad_accum} x "
-                            f"{forecast.sharding.gpus} {forecast.devices} = {forecast.global_batch}")
+            warnings.append(
+                f"the config's comment says global batch {said}, but micro_batch_size "
+                f"{forecast.micro_batch} x gradient_accumulation_steps {forecast.grad_accum} x "
+                f"{forecast.sharding.gpus} {forecast.devices} = {forecast.global_batch}"
+            )
     run = forecast.run_seconds
     if run is not None and run > forecast.time_limit_s:
         allocations = math.ceil(run / max(1, forecast.time_limit_s - job.cfg.launch.signal_grace))
         needed = allocations - 1
-        more = "" if needed <= forecast.max_requeues else (
-            f", more than launch.max_requeues ({forecast.max_requeues}): raise it or --time")
-        warnings.append(f"the run (~{format_duration(run)}) is longer than the time limit {job.cfg.launch.time}: "
-                        f"it needs {needed} requeue(s), resuming from checkpoints{more}")
+        more = (
+            ""
+            if needed <= forecast.max_requeues
+            else (f", more than launch.max_requeues ({forecast.max_requeues}): raise it or --time")
+        )
+        warnings.append(
+            f"the run (~{format_duration(run)}) is longer than the time limit {job.cfg.launch.time}: "
+            f"it needs {needed} requeue(s), resuming from checkpoints{more}"
+        )
     return warnings
 
 
 # ---------------------------------------------------------------- printing
+
 
 def format_duration(seconds: float) -> str:
     minutes = int(round(seconds / 60))
@@ -300,46 +359,63 @@ def _count(n: float) -> str:
 
 def format_forecast(job: Job, f: Forecast) -> str:
     cfg, launch = job.cfg, job.cfg.launch
+
     def gib(value: float) -> str:
         return f"{value / GIB:6.1f} GiB" if value >= GIB / 10 or not value else f"{value / 2**20:6.1f} MiB"
 
     mode = {None: "full fine-tuning", "lora": f"LoRA r={cfg.lora_r}", "qlora": f"QLoRA (4-bit base) r={cfg.lora_r}"}
-    lines = [f"hpcft plan: {job.config_path.name} on profile '{job.profile.name}', {launch.nodes} node(s) x "
-             f"{launch.nproc_per_node} {'GPUs' if launch.gpus_per_node else 'processes'} = {f.sharding.gpus}",
-             "",
-             f"model      {cfg.base_model} ({f.shape.model_type}, from {f.shape.source})",
-             f"parameters {f.total_params:,} ({_count(f.total_params)}); trainable {f.trainable_params:,} "
-             f"({100 * f.trainable_params / f.total_params:.2f}%, {mode[cfg.adapter]})",
-             "",
-             f"memory per {f.device} ({f.sharding.describe()})",
-             f"  weights              {gib(f.states.weights)}",
-             f"  gradients            {gib(f.states.gradients)}",
-             f"  optimizer states     {gib(f.states.optimizer)}",
-             f"  gathered layer       {gib(f.states.gathered)}   (ZeRO-3 working set)",
-             f"  activations          {gib(f.activation_total - f.activations.logits)}   "
-             f"(micro_batch_size {f.micro_batch} x sequence_len {f.seq_len}, gradient checkpointing "
-             f"{'on' if f.checkpointing else 'off'}; "
-             f"{'without' if f.checkpointing else 'with'} it: "
-             f"{gib(f.activations.full if f.checkpointing else f.activations.checkpointed).strip()})",
-             f"  logits and loss      {gib(f.activations.logits)}",
-             *([f"  runtime reserve      {gib(f.reserve)}   (CUDA context, NCCL buffers)"] if f.reserve else []),
-             f"  total                {gib(f.gpu_total)}" + (
-                 f"   of {f.gpu_memory / GIB:.0f} GiB ({job.profile.gpu_name or 'GPU'}): "
-                 + ("fits" if f.fits and f.gpu_total <= TIGHT_SHARE * f.gpu_memory else "tight" if f.fits
-                    else "DOES NOT FIT") if f.gpu_memory else "")]
+    lines = [
+        f"hpcft plan: {job.config_path.name} on profile '{job.profile.name}', {launch.nodes} node(s) x "
+        f"{launch.nproc_per_node} {'GPUs' if launch.gpus_per_node else 'processes'} = {f.sharding.gpus}",
+        "",
+        f"model      {cfg.base_model} ({f.shape.model_type}, from {f.shape.source})",
+        f"parameters {f.total_params:,} ({_count(f.total_params)}); trainable {f.trainable_params:,} "
+        f"({100 * f.trainable_params / f.total_params:.2f}%, {mode[cfg.adapter]})",
+        "",
+        f"memory per {f.device} ({f.sharding.describe()})",
+        f"  weights              {gib(f.states.weights)}",
+        f"  gradients            {gib(f.states.gradients)}",
+        f"  optimizer states     {gib(f.states.optimizer)}",
+        f"  gathered layer       {gib(f.states.gathered)}   (ZeRO-3 working set)",
+        f"  activations          {gib(f.activation_total - f.activations.logits)}   "
+        f"(micro_batch_size {f.micro_batch} x sequence_len {f.seq_len}, gradient checkpointing "
+        f"{'on' if f.checkpointing else 'off'}; "
+        f"{'without' if f.checkpointing else 'with'} it: "
+        f"{gib(f.activations.full if f.checkpointing else f.activations.checkpointed).strip()})",
+        f"  logits and loss      {gib(f.activations.logits)}",
+        *([f"  runtime reserve      {gib(f.reserve)}   (CUDA context, NCCL buffers)"] if f.reserve else []),
+        f"  total                {gib(f.gpu_total)}"
+        + (
+            f"   of {f.gpu_memory / GIB:.0f} GiB ({job.profile.gpu_name or 'GPU'}): "
+            + (
+                "fits"
+                if f.fits and f.gpu_total <= TIGHT_SHARE * f.gpu_memory
+                else "tight"
+                if f.fits
+                else "DOES NOT FIT"
+            )
+            if f.gpu_memory
+            else ""
+        ),
+    ]
     if f.states.cpu_per_node:
-        lines.append(f"  CPU memory per node  {gib(f.states.cpu_per_node)}   (offloaded states, x{CPU_BUFFER_FACTOR} "
-                     "for pinned buffers)")
+        lines.append(
+            f"  CPU memory per node  {gib(f.states.cpu_per_node)}   (offloaded states, x{CPU_BUFFER_FACTOR} "
+            "for pinned buffers)"
+        )
     steps = f.total_steps
-    lines += ["", "batch",
-              f"  global batch         {f.global_batch} = micro_batch_size {f.micro_batch} x "
-              f"gradient_accumulation_steps {f.grad_accum} x {f.sharding.gpus} {f.devices}",
-              f"  tokens per step      {f.tokens_per_step:,} (at most: global batch x sequence_len"
-              + (", packed rows are nearly full)" if cfg.sample_packing else ")"),
-              f"  dataset              {f.data.source}",
-              f"  steps per epoch      {f.steps_per_epoch if f.steps_per_epoch is not None else 'unknown'}",
-              f"  steps                {steps if steps is not None else 'unknown'}"
-              + (" (max_steps)" if f.max_steps else f" ({f.num_epochs:g} epoch(s))" if steps else "")]
+    lines += [
+        "",
+        "batch",
+        f"  global batch         {f.global_batch} = micro_batch_size {f.micro_batch} x "
+        f"gradient_accumulation_steps {f.grad_accum} x {f.sharding.gpus} {f.devices}",
+        f"  tokens per step      {f.tokens_per_step:,} (at most: global batch x sequence_len"
+        + (", packed rows are nearly full)" if cfg.sample_packing else ")"),
+        f"  dataset              {f.data.source}",
+        f"  steps per epoch      {f.steps_per_epoch if f.steps_per_epoch is not None else 'unknown'}",
+        f"  steps                {steps if steps is not None else 'unknown'}"
+        + (" (max_steps)" if f.max_steps else f" ({f.num_epochs:g} epoch(s))" if steps else ""),
+    ]
     lines += ["", "time"]
     if f.tokens_per_s:
         lines.append(f"  throughput           {f.tokens_per_s:,.0f} tokens/s per {f.device} ({f.tokens_per_s_source})")
@@ -347,8 +423,10 @@ def format_forecast(job: Job, f: Forecast) -> str:
         if f.run_seconds is not None:
             node_hours = f.run_seconds / 3600 * launch.nodes
             gpu_hours = f" ({node_hours * launch.nproc_per_node:,.1f} GPU-hours)" if f.on_gpus else ""
-            lines.append(f"  run                  {format_duration(f.run_seconds)}, {node_hours:,.1f} node-hours"
-                         f"{gpu_hours}; time limit {launch.time}")
+            lines.append(
+                f"  run                  {format_duration(f.run_seconds)}, {node_hours:,.1f} node-hours"
+                f"{gpu_hours}; time limit {launch.time}"
+            )
     else:
         lines.append(f"  throughput           unknown ({f.tokens_per_s_source})")
     if f.warnings:

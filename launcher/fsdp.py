@@ -65,8 +65,10 @@ def transformers_fsdp_config(cfg: TrainConfig) -> dict[str, Any]:
             out[key] = getattr(fc, key)
     if version == 2:
         if strategy not in ("FULL_SHARD", "SHARD_GRAD_OP"):
-            raise ValueError(f"fsdp_version: 2 shards FULL_SHARD or SHARD_GRAD_OP, not {strategy}; "
-                             "use fsdp_version: 1 or another sharding strategy")
+            raise ValueError(
+                f"fsdp_version: 2 shards FULL_SHARD or SHARD_GRAD_OP, not {strategy}; "
+                "use fsdp_version: 1 or another sharding strategy"
+            )
         out["reshard_after_forward"] = strategy == "FULL_SHARD"
     else:
         out["reshard_after_forward"] = strategy.lower()
@@ -94,5 +96,7 @@ def cpu_translation_note(cfg: TrainConfig) -> str:
     preset = zero_preset_for_fsdp(cfg)
     stage = f"ZeRO-{preset[-1]}"
     offload = " (offload_params is moot: parameters are in CPU memory already)" if offloads_params(cfg) else ""
-    return (f"fsdp: accelerate runs FSDP only on GPUs; on CPU nodes this {sharding_strategy(cfg)} config runs as "
-            f"the equivalent DeepSpeed {stage} (preset {preset}){offload}")
+    return (
+        f"fsdp: accelerate runs FSDP only on GPUs; on CPU nodes this {sharding_strategy(cfg)} config runs as "
+        f"the equivalent DeepSpeed {stage} (preset {preset}){offload}"
+    )

@@ -32,8 +32,17 @@ RUNTIMES = ("enroot", "apptainer")
 # so that every node of a job reading the image does not queue on one storage server (CSCS LLM tutorials).
 LUSTRE_STRIPE = ("-E", "4M", "-c", "1", "-E", "64M", "-c", "4", "-E", "-1", "-c", "-1", "-S", "4M")
 # Images pulled from a registry on the nodes; only local files can be checked before submitting.
-_REGISTRY_PREFIXES = ("docker://", "oras://", "library://", "shub://", "https://", "http://", "dockerd://",
-                      "podman://", "docker-daemon://")
+_REGISTRY_PREFIXES = (
+    "docker://",
+    "oras://",
+    "library://",
+    "shub://",
+    "https://",
+    "http://",
+    "dockerd://",
+    "podman://",
+    "docker-daemon://",
+)
 _LOCAL_SUFFIXES = (".sqsh", ".squashfs", ".sif", ".img")
 _SQUASHFS_MAGIC = b"hsqs"
 _SIF_MAGIC = b"SIF_MAGIC"
@@ -77,8 +86,10 @@ def read_checkout(root: str | Path = ".") -> Checkout:
     root = Path(root).expanduser().resolve()
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or not (root / DOCKERFILE).is_file():
-        raise ConfigError(f"{root} is not an hpcft checkout (no pyproject.toml and {DOCKERFILE}); images are built "
-                          "from the source: run this in the repository root or pass --context DIR")
+        raise ConfigError(
+            f"{root} is not an hpcft checkout (no pyproject.toml and {DOCKERFILE}); images are built "
+            "from the source: run this in the repository root or pass --context DIR"
+        )
     data = tomllib.loads(pyproject.read_text())
     return Checkout(root=root, version=data["project"]["version"], pins=pinned_versions(data))
 
@@ -120,8 +131,10 @@ def version_drift(checkout: Checkout) -> list[str]:
         if f'export {arg}="{{{{ {arg} }}}}"' not in definition_text:
             problems.append(f"{APPTAINER_DEF}: %post does not export {arg} to the install script")
     if dockerfile.get("NGC_TAG") != definition.get("NGC_TAG"):
-        problems.append(f"{DOCKERFILE} and {APPTAINER_DEF} start from different NGC tags "
-                        f"({dockerfile.get('NGC_TAG')} and {definition.get('NGC_TAG')})")
+        problems.append(
+            f"{DOCKERFILE} and {APPTAINER_DEF} start from different NGC tags "
+            f"({dockerfile.get('NGC_TAG')} and {definition.get('NGC_TAG')})"
+        )
     return problems
 
 
@@ -133,20 +146,30 @@ def _version_build_args(checkout: Checkout, flag: str) -> list[str]:
 def default_output(runtime: str, version: str) -> Path:
     scratch = os.environ.get("SCRATCH")
     if not scratch:
-        raise ConfigError("$SCRATCH is not set, so there is no default place for the image; pass --output PATH "
-                          "(a folder on a parallel file system that the compute nodes see)")
+        raise ConfigError(
+            "$SCRATCH is not set, so there is no default place for the image; pass --output PATH "
+            "(a folder on a parallel file system that the compute nodes see)"
+        )
     if runtime == "enroot":
         return Path(scratch) / "ce-images" / f"{IMAGE_NAME}-{version}.sqsh"
     return Path(scratch) / "images" / f"{IMAGE_NAME}-{version}.sif"
 
 
 def _image_folder_steps(output: Path) -> list[Step]:
-    return [Step(["mkdir", "-p", str(output.parent)]),
-            Step(["lfs", "setstripe", *LUSTRE_STRIPE, str(output.parent)], optional=True)]
+    return [
+        Step(["mkdir", "-p", str(output.parent)]),
+        Step(["lfs", "setstripe", *LUSTRE_STRIPE, str(output.parent)], optional=True),
+    ]
 
 
-def build_steps(checkout: Checkout, runtime: str, output: Path, engine: str = "podman", ngc_tag: str | None = None,
-                jobs: int | None = None) -> list[Step]:
+def build_steps(
+    checkout: Checkout,
+    runtime: str,
+    output: Path,
+    engine: str = "podman",
+    ngc_tag: str | None = None,
+    jobs: int | None = None,
+) -> list[Step]:
     """Build the image for `runtime` and leave it at `output` (.sqsh for enroot, .sif for apptainer)."""
     extra = {"NGC_TAG": ngc_tag, "MAX_JOBS": jobs}
     if runtime == "apptainer":
@@ -158,8 +181,11 @@ def build_steps(checkout: Checkout, runtime: str, output: Path, engine: str = "p
     args = [engine, "build", "-f", str(checkout.root / DOCKERFILE), *_version_build_args(checkout, "--build-arg")]
     args += [w for k, v in extra.items() if v is not None for w in ("--build-arg", f"{k}={v}")]
     # The folder first: a typo in --output should fail before an hour of compiling, not after.
-    return [*_image_folder_steps(output), Step([*args, "-t", tag, str(checkout.root)]),
-            *import_steps(runtime, tag, output, engine, make_folder=False)]
+    return [
+        *_image_folder_steps(output),
+        Step([*args, "-t", tag, str(checkout.root)]),
+        *import_steps(runtime, tag, output, engine, make_folder=False),
+    ]
 
 
 def import_steps(runtime: str, tag: str, output: Path, engine: str = "podman", make_folder: bool = True) -> list[Step]:
@@ -170,10 +196,12 @@ def import_steps(runtime: str, tag: str, output: Path, engine: str = "podman", m
         source = f"{'dockerd' if engine == 'docker' else 'podman'}://{tag}"
         return [*folder, Step(["enroot", "import", "-x", "mount", "-o", str(output), source])]
     archive = output.with_suffix(".oci.tar")
-    return [*folder,
-            Step([engine, "save", "--format", "oci-archive", "-o", str(archive), tag]),
-            Step(["apptainer", "build", str(output), f"oci-archive://{archive}"]),
-            Step(["rm", "-f", str(archive)])]
+    return [
+        *folder,
+        Step([engine, "save", "--format", "oci-archive", "-o", str(archive), tag]),
+        Step(["apptainer", "build", str(output), f"oci-archive://{archive}"]),
+        Step(["rm", "-f", str(archive)]),
+    ]
 
 
 def format_command(argv: list[str]) -> str:
@@ -198,13 +226,17 @@ def run_steps(steps: list[Step], dry_run: bool) -> int:
         return 0
     missing = sorted({s.argv[0] for s in steps if not s.optional and shutil.which(s.argv[0]) is None})
     if missing:
-        raise ConfigError(f"{', '.join(missing)} not found on this machine; run this where the container tools are "
-                          "(at CSCS: on a compute node, `srun -A ACCOUNT --pty bash`), or print the commands with "
-                          "--dry-run")
+        raise ConfigError(
+            f"{', '.join(missing)} not found on this machine; run this where the container tools are "
+            "(at CSCS: on a compute node, `srun -A ACCOUNT --pty bash`), or print the commands with "
+            "--dry-run"
+        )
     for step in steps:
         if step.optional and shutil.which(step.argv[0]) is None:
-            print(f"hpcft: skipping `{shlex.join(step.argv)}` ({step.argv[0]} not found: not a Lustre system?)",
-                  file=sys.stderr)
+            print(
+                f"hpcft: skipping `{shlex.join(step.argv)}` ({step.argv[0]} not found: not a Lustre system?)",
+                file=sys.stderr,
+            )
             continue
         print(f"+ {shlex.join(step.argv)}", file=sys.stderr, flush=True)
         code = subprocess.run(step.argv).returncode
@@ -225,11 +257,15 @@ def check_image_file(image: str, runtime: str, where: str) -> Path:
     """The image file `image` must exist, be readable and be what `runtime` runs; returns its path."""
     expanded = os.path.expandvars(os.path.expanduser(image))
     if "$" in expanded:
-        raise ConfigError(f"{where}: image path {image} uses an environment variable that is not set here; "
-                          "write the path out or export the variable")
+        raise ConfigError(
+            f"{where}: image path {image} uses an environment variable that is not set here; "
+            "write the path out or export the variable"
+        )
     path = Path(expanded).absolute()
-    how = ("build and import it first (`hpcft image build --runtime "
-           f"{'apptainer' if runtime == 'apptainer' else 'enroot'}`, see containers/README.md) or fix launch.image")
+    how = (
+        "build and import it first (`hpcft image build --runtime "
+        f"{'apptainer' if runtime == 'apptainer' else 'enroot'}`, see containers/README.md) or fix launch.image"
+    )
     if not path.exists():
         raise ConfigError(f"{where}: image file not found: {path}; {how}")
     if not os.access(path, os.R_OK):
@@ -237,8 +273,9 @@ def check_image_file(image: str, runtime: str, where: str) -> Path:
     if path.is_dir():
         if runtime == "apptainer":  # a sandbox folder
             return path
-        raise ConfigError(f"{where}: image {path} is a folder; the {runtime} runtime needs the .sqsh file "
-                          "that `enroot import` writes")
+        raise ConfigError(
+            f"{where}: image {path} is a folder; the {runtime} runtime needs the .sqsh file that `enroot import` writes"
+        )
     with path.open("rb") as f:
         head = f.read(64)
     if not head:
@@ -246,11 +283,15 @@ def check_image_file(image: str, runtime: str, where: str) -> Path:
     is_squashfs, is_sif = head.startswith(_SQUASHFS_MAGIC), _SIF_MAGIC in head
     if runtime in ("edf", "pyxis") and not is_squashfs:
         kind = "a SIF image (that is for apptainer)" if is_sif else "not a squashfs image"
-        raise ConfigError(f"{where}: image file {path} is {kind}; the {runtime} runtime needs the .sqsh file that "
-                          "`enroot import -x mount -o FILE.sqsh podman://IMAGE` writes")
+        raise ConfigError(
+            f"{where}: image file {path} is {kind}; the {runtime} runtime needs the .sqsh file that "
+            "`enroot import -x mount -o FILE.sqsh podman://IMAGE` writes"
+        )
     if runtime == "apptainer" and not (is_sif or is_squashfs):
-        raise ConfigError(f"{where}: image file {path} is neither a SIF nor a squashfs image; build it with "
-                          "`apptainer build FILE.sif containers/hpcft.def`")
+        raise ConfigError(
+            f"{where}: image file {path} is neither a SIF nor a squashfs image; build it with "
+            "`apptainer build FILE.sif containers/hpcft.def`"
+        )
     return path
 
 
@@ -262,21 +303,25 @@ def check_image(job) -> None:
     if profile.runtime == "none":
         return
     if not image:
-        raise ConfigError(f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
-                          "set launch.image in the config or the profile, or pass --image")
+        raise ConfigError(
+            f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
+            "set launch.image in the config or the profile, or pass --image"
+        )
     if is_local_image(image):
         check_image_file(image, profile.runtime, f"launch.image (profile '{profile.name}')")
 
 
 # ---- command line: `hpcft image build|import|check` -------------------------------------------------------------
 
+
 def cmd_image_build(args: argparse.Namespace) -> int:
     checkout = read_checkout(args.context)
     drift = version_drift(checkout)
     if drift:
         raise ConfigError("the image recipes disagree with pyproject.toml: " + "; ".join(drift))
-    output = Path(args.output).expanduser().absolute() if args.output else default_output(args.runtime,
-                                                                                           checkout.version)
+    output = (
+        Path(args.output).expanduser().absolute() if args.output else default_output(args.runtime, checkout.version)
+    )
     if not args.dry_run and output.exists():
         raise ConfigError(f"{output} already exists; remove it or pass --output for a new file")
     steps = build_steps(checkout, args.runtime, output, engine=args.engine, ngc_tag=args.ngc_tag, jobs=args.jobs)
@@ -317,8 +362,9 @@ def cmd_image_check(args: argparse.Namespace) -> int:
         print(f"profile '{profile.name}' runs without a container; nothing to check")
         return 0
     if not image:
-        raise ConfigError(f"profile '{profile.name}' names no image; set launch.image in the profile or the config, "
-                          "or pass --image")
+        raise ConfigError(
+            f"profile '{profile.name}' names no image; set launch.image in the profile or the config, or pass --image"
+        )
     if not is_local_image(image):
         print(f"{image}: a registry reference, pulled on the nodes (not checked here)")
         return 0
@@ -336,43 +382,66 @@ def _report_contents(path: Path, runtime: str, profile_name: str) -> int:
 
     contents = inspect_image(path)
     if contents.unknown:
-        print(f"{path}: a {runtime} image file, but hpcft cannot tell whether hpcft is installed in it: "
-              f"{contents.unknown}", file=sys.stderr)
+        print(
+            f"{path}: a {runtime} image file, but hpcft cannot tell whether hpcft is installed in it: "
+            f"{contents.unknown}",
+            file=sys.stderr,
+        )
         return 0
     if contents.hpcft_version is None:
-        raise ConfigError(f"{path} has no hpcft installed (the job would fail with `No module named hpcft`); "
-                          "build hpcft's image with `hpcft image build` (containers/README.md) or install hpcft "
-                          "into this one")
+        raise ConfigError(
+            f"{path} has no hpcft installed (the job would fail with `No module named hpcft`); "
+            "build hpcft's image with `hpcft image build` (containers/README.md) or install hpcft "
+            "into this one"
+        )
     if contents.missing:
-        raise ConfigError(f"{path} has hpcft but not {', '.join(contents.missing)}, which its trainer imports; "
-                          "build hpcft's image with `hpcft image build`")
+        raise ConfigError(
+            f"{path} has hpcft but not {', '.join(contents.missing)}, which its trainer imports; "
+            "build hpcft's image with `hpcft image build`"
+        )
     version = contents.hpcft_version or "unknown version"
     note = "" if contents.hpcft_version in ("", __version__) else f" (this login node has hpcft {__version__})"
-    print(f"{path}: OK for the {runtime} runtime of profile '{profile_name}': hpcft {version}{note} and its "
-          "trainer's packages are installed")
+    print(
+        f"{path}: OK for the {runtime} runtime of profile '{profile_name}': hpcft {version}{note} and its "
+        "trainer's packages are installed"
+    )
     return 0
 
 
 def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `hpcft image build|import|check` to the hpcft command line."""
-    image = subparsers.add_parser("image", help="build the training image, import it for the cluster, check it",
-                                  description="Build the hpcft training image (containers/), import it as the file "
-                                  "the cluster's runtime runs, or check the image a profile names.")
+    image = subparsers.add_parser(
+        "image",
+        help="build the training image, import it for the cluster, check it",
+        description="Build the hpcft training image (containers/), import it as the file "
+        "the cluster's runtime runs, or check the image a profile names.",
+    )
     actions = image.add_subparsers(dest="image_action", metavar="ACTION", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--runtime", choices=RUNTIMES, default="enroot",
-                            help="enroot: a .sqsh for the CSCS Container Engine or pyxis (default); "
-                            "apptainer: a .sif")
+        parser.add_argument(
+            "--runtime",
+            choices=RUNTIMES,
+            default="enroot",
+            help="enroot: a .sqsh for the CSCS Container Engine or pyxis (default); apptainer: a .sif",
+        )
         parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
-        parser.add_argument("-o", "--output", help="image file to write (default $SCRATCH/ce-images/hpcft-VERSION"
-                            ".sqsh, or $SCRATCH/images/hpcft-VERSION.sif)")
-        parser.add_argument("--engine", choices=("podman", "docker"), default="podman",
-                            help="the OCI image builder (default podman)")
+        parser.add_argument(
+            "-o",
+            "--output",
+            help="image file to write (default $SCRATCH/ce-images/hpcft-VERSION"
+            ".sqsh, or $SCRATCH/images/hpcft-VERSION.sif)",
+        )
+        parser.add_argument(
+            "--engine", choices=("podman", "docker"), default="podman", help="the OCI image builder (default podman)"
+        )
         parser.add_argument("--context", default=".", help="the hpcft checkout (default: the current folder)")
 
-    build = actions.add_parser("build", help="build the image and write the file the runtime runs",
-                               epilog="Example: hpcft image build --runtime enroot --dry-run")
+    build = actions.add_parser(
+        "build",
+        help="build the image and write the file the runtime runs",
+        epilog="Example: hpcft image build --runtime enroot --dry-run",
+    )
     common(build)
     build.add_argument("--ngc-tag", help="NGC PyTorch tag to start from (default: the Dockerfile's)")
     build.add_argument("--jobs", type=int, help="parallel compile jobs for flash-attn (default 16)")
@@ -383,8 +452,11 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--tag", help="the local image to import (default hpcft:VERSION)")
     imp.set_defaults(func=cmd_image_import)
 
-    check = actions.add_parser("check", help="check that the image a profile (and config) names exists",
-                               epilog="Example: hpcft image check --profile cscs cfg.yaml")
+    check = actions.add_parser(
+        "check",
+        help="check that the image a profile (and config) names exists",
+        epilog="Example: hpcft image check --profile cscs cfg.yaml",
+    )
     check.add_argument("config", nargs="?", help="training config whose launch.image to check")
     check.add_argument("--profile", "-p", required=True, help="cluster profile")
     check.add_argument("--image", help="check this image instead of the one the profile or config names")

@@ -79,5 +79,7 @@ def inspect_image(path: Path) -> ImageContents:
         found = re.search(_SITE + r"([A-Za-z0-9_]+)/__init__\.py$", line)
         if found:
             packages.add(found.group(1))
-    return ImageContents(hpcft_version=(version or "") if has_trainer else None,
-                         missing=[p for p in TRAINER_PACKAGES if p not in packages])
+    return ImageContents(
+        hpcft_version=(version or "") if has_trainer else None,
+        missing=[p for p in TRAINER_PACKAGES if p not in packages],
+    )

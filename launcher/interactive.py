@@ -28,9 +28,12 @@ def session_setup(plan: JobPlan) -> list[str]:
 
 def interactive_rc(plan: JobPlan, torchrun_line: str) -> str:
     """The shell start-up file of an interactive session: the batch job's environment, then a prompt."""
-    lines = ["# Written by `hpcft interactive`: the environment job.sbatch sets up, for an interactive shell.",
-             "[ -f ~/.bashrc ] && . ~/.bashrc", *session_setup(plan),
-             f"echo {shlex.quote('hpcft: to train, run:  ' + torchrun_line)}"]
+    lines = [
+        "# Written by `hpcft interactive`: the environment job.sbatch sets up, for an interactive shell.",
+        "[ -f ~/.bashrc ] && . ~/.bashrc",
+        *session_setup(plan),
+        f"echo {shlex.quote('hpcft: to train, run:  ' + torchrun_line)}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -41,8 +44,16 @@ def torchrun_command(plan: JobPlan) -> str:
     # From the shell on the first node, one task per allocated node, each in the job's container
     # (--overlap: the shell holds CPUs). The shell's step sets SLURM_NTASKS=1, which srun would obey,
     # so the task counts are given explicitly.
-    words = ["srun", "--overlap", '--nodes="$SLURM_JOB_NUM_NODES"', '--ntasks="$SLURM_JOB_NUM_NODES"',
-             *map(shlex.quote, plan.srun_args), "bash", "-c", shlex.quote(plan.node_command())]
+    words = [
+        "srun",
+        "--overlap",
+        '--nodes="$SLURM_JOB_NUM_NODES"',
+        '--ntasks="$SLURM_JOB_NUM_NODES"',
+        *map(shlex.quote, plan.srun_args),
+        "bash",
+        "-c",
+        shlex.quote(plan.node_command()),
+    ]
     return " ".join(words)
 
 
@@ -53,13 +64,21 @@ def interactive_argv(plan: JobPlan) -> list[str]:
     alloc = plan.allocation_args()
     shell = ["bash", "--rcfile", str(plan.run_dir / "interactive.rc"), "-i"]
     if plan.nodes == 1:
-        return ["srun", "--pty", *alloc, *plan.container_srun_args, *plan.extra_srun_args, *plan.container_prefix,
-                *shell]
+        return [
+            "srun",
+            "--pty",
+            *alloc,
+            *plan.container_srun_args,
+            *plan.extra_srun_args,
+            *plan.container_prefix,
+            *shell,
+        ]
     return ["salloc", *alloc, "srun", "--pty", "--overlap", "--nodes=1", "--ntasks=1", *shell]
 
 
-def prepare_interactive(job: Job, out_dir: str | Path | None = None,
-                        command_line: list[str] | None = None) -> tuple[Path, list[str], str]:
+def prepare_interactive(
+    job: Job, out_dir: str | Path | None = None, command_line: list[str] | None = None
+) -> tuple[Path, list[str], str]:
     """Render the run directory plus interactive.rc; returns (run_dir, srun argv, torchrun line to paste)."""
     from hpcft.launcher.jobplan import make_plan
     from hpcft.launcher.render import render_run_dir
@@ -68,6 +87,7 @@ def prepare_interactive(job: Job, out_dir: str | Path | None = None,
     target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     plan = make_plan(job, target)
     line = torchrun_command(plan)
-    run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
-                             extra_files={"interactive.rc": interactive_rc(plan, line)})
+    run_dir = render_run_dir(
+        job, out_dir=target, command_line=command_line, extra_files={"interactive.rc": interactive_rc(plan, line)}
+    )
     return run_dir, interactive_argv(plan), line

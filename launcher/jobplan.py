@@ -31,11 +31,29 @@ if TYPE_CHECKING:  # config.py builds the plan while loading a job
     from hpcft.launcher.config import Job
 
 # Slurm options an interactive allocation takes from the plan (the others describe a batch script).
-ALLOCATION_OPTIONS = ("job-name", "nodes", "ntasks-per-node", "gres", "gpus-per-node", "cpus-per-task", "time",
-                      "account", "partition", "qos", "reservation", "constraint", "mem")
+ALLOCATION_OPTIONS = (
+    "job-name",
+    "nodes",
+    "ntasks-per-node",
+    "gres",
+    "gpus-per-node",
+    "cpus-per-task",
+    "time",
+    "account",
+    "partition",
+    "qos",
+    "reservation",
+    "constraint",
+    "mem",
+)
 # Protocol variables the trainer reads inside the container.
-_TRAINER_VARIABLES = (protocol.RUN_DIR_ENV, protocol.TRAIN_YAML_ENV, protocol.STOP_FILE_ENV,
-                      protocol.DONE_FILE_ENV, protocol.HANG_TIMEOUT_ENV)
+_TRAINER_VARIABLES = (
+    protocol.RUN_DIR_ENV,
+    protocol.TRAIN_YAML_ENV,
+    protocol.STOP_FILE_ENV,
+    protocol.DONE_FILE_ENV,
+    protocol.HANG_TIMEOUT_ENV,
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +105,10 @@ class JobPlan:
         lines = []
         if self.runtime == "apptainer":
             # With --cleanenv only APPTAINERENV_ variables reach the container; Slurm sets the GPUs per step.
-            lines.append('if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then '
-                         'export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; fi')
+            lines.append(
+                'if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then '
+                'export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; fi'
+            )
         words = [*map(shlex.quote, self.container_prefix), *self.torchrun]
         command = "exec " + " ".join(words)
         if not wrap:
@@ -100,8 +120,9 @@ class JobPlan:
 
     def allocation_args(self) -> list[str]:
         """The options of an interactive allocation (salloc / srun --pty) for the same job."""
-        return [f"--{key}={value}" for key, value in self.sbatch_options
-                if key in ALLOCATION_OPTIONS and value is not None]
+        return [
+            f"--{key}={value}" for key, value in self.sbatch_options if key in ALLOCATION_OPTIONS and value is not None
+        ]
 
     def shell_setup(self) -> list[str]:
         """The lines that give a shell the job's environment: exports, prologue, rendezvous."""
@@ -141,8 +162,14 @@ def job_paths(job: Job) -> list[str]:
     """Every local path the job reads or writes on the nodes (absolute: config.py resolved them)."""
     cfg = job.cfg
     paths = [cfg.output_dir]
-    for key in ("dataset_prepared_path", "base_model", "base_model_config", "tokenizer_config", "lora_model_dir",
-                "resume_from_checkpoint"):
+    for key in (
+        "dataset_prepared_path",
+        "base_model",
+        "base_model_config",
+        "tokenizer_config",
+        "lora_model_dir",
+        "resume_from_checkpoint",
+    ):
         value = getattr(cfg, key, None)
         if isinstance(value, str) and Path(value).is_absolute():
             paths.append(value)
@@ -161,30 +188,40 @@ def job_mounts(job: Job, run_dir: Path) -> list[str]:
         # Container runtimes separate mounts with ',' and a source from its destination with ':'.
         for path in own:
             if ":" in path or "," in path:
-                raise ConfigError(f"{path} contains ':' or ',', which the container runtime reads as separators in "
-                                  "its mount list; rename the folder (or launch.job_name / launch.runs_dir)")
+                raise ConfigError(
+                    f"{path} contains ':' or ',', which the container runtime reads as separators in "
+                    "its mount list; rename the folder (or launch.job_name / launch.runs_dir)"
+                )
         for mount in job.cfg.launch.mounts:
             if "," in mount or mount.count(":") > 1:
-                raise ConfigError(f"launch.mounts: '{mount}' must be /path or /source:/destination, without ',' "
-                                  "or a second ':'")
+                raise ConfigError(
+                    f"launch.mounts: '{mount}' must be /path or /source:/destination, without ',' or a second ':'"
+                )
     return unique_mounts([*job.cfg.launch.mounts, *own])
 
 
 def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -> list[tuple[str, str | None]]:
     launch, profile = job.cfg.launch, job.profile
-    options: list[tuple[str, str | None]] = [("job-name", str(launch.job_name)), ("nodes", str(launch.nodes)),
-                                             ("ntasks-per-node", "1")]
+    options: list[tuple[str, str | None]] = [
+        ("job-name", str(launch.job_name)),
+        ("nodes", str(launch.nodes)),
+        ("ntasks-per-node", "1"),
+    ]
     if launch.gpus_per_node:
-        options.append(("gres", f"gpu:{launch.gpus_per_node}") if profile.gres
-                       else ("gpus-per-node", str(launch.gpus_per_node)))
+        options.append(
+            ("gres", f"gpu:{launch.gpus_per_node}") if profile.gres else ("gpus-per-node", str(launch.gpus_per_node))
+        )
     if launch.cpus_per_task:
         options.append(("cpus-per-task", str(launch.cpus_per_task)))
     options.append(("time", launch.time))
     for key in ("account", "partition", "qos", "reservation", "constraint", "mem"):
         if getattr(launch, key):
             options.append((key, str(getattr(launch, key))))
-    options += [("output", f"{run_dir}/logs/{log_name}.out"), ("error", f"{run_dir}/logs/{log_name}.err"),
-                ("open-mode", "append")]
+    options += [
+        ("output", f"{run_dir}/logs/{log_name}.out"),
+        ("error", f"{run_dir}/logs/{log_name}.err"),
+        ("open-mode", "append"),
+    ]
     if launch.requeue:
         options += [("requeue", None), ("signal", f"B:USR1@{launch.signal_grace}")]
     if array:
@@ -197,12 +234,20 @@ def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -
 
 def _exports(job: Job, run_dir: Path, python: str, array: str | None) -> list[tuple[str, str]]:
     launch, runtime = job.cfg.launch, job.profile.runtime
-    train_yaml = (f'"${{{protocol.RUN_DIR_ENV}}}/points/${{SLURM_ARRAY_TASK_ID}}/{protocol.TRAIN_YAML}"' if array
-                  else f'"${{{protocol.RUN_DIR_ENV}}}/{protocol.TRAIN_YAML}"')
-    exports = [(protocol.RUN_DIR_ENV, shlex.quote(str(run_dir))), (protocol.TRAIN_YAML_ENV, train_yaml),
-               (protocol.PYTHON_ENV, shlex.quote(python)), (protocol.NPROC_PER_NODE_ENV, str(launch.nproc_per_node)),
-               (protocol.STOP_FILE_ENV, protocol.STOP_FILE_SHELL), (protocol.DONE_FILE_ENV, protocol.DONE_FILE_SHELL),
-               (protocol.HANG_TIMEOUT_ENV, str(launch.hang_timeout))]
+    train_yaml = (
+        f'"${{{protocol.RUN_DIR_ENV}}}/points/${{SLURM_ARRAY_TASK_ID}}/{protocol.TRAIN_YAML}"'
+        if array
+        else f'"${{{protocol.RUN_DIR_ENV}}}/{protocol.TRAIN_YAML}"'
+    )
+    exports = [
+        (protocol.RUN_DIR_ENV, shlex.quote(str(run_dir))),
+        (protocol.TRAIN_YAML_ENV, train_yaml),
+        (protocol.PYTHON_ENV, shlex.quote(python)),
+        (protocol.NPROC_PER_NODE_ENV, str(launch.nproc_per_node)),
+        (protocol.STOP_FILE_ENV, protocol.STOP_FILE_SHELL),
+        (protocol.DONE_FILE_ENV, protocol.DONE_FILE_SHELL),
+        (protocol.HANG_TIMEOUT_ENV, str(launch.hang_timeout)),
+    ]
     env = job_env(job)
     if runtime == "edf":
         return exports  # the EDF's [env] table carries the job's variables
@@ -220,8 +265,9 @@ def _prologue(job: Job) -> list[str]:
         lines.append(f"if [ -r {secret} ]; then set -a; . {secret}; set +a; fi")
     if profile.runtime == "apptainer":
         # --cleanenv keeps the login node's environment out, secrets included: pass those by name, never by value.
-        lines += [f'if [ -n "${{{name}:-}}" ]; then export APPTAINERENV_{name}="${name}"; fi'
-                  for name in profile.secret_env]
+        lines += [
+            f'if [ -n "${{{name}:-}}" ]; then export APPTAINERENV_{name}="${name}"; fi' for name in profile.secret_env
+        ]
     return lines + list(profile.setup)
 
 
@@ -232,8 +278,11 @@ def _container(job: Job, run_dir: Path, mounts: list[str], env: dict[str, str]) 
         return [f"--environment={run_dir}/environment.toml"], []
     if profile.runtime == "pyxis":
         # enroot's container is read-only unless asked; torch, Triton and pip write into it.
-        args = [f"--container-image={enroot_image(launch.image or '')}", "--container-writable",
-                f"--container-workdir={run_dir}"]
+        args = [
+            f"--container-image={enroot_image(launch.image or '')}",
+            "--container-writable",
+            f"--container-workdir={run_dir}",
+        ]
         if mounts:
             args.append("--container-mounts=" + ",".join(m if ":" in m else f"{m}:{m}" for m in mounts))
         if env:
@@ -251,35 +300,63 @@ def _container(job: Job, run_dir: Path, mounts: list[str], env: dict[str, str]) 
 def _torchrun() -> list[str]:
     """torchrun on one node: one rendezvous for all nodes (c10d on the first), no restarts (a failed rank ends
     the job, which Slurm then ends everywhere), then the trainer on the resolved config."""
-    return [f'"${protocol.PYTHON_ENV}"', "-m", "torch.distributed.run", '--nnodes="$SLURM_NNODES"',
-            f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"', '--node_rank="$SLURM_PROCID"', "--rdzv_backend=c10d",
-            '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id="$SLURM_JOB_ID"', "--max_restarts=0",
-            # torch elastic's error files of this node's ranks, kept in the run directory (one folder per node):
-            # `hpcft logs --errors` reads the first failure of the job from them (error_files.py).
-            f'--log-dir="${protocol.RUN_DIR_ENV}/{protocol.TORCHELASTIC_DIR}/${{SLURMD_NODENAME:-$(hostname)}}"',
-            "-m", "hpcft.trainer", "train", f'"${protocol.TRAIN_YAML_ENV}"']
+    return [
+        f'"${protocol.PYTHON_ENV}"',
+        "-m",
+        "torch.distributed.run",
+        '--nnodes="$SLURM_NNODES"',
+        f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"',
+        '--node_rank="$SLURM_PROCID"',
+        "--rdzv_backend=c10d",
+        '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"',
+        '--rdzv_id="$SLURM_JOB_ID"',
+        "--max_restarts=0",
+        # torch elastic's error files of this node's ranks, kept in the run directory (one folder per node):
+        # `hpcft logs --errors` reads the first failure of the job from them (error_files.py).
+        f'--log-dir="${protocol.RUN_DIR_ENV}/{protocol.TORCHELASTIC_DIR}/${{SLURMD_NODENAME:-$(hostname)}}"',
+        "-m",
+        "hpcft.trainer",
+        "train",
+        f'"${protocol.TRAIN_YAML_ENV}"',
+    ]
 
 
 def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> JobPlan:
     """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range)."""
     profile, launch = job.profile, job.cfg.launch
     if profile.runtime != "none" and not launch.image:
-        raise ConfigError(f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
-                          "set launch.image in the config or the profile, or pass --image")
+        raise ConfigError(
+            f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
+            "set launch.image in the config or the profile, or pass --image"
+        )
     mounts = job_mounts(job, run_dir)
     env = job_env(job)
     srun_args, prefix = _container(job, run_dir, mounts, env)
-    rendezvous = ['MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)',
-                  f"MASTER_PORT=$(( {profile.rdzv_port_base} + SLURM_JOB_ID % 10000 ))",
-                  "export MASTER_ADDR MASTER_PORT"]
+    rendezvous = [
+        'MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)',
+        f"MASTER_PORT=$(( {profile.rdzv_port_base} + SLURM_JOB_ID % 10000 ))",
+        "export MASTER_ADDR MASTER_PORT",
+    ]
     return JobPlan(
-        run_dir=run_dir, runtime=profile.runtime, sbatch_options=_sbatch_options(job, run_dir, array, log_name),
-        exports=_exports(job, run_dir, python_for(profile.python), array), prologue=_prologue(job),
-        rendezvous=rendezvous, mounts=mounts, container_env=env,
+        run_dir=run_dir,
+        runtime=profile.runtime,
+        sbatch_options=_sbatch_options(job, run_dir, array, log_name),
+        exports=_exports(job, run_dir, python_for(profile.python), array),
+        prologue=_prologue(job),
+        rendezvous=rendezvous,
+        mounts=mounts,
+        container_env=env,
         create_dirs=[*filter(None, [job.cfg.output_dir, job.cfg.dataset_prepared_path, cache_dir(job)])],
         image=enroot_image(launch.image or ""),
         # One failed node ends the step rather than leaving the others in a collective.
-        step_args=["--kill-on-bad-exit=1", "--wait=60", "--ntasks-per-node=1",
-                   *([f"--cpus-per-task={launch.cpus_per_task}"] if launch.cpus_per_task else [])],
-        container_srun_args=srun_args, extra_srun_args=list(launch.srun_args),
-        container_prefix=prefix, torchrun=_torchrun())
+        step_args=[
+            "--kill-on-bad-exit=1",
+            "--wait=60",
+            "--ntasks-per-node=1",
+            *([f"--cpus-per-task={launch.cpus_per_task}"] if launch.cpus_per_task else []),
+        ],
+        container_srun_args=srun_args,
+        extra_srun_args=list(launch.srun_args),
+        container_prefix=prefix,
+        torchrun=_torchrun(),
+    )

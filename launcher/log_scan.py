@@ -34,8 +34,12 @@ class _Scan:
     task_rank: dict[int, int] = field(default_factory=dict)
 
 
-def scan_logs(paths: list[Path], hosts: list[str] | None = None, world_size: int | None = None,
-              file_tasks: dict[Path, int] | None = None) -> FailureReport | None:
+def scan_logs(
+    paths: list[Path],
+    hosts: list[str] | None = None,
+    world_size: int | None = None,
+    file_tasks: dict[Path, int] | None = None,
+) -> FailureReport | None:
     """The first traceback of the first task srun reports as failed (else the first traceback at all).
 
     file_tasks names the task of files written by one task only (submitit's <job>_<task>_log.err)."""
@@ -95,7 +99,7 @@ def _scan_block(scan: _Scan, data: bytes, source: str, fixed_task: int | None) -
             scan.task_rank.setdefault(task, int(rank_line.group(1)))
         if _TRACEBACK.decode() in text:
             # "traceback : Traceback ..." in torchrun's summary: the traceback starts at the word.
-            scan.open[key] = [text[text.index(_TRACEBACK.decode()):]]
+            scan.open[key] = [text[text.index(_TRACEBACK.decode()) :]]
             continue
         lines = scan.open.get(key)
         if lines is None:
@@ -105,8 +109,15 @@ def _scan_block(scan: _Scan, data: bytes, source: str, fixed_task: int | None) -
             del scan.open[key]
             keep = key not in scan.full
             scan.full.add(key)
-            scan.found.append(Failure(exception=text.strip(), traceback=_dedent(lines) if keep else "",
-                                      rank=worker, node_rank=task, source=source))
+            scan.found.append(
+                Failure(
+                    exception=text.strip(),
+                    traceback=_dedent(lines) if keep else "",
+                    rank=worker,
+                    node_rank=task,
+                    source=source,
+                )
+            )
 
 
 def _indent(text: str) -> int:

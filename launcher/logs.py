@@ -34,8 +34,7 @@ def log_files(run: RunRef) -> list[Path]:
         for sub in ("logs", "submitit"):
             folder = run.run_dir / sub
             if folder.is_dir():
-                found += [p for p in folder.iterdir()
-                          if p.suffix in (".out", ".err") and token.search(p.name)]
+                found += [p for p in folder.iterdir() if p.suffix in (".out", ".err") and token.search(p.name)]
         return sorted(found, key=_log_sort_key)
     paths: list[Path] = []
     for record in slurm.scontrol_show_job(run.job_id):
@@ -56,9 +55,17 @@ def use_color(out: IO[str]) -> bool:
     return hasattr(out, "isatty") and out.isatty() and not os.environ.get("NO_COLOR")
 
 
-def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, rank: int | None = None,
-               grep: re.Pattern[bytes] | None = None, tail: int | None = None, poll: float = 1.0,
-               timeout: float | None = None) -> int:
+def follow_job(
+    run: RunRef,
+    out: IO[str] | None = None,
+    *,
+    follow: bool = True,
+    rank: int | None = None,
+    grep: re.Pattern[bytes] | None = None,
+    tail: int | None = None,
+    poll: float = 1.0,
+    timeout: float | None = None,
+) -> int:
     """Print the job's logs, from the start or (tail) their last lines, following them until the job ends when
     follow; returns the job's exit status. Files are read in blocks: memory does not grow with their size."""
     out = out or sys.stdout
@@ -91,8 +98,10 @@ def follow_job(run: RunRef, out: IO[str] | None = None, *, follow: bool = True, 
         time.sleep(poll)
         members = _members_or_fail(run.job_id)
     if rank is not None and cursors and not any(view.labelled for _, view in cursors.values()):
-        print("hpcft: these logs carry no rank labels (the job's srun has no --label); --rank shows nothing",
-              file=sys.stderr)
+        print(
+            "hpcft: these logs carry no rank labels (the job's srun has no --label); --rank shows nothing",
+            file=sys.stderr,
+        )
     if not done:
         return 0
     code = max(slurm.exit_status(m) for m in slurm.accounted_when_ended(run.job_id, members))
@@ -108,8 +117,12 @@ def _say_if_preprocessing_failed(run: RunRef) -> None:
         return
     failed = [m for m in slurm.job_members(pre) if m.finished and m.state != "COMPLETED"]
     if failed:
-        print(f"hpcft: preprocessing job {pre} {failed[0].state} (its error is above, in logs/preprocess-{pre}.err); "
-              f"training job {run.job_id} was cancelled without starting", file=sys.stderr, flush=True)
+        print(
+            f"hpcft: preprocessing job {pre} {failed[0].state} (its error is above, in logs/preprocess-{pre}.err); "
+            f"training job {run.job_id} was cancelled without starting",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _preprocess_job_id(run: RunRef) -> str | None:
@@ -129,13 +142,20 @@ def _member_of(path: Path, members: list[JobInfo]) -> tuple[JobInfo, bool]:
     return member, bool(by_task)
 
 
-def _view_for(path: Path, members: list[JobInfo], rank: int | None, grep: re.Pattern[bytes] | None,
-              color: bool) -> LogView:
+def _view_for(
+    path: Path, members: list[JobInfo], rank: int | None, grep: re.Pattern[bytes] | None, color: bool
+) -> LogView:
     member, array = _member_of(path, members)
     submitit_task = _SUBMITIT_TASK.search(path.name)
-    return LogView(hosts=_hosts(member), prefix=any(m.nodes > 1 for m in members), rank=rank, grep=grep,
-                   job_label=f"[{member.job_id}]" if array else "",
-                   fixed_task=int(submitit_task.group(1)) if submitit_task else None, color=color)
+    return LogView(
+        hosts=_hosts(member),
+        prefix=any(m.nodes > 1 for m in members),
+        rank=rank,
+        grep=grep,
+        job_label=f"[{member.job_id}]" if array else "",
+        fixed_task=int(submitit_task.group(1)) if submitit_task else None,
+        color=color,
+    )
 
 
 def _refresh_hosts(view: LogView, path: Path, members: list[JobInfo]) -> None:
@@ -149,8 +169,11 @@ def _refresh_hosts(view: LogView, path: Path, members: list[JobInfo]) -> None:
 def _note_state_change(members: list[JobInfo], shown: str) -> str:
     """While following, say on stderr when the job waits, starts, is requeued or ends (the logs say nothing then)."""
     first = members[0]
-    state = f"{first.state} {first.reason}" if first.state == "PENDING" and first.reason not in ("", "None") \
+    state = (
+        f"{first.state} {first.reason}"
+        if first.state == "PENDING" and first.reason not in ("", "None")
         else first.state
+    )
     if first.restarts:
         state += f" (restart {first.restarts})"
     if state != shown:
@@ -192,11 +215,18 @@ def show_errors(run: RunRef, out: IO[str] | None = None) -> int:
         members = slurm.job_members(run.job_id)
         hosts = _hosts(_member_of(paths[0], members)[0]) if members and paths else []
         file_tasks = {p: int(m.group(1)) for p in paths if (m := _SUBMITIT_TASK.search(p.name))}
-        report = scan_logs([p for p in paths if p.suffix == ".err"] + [p for p in paths if p.suffix != ".err"],
-                           hosts, world_size, file_tasks)
+        report = scan_logs(
+            [p for p in paths if p.suffix == ".err"] + [p for p in paths if p.suffix != ".err"],
+            hosts,
+            world_size,
+            file_tasks,
+        )
     if report is None:
-        print(f"hpcft: no error file and no Python traceback for job {run.job_id} ({len(paths)} log file(s), "
-              f"{run.run_dir / ERROR_DIR if run.run_dir else 'no run directory'})", file=sys.stderr)
+        print(
+            f"hpcft: no error file and no Python traceback for job {run.job_id} ({len(paths)} log file(s), "
+            f"{run.run_dir / ERROR_DIR if run.run_dir else 'no run directory'})",
+            file=sys.stderr,
+        )
         return 1
     out.write(format_report(report, run.job_id))
     out.flush()

@@ -36,6 +36,7 @@ def restart_separator(job_id: str, restart: int) -> bytes:
 
 # ---------------------------------------------------------------- reading
 
+
 class FileCursor:
     """A position in one append-only log file: yields the whole lines appended since the last read."""
 
@@ -120,6 +121,7 @@ def reverse_blocks(path: Path, end: int, block_bytes: int = BLOCK_BYTES) -> Iter
 
 # ---------------------------------------------------------------- rendering
 
+
 @dataclass
 class LogView:
     """How the lines of one file are shown: which lines (rank, pattern) and with which prefix.
@@ -178,13 +180,16 @@ class LogView:
     def _separators(self, data: bytes) -> list[tuple[int, bytes]]:
         if b"(restart " not in data:
             return []
-        return [(m.start(), b"\n" + restart_separator(m.group(1).decode(), int(m.group(2))) + m.group(0))
-                for m in _RESTART.finditer(data)]
+        return [
+            (m.start(), b"\n" + restart_separator(m.group(1).decode(), int(m.group(2))) + m.group(0))
+            for m in _RESTART.finditer(data)
+        ]
 
     def _render_all(self, data: bytes) -> bytes:
         if b"(restart " in data:
-            data = _RESTART.sub(lambda m: b"\n" + restart_separator(m.group(1).decode(), int(m.group(2)))
-                                + m.group(0), data)
+            data = _RESTART.sub(
+                lambda m: b"\n" + restart_separator(m.group(1).decode(), int(m.group(2))) + m.group(0), data
+            )
         parts = _LABEL.split(data)  # [text, task, text, task, text, ...]
         if len(parts) > 1:
             self.labelled = True
@@ -230,7 +235,7 @@ class LogView:
                 self.labelled = True
                 if self.rank is not None and int(label.group(1)) != self.rank:
                     continue
-                text, head = line[label.end():], self.task_prefix(label.group(1))
+                text, head = line[label.end() :], self.task_prefix(label.group(1))
             else:
                 if self.rank is not None:
                     continue
@@ -266,20 +271,28 @@ def _rank_pattern(rank: int) -> re.Pattern[bytes]:
 
 # ---------------------------------------------------------------- printing
 
+
 def byte_writer(out: IO[str]) -> Callable[[bytes], None]:
     """Write bytes to a text stream: straight to its buffer when it has one (stdout), else decoded."""
     buffer = getattr(out, "buffer", None)
     if buffer is not None:
+
         def write(data: bytes) -> None:
             out.flush()  # what was written as text goes first
             buffer.write(data)
             buffer.flush()
+
         return write
     return lambda data: out.write(data.decode(errors="replace"))
 
 
-def print_new(cursor: FileCursor, view: LogView, write: Callable[[bytes], None], final: bool = False,
-              block_bytes: int = BLOCK_BYTES) -> None:
+def print_new(
+    cursor: FileCursor,
+    view: LogView,
+    write: Callable[[bytes], None],
+    final: bool = False,
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
     """Print what was appended to the cursor's file since the last call."""
     for block in cursor.blocks(final=final, block_bytes=block_bytes):
         shown = view.render(block)
@@ -287,8 +300,9 @@ def print_new(cursor: FileCursor, view: LogView, write: Callable[[bytes], None],
             write(shown)
 
 
-def print_tail(cursor: FileCursor, view: LogView, lines: int, write: Callable[[bytes], None],
-               block_bytes: int = BLOCK_BYTES) -> None:
+def print_tail(
+    cursor: FileCursor, view: LogView, lines: int, write: Callable[[bytes], None], block_bytes: int = BLOCK_BYTES
+) -> None:
     """Print the last `lines` lines the view shows and move the cursor to the end of the file.
 
     Without filters the start is found by counting newlines backwards; with --rank or --grep the file is read

@@ -37,8 +37,9 @@ class Sharding:
         return self.gpus_per_node * self.nodes
 
     def describe(self) -> str:
-        offload = [name for name, on in (("optimizer", self.offload_optimizer), ("parameters", self.offload_params))
-                   if on]
+        offload = [
+            name for name, on in (("optimizer", self.offload_optimizer), ("parameters", self.offload_params)) if on
+        ]
         return f"ZeRO-{self.stage}" + (f" with {' and '.join(offload)} offloaded to CPU" if offload else "")
 
 
@@ -49,8 +50,13 @@ def sharding_from_deepspeed(ds: dict[str, Any], gpus_per_node: int, nodes: int) 
     def on_cpu(key: str) -> bool:
         return str((zero.get(key) or {}).get("device", "none")) in ("cpu", "nvme")
 
-    return Sharding(stage, on_cpu("offload_optimizer") and stage >= 1, on_cpu("offload_param") and stage == 3,
-                    max(1, gpus_per_node), nodes)
+    return Sharding(
+        stage,
+        on_cpu("offload_optimizer") and stage >= 1,
+        on_cpu("offload_param") and stage == 3,
+        max(1, gpus_per_node),
+        nodes,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,14 @@ class ModelStates:
         return self.weights + self.gradients + self.optimizer + self.gathered
 
 
-def model_states(trainable: int, frozen: int, largest_layer: int, sharding: Sharding,
-                 precision: Precision = Precision(), frozen_bytes: float | None = None) -> ModelStates:
+def model_states(
+    trainable: int,
+    frozen: int,
+    largest_layer: int,
+    sharding: Sharding,
+    precision: Precision = Precision(),
+    frozen_bytes: float | None = None,
+) -> ModelStates:
     """Bytes per GPU for weights, gradients and optimizer states of `trainable` parameters (plus the weights of
     `frozen` ones: a LoRA/QLoRA base, `frozen_bytes` each), under the given ZeRO stage and offload."""
     n, s = sharding.gpus, sharding.stage
@@ -128,8 +140,9 @@ class Activations:
     logits: float  # output logits and the fp32 loss computation
 
 
-def activation_bytes(shape: ModelShape, micro_batch: int, seq_len: int, attention: str,
-                     bytes_per_value: int = 2) -> Activations:
+def activation_bytes(
+    shape: ModelShape, micro_batch: int, seq_len: int, attention: str, bytes_per_value: int = 2
+) -> Activations:
     """Tensors a Llama-style layer saves for backward, per token: the two norm inputs and outputs, q/k/v (before
     and after rotary embedding), the attention output, and the MLP's intermediate tensors (gate, up, activation,
     product; two without a gate). Eager attention also keeps the b x heads x s x s probabilities; sdpa and flash

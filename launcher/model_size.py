@@ -23,50 +23,117 @@ _FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {"gated": True, "qk_norm": False, "qkv_bias": None, "o_bias": None, "act_params": 0},
     "mistral": {"gated": True, "qk_norm": False, "qkv_bias": False, "o_bias": False, "act_params": 0},
     "qwen2": {"gated": True, "qk_norm": False, "qkv_bias": True, "o_bias": False, "act_params": 0},
-    "qwen3": {"gated": True, "qk_norm": True, "qkv_bias": None, "o_bias": None, "act_params": 0,
-              "head_dim": 128},
+    "qwen3": {"gated": True, "qk_norm": True, "qkv_bias": None, "o_bias": None, "act_params": 0, "head_dim": 128},
     "apertus": {"gated": False, "qk_norm": True, "qkv_bias": None, "o_bias": None, "act_params": 2},
 }
 
 # config.json fields of common models (what the published configs say), so `hpcft plan` works on a login node
 # that has neither the model nor network access.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    "meta-llama/Llama-3.2-1B": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 2048,
-                                "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-                                "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True},
-    "meta-llama/Llama-3.2-3B": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 3072,
-                                "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
-                                "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": True},
-    "meta-llama/Llama-3.1-8B": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
-                                "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-                                "num_key_value_heads": 8, "tie_word_embeddings": False},
-    "meta-llama/Llama-3.1-70B": {"model_type": "llama", "vocab_size": 128256, "hidden_size": 8192,
-                                 "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
-                                 "num_key_value_heads": 8, "tie_word_embeddings": False},
-    "mistralai/Mistral-7B-v0.1": {"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096,
-                                  "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-                                  "num_key_value_heads": 8, "tie_word_embeddings": False},
-    "Qwen/Qwen2.5-7B": {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584,
-                        "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-                        "num_key_value_heads": 4, "tie_word_embeddings": False},
-    "Qwen/Qwen3-8B": {"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
-                      "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
-                      "head_dim": 128, "tie_word_embeddings": False},
-    "swiss-ai/Apertus-8B-2509": {"model_type": "apertus", "vocab_size": 131072, "hidden_size": 4096,
-                                 "intermediate_size": 21504, "num_hidden_layers": 32, "num_attention_heads": 32,
-                                 "num_key_value_heads": 8, "tie_word_embeddings": False},
-    "swiss-ai/Apertus-70B-2509": {"model_type": "apertus", "vocab_size": 131072, "hidden_size": 8192,
-                                  "intermediate_size": 43008, "num_hidden_layers": 80, "num_attention_heads": 64,
-                                  "num_key_value_heads": 8, "tie_word_embeddings": False},
+    "meta-llama/Llama-3.2-1B": {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "tie_word_embeddings": True,
+    },
+    "meta-llama/Llama-3.2-3B": {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 24,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "tie_word_embeddings": True,
+    },
+    "meta-llama/Llama-3.1-8B": {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    },
+    "meta-llama/Llama-3.1-70B": {
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    },
+    "mistralai/Mistral-7B-v0.1": {
+        "model_type": "mistral",
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    },
+    "Qwen/Qwen2.5-7B": {
+        "model_type": "qwen2",
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "tie_word_embeddings": False,
+    },
+    "Qwen/Qwen3-8B": {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "tie_word_embeddings": False,
+    },
+    "swiss-ai/Apertus-8B-2509": {
+        "model_type": "apertus",
+        "vocab_size": 131072,
+        "hidden_size": 4096,
+        "intermediate_size": 21504,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    },
+    "swiss-ai/Apertus-70B-2509": {
+        "model_type": "apertus",
+        "vocab_size": 131072,
+        "hidden_size": 8192,
+        "intermediate_size": 43008,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
+    },
 }
 # Instruct and base variants share their architecture.
-_ALIASES = {"swiss-ai/Apertus-8B-Instruct-2509": "swiss-ai/Apertus-8B-2509",
-            "swiss-ai/Apertus-70B-Instruct-2509": "swiss-ai/Apertus-70B-2509",
-            "meta-llama/Llama-3.1-8B-Instruct": "meta-llama/Llama-3.1-8B",
-            "meta-llama/Llama-3.1-70B-Instruct": "meta-llama/Llama-3.1-70B",
-            "meta-llama/Llama-3.2-1B-Instruct": "meta-llama/Llama-3.2-1B",
-            "meta-llama/Llama-3.2-3B-Instruct": "meta-llama/Llama-3.2-3B",
-            "Qwen/Qwen2.5-7B-Instruct": "Qwen/Qwen2.5-7B"}
+_ALIASES = {
+    "swiss-ai/Apertus-8B-Instruct-2509": "swiss-ai/Apertus-8B-2509",
+    "swiss-ai/Apertus-70B-Instruct-2509": "swiss-ai/Apertus-70B-2509",
+    "meta-llama/Llama-3.1-8B-Instruct": "meta-llama/Llama-3.1-8B",
+    "meta-llama/Llama-3.1-70B-Instruct": "meta-llama/Llama-3.1-70B",
+    "meta-llama/Llama-3.2-1B-Instruct": "meta-llama/Llama-3.2-1B",
+    "meta-llama/Llama-3.2-3B-Instruct": "meta-llama/Llama-3.2-3B",
+    "Qwen/Qwen2.5-7B-Instruct": "Qwen/Qwen2.5-7B",
+}
 
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -94,10 +161,20 @@ class ModelShape:
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear layer in one decoder layer."""
-        h, q, kv, i = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, \
-            self.intermediate_size
-        shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "up_proj": (h, i),
-                  "down_proj": (i, h)}
+        h, q, kv, i = (
+            self.hidden_size,
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+            self.intermediate_size,
+        )
+        shapes = {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
         if self.gated_mlp:
             shapes["gate_proj"] = (h, i)
         return shapes
@@ -139,8 +216,10 @@ class ModelShape:
         shapes = self.linear_shapes()
         unknown = [t for t in targets if t not in shapes]
         if unknown:
-            raise ConfigError(f"lora_target_modules: {', '.join(unknown)} not in a {self.model_type} layer "
-                              f"(its linear layers: {', '.join(shapes)})")
+            raise ConfigError(
+                f"lora_target_modules: {', '.join(unknown)} not in a {self.model_type} layer "
+                f"(its linear layers: {', '.join(shapes)})"
+            )
         return self.num_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets)
 
     def lora_targets(self, listed: list[str] | str | None, target_linear: bool) -> list[str]:
@@ -149,8 +228,12 @@ class ModelShape:
             return list(self.linear_shapes())
         if isinstance(listed, str):
             # peft reads a string as a regular expression over module paths: count the names it matches.
-            return [name for name in self.linear_shapes() if re.search(listed, f"model.layers.0.self_attn.{name}")
-                    or re.search(listed, f"model.layers.0.mlp.{name}")]
+            return [
+                name
+                for name in self.linear_shapes()
+                if re.search(listed, f"model.layers.0.self_attn.{name}")
+                or re.search(listed, f"model.layers.0.mlp.{name}")
+            ]
         return list(listed or [])
 
 
@@ -159,22 +242,33 @@ def shape_from_config(config: dict[str, Any], source: str = "") -> ModelShape:
     model_type = config.get("model_type", "")
     family = _FAMILIES.get(model_type)
     if family is None:
-        raise ConfigError(f"{source or 'config.json'}: model_type '{model_type}' is not one hpcft plan can size "
-                          f"(known: {', '.join(_FAMILIES)})")
+        raise ConfigError(
+            f"{source or 'config.json'}: model_type '{model_type}' is not one hpcft plan can size "
+            f"(known: {', '.join(_FAMILIES)})"
+        )
     try:
         heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
         head_dim = config.get("head_dim") or family.get("head_dim") or hidden // heads
         attention_bias = bool(config.get("attention_bias", False))
         return ModelShape(
-            model_type=model_type, vocab_size=int(config["vocab_size"]), hidden_size=hidden,
-            intermediate_size=int(config["intermediate_size"]), num_layers=int(config["num_hidden_layers"]),
-            num_heads=heads, num_kv_heads=int(config.get("num_key_value_heads") or heads), head_dim=int(head_dim),
+            model_type=model_type,
+            vocab_size=int(config["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(head_dim),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             qkv_bias=attention_bias if family["qkv_bias"] is None else family["qkv_bias"],
             o_bias=attention_bias if family["o_bias"] is None else family["o_bias"],
-            mlp_bias=bool(config.get("mlp_bias", False)), gated_mlp=family["gated"], qk_norm=family["qk_norm"],
-            act_params=family["act_params"], source=source)
+            mlp_bias=bool(config.get("mlp_bias", False)),
+            gated_mlp=family["gated"],
+            qk_norm=family["qk_norm"],
+            act_params=family["act_params"],
+            source=source,
+        )
     except KeyError as exc:
         raise ConfigError(f"{source or 'config.json'}: no {exc.args[0]} in the model config") from None
 
@@ -198,16 +292,21 @@ def find_model_config(name: str) -> tuple[dict[str, Any], str]:
     if "/" in name and not name.startswith(("/", ".")):
         for cache in hub_cache_dirs():
             snapshots = cache / f"models--{name.replace('/', '--')}" / "snapshots"
-            found = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
-                if snapshots.is_dir() else []
+            found = (
+                sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+                if snapshots.is_dir()
+                else []
+            )
             if found:
                 return _read_json(found[0]), str(found[0])
     known = _ALIASES.get(name, name)
     if known in KNOWN_MODELS:
         return dict(KNOWN_MODELS[known]), f"hpcft's table of common models ({known})"
-    raise ConfigError(f"no config.json for '{name}': not a local folder, not in the Hugging Face cache "
-                      f"({', '.join(str(d) for d in hub_cache_dirs())}), not in hpcft's table of common models; "
-                      "download it (huggingface-cli download NAME config.json) or give --model-config PATH")
+    raise ConfigError(
+        f"no config.json for '{name}': not a local folder, not in the Hugging Face cache "
+        f"({', '.join(str(d) for d in hub_cache_dirs())}), not in hpcft's table of common models; "
+        "download it (huggingface-cli download NAME config.json) or give --model-config PATH"
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

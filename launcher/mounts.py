@@ -14,5 +14,8 @@ def unique_mounts(mounts: list[str]) -> list[str]:
         by_dest.pop(dest, None)
         by_dest[dest] = str(mount)
     plain = {d for d, m in by_dest.items() if ":" not in m}
-    return [m for d, m in by_dest.items()
-            if ":" in m or not any(p != d and d.startswith(p.rstrip("/") + "/") for p in plain)]
+    return [
+        m
+        for d, m in by_dest.items()
+        if ":" in m or not any(p != d and d.startswith(p.rstrip("/") + "/") for p in plain)
+    ]

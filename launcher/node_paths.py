@@ -23,10 +23,14 @@ def check_node_paths(job: Job, paths: list[str]) -> list[str]:
     warnings = []
     for path in paths:
         if profile.node_paths is not None and not _under(path, profile.node_paths):
-            raise ConfigError(f"{path} is not on a file system the compute nodes of profile '{profile.name}' see "
-                              f"({', '.join(profile.node_paths)}); move it there, or add its file system to the "
-                              "profile's node_paths")
+            raise ConfigError(
+                f"{path} is not on a file system the compute nodes of profile '{profile.name}' see "
+                f"({', '.join(profile.node_paths)}); move it there, or add its file system to the "
+                "profile's node_paths"
+            )
         if _under(path, profile.node_local_paths):
-            warnings.append(f"{path} is on a node-local file system ({', '.join(profile.node_local_paths)}): each "
-                            "node sees its own copy, so other nodes will not find it; use a shared file system")
+            warnings.append(
+                f"{path} is on a node-local file system ({', '.join(profile.node_local_paths)}): each "
+                "node sees its own copy, so other nodes will not find it; use a shared file system"
+            )
     return warnings

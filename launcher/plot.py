@@ -107,8 +107,7 @@ def terminal_plot(curve: Curve, title: str = "", width: int = 100, color: bool =
     bottom.plotsize(width, 8)
     if lr:
         bottom.plot(lr_steps, lr, label="learning rate", marker="braille")
-    bottom.xlabel("step" + (f"  (| restart at step {', '.join(map(str, curve.restarts))})" if curve.restarts
-                            else ""))
+    bottom.xlabel("step" + (f"  (| restart at step {', '.join(map(str, curve.restarts))})" if curve.restarts else ""))
     for panel in (top, bottom):
         for step in curve.restarts:
             panel.vline(step)
@@ -124,8 +123,9 @@ def write_png(curve: Curve, path: str | Path, title: str = "") -> Path:
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("drawing loss.png needs matplotlib: pip install matplotlib (hpcft[train] includes it)") \
-            from None
+        raise ConfigError(
+            "drawing loss.png needs matplotlib: pip install matplotlib (hpcft[train] includes it)"
+        ) from None
     matplotlib.use("Agg")  # no display on a compute or login node
     from matplotlib import pyplot as plt
 
@@ -147,8 +147,13 @@ def write_png(curve: Curve, path: str | Path, title: str = "") -> Path:
         ax_lr.grid(alpha=0.3)
         for i, step in enumerate(curve.restarts):
             for ax in (ax_loss, ax_lr):
-                ax.axvline(step, color="tab:red", linestyle="--", linewidth=1,
-                           label="restart" if ax is ax_loss and i == 0 else None)
+                ax.axvline(
+                    step,
+                    color="tab:red",
+                    linestyle="--",
+                    linewidth=1,
+                    label="restart" if ax is ax_loss and i == 0 else None,
+                )
         ax_loss.legend(loc="upper right")
         fig.tight_layout()
         tmp = path.with_name(f".{path.name}.tmp.png")
@@ -180,19 +185,29 @@ def curve_sources(ref: str | None, out: str | Path | None = None) -> list[CurveS
         return [CurveSource(given.name, given, png)]
     run = resolve_run(ref)
     if run.run_dir is None:
-        raise ConfigError(f"job {run.job_id} has no hpcft run directory here; give the run directory or the "
-                          "training's output_dir")
+        raise ConfigError(
+            f"job {run.job_id} has no hpcft run directory here; give the run directory or the training's output_dir"
+        )
     manifest = read_manifest(run.run_dir)
     name = manifest.get("job_name") or run.run_dir.parent.name
     points = (manifest.get("sweep") or {}).get("points")
     if points:
         base = Path(out) if out else run.run_dir / "loss.png"
-        return [CurveSource(f"{name} point {p['index']} ({' '.join(p['overrides'])})", Path(p["output_dir"]),
-                            base.with_name(f"{base.stem}-{p['index']}{base.suffix}")) for p in points]
+        return [
+            CurveSource(
+                f"{name} point {p['index']} ({' '.join(p['overrides'])})",
+                Path(p["output_dir"]),
+                base.with_name(f"{base.stem}-{p['index']}{base.suffix}"),
+            )
+            for p in points
+        ]
     if not manifest.get("output_dir"):
         raise ConfigError(f"{run.run_dir}/manifest.json names no output_dir; give the training's output_dir")
-    return [CurveSource(f"{name} (job {run.job_id})", Path(manifest["output_dir"]),
-                        Path(out) if out else run.run_dir / "loss.png")]
+    return [
+        CurveSource(
+            f"{name} (job {run.job_id})", Path(manifest["output_dir"]), Path(out) if out else run.run_dir / "loss.png"
+        )
+    ]
 
 
 def curve_title(source: CurveSource, curve: Curve) -> str:

@@ -105,6 +105,7 @@ def check_preference_rows(cfg: TrainConfig, where: str) -> None:
                             raise ConfigError(
                                 f"{where}: {group_name}[{index}] {path}: row {number}: missing field {missing} "
                                 f"(type {type_name} with rl: {cfg.rl} reads "
-                                f"{', '.join('/'.join(s) for s in required)})")
+                                f"{', '.join('/'.join(s) for s in required)})"
+                            )
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise ConfigError(f"{where}: {group_name}[{index}] {path}: not valid JSON ({exc})") from None

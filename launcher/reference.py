@@ -55,8 +55,9 @@ def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
     return rows
 
 
-def _classified(keys: frozenset[str], implemented: set[str], warn_only: dict[str, str], refused: dict[str, str],
-                prefix: str) -> list[str]:
+def _classified(
+    keys: frozenset[str], implemented: set[str], warn_only: dict[str, str], refused: dict[str, str], prefix: str
+) -> list[str]:
     rows = ["| axolotl key | class | what hpcft does |", "| --- | --- | --- |"]
     # Older axolotl spellings we still recognise are listed with the current schema's keys.
     for key in sorted(keys | set(warn_only) | set(refused)):
@@ -85,17 +86,20 @@ def _axolotl_key_space() -> list[str]:
         "",
         "### In dataset entries",
         "",
-        *_classified(space.dataset, known_keys(DatasetConfig), WARN_ONLY_DATASET_KEYS, REFUSED_DATASET_KEYS,
-                     "datasets[]."),
+        *_classified(
+            space.dataset, known_keys(DatasetConfig), WARN_ONLY_DATASET_KEYS, REFUSED_DATASET_KEYS, "datasets[]."
+        ),
         "",
         "### Plugins",
         "",
         "| plugin | class | what hpcft does |",
         "| --- | --- | --- |",
-        *[f"| `{plugin}` | accepted with a warning | {PLUGINS_WITHOUT_EFFECT[plugin]} |"
-          if plugin in PLUGINS_WITHOUT_EFFECT else
-          f"| `{plugin}` | refused | {plugin_refusal_message(plugin).split('; ', 1)[1]} |"
-          for plugin in sorted(space.plugins)],
+        *[
+            f"| `{plugin}` | accepted with a warning | {PLUGINS_WITHOUT_EFFECT[plugin]} |"
+            if plugin in PLUGINS_WITHOUT_EFFECT
+            else f"| `{plugin}` | refused | {plugin_refusal_message(plugin).split('; ', 1)[1]} |"
+            for plugin in sorted(space.plugins)
+        ],
         "",
     ]
 
@@ -113,7 +117,7 @@ def config_reference_markdown() -> str:
         "",
         "## Dataset keys (each entry of `datasets:` and `test_datasets:`)",
         "",
-        *_table(DatasetConfig, "datasets[].") ,
+        *_table(DatasetConfig, "datasets[]."),
         "",
         "## FSDP keys (`fsdp_config:`; axolotl's `fsdp_`-prefixed spellings are accepted too)",
         "",

@@ -37,10 +37,13 @@ _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones 
 
 @functools.cache  # one environment per process: it caches the compiled templates (a sweep renders 1,000 times)
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
-    env.filters.update(q=lambda v: shlex.quote(str(v)), sbatch_value=sbatch_value, toml_str=toml_str,
-                       toml_key=toml_key)
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_read_template),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(q=lambda v: shlex.quote(str(v)), sbatch_value=sbatch_value, toml_str=toml_str, toml_key=toml_key)
     return env
 
 
@@ -77,16 +80,30 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
     """Render every file of the run directory into memory: {relative name: text}."""
     cfg, launch = job.cfg, job.cfg.launch
     plan = make_plan(job, run_dir, array=array, log_name=log_name)
-    context = {"version": __version__, "config_path": str(job.config_path), "profile": job.profile, "launch": launch,
-               "run_dir": str(run_dir), "plan": plan,
-               # The preprocessing job's own resources, defaulting to the training job's partition and account.
-               "preprocess_options": [(key, value) for key, value in (
-                   ("partition", launch.preprocess_partition or launch.partition),
-                   ("account", launch.preprocess_account or launch.account),
-                   ("qos", launch.preprocess_qos), ("mem", launch.preprocess_mem)) if value]}
+    context = {
+        "version": __version__,
+        "config_path": str(job.config_path),
+        "profile": job.profile,
+        "launch": launch,
+        "run_dir": str(run_dir),
+        "plan": plan,
+        # The preprocessing job's own resources, defaulting to the training job's partition and account.
+        "preprocess_options": [
+            (key, value)
+            for key, value in (
+                ("partition", launch.preprocess_partition or launch.partition),
+                ("account", launch.preprocess_account or launch.account),
+                ("qos", launch.preprocess_qos),
+                ("mem", launch.preprocess_mem),
+            )
+            if value
+        ],
+    }
     jenv = _environment()
-    files = {"job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context),
-             "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context)}
+    files = {
+        "job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context),
+        "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context),
+    }
     if plan.runtime == "edf":
         files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
     files.update(sharding_files(job, launch.nodes * launch.nproc_per_node))
@@ -117,15 +134,19 @@ def sharding_files(job: Job, world_size: int) -> dict[str, str]:
 
 def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
     data = cfg.training_dict()
-    header = (f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
-              "# This is what the trainer reads; edit the source config and re-render instead.\n")
+    header = (
+        f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
+        "# This is what the trainer reads; edit the source config and re-render instead.\n"
+    )
     if not cfg.uses_fsdp:
         data["deepspeed"] = str(deepspeed_path)
     elif fsdp_runs_as_zero(job):
         header += f"# {cpu_translation_note(cfg)}: see deepspeed.json.\n"
     else:
-        header += (f"# fsdp: PyTorch FSDP{fsdp_version(cfg)} through accelerate, no DeepSpeed; fsdp.json shows the "
-                   "settings the Trainer receives.\n")
+        header += (
+            f"# fsdp: PyTorch FSDP{fsdp_version(cfg)} through accelerate, no DeepSpeed; fsdp.json shows the "
+            "settings the Trainer receives.\n"
+        )
     # libyaml's dumper when PyYAML has it: the same text, 10x faster (a 1,000-point sweep writes 1,000 of these).
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return header + yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
@@ -149,9 +170,14 @@ def manifest(job: Job, run_dir: Path, command_line: list[str] | None) -> dict[st
     }
 
 
-def render_run_dir(job: Job, out_dir: str | Path | None = None, command_line: list[str] | None = None,
-                   extra_files: dict[str, str] | None = None, array: str | None = None,
-                   log_name: str = "slurm-%j") -> Path:
+def render_run_dir(
+    job: Job,
+    out_dir: str | Path | None = None,
+    command_line: list[str] | None = None,
+    extra_files: dict[str, str] | None = None,
+    array: str | None = None,
+    log_name: str = "slurm-%j",
+) -> Path:
     """Write the run directory for `job` and return its absolute path."""
     run_dir = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     if run_dir.exists() and any(run_dir.iterdir()):

@@ -32,8 +32,10 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not an hpcft run directory (no manifest.json); "
-                          "give a run directory written by `hpcft render`/`hpcft submit`, or a job id") from None
+        raise ConfigError(
+            f"{run_dir} is not an hpcft run directory (no manifest.json); "
+            "give a run directory written by `hpcft render`/`hpcft submit`, or a job id"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: unreadable manifest ({exc}); re-render the run") from None
 
@@ -51,8 +53,13 @@ def record_submission(run_dir: Path, job_id: str, backend: str) -> None:
     """Write the job id into the manifest and the user's submissions index."""
     submitted_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = update_manifest(run_dir, job_id=job_id, submitted_at=submitted_at, backend=backend)
-    entry = {"job_id": job_id, "run_dir": str(run_dir), "name": data.get("job_name"),
-             "submitted_at": submitted_at, "backend": backend}
+    entry = {
+        "job_id": job_id,
+        "run_dir": str(run_dir),
+        "name": data.get("job_name"),
+        "submitted_at": submitted_at,
+        "backend": backend,
+    }
     index = index_path()
     index.parent.mkdir(parents=True, exist_ok=True)
     with index.open("a") as handle:
@@ -78,6 +85,7 @@ def submissions() -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- finding a run
 
+
 @dataclass
 class RunRef:
     """What a user named: a job id, and the run directory when the job is hpcft's."""
@@ -91,16 +99,19 @@ def resolve_run(ref: str | None) -> RunRef:
     if ref in (None, "latest"):
         entries = submissions()
         if not entries:
-            raise ConfigError("no hpcft job submitted yet (nothing in "
-                              f"{index_path()}); give a job id or a run directory")
+            raise ConfigError(
+                f"no hpcft job submitted yet (nothing in {index_path()}); give a job id or a run directory"
+            )
         return RunRef(entries[-1]["job_id"], Path(entries[-1]["run_dir"]))
     path = Path(ref).expanduser()
     if path.exists():
         run_dir = (path.parent if path.is_file() else path).resolve()
         job_id = read_manifest(run_dir).get("job_id")
         if not job_id:
-            raise ConfigError(f"{run_dir} was rendered but never submitted; submit it with "
-                              f"`sbatch {run_dir}/job.sbatch` or `hpcft submit`")
+            raise ConfigError(
+                f"{run_dir} was rendered but never submitted; submit it with "
+                f"`sbatch {run_dir}/job.sbatch` or `hpcft submit`"
+            )
         return RunRef(str(job_id), run_dir)
     if not re.fullmatch(r"\d+(_\d+)?", ref):
         raise ConfigError(f"'{ref}' is neither a job id, a run directory, nor 'latest'")
@@ -118,7 +129,6 @@ def _run_dir_of(job_id: str) -> Path | None:
         if member.work_dir and (Path(member.work_dir) / "manifest.json").is_file():
             return Path(member.work_dir)
     return None
-
 
 
 def recent_runs(include_all: bool, max_age_s: float = 86400) -> list[RunRef]:

@@ -78,10 +78,14 @@ def check_optimizer_name(value: str) -> str:
     if value in TRANSFORMERS_OPTIMIZERS:
         return value
     if value in axolotl_key_space().optimizers:
-        raise ValueError(f"'optimizer: {value}' is an axolotl option hpcft does not support yet; use one of "
-                         f"{', '.join(COMMON_OPTIMIZERS)}")
-    raise ValueError(f"unknown optimizer '{value}'{_did_you_mean(value, TRANSFORMERS_OPTIMIZERS)} (common: "
-                     f"{', '.join(COMMON_OPTIMIZERS)}; any transformers optimizer name works)")
+        raise ValueError(
+            f"'optimizer: {value}' is an axolotl option hpcft does not support yet; use one of "
+            f"{', '.join(COMMON_OPTIMIZERS)}"
+        )
+    raise ValueError(
+        f"unknown optimizer '{value}'{_did_you_mean(value, TRANSFORMERS_OPTIMIZERS)} (common: "
+        f"{', '.join(COMMON_OPTIMIZERS)}; any transformers optimizer name works)"
+    )
 
 
 class _Strict(BaseModel):
@@ -218,27 +222,60 @@ PAIRED_PREFERENCE_TYPES = frozenset(
     | {"chatml", "llama3", "zephyr.nectar", "chat_template", "chat_template.argilla_chat"}
 )
 KTO_PREFERENCE_TYPES = frozenset(
-    {f"{family}.{kind}" for family in ("chatml", "llama3")
-     for kind in ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")}
+    {
+        f"{family}.{kind}"
+        for family in ("chatml", "llama3")
+        for kind in ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
+    }
 )
 # ORPO also reads chat_template.argilla (the whole conversation in chosen/rejected, optional prompt column).
-PREFERENCE_TYPES = {"dpo": PAIRED_PREFERENCE_TYPES, "ipo": PAIRED_PREFERENCE_TYPES, "simpo": PAIRED_PREFERENCE_TYPES,
-                    "orpo": PAIRED_PREFERENCE_TYPES | {"chat_template.argilla"}, "kto": KTO_PREFERENCE_TYPES}
+PREFERENCE_TYPES = {
+    "dpo": PAIRED_PREFERENCE_TYPES,
+    "ipo": PAIRED_PREFERENCE_TYPES,
+    "simpo": PAIRED_PREFERENCE_TYPES,
+    "orpo": PAIRED_PREFERENCE_TYPES | {"chat_template.argilla"},
+    "kto": KTO_PREFERENCE_TYPES,
+}
 ALL_PREFERENCE_TYPES = frozenset().union(*PREFERENCE_TYPES.values()) - {"chat_template"}
 # TRL 1.16's DPOConfig.loss_type values.
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 # Keys that only mean something for some methods: set for another method they would silently do nothing.
-RL_METHOD_KEYS = {"dpo_loss_type": ("dpo",), "dpo_loss_weights": ("dpo",), "dpo_label_smoothing": ("dpo",),
-                  "dpo_use_weighting": ("dpo", "ipo"), "precompute_ref_log_probs": ("dpo", "ipo", "kto"),
-                  "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
-                  "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",)}
+RL_METHOD_KEYS = {
+    "dpo_loss_type": ("dpo",),
+    "dpo_loss_weights": ("dpo",),
+    "dpo_label_smoothing": ("dpo",),
+    "dpo_use_weighting": ("dpo", "ipo"),
+    "precompute_ref_log_probs": ("dpo", "ipo", "kto"),
+    "orpo_alpha": ("orpo",),
+    "simpo_gamma": ("simpo",),
+    "cpo_alpha": ("simpo",),
+    "kto_desirable_weight": ("kto",),
+    "kto_undesirable_weight": ("kto",),
+}
 
 
 def rl_refusal(method: str) -> str:
     """Why a generation-based method is refused (one message for the key check and the schema)."""
-    return (f"'rl: {method}' is an axolotl option hpcft does not support yet: {RL_NEEDS_GENERATION[method]}, which "
-            f"needs a generation server (vLLM) next to the trainer; use one of {', '.join(RL_METHODS)}")
+    return (
+        f"'rl: {method}' is an axolotl option hpcft does not support yet: {RL_NEEDS_GENERATION[method]}, which "
+        f"needs a generation server (vLLM) next to the trainer; use one of {', '.join(RL_METHODS)}"
+    )
 
 
 def preference_type_name(value: str | UserDefinedPreferenceType | None) -> str | None:
@@ -266,8 +303,15 @@ class TrlConfig(_Strict):
 
 
 FSDP_SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2")
-FSDP_LIST_OPTIONS = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload",
-                     "auto_wrap"}
+FSDP_LIST_OPTIONS = {
+    "full_shard",
+    "shard_grad_op",
+    "no_shard",
+    "hybrid_shard",
+    "hybrid_shard_zero2",
+    "offload",
+    "auto_wrap",
+}
 
 
 class FsdpConfig(_Strict):
@@ -318,8 +362,11 @@ class FsdpConfig(_Strict):
             return data
         out: dict[Any, Any] = {}
         for key, value in data.items():
-            name = key[len("fsdp_"):] if isinstance(key, str) and key.startswith("fsdp_") and key != "fsdp_version" \
+            name = (
+                key[len("fsdp_") :]
+                if isinstance(key, str) and key.startswith("fsdp_") and key != "fsdp_version"
                 else key
+            )
             if name in out:
                 raise ValueError(f"'{key}' is given twice (with and without the fsdp_ prefix); keep one")
             out[name] = value
@@ -414,7 +461,7 @@ class LaunchConfig(_Strict):
     @classmethod
     def _valid_job_name(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or re.search(r'[\x00-\x1f"]', value)):
-            raise ValueError(f"{value!r} cannot be a Slurm job name (no newlines, control characters or \")")
+            raise ValueError(f'{value!r} cannot be a Slurm job name (no newlines, control characters or ")')
         return value
 
     @field_validator("mem", "preprocess_mem")
@@ -434,8 +481,10 @@ class LaunchConfig(_Strict):
     def _long_sbatch_options(cls, value: list[str]) -> list[str]:
         for arg in value:
             if not re.fullmatch(r"--[A-Za-z][A-Za-z0-9-]*(=\S.*)?", arg) or "\n" in arg:
-                raise ValueError(f"'{arg}' is not one long Slurm option; write one option per item in the form "
-                                 "--key or --key=value (e.g. [--exclusive, --mem=0])")
+                raise ValueError(
+                    f"'{arg}' is not one long Slurm option; write one option per item in the form "
+                    "--key or --key=value (e.g. [--exclusive, --mem=0])"
+                )
         return value
 
     @field_validator("env")
@@ -452,11 +501,13 @@ class LaunchConfig(_Strict):
         # at once, round after round, with almost no training in between.
         seconds = slurm_time_to_seconds(self.time)
         if self.requeue and seconds < 2 * self.signal_grace:
-            raise ValueError(f"time '{self.time}' is {seconds} s, less than twice signal_grace "
-                             f"({self.signal_grace} s): "
-                             "the job would checkpoint and requeue almost as soon as it starts. Ask for more time "
-                             "(note that Slurm reads 1:30 as 1 min 30 s; write 01:30:00 for 1.5 hours) or lower "
-                             "launch.signal_grace")
+            raise ValueError(
+                f"time '{self.time}' is {seconds} s, less than twice signal_grace "
+                f"({self.signal_grace} s): "
+                "the job would checkpoint and requeue almost as soon as it starts. Ask for more time "
+                "(note that Slurm reads 1:30 as 1 min 30 s; write 01:30:00 for 1.5 hours) or lower "
+                "launch.signal_grace"
+            )
         return self
 
     @property
@@ -480,8 +531,9 @@ class TrainConfig(_Strict):
     """Load the tokenizer from here instead of `base_model`."""
     tokenizer_type: str = "AutoTokenizer"
     """Tokenizer class (AutoTokenizer)."""
-    model_type: str = Field("AutoModelForCausalLM",
-                            validation_alias=AliasChoices("model_type", "type", "type_of_model"))
+    model_type: str = Field(
+        "AutoModelForCausalLM", validation_alias=AliasChoices("model_type", "type", "type_of_model")
+    )
     """Model class (AutoModelForCausalLM); `type:` and `type_of_model:` are accepted too."""
     model_revision: str | None = None
     """Model revision on the Hub."""
@@ -525,8 +577,9 @@ class TrainConfig(_Strict):
     """Evaluation datasets (instead of splitting off `val_set_size`)."""
     dataset_prepared_path: str | None = None
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
-    dataset_processes: int | None = Field(None, ge=1,
-                                          validation_alias=AliasChoices("dataset_processes", "dataset_num_proc"))
+    dataset_processes: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("dataset_processes", "dataset_num_proc")
+    )
     """Processes used for tokenizing (default: CPUs available); `dataset_num_proc:` is accepted too."""
     skip_prepare_dataset: bool | None = None
     """Accepted for axolotl compatibility: hpcft always tokenizes before training (cached in dataset_prepared_path),
@@ -840,17 +893,22 @@ class TrainConfig(_Strict):
             for where, group in (("datasets", self.datasets), ("test_datasets", self.test_datasets or [])):
                 for i, ds in enumerate(group):
                     if isinstance(ds.type, UserDefinedPreferenceType) or ds.type in ALL_PREFERENCE_TYPES:
-                        raise ValueError(f"{where}[{i}].type is a preference dataset type; it needs rl: "
-                                         "(dpo, ipo, orpo, kto, simpo)")
+                        raise ValueError(
+                            f"{where}[{i}].type is a preference dataset type; it needs rl: (dpo, ipo, orpo, kto, simpo)"
+                        )
             return
         if self.sample_packing:
-            raise ValueError(f"sample_packing: true does not work with rl: {self.rl} (each row is a chosen/rejected "
-                             "pair, not packed text); set sample_packing: false")
+            raise ValueError(
+                f"sample_packing: true does not work with rl: {self.rl} (each row is a chosen/rejected "
+                "pair, not packed text); set sample_packing: false"
+            )
         if self.rl == "kto" and self.micro_batch_size < 2:
-            raise ValueError("rl: kto estimates its KL term from the other rows of a micro-batch; set "
-                             "micro_batch_size: 2 or more")
+            raise ValueError(
+                "rl: kto estimates its KL term from the other rows of a micro-batch; set micro_batch_size: 2 or more"
+            )
         if self.dpo_loss_weights is not None and (
-                self.dpo_loss_type is None or len(self.dpo_loss_weights) != len(self.dpo_loss_type)):
+            self.dpo_loss_type is None or len(self.dpo_loss_weights) != len(self.dpo_loss_type)
+        ):
             raise ValueError("dpo_loss_weights needs dpo_loss_type with as many entries (one weight per loss)")
         allowed = PREFERENCE_TYPES[self.rl]
         for where, group in (("datasets", self.datasets), ("test_datasets", self.test_datasets or [])):
@@ -862,7 +920,8 @@ class TrainConfig(_Strict):
                 raise ValueError(
                     f"{where}[{i}]: {shown} is not a dataset type for rl: {self.rl}; use one of "
                     f"{', '.join(sorted(preference_type_name(t) for t in allowed))} or a user-defined mapping "
-                    "(docs/preference-tuning.md)")
+                    "(docs/preference-tuning.md)"
+                )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -888,31 +947,39 @@ class TrainConfig(_Strict):
             raise ValueError("evals_per_epoch and eval_steps are mutually exclusive; keep one")
         if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
             raise ValueError(
-                f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or "
-                "lora_target_linear: true"
+                f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true"
             )
         if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
-            raise ValueError(f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
-                             f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine")
+            raise ValueError(
+                f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
+                f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine"
+            )
         if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
-            raise ValueError("early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or "
-                             "test_datasets")
+            raise ValueError(
+                "early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets"
+            )
         if self.unfrozen_parameters and self.adapter:
-            raise ValueError("unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
-                             "lora_modules_to_save instead")
+            raise ValueError(
+                "unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
+                "lora_modules_to_save instead"
+            )
         if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
             raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
         if self.batch_size and self.batch_size != self.micro_batch_size * self.gradient_accumulation_steps:
-            raise ValueError(f"batch_size {self.batch_size} disagrees with micro_batch_size x "
-                             f"gradient_accumulation_steps ({self.micro_batch_size} x "
-                             f"{self.gradient_accumulation_steps}); keep one")
+            raise ValueError(
+                f"batch_size {self.batch_size} disagrees with micro_batch_size x "
+                f"gradient_accumulation_steps ({self.micro_batch_size} x "
+                f"{self.gradient_accumulation_steps}); keep one"
+            )
         if self.revision_of_model:
             if self.model_revision and self.model_revision != self.revision_of_model:
                 raise ValueError("model_revision and revision_of_model disagree; keep one")
             self.model_revision, self.revision_of_model = self.revision_of_model, None
         if self.liger_cross_entropy and self.liger_fused_linear_cross_entropy:
-            raise ValueError("liger_cross_entropy and liger_fused_linear_cross_entropy are two ways to compute the "
-                             "same loss; keep one")
+            raise ValueError(
+                "liger_cross_entropy and liger_fused_linear_cross_entropy are two ways to compute the "
+                "same loss; keep one"
+            )
         if self.liger_swiglu is not None:
             if self.liger_glu_activation is not None:
                 raise ValueError("liger_swiglu is the old name of liger_glu_activation; keep one")
@@ -933,8 +1000,9 @@ class TrainConfig(_Strict):
             self.fsdp_final_state_dict_type = None
         inner = self.fsdp_config.fsdp_version if self.fsdp_config else None
         if inner and self.fsdp_version and inner != self.fsdp_version:
-            raise ValueError(f"fsdp_version: {self.fsdp_version} disagrees with fsdp_config.fsdp_version: {inner}; "
-                             "keep one")
+            raise ValueError(
+                f"fsdp_version: {self.fsdp_version} disagrees with fsdp_config.fsdp_version: {inner}; keep one"
+            )
         self.fsdp_version = self.fsdp_version or inner
         if self.fsdp_config:
             self.fsdp_config.fsdp_version = self.fsdp_version

@@ -16,18 +16,49 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # squeue -o fields (one line per array task with --array). The job name goes last: it may contain '|'.
-SQUEUE_FIELDS = {"job_id": "%i", "array_job_id": "%F", "array_task_id": "%K", "state": "%T", "elapsed": "%M",
-                 "nodes": "%D", "nodelist": "%N", "reason": "%r", "name": "%j"}
+SQUEUE_FIELDS = {
+    "job_id": "%i",
+    "array_job_id": "%F",
+    "array_task_id": "%K",
+    "state": "%T",
+    "elapsed": "%M",
+    "nodes": "%D",
+    "nodelist": "%N",
+    "reason": "%r",
+    "name": "%j",
+}
 SQUEUE_FORMAT = "|".join(SQUEUE_FIELDS.values())
 # sacct -P fields; JobName last for the same reason. JobIDRaw is the member's own id, JobID the 12_3 form.
 # DerivedExitCode is the highest exit code of the job's steps: the trainer's own code, where ExitCode is the
 # batch script's (15 or 143 once srun's --kill-on-bad-exit has terminated the other nodes).
-SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "DerivedExitCode", "Elapsed", "NNodes", "NodeList",
-                "WorkDir", "JobName")
+SACCT_FIELDS = (
+    "JobID",
+    "JobIDRaw",
+    "State",
+    "ExitCode",
+    "DerivedExitCode",
+    "Elapsed",
+    "NNodes",
+    "NodeList",
+    "WorkDir",
+    "JobName",
+)
 
 # States after which a job (or array task) will not run again on its own.
-TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED"})
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+    }
+)
 _INVALID_JOB = "Invalid job id specified"
 
 
@@ -64,13 +95,17 @@ class JobInfo:
 
 # ---------------------------------------------------------------- running commands
 
+
 def _missing(command: str) -> SlurmError:
-    return SlurmError(f"{command} not found: is this a login node of a Slurm cluster? "
-                      "(for a local test cluster run scripts/local-slurm.sh up)")
+    return SlurmError(
+        f"{command} not found: is this a login node of a Slurm cluster? "
+        "(for a local test cluster run scripts/local-slurm.sh up)"
+    )
 
 
-def run_slurm(argv: list[str], *, cwd: str | Path | None = None, timeout: float = 60,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_slurm(
+    argv: list[str], *, cwd: str | Path | None = None, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run one Slurm command; with check, a non-zero exit raises SlurmError with Slurm's stderr."""
     if shutil.which(argv[0]) is None:
         raise _missing(argv[0])
@@ -101,6 +136,7 @@ def controller_reachable() -> bool:
 
 
 # ---------------------------------------------------------------- sbatch
+
 
 def sbatch_argv(script: Path, extra_args: list[str] | None = None) -> list[str]:
     return ["sbatch", "--parsable", *(extra_args or []), str(script)]
@@ -133,6 +169,7 @@ def submit_batch(script: Path, *, cwd: Path, extra_args: list[str] | None = None
 
 # ---------------------------------------------------------------- squeue
 
+
 def _pipe_rows(stdout: str, fields: list[str], tool: str) -> list[dict[str, str]]:
     """`|`-separated lines as dicts over fields; the last field takes the rest of the line (a job name may
     contain '|'). Blank lines are skipped; a line with too few fields is an error naming the tool."""
@@ -152,10 +189,19 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
     jobs = []
     for row in _pipe_rows(stdout, list(SQUEUE_FIELDS), "squeue"):
         task = row["array_task_id"]
-        jobs.append(JobInfo(job_id=row["job_id"], array_job_id=row["array_job_id"],
-                            array_task_id=None if task in ("N/A", "") else task, name=row["name"],
-                            state=row["state"].split()[0], elapsed=row["elapsed"], nodes=_int(row["nodes"]),
-                            nodelist=row["nodelist"], reason=row["reason"]))
+        jobs.append(
+            JobInfo(
+                job_id=row["job_id"],
+                array_job_id=row["array_job_id"],
+                array_task_id=None if task in ("N/A", "") else task,
+                name=row["name"],
+                state=row["state"].split()[0],
+                elapsed=row["elapsed"],
+                nodes=_int(row["nodes"]),
+                nodelist=row["nodelist"],
+                reason=row["reason"],
+            )
+        )
     return jobs
 
 
@@ -163,8 +209,9 @@ def squeue_jobs(job_ids: list[str]) -> list[JobInfo]:
     """Jobs the controller still holds (queued, running, and ended less than MinJobAge ago)."""
     if not job_ids:
         return []
-    proc = run_slurm(["squeue", "--array", "--states=all", "--noheader", "-o", SQUEUE_FORMAT,
-                      "-j", ",".join(job_ids)], check=False)
+    proc = run_slurm(
+        ["squeue", "--array", "--states=all", "--noheader", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)], check=False
+    )
     if proc.returncode != 0:
         if _INVALID_JOB in proc.stderr:  # every id has left the controller's memory
             return []
@@ -174,16 +221,26 @@ def squeue_jobs(job_ids: list[str]) -> list[JobInfo]:
 
 # ---------------------------------------------------------------- sacct
 
+
 def parse_sacct(stdout: str) -> list[JobInfo]:
     """Lines of `sacct -X -D -P -n -o SACCT_FIELDS`; requeued runs of a job (duplicates) count as restarts."""
     by_id: dict[str, JobInfo] = {}
     for row in _pipe_rows(stdout, list(SACCT_FIELDS), "sacct"):
         job_id = row["JobID"]
         array_job_id, _, task = job_id.partition("_")
-        info = JobInfo(job_id=job_id, array_job_id=array_job_id, array_task_id=task or None, name=row["JobName"],
-                       state=row["State"].split()[0], exit_code=row["ExitCode"],
-                       derived_exit_code=row["DerivedExitCode"] or None, elapsed=row["Elapsed"],
-                       nodes=_int(row["NNodes"]), nodelist=row["NodeList"], work_dir=row["WorkDir"] or None)
+        info = JobInfo(
+            job_id=job_id,
+            array_job_id=array_job_id,
+            array_task_id=task or None,
+            name=row["JobName"],
+            state=row["State"].split()[0],
+            exit_code=row["ExitCode"],
+            derived_exit_code=row["DerivedExitCode"] or None,
+            elapsed=row["Elapsed"],
+            nodes=_int(row["NNodes"]),
+            nodelist=row["NodeList"],
+            work_dir=row["WorkDir"] or None,
+        )
         if job_id in by_id:  # sacct lists earlier runs of a requeued job first
             info.restarts = by_id[job_id].restarts + 1
         by_id[job_id] = info
@@ -194,11 +251,13 @@ def sacct_jobs(job_ids: list[str]) -> list[JobInfo]:
     """Jobs from the accounting database (finished ones too). Raises SlurmError where there is no slurmdbd."""
     if not job_ids:
         return []
-    proc = run_slurm(["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(job_ids)],
-                     check=False)
+    proc = run_slurm(
+        ["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(job_ids)], check=False
+    )
     if proc.returncode != 0:
-        raise SlurmError("sacct failed (is accounting, slurmdbd, set up on this cluster?): "
-                         + slurm_message(proc.stderr))
+        raise SlurmError(
+            "sacct failed (is accounting, slurmdbd, set up on this cluster?): " + slurm_message(proc.stderr)
+        )
     return parse_sacct(proc.stdout)
 
 
@@ -230,12 +289,20 @@ def scontrol_show_job(job_id: str) -> list[dict[str, str]]:
 def job_from_scontrol(record: dict[str, str]) -> JobInfo:
     task = record.get("ArrayTaskId")
     array_job = record.get("ArrayJobId") or record["JobId"]
-    return JobInfo(job_id=f"{array_job}_{task}" if task else record["JobId"], array_job_id=array_job,
-                   array_task_id=task, name=record.get("JobName", ""), state=record.get("JobState", "").split()[0],
-                   elapsed=record.get("RunTime", ""), nodes=_int(record.get("NumNodes", "0")),
-                   nodelist=record.get("NodeList", ""), reason=record.get("Reason", ""),
-                   exit_code=record.get("ExitCode"), work_dir=record.get("WorkDir"),
-                   restarts=_int(record.get("Restarts", "0")))
+    return JobInfo(
+        job_id=f"{array_job}_{task}" if task else record["JobId"],
+        array_job_id=array_job,
+        array_task_id=task,
+        name=record.get("JobName", ""),
+        state=record.get("JobState", "").split()[0],
+        elapsed=record.get("RunTime", ""),
+        nodes=_int(record.get("NumNodes", "0")),
+        nodelist=record.get("NodeList", ""),
+        reason=record.get("Reason", ""),
+        exit_code=record.get("ExitCode"),
+        work_dir=record.get("WorkDir"),
+        restarts=_int(record.get("Restarts", "0")),
+    )
 
 
 def scancel(job_id: str) -> None:
@@ -243,6 +310,7 @@ def scancel(job_id: str) -> None:
 
 
 # ---------------------------------------------------------------- combined views
+
 
 def job_members(job_id: str) -> list[JobInfo]:
     """The job (or every task of an array) with its current state: the controller first, then accounting."""

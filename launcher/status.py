@@ -80,18 +80,31 @@ def status_rows(runs: list[RunRef]) -> list[StatusRow]:
                 manifests[run.run_dir] = read_manifest(run.run_dir)
             manifest = manifests[run.run_dir]
         if not members:
-            rows.append(StatusRow(run.job_id, manifest.get("job_name") or "", "UNKNOWN", "", 0, 0,
-                                  run_dir=str(run.run_dir or "")))
+            rows.append(
+                StatusRow(
+                    run.job_id, manifest.get("job_name") or "", "UNKNOWN", "", 0, 0, run_dir=str(run.run_dir or "")
+                )
+            )
             continue
         for member in sorted(members.values(), key=slurm.task_order):
             if "_" in run.job_id and member.job_id != run.job_id:
                 continue
             preprocessing = run.job_id == (manifest.get("preprocess") or {}).get("job_id")
             step, loss = (None, None) if preprocessing else last_metrics(_output_dir_for(member, manifest))
-            rows.append(StatusRow(member.job_id, member.name, member.state, member.elapsed, member.nodes,
-                                  member.restarts, step, loss, str(run.run_dir or "")))
+            rows.append(
+                StatusRow(
+                    member.job_id,
+                    member.name,
+                    member.state,
+                    member.elapsed,
+                    member.nodes,
+                    member.restarts,
+                    step,
+                    loss,
+                    str(run.run_dir or ""),
+                )
+            )
     return rows
-
 
 
 def attempt_lines(manifest: dict[str, Any]) -> list[str]:
@@ -100,14 +113,18 @@ def attempt_lines(manifest: dict[str, Any]) -> list[str]:
     for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
         text = f"attempt {number}: {attempt['world_size']} rank(s)"
         if attempt.get("resumed_from"):
-            text += (f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
-                     f"{attempt['gradient_accumulation_steps']}")
+            text += (
+                f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
+                f"{attempt['gradient_accumulation_steps']}"
+            )
         else:
             text += ", from the start"
         conversion = attempt.get("conversion")
         if conversion:
-            text += (f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
-                     f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s")
+            text += (
+                f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
+                f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s"
+            )
         lines.append(text)
     return lines
 
@@ -127,10 +144,20 @@ def run_details(runs: list[RunRef]) -> str:
 def format_status_table(rows: list[StatusRow]) -> str:
     header = ("JOBID", "NAME", "STATE", "ELAPSED", "NODES", "RESTARTS", "STEP", "LOSS", "RUN_DIR")
     table = [header] + [
-        (r.job_id, r.name, r.state, r.elapsed, str(r.nodes), str(r.restarts),
-         "-" if r.step is None else str(r.step), "-" if r.loss is None else f"{r.loss:.4g}", r.run_dir)
+        (
+            r.job_id,
+            r.name,
+            r.state,
+            r.elapsed,
+            str(r.nodes),
+            str(r.restarts),
+            "-" if r.step is None else str(r.step),
+            "-" if r.loss is None else f"{r.loss:.4g}",
+            r.run_dir,
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-                     for row in table)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
+    )

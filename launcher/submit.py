@@ -52,8 +52,15 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
     return True, f"no prepared dataset in {where} yet"
 
 
-def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "sbatch", dry_run: bool = False,
-               sweep: list[SweepPoint] | None = None, command_line: list[str] | None = None) -> Submission:
+def submit_run(
+    job: Job,
+    *,
+    out_dir: str | Path | None = None,
+    backend: str = "sbatch",
+    dry_run: bool = False,
+    sweep: list[SweepPoint] | None = None,
+    command_line: list[str] | None = None,
+) -> Submission:
     """Render the run directory and submit it; a refused submission leaves no run directory behind."""
     from hpcft.launcher.render import render_run_dir
 
@@ -68,11 +75,22 @@ def submit_run(job: Job, *, out_dir: str | Path | None = None, backend: str = "s
     if sweep:
         # Each point's train.yaml names files inside the run directory, so choose it before rendering.
         target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
-        run_dir = render_run_dir(job, out_dir=target, command_line=command_line,
-                                 extra_files=render_sweep_files(sweep, target),
-                                 array=f"0-{len(sweep) - 1}", log_name="slurm-%A_%a")
-        update_manifest(run_dir, sweep={"points": [
-            {"index": p.index, "overrides": p.overrides, "output_dir": p.job.cfg.output_dir} for p in sweep]})
+        run_dir = render_run_dir(
+            job,
+            out_dir=target,
+            command_line=command_line,
+            extra_files=render_sweep_files(sweep, target),
+            array=f"0-{len(sweep) - 1}",
+            log_name="slurm-%A_%a",
+        )
+        update_manifest(
+            run_dir,
+            sweep={
+                "points": [
+                    {"index": p.index, "overrides": p.overrides, "output_dir": p.job.cfg.output_dir} for p in sweep
+                ]
+            },
+        )
     else:
         run_dir = render_run_dir(job, out_dir=out_dir, command_line=command_line)
     script = run_dir / "job.sbatch"

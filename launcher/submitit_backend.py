@@ -18,8 +18,18 @@ if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs
     from hpcft.launcher.jobplan import JobPlan
 
 # Slurm options submitit takes as its own parameters (the others go in additional_parameters).
-_SUBMITIT_PARAMETERS = {"job-name": str, "nodes": int, "ntasks-per-node": int, "gres": str, "gpus-per-node": int,
-                        "cpus-per-task": int, "partition": str, "account": str, "qos": str, "constraint": str}
+_SUBMITIT_PARAMETERS = {
+    "job-name": str,
+    "nodes": int,
+    "ntasks-per-node": int,
+    "gres": str,
+    "gpus-per-node": int,
+    "cpus-per-task": int,
+    "partition": str,
+    "account": str,
+    "qos": str,
+    "constraint": str,
+}
 # Options submitit decides itself: its own log files, and the time-limit signal and requeue (see checkpoint()).
 _SUBMITIT_OWN = ("output", "error", "open-mode", "requeue", "signal", "time")
 
@@ -37,8 +47,9 @@ class TorchrunOnNode:
         self._proc = subprocess.Popen(["bash", "-c", self.command])
         code = self._proc.wait()
         if code != 0:
-            raise RuntimeError(f"torchrun on {os.uname().nodename} (node rank {os.environ.get('SLURM_PROCID')}) "
-                               f"exited {code}")
+            raise RuntimeError(
+                f"torchrun on {os.uname().nodename} (node rank {os.environ.get('SLURM_PROCID')}) exited {code}"
+            )
         return code
 
     def checkpoint(self) -> Any:
@@ -90,10 +101,17 @@ def submit_with_submitit(job: Job, plan: JobPlan) -> Any:
     # In a container runtime the task's Python is the image's; elsewhere it is the one running hpcft.
     python = dict(plan.exports)[protocol.PYTHON_ENV]  # already quoted for the shell
     executor_python = python if plan.runtime in ("edf", "pyxis") else shlex.quote(sys.executable)
-    executor = submitit.SlurmExecutor(folder=Path(plan.run_dir) / "submitit", python=executor_python,
-                                      max_num_timeout=launch.max_requeues if launch.requeue else 0)
-    executor.update_parameters(**submitit_parameters(plan), setup=plan.shell_setup(), srun_args=plan.srun_args,
-                               signal_delay_s=launch.signal_grace)
+    executor = submitit.SlurmExecutor(
+        folder=Path(plan.run_dir) / "submitit",
+        python=executor_python,
+        max_num_timeout=launch.max_requeues if launch.requeue else 0,
+    )
+    executor.update_parameters(
+        **submitit_parameters(plan),
+        setup=plan.shell_setup(),
+        srun_args=plan.srun_args,
+        signal_delay_s=launch.signal_grace,
+    )
     try:
         return executor.submit(TorchrunOnNode(plan.node_command(), stop_grace_s=max(10, launch.signal_grace - 10)))
     except Exception as exc:  # submitit wraps sbatch's refusal in its own exception types

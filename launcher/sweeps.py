@@ -33,16 +33,20 @@ class SweepPoint:
     job: Job
 
 
-def load_sweep(config: str | Path, profile: str, overrides: list[str], cli_launch: dict[str, Any],
-               specs: list[str], base: Job) -> list[SweepPoint]:
+def load_sweep(
+    config: str | Path, profile: str, overrides: list[str], cli_launch: dict[str, Any], specs: list[str], base: Job
+) -> list[SweepPoint]:
     """Validate every grid point before anything is written; each point trains into <output_dir>/point-<i>."""
     from hpcft.launcher.config import load_job
 
     points = []
     for index, point in enumerate(sweep_points(specs)):
         own = [*overrides, *point, f"output_dir={base.cfg.output_dir}/point-{index}"]
-        points.append(SweepPoint(index, point, load_job(config, profile, overrides=own, cli_launch=cli_launch,
-                                                        profile=base.profile)))
+        points.append(
+            SweepPoint(
+                index, point, load_job(config, profile, overrides=own, cli_launch=cli_launch, profile=base.profile)
+            )
+        )
     return points
 
 
@@ -59,5 +63,6 @@ def render_sweep_files(points: list[SweepPoint], run_dir: Path) -> dict[str, str
             if name in rendered:
                 files[f"points/{point.index}/{name}"] = rendered[name]
         files[f"points/{point.index}/point.json"] = json.dumps(
-            {"index": point.index, "overrides": point.overrides, "output_dir": point.job.cfg.output_dir}, indent=2)
+            {"index": point.index, "overrides": point.overrides, "output_dir": point.job.cfg.output_dir}, indent=2
+        )
     return files

@@ -65,25 +65,48 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
         if entries is None:
             continue
         if not isinstance(entries, list):
-            raise ValueError(f"{where}: key '{list_key}' must be a list of dataset entries, e.g. "
-                             f"'{list_key}: [{{path: data.jsonl, type: chat_template}}]'")
+            raise ValueError(
+                f"{where}: key '{list_key}' must be a list of dataset entries, e.g. "
+                f"'{list_key}: [{{path: data.jsonl, type: chat_template}}]'"
+            )
         for i, entry in enumerate(entries):
             name = f"{list_key}[{i}]"
             if not isinstance(entry, dict):
-                raise ValueError(f"{where}: key '{name}' must be a mapping with path: (and type:), "
-                                 f"got {type(entry).__name__}")
-            _check_mapping(entry, known_keys(DatasetConfig), space.dataset, WARN_ONLY_DATASET_KEYS,
-                           REFUSED_DATASET_KEYS, where, f"{name}.", warnings)
+                raise ValueError(
+                    f"{where}: key '{name}' must be a mapping with path: (and type:), got {type(entry).__name__}"
+                )
+            _check_mapping(
+                entry,
+                known_keys(DatasetConfig),
+                space.dataset,
+                WARN_ONLY_DATASET_KEYS,
+                REFUSED_DATASET_KEYS,
+                where,
+                f"{name}.",
+                warnings,
+            )
             if isinstance(entry.get("type"), dict) and not raw.get("rl"):
-                raise ValueError(f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
-                                 "axolotl option hpcft does not support yet; use type: alpaca or chat_template")
+                raise ValueError(
+                    f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
+                    "axolotl option hpcft does not support yet; use type: alpaca or chat_template"
+                )
             if isinstance(entry.get("type"), dict):  # a user-defined preference type (see docs/preference-tuning.md)
-                _check_mapping(entry["type"], known_keys(UserDefinedPreferenceType), frozenset(), {}, {}, where,
-                               f"{name}.type.", warnings)
+                _check_mapping(
+                    entry["type"],
+                    known_keys(UserDefinedPreferenceType),
+                    frozenset(),
+                    {},
+                    {},
+                    where,
+                    f"{name}.type.",
+                    warnings,
+                )
     attention = raw.get("attn_implementation")
     if attention in ATTENTION_KERNELS_WITHOUT_EFFECT:
-        warnings.append(f"{where}: 'attn_implementation: {attention}' has no effect in hpcft (the same attention "
-                        "runs with PyTorch sdpa)")
+        warnings.append(
+            f"{where}: 'attn_implementation: {attention}' has no effect in hpcft (the same attention "
+            "runs with PyTorch sdpa)"
+        )
         raw["attn_implementation"] = "sdpa"
     plugins = raw.get("plugins")
     if plugins is not None and not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
@@ -96,20 +119,32 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     if isinstance(raw.get("trl"), dict):
         for key in list(raw["trl"]):
             if key not in known_keys(TrlConfig):
-                raise ValueError(f"{where}: 'trl.{key}' does not apply to rl: dpo/ipo/orpo/kto/simpo (axolotl uses it "
-                                 "for GRPO, which hpcft does not run); remove it")
+                raise ValueError(
+                    f"{where}: 'trl.{key}' does not apply to rl: dpo/ipo/orpo/kto/simpo (axolotl uses it "
+                    "for GRPO, which hpcft does not run); remove it"
+                )
     launch = raw.get("launch")
     if isinstance(launch, dict):
         _check_mapping(launch, known_keys(LaunchConfig), frozenset(), {}, {}, where, "launch.", warnings)
     return warnings
 
 
-def _check_mapping(raw: dict[str, Any], known: set[str], axolotl: frozenset[str], warn_only: dict[str, str],
-                   refused: dict[str, str], where: str, prefix: str, warnings: list[str]) -> None:
+def _check_mapping(
+    raw: dict[str, Any],
+    known: set[str],
+    axolotl: frozenset[str],
+    warn_only: dict[str, str],
+    refused: dict[str, str],
+    where: str,
+    prefix: str,
+    warnings: list[str],
+) -> None:
     for key in list(raw):
         if not isinstance(key, str):
-            raise ValueError(f"{where}: {prefix}{key!r} is not a key name; config keys are names like "
-                             "learning_rate (quote it if it is meant as text)")
+            raise ValueError(
+                f"{where}: {prefix}{key!r} is not a key name; config keys are names like "
+                "learning_rate (quote it if it is meant as text)"
+            )
         value = raw[key]
         if value is None:
             del raw[key]  # a blank value means unset, as in axolotl
@@ -146,7 +181,7 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
         loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if err["type"] == "missing":
         return f"{where}: required key '{loc}' is missing"
     if err["type"] == "extra_forbidden":

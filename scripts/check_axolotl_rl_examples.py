@@ -19,8 +19,11 @@ RL_KEY = re.compile(r"\b(rl|trl|dpo_\w+|orpo_alpha|kto_\w+|simpo_gamma|cpo_alpha
 
 
 def validate(path: Path) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "hpcft.launcher.cli", "validate", str(path), "--profile", "local"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpcft.launcher.cli", "validate", str(path), "--profile", "local"],
+        capture_output=True,
+        text=True,
+    )
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
@@ -45,8 +48,10 @@ def main(axolotl: Path) -> int:
             Path(tmp.name).unlink()
         bad += "Traceback" in out
         verdict = "OK" if code == 0 else out.splitlines()[-1]
-        print(f"{config.relative_to(axolotl)} (rl: {data['rl']}): {verdict}"
-              + (f"  [after removing non-rl keys: {', '.join(removed)}]" if removed else ""))
+        print(
+            f"{config.relative_to(axolotl)} (rl: {data['rl']}): {verdict}"
+            + (f"  [after removing non-rl keys: {', '.join(removed)}]" if removed else "")
+        )
     return 1 if bad else 0
 
 

@@ -20,16 +20,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="path to train.yaml")
     pre = sub.add_parser("preprocess", help="tokenize and pack the datasets into dataset_prepared_path (no GPU)")
     pre.add_argument("config", help="path to train.yaml")
-    pre.add_argument("--dataset-processes", type=int, metavar="N",
-                     help="tokenize with N processes (default: dataset_processes from the config)")
+    pre.add_argument(
+        "--dataset-processes",
+        type=int,
+        metavar="N",
+        help="tokenize with N processes (default: dataset_processes from the config)",
+    )
     merge = sub.add_parser("merge-lora", help="merge the trained LoRA adapter into the base model")
     merge.add_argument("config", help="path to train.yaml")
     merge.add_argument("--lora-dir", help="the adapter folder (default: output_dir)")
     merge.add_argument("--out-dir", help="where to write the merged model (default: output_dir/merged)")
     tiny = sub.add_parser("make-tiny", help="write a tiny random Llama and tokenizer (demo and tests; no Hub)")
     tiny.add_argument("dir", help="folder to write the model into")
-    doctor = sub.add_parser("doctor", help="node health probe that `hpcft doctor` runs under torchrun on every node",
-                            add_help=False)
+    doctor = sub.add_parser(
+        "doctor", help="node health probe that `hpcft doctor` runs under torchrun on every node", add_help=False
+    )
     doctor.add_argument("probe_args", nargs=argparse.REMAINDER, help="see python -m hpcft.trainer doctor --help")
     return parser
 

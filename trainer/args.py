@@ -87,18 +87,31 @@ def check_config(cfg: TrainConfig) -> None:
     scheduler_arguments(cfg)
 
 
-def training_arguments(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
-                       num_train_rows: int, has_eval: bool, world_size: int,
-                       fsdp_config: dict[str, Any] | None = None) -> TrainingArguments:
+def training_arguments(
+    cfg: TrainConfig,
+    precision: Precision,
+    deepspeed_config: dict[str, Any] | None,
+    num_train_rows: int,
+    has_eval: bool,
+    world_size: int,
+    fsdp_config: dict[str, Any] | None = None,
+) -> TrainingArguments:
     """The TrainingArguments of a run. Build them before loading the model: with ZeRO-3 they make
     from_pretrained load each weight straight into its partition. fsdp_config (from sharding_plan) turns on FSDP."""
-    return TrainingArguments(**training_argument_values(cfg, precision, deepspeed_config, num_train_rows, has_eval,
-                                                        world_size, fsdp_config))
+    return TrainingArguments(
+        **training_argument_values(cfg, precision, deepspeed_config, num_train_rows, has_eval, world_size, fsdp_config)
+    )
 
 
-def training_argument_values(cfg: TrainConfig, precision: Precision, deepspeed_config: dict[str, Any] | None,
-                             num_train_rows: int, has_eval: bool, world_size: int,
-                             fsdp_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def training_argument_values(
+    cfg: TrainConfig,
+    precision: Precision,
+    deepspeed_config: dict[str, Any] | None,
+    num_train_rows: int,
+    has_eval: bool,
+    world_size: int,
+    fsdp_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The keyword arguments of TrainingArguments (TRL's configs extend them: see trainer/preference.py)."""
     epoch_steps = steps_per_epoch(num_train_rows, cfg.micro_batch_size, cfg.gradient_accumulation_steps, world_size)
     tf32 = None

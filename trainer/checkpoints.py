@@ -52,8 +52,9 @@ def find_latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def mark_complete(path: Path, step: int, world_size: int, micro_batch_size: int = 1,
-                  gradient_accumulation_steps: int = 1) -> None:
+def mark_complete(
+    path: Path, step: int, world_size: int, micro_batch_size: int = 1, gradient_accumulation_steps: int = 1
+) -> None:
     """Write the completeness marker (rank 0, after the barrier) with the batch layout and data position that an
     elastic resume needs."""
     layout = BatchLayout(world_size, micro_batch_size, gradient_accumulation_steps)
@@ -84,8 +85,10 @@ def trained_steps(cfg: TrainConfig, checkpoint: str | Path) -> tuple[int, int]:
 
 # Files of a checkpoint that are training state, not the model: not copied when a finished checkpoint becomes the
 # final model.
-_TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimizer.*|scheduler.*|rng_state.*|"
-                             r"scaler\.pt|latest.*|zero_to_.*\.py|hpcft_.*|\..*)$")
+_TRAINING_STATE = re.compile(
+    r"^(trainer_state\.json|training_args\.bin|optimizer.*|scheduler.*|rng_state.*|"
+    r"scaler\.pt|latest.*|zero_to_.*\.py|hpcft_.*|\..*)$"
+)
 
 
 def finish_from_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> list[str]:
@@ -128,8 +131,9 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
         if not (path / "trainer_state.json").is_file():
             raise ConfigError(f"resume_from_checkpoint: {path} is not a checkpoint (no trainer_state.json)")
         if not is_complete(path):
-            log.warning("resume_from_checkpoint: %s has no %s (not written by hpcft, or cut off)", path,
-                        COMPLETE_MARKER)
+            log.warning(
+                "resume_from_checkpoint: %s has no %s (not written by hpcft, or cut off)", path, COMPLETE_MARKER
+            )
         return str(path)
     if cfg.auto_resume_from_checkpoints:
         latest = find_latest_complete_checkpoint(cfg.output_dir)
@@ -169,10 +173,18 @@ class CompleteCheckpointCallback(TrainerCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _barrier()  # every rank has written its shards, optimizer state and RNG state
         if state.is_world_process_zero and path.is_dir():
-            mark_complete(path, state.global_step, args.world_size, args.per_device_train_batch_size,
-                          args.gradient_accumulation_steps)
-            print(f"hpcft: saved {path.name} ({time.monotonic() - self._step_ended:.1f} s, all "
-                  f"{args.world_size} rank(s))", flush=True)
+            mark_complete(
+                path,
+                state.global_step,
+                args.world_size,
+                args.per_device_train_batch_size,
+                args.gradient_accumulation_steps,
+            )
+            print(
+                f"hpcft: saved {path.name} ({time.monotonic() - self._step_ended:.1f} s, all "
+                f"{args.world_size} rank(s))",
+                flush=True,
+            )
             for deleted in rotate_checkpoints(args.output_dir, self.save_total_limit):
                 log.info("save_total_limit=%s: deleted %s", self.save_total_limit, deleted)
         _barrier()  # nobody reads the folder list again before the marker and rotation are done

@@ -61,16 +61,18 @@ def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dat
             raise ConfigError(f"{name}: data file is empty: {f}")
     builder = BUILDER_BY_DS_TYPE.get(ds.ds_type or "") or BUILDER_BY_SUFFIX.get(files[0].suffix)
     if builder is None:
-        raise ConfigError(f"{name}: cannot tell the format of {files[0].name}; set ds_type: "
-                          f"({', '.join(BUILDER_BY_DS_TYPE)})")
+        raise ConfigError(
+            f"{name}: cannot tell the format of {files[0].name}; set ds_type: ({', '.join(BUILDER_BY_DS_TYPE)})"
+        )
     try:
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # a parse error deep in pyarrow: keep its message, name the entry
         bad_line = _first_bad_json_line(files) if builder == "json" else None
         if bad_line:
             raise ConfigError(f"{name}: {bad_line}; fix or remove that line") from None
-        raise ConfigError(f"{name}: cannot read {builder} data from {files[0]}"
-                          f"{' (and others)' if len(files) > 1 else ''}: {exc}") from None
+        raise ConfigError(
+            f"{name}: cannot read {builder} data from {files[0]}{' (and others)' if len(files) > 1 else ''}: {exc}"
+        ) from None
 
 
 def _first_bad_json_line(files: list[Path]) -> str | None:
@@ -93,18 +95,21 @@ def _first_bad_json_line(files: list[Path]) -> str | None:
 def _load_from_hub(ds: DatasetConfig, name: str) -> datasets.Dataset:
     # datasets retries an unreachable Hub for ~25 s per entry; a compute node without internet should fail at once.
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get(
-        "HF_DATASETS_OFFLINE", "0") not in ("0", "")
+        "HF_DATASETS_OFFLINE", "0"
+    ) not in ("0", "")
     if not offline and not hub_reachable():
         raise ConfigError(
             f"{name} is not a local file and the Hugging Face Hub is unreachable from this machine; run "
             "`hpcft preprocess` where there is network (it fills dataset_prepared_path), or point path at local files"
         )
     try:
-        return datasets.load_dataset(ds.path, name=ds.name, split=ds.split, revision=ds.revision,
-                                     data_files=ds.data_files)
+        return datasets.load_dataset(
+            ds.path, name=ds.name, split=ds.split, revision=ds.revision, data_files=ds.data_files
+        )
     except Exception as exc:
-        raise ConfigError(f"{name}: cannot load from the Hugging Face Hub"
-                          f"{' (offline mode is set)' if offline else ''}: {exc}") from None
+        raise ConfigError(
+            f"{name}: cannot load from the Hugging Face Hub{' (offline mode is set)' if offline else ''}: {exc}"
+        ) from None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

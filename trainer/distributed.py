@@ -14,6 +14,7 @@ from hpcft.trainer.elastic import ResumePlan, deepspeed_for_resume
 
 log = logging.getLogger("hpcft.trainer")
 
+
 def world_size() -> int:
     """Processes in the job (torchrun's WORLD_SIZE; 1 when started without torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -33,8 +34,9 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def sharding_plan(cfg: TrainConfig, cuda: bool, quiet: bool = False,
-                  resume: ResumePlan | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def sharding_plan(
+    cfg: TrainConfig, cuda: bool, quiet: bool = False, resume: ResumePlan | None = None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(DeepSpeed config, transformers fsdp_config) of the run; at most one is set.
 
     FSDP runs through accelerate on GPUs; on CPU nodes accelerate would silently fall back to DDP, so the

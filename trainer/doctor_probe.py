@@ -68,9 +68,15 @@ def node_facts(image: str | None) -> dict[str, Any]:
     nccl = None
     if torch.cuda.is_available():
         nccl = ".".join(str(part) for part in torch.cuda.nccl.version())
-    return {"host": socket.gethostname(), "gpus": gpus, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "image": image if image and image != "none" else None, "hpcft_version": _version("hpcft"),
-            "torch_version": torch.__version__, "nccl_version": nccl}
+    return {
+        "host": socket.gethostname(),
+        "gpus": gpus,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "image": image if image and image != "none" else None,
+        "hpcft_version": _version("hpcft"),
+        "torch_version": torch.__version__,
+        "nccl_version": nccl,
+    }
 
 
 def timed_allreduce(numel: int, device: Any, iters: int, group: Any = None) -> float:
@@ -147,8 +153,14 @@ def run(argv: list[str]) -> int:
     report = Report(out, rank)
     started = time.perf_counter()
     # SLURM_PROCID: the node's task number, as `hpcft logs` labels its lines ([host/task]).
-    report.update(rank=rank, world_size=world, local_rank=local_rank, node_rank=node,
-                  slurm_task=int(os.environ.get("SLURM_PROCID", node)), stage="started")
+    report.update(
+        rank=rank,
+        world_size=world,
+        local_rank=local_rank,
+        node_rank=node,
+        slurm_task=int(os.environ.get("SLURM_PROCID", node)),
+        stage="started",
+    )
 
     import torch
 
@@ -180,8 +192,9 @@ def run(argv: list[str]) -> int:
     pairs: dict[str, float] = {}
     for round_pairs in node_pairs(nodes):
         # Every rank creates every group (new_group is collective), then each pair measures at the same time.
-        groups = [(pair, dist.new_group([n * per_node + i for n in pair for i in range(per_node)]))
-                  for pair in round_pairs]
+        groups = [
+            (pair, dist.new_group([n * per_node + i for n in pair for i in range(per_node)])) for pair in round_pairs
+        ]
         for pair, group in groups:
             if node in pair:
                 seconds = timed_allreduce(pair_mib * MIB // 4, device, args.iters, group=group)
@@ -191,8 +204,9 @@ def run(argv: list[str]) -> int:
     report.update(stage="pairs", pair_bytes=pair_mib * MIB, pair_busbw_gbs=pairs)
 
     if local_rank == 0:
-        report.update(write_mb_s=write_speed(Path(args.write_dir or out), args.write_mib),
-                      write_dir=str(args.write_dir or out))
+        report.update(
+            write_mb_s=write_speed(Path(args.write_dir or out), args.write_mib), write_dir=str(args.write_dir or out)
+        )
     dist.barrier()
     dist.destroy_process_group()
     report.update(stage="done", seconds=round(time.perf_counter() - started, 2))

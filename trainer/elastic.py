@@ -45,8 +45,10 @@ class BatchLayout:
         return self.world_size * self.micro_batch_size * self.gradient_accumulation_steps
 
     def describe(self) -> str:
-        return (f"global batch {self.global_batch_size} = micro_batch_size {self.micro_batch_size} x "
-                f"gradient_accumulation_steps {self.gradient_accumulation_steps} x {self.world_size} rank(s)")
+        return (
+            f"global batch {self.global_batch_size} = micro_batch_size {self.micro_batch_size} x "
+            f"gradient_accumulation_steps {self.gradient_accumulation_steps} x {self.world_size} rank(s)"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,25 @@ class ResumePlan:
 
 def checkpoint_metadata(layout: BatchLayout, step: int) -> dict:
     """What the completion marker records about a checkpoint (data position = samples consumed so far)."""
-    return {"step": step, "world_size": layout.world_size, "micro_batch_size": layout.micro_batch_size,
-            "gradient_accumulation_steps": layout.gradient_accumulation_steps,
-            "global_batch_size": layout.global_batch_size, "samples_seen": step * layout.global_batch_size}
+    return {
+        "step": step,
+        "world_size": layout.world_size,
+        "micro_batch_size": layout.micro_batch_size,
+        "gradient_accumulation_steps": layout.gradient_accumulation_steps,
+        "global_batch_size": layout.global_batch_size,
+        "samples_seen": step * layout.global_batch_size,
+    }
 
 
 def saved_layout(checkpoint: Path, cfg: TrainConfig) -> BatchLayout:
     """The layout a checkpoint was written with: from its marker, else (not written by hpcft) the config's."""
     marker = checkpoint / COMPLETE_MARKER
     meta = json.loads(marker.read_text()) if marker.is_file() else {}
-    return BatchLayout(int(meta.get("world_size", 0)) or _zero_world_size(checkpoint) or 1,
-                       int(meta.get("micro_batch_size", cfg.micro_batch_size)),
-                       int(meta.get("gradient_accumulation_steps", cfg.gradient_accumulation_steps)))
+    return BatchLayout(
+        int(meta.get("world_size", 0)) or _zero_world_size(checkpoint) or 1,
+        int(meta.get("micro_batch_size", cfg.micro_batch_size)),
+        int(meta.get("gradient_accumulation_steps", cfg.gradient_accumulation_steps)),
+    )
 
 
 def _zero_dir(checkpoint: Path) -> Path | None:
@@ -122,9 +131,14 @@ def plan_resume(cfg: TrainConfig, checkpoint: str | Path, world_size: int) -> Re
         layout = BatchLayout(world_size, cfg.micro_batch_size, target // per_step)
     elif cfg.elastic_allow_batch_change:
         layout = BatchLayout(world_size, cfg.micro_batch_size, cfg.gradient_accumulation_steps)
-        log.warning("elastic resume: %s on %d rank(s) cannot keep the checkpoint's %s; "
-                    "elastic_allow_batch_change: true, so training continues with %s", path.name, world_size,
-                    saved.describe(), layout.describe())
+        log.warning(
+            "elastic resume: %s on %d rank(s) cannot keep the checkpoint's %s; "
+            "elastic_allow_batch_change: true, so training continues with %s",
+            path.name,
+            world_size,
+            saved.describe(),
+            layout.describe(),
+        )
     else:
         raise ConfigError(
             f"resume: {path} was written with {saved.describe()}; on {world_size} rank(s) micro_batch_size "
@@ -132,7 +146,8 @@ def plan_resume(cfg: TrainConfig, checkpoint: str | Path, world_size: int) -> Re
             "so the global batch cannot stay the same. Resume on a number of ranks (nodes x processes per node) "
             f"for which it does, lower micro_batch_size, or set elastic_allow_batch_change: true to continue with "
             f"a global batch of {per_step * cfg.gradient_accumulation_steps} (the data position and learning "
-            "dynamics then differ from an uninterrupted run)")
+            "dynamics then differ from an uninterrupted run)"
+        )
     return ResumePlan(path, step, saved, layout, zero_checkpoint=_zero_dir(path) is not None)
 
 
@@ -146,13 +161,22 @@ def _checkpoint_step(path: Path) -> int:
 def log_plan(plan: ResumePlan) -> None:
     """Say what the resume changes (rank 0)."""
     if plan.world_size_changed:
-        log.info("elastic resume: %s was written by %d rank(s), resuming on %d", plan.checkpoint.name,
-                 plan.saved.world_size, plan.layout.world_size)
+        log.info(
+            "elastic resume: %s was written by %d rank(s), resuming on %d",
+            plan.checkpoint.name,
+            plan.saved.world_size,
+            plan.layout.world_size,
+        )
     if plan.layout.gradient_accumulation_steps != plan.saved.gradient_accumulation_steps or plan.world_size_changed:
-        log.info("elastic resume: gradient_accumulation_steps %d -> %d: %s (was %s); data position: %d samples "
-                 "consumed, continuing from there", plan.saved.gradient_accumulation_steps,
-                 plan.layout.gradient_accumulation_steps, plan.layout.describe(), plan.saved.describe(),
-                 plan.step * plan.saved.global_batch_size)
+        log.info(
+            "elastic resume: gradient_accumulation_steps %d -> %d: %s (was %s); data position: %d samples "
+            "consumed, continuing from there",
+            plan.saved.gradient_accumulation_steps,
+            plan.layout.gradient_accumulation_steps,
+            plan.layout.describe(),
+            plan.saved.describe(),
+            plan.step * plan.saved.global_batch_size,
+        )
 
 
 def deepspeed_for_resume(config: dict, plan: ResumePlan) -> dict:
@@ -160,9 +184,12 @@ def deepspeed_for_resume(config: dict, plan: ResumePlan) -> dict:
     of the config's gradient_accumulation_steps, which an elastic resume changes), and, when the checkpoint is
     converted, loading from DeepSpeed's universal format (any number of partitions)."""
     layout = plan.layout
-    config = {**config, "train_micro_batch_size_per_gpu": layout.micro_batch_size,
-              "gradient_accumulation_steps": layout.gradient_accumulation_steps,
-              "train_batch_size": layout.global_batch_size}
+    config = {
+        **config,
+        "train_micro_batch_size_per_gpu": layout.micro_batch_size,
+        "gradient_accumulation_steps": layout.gradient_accumulation_steps,
+        "train_batch_size": layout.global_batch_size,
+    }
     if plan.needs_conversion:
         config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     return config
@@ -184,29 +211,54 @@ def convert_to_universal(plan: ResumePlan) -> Conversion:
         shutil.rmtree(output, ignore_errors=True)  # a conversion cut off earlier
         latest.unlink(missing_ok=True)
         # One worker: no process pool inside a torchrun rank; the work is one pass over the files.
-        args = Namespace(input_folder=str(zero), output_folder=str(output), num_extract_workers=1,
-                         num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+        args = Namespace(
+            input_folder=str(zero),
+            output_folder=str(output),
+            num_extract_workers=1,
+            num_merge_workers=1,
+            keep_temp_folder=False,
+            strict=True,
+            inject_missing_state=True,
+        )
         ds_to_universal.main(args)
-    conversion = Conversion(str(plan.checkpoint), plan.saved.world_size, plan.layout.world_size,
-                            round(time.monotonic() - started, 3), str(output), reused)
-    log.info("elastic resume: %s the ZeRO checkpoint %s (%d partitions) to DeepSpeed's universal format in %s "
-             "in %.1f s, for %d rank(s); optimizer state kept", "reused" if reused else "converted", zero,
-             plan.saved.world_size, output, conversion.seconds, plan.layout.world_size)
+    conversion = Conversion(
+        str(plan.checkpoint),
+        plan.saved.world_size,
+        plan.layout.world_size,
+        round(time.monotonic() - started, 3),
+        str(output),
+        reused,
+    )
+    log.info(
+        "elastic resume: %s the ZeRO checkpoint %s (%d partitions) to DeepSpeed's universal format in %s "
+        "in %.1f s, for %d rank(s); optimizer state kept",
+        "reused" if reused else "converted",
+        zero,
+        plan.saved.world_size,
+        output,
+        conversion.seconds,
+        plan.layout.world_size,
+    )
     return conversion
 
 
-def record_attempt(run_dir: str | None, job_id: str | None, world_size: int, plan: ResumePlan | None,
-                   conversion: Conversion | None) -> None:
+def record_attempt(
+    run_dir: str | None, job_id: str | None, world_size: int, plan: ResumePlan | None, conversion: Conversion | None
+) -> None:
     """Add this attempt (world size, what it resumed from, any conversion) to the run directory's manifest
     ("attempts"), which `hpcft status` shows. Nothing without a run directory (a run started by hand)."""
     from hpcft.launcher.runs import read_manifest, update_manifest
 
     if not run_dir or not (Path(run_dir) / "manifest.json").is_file():
         return
-    entry = {"job_id": job_id, "world_size": world_size, "time": round(time.time(), 3),
-             "resumed_from": str(plan.checkpoint) if plan else None,
-             "resumed_step": plan.step if plan else None,
-             "gradient_accumulation_steps": plan.layout.gradient_accumulation_steps if plan else None,
-             "conversion": asdict(conversion) if conversion else None}
+    entry = {
+        "job_id": job_id,
+        "world_size": world_size,
+        "time": round(time.time(), 3),
+        "resumed_from": str(plan.checkpoint) if plan else None,
+        "resumed_step": plan.step if plan else None,
+        "gradient_accumulation_steps": plan.layout.gradient_accumulation_steps if plan else None,
+        "conversion": asdict(conversion) if conversion else None,
+    }
     attempts = read_manifest(Path(run_dir)).get("attempts") or []
     update_manifest(Path(run_dir), attempts=[*attempts, entry])

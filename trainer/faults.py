@@ -54,19 +54,29 @@ class FaultInjectionCallback(TrainerCallback):
     @classmethod
     def from_env(cls) -> FaultInjectionCallback | None:
         """The callback configured by the HPCFT_FAULT_* variables, or None when none is set."""
-        fault = cls(_int_env("HPCFT_FAULT_CRASH_AT_STEP"), _int_env("HPCFT_FAULT_HANG_AT_STEP"),
-                    _int_env("HPCFT_FAULT_RANK"), float(os.environ.get("HPCFT_FAULT_STEP_SLEEP") or 0),
-                    _int_env("HPCFT_FAULT_KILL_IN_SAVE_AT_STEP"),
-                    float(os.environ.get("HPCFT_FAULT_AWAIT_STOP_AT_END") or 0))
-        wanted = (fault.crash_at_step or fault.hang_at_step or fault.step_sleep or fault.kill_in_save_at_step
-                  or fault.await_stop_at_end)
+        fault = cls(
+            _int_env("HPCFT_FAULT_CRASH_AT_STEP"),
+            _int_env("HPCFT_FAULT_HANG_AT_STEP"),
+            _int_env("HPCFT_FAULT_RANK"),
+            float(os.environ.get("HPCFT_FAULT_STEP_SLEEP") or 0),
+            _int_env("HPCFT_FAULT_KILL_IN_SAVE_AT_STEP"),
+            float(os.environ.get("HPCFT_FAULT_AWAIT_STOP_AT_END") or 0),
+        )
+        wanted = (
+            fault.crash_at_step
+            or fault.hang_at_step
+            or fault.step_sleep
+            or fault.kill_in_save_at_step
+            or fault.await_stop_at_end
+        )
         return fault if wanted else None
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         hit = self.rank is None or self.rank == args.process_index
         if hit and self.crash_at_step == state.global_step:
-            raise InjectedFault(f"HPCFT_FAULT_CRASH_AT_STEP={self.crash_at_step}: injected crash on rank "
-                                f"{args.process_index}")
+            raise InjectedFault(
+                f"HPCFT_FAULT_CRASH_AT_STEP={self.crash_at_step}: injected crash on rank {args.process_index}"
+            )
         if hit and self.hang_at_step == state.global_step:
             print(f"HPCFT_FAULT_HANG_AT_STEP={self.hang_at_step}: rank {args.process_index} hangs", flush=True)
             while True:
@@ -78,8 +88,11 @@ class FaultInjectionCallback(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         stop_file = stop_file_from_env()
         if self.await_stop_at_end and stop_file:
-            print(f"HPCFT_FAULT_AWAIT_STOP_AT_END={self.await_stop_at_end:g}: rank {args.process_index} waits for "
-                  "the stop file before the final save", flush=True)
+            print(
+                f"HPCFT_FAULT_AWAIT_STOP_AT_END={self.await_stop_at_end:g}: rank {args.process_index} waits for "
+                "the stop file before the final save",
+                flush=True,
+            )
             deadline = time.monotonic() + self.await_stop_at_end
             while not stop_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -90,8 +103,11 @@ class FaultInjectionCallback(TrainerCallback):
         # writing its files and the barrier after which rank 0 marks the checkpoint complete.
         hit = self.rank is None or self.rank == args.process_index
         if hit and self.kill_in_save_at_step == state.global_step:
-            print(f"HPCFT_FAULT_KILL_IN_SAVE_AT_STEP={state.global_step}: killing rank {args.process_index} "
-                  "in the middle of the checkpoint save", flush=True)
+            print(
+                f"HPCFT_FAULT_KILL_IN_SAVE_AT_STEP={state.global_step}: killing rank {args.process_index} "
+                "in the middle of the checkpoint save",
+                flush=True,
+            )
             os.kill(os.getpid(), signal.SIGKILL)
         return control
 

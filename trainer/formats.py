@@ -34,16 +34,28 @@ KEPT, TOO_LONG, NO_TRAINABLE, TOO_SHORT = "kept", "dropped_too_long", "dropped_n
 STATUSES = (KEPT, TOO_LONG, NO_TRAINABLE, TOO_SHORT)
 
 # axolotl's default role names (replaced, not extended, when `roles:` is set).
-DEFAULT_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant",
-                 "system": "system", "tool": "tool"}
+DEFAULT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "system": "system",
+    "tool": "tool",
+}
 # axolotl's alpaca prompt (AlpacaPrompter, instruct style).
-ALPACA_SYSTEM = ("Below is an instruction that describes a task, paired with an input that provides further "
-                 "context. Write a response that appropriately completes the request.")
-ALPACA_SYSTEM_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
-                          "completes the request.")
+ALPACA_SYSTEM = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request."
+)
+ALPACA_SYSTEM_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
 # split_thinking (axolotl's pairs): the reasoning markers an answer may carry, and the optional solution markers.
-THINKING_PAIRS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"),
-                  ("<|begin_of_thought|>", "<|end_of_thought|>"))
+THINKING_PAIRS = (
+    ("<think>", "</think>"),
+    ("<reasoning>", "</reasoning>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),
+)
 SOLUTION_PAIR = ("<|begin_of_solution|>", "<|end_of_solution|>")
 # A character no real message starts or ends with: rendering it in place of a turn's content shows where the
 # template put that content.
@@ -54,8 +66,11 @@ Sample = tuple[list[int], list[int]]  # (input_ids, labels)
 
 def resolve_chat_template(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str) -> str:
     """The Jinja chat template for a dataset: the dataset's choice, else the config's, else the tokenizer's."""
-    choice, jinja = (ds.chat_template, ds.chat_template_jinja) if (
-        ds.chat_template or ds.chat_template_jinja) else (cfg.chat_template, cfg.chat_template_jinja)
+    choice, jinja = (
+        (ds.chat_template, ds.chat_template_jinja)
+        if (ds.chat_template or ds.chat_template_jinja)
+        else (cfg.chat_template, cfg.chat_template_jinja)
+    )
     if choice in (None, JINJA) and jinja:
         return jinja
     choice = choice or TOKENIZER_DEFAULT
@@ -69,8 +84,10 @@ def resolve_chat_template(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, n
             return tokenizer.chat_template
         if choice.startswith(FALLBACK_PREFIX):
             return chat_template_text(choice.removeprefix(FALLBACK_PREFIX))
-        raise ConfigError(f"{name}: the tokenizer has no chat_template; name one (e.g. chat_template: chatml), "
-                          f"use {FALLBACK_PREFIX}<name>, or chat_template: jinja with chat_template_jinja")
+        raise ConfigError(
+            f"{name}: the tokenizer has no chat_template; name one (e.g. chat_template: chatml), "
+            f"use {FALLBACK_PREFIX}<name>, or chat_template: jinja with chat_template_jinja"
+        )
     return chat_template_text(choice)
 
 
@@ -80,10 +97,10 @@ def split_thinking(content: str) -> dict[str, str]:
     for opening, closing in THINKING_PAIRS:
         if opening in content and closing in content:
             start, end = content.find(opening), content.find(closing)
-            rest = content[end + len(closing):].lstrip()
+            rest = content[end + len(closing) :].lstrip()
             if SOLUTION_PAIR[0] in rest and SOLUTION_PAIR[1] in rest:
-                rest = rest[rest.find(SOLUTION_PAIR[0]) + len(SOLUTION_PAIR[0]):rest.find(SOLUTION_PAIR[1])].strip()
-            return {"reasoning_content": content[start + len(opening):end].strip(), "content": rest}
+                rest = rest[rest.find(SOLUTION_PAIR[0]) + len(SOLUTION_PAIR[0]) : rest.find(SOLUTION_PAIR[1])].strip()
+            return {"reasoning_content": content[start + len(opening) : end].strip(), "content": rest}
     return {}
 
 
@@ -127,26 +144,34 @@ class ChatTemplateFormatter:
             if eos and eos not in self.template and "eos_token" not in self.template:
                 token = end_of_turn_token(self.template)
                 hint = f"eot_tokens: ['{token}']" if token else "eot_tokens: to the template's end-of-turn token(s)"
-                warnings.warn(f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
-                              f"turn is trained; set {hint}", stacklevel=2)
+                warnings.warn(
+                    f"{self.name}: the EOS token '{eos}' does not occur in the chat template, so no end of "
+                    f"turn is trained; set {hint}",
+                    stacklevel=2,
+                )
             return set(self.eos_ids)
         ids, kept = set(), []
         for token in eot_tokens:
             if token not in self.template:  # literally, as axolotl checks (a template's `eos_token` does not count)
-                warnings.warn(f"{self.name}: eot_tokens: '{token}' does not occur in the chat template; ignored",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{self.name}: eot_tokens: '{token}' does not occur in the chat template; ignored", stacklevel=2
+                )
                 continue
             kept.append(token)
             encoded = self.tokenizer.encode(token, add_special_tokens=False)
             if len(encoded) != 1:
-                raise ConfigError(f"{self.name}: eot_tokens: '{token}' is {len(encoded)} tokens for this tokenizer, "
-                                  f"not one; add it to the vocabulary with tokens: ['{token}'] (or use a token it "
-                                  "already has)")
+                raise ConfigError(
+                    f"{self.name}: eot_tokens: '{token}' is {len(encoded)} tokens for this tokenizer, "
+                    f"not one; add it to the vocabulary with tokens: ['{token}'] (or use a token it "
+                    "already has)"
+                )
             ids.add(encoded[0])
         if eos in kept and self.train_on_eos != self.train_on_eot:
-            raise ConfigError(f"{self.name}: the EOS token '{eos}' is in eot_tokens, so train_on_eos "
-                              f"({self.train_on_eos}) and train_on_eot ({self.train_on_eot}) must be the same; "
-                              "set them equal or remove the EOS token from eot_tokens")
+            raise ConfigError(
+                f"{self.name}: the EOS token '{eos}' is in eot_tokens, so train_on_eos "
+                f"({self.train_on_eos}) and train_on_eot ({self.train_on_eot}) must be the same; "
+                "set them equal or remove the EOS token from eot_tokens"
+            )
         return ids
 
     def turns(self, row: dict, row_no: int) -> list[dict[str, Any]]:
@@ -169,8 +194,9 @@ class ChatTemplateFormatter:
             turn = {key: message[source] for key, source in self.mappings.items() if message.get(source) is not None}
             for key in ("role", "content"):
                 if key not in turn:
-                    raise ConfigError(f"{where}, message {j}: missing key '{self.mappings[key]}' "
-                                      "(set message_property_mappings:)")
+                    raise ConfigError(
+                        f"{where}, message {j}: missing key '{self.mappings[key]}' (set message_property_mappings:)"
+                    )
             if not isinstance(turn["content"], str):
                 raise ConfigError(f"{where}, message {j}: '{self.mappings['content']}' must be a string")
             # Other keys (reasoning_content, name, ...) reach the template as they are, as in axolotl; columnar
@@ -190,13 +216,13 @@ class ChatTemplateFormatter:
         return turns
 
     def render(self, turns: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(turns, chat_template=self.template, tokenize=False,
-                                                  add_generation_prompt=False)
+        return self.tokenizer.apply_chat_template(
+            turns, chat_template=self.template, tokenize=False, add_generation_prompt=False
+        )
 
     def content_span(self, turns: list[dict[str, Any]], index: int, text: str) -> tuple[int, int]:
         """Characters [start, end) of what turns[index] adds to the rendered text beyond its role's frame."""
-        probe = self.render([*turns[:index], {"role": turns[index]["role"], "content": _SENTINEL},
-                             *turns[index + 1:]])
+        probe = self.render([*turns[:index], {"role": turns[index]["role"], "content": _SENTINEL}, *turns[index + 1 :]])
         limit = min(len(text), len(probe))
         start = next((i for i in range(limit) if text[i] != probe[i]), limit)
         suffix = next((i for i in range(limit - start) if text[-1 - i] != probe[-1 - i]), limit - start)
@@ -253,7 +279,7 @@ class CompletionFormatter:
         ids = self.tokenizer(text, truncation=True, max_length=max_length)["input_ids"] if text else []
         if ids and ids[-1] != self.tokenizer.eos_token_id and len(ids) < max_length:
             ids = ids + [self.tokenizer.eos_token_id]
-        chunks = [ids[i:i + self.sequence_len] for i in range(0, len(ids), self.sequence_len)] or [[]]
+        chunks = [ids[i : i + self.sequence_len] for i in range(0, len(ids), self.sequence_len)] or [[]]
         return [(chunk, list(chunk)) for chunk in chunks]
 
 
@@ -281,8 +307,10 @@ class AlpacaFormatter:
     def __call__(self, row: dict, row_no: int) -> list[Sample]:
         for key in ("instruction", "output"):
             if row.get(key) is None:
-                raise ConfigError(f"{self.name}: row {row_no}: missing field '{key}' (alpaca rows need "
-                                  "instruction, output and optionally input)")
+                raise ConfigError(
+                    f"{self.name}: row {row_no}: missing field '{key}' (alpaca rows need "
+                    "instruction, output and optionally input)"
+                )
         prompt_ids = self._tokenize(self.prompt(row["instruction"], row.get("input") or ""))
         response_ids = self._tokenize(row["output"])
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
@@ -308,8 +336,9 @@ class PretokenizedFormatter:
     def __call__(self, row: dict, row_no: int) -> list[Sample]:
         ids = row.get("input_ids")
         if ids is None:
-            raise ConfigError(f"{self.name}: row {row_no}: no input_ids; set type: (chat_template, completion, "
-                              "alpaca) for raw data")
+            raise ConfigError(
+                f"{self.name}: row {row_no}: no input_ids; set type: (chat_template, completion, alpaca) for raw data"
+            )
         labels, mask = row.get("labels"), row.get("attention_mask")
         if (labels is not None and len(labels) != len(ids)) or (mask is not None and len(mask) != len(ids)):
             raise ConfigError(f"{self.name}: row {row_no}: labels/attention_mask length differs from input_ids")
@@ -318,8 +347,12 @@ class PretokenizedFormatter:
         return [(list(ids), list(labels))]
 
 
-FORMATTERS: dict[str | None, type] = {"chat_template": ChatTemplateFormatter, "completion": CompletionFormatter,
-                                      "alpaca": AlpacaFormatter, None: PretokenizedFormatter}
+FORMATTERS: dict[str | None, type] = {
+    "chat_template": ChatTemplateFormatter,
+    "completion": CompletionFormatter,
+    "alpaca": AlpacaFormatter,
+    None: PretokenizedFormatter,
+}
 
 
 def make_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str) -> Callable[[dict, int], list]:
@@ -338,8 +371,14 @@ def sample_status(ids: list[int], labels: list[int], sequence_len: int, min_len:
     return KEPT
 
 
-def tokenize_dataset(dataset: datasets.Dataset, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str,
-                     num_proc: int | None = None) -> tuple[datasets.Dataset, Counter]:
+def tokenize_dataset(
+    dataset: datasets.Dataset,
+    ds: DatasetConfig,
+    cfg: TrainConfig,
+    tokenizer: Any,
+    name: str,
+    num_proc: int | None = None,
+) -> tuple[datasets.Dataset, Counter]:
     """Format every row of one entry; return the kept samples and the counts per status (see STATUSES)."""
     formatter = make_formatter(ds, cfg, tokenizer, name)
 
@@ -353,9 +392,14 @@ def tokenize_dataset(dataset: datasets.Dataset, ds: DatasetConfig, cfg: TrainCon
                 out["status"].append(sample_status(ids, labels, cfg.sequence_len, cfg.min_sample_len))
         return out
 
-    formatted = dataset.map(format_batch, batched=True, with_indices=True, remove_columns=dataset.column_names,
-                            num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 1000 else None,
-                            desc=f"Tokenizing {name}")
+    formatted = dataset.map(
+        format_batch,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 1000 else None,
+        desc=f"Tokenizing {name}",
+    )
     counts = Counter(formatted["status"])
     kept = formatted.filter(lambda status: status == KEPT, input_columns="status")
     return kept.remove_columns("status"), counts

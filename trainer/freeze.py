@@ -62,8 +62,9 @@ def freeze_except(model: torch.nn.Module, patterns: list[str]) -> int:
         mask = keep.view(-1, *([1] * (param.dim() - 1)))
         param.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device, grad.dtype))
     if trainable == 0:
-        raise ConfigError(f"unfrozen_parameters {patterns} match no parameter of the model; parameter names look like "
-                          f"{next(n for n, _ in model.named_parameters())}")
-    log.info("unfrozen_parameters: training %d of %d parameters", trainable,
-             sum(p.numel() for p in model.parameters()))
+        raise ConfigError(
+            f"unfrozen_parameters {patterns} match no parameter of the model; parameter names look like "
+            f"{next(n for n, _ in model.named_parameters())}"
+        )
+    log.info("unfrozen_parameters: training %d of %d parameters", trainable, sum(p.numel() for p in model.parameters()))
     return trainable

@@ -22,8 +22,9 @@ NOT_PUSHED = ["checkpoint-*", "checkpoint-*/**", "metrics.jsonl", "stacks/**", "
 def push_to_hub(cfg: TrainConfig) -> str | None:
     """Upload output_dir to hub_model_id; returns an error message (nothing raised) when it cannot."""
     repo, folder = cfg.hub_model_id, cfg.output_dir
-    by_hand = f"the trained model is kept in {folder}; upload it from a machine with internet: " \
-              f"hf upload {repo} {folder}"
+    by_hand = (
+        f"the trained model is kept in {folder}; upload it from a machine with internet: hf upload {repo} {folder}"
+    )
     if not hub_reachable():
         return f"hub_model_id: the Hugging Face Hub is unreachable from {socket.gethostname()}; {by_hand}"
     if not (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")):
@@ -33,8 +34,9 @@ def push_to_hub(cfg: TrainConfig) -> str | None:
     try:
         api = HfApi()
         api.create_repo(repo, private=bool(cfg.hub_private_repo), exist_ok=True)
-        api.upload_folder(repo_id=repo, folder_path=folder, ignore_patterns=NOT_PUSHED,
-                          commit_message="Trained with hpcft")
+        api.upload_folder(
+            repo_id=repo, folder_path=folder, ignore_patterns=NOT_PUSHED, commit_message="Trained with hpcft"
+        )
     except Exception as exc:  # any Hub or network failure: keep the model, say why
         return f"hub_model_id: pushing to {repo} failed ({str(exc).splitlines()[0]}); {by_hand}"
     log.info("pushed %s to the Hugging Face Hub as %s", folder, repo)

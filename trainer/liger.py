@@ -15,7 +15,6 @@ from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 log = logging.getLogger("hpcft.trainer")
 
 
-
 def liger_kernel_config(cfg: TrainConfig) -> dict[str, bool]:
     """The kernels asked for, every other one off (liger's own defaults turn most on; axolotl's do not)."""
     return {kwarg: bool(getattr(cfg, key)) for key, kwarg in LIGER_KEYS.items()}
@@ -35,6 +34,10 @@ def liger_arguments(cfg: TrainConfig, cuda: bool, installed: bool | None = None)
         reason = "the liger-kernel package is not installed (pip install 'hpcft[gpu]', or use the hpcft image)"
     else:
         return {"use_liger_kernel": True, "liger_kernel_config": liger_kernel_config(cfg)}
-    log.warning("%s: Liger kernels need a CUDA GPU and the liger-kernel package, but %s; training with the model's "
-                "own layers (same results, more memory)", ", ".join(wanted), reason)
+    log.warning(
+        "%s: Liger kernels need a CUDA GPU and the liger-kernel package, but %s; training with the model's "
+        "own layers (same results, more memory)",
+        ", ".join(wanted),
+        reason,
+    )
     return {}

@@ -25,8 +25,12 @@ log = logging.getLogger("hpcft.trainer")
 TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch")
 # What preference tuning (rl:) adds to each line, from TRL's log names: the implicit rewards of the chosen and
 # rejected answers, the share of pairs ranked right, and the mean chosen - rejected margin.
-PREFERENCE_KEYS = {"rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
-                   "rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin"}
+PREFERENCE_KEYS = {
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+}
 
 
 def _number(value: Any) -> float | int | None:
@@ -39,8 +43,15 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
-def format_metrics_line(step: int, loss: float | None, lr: float | None, grad_norm: float | None,
-                        tokens_per_s: float | None, epoch: float | None, extra: dict[str, Any] | None = None) -> str:
+def format_metrics_line(
+    step: int,
+    loss: float | None,
+    lr: float | None,
+    grad_norm: float | None,
+    tokens_per_s: float | None,
+    epoch: float | None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """The one metrics line: a JSON object with TRAIN_KEYS in that order, then the `extra` values (preference
     tuning's rewards) when there are any."""
     values = (step, loss, lr, grad_norm, tokens_per_s, epoch)
@@ -69,11 +80,19 @@ class MetricsCallback(TrainerCallback):
         # On resume the Trainer has already loaded the checkpoint's state: global_step is where we continue.
         self.clock.start(state.global_step)
         if state.is_world_process_zero:
-            self._append(self.path.with_name(STARTS_FILE),
-                         json.dumps({"step": state.global_step, "max_steps": state.max_steps, "time": time.time()}))
+            self._append(
+                self.path.with_name(STARTS_FILE),
+                json.dumps({"step": state.global_step, "max_steps": state.max_steps, "time": time.time()}),
+            )
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs,
+    ):
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs:
@@ -84,17 +103,33 @@ class MetricsCallback(TrainerCallback):
             counted = tokens > 0
             tokens_per_s = (tokens - self._last_tokens) / elapsed if elapsed > 0 and counted else None
             self._last_time, self._last_tokens = now, tokens
-            line = format_metrics_line(state.global_step, logs.get("loss"), logs.get("learning_rate"),
-                                       logs.get("grad_norm"), tokens_per_s, logs.get("epoch", state.epoch),
-                                       preference_values(logs))
-            shown = format_step_line(state.global_step, state.max_steps, _number(logs.get("loss")),
-                                     _number(logs.get("learning_rate")), _number(logs.get("grad_norm")),
-                                     tokens_per_s, self.clock.elapsed(),
-                                     self.clock.left(state.global_step, state.max_steps),
-                                     {k: _number(v) for k, v in preference_values(logs).items()})
+            line = format_metrics_line(
+                state.global_step,
+                logs.get("loss"),
+                logs.get("learning_rate"),
+                logs.get("grad_norm"),
+                tokens_per_s,
+                logs.get("epoch", state.epoch),
+                preference_values(logs),
+            )
+            shown = format_step_line(
+                state.global_step,
+                state.max_steps,
+                _number(logs.get("loss")),
+                _number(logs.get("learning_rate")),
+                _number(logs.get("grad_norm")),
+                tokens_per_s,
+                self.clock.elapsed(),
+                self.clock.left(state.global_step, state.max_steps),
+                {k: _number(v) for k, v in preference_values(logs).items()},
+            )
         elif "eval_loss" in logs:
-            values = {"step": state.global_step, "eval_loss": logs["eval_loss"],
-                      "epoch": logs.get("epoch", state.epoch), **preference_values(logs, "eval_")}
+            values = {
+                "step": state.global_step,
+                "eval_loss": logs["eval_loss"],
+                "epoch": logs.get("epoch", state.epoch),
+                **preference_values(logs, "eval_"),
+            }
             line = json.dumps({key: _number(value) for key, value in values.items()})
             shown = format_eval_line(state.global_step, state.max_steps, _number(logs["eval_loss"]))
         else:
@@ -114,8 +149,10 @@ def tracker_arguments(cfg: TrainConfig) -> dict[str, Any]:
     report_to: list[str] = []
     if cfg.wandb_project and cfg.wandb_mode != "disabled":
         if importlib.util.find_spec("wandb") is None:
-            log.warning("wandb_project is set but wandb is not installed: not logging to wandb "
-                        "(pip install wandb, or remove wandb_project)")
+            log.warning(
+                "wandb_project is set but wandb is not installed: not logging to wandb "
+                "(pip install wandb, or remove wandb_project)"
+            )
         else:
             report_to.append("wandb")
     if cfg.use_tensorboard:
@@ -135,8 +172,12 @@ def tracker_environment(cfg: TrainConfig) -> dict[str, str]:
     if not cfg.wandb_project:
         return env
     env |= {"WANDB_PROJECT": cfg.wandb_project, "WANDB_MODE": cfg.wandb_mode or os.environ.get("WANDB_MODE", "online")}
-    optional = {"WANDB_ENTITY": cfg.wandb_entity, "WANDB_RUN_ID": cfg.wandb_run_id, "WANDB_WATCH": cfg.wandb_watch,
-                "WANDB_LOG_MODEL": cfg.wandb_log_model}
+    optional = {
+        "WANDB_ENTITY": cfg.wandb_entity,
+        "WANDB_RUN_ID": cfg.wandb_run_id,
+        "WANDB_WATCH": cfg.wandb_watch,
+        "WANDB_LOG_MODEL": cfg.wandb_log_model,
+    }
     env.update({key: value for key, value in optional.items() if value})
     if cfg.wandb_run_id:
         env["WANDB_RESUME"] = "allow"  # a requeued job continues the same wandb run

@@ -47,8 +47,11 @@ def from_pretrained_with_attention(model_cls: Any, base_model: str, kwargs: dict
     except ValueError as exc:
         if kwargs.get("attn_implementation") != "sdpa" or "scaled_dot_product_attention" not in str(exc):
             raise
-    log.warning("attention: %s has no sdpa attention in transformers %s; using eager attention (same results, "
-                "more memory)", base_model, transformers.__version__)
+    log.warning(
+        "attention: %s has no sdpa attention in transformers %s; using eager attention (same results, more memory)",
+        base_model,
+        transformers.__version__,
+    )
     return model_cls.from_pretrained(base_model, **{**kwargs, "attn_implementation": "eager"})
 
 
@@ -57,8 +60,12 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     tokenizer_cls = getattr(transformers, cfg.tokenizer_type, None)
     if tokenizer_cls is None:
         raise ConfigError(f"tokenizer_type: '{cfg.tokenizer_type}' is not a transformers tokenizer class")
-    tokenizer = tokenizer_cls.from_pretrained(cfg.tokenizer_config or cfg.base_model, use_fast=cfg.tokenizer_use_fast,
-                                              trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision)
+    tokenizer = tokenizer_cls.from_pretrained(
+        cfg.tokenizer_config or cfg.base_model,
+        use_fast=cfg.tokenizer_use_fast,
+        trust_remote_code=cfg.trust_remote_code,
+        revision=cfg.model_revision,
+    )
     for key, value in (cfg.special_tokens or {}).items():
         # AddedToken without stripping/normalising, so the token text round-trips exactly (as axolotl does).
         tokenizer.add_special_tokens({key: AddedToken(value, rstrip=False, lstrip=False, normalized=False)})
@@ -74,7 +81,9 @@ def quantization_config(cfg: TrainConfig, dtype: torch.dtype, zero3: bool) -> Bi
     """bitsandbytes settings for load_in_4bit (QLoRA: nf4, double quantisation) or load_in_8bit."""
     if cfg.load_in_4bit:
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             # ZeRO-3 shards flat tensors of one dtype: store the 4-bit blocks in the compute dtype.
             bnb_4bit_quant_storage=dtype if zero3 else torch.uint8,
@@ -94,8 +103,11 @@ def lora_target_modules(cfg: TrainConfig, model: torch.nn.Module) -> list[str] |
     if cfg.lora_target_linear:
         output = model.get_output_embeddings()
         # bitsandbytes' Linear4bit / Linear8bitLt subclass nn.Linear, so QLoRA finds the same layers.
-        names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                 if isinstance(module, torch.nn.Linear) and module is not output}
+        names = {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output
+        }
         skip = {"lm_head", *(cfg.lora_modules_to_save or [])}
         targets += sorted(names - skip - set(targets))
     return targets
@@ -107,8 +119,10 @@ def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTr
     if len(tokenizer) <= current:
         return
     if cfg.adapter and not set(EMBEDDING_MODULES) <= set(cfg.lora_modules_to_save or []):
-        raise ConfigError(f"special_tokens/tokens add {len(tokenizer) - current} new token(s), whose embeddings a "
-                          f"frozen base cannot learn; set lora_modules_to_save: [embed_tokens, lm_head]")
+        raise ConfigError(
+            f"special_tokens/tokens add {len(tokenizer) - current} new token(s), whose embeddings a "
+            f"frozen base cannot learn; set lora_modules_to_save: [embed_tokens, lm_head]"
+        )
     log.info("resizing token embeddings %d -> %d for added tokens", current, len(tokenizer))
     model.resize_token_embeddings(len(tokenizer))
 
@@ -153,8 +167,9 @@ def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: boo
     gc_kwargs = checkpointing_kwargs(cfg)
     if quantized and not zero3:
         # Casts norms to fp32 and enables input grads; under ZeRO-3 the casts would break the uniform storage dtype.
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
-                                               gradient_checkpointing_kwargs=gc_kwargs)
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing), gradient_checkpointing_kwargs=gc_kwargs
+        )
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
         # Reentrant checkpointing: frozen embeddings give no grad, so checkpointed blocks would get none either.
@@ -165,10 +180,16 @@ def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: boo
 def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
     """The LoraConfig of a new adapter (rank, alpha, dropout, target and saved modules)."""
     return LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target_modules(cfg, model), modules_to_save=cfg.lora_modules_to_save,
-        fan_in_fan_out=cfg.lora_fan_in_fan_out, bias="none", task_type="CAUSAL_LM",
-        use_dora=bool(cfg.peft_use_dora), use_rslora=bool(cfg.peft_use_rslora),
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target_modules(cfg, model),
+        modules_to_save=cfg.lora_modules_to_save,
+        fan_in_fan_out=cfg.lora_fan_in_fan_out,
+        bias="none",
+        task_type="CAUSAL_LM",
+        use_dora=bool(cfg.peft_use_dora),
+        use_rslora=bool(cfg.peft_use_rslora),
     )
 
 
@@ -181,19 +202,30 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
     return get_peft_model(model, lora_config(cfg, model))
 
 
-def load_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, precision: Precision,
-               zero3: bool = False, wrap_adapter: bool = True) -> PreTrainedModel | PeftModel:
+def load_model(
+    cfg: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    precision: Precision,
+    zero3: bool = False,
+    wrap_adapter: bool = True,
+) -> PreTrainedModel | PeftModel:
     """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter.
     wrap_adapter=False prepares the base for an adapter that the caller's trainer adds (see trainer/preference.py)."""
     model_cls = getattr(transformers, cfg.model_type, None)
     if model_cls is None:
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
-    kwargs: dict[str, Any] = {"dtype": precision.dtype, "attn_implementation": resolve_attention(cfg),
-                              "trust_remote_code": cfg.trust_remote_code, "revision": cfg.model_revision}
+    kwargs: dict[str, Any] = {
+        "dtype": precision.dtype,
+        "attn_implementation": resolve_attention(cfg),
+        "trust_remote_code": cfg.trust_remote_code,
+        "revision": cfg.model_revision,
+    }
     if cfg.base_model_config or cfg.rope_scaling or cfg.overrides_of_model_config:
-        kwargs["config"] = AutoConfig.from_pretrained(cfg.base_model_config or cfg.base_model,
-                                                      trust_remote_code=cfg.trust_remote_code,
-                                                      revision=None if cfg.base_model_config else cfg.model_revision)
+        kwargs["config"] = AutoConfig.from_pretrained(
+            cfg.base_model_config or cfg.base_model,
+            trust_remote_code=cfg.trust_remote_code,
+            revision=None if cfg.base_model_config else cfg.model_revision,
+        )
         override_model_config(cfg, kwargs["config"])
     if use_hub_kernels(cfg):
         kwargs["use_kernels"] = True

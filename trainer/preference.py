@@ -36,8 +36,9 @@ REFERENCE_METHODS = ("dpo", "ipo", "kto")  # the methods that compare against a 
 class PretokenizedDPOTrainer(DPOTrainer):
     """DPOTrainer on rows that already hold prompt_ids / chosen_ids / rejected_ids."""
 
-    def _prepare_dataset(self, dataset: datasets.Dataset, processing_class: Any, args: Any,
-                         dataset_name: str) -> datasets.Dataset:
+    def _prepare_dataset(
+        self, dataset: datasets.Dataset, processing_class: Any, args: Any, dataset_name: str
+    ) -> datasets.Dataset:
         return dataset
 
 
@@ -47,16 +48,18 @@ class PretokenizedKTOTrainer(KTOTrainer):
     KTO estimates its KL term from mismatched pairs: within each batch, completion i is paired with prompt i+1
     (TRL's construction, which the sequential sampler KTO requires keeps in place)."""
 
-    def _prepare_dataset(self, dataset: datasets.Dataset, processing_class: Any, args: Any,
-                         dataset_name: str) -> datasets.Dataset:
+    def _prepare_dataset(
+        self, dataset: datasets.Dataset, processing_class: Any, args: Any, dataset_name: str
+    ) -> datasets.Dataset:
         if not self.calculate_KL:
             return dataset
 
         def rotate(batch: dict[str, list]) -> dict[str, list]:
             return {"KL_completion_ids": batch["completion_ids"][-1:] + batch["completion_ids"][:-1]}
 
-        return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size,
-                           desc=f"KL pairs of {dataset_name}")
+        return dataset.map(
+            rotate, batched=True, batch_size=args.per_device_train_batch_size, desc=f"KL pairs of {dataset_name}"
+        )
 
 
 def _paired_row(feature: dict[str, Any]) -> dict[str, list[int]]:
@@ -98,18 +101,28 @@ def method_arguments(cfg: TrainConfig) -> dict[str, Any]:
     """The TRL config fields of the method, from the axolotl keys (unset keys keep TRL's defaults)."""
     values: dict[str, Any] = {"beta": _beta(cfg), "max_length": cfg.sequence_len}
     if cfg.rl in ("dpo", "ipo"):
-        values.update(loss_type=["ipo"] if cfg.rl == "ipo" else (cfg.dpo_loss_type or ["sigmoid"]),
-                      loss_weights=cfg.dpo_loss_weights, label_smoothing=cfg.dpo_label_smoothing,
-                      use_weighting=cfg.dpo_use_weighting, precompute_ref_log_probs=cfg.precompute_ref_log_probs)
+        values.update(
+            loss_type=["ipo"] if cfg.rl == "ipo" else (cfg.dpo_loss_type or ["sigmoid"]),
+            loss_weights=cfg.dpo_loss_weights,
+            label_smoothing=cfg.dpo_label_smoothing,
+            use_weighting=cfg.dpo_use_weighting,
+            precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        )
         if cfg.trl:
-            values.update(sync_ref_model=cfg.trl.sync_ref_model, ref_model_mixup_alpha=cfg.trl.ref_model_mixup_alpha,
-                          ref_model_sync_steps=cfg.trl.ref_model_sync_steps)
+            values.update(
+                sync_ref_model=cfg.trl.sync_ref_model,
+                ref_model_mixup_alpha=cfg.trl.ref_model_mixup_alpha,
+                ref_model_sync_steps=cfg.trl.ref_model_sync_steps,
+            )
     elif cfg.rl == "kto":
-        values.update(desirable_weight=cfg.kto_desirable_weight, undesirable_weight=cfg.kto_undesirable_weight,
-                      precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-                      # KTO's KL pairs are built within fixed batches: they must be read in order (data is shuffled
-                      # once in the preprocessing step).
-                      train_sampling_strategy="sequential")
+        values.update(
+            desirable_weight=cfg.kto_desirable_weight,
+            undesirable_weight=cfg.kto_undesirable_weight,
+            precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+            # KTO's KL pairs are built within fixed batches: they must be read in order (data is shuffled
+            # once in the preprocessing step).
+            train_sampling_strategy="sequential",
+        )
     elif cfg.rl == "simpo":
         values.update(loss_type="simpo", simpo_gamma=cfg.simpo_gamma, cpo_alpha=cfg.cpo_alpha)
     if cfg.rl in ("orpo", "simpo"):
@@ -119,8 +132,10 @@ def method_arguments(cfg: TrainConfig) -> dict[str, Any]:
 
 
 _METHODS: dict[str, tuple[type[Trainer], type]] = {
-    "dpo": (PretokenizedDPOTrainer, DPOConfig), "ipo": (PretokenizedDPOTrainer, DPOConfig),
-    "kto": (PretokenizedKTOTrainer, KTOConfig), "orpo": (PretokenizedORPOTrainer, ORPOConfig),
+    "dpo": (PretokenizedDPOTrainer, DPOConfig),
+    "ipo": (PretokenizedDPOTrainer, DPOConfig),
+    "kto": (PretokenizedKTOTrainer, KTOConfig),
+    "orpo": (PretokenizedORPOTrainer, ORPOConfig),
     "simpo": (PretokenizedCPOTrainer, CPOConfig),
 }
 
@@ -139,10 +154,15 @@ def preference_arguments(cfg: TrainConfig, argument_values: dict[str, Any]) -> T
     return _METHODS[cfg.rl][1](**{**argument_values, "remove_unused_columns": False, **method_arguments(cfg)})
 
 
-def build_preference_trainer(cfg: TrainConfig, model: PreTrainedModel | PeftModel,
-                             tokenizer: PreTrainedTokenizerBase, train: datasets.Dataset,
-                             eval_data: datasets.Dataset | None, args: TrainingArguments,
-                             callbacks: list[TrainerCallback]) -> Trainer:
+def build_preference_trainer(
+    cfg: TrainConfig,
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: datasets.Dataset,
+    eval_data: datasets.Dataset | None,
+    args: TrainingArguments,
+    callbacks: list[TrainerCallback],
+) -> Trainer:
     """The TRL trainer of cfg.rl, with hpcft's training arguments and callbacks."""
     assert cfg.rl is not None
     trainer_cls = _METHODS[cfg.rl][0]
@@ -150,7 +170,15 @@ def build_preference_trainer(cfg: TrainConfig, model: PreTrainedModel | PeftMode
     if adapter_for_trl(cfg):
         kwargs["peft_config"] = lora_config(cfg, model)
     if cfg.adapter and cfg.lora_model_dir and cfg.rl in REFERENCE_METHODS:
-        log.info("continuing the adapter in %s: the reference is that adapter, frozen (TRL's 'ref' copy)",
-                 cfg.lora_model_dir)
-    return trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=eval_data,
-                       processing_class=tokenizer, callbacks=callbacks, **kwargs)
+        log.info(
+            "continuing the adapter in %s: the reference is that adapter, frozen (TRL's 'ref' copy)", cfg.lora_model_dir
+        )
+    return trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=eval_data,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        **kwargs,
+    )

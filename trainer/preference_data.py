@@ -39,11 +39,18 @@ class Family:
 
 
 FAMILIES = {
-    "chatml": Family(("<|im_start|>system\n", "<|im_end|>\n"), ("<|im_start|>user\n", "<|im_end|>\n"),
-                     "<|im_start|>assistant\n", "<|im_end|>"),
-    "llama3": Family(("<|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>"),
-                     ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
-                     "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+    "chatml": Family(
+        ("<|im_start|>system\n", "<|im_end|>\n"),
+        ("<|im_start|>user\n", "<|im_end|>\n"),
+        "<|im_start|>assistant\n",
+        "<|im_end|>",
+    ),
+    "llama3": Family(
+        ("<|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>"),
+        ("<|start_header_id|>user<|end_header_id|>\n\n", "<|eot_id|>"),
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "<|eot_id|>",
+    ),
 }
 _DUMMY_USER = {"role": "user", "content": "[[dummy_message]]"}
 DEFAULT_PREFERENCE_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool"}
@@ -58,8 +65,10 @@ def _content(value: Any, index: int, field: str, where: str) -> str:
     try:
         content = value[index]["content"]
     except (IndexError, KeyError, TypeError):
-        raise ConfigError(f"{where}: '{field}' must be a list of messages with 'content' and at least "
-                          f"{index + 1 if index >= 0 else 1} entries") from None
+        raise ConfigError(
+            f"{where}: '{field}' must be a list of messages with 'content' and at least "
+            f"{index + 1 if index >= 0 else 1} entries"
+        ) from None
     if not isinstance(content, str):
         raise ConfigError(f"{where}: '{field}'[{index}]['content'] must be a string")
     return content
@@ -71,18 +80,25 @@ def family_paired(family: Family, kind: str) -> Callable[[dict, str], Texts]:
     def texts(row: dict, where: str) -> Texts:
         system = row.get("system") or None
         if kind == "argilla_chat":
-            return {"prompt": family.prompt(_content(row["chosen"], 0, "chosen", where)),
-                    "chosen": _content(row["chosen"], 1, "chosen", where) + family.end,
-                    "rejected": _content(row["rejected"], 1, "rejected", where) + family.end}
+            return {
+                "prompt": family.prompt(_content(row["chosen"], 0, "chosen", where)),
+                "chosen": _content(row["chosen"], 1, "chosen", where) + family.end,
+                "rejected": _content(row["rejected"], 1, "rejected", where) + family.end,
+            }
         if kind == "ultra":
-            return {"prompt": family.prompt(row["prompt"], system),
-                    "chosen": _content(row["chosen"], 1, "chosen", where) + family.end,
-                    "rejected": _content(row["rejected"], 1, "rejected", where) + family.end}
+            return {
+                "prompt": family.prompt(row["prompt"], system),
+                "chosen": _content(row["chosen"], 1, "chosen", where) + family.end,
+                "rejected": _content(row["rejected"], 1, "rejected", where) + family.end,
+            }
         prompt_key = {"icr": ("input",), "intel": ("question",), "prompt_pairs": ("prompt",)}.get(
-            kind, ("prompt", "input", "question", "instruction"))
-        return {"prompt": family.prompt(_first_present(row, prompt_key), system),
-                "chosen": _first_present(row, ("chosen", "chosen_response")) + family.end,
-                "rejected": _first_present(row, ("rejected", "rejected_response")) + family.end}
+            kind, ("prompt", "input", "question", "instruction")
+        )
+        return {
+            "prompt": family.prompt(_first_present(row, prompt_key), system),
+            "chosen": _first_present(row, ("chosen", "chosen_response")) + family.end,
+            "rejected": _first_present(row, ("rejected", "rejected_response")) + family.end,
+        }
 
     return texts
 
@@ -113,12 +129,18 @@ def _label(value: Any, where: str) -> bool:
 def zephyr_nectar(row: dict, where: str) -> Texts:
     """axolotl's zephyr.nectar: answers sorted by rank; like axolotl, the last two after sorting are the pair."""
     answers = row["answers"]
-    if not isinstance(answers, list) or len(answers) < 2 or not all(
-            isinstance(a, dict) and "answer" in a and "rank" in a for a in answers):
+    if (
+        not isinstance(answers, list)
+        or len(answers) < 2
+        or not all(isinstance(a, dict) and "answer" in a and "rank" in a for a in answers)
+    ):
         raise ConfigError(f"{where}: 'answers' must be a list of at least two {{answer, rank}} objects")
     ranked = sorted(answers, key=lambda a: a["rank"])
-    return {"prompt": f"<|system|>\n</s>\n<|user|>\n{row['prompt']}</s>\n<|assistant|>\n",
-            "chosen": ranked[-1]["answer"], "rejected": ranked[-2]["answer"]}
+    return {
+        "prompt": f"<|system|>\n</s>\n<|user|>\n{row['prompt']}</s>\n<|assistant|>\n",
+        "chosen": ranked[-1]["answer"],
+        "rejected": ranked[-2]["answer"],
+    }
 
 
 def user_defined(spec: UserDefinedPreferenceType, kto: bool) -> Callable[[dict, str], Texts]:
@@ -132,16 +154,23 @@ def user_defined(spec: UserDefinedPreferenceType, kto: bool) -> Callable[[dict, 
             else:
                 prompt = prompt_format.format(prompt=row[spec.field_prompt])
             if kto:
-                return {"prompt": prompt,
-                        "completion": (spec.completion_format or "{completion}").format(
-                            completion=row[spec.field_completion]),
-                        "label": _label(row[spec.field_label], where)}
-            return {"prompt": prompt,
-                    "chosen": (spec.chosen_format or "{chosen}").format(chosen=row[spec.field_chosen]),
-                    "rejected": (spec.rejected_format or "{rejected}").format(rejected=row[spec.field_rejected])}
+                return {
+                    "prompt": prompt,
+                    "completion": (spec.completion_format or "{completion}").format(
+                        completion=row[spec.field_completion]
+                    ),
+                    "label": _label(row[spec.field_label], where),
+                }
+            return {
+                "prompt": prompt,
+                "chosen": (spec.chosen_format or "{chosen}").format(chosen=row[spec.field_chosen]),
+                "rejected": (spec.rejected_format or "{rejected}").format(rejected=row[spec.field_rejected]),
+            }
         except (KeyError, IndexError) as exc:
-            raise ConfigError(f"{where}: a format string of the user-defined type names {exc}, which is not one of "
-                              "its placeholders ({prompt}, {system}, {chosen}, {rejected}, {completion})") from None
+            raise ConfigError(
+                f"{where}: a format string of the user-defined type names {exc}, which is not one of "
+                "its placeholders ({prompt}, {system}, {chosen}, {rejected}, {completion})"
+            ) from None
 
     return texts
 
@@ -157,8 +186,9 @@ class ChatTemplatePreference:
         self.field_messages = ds.field_messages
         self.field_chosen, self.field_rejected = ds.field_chosen or "chosen", ds.field_rejected or "rejected"
         self.role_key, self.content_key = ds.role_key(), ds.content_key()
-        self.roles = ({src: dst for dst, sources in ds.roles.items() for src in sources} if ds.roles
-                      else DEFAULT_PREFERENCE_ROLES)
+        self.roles = (
+            {src: dst for dst, sources in ds.roles.items() for src in sources} if ds.roles else DEFAULT_PREFERENCE_ROLES
+        )
 
     def _message(self, raw: Any, where: str, field: str) -> dict[str, str]:
         if isinstance(raw, str):
@@ -168,21 +198,24 @@ class ChatTemplatePreference:
                 raise ConfigError(f"{where}: '{field}' is an empty list")
             raw = raw[-1]
         if not isinstance(raw, dict) or raw.get(self.role_key) is None or raw.get(self.content_key) is None:
-            raise ConfigError(f"{where}: '{field}' needs '{self.role_key}' and '{self.content_key}' "
-                              "(set message_property_mappings:)")
+            raise ConfigError(
+                f"{where}: '{field}' needs '{self.role_key}' and '{self.content_key}' (set message_property_mappings:)"
+            )
         role = raw[self.role_key]
         if role not in self.roles:
-            raise ConfigError(f"{where}: '{field}' has role '{role}', which roles: does not map "
-                              f"({', '.join(self.roles)})")
+            raise ConfigError(
+                f"{where}: '{field}' has role '{role}', which roles: does not map ({', '.join(self.roles)})"
+            )
         return {"role": self.roles[role], "content": raw[self.content_key]}
 
     def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.template, tokenize=False,
-                                                  add_generation_prompt=generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.template, tokenize=False, add_generation_prompt=generation_prompt
+        )
 
     def _answer(self, message: dict[str, str]) -> str:
         text = self._render([_DUMMY_USER, message], False)
-        return text[text.find(message["content"]):].rstrip()
+        return text[text.find(message["content"]) :].rstrip()
 
     def _orpo_prompt(self, row: dict, where: str) -> list[dict[str, str]]:
         chosen = row[self.field_chosen]
@@ -210,9 +243,11 @@ class ChatTemplatePreference:
             messages = [self._message(m, where, f"{self.field_chosen}[{i}]") for i, m in enumerate(chosen_raw[:-1])]
         else:  # argilla (orpo)
             messages = self._orpo_prompt(row, where)
-        return {"prompt": self._render(messages, True),
-                "chosen": self._answer(self._message(chosen_raw, where, self.field_chosen)),
-                "rejected": self._answer(self._message(rejected_raw, where, self.field_rejected))}
+        return {
+            "prompt": self._render(messages, True),
+            "chosen": self._answer(self._message(chosen_raw, where, self.field_chosen)),
+            "rejected": self._answer(self._message(rejected_raw, where, self.field_rejected)),
+        }
 
 
 def make_text_builder(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str) -> Callable[[dict, str], Texts]:
@@ -273,8 +308,14 @@ def preference_columns(rl: str) -> tuple[str, ...]:
     return ("prompt_ids", "completion_ids", "label") if rl == "kto" else ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
-def tokenize_preference_dataset(dataset: datasets.Dataset, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any,
-                                name: str, num_proc: int | None = None) -> tuple[datasets.Dataset, Counter]:
+def tokenize_preference_dataset(
+    dataset: datasets.Dataset,
+    ds: DatasetConfig,
+    cfg: TrainConfig,
+    tokenizer: Any,
+    name: str,
+    num_proc: int | None = None,
+) -> tuple[datasets.Dataset, Counter]:
     """Format and tokenize every row of one preference entry; return the kept rows and the counts per status."""
     assert cfg.rl is not None
     build = make_text_builder(ds, cfg, tokenizer, name)
@@ -296,9 +337,14 @@ def tokenize_preference_dataset(dataset: datasets.Dataset, ds: DatasetConfig, cf
             out["status"].append(preference_status(sample, cfg.sequence_len))
         return out
 
-    formatted = dataset.map(format_batch, batched=True, with_indices=True, remove_columns=dataset.column_names,
-                            num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 1000 else None,
-                            desc=f"Tokenizing {name}")
+    formatted = dataset.map(
+        format_batch,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 1000 else None,
+        desc=f"Tokenizing {name}",
+    )
     counts = Counter(formatted["status"])
     kept = formatted.filter(lambda status: status == KEPT, input_columns="status")
     return kept.remove_columns("status"), counts

@@ -60,8 +60,12 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         vocab = json.dumps(state, sort_keys=True)
     else:
         vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
-    parts = [vocab, json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str),
-             str(tokenizer.chat_template or ""), type(tokenizer).__name__]
+    parts = [
+        vocab,
+        json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str),
+        str(tokenizer.chat_template or ""),
+        type(tokenizer).__name__,
+    ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -88,8 +92,9 @@ def _progress_bars_on_rank0_only() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig], where: str,
-                    counts: Counter) -> datasets.Dataset:
+def _tokenize_group(
+    cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig], where: str, counts: Counter
+) -> datasets.Dataset:
     parts = []
     for index, ds in enumerate(group):
         name = entry_name(where, index, ds)
@@ -103,8 +108,10 @@ def _tokenize_group(cfg: TrainConfig, tokenizer: Any, group: list[DatasetConfig]
         parts.append(tokenized)
     merged = datasets.concatenate_datasets(parts)
     if len(merged) == 0:
-        raise ConfigError(f"{where}: no sample is left after formatting ({dict(counts)}); check sequence_len, "
-                         "roles_to_train and the data")
+        raise ConfigError(
+            f"{where}: no sample is left after formatting ({dict(counts)}); check sequence_len, "
+            "roles_to_train and the data"
+        )
     return merged
 
 
@@ -132,13 +139,17 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
         split = train.train_test_split(test_size=_val_size(cfg.val_set_size), shuffle=False, seed=cfg.seed)
         train, eval_ds = split["train"], split["test"]
     stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
-    stats.update(train_samples=len(train), eval_samples=len(eval_ds) if eval_ds is not None else 0,
-                 train_tokens=_token_count(train))
+    stats.update(
+        train_samples=len(train),
+        eval_samples=len(eval_ds) if eval_ds is not None else 0,
+        train_tokens=_token_count(train),
+    )
     if cfg.sample_packing:
         log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
         train = pack_dataset(train, cfg.sequence_len)
-        stats.update(train_rows=len(train),
-                     packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4))
+        stats.update(
+            train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4)
+        )
     if eval_ds is not None and (cfg.sample_packing if cfg.eval_sample_packing is None else cfg.eval_sample_packing):
         eval_ds = pack_dataset(eval_ds, cfg.sequence_len)
     return PreparedData(train=train, eval=eval_ds, stats=stats)
@@ -161,8 +172,9 @@ def _load(path: Path) -> PreparedData:
     return PreparedData(train=saved["train"], eval=saved["eval"] if "eval" in saved else None, stats=stats)
 
 
-def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = None,
-                     global_batch_size: int | None = None) -> PreparedData:
+def prepare_datasets(
+    cfg: TrainConfig, tokenizer: Any, world_size: int | None = None, global_batch_size: int | None = None
+) -> PreparedData:
     """The train/eval datasets for a config, from the cache when it is current, else built once and cached.
 
     stats: counts of kept and dropped samples, tokens, packing efficiency, `cache` ("built" or "loaded") and `key`.
@@ -190,8 +202,10 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any, world_size: int | None = 
     multiple = global_batch_size or world_size * cfg.micro_batch_size * cfg.gradient_accumulation_steps
     prepared.train = pad_to_multiple(prepared.train, multiple)
     prepared.stats["train_rows_per_rank"] = len(prepared.train) // world_size
-    log(f"datasets {prepared.stats['cache']} in {time.monotonic() - started:.1f}s from {final}: "
-        + json.dumps({k: v for k, v in prepared.stats.items() if k not in ("cache", "key")}))
+    log(
+        f"datasets {prepared.stats['cache']} in {time.monotonic() - started:.1f}s from {final}: "
+        + json.dumps({k: v for k, v in prepared.stats.items() if k not in ("cache", "key")})
+    )
     return prepared
 
 

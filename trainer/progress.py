@@ -50,9 +50,17 @@ def _finite(value: float | None) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def format_step_line(step: int, max_steps: int | None, loss: float | None, lr: float | None,
-                     grad_norm: float | None, tokens_per_s: float | None, elapsed_s: float | None,
-                     left_s: float | None, preference: dict[str, Any] | None = None) -> str:
+def format_step_line(
+    step: int,
+    max_steps: int | None,
+    loss: float | None,
+    lr: float | None,
+    grad_norm: float | None,
+    tokens_per_s: float | None,
+    elapsed_s: float | None,
+    left_s: float | None,
+    preference: dict[str, Any] | None = None,
+) -> str:
     """The readable line of one logged step; missing values are left out, a diverged loss shows as nan.
     `preference` (rl: runs) adds what users watch in DPO: reward accuracy, margin, chosen and rejected rewards."""
     parts = [f"step {step}/{max_steps}" if max_steps else f"step {step}"]
@@ -75,8 +83,12 @@ def format_step_line(step: int, max_steps: int | None, loss: float | None, lr: f
 
 
 # metrics-line names of preference tuning's rewards -> their short label on the readable step line
-PREFERENCE_LABELS = {"reward_accuracy": "acc", "reward_margin": "margin", "rewards_chosen": "chosen",
-                     "rewards_rejected": "rejected"}
+PREFERENCE_LABELS = {
+    "reward_accuracy": "acc",
+    "reward_margin": "margin",
+    "rewards_chosen": "chosen",
+    "rewards_rejected": "rejected",
+}
 
 
 def format_eval_line(step: int, max_steps: int | None, eval_loss: float | None) -> str:

@@ -22,15 +22,26 @@ class LossWatchdogCallback(TrainerCallback):
         self.patience = patience
         self.violations = 0
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         loss = (logs or {}).get("loss")
         if loss is None:
             return
         self.violations = self.violations + 1 if loss > self.threshold else 0
         if self.violations >= self.patience:
-            log.warning("loss_watchdog: loss %.4f above %g for %d logged steps in a row; stopping at step %d",
-                        loss, self.threshold, self.violations, state.global_step)
+            log.warning(
+                "loss_watchdog: loss %.4f above %g for %d logged steps in a row; stopping at step %d",
+                loss,
+                self.threshold,
+                self.violations,
+                state.global_step,
+            )
             control.should_training_stop = True
 
 

@@ -15,10 +15,37 @@ IM_START = "<|im_start|>"
 CHATML_TEMPLATE = chat_template_text("chatml")
 
 # The words of the example data (configs/examples/data/make_data.py builds its sentences from these).
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
-COLORS = {"sky": "blue", "grass": "green", "snow": "white", "coal": "black", "sun": "yellow",
-          "blood": "red", "night": "dark", "orange": "orange"}
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+]
+COLORS = {
+    "sky": "blue",
+    "grass": "green",
+    "snow": "white",
+    "coal": "black",
+    "sun": "yellow",
+    "blood": "red",
+    "night": "dark",
+    "orange": "orange",
+}
 ANIMALS = {"cat": "meow", "dog": "woof", "cow": "moo", "duck": "quack", "sheep": "baa", "owl": "hoot"}
 FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum"]
 
@@ -34,8 +61,10 @@ def tiny_corpus() -> list[str]:
         "system\nuser\nassistant\n",
     ]
     for a, b in itertools.product(range(10), repeat=2):
-        lines.append(f"user\nWhat is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?\nassistant\n{NUMBER_WORDS[a]} plus "
-                     f"{NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}. {a} + {b} = {a + b}.")
+        lines.append(
+            f"user\nWhat is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?\nassistant\n{NUMBER_WORDS[a]} plus "
+            f"{NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}. {a} + {b} = {a + b}."
+        )
     for thing, color in COLORS.items():
         lines.append(f"What color is the {thing}?\nThe {thing} is {color}.")
     for animal, sound in ANIMALS.items():
@@ -65,8 +94,12 @@ def make_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 768):
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, backend.token_to_id(BOS))]
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        additional_special_tokens=[IM_START], chat_template=CHATML_TEMPLATE,
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=[IM_START],
+        chat_template=CHATML_TEMPLATE,
     )
     tokenizer.save_pretrained(str(out_dir))
     return tokenizer
@@ -79,10 +112,17 @@ def make_tiny_model(out_dir: str | Path, vocab_size: int | None = None, seed: in
 
     tokenizer = make_tiny_tokenizer(out_dir)
     config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

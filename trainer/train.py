@@ -63,8 +63,9 @@ from hpcft.trainer.watchdog import HangWatchdog
 log = logging.getLogger("hpcft.trainer")
 
 
-def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: BatchLayout,
-                  resume: ResumePlan | None = None) -> tuple[Trainer, StopFileCallback | None]:
+def build_trainer(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: BatchLayout, resume: ResumePlan | None = None
+) -> tuple[Trainer, StopFileCallback | None]:
     """Data, arguments, model and callbacks, assembled into a transformers Trainer. `layout` is the batch layout
     to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
@@ -72,9 +73,15 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: 
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
     precision = resolve_precision(cfg)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
-    arg_values = training_argument_values(cfg, precision, deepspeed_config, num_train_rows=len(data.train),
-                                          has_eval=data.eval is not None, world_size=layout.world_size,
-                                          fsdp_config=fsdp_config)
+    arg_values = training_argument_values(
+        cfg,
+        precision,
+        deepspeed_config,
+        num_train_rows=len(data.train),
+        has_eval=data.eval is not None,
+        world_size=layout.world_size,
+        fsdp_config=fsdp_config,
+    )
     args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
@@ -84,18 +91,30 @@ def build_trainer(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, layout: 
     recorder = SampleRecorder.from_env(rank())
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
-    callbacks = [MetricsCallback(cfg.output_dir), FaultInjectionCallback.from_env(),
-                 CompleteCheckpointCallback(cfg.save_total_limit), stop, HangWatchdog.from_env(cfg.output_dir, rank()),
-                 *stopping_callbacks(cfg), recorder]
+    callbacks = [
+        MetricsCallback(cfg.output_dir),
+        FaultInjectionCallback.from_env(),
+        CompleteCheckpointCallback(cfg.save_total_limit),
+        stop,
+        HangWatchdog.from_env(cfg.output_dir, rank()),
+        *stopping_callbacks(cfg),
+        recorder,
+    ]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
         trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
     else:
         model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                          data_collator=make_collator(cfg, tokenizer), processing_class=tokenizer,
-                          callbacks=callbacks)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            data_collator=make_collator(cfg, tokenizer),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     if recorder is not None:
         recorder.attach(trainer.model)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
@@ -163,9 +182,11 @@ def train(config_path: str | Path) -> int:
     done_at = finished_step(cfg.output_dir)
     if done_at is not None and not cfg.resume_from_checkpoint and done_at >= (cfg.max_steps or done_at):
         # A requeued or resubmitted finished run: retraining would overwrite its model with a longer run's.
-        return nothing_to_train(f"{cfg.output_dir} already holds the final model of a run that finished at step "
-                                f"{done_at}: nothing to train (use another output_dir, raise max_steps, or delete "
-                                "its hpcft_finished.json to train again)")
+        return nothing_to_train(
+            f"{cfg.output_dir} already holds the final model of a run that finished at step "
+            f"{done_at}: nothing to train (use another output_dir, raise max_steps, or delete "
+            "its hpcft_finished.json to train again)"
+        )
     if resume:
         step, last = trained_steps(cfg, resume)
         if step >= last > 0:
@@ -182,16 +203,18 @@ def train(config_path: str | Path) -> int:
             log_plan(plan)
         conversion = convert_for_world_size(plan)
     if is_main_process():
-        record_attempt(os.environ.get(RUN_DIR_ENV), os.environ.get("SLURM_JOB_ID"), layout.world_size, plan,
-                       conversion)
+        record_attempt(os.environ.get(RUN_DIR_ENV), os.environ.get("SLURM_JOB_ID"), layout.world_size, plan, conversion)
     trainer.train(resume_from_checkpoint=resume)
 
     state = trainer.state
     finished = False
     if stop is not None and stop.stopped_at is not None and state.global_step < state.max_steps:
         if is_main_process():
-            print(f"hpcft: stop file {stop.stop_file} seen: saved checkpoint-{stop.stopped_at} and stopped; "
-                  "the next run resumes from it", flush=True)
+            print(
+                f"hpcft: stop file {stop.stop_file} seen: saved checkpoint-{stop.stopped_at} and stopped; "
+                "the next run resumes from it",
+                flush=True,
+            )
     else:
         save_final_model(trainer, cfg.output_dir)
         signal_done()
@@ -224,8 +247,9 @@ def draw_loss_png(output_dir: str) -> Path | None:
         # runs/<job name>/<stamp>: name the plot after the job, as `hpcft status` does.
         name = run_dir.parent.name if run_dir else Path(output_dir).name
         last = next((loss for loss in reversed(curve.loss) if loss is not None), None)
-        write_png(curve, target, title=f"{name}: step {curve.steps[-1]}"
-                  + (f", loss {last:.3f}" if last is not None else ""))
+        write_png(
+            curve, target, title=f"{name}: step {curve.steps[-1]}" + (f", loss {last:.3f}" if last is not None else "")
+        )
     except Exception as exc:  # noqa: BLE001 - matplotlib missing or the folder not writable: say so, go on
         log.warning("could not draw %s: %s", target, exc)
         return None

@@ -69,11 +69,17 @@ class HangWatchdog(TrainerCallback):
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         path = self.dump_dir / f"{socket.gethostname()}-rank{self.rank}.txt"
         with open(path, "w") as f:
-            f.write(f"hpcft hang watchdog: no training step completed for {idle:.0f} s "
-                    f"(launch.hang_timeout={self.timeout_s:g}); stacks of every thread of rank {self.rank}:\n\n")
+            f.write(
+                f"hpcft hang watchdog: no training step completed for {idle:.0f} s "
+                f"(launch.hang_timeout={self.timeout_s:g}); stacks of every thread of rank {self.rank}:\n\n"
+            )
             f.flush()
             faulthandler.dump_traceback(file=f, all_threads=True)
-        print(f"hpcft: rank {self.rank}: no training step for {idle:.0f} s (launch.hang_timeout="
-              f"{self.timeout_s:g}); Python stacks written to {path}; ending the job", file=sys.stderr, flush=True)
+        print(
+            f"hpcft: rank {self.rank}: no training step for {idle:.0f} s (launch.hang_timeout="
+            f"{self.timeout_s:g}); Python stacks written to {path}; ending the job",
+            file=sys.stderr,
+            flush=True,
+        )
         # os._exit: the main thread is stuck (that is the point), so no clean shutdown can be waited for.
         os._exit(HANG_EXIT_CODE)

@@ -24,15 +24,15 @@ def run_image(run_cli):
     return run
 
 
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A model folder, a chat dataset and a config that uses them (output under tmp_path/out)."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     (tmp_path / "data").mkdir()
-    chat = {"messages": [{"role": "user", "content": "Capital of Switzerland?"},
-                         {"role": "assistant", "content": "Bern."}]}
+    chat = {
+        "messages": [{"role": "user", "content": "Capital of Switzerland?"}, {"role": "assistant", "content": "Bern."}]
+    }
     (tmp_path / "data" / "chat.jsonl").write_text(json.dumps(chat) + "\n")
     (tmp_path / "cfg.yaml").write_text(
         "base_model: ./model\n"
@@ -48,8 +48,13 @@ def images(tmp_path: Path) -> dict[str, Path]:
     """Image files and folders of each kind, by name."""
     folder = tmp_path / "images"
     folder.mkdir()
-    files = {"sqsh": folder / "hpcft.sqsh", "sif": folder / "hpcft.sif", "empty": folder / "empty.sqsh",
-             "tarball": folder / "hpcft.tar.sqsh", "sandbox": folder / "sandbox"}
+    files = {
+        "sqsh": folder / "hpcft.sqsh",
+        "sif": folder / "hpcft.sif",
+        "empty": folder / "empty.sqsh",
+        "tarball": folder / "hpcft.tar.sqsh",
+        "sandbox": folder / "sandbox",
+    }
     files["sqsh"].write_bytes(SQUASHFS_HEAD)
     files["sif"].write_bytes(SIF_HEAD)
     files["empty"].write_bytes(b"")

@@ -37,19 +37,24 @@ def test_a_relative_image_path_is_resolved_from_the_current_folder(workspace, im
         check_image(_job(workspace, "cscs", "hpcft.sqsh"))
 
 
-@pytest.mark.parametrize(("profile", "kind"), [("cscs", "sqsh"), ("pyxis", "sqsh"), ("apptainer", "sif"),
-                                               ("apptainer", "sqsh"), ("apptainer", "sandbox")])
+@pytest.mark.parametrize(
+    ("profile", "kind"),
+    [("cscs", "sqsh"), ("pyxis", "sqsh"), ("apptainer", "sif"), ("apptainer", "sqsh"), ("apptainer", "sandbox")],
+)
 def test_an_image_of_the_right_kind_passes(workspace, images, profile, kind):
     check_image(_job(workspace, profile, images[kind]))
 
 
-@pytest.mark.parametrize(("profile", "kind", "says"), [
-    ("cscs", "sif", "is a SIF image (that is for apptainer)"),
-    ("pyxis", "tarball", "is not a squashfs image"),
-    ("cscs", "sandbox", "is a folder"),
-    ("cscs", "empty", "is empty (an interrupted import?)"),
-    ("apptainer", "tarball", "is neither a SIF nor a squashfs image"),
-])
+@pytest.mark.parametrize(
+    ("profile", "kind", "says"),
+    [
+        ("cscs", "sif", "is a SIF image (that is for apptainer)"),
+        ("pyxis", "tarball", "is not a squashfs image"),
+        ("cscs", "sandbox", "is a folder"),
+        ("cscs", "empty", "is empty (an interrupted import?)"),
+        ("apptainer", "tarball", "is neither a SIF nor a squashfs image"),
+    ],
+)
 def test_an_image_of_the_wrong_kind_is_refused(workspace, images, profile, kind, says):
     with pytest.raises(ConfigError, match=re.escape(f"launch.image (profile '{profile}')")) as exc:
         check_image(_job(workspace, profile, images[kind]))
@@ -63,9 +68,16 @@ def test_an_unreadable_image_is_refused(workspace, images):
         check_image(_job(workspace, "cscs", images["sqsh"]))
 
 
-@pytest.mark.parametrize("image", ["nvcr.io#nvidia/pytorch:25.01-py3", "nvcr.io/nvidia/pytorch:25.01-py3",
-                                   "library/ubuntu:24.04", "docker://nvcr.io/nvidia/pytorch:25.01-py3",
-                                   "oras://ghcr.io/org/hpcft.sif"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "nvcr.io#nvidia/pytorch:25.01-py3",
+        "nvcr.io/nvidia/pytorch:25.01-py3",
+        "library/ubuntu:24.04",
+        "docker://nvcr.io/nvidia/pytorch:25.01-py3",
+        "oras://ghcr.io/org/hpcft.sif",
+    ],
+)
 def test_registry_references_are_not_checked(workspace, image):
     assert not is_local_image(image)
     check_image(_job(workspace, "pyxis", image))
@@ -91,8 +103,9 @@ def test_submit_and_interactive_refuse_a_missing_image_before_anything_runs(work
     (this machine's sbatch would accept the job; the refusal must come first)."""
     missing = tmp_path / "ce-images" / "hpcft.sqsh"
     runs = tmp_path / "runs"
-    result = run_cli(verb, "--profile", "pyxis", workspace / "cfg.yaml", "--image", missing, "--out", runs / "r",
-                     cwd=workspace)
+    result = run_cli(
+        verb, "--profile", "pyxis", workspace / "cfg.yaml", "--image", missing, "--out", runs / "r", cwd=workspace
+    )
     assert result.code == 2, result.out + result.err
     assert f"image file not found: {missing}" in result.err
     assert not runs.exists()

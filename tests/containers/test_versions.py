@@ -44,8 +44,16 @@ def _pyproject_pins() -> dict[str, str]:
 
 def test_every_pin_is_what_the_recipes_install():
     pins = _pyproject_pins()
-    assert {"torch", "transformers", "peft", "accelerate", "deepspeed", "datasets", "bitsandbytes",
-            "flash-attn"} <= set(pins)
+    assert {
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "deepspeed",
+        "datasets",
+        "bitsandbytes",
+        "flash-attn",
+    } <= set(pins)
     dockerfile = dockerfile_args((REPO / DOCKERFILE).read_text())
     definition = def_arguments((REPO / APPTAINER_DEF).read_text())
     for name, version in pins.items():
@@ -95,7 +103,8 @@ def test_an_install_step_that_ignores_the_pin_is_reported(checkout_copy):
     script = checkout_copy / INSTALL_SCRIPT
     script.write_text(script.read_text().replace('"peft==${PEFT_VERSION}"', '"peft==0.1.0"'))
     assert version_drift(read_checkout(checkout_copy)) == [
-        f"{INSTALL_SCRIPT}: does not install peft at ${{PEFT_VERSION}}"]
+        f"{INSTALL_SCRIPT}: does not install peft at ${{PEFT_VERSION}}"
+    ]
 
 
 def test_a_stale_build_arg_is_reported(checkout_copy):
@@ -103,7 +112,8 @@ def test_a_stale_build_arg_is_reported(checkout_copy):
     stale = dockerfile.read_text().replace("ARG PEFT_VERSION", "ARG XFORMERS_VERSION=0.1\nARG PEFT_VERSION")
     dockerfile.write_text(stale)
     assert version_drift(read_checkout(checkout_copy)) == [
-        f"{DOCKERFILE}: XFORMERS_VERSION pins a package that pyproject.toml's extras do not pin"]
+        f"{DOCKERFILE}: XFORMERS_VERSION pins a package that pyproject.toml's extras do not pin"
+    ]
 
 
 def _package_dirs() -> set[str]:

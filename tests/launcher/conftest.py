@@ -11,15 +11,15 @@ TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data"
 
 
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A folder with a fake model dir, a chat and a pretraining dataset, and a config that uses them."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     (tmp_path / "data").mkdir()
-    chat = {"conversations": [{"from": "user", "value": "Capital of Switzerland?"},
-                              {"from": "assistant", "value": "Bern."}]}
+    chat = {
+        "conversations": [{"from": "user", "value": "Capital of Switzerland?"}, {"from": "assistant", "value": "Bern."}]
+    }
     (tmp_path / "data" / "chat.jsonl").write_text(json.dumps(chat) + "\n")
     (tmp_path / "data" / "pretrain.jsonl").write_text(json.dumps({"text": "Lorem ipsum."}) + "\n")
     (tmp_path / "cfg.yaml").write_text(BASE_CONFIG)

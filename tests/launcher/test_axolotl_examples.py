@@ -52,22 +52,28 @@ def test_axolotl_style_config_is_accepted_or_refused_by_name(case, tmp_path, mon
 
 def test_stratified_sample_covers_family_adapter_and_data_type():
     bench = _bench()
-    outcomes = [bench.Outcome(f"{i}.yaml", "text", "accepted", raw=raw) for i, raw in enumerate([
-        {"base_model": "meta-llama/Llama-3.2-1B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
-        {"base_model": "meta-llama/Llama-3.1-8B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
-        {"base_model": "Qwen/Qwen3-8B", "datasets": [{"type": "chat_template"}]},
-        {"base_model": "google/gemma-3-1b-it", "adapter": "qlora", "datasets": [{"type": "chat_template"}]},
-        {"base_model": "unknown-family/model", "datasets": [{"type": "completion"}]},
-    ])]
+    outcomes = [
+        bench.Outcome(f"{i}.yaml", "text", "accepted", raw=raw)
+        for i, raw in enumerate(
+            [
+                {"base_model": "meta-llama/Llama-3.2-1B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
+                {"base_model": "meta-llama/Llama-3.1-8B", "adapter": "lora", "datasets": [{"type": "alpaca"}]},
+                {"base_model": "Qwen/Qwen3-8B", "datasets": [{"type": "chat_template"}]},
+                {"base_model": "google/gemma-3-1b-it", "adapter": "qlora", "datasets": [{"type": "chat_template"}]},
+                {"base_model": "unknown-family/model", "datasets": [{"type": "completion"}]},
+            ]
+        )
+    ]
     chosen = [o.path for o in bench.stratified_sample(outcomes, limit=10)]
     assert chosen == ["0.yaml", "2.yaml", "3.yaml"]  # 1 adds nothing new; 4 has no tiny model family
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "adapter", "data"), [("llama-lora-alpaca", "lora", "alpaca"),
-                                                       ("qwen-qlora-chat-liger", "qlora", "chat_template")])
-def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path,
-                                                                          monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "adapter", "data"),
+    [("llama-lora-alpaca", "lora", "alpaca"), ("qwen-qlora-chat-liger", "qlora", "chat_template")],
+)
+def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     bench = _bench()
     case = ROOT / "tests" / "data" / "axolotl_style" / f"{name}.yaml"

@@ -30,8 +30,11 @@ CHAT = {"path": "chat.jsonl", "type": "chat_template"}
 
 
 def _classes(key: str, implemented: set[str], warn_only: dict, refused: dict) -> list[str]:
-    return [name for name, keys in (("implemented", implemented), ("warned", warn_only), ("refused", refused))
-            if key in keys]
+    return [
+        name
+        for name, keys in (("implemented", implemented), ("warned", warn_only), ("refused", refused))
+        if key in keys
+    ]
 
 
 def test_snapshot_names_the_axolotl_commit_and_is_complete():
@@ -48,8 +51,11 @@ def test_every_top_level_axolotl_key_is_in_exactly_one_class():
     assert not {k: v for k, v in wrong.items() if len(v) != 1}, "keys in no class or in several"
     # Older spellings we list beyond the snapshot must not be implemented at the same time either.
     extra = (set(WARN_ONLY_KEYS) | set(REFUSED_KEYS)) - SPACE.top
-    assert not {k: _classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS) for k in extra
-                if len(_classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS)) != 1}
+    assert not {
+        k: _classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS)
+        for k in extra
+        if len(_classes(k, implemented, WARN_ONLY_KEYS, REFUSED_KEYS)) != 1
+    }
 
 
 def test_every_dataset_axolotl_key_is_in_exactly_one_class():
@@ -108,8 +114,16 @@ def test_rl_values_are_refused_per_method():
 
 
 def test_blank_false_and_empty_values_mean_unset():
-    raw = {"base_model": "m", "lora_r": None, "fp16": None, "fsdp": None, "model_kwargs": {}, "rl": None,
-           "use_comet": False, "datasets": [{**CHAT, "split": None, "shards": None}]}
+    raw = {
+        "base_model": "m",
+        "lora_r": None,
+        "fp16": None,
+        "fsdp": None,
+        "model_kwargs": {},
+        "rl": None,
+        "use_comet": False,
+        "datasets": [{**CHAT, "split": None, "shards": None}],
+    }
     assert check_keys(raw, "cfg.yaml") == []
     assert raw == {"base_model": "m", "datasets": [CHAT]}
     cfg = TrainConfig.model_validate(raw)
@@ -147,47 +161,72 @@ def test_snapshot_script_reads_an_axolotl_schema(tmp_path):
     """The generator on a miniature axolotl tree: inherited fields, aliases, plugins and their keys, enums."""
     schemas = tmp_path / "src" / "axolotl" / "utils" / "schemas"
     schemas.mkdir(parents=True)
-    (schemas / "config.py").write_text(textwrap.dedent("""\
+    (schemas / "config.py").write_text(
+        textwrap.dedent("""\
         class Base(BaseModel):
             lora_r: int | None = None
             revision_of_model: str | None = Field(default=None, alias="model_revision")
         class AxolotlInputConfig(Base, BaseModel):
             model_config = {"populate_by_name": True}
             learning_rate: float = 1e-5
-        """))
+        """)
+    )
     (schemas / "datasets.py").write_text("class SFTDataset(BaseModel):\n    path: str\n    shards: int = 1\n")
-    (schemas / "enums.py").write_text(textwrap.dedent("""\
+    (schemas / "enums.py").write_text(
+        textwrap.dedent("""\
         class ChatTemplate(str, Enum):
             chatml = "chatml"
         class CustomSupportedOptimizers(str, Enum):
             muon = "muon"
         class RLType(str, Enum):
             DPO = "dpo"
-        """))
+        """)
+    )
     (tmp_path / "src" / "axolotl" / "prompt_strategies").mkdir()
     (tmp_path / "src" / "axolotl" / "prompt_strategies" / "alpaca_chat.py").write_text("")
     plugin = tmp_path / "src" / "axolotl" / "integrations" / "liger"
     plugin.mkdir(parents=True)
     (plugin / "args.py").write_text("class LigerArgs(BaseModel):\n    liger_rope: bool | None = None\n")
-    (plugin / "plugin.py").write_text(textwrap.dedent("""\
+    (plugin / "plugin.py").write_text(
+        textwrap.dedent("""\
         class LigerPlugin(BasePlugin):
             def get_input_args(self):
                 return "axolotl.integrations.liger.LigerArgs"
-        """))
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "axolotl_key_snapshot.py"), str(tmp_path),
-                          "--commit", "0" * 40], capture_output=True, text=True, check=True).stdout
+        """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "axolotl_key_snapshot.py"), str(tmp_path), "--commit", "0" * 40],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     body = [line for line in out.splitlines() if not line.startswith("#")]
     assert out.startswith(f"# axolotl config key space at commit {'0' * 40}\n")
-    assert body == ["top learning_rate", "top lora_r", "top model_revision", "top revision_of_model",
-                    "top liger_rope axolotl.integrations.liger.LigerPlugin", "dataset path", "dataset shards",
-                    "plugin axolotl.integrations.liger.LigerPlugin", "chat_template chatml", "optimizer muon",
-                    "rl dpo", "dataset_type alpaca_chat"]
+    assert body == [
+        "top learning_rate",
+        "top lora_r",
+        "top model_revision",
+        "top revision_of_model",
+        "top liger_rope axolotl.integrations.liger.LigerPlugin",
+        "dataset path",
+        "dataset shards",
+        "plugin axolotl.integrations.liger.LigerPlugin",
+        "chat_template chatml",
+        "optimizer muon",
+        "rl dpo",
+        "dataset_type alpaca_chat",
+    ]
 
 
 def test_readme_promise_kernel_only_keys_are_accepted_with_a_warning():
     readme = (REPO / "README.md").read_text()
-    promised = ["liger_rms_norm", "liger_fused_linear_cross_entropy", "flash_attn_rms_norm", "lora_qkv_kernel",
-                "torch_compile"]
+    promised = [
+        "liger_rms_norm",
+        "liger_fused_linear_cross_entropy",
+        "flash_attn_rms_norm",
+        "lora_qkv_kernel",
+        "torch_compile",
+    ]
     assert all(f"`{key.split('_')[0]}" in readme for key in promised)
     for key in promised:
         raw = {"base_model": "m", key: True}

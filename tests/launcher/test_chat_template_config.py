@@ -14,9 +14,12 @@ def test_chat_template_jinja_file_is_read_into_the_config(workspace):
     (workspace / "templates").mkdir()
     (workspace / "templates" / "mine.jinja").write_text(TEMPLATE)
     config = (workspace / "cfg.yaml").read_text()
-    config = config.replace("    field_messages: conversations\n",
-                            "    field_messages: conversations\n    chat_template: jinja\n"
-                            "    chat_template_jinja: ./templates/mine.jinja\n", 1)
+    config = config.replace(
+        "    field_messages: conversations\n",
+        "    field_messages: conversations\n    chat_template: jinja\n"
+        "    chat_template_jinja: ./templates/mine.jinja\n",
+        1,
+    )
     (workspace / "cfg.yaml").write_text(config + "chat_template: jinja\nchat_template_jinja: templates/mine.jinja\n")
     cfg = load_job(workspace / "cfg.yaml", "local").cfg
     assert cfg.chat_template_jinja == TEMPLATE
@@ -27,7 +30,7 @@ def test_chat_template_jinja_file_is_read_into_the_config(workspace):
 
 def test_inline_template_text_is_kept_and_a_missing_file_is_named(workspace):
     config = (workspace / "cfg.yaml").read_text()
-    (workspace / "cfg.yaml").write_text(config + f"chat_template: jinja\nchat_template_jinja: \"{TEMPLATE}\"\n")
+    (workspace / "cfg.yaml").write_text(config + f'chat_template: jinja\nchat_template_jinja: "{TEMPLATE}"\n')
     assert load_job(workspace / "cfg.yaml", "local").cfg.chat_template_jinja == TEMPLATE
     (workspace / "cfg.yaml").write_text(config + "chat_template: jinja\nchat_template_jinja: ./nope.jinja\n")
     with pytest.raises(ConfigError, match=r"key 'chat_template_jinja': template file not found: .*nope\.jinja"):

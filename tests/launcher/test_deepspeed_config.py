@@ -42,12 +42,24 @@ def load_train_yaml_like(workspace):
 def test_rendered_deepspeed_json_is_exactly_what_the_trainer_uses(run_cli, workspace):
     """The trainer resolves train.yaml's deepspeed file through the same function: it must change nothing, also
     for a user file that asks ZeRO-3 not to gather weights (today's trainer flips that at run time only)."""
-    user = {"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False},
-            "train_micro_batch_size_per_gpu": "auto"}
+    user = {
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False},
+        "train_micro_batch_size_per_gpu": "auto",
+    }
     (workspace / "ds.json").write_text(json.dumps(user))
     out = workspace / "run"
-    result = run_cli("render", "--profile", "local", workspace / "cfg.yaml", "-o", out, "--nodes", "2",
-                     "deepspeed=./ds.json", cwd=workspace)
+    result = run_cli(
+        "render",
+        "--profile",
+        "local",
+        workspace / "cfg.yaml",
+        "-o",
+        out,
+        "--nodes",
+        "2",
+        "deepspeed=./ds.json",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     rendered = json.loads((out / "deepspeed.json").read_text())
     assert rendered["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True

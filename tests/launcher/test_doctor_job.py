@@ -13,8 +13,12 @@ import pytest
 from hpcft.launcher.doctor import doctor_job, doctor_script
 from hpcft.launcher.render import render_run_dir
 
-IMAGES = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
-          "apptainer": "/images/hpcft.sif", "local": None}
+IMAGES = {
+    "cscs": "/capstor/store/hpcft.sqsh",
+    "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
+    "apptainer": "/images/hpcft.sif",
+    "local": None,
+}
 
 
 @pytest.mark.parametrize("profile", sorted(IMAGES))

@@ -59,12 +59,26 @@ def test_labelled_and_timestamped_lines_are_read_too():
 
 
 def write_report(folder: Path, rank: int, node: int, host: str, pair: float | None, **extra) -> None:
-    report = {"rank": rank, "world_size": 8, "local_rank": rank % 2, "node_rank": node, "stage": "done",
-              "backend": "nccl", "host": host, "gpus": ["NVIDIA GH200 120GB"] * 4, "image": "/capstor/hpcft.sqsh",
-              "hpcft_version": "0.1.0", "rendezvous_s": 3.2,
-              "allreduce": [{"bytes": 2**20, "seconds": 0.0002, "busbw_gbs": 7.9},
-                            {"bytes": 2**30, "seconds": 0.0165, "busbw_gbs": 97.6}],
-              "pair_busbw_gbs": {} if pair is None else {"x": pair}, "write_mb_s": 1800.0, **extra}
+    report = {
+        "rank": rank,
+        "world_size": 8,
+        "local_rank": rank % 2,
+        "node_rank": node,
+        "stage": "done",
+        "backend": "nccl",
+        "host": host,
+        "gpus": ["NVIDIA GH200 120GB"] * 4,
+        "image": "/capstor/hpcft.sqsh",
+        "hpcft_version": "0.1.0",
+        "rendezvous_s": 3.2,
+        "allreduce": [
+            {"bytes": 2**20, "seconds": 0.0002, "busbw_gbs": 7.9},
+            {"bytes": 2**30, "seconds": 0.0165, "busbw_gbs": 97.6},
+        ],
+        "pair_busbw_gbs": {} if pair is None else {"x": pair},
+        "write_mb_s": 1800.0,
+        **extra,
+    }
     (folder / f"rank-{rank}.json").write_text(json.dumps(report))
 
 
@@ -77,8 +91,14 @@ def test_slow_and_broken_nodes_are_named_with_the_exclude_line(tmp_path):
             write_report(tmp_path, node * 2 + local, node, host, pair, **extra)
     (tmp_path / "nccl-nid005101-183021.log").write_text(ALPS_NCCL)
     (tmp_path / "nccl-nid005102-90211.log").write_text(SOCKET_FALLBACK_NCCL)
-    result = analyse(tmp_path, gpus_per_node=4, expected_busbw=75.0, expected_network="AWS Libfabric",
-                     hpcft_version="0.1.0", hosts=hosts)
+    result = analyse(
+        tmp_path,
+        gpus_per_node=4,
+        expected_busbw=75.0,
+        expected_network="AWS Libfabric",
+        hpcft_version="0.1.0",
+        hosts=hosts,
+    )
     verdicts = {row.host: row.verdict for row in result.nodes}
     assert verdicts["nid005101"] == "ok" and verdicts["nid005103"] == "ok"
     assert verdicts["nid005102"] == "NCCL uses Socket, not AWS Libfabric; slow: 21.50 GB/s < 70% of 75.00"

@@ -21,8 +21,12 @@ from hpcft.launcher.jobplan import make_plan
 from hpcft.launcher.render import render_run_dir
 from hpcft.launcher.submitit_backend import submit_with_submitit
 
-IMAGE = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
-         "apptainer": "/scratch/images/hpcft.sif", "local": None}
+IMAGE = {
+    "cscs": "/capstor/store/hpcft.sqsh",
+    "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
+    "apptainer": "/scratch/images/hpcft.sif",
+    "local": None,
+}
 RECORDER = """#!/bin/bash
 # Records what it was asked to run: one folder per call, arguments NUL-separated, the environment as env -0 does.
 out="$RECORD_DIR/$(date +%s%N)-$$"
@@ -31,7 +35,7 @@ printf '%s\\0' "$@" > "$out/argv"
 env -0 > "$out/env"
 """
 SCONTROL = "#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] && printf 'node1\\nnode2\\n'\n"
-SBATCH = "#!/bin/sh\ncp \"$1\" \"$RECORD_DIR/submitit.sbatch\"\necho 'Submitted batch job 4242'\n"
+SBATCH = '#!/bin/sh\ncp "$1" "$RECORD_DIR/submitit.sbatch"\necho \'Submitted batch job 4242\'\n'
 # The variables a job's step depends on (the rest is the machine's own environment).
 _OURS = re.compile(r"^(HPCFT_|APPTAINERENV_|MASTER_|HF_|NCCL_|FI_|TORCH_|OMP_|DS_|TOKENIZERS_|TRITON_|CUDA_)")
 
@@ -49,9 +53,17 @@ def bin_dir(tmp_path, monkeypatch) -> Path:
 
 def _node_env(tmp_path: Path, record: Path) -> dict[str, str]:
     """What Slurm sets in a batch job, and a user's secret token (passed by name to the container)."""
-    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RECORD_DIR": str(record), "SLURM_JOB_ID": "4242",
-            "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2",
-            "HF_TOKEN": "hf_test_only_not_a_token", "SCRATCH": "/scratch/u"}
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "RECORD_DIR": str(record),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NUM_NODES": "2",
+        "HF_TOKEN": "hf_test_only_not_a_token",
+        "SCRATCH": "/scratch/u",
+    }
 
 
 def _recorded(record: Path) -> tuple[list[str], dict[str, str]]:
@@ -108,7 +120,7 @@ def test_sbatch_submitit_and_interactive_run_the_same_step(profile, workspace, b
     plan_args = make_plan(job, run_dir).srun_args
     start = argv.index(plan_args[0])
     assert "#SBATCH --nodes=2" in script
-    seen["submitit"] = (argv[start:start + len(plan_args)], _normal(task.command), env)
+    seen["submitit"] = (argv[start : start + len(plan_args)], _normal(task.command), env)
 
     # 3. interactive, on two nodes: a shell on the first node with interactive.rc, then the printed command.
     record = tmp_path / f"record-interactive-{profile}"
@@ -121,9 +133,11 @@ def test_sbatch_submitit_and_interactive_run_the_same_step(profile, workspace, b
     assert srun_args[:4] == ["--overlap", "--nodes=2", "--ntasks=2", "--kill-on-bad-exit=1"]
     # The session has its own run directory: compare with the batch job's after renaming it.
     same = str(run_dir)
-    seen["interactive"] = ([a.replace(str(session), same) for a in srun_args[3:]],
-                           _normal(command).replace(str(session), same),
-                           {k: v.replace(str(session), same) for k, v in env.items()})
+    seen["interactive"] = (
+        [a.replace(str(session), same) for a in srun_args[3:]],
+        _normal(command).replace(str(session), same),
+        {k: v.replace(str(session), same) for k, v in env.items()},
+    )
 
     assert seen["submitit"] == seen["sbatch"]
     assert seen["interactive"] == seen["sbatch"]

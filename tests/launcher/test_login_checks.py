@@ -42,7 +42,8 @@ def test_the_default_output_dir_is_taken_from_the_configs_folder(workspace, monk
 
 def test_a_profile_drops_an_inherited_mount(workspace, monkeypatch, cscs_sees_tmp_path):
     (cscs_sees_tmp_path / "nousers.yaml").write_text(
-        "extends: cscs\ndrop_mounts: [/iopsstor]\nlaunch:\n  mounts: [/users/alice]\n")
+        "extends: cscs\ndrop_mounts: [/iopsstor]\nlaunch:\n  mounts: [/users/alice]\n"
+    )
     job = load_job(workspace / "cfg.yaml", "nousers", cli_launch={"image": "/capstor/hpcft.sqsh"})
     assert job.cfg.launch.mounts == ["/capstor", "/users/alice"]
 
@@ -50,8 +51,17 @@ def test_a_profile_drops_an_inherited_mount(workspace, monkeypatch, cscs_sees_tm
 def test_cscs_leaves_nccl_and_libfabric_to_the_hook_unless_the_config_overrides(run_cli, workspace):
     with open(workspace / "cfg.yaml", "a") as f:
         f.write("  env:\n    NCCL_CROSS_NIC: '1'\n")
-    result = run_cli("render", "--profile", "cscs", workspace / "cfg.yaml", "--image", "/capstor/hpcft.sqsh",
-                     "-o", workspace / "run", cwd=workspace)
+    result = run_cli(
+        "render",
+        "--profile",
+        "cscs",
+        workspace / "cfg.yaml",
+        "--image",
+        "/capstor/hpcft.sqsh",
+        "-o",
+        workspace / "run",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     env = tomllib.loads((workspace / "run" / "environment.toml").read_text())["env"]
     assert [k for k in env if k.startswith(("NCCL_", "FI_"))] == ["NCCL_CROSS_NIC"]

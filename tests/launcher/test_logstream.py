@@ -37,8 +37,10 @@ def reference(path: Path, rank: int | None = None, grep: str | None = None) -> l
     for raw in path.read_text().splitlines():
         header = re.match(r"hpcft: job (\S+) on \d+ node\(s\): \S* \(restart ([1-9]\d*)\)", raw)
         if header:
-            shown.append(f"---------------- job {header.group(1)}, restart {header.group(2)}: "
-                         "a new allocation appends below ----------------")
+            shown.append(
+                f"---------------- job {header.group(1)}, restart {header.group(2)}: "
+                "a new allocation appends below ----------------"
+            )
             shown.append(raw)
             continue
         label = re.match(r" *(\d+): (.*)$", raw)
@@ -72,17 +74,26 @@ def test_memory_does_not_grow_with_the_log(big_log):
     assert big_log.out.stat().st_size > 2_500_000
     sink = []
     tracemalloc.start()
-    print_new(FileCursor(big_log.out), LogView(HOSTS), lambda data: sink.append(len(data)), final=True,
-              block_bytes=1 << 16)
+    print_new(
+        FileCursor(big_log.out), LogView(HOSTS), lambda data: sink.append(len(data)), final=True, block_bytes=1 << 16
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert sum(sink) > big_log.out.stat().st_size
     assert peak < 1_000_000, f"peak {peak} bytes while streaming a {big_log.out.stat().st_size}-byte log"
 
 
-@pytest.mark.parametrize(("rank", "grep"), [(377, None), (0, None), (None, "Watchdog caught"),
-                                             (None, r"^\[rank\d+\]: torch\."), (0, r"\"loss\": 2\."),
-                                             (None, "hpcft: |NCCL INFO Channel 23")])
+@pytest.mark.parametrize(
+    ("rank", "grep"),
+    [
+        (377, None),
+        (0, None),
+        (None, "Watchdog caught"),
+        (None, r"^\[rank\d+\]: torch\."),
+        (0, r"\"loss\": 2\."),
+        (None, "hpcft: |NCCL INFO Channel 23"),
+    ],
+)
 def test_rank_and_grep_filters_match_a_line_by_line_filter(big_log, rank, grep):
     view = LogView(HOSTS, rank=rank, grep=re.compile(grep.encode()) if grep else None)
     got = streamed(big_log.out, view)
@@ -90,8 +101,9 @@ def test_rank_and_grep_filters_match_a_line_by_line_filter(big_log, rank, grep):
     assert len([line for line in got if not line.startswith(("----", "hpcft:"))]) > 0
 
 
-@pytest.mark.parametrize(("rank", "grep", "lines"), [(None, None, 100), (None, None, 1), (377, None, 25),
-                                                     (None, "Traceback", 7)])
+@pytest.mark.parametrize(
+    ("rank", "grep", "lines"), [(None, None, 100), (None, None, 1), (377, None, 25), (None, "Traceback", 7)]
+)
 def test_tail_prints_the_last_lines_reading_from_the_end(big_log, rank, grep, lines):
     view = LogView(HOSTS, rank=rank, grep=re.compile(grep.encode()) if grep else None)
     assert streamed(big_log.out, view, tail=lines) == reference(big_log.out, rank, grep)[-lines:]
@@ -116,8 +128,11 @@ def test_following_prints_appended_lines_once_and_holds_an_unfinished_line(tmp_p
     out.clear()
     print_new(cursor, view, out.append)
     assert b"".join(out).decode().splitlines() == [
-        "[n2/1] two", "---------------- job 7, restart 1: a new allocation appends below ----------------",
-        "hpcft: job 7 on 2 node(s): n[1-2] (restart 1) at later", "[n1/0] three"]
+        "[n2/1] two",
+        "---------------- job 7, restart 1: a new allocation appends below ----------------",
+        "hpcft: job 7 on 2 node(s): n[1-2] (restart 1) at later",
+        "[n1/0] three",
+    ]
     out.clear()
     print_new(cursor, view, out.append, final=True)
     assert out == []
@@ -132,8 +147,9 @@ def test_the_log_scan_names_the_failing_task_its_rank_and_traceback(big_log):
     assert first.traceback.splitlines()[-1].startswith("torch.OutOfMemoryError: CUDA out of memory")
     assert len(first.traceback.splitlines()) == 6
     assert first.kind == "out of memory"
-    assert report.others_summary() == ("2047 other ranks failed after it: 20 NCCL timeouts, "
-                                       "2027 stopped by a signal (no error of their own)")
+    assert report.others_summary() == (
+        "2047 other ranks failed after it: 20 NCCL timeouts, 2027 stopped by a signal (no error of their own)"
+    )
 
 
 def test_a_log_without_tracebacks_gives_no_report(tmp_path):
@@ -146,16 +162,29 @@ def _error_file(root: Path, host: str, local_rank: int, rank: int, message: str,
     folder = root / "torchelastic" / host / "55_abcd" / "attempt_0" / str(local_rank)
     folder.mkdir(parents=True)
     callstack = f'Traceback (most recent call last):\n  File "train.py", line 1, in <module>\n{message}\n'
-    (folder / "error.json").write_text(json.dumps(
-        {"message": {"message": message, "extraInfo": {"py_callstack": callstack, "timestamp": str(stamp)}}}))
-    (folder / "hpcft-worker.json").write_text(json.dumps(
-        {"rank": rank, "local_rank": local_rank, "world_size": 8, "node_rank": node_rank, "host": host,
-         "job_id": "55", "restart": 0}))
+    (folder / "error.json").write_text(
+        json.dumps({"message": {"message": message, "extraInfo": {"py_callstack": callstack, "timestamp": str(stamp)}}})
+    )
+    (folder / "hpcft-worker.json").write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "local_rank": local_rank,
+                "world_size": 8,
+                "node_rank": node_rank,
+                "host": host,
+                "job_id": "55",
+                "restart": 0,
+            }
+        )
+    )
 
 
 def test_error_files_name_the_earliest_failure_and_summarise_the_rest(tmp_path):
-    timeout = ("torch.distributed.DistBackendError: [Rank {r}] Watchdog caught collective operation timeout: "
-               "WorkNCCL(SeqNum=9, OpType=ALLREDUCE) ran for 600000 milliseconds before timing out.")
+    timeout = (
+        "torch.distributed.DistBackendError: [Rank {r}] Watchdog caught collective operation timeout: "
+        "WorkNCCL(SeqNum=9, OpType=ALLREDUCE) ran for 600000 milliseconds before timing out."
+    )
     _error_file(tmp_path, "nid2", 0, 4, timeout.format(r=4), 1700000100, 1)
     _error_file(tmp_path, "nid2", 1, 5, "ValueError: bad batch on rank 5", 1700000000, 1)
     _error_file(tmp_path, "nid1", 2, 2, timeout.format(r=2), 1700000101, 0)
@@ -164,21 +193,28 @@ def test_error_files_name_the_earliest_failure_and_summarise_the_rest(tmp_path):
     assert report is not None
     assert (report.first.rank, report.first.host, report.first.node_rank) == (5, "nid2", 1)
     assert report.first.exception == "ValueError: bad batch on rank 5"
-    assert report.others_summary() == ("7 other ranks failed after it: 2 NCCL timeouts, 1 SIGTERM, "
-                                       "4 stopped by a signal (no error of their own)")
+    assert report.others_summary() == (
+        "7 other ranks failed after it: 2 NCCL timeouts, 1 SIGTERM, 4 stopped by a signal (no error of their own)"
+    )
     text = format_report(report, "55")
     assert text.startswith("first failure of job 55: global rank 5 on nid2 (node rank 1)")
     assert "ValueError: bad batch on rank 5" in text
     assert read_error_files(tmp_path, "56") is None  # another job's files are not this one's
 
 
-@pytest.mark.parametrize(("line", "kind"), [
-    ("torch.distributed.DistBackendError: [Rank 3] Watchdog caught collective operation timeout: x", "NCCL timeout"),
-    ("RuntimeError: NCCL communicator was aborted on rank 3 after a timeout", "NCCL timeout"),
-    ("torch.distributed.elastic.multiprocessing.api.SignalException: Process 1 got signal: 15", "SIGTERM"),
-    ("RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:46988.", "lost peer"),
-    ("hpcft.trainer.faults.InjectedFault: injected", "InjectedFault"),
-])
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (
+            "torch.distributed.DistBackendError: [Rank 3] Watchdog caught collective operation timeout: x",
+            "NCCL timeout",
+        ),
+        ("RuntimeError: NCCL communicator was aborted on rank 3 after a timeout", "NCCL timeout"),
+        ("torch.distributed.elastic.multiprocessing.api.SignalException: Process 1 got signal: 15", "SIGTERM"),
+        ("RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:46988.", "lost peer"),
+        ("hpcft.trainer.faults.InjectedFault: injected", "InjectedFault"),
+    ],
+)
 def test_failure_kinds(line, kind):
     assert failure_kind(line) == kind
 
@@ -194,18 +230,33 @@ def test_a_real_two_node_crash_gives_the_same_answer_from_error_files_and_from_t
     assert from_files is not None and from_logs is not None
     for report in (from_files, from_logs):
         assert (report.first.rank, report.first.host, report.first.node_rank) == (1, "node1", 0)
-        assert report.first.exception == ("hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: "
-                                          "injected crash on rank 1")
-        assert 'in on_step_end\n    raise InjectedFault(' in report.first.traceback
+        assert report.first.exception == (
+            "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
+        )
+        assert "in on_step_end\n    raise InjectedFault(" in report.first.traceback
         assert report.others_summary() == "1 other rank failed after it: 1 lost peer"
 
 
 def test_worker_note_names_the_rank_and_slurms_node_name():
-    env = {"TORCHELASTIC_ERROR_FILE": "/run/torchelastic/node2/7_x/attempt_0/1/error.json", "RANK": "5",
-           "LOCAL_RANK": "1", "WORLD_SIZE": "8", "SLURM_PROCID": "2", "SLURMD_NODENAME": "node2",
-           "SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}
-    assert worker_note(env) == {"rank": 5, "local_rank": 1, "world_size": 8, "node_rank": 2, "host": "node2",
-                                "job_id": "7", "restart": 1}
+    env = {
+        "TORCHELASTIC_ERROR_FILE": "/run/torchelastic/node2/7_x/attempt_0/1/error.json",
+        "RANK": "5",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "8",
+        "SLURM_PROCID": "2",
+        "SLURMD_NODENAME": "node2",
+        "SLURM_JOB_ID": "7",
+        "SLURM_RESTART_COUNT": "1",
+    }
+    assert worker_note(env) == {
+        "rank": 5,
+        "local_rank": 1,
+        "world_size": 8,
+        "node_rank": 2,
+        "host": "node2",
+        "job_id": "7",
+        "restart": 1,
+    }
     assert worker_note({"RANK": "0"}) is None  # not under torchrun: no error file to sit next to
 
 

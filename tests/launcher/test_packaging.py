@@ -16,24 +16,34 @@ HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate")
 
 
 def test_cli_imports_nothing_heavy():
-    code = ("import sys; from hpcft.launcher.cli import build_parser; build_parser(); "
-            "import hpcft.launcher.render, hpcft.launcher.config, hpcft.launcher.chat_templates; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    code = (
+        "import sys; from hpcft.launcher.cli import build_parser; build_parser(); "
+        "import hpcft.launcher.render, hpcft.launcher.config, hpcft.launcher.chat_templates; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 @pytest.mark.slow
 def test_wheel_carries_data_and_installs_without_torch(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path, ROOT],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path, ROOT], check=True, capture_output=True
+    )
     wheel = next(tmp_path.glob("hpcft-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for expected in ["hpcft/launcher/cli.py", "hpcft/trainer/__init__.py", "hpcft/templates/job.sbatch.j2",
-                     "hpcft/edf/environment.toml.j2", "hpcft/cluster_profiles/cscs.yaml",
-                     "hpcft/cluster_profiles/local.yaml", "hpcft/configs/examples/tiny-cpu.yaml",
-                     "hpcft/configs/deepspeed/zero3.json", "hpcft/templates/chat/llama3.jinja",
-                     "hpcft/launcher/axolotl_keys.txt"]:
+    for expected in [
+        "hpcft/launcher/cli.py",
+        "hpcft/trainer/__init__.py",
+        "hpcft/templates/job.sbatch.j2",
+        "hpcft/edf/environment.toml.j2",
+        "hpcft/cluster_profiles/cscs.yaml",
+        "hpcft/cluster_profiles/local.yaml",
+        "hpcft/configs/examples/tiny-cpu.yaml",
+        "hpcft/configs/deepspeed/zero3.json",
+        "hpcft/templates/chat/llama3.jinja",
+        "hpcft/launcher/axolotl_keys.txt",
+    ]:
         assert expected in names, expected
     assert not any(n.startswith(("launcher/", "trainer/", "hpcft/__init__.py")) for n in names)
 
@@ -44,8 +54,9 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
     installed = subprocess.run([py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True).stdout
     assert not any(line.lower().startswith(f"{m}==") for m in HEAVY for line in installed.splitlines())
     # Run from a folder outside the checkout so that only the installed package can be found.
-    shown = subprocess.run([env_dir / "bin" / "hpcft", "profiles", "show", "cscs"], capture_output=True, text=True,
-                           cwd=tmp_path)
+    shown = subprocess.run(
+        [env_dir / "bin" / "hpcft", "profiles", "show", "cscs"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert shown.returncode == 0, shown.stderr
     assert "com.hooks.aws_ofi_nccl.enabled" in shown.stdout
     # The axolotl key snapshot is read through the package, not the checkout.

@@ -20,10 +20,21 @@ LLAMA_8B = KNOWN_MODELS["meta-llama/Llama-3.1-8B"]
 def tutorial_args(workspace: Path) -> list[str]:
     """The CSCS tutorial's axolotl YAML as is, its data paths pointed at local files (as test_render does)."""
     shutil.copy(DATA / "tutorial" / "axolotl_apertus_8b.yaml", workspace / "tutorial.yaml")
-    return ["plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", str(workspace / "tutorial.yaml"), "--nodes", "4",
-            f"datasets.0.path={workspace}/data/chat.jsonl", f"datasets.1.path={workspace}/data/pretrain.jsonl",
-            f"deepspeed={DATA}/tutorial/deepspeed.json", f"output_dir={workspace}/models/apertus",
-            f"dataset_prepared_path={workspace}/prepared"]
+    return [
+        "plan",
+        "--profile",
+        "cscs",
+        "--image",
+        "/capstor/store/hpcft.sqsh",
+        str(workspace / "tutorial.yaml"),
+        "--nodes",
+        "4",
+        f"datasets.0.path={workspace}/data/chat.jsonl",
+        f"datasets.1.path={workspace}/data/pretrain.jsonl",
+        f"deepspeed={DATA}/tutorial/deepspeed.json",
+        f"output_dir={workspace}/models/apertus",
+        f"dataset_prepared_path={workspace}/prepared",
+    ]
 
 
 def figure(out: str, label: str) -> str:
@@ -61,8 +72,9 @@ def test_prepared_dataset_gives_the_steps(run_cli, workspace, monkeypatch):
     assert f"prepared dataset {cache}" in result.out
     assert figure(result.out, "steps per epoch") == "2000"  # 512,000 rows / (8 x 16 GPUs) / 2 accumulation
     # 2000 steps of ~524k tokens at the GH200 table's rate is longer than the profile's one hour: requeues.
-    assert re.search(r"warning: the run \(~.*\) is longer than the time limit 01:00:00: it needs \d+ requeue",
-                     result.out)
+    assert re.search(
+        r"warning: the run \(~.*\) is longer than the time limit 01:00:00: it needs \d+ requeue", result.out
+    )
 
 
 def write_model(folder: Path, config: dict) -> Path:
@@ -73,8 +85,19 @@ def write_model(folder: Path, config: dict) -> Path:
 
 def test_a_model_that_does_not_fit_gets_changes_that_would(run_cli, workspace):
     write_model(workspace / "model", KNOWN_MODELS["meta-llama/Llama-3.1-70B"])
-    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "1", "deepspeed=zero2", "sequence_len=4096",
-                     cwd=workspace)
+    result = run_cli(
+        "plan",
+        "--profile",
+        "cscs",
+        "--image",
+        "/capstor/store/hpcft.sqsh",
+        "cfg.yaml",
+        "--nodes",
+        "1",
+        "deepspeed=zero2",
+        "sequence_len=4096",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     assert "from " + str(workspace / "model" / "config.json") in result.out
     assert "DOES NOT FIT" in result.out
@@ -91,7 +114,9 @@ def test_model_config_from_the_hugging_face_cache(run_cli, workspace, monkeypatc
     write_model(hub, LLAMA_8B)
     monkeypatch.setenv("HF_HOME", str(workspace / "hf"))
     (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text().replace("./model", "acme/llama-8b"))
-    result = run_cli("plan", "--profile", "pyxis", "--image", "nvcr.io#nvidia/pytorch:25.01-py3", "cfg.yaml", cwd=workspace)
+    result = run_cli(
+        "plan", "--profile", "pyxis", "--image", "nvcr.io#nvidia/pytorch:25.01-py3", "cfg.yaml", cwd=workspace
+    )
     assert result.code == 0, result.err
     assert f"from {hub / 'config.json'}" in result.out
     assert "8,030,261,248" in result.out and "of 80 GiB (H100)" in result.out
@@ -99,8 +124,18 @@ def test_model_config_from_the_hugging_face_cache(run_cli, workspace, monkeypatc
 
 def test_lora_counts_only_the_adapter_as_trainable(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
-    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "adapter=lora", "lora_r=16",
-                     "lora_target_modules=[q_proj,v_proj]", cwd=workspace)
+    result = run_cli(
+        "plan",
+        "--profile",
+        "cscs",
+        "--image",
+        "/capstor/store/hpcft.sqsh",
+        "cfg.yaml",
+        "adapter=lora",
+        "lora_r=16",
+        "lora_target_modules=[q_proj,v_proj]",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     # r x (in + out) per module per layer: q 4096+4096, v 4096+1024, over 32 layers.
     trainable = 32 * 16 * ((4096 + 4096) + (4096 + 1024))
@@ -109,11 +144,16 @@ def test_lora_counts_only_the_adapter_as_trainable(run_cli, workspace):
 
 def test_global_batch_other_than_the_config_comment_says(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
-    (workspace / "cfg.yaml").write_text((workspace / "cfg.yaml").read_text()
-                                        + "# global batch size 512 as in the paper\n")
-    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "2", cwd=workspace)
-    assert "warning: the config's comment says global batch 512, but micro_batch_size 2 x " \
-           "gradient_accumulation_steps 4 x 8 GPUs = 64" in result.out
+    (workspace / "cfg.yaml").write_text(
+        (workspace / "cfg.yaml").read_text() + "# global batch size 512 as in the paper\n"
+    )
+    result = run_cli(
+        "plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "2", cwd=workspace
+    )
+    assert (
+        "warning: the config's comment says global batch 512, but micro_batch_size 2 x "
+        "gradient_accumulation_steps 4 x 8 GPUs = 64" in result.out
+    )
 
 
 def test_unknown_model_is_one_clear_error(run_cli, workspace):
@@ -134,17 +174,33 @@ def test_tokens_per_s_table_interpolates_in_log_space():
 
 def test_plan_imports_nothing_heavy(workspace):
     write_model(workspace / "model", LLAMA_8B)
-    code = ("import sys; from hpcft.launcher.cli import main; code = main(['plan', '--profile', 'cscs', '--image', '/capstor/store/hpcft.sqsh', 'cfg.yaml']); "
-            "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules]; "
-            "print(heavy); sys.exit(code or (1 if heavy else 0))")
+    code = (
+        "import sys; from hpcft.launcher.cli import main; "
+        "code = main(['plan', '--profile', 'cscs', '--image', '/capstor/store/hpcft.sqsh', 'cfg.yaml']); "
+        "heavy = [m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules]; "
+        "print(heavy); sys.exit(code or (1 if heavy else 0))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=workspace)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_qlora_keeps_a_4_bit_base_and_trains_the_adapter(run_cli, workspace):
     write_model(workspace / "model", LLAMA_8B)
-    result = run_cli("plan", "--profile", "cscs", "--image", "/capstor/store/hpcft.sqsh", "cfg.yaml", "--nodes", "1", "adapter=qlora", "load_in_4bit=true",
-                     "lora_target_linear=true", "lora_r=16", cwd=workspace)
+    result = run_cli(
+        "plan",
+        "--profile",
+        "cscs",
+        "--image",
+        "/capstor/store/hpcft.sqsh",
+        "cfg.yaml",
+        "--nodes",
+        "1",
+        "adapter=qlora",
+        "load_in_4bit=true",
+        "lora_target_linear=true",
+        "lora_r=16",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     assert "QLoRA (4-bit base) r=16" in result.out
     assert "ZeRO-2" in result.out  # QLoRA's default DeepSpeed preset

@@ -18,11 +18,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_run(output_dir: Path, starts: bool = True) -> None:
     """A run that crashed after step 7 and resumed from checkpoint-5 (steps 6 and 7 logged twice), with evals."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    lines = [{"step": s, "loss": 6.0 - 0.1 * s, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1e3, "epoch": 0.1}
-             for s in range(1, 8)]
+    lines = [
+        {"step": s, "loss": 6.0 - 0.1 * s, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1e3, "epoch": 0.1}
+        for s in range(1, 8)
+    ]
     lines.append({"step": 5, "eval_loss": 5.6, "epoch": 0.1})
-    lines += [{"step": s, "loss": 5.0 - 0.05 * s, "lr": 1e-3 * (12 - s) / 12, "grad_norm": 1.0,
-               "tokens_per_s": 1e3, "epoch": 0.2} for s in range(6, 13)]
+    lines += [
+        {
+            "step": s,
+            "loss": 5.0 - 0.05 * s,
+            "lr": 1e-3 * (12 - s) / 12,
+            "grad_norm": 1.0,
+            "tokens_per_s": 1e3,
+            "epoch": 0.2,
+        }
+        for s in range(6, 13)
+    ]
     lines.append({"step": 10, "eval_loss": 4.7, "epoch": 0.2})
     (output_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 13, "lo')
     if starts:
@@ -62,8 +73,9 @@ def test_hpcft_plot_of_a_run_directory_and_status_curve(run_cli, tmp_path, capsy
     write_run(tmp_path / "out")
     run_dir = tmp_path / "runs" / "unit" / "20261130-000000"
     run_dir.mkdir(parents=True)
-    (run_dir / "manifest.json").write_text(json.dumps({"job_id": "4242", "job_name": "unit",
-                                                       "output_dir": str(tmp_path / "out")}))
+    (run_dir / "manifest.json").write_text(
+        json.dumps({"job_id": "4242", "job_name": "unit", "output_dir": str(tmp_path / "out")})
+    )
     result = run_cli("plot", run_dir)
     assert result.code == 0, result.err
     assert (run_dir / "loss.png").read_bytes()[:8] == PNG_MAGIC

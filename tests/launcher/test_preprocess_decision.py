@@ -12,7 +12,9 @@ def test_a_job_only_when_the_prepared_dataset_is_missing(workspace):
     config = workspace / "cfg.yaml"
     job = load_job(config, "local")
     assert preprocessing_job_needed(job, sweep=False, backend="sbatch") == (
-        False, "the tokenizer's files are not on this machine, so the prepared-dataset cache cannot be checked")
+        False,
+        "the tokenizer's files are not on this machine, so the prepared-dataset cache cannot be checked",
+    )
     (workspace / "model" / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
     job = load_job(config, "local")
     needed, reason = preprocessing_job_needed(job, sweep=False, backend="sbatch")

@@ -11,13 +11,18 @@ from hpcft.launcher import protocol
 
 
 def test_protocol_imports_nothing_heavy_and_the_trainer_uses_its_names():
-    code = ("import sys, hpcft.launcher.protocol; "
-            "print(sorted(m for m in ('torch', 'transformers', 'pydantic', 'omegaconf') if m in sys.modules))")
+    code = (
+        "import sys, hpcft.launcher.protocol; "
+        "print(sorted(m for m in ('torch', 'transformers', 'pydantic', 'omegaconf') if m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
     # The trainer's modules take the names from the protocol instead of spelling them again.
-    for module, names in {"trainer/checkpoints.py": ["COMPLETE_MARKER"], "trainer/metrics.py": ["METRICS_FILE"],
-                          "trainer/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
-                          "trainer/faults.py": ["HPCFT_STOP_FILE"]}.items():
+    for module, names in {
+        "trainer/checkpoints.py": ["COMPLETE_MARKER"],
+        "trainer/metrics.py": ["METRICS_FILE"],
+        "trainer/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
+        "trainer/faults.py": ["HPCFT_STOP_FILE"],
+    }.items():
         source = (Path(__file__).resolve().parents[2] / module).read_text()
         assert "hpcft.launcher.protocol" in source, module
         for name in names:
@@ -39,9 +44,13 @@ def test_completion_marker_round_trip_and_incomplete_checkpoints(tmp_path):
 
 
 def test_stop_file_shell_word_names_the_same_file_as_the_python_helper(tmp_path):
-    expanded = subprocess.run(["bash", "-c", f"printf %s {protocol.STOP_FILE_SHELL}"], capture_output=True,
-                              text=True, check=True,
-                              env={"HPCFT_RUN_DIR": str(tmp_path), "SLURM_JOB_ID": "1234", "PATH": "/usr/bin:/bin"})
+    expanded = subprocess.run(
+        ["bash", "-c", f"printf %s {protocol.STOP_FILE_SHELL}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HPCFT_RUN_DIR": str(tmp_path), "SLURM_JOB_ID": "1234", "PATH": "/usr/bin:/bin"},
+    )
     assert expanded.stdout == str(protocol.stop_file(tmp_path, "1234"))
 
 

@@ -13,6 +13,11 @@ def test_config_reference_is_up_to_date():
 
 def test_reference_lists_supported_and_unsupported_keys():
     text = config_reference_markdown()
-    for key in ("`sample_packing`", "`datasets[].field_messages`", "`launch.nodes`", "`relora_steps`",
-                "`flash_attn_rms_norm`"):
+    for key in (
+        "`sample_packing`",
+        "`datasets[].field_messages`",
+        "`launch.nodes`",
+        "`relora_steps`",
+        "`flash_attn_rms_norm`",
+    ):
         assert key in text

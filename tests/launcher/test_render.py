@@ -19,8 +19,12 @@ import yaml
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PROFILES = ["cscs", "pyxis", "apptainer", "local"]
-IMAGE = {"cscs": "/capstor/store/hpcft.sqsh", "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
-         "apptainer": "/scratch/images/hpcft.sif", "local": None}
+IMAGE = {
+    "cscs": "/capstor/store/hpcft.sqsh",
+    "pyxis": "nvcr.io/nvidia/pytorch:25.01-py3",
+    "apptainer": "/scratch/images/hpcft.sif",
+    "local": None,
+}
 
 
 def fake_token() -> str:
@@ -94,7 +98,8 @@ def test_golden_files(profile, run_cli, workspace):
     """The rendered text is the product: any change to it must be deliberate (HPCFT_UPDATE_GOLDEN=1)."""
     run = render(run_cli, workspace, profile, "--nodes", "2")
     names = ["job.sbatch", "preprocess.sbatch", "train.yaml", "deepspeed.json"] + (
-        ["environment.toml"] if profile == "cscs" else [])
+        ["environment.toml"] if profile == "cscs" else []
+    )
     for name in names:
         got = _normalise((run / name).read_text(), run, workspace)
         golden = GOLDEN / profile / name
@@ -132,8 +137,9 @@ def test_precedence_profile_config_cli(run_cli, workspace):
 def test_user_profile_extends_shipped(run_cli, workspace, monkeypatch):
     folder = workspace / "profiles"
     folder.mkdir()
-    (folder / "cscs.yaml").write_text("extends: cscs\nlaunch:\n  account: a127\n  mounts: [/users]\n"
-                                      f"node_paths: [/capstor, {workspace}]\n")
+    (folder / "cscs.yaml").write_text(
+        f"extends: cscs\nlaunch:\n  account: a127\n  mounts: [/users]\nnode_paths: [/capstor, {workspace}]\n"
+    )
     (folder / "mine.yaml").write_text("extends: cscs\nlaunch:\n  partition: debug\n")
     monkeypatch.setenv("HPCFT_PROFILE_PATH", f"{folder}{os.pathsep}{os.environ['HPCFT_PROFILE_PATH']}")
     shown = run_cli("profiles", "show", "mine")
@@ -180,18 +186,41 @@ def test_tutorial_config_renders_to_the_tutorial_job(run_cli, workspace, monkeyp
     shutil.copy(DATA / "tutorial" / "axolotl_apertus_8b.yaml", workspace / "tutorial.yaml")
     out = workspace / "tutorial-run"
     result = run_cli(
-        "render", "--profile", "cscs", workspace / "tutorial.yaml", "--nodes", "4", "--time", "11:59:59", "-o", out,
-        "--account", "a127", "--image", "/capstor/store/cscs/swissai/a127/meditron/docker/axolotl.sqsh",
-        f"datasets.0.path={workspace}/data/chat.jsonl", f"datasets.1.path={workspace}/data/pretrain.jsonl",
-        f"deepspeed={DATA}/tutorial/deepspeed.json", f"output_dir={workspace}/models/apertus",
-        f"dataset_prepared_path={workspace}/prepared/$USER", cwd=workspace)
+        "render",
+        "--profile",
+        "cscs",
+        workspace / "tutorial.yaml",
+        "--nodes",
+        "4",
+        "--time",
+        "11:59:59",
+        "-o",
+        out,
+        "--account",
+        "a127",
+        "--image",
+        "/capstor/store/cscs/swissai/a127/meditron/docker/axolotl.sqsh",
+        f"datasets.0.path={workspace}/data/chat.jsonl",
+        f"datasets.1.path={workspace}/data/pretrain.jsonl",
+        f"deepspeed={DATA}/tutorial/deepspeed.json",
+        f"output_dir={workspace}/models/apertus",
+        f"dataset_prepared_path={workspace}/prepared/$USER",
+        cwd=workspace,
+    )
     assert result.code == 0, result.err
     # Keys with no effect in hpcft are named, not silently dropped.
     assert "'flash_attn_rms_norm' has no effect" in result.err
     assert "CutCrossEntropyPlugin' has no effect" in result.err
     text = (out / "job.sbatch").read_text()
-    for line in ["--nodes=4", "--ntasks-per-node=1", "--gres=gpu:4", "--cpus-per-task=288", "--time=11:59:59",
-                 "--account=a127", "--partition=normal"]:
+    for line in [
+        "--nodes=4",
+        "--ntasks-per-node=1",
+        "--gres=gpu:4",
+        "--cpus-per-task=288",
+        "--time=11:59:59",
+        "--account=a127",
+        "--partition=normal",
+    ]:
         assert f"#SBATCH {line}\n" in text
     assert "HPCFT_NPROC_PER_NODE=4" in text
     assert '--node_rank="$SLURM_PROCID"' in text  # expanded on the node, inside single quotes
@@ -286,9 +315,14 @@ def test_fsdp_renders_as_zero3_without_gpus_and_as_fsdp_with_them(run_cli, works
     gpu = render(run_cli, workspace, "pyxis")
     assert not (gpu / "deepspeed.json").exists()
     fsdp = json.loads((gpu / "fsdp.json").read_text())
-    assert fsdp == {"version": 1, "state_dict_type": "FULL_STATE_DICT", "cpu_offload": True,
-                    "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                    "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"], "reshard_after_forward": "full_shard"}
+    assert fsdp == {
+        "version": 1,
+        "state_dict_type": "FULL_STATE_DICT",
+        "cpu_offload": True,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+        "reshard_after_forward": "full_shard",
+    }
     assert "PyTorch FSDP1 through accelerate" in (gpu / "train.yaml").read_text()
 
 

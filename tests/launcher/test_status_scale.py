@@ -25,12 +25,14 @@ def test_status_of_ten_thousand_runs_and_a_thousand_task_array_asks_slurm_once(t
     bin_dir.mkdir()
     # sacct -P: JobID|JobIDRaw|State|ExitCode|DerivedExitCode|Elapsed|NNodes|NodeList|WorkDir|JobName
     sacct_rows = tmp_path / "sacct.txt"
-    sacct_rows.write_text("".join(f"{100000 + i}|{100000 + i}|COMPLETED|0:0|0:0|00:01:00|2|node[1-2]|/w|run{i}\n"
-                                  for i in range(RUNS)))
+    sacct_rows.write_text(
+        "".join(f"{100000 + i}|{100000 + i}|COMPLETED|0:0|0:0|00:01:00|2|node[1-2]|/w|run{i}\n" for i in range(RUNS))
+    )
     # squeue -o %i|%F|%K|%T|%M|%D|%N|%r|%j: the live array, one line per task
     squeue_rows = tmp_path / "squeue.txt"
-    squeue_rows.write_text("".join(f"200000_{t}|200000|{t}|RUNNING|1:00|1|node1|None|sweep\n"
-                                   for t in range(ARRAY_TASKS)))
+    squeue_rows.write_text(
+        "".join(f"200000_{t}|200000|{t}|RUNNING|1:00|1|node1|None|sweep\n" for t in range(ARRAY_TASKS))
+    )
     calls = tmp_path / "calls.txt"
     _stand_in(bin_dir, "sacct", sacct_rows, calls)
     _stand_in(bin_dir, "squeue", squeue_rows, calls)

@@ -54,18 +54,19 @@ def workspace(tmp_path: Path, monkeypatch) -> SlurmWorkspace:
     profiles.mkdir()
     wrapper = profiles / "fake-python"
     # Stands in for `python -m torch.distributed.run ...` on the nodes (see fake_torchrun.py).
-    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_TORCHRUN))} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_TORCHRUN))} "$@"\n')
     wrapper.chmod(0o755)
     (profiles / "localtest.yaml").write_text(f"extends: local\npython: {wrapper}\n")
     (tmp_path / "data.jsonl").write_text('{"text": "Lorem ipsum."}\n')
     config = tmp_path / "cfg.yaml"
-    config.write_text("base_model: none\ndatasets:\n  - path: data.jsonl\n    type: completion\n"
-                      "output_dir: ./outputs\nlaunch:\n  job_name: fake\n  nodes: 2\n  time: '00:05:00'\n")
+    config.write_text(
+        "base_model: none\ndatasets:\n  - path: data.jsonl\n    type: completion\n"
+        "output_dir: ./outputs\nlaunch:\n  job_name: fake\n  nodes: 2\n  time: '00:05:00'\n"
+    )
     monkeypatch.setenv("HPCFT_PROFILE_PATH", str(profiles))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
     return SlurmWorkspace(tmp_path, config)
-
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +75,9 @@ def tiny_cpu() -> Path:
     pytest.importorskip("torch")
     model = TINY_CPU.parent / "tiny-assets" / "model"
     if not (model / "config.json").is_file():
-        made = subprocess.run([sys.executable, "-m", "hpcft.trainer", "make-tiny", str(model)],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            [sys.executable, "-m", "hpcft.trainer", "make-tiny", str(model)], capture_output=True, text=True
+        )
         assert made.returncode == 0, made.stderr
     return TINY_CPU
 

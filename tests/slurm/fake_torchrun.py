@@ -21,9 +21,12 @@ def main(argv: list[str]) -> int:
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     train_yaml = argv[-1]
     rank = int(opts.get("node_rank", "-1"))
-    print(f"fake-torchrun host={socket.gethostname()} SLURM_PROCID={os.environ.get('SLURM_PROCID')} "
-          f"node_rank={rank} nnodes={opts.get('nnodes')} rdzv={opts.get('rdzv_endpoint')} "
-          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} train_yaml={train_yaml}", flush=True)
+    print(
+        f"fake-torchrun host={socket.gethostname()} SLURM_PROCID={os.environ.get('SLURM_PROCID')} "
+        f"node_rank={rank} nnodes={opts.get('nnodes')} rdzv={opts.get('rdzv_endpoint')} "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} train_yaml={train_yaml}",
+        flush=True,
+    )
     for name in filter(None, os.environ.get("HPCFT_FAKE_SHOW_ENV", "").split(",")):
         print(f"env {name}={os.environ.get(name)}", flush=True)
     for name in filter(None, os.environ.get("HPCFT_FAKE_HASH_ENV", "").split(",")):

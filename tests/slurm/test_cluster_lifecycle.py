@@ -32,9 +32,11 @@ def submitted_id(out: str) -> str:
 
 def test_hand_written_two_node_job_reaches_both_nodes(tmp_path, capsys):
     script = tmp_path / "hello.sbatch"
-    script.write_text("#!/bin/bash\n#SBATCH --nodes=2 --ntasks-per-node=1\n"
-                      f"#SBATCH --output={tmp_path}/hello-%j.out\n"
-                      "srun --label bash -c 'echo \"$(hostname) SLURM_PROCID=$SLURM_PROCID\"'\n")
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --nodes=2 --ntasks-per-node=1\n"
+        f"#SBATCH --output={tmp_path}/hello-%j.out\n"
+        "srun --label bash -c 'echo \"$(hostname) SLURM_PROCID=$SLURM_PROCID\"'\n"
+    )
     job_id = slurm.submit_batch(script, cwd=tmp_path)
     code = logs.follow_job(runs.RunRef(job_id), poll=0.3, timeout=60)
     out = capsys.readouterr().out
@@ -48,8 +50,11 @@ def test_submit_follow_runs_the_rendered_job_on_both_nodes(workspace, run_cli):
     assert result.code == 0, result.err
     job_id = submitted_id(result.out)
     for rank, host in enumerate(["node1", "node2"]):
-        assert re.search(rf"fake-torchrun host={host} SLURM_PROCID={rank} node_rank={rank} nnodes=2 "
-                         r"rdzv=node1:\d+", result.out), result.out
+        assert re.search(
+            rf"fake-torchrun host={host} SLURM_PROCID={rank} node_rank={rank} nnodes=2 "
+            r"rdzv=node1:\d+",
+            result.out,
+        ), result.out
     (run_dir,) = workspace.run_dirs()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert (manifest["job_id"], manifest["backend"]) == (job_id, "sbatch")
@@ -59,8 +64,9 @@ def test_submit_follow_runs_the_rendered_job_on_both_nodes(workspace, run_cli):
 
 def test_status_lists_recent_runs_and_logs_filter_by_rank(workspace, run_cli):
     first = submitted_id(run_cli("submit", "--profile", "localtest", workspace.config, "--follow").out)
-    second = submitted_id(run_cli("submit", "--profile", "localtest", workspace.config, "--follow",
-                                  "launch.env.HPCFT_FAKE_EXIT='2'").out)
+    second = submitted_id(
+        run_cli("submit", "--profile", "localtest", workspace.config, "--follow", "launch.env.HPCFT_FAKE_EXIT='2'").out
+    )
     table = run_cli("status").out.splitlines()
     assert table[0].split() == ["JOBID", "NAME", "STATE", "ELAPSED", "NODES", "RESTARTS", "STEP", "LOSS", "RUN_DIR"]
     assert [(row.split()[0], row.split()[2]) for row in table[1:]] == [(first, "COMPLETED"), (second, "FAILED")]
@@ -77,29 +83,42 @@ def test_status_lists_recent_runs_and_logs_filter_by_rank(workspace, run_cli):
     tail = run_cli("logs", labelled, "--rank", "1", "--tail", "2")
     assert tail.out.splitlines() == ["[node2/1] step 2 on rank 1", "[node2/1] step 3 on rank 1"], tail.out
     grep = run_cli("logs", labelled, "--grep", "^step [13] ")
-    assert sorted(grep.out.splitlines()) == ["[node1/0] step 1 on rank 0", "[node1/0] step 3 on rank 0",
-                                             "[node2/1] step 1 on rank 1", "[node2/1] step 3 on rank 1"], grep.out
+    assert sorted(grep.out.splitlines()) == [
+        "[node1/0] step 1 on rank 0",
+        "[node1/0] step 3 on rank 0",
+        "[node2/1] step 1 on rank 1",
+        "[node2/1] step 3 on rank 1",
+    ], grep.out
 
     # On a terminal (a pty made by `script`) each rank's label has its own colour.
     hpcft = shutil.which("hpcft") or str(Path(sys.executable).with_name("hpcft"))
-    on_tty = subprocess.run(["script", "-qec", shlex.join([hpcft, "logs", labelled]), "/dev/null"],
-                            capture_output=True, text=True, timeout=60,
-                            env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    on_tty = subprocess.run(
+        ["script", "-qec", shlex.join([hpcft, "logs", labelled]), "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "NO_COLOR"},
+    )
     assert "\033[36m[node1/0]\033[0m step 3 on rank 0" in on_tty.stdout, on_tty.stdout
     assert "\033[33m[node2/1]\033[0m step 3 on rank 1" in on_tty.stdout
 
 
 def test_follow_returns_the_jobs_exit_code(workspace, run_cli):
-    result = run_cli("submit", "--profile", "localtest", workspace.config, "--follow",
-                     "launch.env.HPCFT_FAKE_EXIT='3'")
+    result = run_cli("submit", "--profile", "localtest", workspace.config, "--follow", "launch.env.HPCFT_FAKE_EXIT='3'")
     assert result.code == 3, result.out + result.err
     status = run_cli("status", "latest")
     assert " FAILED " in status.out
 
 
 def test_logs_and_status_of_a_running_then_finished_job(workspace, run_cli):
-    result = run_cli("submit", "--profile", "localtest", workspace.config,
-                     "launch.env.HPCFT_FAKE_SLEEP='4'", "launch.env.HPCFT_FAKE_STEPS='4'")
+    result = run_cli(
+        "submit",
+        "--profile",
+        "localtest",
+        workspace.config,
+        "launch.env.HPCFT_FAKE_SLEEP='4'",
+        "launch.env.HPCFT_FAKE_STEPS='4'",
+    )
     assert result.code == 0, result.err
     job_id = submitted_id(result.out)
     cancel.wait_for_state(job_id, {"RUNNING"}, timeout=30)
@@ -123,8 +142,9 @@ def test_logs_and_status_of_a_running_then_finished_job(workspace, run_cli):
 
 
 def test_a_requeued_job_counts_its_restart(workspace, run_cli):
-    job_id = submitted_id(run_cli("submit", "--profile", "localtest", workspace.config,
-                                  "launch.env.HPCFT_FAKE_SLEEP='3'").out)
+    job_id = submitted_id(
+        run_cli("submit", "--profile", "localtest", workspace.config, "launch.env.HPCFT_FAKE_SLEEP='3'").out
+    )
     cancel.wait_for_state(job_id, {"RUNNING"}, timeout=30)
     # What a node failure or the time-limit handler does; Slurm then holds the job ~2 min, so release it now.
     subprocess.run(["scontrol", "requeue", job_id], check=True)
@@ -137,8 +157,9 @@ def test_a_requeued_job_counts_its_restart(workspace, run_cli):
 
 
 def test_failed_job_shows_the_failing_ranks_traceback(workspace, run_cli):
-    result = run_cli("submit", "--profile", "localtest", workspace.config, "--follow",
-                     "launch.env.HPCFT_FAKE_FAIL_RANK='1'")
+    result = run_cli(
+        "submit", "--profile", "localtest", workspace.config, "--follow", "launch.env.HPCFT_FAKE_FAIL_RANK='1'"
+    )
     assert result.code == 1
     errors = run_cli("logs", "--errors")
     assert errors.code == 0
@@ -196,8 +217,7 @@ def test_submitit_backend_runs_the_same_two_node_job(workspace):
 
 
 def test_submitit_failure_surfaces_in_python_and_in_logs(workspace, run_cli):
-    job = submit(workspace.config, "localtest", backend="submitit",
-                 overrides=["launch.env.HPCFT_FAKE_FAIL_RANK='1'"])
+    job = submit(workspace.config, "localtest", backend="submitit", overrides=["launch.env.HPCFT_FAKE_FAIL_RANK='1'"])
     with pytest.raises(Exception, match="node rank 1"):
         job.results()
     errors = run_cli("logs", "--errors", job.job_id)
@@ -213,8 +233,9 @@ def test_api_sbatch_handle_waits_for_the_exit_status(workspace):
 
 
 def test_sweep_is_one_job_array_with_a_directory_per_point(workspace, run_cli):
-    result = run_cli("submit", "--profile", "localtest", workspace.config, "--follow",
-                     "--sweep", "learning_rate=1e-5,2e-5,5e-5")
+    result = run_cli(
+        "submit", "--profile", "localtest", workspace.config, "--follow", "--sweep", "learning_rate=1e-5,2e-5,5e-5"
+    )
     assert result.code == 0, result.err
     job_id = submitted_id(result.out)
     (run_dir,) = workspace.run_dirs()
@@ -237,19 +258,31 @@ def test_sweep_is_one_job_array_with_a_directory_per_point(workspace, run_cli):
 
 
 def test_interactive_dry_run_prints_the_exact_srun(workspace, run_cli):
-    result = run_cli("interactive", "--profile", "localtest", workspace.config, "--nodes", "1", "--dry-run",
-                     "-o", workspace.root / "session")
+    result = run_cli(
+        "interactive",
+        "--profile",
+        "localtest",
+        workspace.config,
+        "--nodes",
+        "1",
+        "--dry-run",
+        "-o",
+        workspace.root / "session",
+    )
     assert result.code == 0
     rc = workspace.root / "session" / "interactive.rc"
     assert result.out.strip() == (
         "srun --pty --job-name=fake --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --time=00:05:00 "
-        f"--partition=debug bash --rcfile {rc} -i")
-    two = run_cli("interactive", "--profile", "localtest", workspace.config, "--dry-run",
-                  "-o", workspace.root / "session2")
+        f"--partition=debug bash --rcfile {rc} -i"
+    )
+    two = run_cli(
+        "interactive", "--profile", "localtest", workspace.config, "--dry-run", "-o", workspace.root / "session2"
+    )
     assert two.out.strip() == (
         "salloc --job-name=fake --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 --time=00:05:00 --partition=debug "
         "srun --pty --overlap --nodes=1 --ntasks=1 bash --rcfile "
-        f"{workspace.root / 'session2' / 'interactive.rc'} -i")
+        f"{workspace.root / 'session2' / 'interactive.rc'} -i"
+    )
 
 
 def _wait_for_file(path: Path, timeout: float) -> str:
@@ -267,13 +300,14 @@ def test_interactive_session_in_a_terminal_runs_on_the_nodes(workspace):
     hpcft = f"{shlex.quote(sys.executable)} -m hpcft.launcher"
     session = f"hpcft-test-{time.monotonic_ns()}"
     marker, done = workspace.root / "inside.txt", workspace.root / "exit-code.txt"
-    command = (f"cd {workspace.root} && {hpcft} interactive --profile localtest {workspace.config}; "
-               f"echo $? > {done}")
+    command = f"cd {workspace.root} && {hpcft} interactive --profile localtest {workspace.config}; echo $? > {done}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", command], check=True)
     try:
-        inner = (f'echo "shell=$(hostname) nodes=$SLURM_JOB_NUM_NODES rundir=$HPCFT_RUN_DIR" > {marker}; '
-                 'srun --overlap --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" '
-                 f"--ntasks-per-node=1 hostname >> {marker}; exit")
+        inner = (
+            f'echo "shell=$(hostname) nodes=$SLURM_JOB_NUM_NODES rundir=$HPCFT_RUN_DIR" > {marker}; '
+            'srun --overlap --nodes="$SLURM_JOB_NUM_NODES" --ntasks="$SLURM_JOB_NUM_NODES" '
+            f"--ntasks-per-node=1 hostname >> {marker}; exit"
+        )
         time.sleep(1)
         subprocess.run(["tmux", "send-keys", "-t", session, inner, "Enter"], check=True)
         assert _wait_for_file(done, 60).strip() == "0"

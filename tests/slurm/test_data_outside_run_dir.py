@@ -21,20 +21,28 @@ def test_data_in_its_own_folder_trains_with_the_plan(tiny_cpu, real_workspace, r
     config = real_workspace / "configs" / "tiny.yaml"
     config.parent.mkdir()
     text = tiny_cpu.read_text()
-    for old, new in {"./tiny-assets/model": str(shared / "models" / "tiny"),
-                     "./data/": f"{shared / 'datasets'}/",
-                     "./tiny-assets/prepared": str(shared / "prepared"),
-                     "./tiny-assets/outputs": str(shared / "outputs"),
-                     "max_steps: 30": "max_steps: 4", "save_steps: 10": "save_steps: 4"}.items():
+    for old, new in {
+        "./tiny-assets/model": str(shared / "models" / "tiny"),
+        "./data/": f"{shared / 'datasets'}/",
+        "./tiny-assets/prepared": str(shared / "prepared"),
+        "./tiny-assets/outputs": str(shared / "outputs"),
+        "max_steps: 30": "max_steps: 4",
+        "save_steps: 10": "save_steps: 4",
+    }.items():
         assert old in text
         text = text.replace(old, new)
     config.write_text(text)
 
     job = load_job(config, "local")
-    assert {str(shared / "models" / "tiny"), str(shared / "datasets" / "chat.jsonl"),
-            str(shared / "prepared"), str(shared / "outputs")} <= set(job_paths(job))
-    result = run_cli("submit", "--profile", "local", config, "--follow", "-o", real_workspace / "run",
-                     cwd=real_workspace)
+    assert {
+        str(shared / "models" / "tiny"),
+        str(shared / "datasets" / "chat.jsonl"),
+        str(shared / "prepared"),
+        str(shared / "outputs"),
+    } <= set(job_paths(job))
+    result = run_cli(
+        "submit", "--profile", "local", config, "--follow", "-o", real_workspace / "run", cwd=real_workspace
+    )
     assert result.code == 0, result.out[-3000:] + result.err
     run = real_workspace / "run"
     assert not any(run.rglob("*.jsonl"))  # nothing of the data was copied into the run folder

@@ -14,8 +14,22 @@ pytestmark = pytest.mark.slurm
 def test_doctor_on_two_local_nodes(run_cli, tmp_path, monkeypatch):
     pytest.importorskip("torch")  # the probe runs the real torch.distributed on the nodes
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    result = run_cli("doctor", "--profile", "local", "--nodes", "2", "--max-mib", "16", "--write-mib", "16",
-                     "--iters", "3", "-o", tmp_path / "doctor-run", cwd=tmp_path)
+    result = run_cli(
+        "doctor",
+        "--profile",
+        "local",
+        "--nodes",
+        "2",
+        "--max-mib",
+        "16",
+        "--write-mib",
+        "16",
+        "--iters",
+        "3",
+        "-o",
+        tmp_path / "doctor-run",
+        cwd=tmp_path,
+    )
     assert result.code == 0, result.out + result.err
     out = result.out
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\d+\s+(node\d)\s.*$", out, re.M)}

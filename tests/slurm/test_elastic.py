@@ -39,12 +39,20 @@ def submitted_job(out: str) -> str:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode, tiny_cpu, real_workspace,
-                                                                             run_cli):
+def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode, tiny_cpu, real_workspace, run_cli):
     ws = real_workspace
     reference = ws / "reference"
-    first = run_cli("submit", "--profile", "local", tiny_cpu, "--follow", f"output_dir={reference}",
-                    f"launch.env.HPCFT_RECORD_SAMPLES={ws / 'samples-reference'}", *COMMON, *MODES[mode])
+    first = run_cli(
+        "submit",
+        "--profile",
+        "local",
+        tiny_cpu,
+        "--follow",
+        f"output_dir={reference}",
+        f"launch.env.HPCFT_RECORD_SAMPLES={ws / 'samples-reference'}",
+        *COMMON,
+        *MODES[mode],
+    )
     assert first.code == 0, first.out[-3000:] + first.err
     expected = metrics(reference)
     assert [m["step"] for m in expected] == list(range(1, 9))
@@ -55,8 +63,18 @@ def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode
         out = ws / name
         out.mkdir()
         shutil.copytree(reference / "checkpoint-4", out / "checkpoint-4")
-        followed = run_cli("submit", "--profile", "local", tiny_cpu, "--follow", *layout, f"output_dir={out}",
-                           f"launch.env.HPCFT_RECORD_SAMPLES={ws / f'samples-{name}'}", *COMMON, *MODES[mode])
+        followed = run_cli(
+            "submit",
+            "--profile",
+            "local",
+            tiny_cpu,
+            "--follow",
+            *layout,
+            f"output_dir={out}",
+            f"launch.env.HPCFT_RECORD_SAMPLES={ws / f'samples-{name}'}",
+            *COMMON,
+            *MODES[mode],
+        )
         job_id = submitted_job(followed.out)
         assert followed.code == 0, run_cli("logs", "--errors", job_id).out + followed.out[-3000:] + followed.err
         log = followed.out
@@ -74,5 +92,7 @@ def test_a_checkpoint_resumes_on_fewer_and_more_ranks_with_the_same_batches(mode
         status = run_cli("status", job_id)
         assert status.code == 0
         ranks = 1 if name == "1x1" else 4
-        assert (f"attempt 1: {ranks} rank(s), resumed from checkpoint-4 with gradient_accumulation_steps "
-                f"{accumulation}; ZeRO checkpoint converted from 2 to {ranks} rank(s) in") in status.out, status.out
+        assert (
+            f"attempt 1: {ranks} rank(s), resumed from checkpoint-4 with gradient_accumulation_steps "
+            f"{accumulation}; ZeRO checkpoint converted from 2 to {ranks} rank(s) in"
+        ) in status.out, status.out

@@ -71,15 +71,30 @@ special_tokens:
 
 def test_axolotl_qlora_fsdp_example_runs_on_two_nodes_as_zero3(tiny_cpu, real_workspace, run_cli):
     model = tiny_cpu.parent / "tiny-assets" / "model"
-    rows = [{"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a} plus {b} is {a + b}."}
-            for a in range(8) for b in range(8)]
+    rows = [
+        {"instruction": f"What is {a} plus {b}?", "input": "", "output": f"{a} plus {b} is {a + b}."}
+        for a in range(8)
+        for b in range(8)
+    ]
     data = real_workspace / "alpaca.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = real_workspace / "qlora-fsdp-70b.yaml"
     config.write_text(QLORA_FSDP_70B)
-    tiny = [f"base_model={model}", f"datasets.0.path={data}", "special_tokens=null", "sequence_len=128",
-            "gradient_accumulation_steps=1", "micro_batch_size=2", "max_steps=4", "evals_per_epoch=null",
-            "val_set_size=0", "saves_per_epoch=null", "save_steps=2", "launch.nodes=2", "launch.time=00:10:00"]
+    tiny = [
+        f"base_model={model}",
+        f"datasets.0.path={data}",
+        "special_tokens=null",
+        "sequence_len=128",
+        "gradient_accumulation_steps=1",
+        "micro_batch_size=2",
+        "max_steps=4",
+        "evals_per_epoch=null",
+        "val_set_size=0",
+        "saves_per_epoch=null",
+        "save_steps=2",
+        "launch.nodes=2",
+        "launch.time=00:10:00",
+    ]
     result = run_cli("submit", "--profile", "local", config, "--follow", *tiny)
     assert result.code == 0, result.out[-4000:] + result.err[-2000:]
     assert "runs as the equivalent DeepSpeed ZeRO-3" in result.err  # the submit warning
@@ -92,5 +107,7 @@ def test_axolotl_qlora_fsdp_example_runs_on_two_nodes_as_zero3(tiny_cpu, real_wo
     steps = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in steps if "loss" in m] == [1, 2, 3, 4]
     assert sorted(p.name for p in (output_dir / "checkpoint-2" / "global_step2").glob("*optim_states.pt")) == [
-        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
     assert (output_dir / "adapter_model.safetensors").stat().st_size > 0

@@ -50,7 +50,8 @@ def stop_after(output_dir: Path, runs: Path, steps: int) -> threading.Thread:
 
 
 def test_dpo_zero3_learns_is_stopped_at_a_checkpoint_and_resumes_without_repeating_a_step(
-        tiny_cpu, real_workspace, run_cli):
+    tiny_cpu, real_workspace, run_cli
+):
     out = real_workspace / "outputs"
     watcher = stop_after(out, real_workspace, steps=3)
     # Steps slowed a little so the stop file lands well before the last step.

@@ -18,8 +18,16 @@ SHORT = ["max_steps=2", "save_steps=2"]
 
 
 def sacct_times(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State,Start,End"], capture_output=True,
-                         text=True, check=True).stdout.split("\n")[0].split("|")
+    out = (
+        subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State,Start,End"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.split("\n")[0]
+        .split("|")
+    )
     return {"state": out[0], "start": out[1], "end": out[2]}
 
 
@@ -28,11 +36,18 @@ def submitted(out: str, what: str) -> str | None:
     return match.group(1) if match else None
 
 
-def test_a_fresh_cache_gets_a_preprocessing_job_then_training_and_a_filled_one_none(tiny_cpu, real_workspace,
-                                                                                    run_cli):
+def test_a_fresh_cache_gets_a_preprocessing_job_then_training_and_a_filled_one_none(tiny_cpu, real_workspace, run_cli):
     prepared = real_workspace / "prepared"
-    first = run_cli("submit", "--profile", "local", tiny_cpu, "--follow", f"dataset_prepared_path={prepared}",
-                    f"output_dir={real_workspace / 'out1'}", *SHORT)
+    first = run_cli(
+        "submit",
+        "--profile",
+        "local",
+        tiny_cpu,
+        "--follow",
+        f"dataset_prepared_path={prepared}",
+        f"output_dir={real_workspace / 'out1'}",
+        *SHORT,
+    )
     assert first.code == 0, first.out[-3000:] + first.err
     pre_id, train_id = submitted(first.out, "preprocessing job "), submitted(first.out, "job ")
     assert pre_id and train_id, first.out[:2000]
@@ -46,8 +61,15 @@ def test_a_fresh_cache_gets_a_preprocessing_job_then_training_and_a_filled_one_n
     assert re.search(rf"^{pre_id}\s+tiny-cpu-preprocess\s+COMPLETED", status, re.M), status
     assert re.search(rf"^{train_id}\s+tiny-cpu\s+COMPLETED", status, re.M), status
 
-    again = run_cli("submit", "--profile", "local", tiny_cpu, f"dataset_prepared_path={prepared}",
-                    f"output_dir={real_workspace / 'out2'}", *SHORT)
+    again = run_cli(
+        "submit",
+        "--profile",
+        "local",
+        tiny_cpu,
+        f"dataset_prepared_path={prepared}",
+        f"output_dir={real_workspace / 'out2'}",
+        *SHORT,
+    )
     assert again.code == 0, again.out + again.err
     assert "preprocessing job" not in again.out
     second = submitted(again.out, "job ")
@@ -59,9 +81,12 @@ def test_a_malformed_jsonl_line_fails_preprocessing_and_no_training_job_is_left(
     data = real_workspace / "broken.jsonl"
     data.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three",}\n{"text": "four"}\n')
     config = yaml.safe_load(tiny_cpu.read_text())
-    config.update(base_model=str(tiny_cpu.parent / "tiny-assets" / "model"),
-                  datasets=[{"path": str(data), "type": "completion", "field": "text"}],
-                  dataset_prepared_path=str(real_workspace / "prepared"), output_dir=str(real_workspace / "out"))
+    config.update(
+        base_model=str(tiny_cpu.parent / "tiny-assets" / "model"),
+        datasets=[{"path": str(data), "type": "completion", "field": "text"}],
+        dataset_prepared_path=str(real_workspace / "prepared"),
+        output_dir=str(real_workspace / "out"),
+    )
     path = real_workspace / "broken.yaml"
     path.write_text(yaml.safe_dump(config))
 

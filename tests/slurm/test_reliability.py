@@ -58,15 +58,22 @@ def test_two_node_training_completes_and_the_loss_falls(uninterrupted):
 
 
 def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
-        tiny_cpu, uninterrupted, real_workspace, run_cli, monkeypatch):
+    tiny_cpu, uninterrupted, real_workspace, run_cli, monkeypatch
+):
     """2-minute limit, USR1 60 s before it (Slurm sends it up to 30 s earlier still), steps slowed to ~1.7 s: the
     30 steps cannot fit in one allocation. Secrets ride along in the environment to prove none is written."""
     hf_token, wandb_key = f"hf_{secrets.token_hex(16)}", secrets.token_hex(20)
     monkeypatch.setenv("HF_TOKEN", hf_token)
     monkeypatch.setenv("WANDB_API_KEY", wandb_key)
     out = real_workspace / "outputs"
-    result = submit_tiny(run_cli, tiny_cpu, out, "launch.time='00:02:00'", "launch.signal_grace=60",
-                         "launch.env.HPCFT_FAULT_STEP_SLEEP='1.5'")
+    result = submit_tiny(
+        run_cli,
+        tiny_cpu,
+        out,
+        "launch.time='00:02:00'",
+        "launch.signal_grace=60",
+        "launch.env.HPCFT_FAULT_STEP_SLEEP='1.5'",
+    )
     assert result.code == 0, result.out[-3000:] + result.err
     job_id = job_id_of(result.out)
 
@@ -82,8 +89,11 @@ def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
     assert row[2] == "COMPLETED" and int(row[5]) >= 1, status  # RESTARTS column
 
     # Secrets: the job had them (Slurm passes the submitting environment), no file hpcft or the job wrote has them.
-    leaked = [str(p) for p in real_workspace.rglob("*") if p.is_file()
-              and (hf_token.encode() in p.read_bytes() or wandb_key.encode() in p.read_bytes())]
+    leaked = [
+        str(p)
+        for p in real_workspace.rglob("*")
+        if p.is_file() and (hf_token.encode() in p.read_bytes() or wandb_key.encode() in p.read_bytes())
+    ]
     assert not leaked
 
 
@@ -92,8 +102,16 @@ def test_a_run_finishing_when_the_time_limit_signal_comes_is_not_requeued(tiny_c
     (HPCFT_FAULT_AWAIT_STOP_AT_END) until the time limit's USR1 has made the script create the stop file, and only
     then saves the final model. The script must see the run finished and not requeue it; nothing trains past 4."""
     out = real_workspace / "outputs"
-    result = submit_tiny(run_cli, tiny_cpu, out, "max_steps=4", "save_steps=2", "launch.time='00:02:00'",
-                         "launch.signal_grace=60", "launch.env.HPCFT_FAULT_AWAIT_STOP_AT_END='110'")
+    result = submit_tiny(
+        run_cli,
+        tiny_cpu,
+        out,
+        "max_steps=4",
+        "save_steps=2",
+        "launch.time='00:02:00'",
+        "launch.signal_grace=60",
+        "launch.env.HPCFT_FAULT_AWAIT_STOP_AT_END='110'",
+    )
     assert result.code == 0, result.out[-3000:] + result.err
     log = result.out
     assert "hpcft: time limit near: asking the trainer to checkpoint and stop" in log, log[-3000:]
@@ -105,8 +123,13 @@ def test_a_run_finishing_when_the_time_limit_signal_comes_is_not_requeued(tiny_c
 
 def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_workspace, run_cli):
     started = time.monotonic()
-    result = submit_tiny(run_cli, tiny_cpu, real_workspace / "outputs",
-                         "launch.env.HPCFT_FAULT_CRASH_AT_STEP='3'", "launch.env.HPCFT_FAULT_RANK='1'")
+    result = submit_tiny(
+        run_cli,
+        tiny_cpu,
+        real_workspace / "outputs",
+        "launch.env.HPCFT_FAULT_CRASH_AT_STEP='3'",
+        "launch.env.HPCFT_FAULT_RANK='1'",
+    )
     elapsed = time.monotonic() - started
     assert result.code != 0
     assert elapsed < 120, f"the job took {elapsed:.0f} s to end after rank 1 died"
@@ -115,14 +138,20 @@ def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_w
     assert errors.code == 0
     # From torch's error files (trainer/__main__.py records them, torchrun keeps them in the run directory).
     # c10d rendezvous hands out global ranks in arrival order: global rank 1 may run on either node.
-    where = re.search(r"^first failure of job \d+: global rank 1 on (node\d) \(node rank (\d)\) at [-\d]+ [:\d]+ "
-                      r"\(from the error files: \S+/torchelastic/node\d/", errors.out, re.M)
+    where = re.search(
+        r"^first failure of job \d+: global rank 1 on (node\d) \(node rank (\d)\) at [-\d]+ [:\d]+ "
+        r"\(from the error files: \S+/torchelastic/node\d/",
+        errors.out,
+        re.M,
+    )
     assert where and where.group(1) == f"node{int(where.group(2)) + 1}", errors.out
     assert "Traceback (most recent call last):" in errors.out
     assert "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
     # Rank 0 either lost its peer in a collective (its own error file) or was stopped by torchrun/srun first.
-    assert re.fullmatch(r"1 other rank failed after it: 1 (lost peer|stopped by a signal \(no error of its own\))",
-                        errors.out.rstrip().splitlines()[-1]), errors.out
+    assert re.fullmatch(
+        r"1 other rank failed after it: 1 (lost peer|stopped by a signal \(no error of its own\))",
+        errors.out.rstrip().splitlines()[-1],
+    ), errors.out
 
     # Without the error files (a crash before the trainer started, another tool's job): the same answer, from
     # a scan of the logs.
@@ -143,8 +172,14 @@ def _failure_essentials(report: str) -> list[str]:
 
 def test_a_hanging_rank_is_ended_by_the_watchdog_with_stacks_saved(tiny_cpu, real_workspace, run_cli):
     started = time.monotonic()
-    result = submit_tiny(run_cli, tiny_cpu, real_workspace / "outputs", "launch.hang_timeout=15",
-                         "launch.env.HPCFT_FAULT_HANG_AT_STEP='3'", "launch.env.HPCFT_FAULT_RANK='1'")
+    result = submit_tiny(
+        run_cli,
+        tiny_cpu,
+        real_workspace / "outputs",
+        "launch.hang_timeout=15",
+        "launch.env.HPCFT_FAULT_HANG_AT_STEP='3'",
+        "launch.env.HPCFT_FAULT_RANK='1'",
+    )
     elapsed = time.monotonic() - started
     assert result.code != 0
     assert elapsed < 90, f"the hung job took {elapsed:.0f} s to end"
@@ -158,8 +193,9 @@ def test_a_hanging_rank_is_ended_by_the_watchdog_with_stacks_saved(tiny_cpu, rea
 
 def test_a_kill_during_checkpoint_save_resumes_from_the_previous_checkpoint(tiny_cpu, real_workspace, run_cli):
     out = real_workspace / "outputs"
-    killed = submit_tiny(run_cli, tiny_cpu, out, "launch.env.HPCFT_FAULT_KILL_IN_SAVE_AT_STEP='20'",
-                         "launch.env.HPCFT_FAULT_RANK='1'")
+    killed = submit_tiny(
+        run_cli, tiny_cpu, out, "launch.env.HPCFT_FAULT_KILL_IN_SAVE_AT_STEP='20'", "launch.env.HPCFT_FAULT_RANK='1'"
+    )
     assert killed.code != 0
     assert (out / "checkpoint-10" / COMPLETE_MARKER).is_file()
     assert (out / "checkpoint-20").is_dir() and not (out / "checkpoint-20" / COMPLETE_MARKER).exists()

@@ -15,12 +15,20 @@ HERE = Path(__file__).resolve().parent
 def _run_one_slurm_test(tmp_path: Path, require: str) -> subprocess.CompletedProcess[str]:
     # A config naming a controller nobody runs: `scontrol ping` fails fast.
     conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=none\nSlurmctldHost=localhost\nSlurmctldPort=1\nAuthType=auth/none\n"
-                    "NodeName=n1\nPartitionName=p Nodes=n1\n")
+    conf.write_text(
+        "ClusterName=none\nSlurmctldHost=localhost\nSlurmctldPort=1\nAuthType=auth/none\n"
+        "NodeName=n1\nPartitionName=p Nodes=n1\n"
+    )
     env = {**os.environ, "SLURM_CONF": str(conf), "HPCFT_REQUIRE_SLURM": require}
     test = "tests/slurm/test_cluster_lifecycle.py::test_dry_run_renders_and_submits_nothing"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
-                          cwd=HERE.parents[1], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+        cwd=HERE.parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.skipif(os.environ.get("HPCFT_INNER_RUN") == "1", reason="no recursion")

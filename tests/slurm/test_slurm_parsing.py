@@ -31,12 +31,20 @@ def test_sbatch_parsable_rejects_text_that_is_no_job_id():
         slurm.parse_sbatch_parsable("Submitted batch job 12\n")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("sbatch_bad_partition.stderr",
-     "invalid partition specified: nosuchpartition; Batch job submission failed: Invalid partition name specified"),
-    ("sbatch_bad_account.stderr",
-     "Batch job submission failed: Invalid account or account/partition combination specified"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "sbatch_bad_partition.stderr",
+            "invalid partition specified: nosuchpartition; "
+            "Batch job submission failed: Invalid partition name specified",
+        ),
+        (
+            "sbatch_bad_account.stderr",
+            "Batch job submission failed: Invalid account or account/partition combination specified",
+        ),
+    ],
+)
 def test_sbatch_refusals_become_one_line(name, expected):
     assert slurm.slurm_message(read(name)) == expected
 
@@ -44,9 +52,17 @@ def test_sbatch_refusals_become_one_line(name, expected):
 def test_squeue_live_lists_array_tasks_and_keeps_names_with_bars():
     jobs = {j.job_id: j for j in slurm.parse_squeue(read("squeue_live.txt"))}
     held, running, array = IDS["held_cancelled"], IDS["requeued_cancelled"], IDS["array"]
-    assert jobs[running] == JobInfo(job_id=running, array_job_id=running, array_task_id=None,
-                                    name="two nodes|odd name", state="RUNNING", elapsed=jobs[running].elapsed,
-                                    nodes=2, nodelist="node[1-2]", reason="None")
+    assert jobs[running] == JobInfo(
+        job_id=running,
+        array_job_id=running,
+        array_task_id=None,
+        name="two nodes|odd name",
+        state="RUNNING",
+        elapsed=jobs[running].elapsed,
+        nodes=2,
+        nodelist="node[1-2]",
+        reason="None",
+    )
     assert [jobs[f"{array}_{i}"].array_task_id for i in range(3)] == ["0", "1", "2"]
     assert {jobs[f"{array}_{i}"].array_job_id for i in range(3)} == {array}
     assert jobs[f"{held}_0"].state == "PENDING" and jobs[f"{held}_0"].reason == "JobHeldUser"
@@ -103,8 +119,13 @@ def test_scontrol_records_parse_values_with_spaces():
 
 
 def test_scontrol_array_records_become_array_tasks():
-    infos = sorted((slurm.job_from_scontrol(slurm.parse_scontrol_record(line))
-                    for line in read("scontrol_show_job_array.txt").splitlines()), key=lambda j: j.job_id)
+    infos = sorted(
+        (
+            slurm.job_from_scontrol(slurm.parse_scontrol_record(line))
+            for line in read("scontrol_show_job_array.txt").splitlines()
+        ),
+        key=lambda j: j.job_id,
+    )
     assert [i.job_id for i in infos] == [f"{IDS['array']}_{n}" for n in range(3)]
 
 
@@ -114,12 +135,15 @@ def test_scontrol_failed_job_reports_the_batch_exit_code():
     assert slurm.exit_status(info) == 143
 
 
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("node[1-2]", ["node1", "node2"]),
-    ("node1", ["node1"]),
-    ("nid[001998-002001,005]", ["nid001998", "nid001999", "nid002000", "nid002001", "nid005"]),
-    ("a[1-2],b3,c[7]", ["a1", "a2", "b3", "c7"]),
-])
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("node[1-2]", ["node1", "node2"]),
+        ("node1", ["node1"]),
+        ("nid[001998-002001,005]", ["nid001998", "nid001999", "nid002000", "nid002001", "nid005"]),
+        ("a[1-2],b3,c[7]", ["a1", "a2", "b3", "c7"]),
+    ],
+)
 def test_expand_hostlist(nodelist, hosts):
     assert slurm.expand_hostlist(nodelist) == hosts
 
@@ -132,7 +156,9 @@ def _shown(name: str, hosts: list[str]) -> list[str]:
 
 def test_srun_labels_become_node_and_rank_prefixes():
     assert sorted(_shown("srun_label_hostname.out", ["node1", "node2"])) == [
-        "[node1/0] node1 SLURM_PROCID=0", "[node2/1] node2 SLURM_PROCID=1"]
+        "[node1/0] node1 SLURM_PROCID=0",
+        "[node2/1] node2 SLURM_PROCID=1",
+    ]
 
 
 def test_first_traceback_is_the_failing_ranks():
@@ -158,16 +184,21 @@ def test_cursor_holds_back_an_unfinished_line(tmp_path):
     assert out == [b"one\n", b"two\n"]
 
 
-@pytest.mark.parametrize("value, minutes", [("00:20:00", 20), ("1-00:00:00", 1440), ("90", 90), ("01:30", 2),
-                                            ("2-12", 3600), ("00:00:30", 1)])
+@pytest.mark.parametrize(
+    "value, minutes",
+    [("00:20:00", 20), ("1-00:00:00", 1440), ("90", 90), ("01:30", 2), ("2-12", 3600), ("00:00:30", 1)],
+)
 def test_time_to_minutes(value, minutes):
     assert submitit_backend.time_to_minutes(value) == minutes
 
 
 def test_sweep_grid_is_the_product_of_the_axes():
     assert sweeps.sweep_points(["learning_rate=1e-5,2e-5", "lora_r=8,16"]) == [
-        ["learning_rate=1e-5", "lora_r=8"], ["learning_rate=1e-5", "lora_r=16"],
-        ["learning_rate=2e-5", "lora_r=8"], ["learning_rate=2e-5", "lora_r=16"]]
+        ["learning_rate=1e-5", "lora_r=8"],
+        ["learning_rate=1e-5", "lora_r=16"],
+        ["learning_rate=2e-5", "lora_r=8"],
+        ["learning_rate=2e-5", "lora_r=16"],
+    ]
 
 
 @pytest.mark.parametrize("spec", ["learning_rate", "=1,2", "lr="])
@@ -183,13 +214,34 @@ def test_missing_slurm_command_says_what_to_check(monkeypatch):
 
 
 def test_lifecycle_modules_import_neither_torch_nor_submitit():
-    modules = ", ".join(f"hpcft.launcher.{m}" for m in ("api", "cli", "runs", "sweeps", "submit", "submitit_backend",
-                                                          "logs", "status", "cancel", "interactive", "protocol",
-                                                          "deepspeed_config", "jobplan", "quoting", "node_paths",
-                                                          "image_contents", "config", "render"))
-    code = (f"import sys, {modules}; "
-            "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules); "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    modules = ", ".join(
+        f"hpcft.launcher.{m}"
+        for m in (
+            "api",
+            "cli",
+            "runs",
+            "sweeps",
+            "submit",
+            "submitit_backend",
+            "logs",
+            "status",
+            "cancel",
+            "interactive",
+            "protocol",
+            "deepspeed_config",
+            "jobplan",
+            "quoting",
+            "node_paths",
+            "image_contents",
+            "config",
+            "render",
+        )
+    )
+    code = (
+        f"import sys, {modules}; "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed', 'submitit') if m in sys.modules); "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

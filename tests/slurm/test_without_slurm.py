@@ -13,8 +13,10 @@ def no_slurm(monkeypatch):
 def test_submit_without_sbatch_leaves_no_run(workspace, run_cli, no_slurm):
     result = run_cli("submit", "--profile", "localtest", workspace.config)
     assert result.code == 69  # Slurm unavailable: not exit 2, which means bad input
-    assert result.err.strip() == ("hpcft: error: sbatch not found: is this a login node of a Slurm cluster? "
-                                  "(for a local test cluster run scripts/local-slurm.sh up)")
+    assert result.err.strip() == (
+        "hpcft: error: sbatch not found: is this a login node of a Slurm cluster? "
+        "(for a local test cluster run scripts/local-slurm.sh up)"
+    )
     assert workspace.run_dirs() == []
 
 
@@ -48,8 +50,16 @@ def test_unknown_reference(workspace, run_cli):
 
 
 def test_sweep_with_the_submitit_backend_is_refused_before_rendering(workspace, run_cli):
-    result = run_cli("submit", "--profile", "localtest", workspace.config, "--backend", "submitit",
-                     "--sweep", "learning_rate=1e-5,2e-5")
+    result = run_cli(
+        "submit",
+        "--profile",
+        "localtest",
+        workspace.config,
+        "--backend",
+        "submitit",
+        "--sweep",
+        "learning_rate=1e-5,2e-5",
+    )
     assert result.code == 2 and "use --backend sbatch" in result.err
     assert workspace.run_dirs() == []
 

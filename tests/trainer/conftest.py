@@ -17,8 +17,12 @@ CHAT_JSONL = EXAMPLE_DATA / "chat.jsonl"
 PRETRAIN_JSONL = EXAMPLE_DATA / "pretrain.jsonl"
 
 # The example chat data's dataset entry (the CSCS tutorial's shape: conversations / from / value).
-CHAT_DATASET = {"path": str(CHAT_JSONL), "type": "chat_template", "field_messages": "conversations",
-                "message_property_mappings": {"role": "from", "content": "value"}}
+CHAT_DATASET = {
+    "path": str(CHAT_JSONL),
+    "type": "chat_template",
+    "field_messages": "conversations",
+    "message_property_mappings": {"role": "from", "content": "value"},
+}
 PRETRAIN_DATASET = {"path": str(PRETRAIN_JSONL), "ds_type": "json", "type": "completion", "field": "text"}
 
 
@@ -75,8 +79,13 @@ def train_config(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., TrainCon
     """train_config(datasets=[...], **keys) -> a validated TrainConfig on the tiny model, outputs in tmp_path."""
 
     def make(datasets: list[dict] | None = None, **keys: Any) -> TrainConfig:
-        data = {"base_model": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
-                "dataset_prepared_path": str(tmp_path / "prepared"), "datasets": datasets or [CHAT_DATASET], **keys}
+        data = {
+            "base_model": str(tiny_model_dir),
+            "output_dir": str(tmp_path / "out"),
+            "dataset_prepared_path": str(tmp_path / "prepared"),
+            "datasets": datasets or [CHAT_DATASET],
+            **keys,
+        }
         return TrainConfig.model_validate(data)
 
     return make

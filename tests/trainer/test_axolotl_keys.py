@@ -40,8 +40,13 @@ def test_unfrozen_parameters_train_only_what_they_match(tiny_model):
     patterns = ["^lm_head.weight$", "model.layers.1.mlp.+", "^model.embed_tokens.weight$[:10]"]
     trainable = freeze_except(tiny_model, patterns)
     names = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
-    assert names == {"lm_head.weight", "model.embed_tokens.weight", "model.layers.1.mlp.gate_proj.weight",
-                     "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+    assert names == {
+        "lm_head.weight",
+        "model.embed_tokens.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.1.mlp.up_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+    }
     ids = torch.arange(3, 40).unsqueeze(0)
     tiny_model(input_ids=ids, labels=ids).loss.backward()
     embed = tiny_model.get_input_embeddings().weight.grad
@@ -67,8 +72,13 @@ def test_rope_scaling_overrides_only_what_it_names(train_config, tiny_model):
 
 
 def test_training_arguments_for_neftune_compile_and_early_stopping(train_config):
-    cfg = train_config(neftune_noise_alpha=5, torch_compile=True, torch_compile_mode="max-autotune",
-                       early_stopping_patience=2, val_set_size=0.1)
+    cfg = train_config(
+        neftune_noise_alpha=5,
+        torch_compile=True,
+        torch_compile_mode="max-autotune",
+        early_stopping_patience=2,
+        val_set_size=0.1,
+    )
     args = training_arguments(cfg, Precision(), None, num_train_rows=100, has_eval=True, world_size=1)
     assert args.neftune_noise_alpha == 5
     assert args.torch_compile and args.torch_compile_mode == "max-autotune"
@@ -95,26 +105,39 @@ def test_shards_keep_one_disjoint_part_of_the_shuffled_rows(chat_dataset):
     every_row = load_raw_dataset(DatasetConfig(**chat_dataset))
     # together the shards are every row once
     assert sorted(json.dumps(r, sort_keys=True) for p in parts for r in p) == sorted(
-        json.dumps(r, sort_keys=True) for r in every_row)
+        json.dumps(r, sort_keys=True) for r in every_row
+    )
     with pytest.raises(ConfigError, match="shards_idx 4 is not below shards"):
         load_raw_dataset(DatasetConfig(**chat_dataset, shards=4, shards_idx=4))
 
 
-@pytest.mark.parametrize(("path", "preset"), [
-    ("deepspeed_configs/zero1.json", "zero1"), ("deepspeed_configs/zero2_torch_compile.json", "zero2"),
-    ("../axolotl/deepspeed_configs/zero3_bf16.json", "zero3"),
-    ("deepspeed_configs/zero3_bf16_cpuoffload_params.json", "zero3_offload"),
-    ("deepspeed_configs/zero3_bf16_cpuoffload_all.json", "zero3_offload"), ("my/zero3.json", None),
-])
+@pytest.mark.parametrize(
+    ("path", "preset"),
+    [
+        ("deepspeed_configs/zero1.json", "zero1"),
+        ("deepspeed_configs/zero2_torch_compile.json", "zero2"),
+        ("../axolotl/deepspeed_configs/zero3_bf16.json", "zero3"),
+        ("deepspeed_configs/zero3_bf16_cpuoffload_params.json", "zero3_offload"),
+        ("deepspeed_configs/zero3_bf16_cpuoffload_all.json", "zero3_offload"),
+        ("my/zero3.json", None),
+    ],
+)
 def test_axolotl_deepspeed_files_map_to_presets(path, preset):
     assert axolotl_deepspeed_preset(path) == preset
 
 
 def test_an_axolotl_deepspeed_file_next_to_the_config_wins(tmp_path, tiny_model_dir, chat_dataset):
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "datasets": [chat_dataset],
-                                      "output_dir": str(tmp_path / "out"),
-                                      "deepspeed": "deepspeed_configs/zero3_bf16.json"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "datasets": [chat_dataset],
+                "output_dir": str(tmp_path / "out"),
+                "deepspeed": "deepspeed_configs/zero3_bf16.json",
+            }
+        )
+    )
     job = load_job(config, "local")
     assert job.cfg.deepspeed == "zero3"
     assert any("is not next to the config; using hpcft's preset zero3" in w for w in job.warnings)
@@ -124,21 +147,37 @@ def test_an_axolotl_deepspeed_file_next_to_the_config_wins(tmp_path, tiny_model_
     assert job.cfg.deepspeed == str(tmp_path / "deepspeed_configs" / "zero3_bf16.json")
 
 
-def test_run_with_watchdog_shards_unfrozen_layers_and_an_unreachable_hub(train_config, tmp_path, chat_dataset,
-                                                                         tiny_model_dir):
+def test_run_with_watchdog_shards_unfrozen_layers_and_an_unreachable_hub(
+    train_config, tmp_path, chat_dataset, tiny_model_dir
+):
     """One real run: the loss watchdog stops it at step 2 (every loss is above 0), it trained on half the rows with
     NEFTune noise and only layer 1, saved the model, then the push to an unreachable Hub fails with one error."""
     from transformers import AutoModelForCausalLM
 
-    cfg = train_config(datasets=[{**chat_dataset, "shards": 2}], sequence_len=128, sample_packing=True,
-                       micro_batch_size=2, max_steps=10, learning_rate=1e-2, logging_steps=1, save_strategy="no",
-                       loss_watchdog_threshold=0.0, loss_watchdog_patience=2, neftune_noise_alpha=5.0,
-                       unfrozen_parameters=["model.layers.1.+"], hub_model_id="someone/tiny")
+    cfg = train_config(
+        datasets=[{**chat_dataset, "shards": 2}],
+        sequence_len=128,
+        sample_packing=True,
+        micro_batch_size=2,
+        max_steps=10,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        loss_watchdog_threshold=0.0,
+        loss_watchdog_patience=2,
+        neftune_noise_alpha=5.0,
+        unfrozen_parameters=["model.layers.1.+"],
+        hub_model_id="someone/tiny",
+    )
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(cfg.training_dict()))
-    run = subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(config)], capture_output=True,
-                         text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "2", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    run = subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
     assert run.returncode == 1, run.stderr[-3000:]
     steps = [json.loads(line) for line in (Path(cfg.output_dir) / METRICS_FILE).read_text().splitlines()]
     assert [m["step"] for m in steps if "loss" in m] == [1, 2]
@@ -153,8 +192,12 @@ def test_run_with_watchdog_shards_unfrozen_layers_and_an_unreachable_hub(train_c
 
 
 def test_model_config_overrides_batch_size_and_old_spellings(train_config):
-    cfg = train_config(model_config={"rms_norm_eps": 1e-3, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
-                       batch_size=8, micro_batch_size=2, revision_of_model="main")
+    cfg = train_config(
+        model_config={"rms_norm_eps": 1e-3, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+        batch_size=8,
+        micro_batch_size=2,
+        revision_of_model="main",
+    )
     assert cfg.gradient_accumulation_steps == 4 and cfg.model_revision == "main"
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     assert model.config.rms_norm_eps == 1e-3

@@ -10,12 +10,27 @@ import pytest
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter, tokenize_dataset
 
-SYSTEM, Q1, A1, Q2, A2 = ("You are a tiny assistant.", "What is two plus three?", "two plus three is five.",
-                          "What does the cow say?", "The cow says moo.")
-CHAT = {"conversations": [{"from": "system", "value": SYSTEM}, {"from": "human", "value": Q1},
-                          {"from": "gpt", "value": A1}, {"from": "human", "value": Q2}, {"from": "gpt", "value": A2}]}
-MAPPED = {"type": "chat_template", "field_messages": "conversations",
-          "message_property_mappings": {"role": "from", "content": "value"}}
+SYSTEM, Q1, A1, Q2, A2 = (
+    "You are a tiny assistant.",
+    "What is two plus three?",
+    "two plus three is five.",
+    "What does the cow say?",
+    "The cow says moo.",
+)
+CHAT = {
+    "conversations": [
+        {"from": "system", "value": SYSTEM},
+        {"from": "human", "value": Q1},
+        {"from": "gpt", "value": A1},
+        {"from": "human", "value": Q2},
+        {"from": "gpt", "value": A2},
+    ]
+}
+MAPPED = {
+    "type": "chat_template",
+    "field_messages": "conversations",
+    "message_property_mappings": {"role": "from", "content": "value"},
+}
 EOS = "<|im_end|>"
 
 
@@ -41,30 +56,43 @@ def format_one(train_config, tokenizer, row: dict, **dataset_keys) -> tuple[list
 
 def test_chat_default_trains_assistant_content_and_its_eos(train_config, tiny_tokenizer):
     ids, labels = format_one(train_config, tiny_tokenizer, CHAT, **MAPPED)
-    assert ids == tiny_tokenizer.apply_chat_template(
-        [{"role": r, "content": c} for r, c in [("system", SYSTEM), ("user", Q1), ("assistant", A1),
-                                                ("user", Q2), ("assistant", A2)]], tokenize=True)["input_ids"]
+    assert (
+        ids
+        == tiny_tokenizer.apply_chat_template(
+            [
+                {"role": r, "content": c}
+                for r, c in [("system", SYSTEM), ("user", Q1), ("assistant", A1), ("user", Q2), ("assistant", A2)]
+            ],
+            tokenize=True,
+        )["input_ids"]
+    )
     assert trained_spans(tiny_tokenizer, ids, labels) == [A1 + EOS, A2 + EOS]
     # Exactly the answer tokens plus one EOS each: nothing of the template (role names, newlines) is trained.
     answer_tokens = sum(len(tiny_tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in (A1, A2))
     assert sum(label != IGNORE_INDEX for label in labels) == answer_tokens
 
 
-@pytest.mark.parametrize(("train_on_eos", "expected"), [
-    ("none", [A1, A2]),
-    ("last", [A1, A2 + EOS]),
-    ("all", [EOS, EOS, A1 + EOS, EOS, A2 + EOS]),
-])
+@pytest.mark.parametrize(
+    ("train_on_eos", "expected"),
+    [
+        ("none", [A1, A2]),
+        ("last", [A1, A2 + EOS]),
+        ("all", [EOS, EOS, A1 + EOS, EOS, A2 + EOS]),
+    ],
+)
 def test_chat_train_on_eos(train_config, tiny_tokenizer, train_on_eos, expected):
     ids, labels = format_one(train_config, tiny_tokenizer, CHAT, train_on_eos=train_on_eos, **MAPPED)
     assert trained_spans(tiny_tokenizer, ids, labels) == expected
 
 
-@pytest.mark.parametrize(("roles_to_train", "expected"), [
-    (["human"], [Q1 + EOS, Q2 + EOS]),  # source role names are mapped (human -> user), as axolotl does
-    (["assistant", "system"], [SYSTEM + EOS, A1 + EOS, A2 + EOS]),
-    (["tool"], []),
-])
+@pytest.mark.parametrize(
+    ("roles_to_train", "expected"),
+    [
+        (["human"], [Q1 + EOS, Q2 + EOS]),  # source role names are mapped (human -> user), as axolotl does
+        (["assistant", "system"], [SYSTEM + EOS, A1 + EOS, A2 + EOS]),
+        (["tool"], []),
+    ],
+)
 def test_chat_roles_to_train(train_config, tiny_tokenizer, roles_to_train, expected):
     ids, labels = format_one(train_config, tiny_tokenizer, CHAT, roles_to_train=roles_to_train, **MAPPED)
     assert trained_spans(tiny_tokenizer, ids, labels) == expected
@@ -81,9 +109,15 @@ def test_chat_default_keys_custom_mappings_and_role_names(train_config, tiny_tok
     assert trained_spans(tiny_tokenizer, ids, labels) == [A1 + EOS]
 
     custom = {"dialog": [{"speaker": "person", "text": Q1}, {"speaker": "bot", "text": A1}]}
-    ids2, labels2 = format_one(train_config, tiny_tokenizer, custom, type="chat_template", field_messages="dialog",
-                               message_property_mappings={"role": "speaker", "content": "text"},
-                               roles={"user": ["person"], "assistant": ["bot"]})
+    ids2, labels2 = format_one(
+        train_config,
+        tiny_tokenizer,
+        custom,
+        type="chat_template",
+        field_messages="dialog",
+        message_property_mappings={"role": "speaker", "content": "text"},
+        roles={"user": ["person"], "assistant": ["bot"]},
+    )
     assert (ids2, labels2) == (ids, labels)
 
 
@@ -98,8 +132,9 @@ def test_chat_system_column_and_drop_system_message(train_config, tiny_tokenizer
 
 def test_chat_template_from_config_jinja(train_config, tiny_tokenizer):
     jinja = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}" + EOS + "{% endfor %}"
-    ids, labels = format_one(train_config, tiny_tokenizer, CHAT, chat_template="jinja", chat_template_jinja=jinja,
-                             **MAPPED)
+    ids, labels = format_one(
+        train_config, tiny_tokenizer, CHAT, chat_template="jinja", chat_template_jinja=jinja, **MAPPED
+    )
     assert tiny_tokenizer.decode(ids).startswith(f"[system] {SYSTEM}{EOS}[user] ")
     assert [s.strip() for s in trained_spans(tiny_tokenizer, ids, labels)] == [A1 + EOS, A2 + EOS]
 
@@ -116,7 +151,7 @@ def test_completion_trains_every_token_and_splits_long_text(train_config, tiny_t
     out = make_formatter(cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")({"text": text}, 1)
     full = tiny_tokenizer(text)["input_ids"] + [tiny_tokenizer.eos_token_id]
     assert full[0] == tiny_tokenizer.bos_token_id
-    assert [ids for ids, _ in out] == [full[i:i + 8] for i in range(0, len(full), 8)]
+    assert [ids for ids, _ in out] == [full[i : i + 8] for i in range(0, len(full), 8)]
     assert all(labels == ids for ids, labels in out)
 
 
@@ -125,9 +160,11 @@ def test_alpaca_prompt_and_masking(train_config, tiny_tokenizer, train_on_inputs
     cfg = train_config(datasets=[{"path": "x.jsonl", "type": "alpaca"}], train_on_inputs=train_on_inputs)
     row = {"instruction": "Add the numbers.", "input": "two and three", "output": "five"}
     [(ids, labels)] = make_formatter(cfg.datasets[0], cfg, tiny_tokenizer, "datasets[0]")(row, 1)
-    prompt = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-              "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers."
-              "\n\n### Input:\ntwo and three\n\n### Response:\n")
+    prompt = (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers."
+        "\n\n### Input:\ntwo and three\n\n### Response:\n"
+    )
     assert tiny_tokenizer.decode(ids) == "<s>" + prompt + "five" + EOS
     expected = ["<s>" + prompt + "five" + EOS] if train_on_inputs else ["five" + EOS]
     assert trained_spans(tiny_tokenizer, ids, labels) == expected
@@ -181,7 +218,8 @@ def test_missing_message_key_and_completion_field(train_config, tiny_tokenizer):
 
 def test_conversation_stored_as_json_string(train_config, tiny_tokenizer):
     as_string = {"conversations": json.dumps(CHAT["conversations"])}
-    assert format_one(train_config, tiny_tokenizer, as_string, **MAPPED) == \
-        format_one(train_config, tiny_tokenizer, CHAT, **MAPPED)
+    assert format_one(train_config, tiny_tokenizer, as_string, **MAPPED) == format_one(
+        train_config, tiny_tokenizer, CHAT, **MAPPED
+    )
     with pytest.raises(ConfigError, match=r"row 1: 'conversations' is a string but not JSON"):
         format_one(train_config, tiny_tokenizer, {"conversations": "[{"}, **MAPPED)

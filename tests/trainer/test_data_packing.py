@@ -40,21 +40,32 @@ def test_too_long_sample_cannot_be_packed():
 
 
 def test_packed_rows_restart_positions_and_mask_each_first_label():
-    samples = datasets.Dataset.from_dict({"input_ids": [[10, 11, 12], [20, 21], [30, 31, 32, 33, 34]],
-                                          "labels": [[10, 11, 12], [-100, 21], [30, -100, 32, 33, 34]]})
+    samples = datasets.Dataset.from_dict(
+        {
+            "input_ids": [[10, 11, 12], [20, 21], [30, 31, 32, 33, 34]],
+            "labels": [[10, 11, 12], [-100, 21], [30, -100, 32, 33, 34]],
+        }
+    )
     packed = pack_dataset(samples, capacity=8)
     assert len(packed) == 2
     columns = (packed["input_ids"], packed["labels"], packed["position_ids"])
     rows = sorted(zip(*columns, strict=True), key=lambda row: -len(row[0]))
-    assert rows[0] == ([30, 31, 32, 33, 34, 10, 11, 12], [-100, -100, 32, 33, 34, -100, 11, 12],
-                       [0, 1, 2, 3, 4, 0, 1, 2])
+    assert rows[0] == (
+        [30, 31, 32, 33, 34, 10, 11, 12],
+        [-100, -100, 32, 33, 34, -100, 11, 12],
+        [0, 1, 2, 3, 4, 0, 1, 2],
+    )
     assert rows[1] == ([20, 21], [-100, 21], [0, 1])
 
 
 def test_collator_packed_and_unpacked_batches(train_config, tiny_tokenizer):
     collate = PackedCollator(pad_token_id=0)
-    batch = collate([{"input_ids": [5, 6, 7, 8], "labels": [-100, 6, -100, 8], "position_ids": [0, 1, 0, 1]},
-                     {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]}])
+    batch = collate(
+        [
+            {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, -100, 8], "position_ids": [0, 1, 0, 1]},
+            {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]},
+        ]
+    )
     assert "attention_mask" not in batch  # the boundaries travel in position_ids
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [5, 6, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, -100, 8], [-100, 6, -100, -100]]
@@ -87,8 +98,9 @@ def mixed_samples(train_config, tokenizer, chat_dataset, pretrain_dataset, n: in
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer, tiny_model, attention,
-                                                    chat_dataset, pretrain_dataset):
+def test_packed_loss_equals_unpacked_loss_per_token(
+    train_config, tiny_tokenizer, tiny_model, attention, chat_dataset, pretrain_dataset
+):
     """Attention does not cross samples: every trained token's loss is the same packed or alone (atol 1e-5)."""
     tiny_model.config._attn_implementation = attention
     samples = mixed_samples(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset, 6)
@@ -96,8 +108,9 @@ def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer
     assert len(packed) < len(samples) and max(len(r) for r in packed["input_ids"]) > 100  # really packed
     batch = make_collator(train_config(sequence_len=160), tiny_tokenizer)(list(packed))
     with torch.no_grad():
-        packed_logits = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                                   use_cache=False).logits
+        packed_logits = tiny_model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
         packed_loss = per_token_loss(packed_logits, batch["labels"])
         # The same samples alone, in the order the packed rows hold them.
         order = [i for members in pack_sequences([len(x) for x in samples["input_ids"]], 160) for i in members]
@@ -110,8 +123,9 @@ def test_packed_loss_equals_unpacked_loss_per_token(train_config, tiny_tokenizer
     torch.testing.assert_close(packed_loss, unpacked_loss, atol=1e-5, rtol=0)
 
 
-def test_packed_attention_crosses_samples_when_the_model_keeps_a_cache(train_config, tiny_tokenizer, tiny_model,
-                                                                        chat_dataset, pretrain_dataset):
+def test_packed_attention_crosses_samples_when_the_model_keeps_a_cache(
+    train_config, tiny_tokenizer, tiny_model, chat_dataset, pretrain_dataset
+):
     """Why training must set use_cache=False: with a KV cache transformers ignores the packed position_ids."""
     samples = mixed_samples(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset, 3)
     batch = make_collator(train_config(sequence_len=512), tiny_tokenizer)(list(pack_dataset(samples, 512)))
@@ -125,11 +139,14 @@ def test_packed_attention_crosses_samples_when_the_model_keeps_a_cache(train_con
 @pytest.mark.parametrize("world_size", [1, 3, 8])
 def test_every_rank_gets_the_same_number_of_full_batches(world_size):
     micro_batch_size = 4
-    rows = pad_to_multiple(datasets.Dataset.from_dict({"input_ids": [[i] for i in range(50)]}),
-                           world_size * micro_batch_size)
+    rows = pad_to_multiple(
+        datasets.Dataset.from_dict({"input_ids": [[i] for i in range(50)]}), world_size * micro_batch_size
+    )
     assert len(rows) % (world_size * micro_batch_size) == 0 and len(rows) - 50 < world_size * micro_batch_size
     assert rows["input_ids"][:50] == [[i] for i in range(50)]  # padding repeats rows, drops none
     for drop_last in (False, True):
-        counts = {len(list(DistributedSampler(rows, world_size, rank, shuffle=True, drop_last=drop_last)))
-                  for rank in range(world_size)}
+        counts = {
+            len(list(DistributedSampler(rows, world_size, rank, shuffle=True, drop_last=drop_last)))
+            for rank in range(world_size)
+        }
         assert counts == {len(rows) // world_size}  # and that count is a multiple of micro_batch_size

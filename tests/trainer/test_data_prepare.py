@@ -20,15 +20,19 @@ from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
 
 
 def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset):
-    cfg = train_config(datasets=[chat_dataset, pretrain_dataset], sequence_len=256, sample_packing=True,
-                       val_set_size=0.1, micro_batch_size=2)
+    cfg = train_config(
+        datasets=[chat_dataset, pretrain_dataset],
+        sequence_len=256,
+        sample_packing=True,
+        val_set_size=0.1,
+        micro_batch_size=2,
+    )
     data = prepare_datasets(cfg, tiny_tokenizer, world_size=3)
     stats = data.stats
     assert (stats["kept"], stats["dropped_too_long"], stats["dropped_no_trainable"]) == (350, 0, 0)
     assert stats["eval_samples"] == math.ceil(0.1 * 350)  # a fraction, as datasets.train_test_split rounds it
     assert stats["train_samples"] == 350 - stats["eval_samples"]
-    assert stats["packing_efficiency"] > 0.9 and set(data.train.column_names) == {"input_ids", "labels",
-                                                                                   "position_ids"}
+    assert stats["packing_efficiency"] > 0.9 and set(data.train.column_names) == {"input_ids", "labels", "position_ids"}
     assert len(data.train) % (3 * 2) == 0  # every one of 3 ranks gets the same number of micro-batches
     assert data.eval is not None and "position_ids" in data.eval.column_names  # eval_sample_packing follows
     assert sum(len(r) for r in data.train["input_ids"]) >= stats["train_tokens"]
@@ -66,12 +70,14 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
     moved = tmp_path / "mounted-elsewhere" / "chat.jsonl"
     moved.parent.mkdir()
     moved.write_text(chat.read_text())
-    assert cache_key(train_config(datasets=[{**chat_dataset, "path": str(moved)}]), tiny_tokenizer) == \
-        edited.stats["key"]
+    assert (
+        cache_key(train_config(datasets=[{**chat_dataset, "path": str(moved)}]), tiny_tokenizer) == edited.stats["key"]
+    )
 
     # A config field that changes the samples, or another chat template, changes the key too.
-    assert cache_key(train_config(datasets=cfg.model_dump()["datasets"], sequence_len=99), tiny_tokenizer) != \
-        cache_key(cfg, tiny_tokenizer)
+    assert cache_key(train_config(datasets=cfg.model_dump()["datasets"], sequence_len=99), tiny_tokenizer) != cache_key(
+        cfg, tiny_tokenizer
+    )
     other = train_config(datasets=[{**chat_dataset, "path": str(chat), "train_on_eos": "all"}])
     assert cache_key(other, tiny_tokenizer) != cache_key(cfg, tiny_tokenizer)
 
@@ -91,8 +97,12 @@ def test_two_processes_only_one_tokenizes(train_config, tiny_model_dir, chat_dat
     cfg = train_config(datasets=[chat_dataset, pretrain_dataset], sample_packing=True, sequence_len=512)
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_prepare_in_child, args=(cfg.model_dump_json(by_alias=True), str(tiny_model_dir),
-                                                         barrier, results)) for _ in range(2)]
+    procs = [
+        ctx.Process(
+            target=_prepare_in_child, args=(cfg.model_dump_json(by_alias=True), str(tiny_model_dir), barrier, results)
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -138,6 +148,8 @@ def test_the_login_node_key_finds_the_trainers_cache_without_torch(train_config,
     assert dataset_cache.is_prepared(cfg) and dataset_cache.cache_key(cfg) == data.stats["key"]
     assert not dataset_cache.is_prepared(train_config(sequence_len=256))  # another content, another key
     # What `hpcft submit` imports to decide on a preprocessing job loads neither torch nor datasets.
-    probe = ("import sys, hpcft.launcher.submit, hpcft.launcher.dataset_cache as d; "
-             "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    probe = (
+        "import sys, hpcft.launcher.submit, hpcft.launcher.dataset_cache as d; "
+        "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"

@@ -18,8 +18,12 @@ ROWS = [{"text": "one two"}, {"text": "three four"}]
 def test_local_file_formats(tmp_path, suffix):
     path = tmp_path / f"data{suffix}"
     frame = datasets.Dataset.from_list(ROWS)
-    {".jsonl": lambda: frame.to_json(path), ".json": lambda: path.write_text(json.dumps(ROWS)),
-     ".parquet": lambda: frame.to_parquet(path), ".csv": lambda: frame.to_csv(path, index=False)}[suffix]()
+    {
+        ".jsonl": lambda: frame.to_json(path),
+        ".json": lambda: path.write_text(json.dumps(ROWS)),
+        ".parquet": lambda: frame.to_parquet(path),
+        ".csv": lambda: frame.to_csv(path, index=False),
+    }[suffix]()
     assert load_raw_dataset(DatasetConfig(path=str(path), type="completion"))["text"] == ["one two", "three four"]
 
 
@@ -58,4 +62,5 @@ def test_hub_name_offline_is_one_clear_error(monkeypatch):
     with pytest.raises(ConfigError) as err:
         load_raw_dataset(DatasetConfig(path="org/name", type="completion"), "datasets", 1)
     assert str(err.value).startswith(
-        "datasets[1] ('org/name') is not a local file and the Hugging Face Hub is unreachable")
+        "datasets[1] ('org/name') is not a local file and the Hugging Face Hub is unreachable"
+    )

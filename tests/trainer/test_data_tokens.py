@@ -25,20 +25,65 @@ from hpcft.launcher.chat_templates import (
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
 
-S, Q1, A1, Q2, A2, R = ("You are a tiny assistant.", "What is two plus three?", "two plus three is five.",
-                        "What does the cow say?", "The cow says moo.", "The cow is an animal.")
-CONVERSATION = [{"from": "system", "value": S}, {"from": "human", "value": Q1}, {"from": "gpt", "value": A1},
-                {"from": "human", "value": Q2}, {"from": "gpt", "value": A2}]
-MAPPED = {"type": "chat_template", "field_messages": "conversations",
-          "message_property_mappings": {"role": "from", "content": "value"}}
+S, Q1, A1, Q2, A2, R = (
+    "You are a tiny assistant.",
+    "What is two plus three?",
+    "two plus three is five.",
+    "What does the cow say?",
+    "The cow says moo.",
+    "The cow is an animal.",
+)
+CONVERSATION = [
+    {"from": "system", "value": S},
+    {"from": "human", "value": Q1},
+    {"from": "gpt", "value": A1},
+    {"from": "human", "value": Q2},
+    {"from": "gpt", "value": A2},
+]
+MAPPED = {
+    "type": "chat_template",
+    "field_messages": "conversations",
+    "message_property_mappings": {"role": "from", "content": "value"},
+}
 
 # axolotl's `ChatTemplate` names that select a bundled template (axolotl main 067b021), plus phi_4, which axolotl
 # ships as a template file.
 AXOLOTL_NAMES = {
-    "alpaca", "chatml", "mistral_v1", "mistral_v2v3", "mistral_v3_tekken", "mistral_v7_tekken", "gemma", "cohere",
-    "llama3", "llama3_2_vision", "llama4", "phi_3", "phi_35", "deepseek_v2", "deepseek_v3", "jamba", "qwen_25",
-    "qwen3", "qwen3_5", "falcon_h1", "nemotron_h", "exaone", "exaone4", "metharme", "pixtral", "llava", "qwen2_vl",
-    "gemma3", "gemma3n", "gemma4", "gemma4_unified", "command_a", "command_a_tool_use", "command_a_rag", "aya",
+    "alpaca",
+    "chatml",
+    "mistral_v1",
+    "mistral_v2v3",
+    "mistral_v3_tekken",
+    "mistral_v7_tekken",
+    "gemma",
+    "cohere",
+    "llama3",
+    "llama3_2_vision",
+    "llama4",
+    "phi_3",
+    "phi_35",
+    "deepseek_v2",
+    "deepseek_v3",
+    "jamba",
+    "qwen_25",
+    "qwen3",
+    "qwen3_5",
+    "falcon_h1",
+    "nemotron_h",
+    "exaone",
+    "exaone4",
+    "metharme",
+    "pixtral",
+    "llava",
+    "qwen2_vl",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma4_unified",
+    "command_a",
+    "command_a_tool_use",
+    "command_a_rag",
+    "aya",
     "phi_4",
 }
 
@@ -51,61 +96,99 @@ class Case:
 
 
 def chatml(bos: str = "", last_prefix: str = "") -> Case:
-    return Case("<|im_end|>", ("<|im_start|>", "<think>", "</think>"),
-                f"{bos}<|im_start|>system\n{S}<|im_end|>\n<|im_start|>user\n{Q1}<|im_end|>\n"
-                f"<|im_start|>assistant\n⟦{A1}<|im_end|>⟧\n<|im_start|>user\n{Q2}<|im_end|>\n"
-                f"<|im_start|>assistant\n{last_prefix}⟦{A2}<|im_end|>⟧\n")
+    return Case(
+        "<|im_end|>",
+        ("<|im_start|>", "<think>", "</think>"),
+        f"{bos}<|im_start|>system\n{S}<|im_end|>\n<|im_start|>user\n{Q1}<|im_end|>\n"
+        f"<|im_start|>assistant\n⟦{A1}<|im_end|>⟧\n<|im_start|>user\n{Q2}<|im_end|>\n"
+        f"<|im_start|>assistant\n{last_prefix}⟦{A2}<|im_end|>⟧\n",
+    )
 
 
 COHERE = ("<|START_OF_TURN_TOKEN|>", "<|SYSTEM_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>")
 COMMAND_A = (*COHERE, "<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_THINKING|>", "<|END_THINKING|>")
-CMD_SYS, CMD_USER, CMD_BOT, CMD_END = ("<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>",
-                                       "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>",
-                                       "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>", "<|END_OF_TURN_TOKEN|>")
-LLAMA3 = Case("<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>"),
-              f"<s><|start_header_id|>system<|end_header_id|>\n\n{S}<|eot_id|>"
-              f"<|start_header_id|>user<|end_header_id|>\n\n{Q1}<|eot_id|>"
-              f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A1}<|eot_id|>⟧"
-              f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|>"
-              f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A2}<|eot_id|>⟧")
-GEMMA = Case("<end_of_turn>", ("<start_of_turn>",),
-             f"<s><start_of_turn>user\n{S}\n\n{Q1}<end_of_turn>\n<start_of_turn>model\n⟦{A1}<end_of_turn>⟧\n"
-             f"<start_of_turn>user\n{Q2}<end_of_turn>\n<start_of_turn>model\n⟦{A2}<end_of_turn>⟧\n")
-GEMMA4 = Case("<turn|>", ("<|turn>",),
-              f"<s><|turn>system\n{S}<turn|>\n<|turn>user\n{Q1}<turn|>\n<|turn>model\n⟦{A1}<turn|>⟧\n"
-              f"<|turn>user\n{Q2}<turn|>\n<|turn>model\n⟦{A2}<turn|>⟧\n")
-COHERE_CASE = Case("<|END_OF_TURN_TOKEN|>", COHERE,
-                   f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}⟦{A1}{CMD_END}⟧"
-                   f"{CMD_USER}{Q2}{CMD_END}{CMD_BOT}⟦{A2}{CMD_END}⟧")
-COMMAND_A_CASE = Case("<|END_OF_TURN_TOKEN|>", COMMAND_A,
-                      f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A1}⟧"
-                      f"<|END_RESPONSE|>⟦{CMD_END}⟧{CMD_USER}{Q2}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A2}⟧"
-                      f"<|END_RESPONSE|>⟦{CMD_END}⟧")
+CMD_SYS, CMD_USER, CMD_BOT, CMD_END = (
+    "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>",
+    "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>",
+    "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>",
+    "<|END_OF_TURN_TOKEN|>",
+)
+LLAMA3 = Case(
+    "<|eot_id|>",
+    ("<|start_header_id|>", "<|end_header_id|>"),
+    f"<s><|start_header_id|>system<|end_header_id|>\n\n{S}<|eot_id|>"
+    f"<|start_header_id|>user<|end_header_id|>\n\n{Q1}<|eot_id|>"
+    f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A1}<|eot_id|>⟧"
+    f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|>"
+    f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A2}<|eot_id|>⟧",
+)
+GEMMA = Case(
+    "<end_of_turn>",
+    ("<start_of_turn>",),
+    f"<s><start_of_turn>user\n{S}\n\n{Q1}<end_of_turn>\n<start_of_turn>model\n⟦{A1}<end_of_turn>⟧\n"
+    f"<start_of_turn>user\n{Q2}<end_of_turn>\n<start_of_turn>model\n⟦{A2}<end_of_turn>⟧\n",
+)
+GEMMA4 = Case(
+    "<turn|>",
+    ("<|turn>",),
+    f"<s><|turn>system\n{S}<turn|>\n<|turn>user\n{Q1}<turn|>\n<|turn>model\n⟦{A1}<turn|>⟧\n"
+    f"<|turn>user\n{Q2}<turn|>\n<|turn>model\n⟦{A2}<turn|>⟧\n",
+)
+COHERE_CASE = Case(
+    "<|END_OF_TURN_TOKEN|>",
+    COHERE,
+    f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}⟦{A1}{CMD_END}⟧"
+    f"{CMD_USER}{Q2}{CMD_END}{CMD_BOT}⟦{A2}{CMD_END}⟧",
+)
+COMMAND_A_CASE = Case(
+    "<|END_OF_TURN_TOKEN|>",
+    COMMAND_A,
+    f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A1}⟧"
+    f"<|END_RESPONSE|>⟦{CMD_END}⟧{CMD_USER}{Q2}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A2}⟧"
+    f"<|END_RESPONSE|>⟦{CMD_END}⟧",
+)
 MISTRAL_V3 = Case("</s>", ("[INST]", "[/INST]"), f"<s>[INST]{Q1}[/INST]⟦{A1}</s>⟧[INST]{S}\n\n{Q2}[/INST]⟦{A2}</s>⟧")
-PHI3 = (f"<|system|>\n{S}<|end|>\n<|user|>\n{Q1}<|end|>\n<|assistant|>\n⟦{A1}<|end|>⟧\n<|user|>\n{Q2}<|end|>\n"
-        f"<|assistant|>\n⟦{A2}<|end|>⟧\n")
+PHI3 = (
+    f"<|system|>\n{S}<|end|>\n<|user|>\n{Q1}<|end|>\n<|assistant|>\n⟦{A1}<|end|>⟧\n<|user|>\n{Q2}<|end|>\n"
+    f"<|assistant|>\n⟦{A2}<|end|>⟧\n"
+)
 EXAONE4_SPECIALS = ("[|system|]", "[|user|]", "[|assistant|]", "<think>", "</think>")
-EXAONE4_START = (f"[|system|]\n{S}[|endofturn|]\n[|user|]\n{Q1}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"
-                 f"⟦{A1}[|endofturn|]⟧\n[|user|]\n{Q2}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n")
+EXAONE4_START = (
+    f"[|system|]\n{S}[|endofturn|]\n[|user|]\n{Q1}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"
+    f"⟦{A1}[|endofturn|]⟧\n[|user|]\n{Q2}[|endofturn|]\n[|assistant|]\n<think>\n\n</think>\n\n"
+)
 DEEPSEEK = ("<｜User｜>", "<｜Assistant｜>")
 EOS_DS = "<｜end▁of▁sentence｜>"
 
 CASES: dict[str, Case] = {
-    "alpaca": Case("</s>", (), f"<s>{S}\n\n### Instruction:\n{Q1}\n\n### Response:\n⟦{A1}</s>⟧\n\n"
-                               f"### Instruction:\n{Q2}\n\n### Response:\n⟦{A2}</s>⟧"),
+    "alpaca": Case(
+        "</s>",
+        (),
+        f"<s>{S}\n\n### Instruction:\n{Q1}\n\n### Response:\n⟦{A1}</s>⟧\n\n"
+        f"### Instruction:\n{Q2}\n\n### Response:\n⟦{A2}</s>⟧",
+    ),
     "aya": COHERE_CASE,
     "chatml": chatml(),
     "cohere": COHERE_CASE,
     "command_a": COMMAND_A_CASE,
     "command_a_rag": COMMAND_A_CASE,
     "command_a_tool_use": COMMAND_A_CASE,
-    "deepseek_v2": Case(EOS_DS, DEEPSEEK, f"<s>{S}\n\n<｜User｜>{Q1}<｜Assistant｜>⟦{A1}{EOS_DS}⟧"
-                                          f"<｜User｜>{Q2}<｜Assistant｜>⟦{A2}{EOS_DS}⟧"),
-    "deepseek_v3": Case(EOS_DS, DEEPSEEK, f"<s>{S}<｜User｜>{Q1}<｜Assistant｜>⟦{A1}{EOS_DS}⟧"
-                                          f"<｜User｜>{Q2}<｜Assistant｜>⟦{A2}{EOS_DS}⟧"),
-    "exaone": Case("[|endofturn|]", ("[|system|]", "[|user|]", "[|assistant|]"),
-                   f"[|system|]{S}[|endofturn|]\n[|user|]{Q1}\n[|assistant|]⟦{A1}[|endofturn|]⟧\n"
-                   f"[|user|]{Q2}\n[|assistant|]⟦{A2}[|endofturn|]⟧\n"),
+    "deepseek_v2": Case(
+        EOS_DS,
+        DEEPSEEK,
+        f"<s>{S}\n\n<｜User｜>{Q1}<｜Assistant｜>⟦{A1}{EOS_DS}⟧<｜User｜>{Q2}<｜Assistant｜>⟦{A2}{EOS_DS}⟧",
+    ),
+    "deepseek_v3": Case(
+        EOS_DS,
+        DEEPSEEK,
+        f"<s>{S}<｜User｜>{Q1}<｜Assistant｜>⟦{A1}{EOS_DS}⟧<｜User｜>{Q2}<｜Assistant｜>⟦{A2}{EOS_DS}⟧",
+    ),
+    "exaone": Case(
+        "[|endofturn|]",
+        ("[|system|]", "[|user|]", "[|assistant|]"),
+        f"[|system|]{S}[|endofturn|]\n[|user|]{Q1}\n[|assistant|]⟦{A1}[|endofturn|]⟧\n"
+        f"[|user|]{Q2}\n[|assistant|]⟦{A2}[|endofturn|]⟧\n",
+    ),
     # EXAONE 4 opens every answer with a thinking block (empty without reasoning).
     "exaone4": Case("[|endofturn|]", EXAONE4_SPECIALS, f"{EXAONE4_START}⟦{A2}[|endofturn|]⟧\n"),
     "falcon_h1": chatml(bos="<s>"),
@@ -114,37 +197,53 @@ CASES: dict[str, Case] = {
     "gemma3n": GEMMA,
     "gemma4": GEMMA4,
     "gemma4_unified": GEMMA4,
-    "jamba": Case("<|eom|>", ("<|startoftext|>", "<|bom|>", "<|system|>", "<|user|>", "<|assistant|>"),
-                  f"<|startoftext|><|bom|><|system|> {S}<|eom|><|bom|><|user|> {Q1}<|eom|>"
-                  f"<|bom|><|assistant|> ⟦{A1}<|eom|>⟧"
-                  f"<|bom|><|user|> {Q2}<|eom|><|bom|><|assistant|> ⟦{A2}<|eom|>⟧"),
+    "jamba": Case(
+        "<|eom|>",
+        ("<|startoftext|>", "<|bom|>", "<|system|>", "<|user|>", "<|assistant|>"),
+        f"<|startoftext|><|bom|><|system|> {S}<|eom|><|bom|><|user|> {Q1}<|eom|>"
+        f"<|bom|><|assistant|> ⟦{A1}<|eom|>⟧"
+        f"<|bom|><|user|> {Q2}<|eom|><|bom|><|assistant|> ⟦{A2}<|eom|>⟧",
+    ),
     "llama3": LLAMA3,
     "llama3_2_vision": LLAMA3,
-    "llama4": Case("<|eot|>", ("<|header_start|>", "<|header_end|>"),
-                   f"<s><|header_start|>system<|header_end|>\n\n{S}<|eot|><|header_start|>user<|header_end|>\n\n"
-                   f"{Q1}<|eot|><|header_start|>assistant<|header_end|>\n\n⟦{A1}<|eot|>⟧"
-                   f"<|header_start|>user<|header_end|>\n\n{Q2}<|eot|>"
-                   f"<|header_start|>assistant<|header_end|>\n\n⟦{A2}<|eot|>⟧"),
+    "llama4": Case(
+        "<|eot|>",
+        ("<|header_start|>", "<|header_end|>"),
+        f"<s><|header_start|>system<|header_end|>\n\n{S}<|eot|><|header_start|>user<|header_end|>\n\n"
+        f"{Q1}<|eot|><|header_start|>assistant<|header_end|>\n\n⟦{A1}<|eot|>⟧"
+        f"<|header_start|>user<|header_end|>\n\n{Q2}<|eot|>"
+        f"<|header_start|>assistant<|header_end|>\n\n⟦{A2}<|eot|>⟧",
+    ),
     # LLaVA's format has no end-of-turn token: only the answers are trained.
     "llava": Case("</s>", (), f"{S} USER: {Q1} ASSISTANT: ⟦{A1}⟧ USER: {Q2} ASSISTANT: ⟦{A2}⟧ "),
     # Metharme closes the whole text with one EOS: trained after the last answer only.
-    "metharme": Case("</s>", ("<|system|>", "<|user|>", "<|model|>"),
-                     f"<s><|system|>{S}<|user|>{Q1}<|model|>⟦{A1}⟧<|user|>{Q2}<|model|>⟦{A2}</s>⟧"),
-    "mistral_v1": Case("</s>", ("[INST]", "[/INST]"),
-                       f"<s> [INST] {S}\n\n{Q1} [/INST] ⟦{A1}</s>⟧ [INST] {Q2} [/INST] ⟦{A2}</s>⟧"),
-    "mistral_v2v3": Case("</s>", ("[INST]", "[/INST]"),
-                         f"<s>[INST] {Q1}[/INST] ⟦{A1}</s>⟧[INST] {S}\n\n{Q2}[/INST] ⟦{A2}</s>⟧"),
+    "metharme": Case(
+        "</s>",
+        ("<|system|>", "<|user|>", "<|model|>"),
+        f"<s><|system|>{S}<|user|>{Q1}<|model|>⟦{A1}⟧<|user|>{Q2}<|model|>⟦{A2}</s>⟧",
+    ),
+    "mistral_v1": Case(
+        "</s>", ("[INST]", "[/INST]"), f"<s> [INST] {S}\n\n{Q1} [/INST] ⟦{A1}</s>⟧ [INST] {Q2} [/INST] ⟦{A2}</s>⟧"
+    ),
+    "mistral_v2v3": Case(
+        "</s>", ("[INST]", "[/INST]"), f"<s>[INST] {Q1}[/INST] ⟦{A1}</s>⟧[INST] {S}\n\n{Q2}[/INST] ⟦{A2}</s>⟧"
+    ),
     "mistral_v3_tekken": MISTRAL_V3,
-    "mistral_v7_tekken": Case("</s>", ("[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"),
-                              f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}[/INST]⟦{A1}</s>⟧"
-                              f"[INST]{Q2}[/INST]⟦{A2}</s>⟧"),
+    "mistral_v7_tekken": Case(
+        "</s>",
+        ("[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"),
+        f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}[/INST]⟦{A1}</s>⟧[INST]{Q2}[/INST]⟦{A2}</s>⟧",
+    ),
     "nemotron_h": chatml(),
     "phi_3": Case("<|end|>", ("<|system|>", "<|user|>", "<|assistant|>"), "<s>" + PHI3),
     "phi_35": Case("<|end|>", ("<|system|>", "<|user|>", "<|assistant|>"), PHI3),
-    "phi_4": Case("<|im_end|>", ("<|im_start|>", "<|im_sep|>"),
-                  f"<|im_start|>system<|im_sep|>{S}<|im_end|><|im_start|>user<|im_sep|>{Q1}<|im_end|>"
-                  f"<|im_start|>assistant<|im_sep|>⟦{A1}<|im_end|>⟧<|im_start|>user<|im_sep|>{Q2}<|im_end|>"
-                  f"<|im_start|>assistant<|im_sep|>⟦{A2}<|im_end|>⟧"),
+    "phi_4": Case(
+        "<|im_end|>",
+        ("<|im_start|>", "<|im_sep|>"),
+        f"<|im_start|>system<|im_sep|>{S}<|im_end|><|im_start|>user<|im_sep|>{Q1}<|im_end|>"
+        f"<|im_start|>assistant<|im_sep|>⟦{A1}<|im_end|>⟧<|im_start|>user<|im_sep|>{Q2}<|im_end|>"
+        f"<|im_start|>assistant<|im_sep|>⟦{A2}<|im_end|>⟧",
+    ),
     "pixtral": MISTRAL_V3,
     "qwen2_vl": chatml(),
     # The final answer of a Qwen3 conversation carries a (here empty) thinking block.
@@ -178,8 +277,10 @@ def expected_tokens(tokenizer, marked: str) -> tuple[list[int], list[int]]:
         text += piece
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"]
-    labels = [token if any(a < end and b > start for start, end in ranges) else IGNORE_INDEX
-              for token, (a, b) in zip(ids, encoded["offset_mapping"], strict=True)]
+    labels = [
+        token if any(a < end and b > start for start, end in ranges) else IGNORE_INDEX
+        for token, (a, b) in zip(ids, encoded["offset_mapping"], strict=True)
+    ]
     return ids, labels
 
 
@@ -220,29 +321,45 @@ def test_named_template_pins_input_ids_and_labels(name, train_config, family_tok
 def test_named_template_from_config_level_and_tokenizer_fallback(train_config, family_tokenizer, tiny_tokenizer):
     tokenizer = family_tokenizer(LLAMA3.eos, LLAMA3.specials)
     want = expected_tokens(tokenizer, LLAMA3.expected)
-    assert format_row(train_config, tokenizer, {"conversations": CONVERSATION},
-                      cfg_keys={"chat_template": "llama3"}) == want
+    assert (
+        format_row(train_config, tokenizer, {"conversations": CONVERSATION}, cfg_keys={"chat_template": "llama3"})
+        == want
+    )
     # tokenizer_default_fallback_<name>: the tokenizer's own template wins when it has one ...
-    assert format_row(train_config, tokenizer, {"conversations": CONVERSATION},
-                      chat_template="tokenizer_default_fallback_llama3") != want
+    assert (
+        format_row(
+            train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="tokenizer_default_fallback_llama3"
+        )
+        != want
+    )
     # ... and the named template is used when it has none.
     bare = family_tokenizer(LLAMA3.eos, (*LLAMA3.specials, "<bare>"))
     bare.chat_template = None
-    assert format_row(train_config, bare, {"conversations": CONVERSATION},
-                      chat_template="tokenizer_default_fallback_llama3") == expected_tokens(bare, LLAMA3.expected)
+    assert format_row(
+        train_config, bare, {"conversations": CONVERSATION}, chat_template="tokenizer_default_fallback_llama3"
+    ) == expected_tokens(bare, LLAMA3.expected)
     with pytest.raises(ConfigError, match=r"datasets\[0\]: the tokenizer has no chat_template"):
         format_row(train_config, bare, {"conversations": CONVERSATION})
 
 
-@pytest.mark.parametrize(("name", "start"), [
-    ("qwen_25", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-                "<|im_start|>user\n"),
-    ("qwen2_vl", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"),
-    ("metharme", "<s><|system|>Enter RP mode. You shall reply to the user while staying in character. Your "
-                 "responses must be detailed, creative, immersive, and drive the scenario forward.<|user|>"),
-    ("jamba", "<|startoftext|><|bom|><|system|> <|eom|><|bom|><|user|> "),
-    ("exaone", "[|system|][|endofturn|]\n[|user|]"),
-])
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        (
+            "qwen_25",
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n",
+        ),
+        ("qwen2_vl", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"),
+        (
+            "metharme",
+            "<s><|system|>Enter RP mode. You shall reply to the user while staying in character. Your "
+            "responses must be detailed, creative, immersive, and drive the scenario forward.<|user|>",
+        ),
+        ("jamba", "<|startoftext|><|bom|><|system|> <|eom|><|bom|><|user|> "),
+        ("exaone", "[|system|][|endofturn|]\n[|user|]"),
+    ],
+)
 def test_templates_without_a_system_turn(name, start, train_config, family_tokenizer):
     tokenizer = family_tokenizer(CASES[name].eos, CASES[name].specials)
     ids, _ = format_row(train_config, tokenizer, {"conversations": CONVERSATION[1:]}, chat_template=name)
@@ -251,29 +368,40 @@ def test_templates_without_a_system_turn(name, start, train_config, family_token
 
 # --- eot_tokens / train_on_eot (a base model's tokenizer: EOS is not the template's end-of-turn token) ---------
 
-LLAMA3_ANSWERS = (f"<s><|start_header_id|>system<|end_header_id|>\n\n{S}<|eot_id|>"
-                  f"<|start_header_id|>user<|end_header_id|>\n\n{Q1}<|eot_id|>"
-                  f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A1}⟧{{eot1}}"
-                  f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|>"
-                  f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A2}⟧{{eot2}}")
+LLAMA3_ANSWERS = (
+    f"<s><|start_header_id|>system<|end_header_id|>\n\n{S}<|eot_id|>"
+    f"<|start_header_id|>user<|end_header_id|>\n\n{Q1}<|eot_id|>"
+    f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A1}⟧{{eot1}}"
+    f"<|start_header_id|>user<|end_header_id|>\n\n{Q2}<|eot_id|>"
+    f"<|start_header_id|>assistant<|end_header_id|>\n\n⟦{A2}⟧{{eot2}}"
+)
 
 
-@pytest.mark.parametrize(("keys", "eot1", "eot2"), [
-    ({}, "<|eot_id|>", "<|eot_id|>"),  # EOS <|end_of_text|> never occurs: no end of turn is trained
-    ({"eot_tokens": ["<|eot_id|>"]}, "⟦<|eot_id|>⟧", "⟦<|eot_id|>⟧"),  # train_on_eot follows train_on_eos: turn
-    ({"eot_tokens": ["<|eot_id|>"], "train_on_eot": "last"}, "<|eot_id|>", "⟦<|eot_id|>⟧"),
-    ({"eot_tokens": ["<|eot_id|>"], "train_on_eot": "none"}, "<|eot_id|>", "<|eot_id|>"),
-    ({"eot_tokens": ["<|eot_id|>", "<|never|>"]}, "⟦<|eot_id|>⟧", "⟦<|eot_id|>⟧"),  # absent from the template
-])
+@pytest.mark.parametrize(
+    ("keys", "eot1", "eot2"),
+    [
+        ({}, "<|eot_id|>", "<|eot_id|>"),  # EOS <|end_of_text|> never occurs: no end of turn is trained
+        ({"eot_tokens": ["<|eot_id|>"]}, "⟦<|eot_id|>⟧", "⟦<|eot_id|>⟧"),  # train_on_eot follows train_on_eos: turn
+        ({"eot_tokens": ["<|eot_id|>"], "train_on_eot": "last"}, "<|eot_id|>", "⟦<|eot_id|>⟧"),
+        ({"eot_tokens": ["<|eot_id|>"], "train_on_eot": "none"}, "<|eot_id|>", "<|eot_id|>"),
+        ({"eot_tokens": ["<|eot_id|>", "<|never|>"]}, "⟦<|eot_id|>⟧", "⟦<|eot_id|>⟧"),  # absent from the template
+    ],
+)
 def test_eot_tokens_and_train_on_eot(keys, eot1, eot2, train_config, family_tokenizer):
     tokenizer = family_tokenizer("<|end_of_text|>", (*LLAMA3.specials, "<|eot_id|>", "<|never|>"))
     keys = dict(keys)
     cfg_keys = {"eot_tokens": keys.pop("eot_tokens")} if "eot_tokens" in keys else {}
-    warning = (r"'<\|never\|>' does not occur in the chat template; ignored" if "<|never|>" in str(cfg_keys) else
-               r"no end of turn is trained; set eot_tokens: \['<\|eot_id\|>'\]" if not cfg_keys else None)
+    warning = (
+        r"'<\|never\|>' does not occur in the chat template; ignored"
+        if "<|never|>" in str(cfg_keys)
+        else r"no end of turn is trained; set eot_tokens: \['<\|eot_id\|>'\]"
+        if not cfg_keys
+        else None
+    )
     with pytest.warns(UserWarning, match=warning) if warning else contextlib.nullcontext():
-        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, cfg_keys=cfg_keys,
-                         chat_template="llama3", **keys)
+        got = format_row(
+            train_config, tokenizer, {"conversations": CONVERSATION}, cfg_keys=cfg_keys, chat_template="llama3", **keys
+        )
     want = expected_tokens(tokenizer, LLAMA3_ANSWERS.format(eot1=eot1, eot2=eot2))
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
 
@@ -285,34 +413,71 @@ def test_eot_tokens_the_template_does_not_write_are_ignored(train_config, family
     # does; EOS is still trained as train_on_eos says, and no train_on_eos/train_on_eot conflict arises).
     tokenizer = family_tokenizer("</s>", ("[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"))
     with pytest.warns(UserWarning, match="'</s>' does not occur in the chat template; ignored"):
-        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, train_on_eos="all",
-                         train_on_eot="turn", chat_template="mistral_v7_tekken",
-                         cfg_keys={"eot_tokens": ["[/INST]", "[/SYSTEM_PROMPT]", "</s>"]})
-    want = expected_tokens(tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}[/INST]⟦{A1}</s>⟧"
-                                      f"[INST]{Q2}[/INST]⟦{A2}</s>⟧")
+        got = format_row(
+            train_config,
+            tokenizer,
+            {"conversations": CONVERSATION},
+            train_on_eos="all",
+            train_on_eot="turn",
+            chat_template="mistral_v7_tekken",
+            cfg_keys={"eot_tokens": ["[/INST]", "[/SYSTEM_PROMPT]", "</s>"]},
+        )
+    want = expected_tokens(
+        tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}[/INST]⟦{A1}</s>⟧[INST]{Q2}[/INST]⟦{A2}</s>⟧"
+    )
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
     with pytest.warns(UserWarning):
-        got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, train_on_eot="all",
-                         chat_template="mistral_v7_tekken", cfg_keys={"eot_tokens": ["[/INST]", "</s>"]})
-    want = expected_tokens(tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}⟦[/INST]⟧⟦{A1}</s>⟧"
-                                      f"[INST]{Q2}⟦[/INST]⟧⟦{A2}</s>⟧")
+        got = format_row(
+            train_config,
+            tokenizer,
+            {"conversations": CONVERSATION},
+            train_on_eot="all",
+            chat_template="mistral_v7_tekken",
+            cfg_keys={"eot_tokens": ["[/INST]", "</s>"]},
+        )
+    want = expected_tokens(
+        tokenizer, f"<s>[SYSTEM_PROMPT]{S}[/SYSTEM_PROMPT][INST]{Q1}⟦[/INST]⟧⟦{A1}</s>⟧[INST]{Q2}⟦[/INST]⟧⟦{A2}</s>⟧"
+    )
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
 
 
 def test_eot_token_errors_name_the_token(train_config, family_tokenizer):
     tokenizer = family_tokenizer("<|end_of_text|>", LLAMA3.specials)
-    with pytest.raises(ConfigError, match=r"eot_tokens: '<\|eot_id\|>' is \d+ tokens for this tokenizer, not one; "
-                                          r"add it to the vocabulary with tokens:"):
-        format_row(train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="llama3",
-                   cfg_keys={"eot_tokens": ["<|eot_id|>"]})
+    with pytest.raises(
+        ConfigError,
+        match=r"eot_tokens: '<\|eot_id\|>' is \d+ tokens for this tokenizer, not one; "
+        r"add it to the vocabulary with tokens:",
+    ):
+        format_row(
+            train_config,
+            tokenizer,
+            {"conversations": CONVERSATION},
+            chat_template="llama3",
+            cfg_keys={"eot_tokens": ["<|eot_id|>"]},
+        )
     tokenizer = family_tokenizer("<|eot_id|>", LLAMA3.specials)
-    with pytest.raises(ConfigError, match=r"EOS token '<\|eot_id\|>' is in eot_tokens, so train_on_eos \(turn\) "
-                                          r"and train_on_eot \(last\) must be the same"):
-        format_row(train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="llama3",
-                   train_on_eot="last", cfg_keys={"eot_tokens": ["<|eot_id|>", "<|start_header_id|>"]})
+    with pytest.raises(
+        ConfigError,
+        match=r"EOS token '<\|eot_id\|>' is in eot_tokens, so train_on_eos \(turn\) "
+        r"and train_on_eot \(last\) must be the same",
+    ):
+        format_row(
+            train_config,
+            tokenizer,
+            {"conversations": CONVERSATION},
+            chat_template="llama3",
+            train_on_eot="last",
+            cfg_keys={"eot_tokens": ["<|eot_id|>", "<|start_header_id|>"]},
+        )
     # EOS alone is axolotl's default and goes unchecked: both options apply to the same token (turn wins here).
-    got = format_row(train_config, tokenizer, {"conversations": CONVERSATION}, chat_template="llama3",
-                     train_on_eot="none", cfg_keys={"eot_tokens": ["<|eot_id|>"]})
+    got = format_row(
+        train_config,
+        tokenizer,
+        {"conversations": CONVERSATION},
+        chat_template="llama3",
+        train_on_eot="none",
+        cfg_keys={"eot_tokens": ["<|eot_id|>"]},
+    )
     assert got == expected_tokens(tokenizer, LLAMA3.expected)
 
 
@@ -321,12 +486,18 @@ def test_eot_token_errors_name_the_token(train_config, family_tokenizer):
 THINKING = [*CONVERSATION[:4], {"from": "gpt", "value": A2, "thinking": R}]
 REASONING_CASES = {
     "qwen3": (chatml().eos, chatml().specials, chatml(last_prefix="<think>\n⟦" + R + "\n</think>\n\n⟧").expected),
-    "exaone4": ("[|endofturn|]", EXAONE4_SPECIALS,
-                EXAONE4_START.removesuffix("\n</think>\n\n") + f"⟦{R}\n</think>\n\n{A2}[|endofturn|]⟧\n"),
-    "command_a": (COMMAND_A_CASE.eos, COMMAND_A_CASE.specials,
-                  f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A1}⟧"
-                  f"<|END_RESPONSE|>⟦{CMD_END}⟧{CMD_USER}{Q2}{CMD_END}{CMD_BOT}⟦<|START_THINKING|>{R}"
-                  f"<|END_THINKING|><|START_RESPONSE|>{A2}⟧<|END_RESPONSE|>⟦{CMD_END}⟧"),
+    "exaone4": (
+        "[|endofturn|]",
+        EXAONE4_SPECIALS,
+        EXAONE4_START.removesuffix("\n</think>\n\n") + f"⟦{R}\n</think>\n\n{A2}[|endofturn|]⟧\n",
+    ),
+    "command_a": (
+        COMMAND_A_CASE.eos,
+        COMMAND_A_CASE.specials,
+        f"<s>{CMD_SYS}{S}{CMD_END}{CMD_USER}{Q1}{CMD_END}{CMD_BOT}<|START_RESPONSE|>⟦{A1}⟧"
+        f"<|END_RESPONSE|>⟦{CMD_END}⟧{CMD_USER}{Q2}{CMD_END}{CMD_BOT}⟦<|START_THINKING|>{R}"
+        f"<|END_THINKING|><|START_RESPONSE|>{A2}⟧<|END_RESPONSE|>⟦{CMD_END}⟧",
+    ),
 }
 
 
@@ -335,37 +506,66 @@ def test_mapped_reasoning_is_rendered_and_trained(name, train_config, family_tok
     eos, specials, expected = REASONING_CASES[name]
     tokenizer = family_tokenizer(eos, specials)
     mappings = {"role": "from", "content": "value", "reasoning_content": "thinking"}
-    got = format_row(train_config, tokenizer, {"conversations": THINKING}, chat_template=name,
-                     message_property_mappings=mappings)
+    got = format_row(
+        train_config, tokenizer, {"conversations": THINKING}, chat_template=name, message_property_mappings=mappings
+    )
     want = expected_tokens(tokenizer, expected)
     assert readable(tokenizer, *got) == readable(tokenizer, *want)
     # Unmapped, a message's own reasoning_content key reaches the template the same way.
-    plain = [{"role": m["from"].replace("human", "user").replace("gpt", "assistant"), "content": m["value"],
-              **({"reasoning_content": m["thinking"]} if "thinking" in m else {})} for m in THINKING]
-    assert format_row(train_config, tokenizer, {"messages": plain}, chat_template=name, field_messages="messages",
-                      message_property_mappings=None) == got
+    plain = [
+        {
+            "role": m["from"].replace("human", "user").replace("gpt", "assistant"),
+            "content": m["value"],
+            **({"reasoning_content": m["thinking"]} if "thinking" in m else {}),
+        }
+        for m in THINKING
+    ]
+    assert (
+        format_row(
+            train_config,
+            tokenizer,
+            {"messages": plain},
+            chat_template=name,
+            field_messages="messages",
+            message_property_mappings=None,
+        )
+        == got
+    )
 
 
 # --- the other dataset types, and axolotl's handling of edge rows --------------------------------------------
 
-ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-                 "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers."
-                 "\n\n### Input:\ntwo and three\n\n### Response:\n")
-ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-                   "request.\n\n### Instruction:\nAdd the numbers.\n\n### Response:\n")
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers."
+    "\n\n### Input:\ntwo and three\n\n### Response:\n"
+)
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\nAdd the numbers.\n\n### Response:\n"
+)
 
 
-@pytest.mark.parametrize(("row", "keys", "expected"), [
-    ({"instruction": "Add the numbers.", "input": "two and three", "output": "five"}, {},
-     f"<s>{ALPACA_PROMPT}⟦five</s>⟧"),
-    ({"instruction": "Add the numbers.", "output": "five"}, {}, f"<s>{ALPACA_NO_INPUT}⟦five</s>⟧"),
-    ({"instruction": "Add the numbers.", "input": "two and three", "output": "five"}, {"train_on_inputs": True},
-     f"⟦<s>{ALPACA_PROMPT}five</s>⟧"),
-    # An empty output gets no EOS (axolotl adds EOS only to a non-empty response): nothing is trained.
-    ({"instruction": "Add the numbers.", "output": ""}, {}, f"<s>{ALPACA_NO_INPUT}"),
-    # An output that already ends with EOS gets no second one.
-    ({"instruction": "Add the numbers.", "output": "five</s>"}, {}, f"<s>{ALPACA_NO_INPUT}⟦five</s>⟧"),
-])
+@pytest.mark.parametrize(
+    ("row", "keys", "expected"),
+    [
+        (
+            {"instruction": "Add the numbers.", "input": "two and three", "output": "five"},
+            {},
+            f"<s>{ALPACA_PROMPT}⟦five</s>⟧",
+        ),
+        ({"instruction": "Add the numbers.", "output": "five"}, {}, f"<s>{ALPACA_NO_INPUT}⟦five</s>⟧"),
+        (
+            {"instruction": "Add the numbers.", "input": "two and three", "output": "five"},
+            {"train_on_inputs": True},
+            f"⟦<s>{ALPACA_PROMPT}five</s>⟧",
+        ),
+        # An empty output gets no EOS (axolotl adds EOS only to a non-empty response): nothing is trained.
+        ({"instruction": "Add the numbers.", "output": ""}, {}, f"<s>{ALPACA_NO_INPUT}"),
+        # An output that already ends with EOS gets no second one.
+        ({"instruction": "Add the numbers.", "output": "five</s>"}, {}, f"<s>{ALPACA_NO_INPUT}⟦five</s>⟧"),
+    ],
+)
 def test_alpaca_pins_input_ids_and_labels(row, keys, expected, train_config, family_tokenizer):
     tokenizer = family_tokenizer("</s>", ())
     cfg = train_config(datasets=[{"path": "x.jsonl", "type": "alpaca"}], **keys)
@@ -388,20 +588,31 @@ def test_pretokenized_labels_are_kept_as_given(train_config, tiny_tokenizer):
     row = {"input_ids": [1, 5, 6, 0, 0], "labels": [-100, 5, 6, 0, -100], "attention_mask": [1, 1, 1, 0, 0]}
     assert formatter(row, 1) == [([1, 5, 6, 0, 0], [-100, 5, 6, 0, -100])]
     # Without labels every token is trained except the padding the row marks.
-    assert formatter({"input_ids": [1, 5, 6, 0], "attention_mask": [1, 1, 1, 0]}, 1) == [([1, 5, 6, 0],
-                                                                                        [1, 5, 6, -100])]
+    assert formatter({"input_ids": [1, 5, 6, 0], "attention_mask": [1, 1, 1, 0]}, 1) == [
+        ([1, 5, 6, 0], [1, 5, 6, -100])
+    ]
 
 
-@pytest.mark.parametrize(("keys", "system_part"), [
-    ({}, "<|im_start|>system\n<|im_end|>\n"),
-    # Even with every end of turn trained, an empty turn has no span and so no end of turn (as axolotl).
-    ({"train_on_eos": "all"}, "<|im_start|>system\n<|im_end|>\n"),
-])
+@pytest.mark.parametrize(
+    ("keys", "system_part"),
+    [
+        ({}, "<|im_start|>system\n<|im_end|>\n"),
+        # Even with every end of turn trained, an empty turn has no span and so no end of turn (as axolotl).
+        ({"train_on_eos": "all"}, "<|im_start|>system\n<|im_end|>\n"),
+    ],
+)
 def test_empty_system_column_is_an_empty_system_turn(keys, system_part, train_config, family_tokenizer):
     tokenizer = family_tokenizer(chatml().eos, chatml().specials)
     row = {"system": "", "messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1}]}
-    got = format_row(train_config, tokenizer, row, chat_template="chatml", field_messages="messages",
-                     message_property_mappings=None, **keys)
+    got = format_row(
+        train_config,
+        tokenizer,
+        row,
+        chat_template="chatml",
+        field_messages="messages",
+        message_property_mappings=None,
+        **keys,
+    )
     user_eos = "⟦<|im_end|>⟧" if keys else "<|im_end|>"
     expected = f"{system_part}<|im_start|>user\n{Q1}{user_eos}\n<|im_start|>assistant\n⟦{A1}<|im_end|>⟧\n"
     assert readable(tokenizer, *got) == readable(tokenizer, *expected_tokens(tokenizer, expected))
@@ -413,10 +624,17 @@ def test_split_thinking_moves_marked_reasoning_into_the_template(train_config, f
     marked = [*CONVERSATION[:4], {"from": "gpt", "value": f"<think>\n{R}\n</think>\n\n{A2}"}]
     got = format_row(train_config, tokenizer, {"conversations": marked}, chat_template="qwen3", split_thinking=True)
     assert readable(tokenizer, *got) == readable(tokenizer, *expected_tokens(tokenizer, expected))
-    solution = [*CONVERSATION[:4], {"from": "gpt", "value": f"<|begin_of_thought|>{R}<|end_of_thought|> "
-                                                           f"<|begin_of_solution|> {A2} <|end_of_solution|>"}]
-    assert format_row(train_config, tokenizer, {"conversations": solution}, chat_template="qwen3",
-                      split_thinking=True) == got
+    solution = [
+        *CONVERSATION[:4],
+        {
+            "from": "gpt",
+            "value": f"<|begin_of_thought|>{R}<|end_of_thought|> <|begin_of_solution|> {A2} <|end_of_solution|>",
+        },
+    ]
+    assert (
+        format_row(train_config, tokenizer, {"conversations": solution}, chat_template="qwen3", split_thinking=True)
+        == got
+    )
     # Without split_thinking the markers stay in the content; the Qwen3 template itself takes a <think> block out
     # of an answer (as the published one does), other markers stay as written.
     assert format_row(train_config, tokenizer, {"conversations": marked}, chat_template="qwen3") == got

@@ -29,13 +29,15 @@ def test_parameter_counts_equal_a_model_built_on_the_meta_device(name):
     shape = shape_from_config(KNOWN_MODELS[name])
     assert shape.total_parameters == sum(p.numel() for p in model.parameters())  # tied weights counted once
     # DeepSpeed's notion of the largest layer: a module's own parameters, not its children's.
-    assert shape.largest_layer_parameters == max(sum(p.numel() for p in m.parameters(recurse=False))
-                                                 for m in model.modules())
+    assert shape.largest_layer_parameters == max(
+        sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()
+    )
 
 
-@pytest.mark.parametrize(("targets", "target_linear"), [(["q_proj", "v_proj"], False),
-                                                         (["q_proj", "k_proj", "down_proj"], False),
-                                                         (None, True)])
+@pytest.mark.parametrize(
+    ("targets", "target_linear"),
+    [(["q_proj", "v_proj"], False), (["q_proj", "k_proj", "down_proj"], False), (None, True)],
+)
 def test_lora_parameters_equal_peft(targets, target_linear):
     from peft import LoraConfig, get_peft_model
 
@@ -70,13 +72,14 @@ def test_model_state_memory_matches_deepspeeds_estimators(name, nodes, gpus_per_
     total, largest = shape.total_parameters, shape.largest_layer_parameters
 
     def ours(stage: int, offload_optimizer: bool, offload_params: bool):
-        return model_states(total, 0, largest, Sharding(stage, offload_optimizer, offload_params, gpus_per_node,
-                                                        nodes))
+        return model_states(total, 0, largest, Sharding(stage, offload_optimizer, offload_params, gpus_per_node, nodes))
 
-    zero2 = deepspeed_table(estimate_zero2_model_states_mem_needs_all_cold, total, num_gpus_per_node=gpus_per_node,
-                            num_nodes=nodes)
-    zero3 = deepspeed_table(estimate_zero3_model_states_mem_needs_all_cold, total, largest,
-                            num_gpus_per_node=gpus_per_node, num_nodes=nodes)
+    zero2 = deepspeed_table(
+        estimate_zero2_model_states_mem_needs_all_cold, total, num_gpus_per_node=gpus_per_node, num_nodes=nodes
+    )
+    zero3 = deepspeed_table(
+        estimate_zero3_model_states_mem_needs_all_cold, total, largest, num_gpus_per_node=gpus_per_node, num_nodes=nodes
+    )
     cases = [  # (our states, DeepSpeed's row, compare CPU memory too)
         (ours(2, False, False), zero2["offload_optimizer=none"], False),
         (ours(2, True, False), zero2["offload_optimizer=cpu"], False),

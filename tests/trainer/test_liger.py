@@ -12,8 +12,13 @@ from hpcft.trainer.args import Precision, training_arguments
 from hpcft.trainer.liger import liger_arguments, liger_kernel_config
 
 # The Liger lines of axolotl's examples/llama-3/fft-8b-liger-fsdp.yaml.
-AXOLOTL_LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
-                 "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True}
+AXOLOTL_LIGER = {
+    "plugins": ["axolotl.integrations.liger.LigerPlugin"],
+    "liger_rope": True,
+    "liger_rms_norm": True,
+    "liger_glu_activation": True,
+    "liger_fused_linear_cross_entropy": True,
+}
 
 
 def config(**keys) -> TrainConfig:
@@ -22,8 +27,13 @@ def config(**keys) -> TrainConfig:
 
 def test_kernel_config_names_each_kernel_and_leaves_the_rest_off():
     assert liger_kernel_config(config(**AXOLOTL_LIGER)) == {
-        "rope": True, "rms_norm": True, "swiglu": True, "layer_norm": False, "cross_entropy": False,
-        "fused_linear_cross_entropy": True}
+        "rope": True,
+        "rms_norm": True,
+        "swiglu": True,
+        "layer_norm": False,
+        "cross_entropy": False,
+        "fused_linear_cross_entropy": True,
+    }
     assert liger_kernel_config(config(liger_swiglu=True))["swiglu"] is True  # axolotl's old spelling
 
 
@@ -44,8 +54,12 @@ def test_gpu_without_the_package_names_it(caplog):
 
 def test_gpu_with_the_package_turns_on_transformers_liger():
     assert liger_arguments(config(liger_rms_norm=True), cuda=True, installed=True) == {
-        "use_liger_kernel": True, "liger_kernel_config": {**dict.fromkeys(
-            ["rope", "swiglu", "layer_norm", "cross_entropy", "fused_linear_cross_entropy"], False), "rms_norm": True}}
+        "use_liger_kernel": True,
+        "liger_kernel_config": {
+            **dict.fromkeys(["rope", "swiglu", "layer_norm", "cross_entropy", "fused_linear_cross_entropy"], False),
+            "rms_norm": True,
+        },
+    }
     assert liger_arguments(config(), cuda=True, installed=True) == {}
 
 
@@ -60,8 +74,10 @@ def test_validate_warns_on_a_cpu_profile(run_cli, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "d.jsonl").write_text('{"text": "a"}\n')
     lines = "".join(f"{k}: {str(v).lower()}\n" for k, v in AXOLOTL_LIGER.items() if k != "plugins")
-    (tmp_path / "cfg.yaml").write_text("base_model: ./model\ndatasets:\n  - path: ./d.jsonl\n    type: completion\n"
-                                       "plugins:\n  - axolotl.integrations.liger.LigerPlugin\n" + lines)
+    (tmp_path / "cfg.yaml").write_text(
+        "base_model: ./model\ndatasets:\n  - path: ./d.jsonl\n    type: completion\n"
+        "plugins:\n  - axolotl.integrations.liger.LigerPlugin\n" + lines
+    )
     result = run_cli("validate", "--profile", "local", tmp_path / "cfg.yaml", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "Liger kernels need CUDA GPUs; this profile has none" in result.err

@@ -33,8 +33,15 @@ def test_flash_attention_falls_back_to_sdpa_with_one_message(train_config, caplo
 def test_an_architecture_without_sdpa_loads_with_eager_attention(train_config, tiny_tokenizer, tmp_path, caplog):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    config = Gemma2Config(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    config = Gemma2Config(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     Gemma2ForCausalLM(config).save_pretrained(tmp_path / "gemma2")
     tiny_tokenizer.save_pretrained(tmp_path / "gemma2")
     cfg = train_config(base_model=str(tmp_path / "gemma2"))
@@ -54,8 +61,12 @@ def test_lora_target_linear_takes_every_linear_but_lm_head(train_config, tiny_mo
 
 
 def test_lora_with_gradient_checkpointing_trains_only_the_adapter(train_config):
-    cfg = train_config(**LORA, lora_target_linear=True, gradient_checkpointing=True,
-                       gradient_checkpointing_kwargs={"use_reentrant": True})
+    cfg = train_config(
+        **LORA,
+        lora_target_linear=True,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": True},
+    )
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg, tokenizer, Precision())
     model.train()
@@ -77,8 +88,9 @@ def test_added_tokens_resize_embeddings_and_need_trainable_embeddings_with_lora(
     lora = train_config(**LORA, lora_target_linear=True, tokens=["<tool_call>"])
     with pytest.raises(ConfigError, match="lora_modules_to_save: \\[embed_tokens, lm_head\\]"):
         load_model(lora, load_tokenizer(lora), Precision())
-    ok = train_config(**LORA, lora_target_linear=True, tokens=["<tool_call>"],
-                      lora_modules_to_save=["embed_tokens", "lm_head"])
+    ok = train_config(
+        **LORA, lora_target_linear=True, tokens=["<tool_call>"], lora_modules_to_save=["embed_tokens", "lm_head"]
+    )
     peft_model = load_model(ok, load_tokenizer(ok), Precision())
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert any("embed_tokens.modules_to_save" in n for n in trainable)
@@ -93,8 +105,11 @@ def test_continue_an_adapter_from_lora_model_dir(train_config, tmp_path):
             if "lora_B" in name:
                 param.fill_(0.01)  # a "trained" adapter: lora_B starts at zero
     first.save_pretrained(tmp_path / "adapter")
-    again = load_model(train_config(**LORA, lora_target_modules=["q_proj", "v_proj"],
-                                    lora_model_dir=str(tmp_path / "adapter")), tokenizer, Precision())
+    again = load_model(
+        train_config(**LORA, lora_target_modules=["q_proj", "v_proj"], lora_model_dir=str(tmp_path / "adapter")),
+        tokenizer,
+        Precision(),
+    )
     b_weights = [p for n, p in again.named_parameters() if "lora_B" in n]
     assert b_weights and all(p.requires_grad and torch.all(p == 0.01) for p in b_weights)
 

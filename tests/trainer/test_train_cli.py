@@ -37,7 +37,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, train_config):
     assert bad.stderr.strip().splitlines()[-1] == (
         f"hpcft: error: {config}: key 'optimizer': unknown optimizer 'adamw_tourch'; did you mean 'adamw_torch'? "
         "(common: adamw_torch, adamw_torch_fused, adamw_8bit, adamw_bnb_8bit, paged_adamw_8bit, paged_adamw_32bit, "
-        "adafactor, sgd, lion_8bit; any transformers optimizer name works) (got 'adamw_tourch')")
+        "adafactor, sgd, lion_8bit; any transformers optimizer name works) (got 'adamw_tourch')"
+    )
     valid = tmp_path / "valid.yaml"  # the schema refuses the optimizer above before merge-lora could look
     valid.write_text(yaml.safe_dump(train_config().training_dict()))
     no_adapter = trainer_cli("merge-lora", str(valid))

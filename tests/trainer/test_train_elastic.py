@@ -24,8 +24,13 @@ RUN = {"sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "lear
 def run_train(cfg, path: Path, **env: str) -> subprocess.CompletedProcess:
     """`python -m hpcft.trainer train` on the config written as a train.yaml, one process."""
     path.write_text(yaml.safe_dump(cfg.training_dict()))
-    return subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(path)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "train", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "2", **env},
+    )
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
@@ -117,8 +122,12 @@ def test_the_deepspeed_config_gets_the_resumed_layout_and_universal_loading(trai
     checkpoint = _checkpoint(tmp_path, 4, world_size=2, micro=2, accumulation=2)
     (checkpoint / "global_step4").mkdir()
     (checkpoint / "latest").write_text("global_step4")
-    rendered = {"train_batch_size": 8, "gradient_accumulation_steps": 2, "train_micro_batch_size_per_gpu": 2,
-                "zero_optimization": {"stage": 3}}
+    rendered = {
+        "train_batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "train_micro_batch_size_per_gpu": 2,
+        "zero_optimization": {"stage": 3},
+    }
     cfg = train_config(micro_batch_size=2, gradient_accumulation_steps=2)
     on_one = deepspeed_for_resume(rendered, plan_resume(cfg, checkpoint, 1))
     assert (on_one["train_batch_size"], on_one["gradient_accumulation_steps"]) == (8, 4)

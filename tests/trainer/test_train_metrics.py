@@ -30,8 +30,14 @@ from hpcft.trainer.progress import (
 def test_metrics_line_format():
     line = format_metrics_line(7, 2.5, 1e-4, 0.75, 1234.5, 0.25)
     assert "\n" not in line
-    assert json.loads(line) == {"step": 7, "loss": 2.5, "lr": 1e-4, "grad_norm": 0.75, "tokens_per_s": 1234.5,
-                                "epoch": 0.25}
+    assert json.loads(line) == {
+        "step": 7,
+        "loss": 2.5,
+        "lr": 1e-4,
+        "grad_norm": 0.75,
+        "tokens_per_s": 1234.5,
+        "epoch": 0.25,
+    }
     assert list(json.loads(line)) == list(TRAIN_KEYS)
     # JSON has no NaN: a diverged loss must still give a parseable line
     assert json.loads(format_metrics_line(1, math.nan, 1e-4, math.inf, None, 0.0))["loss"] is None
@@ -54,8 +60,9 @@ def test_metrics_callback_writes_rank0_lines(tmp_path, capsys):
     written = (tmp_path / METRICS_FILE).read_text().splitlines()
     assert len(written) == 2 and len(printed) == 2
     # People read the step line; machines read the JSON in metrics.jsonl.
-    assert re.fullmatch(r"step 5/10  loss 1\.500  lr 2\.00e-05  grad 0\.30  \S+ tok/s  0:00 elapsed  ~0:00 left",
-                        printed[0]), printed[0]
+    assert re.fullmatch(
+        r"step 5/10  loss 1\.500  lr 2\.00e-05  grad 0\.30  \S+ tok/s  0:00 elapsed  ~0:00 left", printed[0]
+    ), printed[0]
     assert printed[1] == "eval at step 5/10  eval_loss 1.700"
     train = json.loads(written[0])
     assert train["step"] == 5 and train["loss"] == 1.5 and train["lr"] == 2e-5 and train["tokens_per_s"] > 0
@@ -105,8 +112,9 @@ def test_loss_png_goes_to_the_run_directory_at_job_end(tmp_path, monkeypatch, ca
     out, run_dir = tmp_path / "out", tmp_path / "runs" / "tiny-cpu" / "20261130-000000"
     run_dir.mkdir(parents=True)
     out.mkdir()
-    (out / METRICS_FILE).write_text("".join(format_metrics_line(s, 5.0 - s / 10, 1e-3, 1.0, 1e3, 0.1) + "\n"
-                                            for s in range(1, 6)))
+    (out / METRICS_FILE).write_text(
+        "".join(format_metrics_line(s, 5.0 - s / 10, 1e-3, 1.0, 1e3, 0.1) + "\n" for s in range(1, 6))
+    )
     monkeypatch.setenv("HPCFT_RUN_DIR", str(run_dir))
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     assert draw_loss_png(str(out)) == run_dir / "loss.png"

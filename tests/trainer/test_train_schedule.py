@@ -18,8 +18,13 @@ def _lrs(cfg, total_steps: int) -> list[float]:
     optimizer = torch.optim.SGD([param], lr=cfg.learning_rate)
     warmup = sched["warmup_steps"]
     warmup_steps = int(warmup) if warmup >= 1 else int(warmup * total_steps + 0.999999)
-    scheduler = get_scheduler(sched["lr_scheduler_type"], optimizer, num_warmup_steps=warmup_steps,
-                              num_training_steps=total_steps, scheduler_specific_kwargs=sched["lr_scheduler_kwargs"])
+    scheduler = get_scheduler(
+        sched["lr_scheduler_type"],
+        optimizer,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=sched["lr_scheduler_kwargs"],
+    )
     lrs = []
     for _ in range(total_steps):
         lrs.append(scheduler.get_last_lr()[0])
@@ -58,26 +63,55 @@ def test_constant_with_warmup_and_linear(train_config):
 
 
 def test_optimizer_names_and_arguments(train_config):
-    for name in ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
-                 "paged_adamw_32bit", "adafactor", "sgd"):
+    for name in (
+        "adamw_torch",
+        "adamw_torch_fused",
+        "adamw_8bit",
+        "adamw_bnb_8bit",
+        "paged_adamw_8bit",
+        "paged_adamw_32bit",
+        "adafactor",
+        "sgd",
+    ):
         assert optimizer_name(name) == name
     with pytest.raises(ConfigError, match="unknown optimizer 'adamw_tourch'; did you mean 'adamw_torch'"):
         optimizer_name("adamw_tourch")
     with pytest.raises(ConfigError, match="'optimizer: optimi_adamw' is an axolotl option hpcft does not support"):
         optimizer_name("optimi_adamw")
     assert optim_args_string({"amsgrad": True, "foo": 2}) == "amsgrad=True,foo=2"
-    cfg = train_config(optimizer="adamw_torch_fused", learning_rate=3e-4, weight_decay=0.01, max_grad_norm=0.5,
-                       adam_beta2=0.95, optim_args={"amsgrad": True})
-    assert optimizer_arguments(cfg) == {"optim": "adamw_torch_fused", "learning_rate": 3e-4, "weight_decay": 0.01,
-                                        "max_grad_norm": 0.5, "optim_args": "amsgrad=True", "adam_beta2": 0.95}
+    cfg = train_config(
+        optimizer="adamw_torch_fused",
+        learning_rate=3e-4,
+        weight_decay=0.01,
+        max_grad_norm=0.5,
+        adam_beta2=0.95,
+        optim_args={"amsgrad": True},
+    )
+    assert optimizer_arguments(cfg) == {
+        "optim": "adamw_torch_fused",
+        "learning_rate": 3e-4,
+        "weight_decay": 0.01,
+        "max_grad_norm": 0.5,
+        "optim_args": "amsgrad=True",
+        "adam_beta2": 0.95,
+    }
 
 
-@pytest.mark.parametrize(("name", "module", "cls"), [("adamw_8bit", "bitsandbytes", "AdamW"),
-                                                     ("paged_adamw_32bit", "bitsandbytes", "AdamW"),
-                                                     ("adamw_torch", "torch", "AdamW")])
+@pytest.mark.parametrize(
+    ("name", "module", "cls"),
+    [
+        ("adamw_8bit", "bitsandbytes", "AdamW"),
+        ("paged_adamw_32bit", "bitsandbytes", "AdamW"),
+        ("adamw_torch", "torch", "AdamW"),
+    ],
+)
 def test_transformers_builds_the_mapped_optimizer(train_config, tmp_path, name, module, cls):
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                             **optimizer_arguments(train_config(optimizer=name, adam_beta2=0.95)))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        **optimizer_arguments(train_config(optimizer=name, adam_beta2=0.95)),
+    )
     optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     assert optimizer_cls.__module__.startswith(module) and optimizer_cls.__name__ == cls
     assert kwargs["betas"] == (0.9, 0.95)
@@ -114,5 +148,3 @@ def test_precision(train_config):
     assert fp16.fp16 and not fp16.bf16 and fp16.dtype == torch.float32  # fp32 master weights
     lora_fp16 = resolve_precision(train_config(fp16=True, adapter="lora", lora_target_linear=True), True)
     assert lora_fp16.fp16 and lora_fp16.dtype == torch.float16  # the frozen base in half precision
-
-

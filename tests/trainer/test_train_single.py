@@ -18,10 +18,29 @@ from hpcft.trainer.metrics import METRICS_FILE, STARTS_FILE
 # Losses of steps 1..12 for the tiny model (seed 0) on the example chat data, packed to 128 tokens, 2 rows a
 # step, AdamW lr 1e-3 cosine, seed 42, fp32 on CPU. A change here means the numerics changed: find out why
 # before re-pinning (tokenisation, packing, loss, optimizer, schedule, data order and init all feed in).
-PINNED_LOSSES = [6.402854, 6.142722, 6.106120, 5.921567, 5.846250, 5.809970, 5.740314, 5.678780, 5.684461,
-                 5.628569, 5.636813, 5.624923]
-RUN = {"sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "max_steps": 12, "learning_rate": 1e-3,
-       "save_steps": 5, "logging_steps": 1}
+PINNED_LOSSES = [
+    6.402854,
+    6.142722,
+    6.106120,
+    5.921567,
+    5.846250,
+    5.809970,
+    5.740314,
+    5.678780,
+    5.684461,
+    5.628569,
+    5.636813,
+    5.624923,
+]
+RUN = {
+    "sequence_len": 128,
+    "sample_packing": True,
+    "micro_batch_size": 2,
+    "max_steps": 12,
+    "learning_rate": 1e-3,
+    "save_steps": 5,
+    "logging_steps": 1,
+}
 
 
 def write_config(cfg, path: Path) -> Path:
@@ -31,8 +50,13 @@ def write_config(cfg, path: Path) -> Path:
 
 
 def run_train(config: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpcft.trainer", "train", str(config)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "2", **env},
+    )
 
 
 def read_metrics(output_dir: str | Path) -> list[dict]:
@@ -53,13 +77,14 @@ def test_pinned_losses_and_crash_then_auto_resume(train_config, tmp_path):
     resumed = run_train(config)  # auto_resume_from_checkpoints: continues at step 6 from checkpoint-5
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = read_metrics(cfg.output_dir)
-    second = metrics[len(first):]
+    second = metrics[len(first) :]
     assert [m["step"] for m in second] == list(range(6, 13))
     # stdout carries one readable line per step with the same numbers (the JSON stays in metrics.jsonl), and no
     # library progress bars (their carriage returns garble a job's log)
     shown = [line for line in resumed.stdout.splitlines() if line.startswith("step ")]
-    assert [line.split("  ")[:2] for line in shown] == [[f"step {m['step']}/12", f"loss {m['loss']:.3f}"]
-                                                         for m in second]
+    assert [line.split("  ")[:2] for line in shown] == [
+        [f"step {m['step']}/12", f"loss {m['loss']:.3f}"] for m in second
+    ]
     assert all(re.search(r"  \d+:\d\d elapsed", line) for line in shown) and "~0:00 left" in shown[-1]
     assert not any(line.startswith("{") for line in resumed.stdout.splitlines())
     assert "\r" not in resumed.stderr and "Writing model shards" not in resumed.stderr

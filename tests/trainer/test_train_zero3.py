@@ -20,8 +20,15 @@ from hpcft.trainer.metrics import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 
-RUN = {"deepspeed": "zero3", "sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "max_steps": 20,
-       "save_steps": 10, "logging_steps": 1}
+RUN = {
+    "deepspeed": "zero3",
+    "sequence_len": 128,
+    "sample_packing": True,
+    "micro_batch_size": 2,
+    "max_steps": 20,
+    "save_steps": 10,
+    "logging_steps": 1,
+}
 # Resumed losses must match the uninterrupted run's to this relative tolerance (measured: bit-identical).
 RESUME_RTOL = 1e-5
 
@@ -37,8 +44,18 @@ def read_metrics(output_dir: str | Path) -> list[dict]:
 
 def torchrun(config: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node 2 -m hpcft.trainer train config` with DeepSpeed on CPU."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "hpcft.trainer", "train", str(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hpcft.trainer",
+        "train",
+        str(config),
+    ]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **env}
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     result.log = result.stdout + result.stderr  # type: ignore[attr-defined]
@@ -110,9 +127,17 @@ def test_zero3_lora_saves_loadable_adapter_resumes_and_merges(train_config, tmp_
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    keys = {**RUN, "adapter": "lora", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
-            "lora_target_linear": True, "learning_rate": 5e-3, "gradient_checkpointing": True,
-            "gradient_accumulation_steps": 2}
+    keys = {
+        **RUN,
+        "adapter": "lora",
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.1,
+        "lora_target_linear": True,
+        "learning_rate": 5e-3,
+        "gradient_checkpointing": True,
+        "gradient_accumulation_steps": 2,
+    }
     cfg = train_config(**keys)
     config = write_config(cfg, tmp_path / "train.yaml")
     full = torchrun(config)
@@ -135,8 +160,9 @@ def test_zero3_lora_saves_loadable_adapter_resumes_and_merges(train_config, tmp_
     for name, weight in adapter.items():
         torch.testing.assert_close(resumed_adapter[name], weight, rtol=RESUME_RTOL, atol=1e-7)
 
-    merge = subprocess.run([sys.executable, "-m", "hpcft.trainer", "merge-lora", str(config)], capture_output=True,
-                           text=True, timeout=120)
+    merge = subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "merge-lora", str(config)], capture_output=True, text=True, timeout=120
+    )
     assert merge.returncode == 0, merge.stderr[-3000:]
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
     with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
@@ -150,8 +176,18 @@ def test_zero3_lora_saves_loadable_adapter_resumes_and_merges(train_config, tmp_
 
 def test_zero3_qlora_stop_file_crash_on_one_rank_and_resume(train_config, tmp_path):
     # unpacked rows here: padded batches with an attention mask
-    keys = {**RUN, "adapter": "qlora", "load_in_4bit": True, "lora_r": 8, "lora_alpha": 16, "sample_packing": False,
-            "lora_target_linear": True, "learning_rate": 5e-3, "save_steps": 2, "save_total_limit": 1}
+    keys = {
+        **RUN,
+        "adapter": "qlora",
+        "load_in_4bit": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "sample_packing": False,
+        "lora_target_linear": True,
+        "learning_rate": 5e-3,
+        "save_steps": 2,
+        "save_total_limit": 1,
+    }
     cfg = train_config(**keys)
     config = write_config(cfg, tmp_path / "train.yaml")
     out = Path(cfg.output_dir)
@@ -184,21 +220,40 @@ def test_zero3_qlora_stop_file_crash_on_one_rank_and_resume(train_config, tmp_pa
 # The FSDP block of axolotl's examples/llama-3/qlora-fsdp-70b.yaml (FSDP1, fsdp_-prefixed spellings).
 AXOLOTL_FSDP1 = {
     "fsdp": ["full_shard", "auto_wrap"],
-    "fsdp_config": {"fsdp_limit_all_gathers": True, "fsdp_sync_module_states": True, "fsdp_offload_params": True,
-                    "fsdp_use_orig_params": False, "fsdp_cpu_ram_efficient_loading": True,
-                    "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                    "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
-                    "fsdp_state_dict_type": "FULL_STATE_DICT", "fsdp_sharding_strategy": "FULL_SHARD"},
+    "fsdp_config": {
+        "fsdp_limit_all_gathers": True,
+        "fsdp_sync_module_states": True,
+        "fsdp_offload_params": True,
+        "fsdp_use_orig_params": False,
+        "fsdp_cpu_ram_efficient_loading": True,
+        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+        "fsdp_state_dict_type": "FULL_STATE_DICT",
+        "fsdp_sharding_strategy": "FULL_SHARD",
+    },
 }
 # The FSDP block of axolotl's examples/qwen3.5/27b-qlora-fsdp.yaml (FSDP2, plain spellings).
 AXOLOTL_FSDP2 = {
-    "fsdp_config": {"fsdp_version": 2, "offload_params": False, "cpu_ram_efficient_loading": False,
-                    "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
-                    "state_dict_type": "FULL_STATE_DICT", "sharding_strategy": "FULL_SHARD",
-                    "reshard_after_forward": True, "activation_checkpointing": True},
+    "fsdp_config": {
+        "fsdp_version": 2,
+        "offload_params": False,
+        "cpu_ram_efficient_loading": False,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+        "state_dict_type": "FULL_STATE_DICT",
+        "sharding_strategy": "FULL_SHARD",
+        "reshard_after_forward": True,
+        "activation_checkpointing": True,
+    },
 }
-FSDP_RUN = {"sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "max_steps": 8, "save_steps": 4,
-            "logging_steps": 1}
+FSDP_RUN = {
+    "sequence_len": 128,
+    "sample_packing": True,
+    "micro_batch_size": 2,
+    "max_steps": 8,
+    "save_steps": 4,
+    "logging_steps": 1,
+}
 
 
 def assert_loss_fell(output_dir: str) -> None:
@@ -210,8 +265,10 @@ def assert_ran_as_zero3(log: str, output_dir: str, step: int) -> None:
     assert "runs as the equivalent DeepSpeed ZeRO-3" in log
     # Each rank wrote its own partition: sharded like FSDP's FULL_SHARD, not DDP with whole copies.
     shards = sorted(p.name for p in (Path(output_dir) / f"checkpoint-{step}" / f"global_step{step}").iterdir())
-    assert [s for s in shards if s.endswith("optim_states.pt")] == ["zero_pp_rank_0_mp_rank_00_optim_states.pt",
-                                                                    "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert [s for s in shards if s.endswith("optim_states.pt")] == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
 
 
 @pytest.mark.slow
@@ -230,8 +287,16 @@ def test_axolotl_fsdp_full_finetune_trains_sharded_on_two_cpu_processes(train_co
 
 @pytest.mark.slow
 def test_axolotl_fsdp_qlora_trains_sharded_on_two_cpu_processes(train_config, tmp_path):
-    keys = {**FSDP_RUN, **AXOLOTL_FSDP2, "adapter": "qlora", "load_in_4bit": True, "lora_r": 8, "lora_alpha": 16,
-            "lora_target_linear": True, "learning_rate": 5e-3}
+    keys = {
+        **FSDP_RUN,
+        **AXOLOTL_FSDP2,
+        "adapter": "qlora",
+        "load_in_4bit": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_target_linear": True,
+        "learning_rate": 5e-3,
+    }
     cfg = train_config(**keys)
     run = torchrun(write_config(cfg, tmp_path / "train.yaml"))
     assert run.returncode == 0, run.why

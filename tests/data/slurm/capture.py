@@ -27,8 +27,7 @@ def run(argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
 def sbatch(work: Path, body: str, *args: str) -> str:
     script = work / f"job{time.monotonic_ns()}.sh"
     script.write_text("#!/bin/bash\n" + body + "\n")
-    proc = run(slurm.sbatch_argv(script, ["-o", str(work / "%j.out"), "-e", str(work / "%j.err"), *args]),
-               cwd=work)
+    proc = run(slurm.sbatch_argv(script, ["-o", str(work / "%j.out"), "-e", str(work / "%j.err"), *args]), cwd=work)
     (HERE / "sbatch_parsable.txt").write_text(proc.stdout)
     return slurm.parse_sbatch_parsable(proc.stdout)
 
@@ -43,8 +42,9 @@ def wait_ended(job_id: str) -> None:
 
 
 def squeue_text(ids: list[str]) -> str:
-    return run(["squeue", "--array", "--states=all", "--noheader", "-o", slurm.SQUEUE_FORMAT,
-                "-j", ",".join(ids)]).stdout
+    return run(
+        ["squeue", "--array", "--states=all", "--noheader", "-o", slurm.SQUEUE_FORMAT, "-j", ",".join(ids)]
+    ).stdout
 
 
 def main() -> int:
@@ -61,9 +61,13 @@ def main() -> int:
     ok = sbatch(work, "srun --label bash -c 'echo \"$(hostname) SLURM_PROCID=$SLURM_PROCID\"'", *two_nodes)
     (work / "train.yaml").write_text("output_dir:\n")
     # A 2-node run whose task 1 raises: srun --label output with a real traceback, for `hpcft logs --errors`.
-    failing = sbatch(work, f"srun --label --kill-on-bad-exit=1 bash -c '{sys.executable} {FAKE} "
-                           f"--node_rank=$SLURM_PROCID {work}/train.yaml'", *two_nodes,
-                     "--export=ALL,HPCFT_FAKE_FAIL_RANK=1,HPCFT_FAKE_STEPS=2")
+    failing = sbatch(
+        work,
+        f"srun --label --kill-on-bad-exit=1 bash -c '{sys.executable} {FAKE} "
+        f"--node_rank=$SLURM_PROCID {work}/train.yaml'",
+        *two_nodes,
+        "--export=ALL,HPCFT_FAKE_FAIL_RANK=1,HPCFT_FAKE_STEPS=2",
+    )
     running = sbatch(work, "sleep 60", *two_nodes)
     array = sbatch(work, "sleep 2", "--array=0-2", "-J", "sweep")
     held = sbatch(work, "true", "--array=0-2", "--hold", "-J", "held")
@@ -81,13 +85,15 @@ def main() -> int:
     ids = [ok, failing, running, array, held]
     (HERE / "squeue_ended.txt").write_text(squeue_text(ids))
     (HERE / "sacct_ended.txt").write_text(
-        run(["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(slurm.SACCT_FIELDS), "-j", ",".join(ids)]).stdout)
+        run(["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(slurm.SACCT_FIELDS), "-j", ",".join(ids)]).stdout
+    )
     (HERE / "scontrol_show_job_failed.txt").write_text(run(["scontrol", "show", "job", "-o", failing]).stdout)
     (HERE / "srun_label_hostname.out").write_text((work / f"{ok}.out").read_text())
     (HERE / "srun_label_traceback.out").write_text((work / f"{failing}.out").read_text())
     (HERE / "srun_label_traceback.err").write_text((work / f"{failing}.err").read_text())
-    (HERE / "ids.txt").write_text(f"ok={ok}\nfailing={failing}\nrequeued_cancelled={running}\n"
-                                  f"array={array}\nheld_cancelled={held}\n")
+    (HERE / "ids.txt").write_text(
+        f"ok={ok}\nfailing={failing}\nrequeued_cancelled={running}\narray={array}\nheld_cancelled={held}\n"
+    )
     print(f"captured into {HERE} (jobs {', '.join(ids)})")
     return 0
 
