@@ -99,14 +99,16 @@ def terminal_plot(curve: Curve, title: str = "", width: int = 100, color: bool =
     lr_steps, lr = _points(curve.steps, curve.lr)
     top = plt.subplot(1, 1)
     top.plotsize(width, 16)
-    top.title(title or "loss")
-    top.plot(steps, loss, label="loss", marker="braille")
+    # No plotext legends (label=): they raise IndexError on short or marked-up plots; the titles say what is drawn.
+    top.title((title or "loss") + ("  (loss; x: eval loss)" if curve.eval_steps else "  (loss)"))
+    top.plot(steps, loss, marker="braille")
     if curve.eval_steps:
-        top.scatter(curve.eval_steps, curve.eval_loss, label="eval loss", marker="x")
+        top.scatter(curve.eval_steps, curve.eval_loss, marker="x")
     bottom = plt.subplot(2, 1)
     bottom.plotsize(width, 8)
     if lr:
-        bottom.plot(lr_steps, lr, label="learning rate", marker="braille")
+        bottom.title("learning rate")
+        bottom.plot(lr_steps, lr, marker="braille")
     bottom.xlabel("step" + (f"  (| restart at step {', '.join(map(str, curve.restarts))})" if curve.restarts else ""))
     for panel in (top, bottom):
         for step in curve.restarts:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpcft.launcher.cli import print_curves
-from hpcft.launcher.plot import read_curve, terminal_plot
+from hpcft.launcher.plot import Curve, read_curve, terminal_plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,6 +48,13 @@ def test_resumed_run_is_one_curve_with_the_restart_marked(tmp_path, starts):
     assert curve.loss[5] == pytest.approx(5.0 - 0.05 * 6)  # step 6 as the resumed run logged it
     assert curve.restarts == [5]  # from starts.jsonl, or from the steps going back when it is missing
     assert (curve.eval_steps, curve.eval_loss) == ([5, 10], [5.6, 4.7])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_terminal_plot_of_a_run_just_begun(steps):
+    # plotext's legends raise IndexError on runs this short: the plot has none (its titles say what is drawn).
+    curve = Curve(steps=list(range(1, steps + 1)), loss=[2.0 / s for s in range(1, steps + 1)], lr=[1e-3] * steps)
+    assert "loss" in terminal_plot(curve, "just begun", width=78)
 
 
 def test_terminal_plot_draws_loss_lr_and_restarts(tmp_path):
