@@ -71,7 +71,9 @@ def test_status_lists_recent_runs_and_logs_filter_by_rank(workspace, run_cli):
     assert table[0].split() == ["JOBID", "NAME", "STATE", "ELAPSED", "NODES", "RESTARTS", "STEP", "LOSS", "RUN_DIR"]
     assert [(row.split()[0], row.split()[2]) for row in table[1:]] == [(first, "COMPLETED"), (second, "FAILED")]
     assert run_cli("status", "--all").out.splitlines() == table
-    assert [row.split() for row in run_cli("status", second).out.splitlines()] == [table[0].split(), table[2].split()]
+    # --no-plot: the table alone (`status RUN` also draws the run's loss curve below it)
+    one = run_cli("status", second, "--no-plot").out.splitlines()
+    assert [row.split() for row in one] == [table[0].split(), table[2].split()]
     # The rendered srun has --label: each line carries its task (= node rank); logs prefix and filter by it.
     labelled = submitted_id(run_cli("submit", "--profile", "localtest", workspace.config, "--follow").out)
     rank1 = run_cli("logs", labelled, "--rank", "1")
@@ -251,7 +253,7 @@ def test_sweep_is_one_job_array_with_a_directory_per_point(workspace, run_cli):
     logs = run_cli("logs", job_id).out
     for i in range(3):  # each line says which array task wrote it
         assert f"[{job_id}_{i}] [node1/0] fake-torchrun host=node1 SLURM_PROCID=0" in logs
-    status = run_cli("status", job_id)
+    status = run_cli("status", job_id, "--no-plot")
     rows = [line for line in status.out.splitlines()[1:] if line.strip()]
     assert [row.split()[0] for row in rows] == [f"{job_id}_{i}" for i in range(3)]
     assert all(" COMPLETED " in row for row in rows)

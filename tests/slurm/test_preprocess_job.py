@@ -53,7 +53,7 @@ def test_a_fresh_cache_gets_a_preprocessing_job_then_training_and_a_filled_one_n
     assert pre_id and train_id, first.out[:2000]
     assert "no prepared dataset in" in first.out
     # The preprocessing job's log is part of the run's log, before the training job's.
-    assert first.out.index("[hpcft data] preparing datasets into") < first.out.index('"step": 1')
+    assert first.out.index("[hpcft data] preparing datasets into") < first.out.index("step 1/")
     pre, train = sacct_times(pre_id), sacct_times(train_id)
     assert pre["state"] == train["state"] == "COMPLETED"
     assert pre["end"] <= train["start"], (pre, train)  # the training job started only once the data was ready
