@@ -392,6 +392,14 @@ def tokenize_dataset(
                 out["status"].append(sample_status(ids, labels, cfg.sequence_len, cfg.min_sample_len))
         return out
 
+    return map_keeping_kept(dataset, format_batch, name, num_proc)
+
+
+def map_keeping_kept(
+    dataset: datasets.Dataset, format_batch: Any, name: str, num_proc: int | None
+) -> tuple[datasets.Dataset, Counter]:
+    """Run `format_batch` (rows in, samples with a `status` column out) over the dataset, with row indices; return
+    the KEPT samples without their status, and the counts per status."""
     formatted = dataset.map(
         format_batch,
         batched=True,

@@ -19,7 +19,7 @@ import datasets
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.preference_fields import first_missing, required_fields
 from hpcft.launcher.schema import DatasetConfig, TrainConfig, UserDefinedPreferenceType, preference_type_name
-from hpcft.trainer.formats import KEPT, TOO_LONG, TOO_SHORT, resolve_chat_template
+from hpcft.trainer.formats import KEPT, TOO_LONG, TOO_SHORT, map_keeping_kept, resolve_chat_template
 
 Texts = dict[str, Any]  # {"prompt", "chosen", "rejected"} or {"prompt", "completion", "label"}
 
@@ -337,14 +337,4 @@ def tokenize_preference_dataset(
             out["status"].append(preference_status(sample, cfg.sequence_len))
         return out
 
-    formatted = dataset.map(
-        format_batch,
-        batched=True,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 1000 else None,
-        desc=f"Tokenizing {name}",
-    )
-    counts = Counter(formatted["status"])
-    kept = formatted.filter(lambda status: status == KEPT, input_columns="status")
-    return kept.remove_columns("status"), counts
+    return map_keeping_kept(dataset, format_batch, name, num_proc)
