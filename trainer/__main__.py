@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -106,5 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def exit_before_native_teardown(code: int) -> None:
+    """Leave the process once Python's own exit work is done, without the C++ libraries' teardown.
+
+    A run that trained and saved everything was seen to die at interpreter exit with SIGABRT ("terminate called
+    without an active exception": threads of torch's gloo process groups, still referenced from DeepSpeed and
+    accelerate, torn down after the interpreter; pytorch/pytorch#179291 describes the race). torchrun then reports
+    the rank as failed and a finished job ends FAILED. So: run the atexit handlers (logging, wandb, datasets'
+    temporary files) while everything is alive, flush, and exit with the run's own code."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_before_native_teardown(main())
