@@ -81,12 +81,6 @@ def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[s
     return {"eval_strategy": "epoch"}
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Raise ConfigError for what the schema cannot check: optimizer name, scheduler keys."""
-    optimizer_arguments(cfg)
-    scheduler_arguments(cfg)
-
-
 def training_arguments(
     cfg: TrainConfig,
     precision: Precision,

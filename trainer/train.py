@@ -23,7 +23,7 @@ from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import check_config, resolve_precision, training_argument_values
+from hpcft.trainer.args import resolve_precision, training_argument_values
 from hpcft.trainer.checkpoints import (
     CompleteCheckpointCallback,
     check_saved_weights,
@@ -177,7 +177,6 @@ def train(config_path: str | Path) -> int:
     cfg = load_train_yaml(config_path)
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
-    check_config(cfg)  # fails in a second, before data and model are loaded
     resume = resolve_resume_checkpoint(cfg)
     done_at = finished_step(cfg.output_dir)
     if done_at is not None and not cfg.resume_from_checkpoint and done_at >= (cfg.max_steps or done_at):
