@@ -44,8 +44,27 @@ def _is_unset(value: Any) -> bool:
     return value is None or value is False or value == [] or value == {} or value == ""
 
 
+# Keys neither axolotl nor hpcft has, written the way other tools (HF TrainingArguments, PyTorch schedulers) name
+# a setting both have: axolotl drops them silently, so a run would quietly ignore what the user meant.
+OTHER_TOOLS_NAMES: dict[str, str] = {
+    "eta_min": "the cosine schedule's floor is 'cosine_min_lr_ratio' (a fraction of learning_rate)",
+    "adam_eps": "did you mean 'adam_epsilon'?",
+    "lr": "did you mean 'learning_rate'?",
+    "num_train_epochs": "did you mean 'num_epochs'?",
+    "per_device_train_batch_size": "did you mean 'micro_batch_size'?",
+    "per_device_eval_batch_size": "did you mean 'eval_batch_size'?",
+    "max_seq_length": "did you mean 'sequence_len'?",
+    "max_length": "did you mean 'sequence_len'?",
+    "lora_rank": "did you mean 'lora_r'?",
+    "warmup": "did you mean 'warmup_steps' or 'warmup_ratio'?",
+}
+
+
 def _suggest(key: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if key in OTHER_TOOLS_NAMES:
+        return f"; {OTHER_TOOLS_NAMES[key]}"
+    # 0.75: close enough for a typo (lerning_rate, adam_eps), far enough to avoid eta_min -> 'streaming'.
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -190,6 +209,8 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     if isinstance(value, str) and value in AXOLOTL_VALUES.get(str(err["loc"][-1]), ()):
         return f"{where}: '{loc}: {value}' is an axolotl option hpcft does not support yet; {msg}"
     shown = "" if isinstance(value, (dict, list)) or not loc else f" (got {_short(value)})"
+    if loc == "tokens" and isinstance(value, dict):  # old axolotl configs wrote the special tokens here
+        shown = "; 'tokens' lists new tokens to add, set pad/bos/eos/unk under 'special_tokens'"
     key = f"key '{loc}': " if loc else ""
     return f"{where}: {key}{msg}{shown}"
 
