@@ -206,14 +206,9 @@ REFUSED_KEYS: dict[str, str] = {
             "dpo_use_logits_to_keep",
             "dpo_generate_during_eval",
             "rpo_alpha",
-            "reward_model",
-            "process_reward_model",
-            "center_rewards_coefficient",
             "max_prompt_len",
             "vllm",
             "ebft",
-            "num_labels",
-            "cls_model_config",
             "nemo_gym_auto_clone",
             "nemo_gym_auto_start",
             "nemo_gym_config_paths",
@@ -455,12 +450,8 @@ REFUSED_KEYS: dict[str, str] = {
             "landmark_attention",
             "dense_mixer",
             "mora",
-            "diffusion",
             "hatchery",
             "trainer_cls",
-            "use_eaft",
-            "eaft_alpha",
-            "eaft_k",
         ),
         _MODEL,
     ),
@@ -544,7 +535,7 @@ REFUSED_DATASET_KEYS: dict[str, str] = {
         _DATA,
     ),
     **dict.fromkeys(
-        ("field_human", "field_model", "step_separator", "max_completion_length", "train_on_last_step_only"), _RL
+        ("field_human", "field_model"), _RL
     ),
     **dict.fromkeys(
         ("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),

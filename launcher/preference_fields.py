@@ -34,6 +34,13 @@ _FAMILY_KTO: dict[str, list[tuple[str, ...]]] = {
 }
 
 
+# Reward-model data (reward_model / process_reward_model; trainer/reward_data.py).
+REWARD_FIELDS: dict[str, list[tuple[str, ...]]] = {
+    "bradley_terry.chat_template": [("input",), ("chosen",), ("rejected",)],
+    "stepwise_supervised": [("prompt",), ("completions",), ("labels",)],
+}
+
+
 def required_fields(rl: str, ds: DatasetConfig) -> list[tuple[str, ...]]:
     """The fields a row of this dataset entry must have (each as its accepted spellings)."""
     name = preference_type_name(ds.type)
@@ -91,12 +98,15 @@ def check_preference_rows(cfg: TrainConfig, where: str) -> None:
 
     Only local JSON/JSONL files are read here (other formats need pyarrow, which the launcher does not import);
     the trainer's preprocessing checks every row of every source with the same table."""
-    if cfg.rl is None:
+    reward = cfg.reward_model or cfg.process_reward_model
+    if cfg.rl is None and not reward:
         return
     for group_name, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
         for index, ds in enumerate(group):
-            required = required_fields(cfg.rl, ds)
-            type_name = preference_type_name(ds.type)
+            if reward:
+                required, type_name = REWARD_FIELDS[str(ds.type)], ds.type
+            else:
+                required, type_name = required_fields(cfg.rl, ds), preference_type_name(ds.type)
             for path in _local_json_files(ds):
                 try:
                     for number, row in _json_rows(path):
@@ -104,7 +114,7 @@ def check_preference_rows(cfg: TrainConfig, where: str) -> None:
                         if missing:
                             raise ConfigError(
                                 f"{where}: {group_name}[{index}] {path}: row {number}: missing field {missing} "
-                                f"(type {type_name} with rl: {cfg.rl} reads "
+                                f"(type {type_name}{'' if reward else f' with rl: {cfg.rl}'} reads "
                                 f"{', '.join('/'.join(s) for s in required)})"
                             )
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
