@@ -7,6 +7,10 @@ trainer/eaft.py and trainer/diffusion.py).
 
 from __future__ import annotations
 
+import importlib.util
+import re
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -74,6 +78,18 @@ class DiffusionConfig(BaseModel):
         return self
 
 
+def objective_warnings(raw: dict, where: str) -> list[str]:
+    """What hpcft does differently from axolotl for these keys, said at validate (before anything is queued)."""
+    block = raw.get("diffusion")
+    plugin = any(p in DIFFUSION_PLUGINS for p in raw.get("plugins") or [] if isinstance(p, str))
+    if plugin and (not isinstance(block, dict) or block.get("generate_samples", True) not in (False, None)):
+        return [
+            f"{where}: diffusion.generate_samples: hpcft prints no denoised samples while training (axolotl's "
+            "sample printing only; the training is the same); set it to false to silence this"
+        ]
+    return []
+
+
 def reward_objective(cfg: TrainConfig) -> str | None:
     """`reward_model`, `process_reward_model` or None."""
     if cfg.reward_model:
@@ -138,8 +154,36 @@ def check_objectives(cfg: TrainConfig) -> None:
             for key in STEPWISE_DATASET_KEYS:
                 if getattr(ds, key) is not None:
                     raise ValueError(f"{name}.{key} applies to type: stepwise_supervised only; remove it")
+    if cfg.cls_model_config:
+        check_config_class(cfg.cls_model_config)
     _check_eaft(cfg, objective)
     _check_diffusion(cfg, objective)
+
+
+@cache
+def transformers_config_classes() -> frozenset[str] | None:
+    """The config classes of the installed transformers, read from its files without importing it (the launcher
+    stays light); None where transformers is not installed next to the launcher."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    names: set[str] = {"AutoConfig", "PretrainedConfig", "PreTrainedConfig"}
+    for path in root.glob("models/*/configuration_*.py"):
+        names.update(re.findall(r"^class (\w+)\(", path.read_text(errors="replace"), re.MULTILINE))
+    return frozenset(names)
+
+
+def check_config_class(name: str) -> None:
+    """cls_model_config must name a transformers config class (checked here, not after the queue wait)."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", name):
+        raise ValueError(f"cls_model_config: '{name}' is not a class name (e.g. LlamaConfig, Gemma3TextConfig)")
+    known = transformers_config_classes()
+    if known is not None and name not in known:
+        raise ValueError(
+            f"cls_model_config: '{name}' is not a config class of the installed transformers (e.g. LlamaConfig, "
+            "Gemma3TextConfig); remove it to read the model's config with AutoConfig"
+        )
 
 
 def _check_eaft(cfg: TrainConfig, objective: str | None) -> None:
