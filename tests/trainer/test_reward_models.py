@@ -5,11 +5,15 @@ included, full and LoRA), and a process reward model trained on its step labels.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import AutoModelForSequenceClassification
 
 from hpcft.launcher.errors import ConfigError
@@ -53,8 +57,7 @@ def reward_config(train_config, write_jsonl, **keys):
         chat_template="chatml",
         micro_batch_size=2,
         learning_rate=1e-3,
-        save_strategy="no",
-        **keys,
+        **{"save_strategy": "no", **keys},
     )
 
 
@@ -175,3 +178,23 @@ def test_process_reward_model_trains_on_the_step_labels(train_config, write_json
     lines = (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()
     losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_reward_model_run_crashes_and_resumes_from_its_checkpoint(train_config, write_jsonl, tmp_path):
+    cfg = reward_config(train_config, write_jsonl, max_steps=4, save_steps=2, save_strategy=None)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+
+    def run(**env: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "hpcft.trainer", "train", str(config)]
+        environment = {**os.environ, "OMP_NUM_THREADS": "2", **env}
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+
+    assert run(HPCFT_FAULT_CRASH_AT_STEP="3").returncode != 0
+    assert (Path(cfg.output_dir) / "checkpoint-2").is_dir()
+    resumed = run()
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    lines = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in lines if "loss" in line]
+    assert steps[-2:] == [3, 4]  # continued after checkpoint-2, not from the start
+    assert AutoModelForSequenceClassification.from_pretrained(cfg.output_dir).config.num_labels == 1
