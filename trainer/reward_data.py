@@ -2,7 +2,7 @@
 
 - `bradley_terry.chat_template` (reward_model): each row (`system` optional, `input`, `chosen`, `rejected`) becomes
   two conversations, system / user / assistant, rendered whole by the chat template: chosen_ids and rejected_ids,
-  each cut to sequence_len as axolotl cuts them.
+  each cut to sequence_len as axolotl cuts them (a sequence classifier scores the last token it sees).
 - `stepwise_supervised` (process_reward_model): `prompt`, `completions` (the reasoning steps) and `labels` (one per
   step) become input_ids with a label on the last token of each step (the step separator's last token) and -100
   elsewhere, as TRL's PRM trainer and axolotl build them: BOS (when the tokenizer has one) + prompt + steps.
@@ -24,8 +24,11 @@ STEP_LABELS = "hpcft_step_labels"
 
 
 def bradley_terry_conversations(row: dict[str, Any], drop_system: bool) -> dict[str, list[dict[str, str]]]:
-    """The chosen and rejected conversations of one row."""
-    head = [{"role": "system", "content": row["system"]}] if row.get("system") and not drop_system else []
+    """The chosen and rejected conversations of one row. A row with a `system` field gets a system turn even when
+    it is empty (axolotl's chat_template strategy adds one whenever the field is there; with the row's empty text,
+    which keeps a template's default system prompt out)."""
+    system = row.get("system")
+    head = [] if system is None or drop_system else [{"role": "system", "content": system}]
     head.append({"role": "user", "content": row["input"]})
     return {key: [*head, {"role": "assistant", "content": row[key]}] for key in ("chosen", "rejected")}
 

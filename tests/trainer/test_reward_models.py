@@ -80,6 +80,12 @@ def test_bradley_terry_row_is_the_whole_conversation_twice(train_config, tiny_to
     dropped = cfg.model_copy(update={"datasets": [cfg.datasets[0].model_copy(update={"drop_system_message": True})]})
     no_system = tokenize_bradley_terry(BT_ROW, template, tiny_tokenizer, dropped.datasets[0], dropped)
     assert tiny_tokenizer.decode(no_system["chosen_ids"]).startswith("<|im_start|>user\n")
+    # As in axolotl: an empty system field is an empty system turn; no field, no turn.
+    empty = tokenize_bradley_terry({**BT_ROW, "system": ""}, template, tiny_tokenizer, cfg.datasets[0], cfg)
+    assert tiny_tokenizer.decode(empty["chosen_ids"]).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user")
+    row = {k: v for k, v in BT_ROW.items() if k != "system"}
+    absent = tokenize_bradley_terry(row, template, tiny_tokenizer, cfg.datasets[0], cfg)
+    assert tiny_tokenizer.decode(absent["chosen_ids"]).startswith("<|im_start|>user\n")
 
 
 def test_stepwise_labels_sit_on_the_last_token_of_each_step(train_config, tiny_tokenizer):
