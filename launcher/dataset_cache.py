@@ -25,8 +25,6 @@ from hpcft.launcher.schema import DatasetConfig, TrainConfig
 FORMAT_VERSION = 3  # bump when the trainer's formats/packing change what they produce: old caches become stale
 CACHE_FIELDS = (
     "rl",
-    "reward_model",
-    "process_reward_model",
     "eot_tokens",
     "min_sample_len",
     "sequence_len",
