@@ -38,6 +38,8 @@ def reward_arguments(cfg: TrainConfig, argument_values: dict[str, Any]) -> Train
             # The rows are cut to sequence_len already (axolotl cuts them); none is dropped by TRL's filter.
             "max_length": cfg.sequence_len,
             "center_rewards_coefficient": cfg.center_rewards_coefficient,
+            # pad_to_sequence_len (axolotl's advice for reward models): every batch padded to sequence_len.
+            "pad_to_multiple_of": cfg.sequence_len if cfg.pad_to_sequence_len else None,
             "remove_unused_columns": False,
         }
     )

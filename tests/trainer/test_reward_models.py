@@ -133,10 +133,12 @@ def test_reward_model_trains_with_trls_reward_trainer_and_saves_a_scorer(train_c
 
 
 def test_center_rewards_coefficient_adds_the_squared_mean_reward(train_config, write_jsonl):
-    cfg = reward_config(train_config, write_jsonl, max_steps=1, center_rewards_coefficient=0.5)
+    padded = {"pad_to_sequence_len": True, "sequence_len": 64}
+    cfg = reward_config(train_config, write_jsonl, max_steps=1, center_rewards_coefficient=0.5, **padded)
     trainer, _ = build_trainer(cfg, load_tokenizer(cfg), BatchLayout(1, 2, 1))
     assert trainer.args.center_rewards_coefficient == 0.5
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["input_ids"].shape == (4, 64)  # chosen and rejected of both pairs, padded to sequence_len
     trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, dict(batch))
