@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(args.axolotl / "src"))
-    commit = args.commit or subprocess.run(
-        ["git", "-C", str(args.axolotl), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "-C", str(args.axolotl), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    )
 
     from transformers import AutoTokenizer
 

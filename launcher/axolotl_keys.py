@@ -534,9 +534,7 @@ REFUSED_DATASET_KEYS: dict[str, str] = {
         ),
         _DATA,
     ),
-    **dict.fromkeys(
-        ("field_human", "field_model"), _RL
-    ),
+    **dict.fromkeys(("field_human", "field_model"), _RL),
     **dict.fromkeys(
         ("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),
         "synthetic datasets are not supported; give a data file instead",
