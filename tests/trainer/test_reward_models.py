@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.elastic import BatchLayout
 from hpcft.trainer.formats import IGNORE_INDEX
+from hpcft.trainer.merge_lora import merge_lora
 from hpcft.trainer.model import load_tokenizer
 from hpcft.trainer.reward_data import tokenize_bradley_terry, tokenize_stepwise
 from hpcft.trainer.train import build_trainer, save_final_model
@@ -147,7 +148,7 @@ def test_center_rewards_coefficient_adds_the_squared_mean_reward(train_config, w
     torch.testing.assert_close(loss, expected)
 
 
-def test_reward_model_with_lora_trains_and_saves_the_score_head(train_config, write_jsonl):
+def test_reward_model_with_lora_trains_and_saves_the_score_head(train_config, write_jsonl, tmp_path):
     lora = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}
     cfg = reward_config(train_config, write_jsonl, max_steps=1, **lora)
     trainer, _ = build_trainer(cfg, load_tokenizer(cfg), BatchLayout(1, 2, 1))
@@ -157,6 +158,12 @@ def test_reward_model_with_lora_trains_and_saves_the_score_head(train_config, wr
     save_final_model(trainer, cfg.output_dir)
     adapter = json.loads((Path(cfg.output_dir) / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_CLS" and "score" in adapter["modules_to_save"]
+    # merge-lora folds it into a whole reward model, with the trained head.
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+    merged = AutoModelForSequenceClassification.from_pretrained(merge_lora(config))
+    trained_head = trainer.model.base_model.model.score.modules_to_save["default"].weight
+    torch.testing.assert_close(merged.score.weight, trained_head.detach())
 
 
 def test_process_reward_model_trains_on_the_step_labels(train_config, write_jsonl):
