@@ -41,6 +41,16 @@ REWARD_FIELDS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
+def stepwise_row_problem(row: dict[str, Any], num_labels: int) -> str | None:
+    """What is wrong with a stepwise_supervised row's steps and labels (None when nothing is)."""
+    steps, labels = row.get("completions"), row.get("labels")
+    if not isinstance(steps, list) or not isinstance(labels, list) or len(steps) != len(labels):
+        return "'completions' and 'labels' must be lists of the same length (one label per step)"
+    if not all(isinstance(label, (bool, int)) and 0 <= int(label) < num_labels for label in labels):
+        return f"each of 'labels' must be true/false or an integer below num_labels ({num_labels})"
+    return None
+
+
 def required_fields(rl: str, ds: DatasetConfig) -> list[tuple[str, ...]]:
     """The fields a row of this dataset entry must have (each as its accepted spellings)."""
     name = preference_type_name(ds.type)
@@ -111,6 +121,10 @@ def check_preference_rows(cfg: TrainConfig, where: str) -> None:
                 try:
                     for number, row in _json_rows(path):
                         missing = first_missing(row, required) if isinstance(row, dict) else "a JSON object"
+                        if not missing and ds.type == "stepwise_supervised":
+                            problem = stepwise_row_problem(row, cfg.num_labels or 2)
+                            if problem:
+                                raise ConfigError(f"{where}: {group_name}[{index}] {path}: row {number}: {problem}")
                         if missing:
                             raise ConfigError(
                                 f"{where}: {group_name}[{index}] {path}: row {number}: missing field {missing} "

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.preference_fields import REWARD_FIELDS, first_missing
+from hpcft.launcher.preference_fields import REWARD_FIELDS, first_missing, stepwise_row_problem
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.formats import IGNORE_INDEX, KEPT, NO_TRAINABLE, TOO_SHORT, map_keeping_kept, resolve_chat_template
 
@@ -44,9 +44,10 @@ def tokenize_bradley_terry(row: dict[str, Any], template: str, tokenizer: Any, d
 
 def tokenize_stepwise(row: dict[str, Any], tokenizer: Any, ds: DatasetConfig, cfg: TrainConfig, where: str):
     """input_ids and per-step labels of one stepwise_supervised row."""
+    problem = stepwise_row_problem(row, cfg.num_labels or 2)  # the login node checked local files the same way
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     steps, step_labels = row["completions"], row["labels"]
-    if not isinstance(steps, list) or not isinstance(step_labels, list) or len(steps) != len(step_labels):
-        raise ConfigError(f"{where}: 'completions' and 'labels' must be lists of the same length (one label per step)")
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     separator = encode("\n" if ds.step_separator is None else ds.step_separator)
     if ds.train_on_last_step_only:
@@ -88,7 +89,6 @@ def tokenize_reward_dataset(
     template = None if stepwise else resolve_chat_template(ds, cfg, tokenizer, name)
     columns = ("input_ids", "labels") if stepwise else ("chosen_ids", "rejected_ids")
     required = REWARD_FIELDS[str(ds.type)]
-    num_labels = cfg.num_labels or 2
     if stepwise and "labels" in dataset.column_names:
         # The output's labels are token labels: a source column of the same name would impose its type (bool).
         dataset = dataset.rename_column("labels", STEP_LABELS)
@@ -103,8 +103,6 @@ def tokenize_reward_dataset(
                 raise ConfigError(f"{where}: missing field {missing} (type {ds.type})")
             if stepwise:
                 sample = tokenize_stepwise(row, tokenizer, ds, cfg, where)
-                if any(label >= num_labels for label in sample["labels"]):
-                    raise ConfigError(f"{where}: a step label is not below num_labels ({num_labels})")
                 status = _stepwise_status(sample, cfg)
             else:
                 sample = tokenize_bradley_terry(row, template, tokenizer, ds, cfg)

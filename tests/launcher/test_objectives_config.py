@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hpcft.launcher.config import load_job
+from hpcft.launcher.errors import ConfigError
 
 AXOLOTL_EXAMPLES = {
     # examples/qwen2/prm.yaml (commit 067b021c), its trl-lib/math_shepherd data swapped for a local file.
@@ -141,3 +142,18 @@ def test_eaft_and_cls_model_config_validate(objective_workspace):
     cfg = _job(objective_workspace, "diffusion", text).cfg
     assert (cfg.use_eaft, cfg.eaft_alpha, cfg.eaft_k, cfg.cls_model_config) == (True, 1.0, 20, "Gemma3TextConfig")
     assert cfg.diffusion is None
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ({"prompt": "1 + 1?", "completions": ["1 + 1 = 2.", "Done."], "labels": [True]}, "one label per step"),
+        ({"prompt": "1 + 1?", "completions": ["1 + 1 = 2."], "labels": [2]}, r"below num_labels \(2\)"),
+        ({"prompt": "1 + 1?", "labels": [True]}, "missing field 'completions'"),
+    ],
+)
+def test_a_bad_stepwise_row_is_named_on_the_login_node(objective_workspace, row, problem):
+    (objective_workspace / "data" / "steps.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match=problem) as caught:
+        _job(objective_workspace, "prm")
+    assert "steps.jsonl: row 1" in str(caught.value)
