@@ -205,6 +205,16 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
             )
     elif kind == "alpaca":
         rows = [{"instruction": f"Add {i} and {i}.", "input": "", "output": f"{2 * i}"} for i in range(16)]
+    elif kind == "bradley_terry.chat_template":
+        rows = [
+            {"system": "", "input": f"What is {i} plus {i}?", "chosen": f"{i} plus {i} is {2 * i}.", "rejected": "No."}
+            for i in range(16)
+        ]
+    elif kind == "stepwise_supervised":
+        rows = [
+            {"prompt": f"What is {i} plus {i}?", "completions": [f"{i} plus {i}", f"is {2 * i}."], "labels": [1, i % 2]}
+            for i in range(16)
+        ]
     elif kind == "completion":
         rows = [{entry.get("field") or "text": f"The sky is blue. {i} plus {i} is {2 * i}."} for i in range(16)]
     else:
@@ -227,6 +237,9 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
             "field",
             "drop_system_message",
             "train_on_inputs",
+            "step_separator",
+            "max_completion_length",
+            "train_on_last_step_only",
         )
     }
     return {**keep, "path": str(path)}

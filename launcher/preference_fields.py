@@ -34,6 +34,23 @@ _FAMILY_KTO: dict[str, list[tuple[str, ...]]] = {
 }
 
 
+# Reward-model data (reward_model / process_reward_model; trainer/reward_data.py).
+REWARD_FIELDS: dict[str, list[tuple[str, ...]]] = {
+    "bradley_terry.chat_template": [("input",), ("chosen",), ("rejected",)],
+    "stepwise_supervised": [("prompt",), ("completions",), ("labels",)],
+}
+
+
+def stepwise_row_problem(row: dict[str, Any], num_labels: int) -> str | None:
+    """What is wrong with a stepwise_supervised row's steps and labels (None when nothing is)."""
+    steps, labels = row.get("completions"), row.get("labels")
+    if not isinstance(steps, list) or not isinstance(labels, list) or len(steps) != len(labels):
+        return "'completions' and 'labels' must be lists of the same length (one label per step)"
+    if not all(isinstance(label, (bool, int)) and 0 <= int(label) < num_labels for label in labels):
+        return f"each of 'labels' must be true/false or an integer below num_labels ({num_labels})"
+    return None
+
+
 def required_fields(rl: str, ds: DatasetConfig) -> list[tuple[str, ...]]:
     """The fields a row of this dataset entry must have (each as its accepted spellings)."""
     name = preference_type_name(ds.type)
@@ -91,20 +108,27 @@ def check_preference_rows(cfg: TrainConfig, where: str) -> None:
 
     Only local JSON/JSONL files are read here (other formats need pyarrow, which the launcher does not import);
     the trainer's preprocessing checks every row of every source with the same table."""
-    if cfg.rl is None:
+    reward = cfg.reward_model or cfg.process_reward_model
+    if cfg.rl is None and not reward:
         return
     for group_name, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
         for index, ds in enumerate(group):
-            required = required_fields(cfg.rl, ds)
-            type_name = preference_type_name(ds.type)
+            if reward:
+                required, type_name = REWARD_FIELDS[str(ds.type)], ds.type
+            else:
+                required, type_name = required_fields(cfg.rl, ds), preference_type_name(ds.type)
             for path in _local_json_files(ds):
                 try:
                     for number, row in _json_rows(path):
                         missing = first_missing(row, required) if isinstance(row, dict) else "a JSON object"
+                        if not missing and ds.type == "stepwise_supervised":
+                            problem = stepwise_row_problem(row, cfg.num_labels or 2)
+                            if problem:
+                                raise ConfigError(f"{where}: {group_name}[{index}] {path}: row {number}: {problem}")
                         if missing:
                             raise ConfigError(
                                 f"{where}: {group_name}[{index}] {path}: row {number}: missing field {missing} "
-                                f"(type {type_name} with rl: {cfg.rl} reads "
+                                f"(type {type_name}{'' if reward else f' with rl: {cfg.rl}'} reads "
                                 f"{', '.join('/'.join(s) for s in required)})"
                             )
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:

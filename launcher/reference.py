@@ -17,7 +17,9 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
+from hpcft.launcher.objectives import DiffusionConfig
 from hpcft.launcher.schema import (
+    IMPLEMENTED_PLUGINS,
     DatasetConfig,
     FsdpConfig,
     LaunchConfig,
@@ -30,7 +32,9 @@ from hpcft.launcher.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("hpcft.launcher.schema.", "").replace("NoneType", "null")
+    text = str(annotation).replace("typing.", "").replace("NoneType", "null")
+    for module in ("hpcft.launcher.schema.", "hpcft.launcher.objectives."):
+        text = text.replace(module, "")
     for noise in ("<class '", "'>"):
         text = text.replace(noise, "")
     return text
@@ -95,7 +99,9 @@ def _axolotl_key_space() -> list[str]:
         "| plugin | class | what hpcft does |",
         "| --- | --- | --- |",
         *[
-            f"| `{plugin}` | accepted with a warning | {PLUGINS_WITHOUT_EFFECT[plugin]} |"
+            f"| `{plugin}` | implemented | {IMPLEMENTED_PLUGINS[plugin]} |"
+            if plugin in IMPLEMENTED_PLUGINS
+            else f"| `{plugin}` | accepted with a warning | {PLUGINS_WITHOUT_EFFECT[plugin]} |"
             if plugin in PLUGINS_WITHOUT_EFFECT
             else f"| `{plugin}` | refused | {plugin_refusal_message(plugin).split('; ', 1)[1]} |"
             for plugin in sorted(space.plugins)
@@ -122,6 +128,10 @@ def config_reference_markdown() -> str:
         "## FSDP keys (`fsdp_config:`; axolotl's `fsdp_`-prefixed spellings are accepted too)",
         "",
         *_table(FsdpConfig, "fsdp_config."),
+        "",
+        "## Diffusion keys (`diffusion:`, with `plugins: [axolotl.integrations.diffusion.DiffusionPlugin]`)",
+        "",
+        *_table(DiffusionConfig, "diffusion."),
         "",
         "## Job options (`launch:` in the config, the profile's `launch:`, or command-line flags)",
         "",

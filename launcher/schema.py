@@ -21,6 +21,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 
 SLURM_TIME_RE = re.compile(
@@ -172,13 +173,20 @@ class DatasetConfig(_Strict):
     """Preference `chat_template.*` types: the column with the chosen answer (default `chosen`)."""
     field_rejected: str | None = None
     """Preference `chat_template.*` types: the column with the rejected answer (default `rejected`)."""
+    step_separator: str | None = None
+    """`stepwise_supervised`: text appended after each step; its last token carries the step's label (default
+    a newline)."""
+    max_completion_length: int | None = Field(None, ge=1)
+    """`stepwise_supervised`: keep at most this many tokens of the steps."""
+    train_on_last_step_only: bool | None = None
+    """`stepwise_supervised`: train on the label of the last step only."""
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str | UserDefinedPreferenceType | None) -> str | UserDefinedPreferenceType | None:
         if value is None or isinstance(value, UserDefinedPreferenceType):
             return value
-        if value in ALL_PREFERENCE_TYPES:  # checked against `rl:` by TrainConfig
+        if value in ALL_PREFERENCE_TYPES or value in REWARD_DATASET_TYPES:  # checked against `rl:` etc. by TrainConfig
             return value
         if value in ("sharegpt", "chat_template.default"):
             # axolotl removed sharegpt in favour of chat_template with mappings; keep users on one path.
@@ -827,6 +835,29 @@ class TrainConfig(_Strict):
     trl: TrlConfig | None = None
     """TRL options that apply to the preference methods (see "Preference tuning" below)."""
 
+    # Reward models, EAFT, diffusion (launcher/objectives.py; docs/reward-models.md)
+    reward_model: bool | None = None
+    """Train a reward model (a sequence classifier scoring chosen above rejected, Bradley-Terry loss; TRL's
+    RewardTrainer) on `type: bradley_terry.chat_template` data."""
+    process_reward_model: bool | None = None
+    """Train a process reward model (a token classifier labelling each reasoning step) on
+    `type: stepwise_supervised` data."""
+    num_labels: int | None = Field(None, ge=1)
+    """Outputs of the classification head (reward_model: 1, process_reward_model: 2 by default)."""
+    center_rewards_coefficient: float | None = Field(None, ge=0)
+    """reward_model: weight of a penalty on the squared mean reward, pulling rewards towards zero (e.g. 0.01)."""
+    cls_model_config: str | None = None
+    """transformers config class to read the model's config with (e.g. `Gemma3TextConfig`) instead of AutoConfig."""
+    use_eaft: bool | None = None
+    """Entropy-aware fine-tuning: weight each token's loss by the entropy of the model's top-k prediction."""
+    eaft_alpha: float | None = Field(None, ge=0)
+    """EAFT: exponent of the entropy weight (default 1.0)."""
+    eaft_k: int | None = Field(None, ge=1)
+    """EAFT: number of top logits the entropy is computed from (default 20)."""
+    diffusion: DiffusionConfig | None = None
+    """Masked-diffusion LM training, with `plugins: [axolotl.integrations.diffusion.DiffusionPlugin]` (see the
+    diffusion keys below)."""
+
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     """Job options (see the launch keys below)."""
 
@@ -926,6 +957,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         self._check_preference()
+        check_objectives(self)
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; keep one")
         if self.adapter == "qlora" and not self.load_in_4bit:
@@ -1041,4 +1073,5 @@ LIGER_KEYS = {
 IMPLEMENTED_PLUGINS = {
     "axolotl.integrations.liger.LigerPlugin": "the liger_* keys",
     "axolotl.integrations.liger.plugin.LigerPlugin": "the liger_* keys",
+    **dict.fromkeys(DIFFUSION_PLUGINS, "the diffusion: keys"),
 }

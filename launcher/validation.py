@@ -19,6 +19,7 @@ from hpcft.launcher.axolotl_keys import (
     refusal_message,
 )
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.objectives import objective_warnings
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -133,6 +134,7 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     for plugin in plugins or []:
         if plugin in PLUGINS_WITHOUT_EFFECT:
             warnings.append(f"{where}: plugin '{plugin}' has no effect in hpcft ({PLUGINS_WITHOUT_EFFECT[plugin]})")
+    warnings += objective_warnings(raw, where)
     if raw.get("rl") == "ipo":
         warnings.append(f"{where}: rl: ipo is deprecated (as in axolotl); it runs as rl: dpo with dpo_loss_type: [ipo]")
     if isinstance(raw.get("trl"), dict):

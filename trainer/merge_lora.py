@@ -32,8 +32,9 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=cfg.trust_remote_code)
     dtype = resolve_precision(cfg).dtype
     model_cls = getattr(transformers, cfg.model_type)
+    head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}  # a reward model's score head
     base = model_cls.from_pretrained(
-        cfg.base_model, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision
+        cfg.base_model, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision, **head
     )
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))

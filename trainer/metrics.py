@@ -30,6 +30,9 @@ PREFERENCE_KEYS = {
     "rewards/rejected": "rewards_rejected",
     "rewards/accuracies": "reward_accuracy",
     "rewards/margins": "reward_margin",
+    # reward_model (TRL's RewardTrainer): the share of pairs scored chosen > rejected, and the mean margin.
+    "accuracy": "reward_accuracy",
+    "margin": "reward_margin",
 }
 
 

@@ -18,6 +18,7 @@ from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_except
 from hpcft.trainer.offload import ActivationOffload
+from hpcft.trainer.reward import adapter_config, init_score_head
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -179,7 +180,7 @@ def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: boo
 
 def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
     """The LoraConfig of a new adapter (rank, alpha, dropout, target and saved modules)."""
-    return LoraConfig(
+    config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
@@ -191,6 +192,7 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         use_dora=bool(cfg.peft_use_dora),
         use_rslora=bool(cfg.peft_use_rslora),
     )
+    return adapter_config(cfg, config, model) if cfg.reward_model or cfg.process_reward_model else config
 
 
 def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
@@ -220,11 +222,15 @@ def load_model(
         "trust_remote_code": cfg.trust_remote_code,
         "revision": cfg.model_revision,
     }
-    if cfg.base_model_config or cfg.rope_scaling or cfg.overrides_of_model_config:
-        kwargs["config"] = AutoConfig.from_pretrained(
+    # cls_model_config: the config class axolotl reads it with; num_labels: the classification head's outputs.
+    head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}
+    if cfg.base_model_config or cfg.rope_scaling or cfg.overrides_of_model_config or head or cfg.cls_model_config:
+        config_cls = getattr(transformers, cfg.cls_model_config) if cfg.cls_model_config else AutoConfig
+        kwargs["config"] = config_cls.from_pretrained(
             cfg.base_model_config or cfg.base_model,
             trust_remote_code=cfg.trust_remote_code,
             revision=None if cfg.base_model_config else cfg.model_revision,
+            **head,
         )
         override_model_config(cfg, kwargs["config"])
     if use_hub_kernels(cfg):
@@ -240,6 +246,8 @@ def load_model(
 
         count = sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
         log.info("loaded %s with %d %d-bit linear layers", cfg.base_model, count, 4 if cfg.load_in_4bit else 8)
+    if cfg.reward_model or cfg.process_reward_model:
+        init_score_head(model)
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)

@@ -33,6 +33,7 @@ from hpcft.trainer.data_sources import entry_name, load_raw_dataset
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 from hpcft.trainer.preference_data import tokenize_preference_dataset
+from hpcft.trainer.reward_data import tokenize_reward_dataset
 
 __all__ = ["cache_key", "file_lock", "prepare_datasets", "prepared_root", "run_preprocess"]
 
@@ -102,6 +103,8 @@ def _tokenize_group(
         # Progress in a job's log, where the libraries' bars are off (trainer/progress.py): say what starts.
         log(f"{name}: tokenizing {len(raw)} rows ...")
         tokenize = tokenize_preference_dataset if cfg.rl else tokenize_dataset
+        if cfg.reward_model or cfg.process_reward_model:
+            tokenize = tokenize_reward_dataset
         tokenized, entry_counts = tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)

@@ -33,6 +33,7 @@ from hpcft.trainer.checkpoints import (
     resolve_resume_checkpoint,
     trained_steps,
 )
+from hpcft.trainer.diffusion import DiffusionTrainer, diffusion_trainer_arguments
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
@@ -40,6 +41,7 @@ from hpcft.trainer.distributed import (
     sharding_plan,
     world_size,
 )
+from hpcft.trainer.eaft import eaft_loss_function
 from hpcft.trainer.elastic import (
     BatchLayout,
     Conversion,
@@ -56,6 +58,7 @@ from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.reward import build_reward_trainer, reward_arguments
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.watchdog import HangWatchdog
@@ -82,7 +85,11 @@ def build_trainer(
         world_size=layout.world_size,
         fsdp_config=fsdp_config,
     )
-    args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
+    reward = cfg.reward_model or cfg.process_reward_model
+    if cfg.rl:
+        args = preference_arguments(cfg, arg_values)
+    else:
+        args = reward_arguments(cfg, arg_values) if reward else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
@@ -104,9 +111,17 @@ def build_trainer(
     if cfg.rl:
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
         trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
-    else:
+    elif reward:
         model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        trainer = Trainer(
+        trainer = build_reward_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
+    else:
+        # diffusion: its own loss (and mask token, added to the tokenizer before the model is loaded); use_eaft:
+        # the entropy-weighted loss.
+        trainer_cls, loss_kwargs = Trainer, {"compute_loss_func": eaft_loss_function(cfg)}
+        if cfg.diffusion is not None:
+            trainer_cls, loss_kwargs = DiffusionTrainer, diffusion_trainer_arguments(cfg, tokenizer)
+        model = load_model(cfg, tokenizer, precision, zero3=zero3)
+        trainer = trainer_cls(
             model=model,
             args=args,
             train_dataset=data.train,
@@ -114,6 +129,7 @@ def build_trainer(
             data_collator=make_collator(cfg, tokenizer),
             processing_class=tokenizer,
             callbacks=callbacks,
+            **loss_kwargs,
         )
     if recorder is not None:
         recorder.attach(trainer.model)

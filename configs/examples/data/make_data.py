@@ -1,5 +1,5 @@
-"""Regenerate the example data (chat.jsonl, pretrain.jsonl, preference.jsonl, kto.jsonl) deterministically:
-python make_data.py."""
+"""Regenerate the example data (chat.jsonl, pretrain.jsonl, preference.jsonl, kto.jsonl, reward.jsonl)
+deterministically: python make_data.py."""
 
 from __future__ import annotations
 
@@ -70,6 +70,13 @@ def main(out: Path = Path(__file__).parent, seed: int = 0) -> None:
     with open(out / "kto.jsonl", "w") as f:
         for _ in range(64):
             f.write(json.dumps(kto_row(rng)) + "\n")
+    # Reward-model pairs (bradley_terry.chat_template: system, input, chosen, rejected): the preference rows renamed.
+    with open(out / "preference.jsonl") as source, open(out / "reward.jsonl", "w") as f:
+        for line in source:
+            row = json.loads(line)
+            row["input"] = row.pop("question")
+            ordered = {key: row[key] for key in ("system", "input", "chosen", "rejected") if key in row}
+            f.write(json.dumps(ordered) + "\n")
 
 
 if __name__ == "__main__":
