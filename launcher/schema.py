@@ -22,6 +22,7 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.launcher.peft_extensions import PeftBlock, check_bnb_config_kwargs, check_peft_extensions
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -636,6 +637,17 @@ class TrainConfig(_Strict):
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
     """Load base weights in 8-bit (needs an adapter)."""
+    quantize_moe_experts: bool = False
+    """Also quantise the MoE experts' fused 3-D weights (4-bit NF4 with load_in_4bit, int8 with load_in_8bit), which
+    load_in_4bit/8bit alone leave in 16-bit; needs an adapter. Train them with lora_target_parameters."""
+    lora_target_parameters: list[str] | str | None = None
+    """Put LoRA on parameters rather than modules (peft's target_parameters), e.g. MoE experts:
+    `[experts.gate_up_proj, experts.down_proj]` (a name matches a parameter path's end); needs lora_dropout: 0."""
+    bnb_config_kwargs: dict[str, Any] | None = None
+    """Extra bitsandbytes settings for load_in_4bit, e.g. `{bnb_4bit_quant_type: fp4, bnb_4bit_use_double_quant:
+    false, bnb_4bit_quant_storage: bfloat16}` (defaults: nf4, double quantisation)."""
+    peft: PeftBlock | None = None
+    """peft options: `{loftq_config: {loftq_bits: 4}}` initialises LoRA with LoftQ (adapter: lora, CUDA GPUs)."""
 
     # Precision and kernels
     bf16: bool | Literal["auto", "full"] = "auto"
@@ -842,6 +854,11 @@ class TrainConfig(_Strict):
                 data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
         return data
 
+    @field_validator("bnb_config_kwargs")
+    @classmethod
+    def _bnb_config_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_bnb_config_kwargs(value) if value else value
+
     @field_validator("bf16", mode="before")
     @classmethod
     def _bf16(cls, value: Any) -> Any:
@@ -963,6 +980,7 @@ class TrainConfig(_Strict):
                 "unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
                 "lora_modules_to_save instead"
             )
+        check_peft_extensions(self)
         if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
             raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
         if self.batch_size and self.batch_size != self.micro_batch_size * self.gradient_accumulation_steps:

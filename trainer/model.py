@@ -17,6 +17,8 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.loftq import loftq_arguments
+from hpcft.trainer.moe_experts import lora_target_parameters, quantize_moe_experts, register_quantized_experts
 from hpcft.trainer.offload import ActivationOffload
 
 log = logging.getLogger("hpcft.trainer")
@@ -80,14 +82,16 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
 def quantization_config(cfg: TrainConfig, dtype: torch.dtype, zero3: bool) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for load_in_4bit (QLoRA: nf4, double quantisation) or load_in_8bit."""
     if cfg.load_in_4bit:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
+        settings: dict[str, Any] = {
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True,
+            "bnb_4bit_compute_dtype": dtype,
             # ZeRO-3 shards flat tensors of one dtype: store the 4-bit blocks in the compute dtype.
-            bnb_4bit_quant_storage=dtype if zero3 else torch.uint8,
-        )
+            "bnb_4bit_quant_storage": dtype if zero3 else torch.uint8,
+        }
+        for key, value in (cfg.bnb_config_kwargs or {}).items():  # axolotl's overrides, dtypes given by name
+            settings[key] = getattr(torch, value) if key.endswith("dtype") or key.endswith("storage") else value
+        return BitsAndBytesConfig(load_in_4bit=True, **settings)
     if cfg.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
@@ -178,8 +182,8 @@ def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: boo
 
 
 def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
-    """The LoraConfig of a new adapter (rank, alpha, dropout, target and saved modules)."""
-    return LoraConfig(
+    """The LoraConfig of a new adapter (rank, alpha, dropout, target modules and parameters, saved modules)."""
+    config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
@@ -190,7 +194,10 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         task_type="CAUSAL_LM",
         use_dora=bool(cfg.peft_use_dora),
         use_rslora=bool(cfg.peft_use_rslora),
+        target_parameters=lora_target_parameters(cfg, model) if cfg.lora_target_parameters else None,
+        **loftq_arguments(cfg, cuda=torch.cuda.is_available()),
     )
+    return register_quantized_experts(config, model)
 
 
 def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: bool) -> PeftModel:
@@ -198,7 +205,8 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
     model = prepare_for_adapter(cfg, model, quantized, zero3)
     if cfg.lora_model_dir:
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
-        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
+        config = register_quantized_experts(LoraConfig.from_pretrained(cfg.lora_model_dir), model)
+        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True, config=config)
     return get_peft_model(model, lora_config(cfg, model))
 
 
@@ -240,6 +248,8 @@ def load_model(
 
         count = sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
         log.info("loaded %s with %d %d-bit linear layers", cfg.base_model, count, 4 if cfg.load_in_4bit else 8)
+    if cfg.quantize_moe_experts:
+        quantize_moe_experts(cfg, model)
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)

@@ -1,0 +1,102 @@
+"""Login-node rules for the LoRA/quantisation extensions: MoE expert quantisation, LoRA on parameters
+(`lora_target_parameters`), extra bitsandbytes settings (`bnb_config_kwargs`) and LoftQ (`peft.loftq_config`).
+
+The launcher never imports torch or transformers, so the BitsAndBytesConfig arguments are listed here by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# BitsAndBytesConfig's own arguments (transformers 5) that make sense for a 4-bit QLoRA load.
+BNB_4BIT_KWARGS = {
+    "bnb_4bit_quant_type": ("nf4", "fp4"),
+    "bnb_4bit_use_double_quant": (True, False),
+    "bnb_4bit_compute_dtype": ("float16", "bfloat16", "float32"),
+    "bnb_4bit_quant_storage": ("uint8", "float16", "bfloat16", "float32"),
+    "llm_int8_skip_modules": None,  # a list of module names kept unquantised
+    "llm_int8_threshold": None,
+    "llm_int8_has_fp16_weight": (True, False),
+    "llm_int8_enable_fp32_cpu_offload": (True, False),
+}
+
+
+class LoftqConfig(BaseModel):
+    """`peft.loftq_config:` LoftQ initialisation of the LoRA weights."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    loftq_bits: Literal[4, 8] = 4
+    """Bits of the quantised base LoftQ fits the adapter to (4 or 8)."""
+
+
+class PeftBlock(BaseModel):
+    """`peft:` block (axolotl's subset of peft options)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    loftq_config: LoftqConfig | None = None
+    """LoftQ: initialise LoRA so that quantised base + adapter approximates the original weights."""
+
+
+def _as_dtype_name(value: Any) -> Any:
+    # axolotl configs write torch dtypes as `bfloat16` or `torch.bfloat16`.
+    return value.removeprefix("torch.") if isinstance(value, str) else value
+
+
+def check_bnb_config_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Known BitsAndBytesConfig arguments with allowed values; dtype names normalised (`torch.bfloat16` -> bfloat16)."""
+    out: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in ("load_in_4bit", "load_in_8bit"):
+            raise ValueError(f"bnb_config_kwargs.{key}: set the top-level {key} key instead")
+        if key not in BNB_4BIT_KWARGS:
+            raise ValueError(
+                f"bnb_config_kwargs.{key} is not a bitsandbytes 4-bit setting; use one of "
+                f"{', '.join(sorted(BNB_4BIT_KWARGS))}"
+            )
+        value = _as_dtype_name(value)
+        allowed = BNB_4BIT_KWARGS[key]
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"bnb_config_kwargs.{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        out[key] = value
+    return out
+
+
+def check_peft_extensions(cfg: Any) -> None:
+    """Combinations axolotl refuses too (same rules), each one line naming the key."""
+    if cfg.quantize_moe_experts:
+        if cfg.adapter not in ("lora", "qlora"):
+            raise ValueError("quantize_moe_experts needs adapter: lora or qlora (the experts stay frozen)")
+        if not (cfg.load_in_4bit or cfg.load_in_8bit):
+            raise ValueError("quantize_moe_experts needs load_in_4bit: true (or load_in_8bit: true)")
+        if cfg.lora_target_linear:
+            raise ValueError(
+                "quantize_moe_experts does not work with lora_target_linear; list lora_target_modules and put LoRA "
+                "on the experts with lora_target_parameters (e.g. [experts.gate_up_proj, experts.down_proj])"
+            )
+    if cfg.lora_target_parameters:
+        if not cfg.adapter:
+            raise ValueError("lora_target_parameters needs adapter: lora or qlora")
+        if cfg.lora_dropout:
+            raise ValueError(
+                f"lora_target_parameters needs lora_dropout: 0 (got {cfg.lora_dropout}): peft's LoRA on parameters "
+                "cannot apply dropout"
+            )
+        if cfg.peft_use_dora:
+            raise ValueError("lora_target_parameters does not work with peft_use_dora (peft has no DoRA on parameters)")
+        if cfg.lora_fan_in_fan_out:
+            raise ValueError("lora_target_parameters does not work with lora_fan_in_fan_out")
+    if cfg.bnb_config_kwargs and not cfg.load_in_4bit:
+        raise ValueError("bnb_config_kwargs tunes the 4-bit load; it needs load_in_4bit: true with adapter: qlora")
+    loftq = cfg.peft.loftq_config if cfg.peft else None
+    if loftq is not None:
+        if cfg.adapter != "lora" or cfg.load_in_4bit or cfg.load_in_8bit:
+            raise ValueError(
+                "peft.loftq_config needs adapter: lora on an unquantised base (LoftQ quantises the weights itself); "
+                "remove load_in_4bit/load_in_8bit or the peft block"
+            )
+        if cfg.lora_model_dir:
+            raise ValueError("peft.loftq_config initialises a new adapter; it does not apply with lora_model_dir")
