@@ -962,7 +962,7 @@ class TrainConfig(_Strict):
             raise ValueError("saves_per_epoch and save_steps are mutually exclusive; keep one")
         if self.evals_per_epoch and self.eval_steps:
             raise ValueError("evals_per_epoch and eval_steps are mutually exclusive; keep one")
-        if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
+        if self.adapter and not (self.lora_target_modules or self.lora_target_linear or self.lora_target_parameters):
             raise ValueError(
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true"
             )

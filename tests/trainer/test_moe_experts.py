@@ -119,12 +119,12 @@ def test_quantized_experts_train_lora_on_parameters(bits, tiny_moe_dir, tmp_path
 
 
 def test_lora_target_parameters_on_unquantized_experts_with_separate_names(tiny_moe_dir, tmp_path):
-    """axolotl configs may name the experts' gate and up projections apart; transformers 5 fuses them."""
+    """axolotl configs may name the experts' gate and up projections apart (transformers 5 fuses them), and may
+    put LoRA on the experts only (no lora_target_modules, as examples/minimax/m2-qlora.yaml)."""
     cfg = _cfg(
         tiny_moe_dir,
         tmp_path,
         adapter="lora",
-        lora_target_modules=["q_proj"],
         lora_target_parameters=["mlp.experts.gate_proj", "experts.up_proj", "experts.down_proj"],
     )
     tokenizer = load_tokenizer(cfg)
@@ -132,6 +132,8 @@ def test_lora_target_parameters_on_unquantized_experts_with_separate_names(tiny_
     assert sorted(model.peft_config["default"].target_parameters) == [
         f"model.layers.{i}.mlp.experts.{p}" for i in (0, 1) for p in ("down_proj", "gate_up_proj")
     ]
+    trainable = {n.split(".experts.")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"base_model.model.model.layers.{i}.mlp" for i in (0, 1)}  # nothing but the experts
     assert _train_steps(model, tokenizer, steps=2)
 
 
