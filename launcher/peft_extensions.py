@@ -6,6 +6,7 @@ The launcher never imports torch or transformers, so the BitsAndBytesConfig argu
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -100,3 +101,19 @@ def check_peft_extensions(cfg: Any) -> None:
             )
         if cfg.lora_model_dir:
             raise ValueError("peft.loftq_config initialises a new adapter; it does not apply with lora_model_dir")
+
+
+def check_unfrozen_with_adapter(cfg: Any) -> None:
+    """unfrozen_parameters with an adapter selects which adapter weights train (trainer/freeze.py); row ranges and
+    TRL-added adapters have no meaning there."""
+    for pattern in cfg.unfrozen_parameters:
+        if re.search(r"\[\d*(:\d*)?\]$", pattern):
+            raise ValueError(
+                f"unfrozen_parameters: the row range in '{pattern}' applies to full fine-tuning only; with an "
+                "adapter remove it (or train the embeddings with lora_modules_to_save)"
+            )
+    if cfg.rl:
+        raise ValueError(
+            f"unfrozen_parameters with an adapter is not supported with rl: {cfg.rl} (TRL adds the adapter); "
+            "remove unfrozen_parameters"
+        )

@@ -22,7 +22,12 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
-from hpcft.launcher.peft_extensions import PeftBlock, check_bnb_config_kwargs, check_peft_extensions
+from hpcft.launcher.peft_extensions import (
+    PeftBlock,
+    check_bnb_config_kwargs,
+    check_peft_extensions,
+    check_unfrozen_with_adapter,
+)
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -632,7 +637,9 @@ class TrainConfig(_Strict):
     """Rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r."""
     unfrozen_parameters: list[str] | None = None
     """Full fine-tuning of only the parameters matching these patterns (matched from the start of the name, `.` is a
-    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`."""
+    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`.
+    With an adapter: only the adapter weights whose names match train (named as in the base model, e.g.
+    `model.layers.0.self_attn.q_proj.lora_A.default.weight`); when none match, the whole adapter trains (warned)."""
     load_in_4bit: bool = False
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
@@ -976,10 +983,7 @@ class TrainConfig(_Strict):
                 "early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets"
             )
         if self.unfrozen_parameters and self.adapter:
-            raise ValueError(
-                "unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
-                "lora_modules_to_save instead"
-            )
+            check_unfrozen_with_adapter(self)
         check_peft_extensions(self)
         if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
             raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")

@@ -16,7 +16,7 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
-from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.freeze import freeze_adapter_except, freeze_except
 from hpcft.trainer.loftq import loftq_arguments
 from hpcft.trainer.moe_experts import lora_target_parameters, quantize_moe_experts, register_quantized_experts
 from hpcft.trainer.offload import ActivationOffload
@@ -253,12 +253,14 @@ def load_model(
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)
-    if cfg.unfrozen_parameters:
+    if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_except(model, cfg.unfrozen_parameters)
     if cfg.adapter and not wrap_adapter:
         return prepare_for_adapter(cfg, model, quantized=quant is not None, zero3=zero3)
     if cfg.adapter:
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
+        if cfg.unfrozen_parameters:
+            freeze_adapter_except(model, cfg.unfrozen_parameters)
         if is_main_process():
             model.print_trainable_parameters()
     if cfg.gradient_checkpointing == "offload":
