@@ -274,8 +274,6 @@ REFUSED_KEYS: dict[str, str] = {
             "model_quantization_config_kwargs",
             "use_onebitllms",
             "nonexpert_quantization",
-            "nvfp4_merge_aware",
-            "nvfp4_merge_aware_start_step",
             "llmcompressor",
         ),
         _QUANT,
@@ -509,6 +507,14 @@ REFUSED_KEYS: dict[str, str] = {
             "accelerator_config",
         ),
         _TRAINING,
+    ),
+    # Needs an NVFP4 checkpoint loaded with its block scales and axolotl's NVFP4-preserving merge: neither exists in
+    # hpcft (transformers 5.24 has no loader for ModelOpt NVFP4 checkpoints), so there is no grid to train against.
+    **dict.fromkeys(
+        ("nvfp4_merge_aware", "nvfp4_merge_aware_start_step"),
+        "it snaps the LoRA update onto the NVFP4 grid of an NVFP4 checkpoint inside axolotl's SonicMoE CUDA kernels, "
+        "for axolotl's NVFP4-preserving merge; hpcft loads no NVFP4 checkpoints and merges adapters into 16-bit "
+        "weights, where the update is kept exactly: remove it (and train from the model's bf16 release)",
     ),
     "hub_revision": _HUB,
     **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
