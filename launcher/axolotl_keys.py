@@ -140,6 +140,11 @@ WARN_ONLY_KEYS: dict[str, str] = {
     "hf_use_auth_token": "hpcft reads HF_TOKEN from your environment",
     "use_wandb": "Weights & Biases logging is on when wandb_project is set",
     "peft_autocast_adapter_dtype": "PEFT's default (adapter weights in fp32) is used",
+    **dict.fromkeys(
+        ("merge_lora", "merge_method", "lora_on_cpu"),
+        "it sets up axolotl's merge-lora command; training is unchanged, and hpcft merges with "
+        "`python -m hpcft.trainer merge-lora train.yaml` (the base is loaded unquantised on the CPU)",
+    ),
 }
 
 # Values axolotl accepts for keys hpcft implements with fewer choices: when our schema rejects one of these, the
@@ -462,18 +467,7 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "peft_layers_pattern",
-            "peft_layers_to_transform",
-            "peft_layer_replication",
-            "peft_init_lora_weights",
-            "peft_trainable_token_indices",
-            "peft_ensure_weight_tying",
-            "lora_alpha_pattern",
-            "lora_rank_pattern",
-            "lora_on_cpu",
             "lora_out_dir",
-            "merge_lora",
-            "merge_method",
         ),
         _PEFT,
     ),

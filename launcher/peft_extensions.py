@@ -24,6 +24,21 @@ BNB_4BIT_KWARGS = {
 }
 
 
+# Keys handed to peft's LoraConfig unchanged (trainer/model.py): axolotl key -> LoraConfig argument.
+PEFT_PASS_THROUGH = {
+    "lora_rank_pattern": "rank_pattern",
+    "lora_alpha_pattern": "alpha_pattern",
+    "peft_layers_to_transform": "layers_to_transform",
+    "peft_layers_pattern": "layers_pattern",
+    "peft_init_lora_weights": "init_lora_weights",
+    "peft_trainable_token_indices": "trainable_token_indices",
+    "peft_ensure_weight_tying": "ensure_weight_tying",
+    "peft_layer_replication": "layer_replication",
+}
+# init_lora_weights values that need nothing but the base weights (eva, corda and lora_ga need data passes).
+INIT_LORA_WEIGHTS = ("gaussian", "pissa", "olora", "orthogonal")
+
+
 class LoftqConfig(BaseModel):
     """`peft.loftq_config:` LoftQ initialisation of the LoRA weights."""
 
@@ -90,6 +105,23 @@ def check_peft_extensions(cfg: Any) -> None:
             raise ValueError("lora_target_parameters does not work with peft_use_dora (peft has no DoRA on parameters)")
         if cfg.lora_fan_in_fan_out:
             raise ValueError("lora_target_parameters does not work with lora_fan_in_fan_out")
+    for key in PEFT_PASS_THROUGH:
+        if getattr(cfg, key) is not None and not cfg.adapter:
+            raise ValueError(f"{key} configures the LoRA adapter; it needs adapter: lora or qlora")
+    if cfg.peft_layers_pattern and cfg.peft_layers_to_transform is None:
+        raise ValueError("peft_layers_pattern names the layers that peft_layers_to_transform indexes; set that too")
+    if cfg.peft_layers_to_transform is not None and cfg.unfrozen_parameters:
+        raise ValueError("unfrozen_parameters and peft_layers_to_transform both choose what trains; keep one")
+    for key in ("lora_rank_pattern", "lora_alpha_pattern"):
+        for pattern, value in (getattr(cfg, key) or {}).items():
+            if value < 1:
+                raise ValueError(f"{key}: '{pattern}': {value} is not a positive integer")
+    init = cfg.peft_init_lora_weights
+    if isinstance(init, str) and init not in INIT_LORA_WEIGHTS and not re.fullmatch(r"pissa_niter_\d+", init):
+        raise ValueError(
+            f"peft_init_lora_weights: '{init}' is not one of true, false, {', '.join(INIT_LORA_WEIGHTS)}, "
+            "pissa_niter_<n> (LoftQ is set with peft.loftq_config)"
+        )
     if cfg.bnb_config_kwargs and not cfg.load_in_4bit:
         raise ValueError("bnb_config_kwargs tunes the 4-bit load; it needs load_in_4bit: true with adapter: qlora")
     loftq = cfg.peft.loftq_config if cfg.peft else None
@@ -101,6 +133,8 @@ def check_peft_extensions(cfg: Any) -> None:
             )
         if cfg.lora_model_dir:
             raise ValueError("peft.loftq_config initialises a new adapter; it does not apply with lora_model_dir")
+        if cfg.peft_init_lora_weights is not None:
+            raise ValueError("peft.loftq_config and peft_init_lora_weights both set the initialisation; keep one")
 
 
 def check_unfrozen_with_adapter(cfg: Any) -> None:

@@ -653,6 +653,25 @@ class TrainConfig(_Strict):
     bnb_config_kwargs: dict[str, Any] | None = None
     """Extra bitsandbytes settings for load_in_4bit, e.g. `{bnb_4bit_quant_type: fp4, bnb_4bit_use_double_quant:
     false, bnb_4bit_quant_storage: bfloat16}` (defaults: nf4, double quantisation)."""
+    lora_rank_pattern: dict[str, int] | None = None
+    """Per-module LoRA ranks (peft's rank_pattern): module-name regex -> rank, e.g. `{"down_proj": 16}`."""
+    lora_alpha_pattern: dict[str, int] | None = None
+    """Per-module LoRA alphas (peft's alpha_pattern): module-name regex -> alpha."""
+    peft_layers_to_transform: list[int] | None = None
+    """Put LoRA only in these layer indices (peft's layers_to_transform)."""
+    peft_layers_pattern: list[str] | None = None
+    """Name of the layer list that peft_layers_to_transform indexes (e.g. `[layers]`; default: found by peft)."""
+    peft_init_lora_weights: bool | str | None = None
+    """LoRA initialisation (peft's init_lora_weights): true (default), false (B random: the model changes at
+    step 0), `gaussian`, `pissa`, `pissa_niter_<n>`, `olora` or `orthogonal`."""
+    peft_trainable_token_indices: list[int] | dict[str, list[int]] | None = None
+    """Train only these token ids' embedding rows next to LoRA (peft's trainable_token_indices); a mapping names
+    the embedding layer: `{embed_tokens: [0, 1]}`."""
+    peft_ensure_weight_tying: bool | None = None
+    """Keep tied input/output embedding adapters tied (peft's ensure_weight_tying)."""
+    peft_layer_replication: list[tuple[int, int]] | None = None
+    """Grow the model by repeating layer ranges `[[start, end), ...]` that share base weights and get their own
+    LoRA (peft's layer_replication)."""
     peft: PeftBlock | None = None
     """peft options: `{loftq_config: {loftq_bits: 4}}` initialises LoRA with LoftQ (adapter: lora, CUDA GPUs)."""
 

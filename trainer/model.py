@@ -13,6 +13,7 @@ from tokenizers import AddedToken
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.peft_extensions import PEFT_PASS_THROUGH
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
@@ -195,6 +196,7 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         use_dora=bool(cfg.peft_use_dora),
         use_rslora=bool(cfg.peft_use_rslora),
         target_parameters=lora_target_parameters(cfg, model) if cfg.lora_target_parameters else None,
+        **{arg: getattr(cfg, key) for key, arg in PEFT_PASS_THROUGH.items() if getattr(cfg, key) is not None},
         **loftq_arguments(cfg, cuda=torch.cuda.is_available()),
     )
     return register_quantized_experts(config, model)
