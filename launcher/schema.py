@@ -646,7 +646,8 @@ class TrainConfig(_Strict):
     """Load base weights in 8-bit (needs an adapter)."""
     quantize_moe_experts: bool = False
     """Also quantise the MoE experts' fused 3-D weights (4-bit NF4 with load_in_4bit, int8 with load_in_8bit), which
-    load_in_4bit/8bit alone leave in 16-bit; needs an adapter. Train them with lora_target_parameters."""
+    load_in_4bit/8bit alone leave in 16-bit; needs an adapter. Train them with lora_target_parameters
+    (docs/adapters.md)."""
     lora_target_parameters: list[str] | str | None = None
     """Put LoRA on parameters rather than modules (peft's target_parameters), e.g. MoE experts:
     `[experts.gate_up_proj, experts.down_proj]` (a name matches a parameter path's end); needs lora_dropout: 0."""

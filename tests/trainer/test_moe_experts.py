@@ -181,3 +181,4 @@ def test_loftq_is_passed_to_peft_on_gpus_and_warned_about_on_cpu(tiny_moe_dir, t
     # On this CPU node training starts from the standard initialisation: B is zero, the model as loaded.
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     assert all(torch.all(p == 0) for n, p in model.named_parameters() if "lora_B" in n)
+
