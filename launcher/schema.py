@@ -644,7 +644,7 @@ class TrainConfig(_Strict):
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
     """Load base weights in 8-bit (needs an adapter)."""
-    quantize_moe_experts: bool = False
+    quantize_moe_experts: bool | None = None
     """Also quantise the MoE experts' fused 3-D weights (4-bit NF4 with load_in_4bit, int8 with load_in_8bit), which
     load_in_4bit/8bit alone leave in 16-bit; needs an adapter. Train them with lora_target_parameters
     (docs/adapters.md)."""
