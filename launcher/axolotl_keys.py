@@ -288,8 +288,6 @@ REFUSED_KEYS: dict[str, str] = {
             "lr_groups",
             "embedding_lr",
             "embedding_lr_scale",
-            "loraplus_lr_ratio",
-            "loraplus_lr_embedding",
             "dion_lr",
             "dion_momentum",
             "dion_rank_fraction",

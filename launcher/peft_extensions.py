@@ -108,6 +108,13 @@ def check_peft_extensions(cfg: Any) -> None:
     for key in PEFT_PASS_THROUGH:
         if getattr(cfg, key) is not None and not cfg.adapter:
             raise ValueError(f"{key} configures the LoRA adapter; it needs adapter: lora or qlora")
+    if cfg.loraplus_lr_ratio is not None:
+        if not cfg.adapter:
+            raise ValueError("loraplus_lr_ratio sets the learning rate of LoRA's B matrices; it needs adapter: lora")
+        if cfg.rl:
+            raise ValueError(f"loraplus_lr_ratio is not supported with rl: {cfg.rl}; remove it")
+    if cfg.loraplus_lr_embedding is not None and cfg.loraplus_lr_ratio is None:
+        raise ValueError("loraplus_lr_embedding applies with LoRA+ only; set loraplus_lr_ratio too (or remove it)")
     if cfg.peft_layers_pattern and cfg.peft_layers_to_transform is None:
         raise ValueError("peft_layers_pattern names the layers that peft_layers_to_transform indexes; set that too")
     if cfg.peft_layers_to_transform is not None and cfg.unfrozen_parameters:

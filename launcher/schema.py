@@ -673,6 +673,11 @@ class TrainConfig(_Strict):
     peft_layer_replication: list[tuple[int, int]] | None = None
     """Grow the model by repeating layer ranges `[[start, end), ...]` that share base weights and get their own
     LoRA (peft's layer_replication)."""
+    loraplus_lr_ratio: float | None = Field(None, gt=0)
+    """LoRA+: the B matrices learn at learning_rate x this ratio (the paper suggests 16); weight decay 0 on the
+    adapter, as axolotl (peft's create_loraplus_optimizer)."""
+    loraplus_lr_embedding: float | None = Field(None, gt=0)
+    """LoRA+: learning rate of LoRA on embedding layers (default 1e-6)."""
     peft: PeftBlock | None = None
     """peft options: `{loftq_config: {loftq_bits: 4}}` initialises LoRA with LoftQ (adapter: lora, CUDA GPUs)."""
 

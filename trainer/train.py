@@ -51,6 +51,7 @@ from hpcft.trainer.elastic import (
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
@@ -114,6 +115,7 @@ def build_trainer(
             data_collator=make_collator(cfg, tokenizer),
             processing_class=tokenizer,
             callbacks=callbacks,
+            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model),
         )
     if recorder is not None:
         recorder.attach(trainer.model)

@@ -69,3 +69,23 @@ def test_bad_peft_options_are_refused_on_the_login_node(train_config, keys, mess
 def test_peft_options_need_an_adapter(train_config):
     with pytest.raises(ValueError, match="lora_rank_pattern configures the LoRA adapter"):
         train_config(lora_rank_pattern={"q_proj": 2})
+
+
+def test_loraplus_gives_the_b_matrices_their_own_learning_rate(train_config, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hpcft.trainer.loraplus import loraplus_optimizer
+
+    cfg = train_config(**LORA, learning_rate=1e-3, loraplus_lr_ratio=16, optimizer="adamw_torch")
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    args = TrainingArguments(output_dir=str(tmp_path / "args"), learning_rate=1e-3, optim="adamw_torch", use_cpu=True)
+    trainer = Trainer(model=model, args=args, optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model))
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)].split(".")[-3]: group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert lr_of == {"lora_A": 1e-3, "lora_B": 1e-3 * 16}
+    assert all(group["weight_decay"] == 0.0 for group in optimizer.param_groups)  # as axolotl's LoRA+
+    assert loraplus_optimizer(train_config(**LORA), args, model) is None
+    with pytest.raises(ValueError, match="loraplus_lr_embedding applies with LoRA\\+ only"):
+        train_config(**LORA, loraplus_lr_embedding=1e-5)
