@@ -158,3 +158,13 @@ def check_unfrozen_with_adapter(cfg: Any) -> None:
             f"unfrozen_parameters with an adapter is not supported with rl: {cfg.rl} (TRL adds the adapter); "
             "remove unfrozen_parameters"
         )
+
+
+def gpu_only_notes(cfg: Any) -> list[str]:
+    """Warnings for `hpcft validate` when the profile's nodes have no GPU and a key here then does less."""
+    if cfg.launch.gpus_per_node or not (cfg.peft and cfg.peft.loftq_config):
+        return []
+    return [
+        "peft.loftq_config: LoftQ initialisation runs on CUDA GPUs; this profile has none, so the job initialises "
+        "LoRA the standard way (the adapter starts at zero)"
+    ]

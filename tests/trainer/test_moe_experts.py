@@ -182,3 +182,15 @@ def test_loftq_is_passed_to_peft_on_gpus_and_warned_about_on_cpu(tiny_moe_dir, t
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     assert all(torch.all(p == 0) for n, p in model.named_parameters() if "lora_B" in n)
 
+
+
+def test_validate_says_loftq_falls_back_on_a_cpu_profile(run_cli, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "d.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "cfg.yaml").write_text(
+        "base_model: ./model\ndatasets:\n  - path: ./d.jsonl\n    type: completion\n"
+        "adapter: lora\nlora_target_linear: true\npeft:\n  loftq_config:\n    loftq_bits: 4\n"
+    )
+    result = run_cli("validate", "--profile", "local", tmp_path / "cfg.yaml", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "LoftQ initialisation runs on CUDA GPUs; this profile has none" in result.err
