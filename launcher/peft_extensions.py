@@ -94,6 +94,11 @@ def check_peft_extensions(cfg: Any) -> None:
                 "on the experts with lora_target_parameters (e.g. [experts.gate_up_proj, experts.down_proj])"
             )
     if cfg.lora_target_parameters:
+        if cfg.quantize_moe_experts and cfg.rl:
+            raise ValueError(
+                f"lora_target_parameters on quantised experts is not supported with rl: {cfg.rl} (TRL adds the "
+                "adapter); remove quantize_moe_experts or lora_target_parameters"
+            )
         if not cfg.adapter:
             raise ValueError("lora_target_parameters needs adapter: lora or qlora")
         if cfg.lora_dropout:

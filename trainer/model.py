@@ -19,7 +19,13 @@ from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_adapter_except, freeze_except
 from hpcft.trainer.loftq import loftq_arguments
-from hpcft.trainer.moe_experts import lora_target_parameters, quantize_moe_experts, register_quantized_experts
+from hpcft.trainer.moe_experts import (
+    continue_on_quantized_experts,
+    lora_target_parameters,
+    nest_in_definition_order,
+    quantize_moe_experts,
+    register_quantized_experts,
+)
 from hpcft.trainer.offload import ActivationOffload
 
 log = logging.getLogger("hpcft.trainer")
@@ -207,9 +213,12 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
     model = prepare_for_adapter(cfg, model, quantized, zero3)
     if cfg.lora_model_dir:
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
-        config = register_quantized_experts(LoraConfig.from_pretrained(cfg.lora_model_dir), model)
-        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True, config=config)
-    return get_peft_model(model, lora_config(cfg, model))
+        if cfg.quantize_moe_experts:
+            return continue_on_quantized_experts(model, cfg.lora_model_dir)
+        return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
+    peft_model = get_peft_model(model, lora_config(cfg, model))
+    nest_in_definition_order(peft_model)
+    return peft_model
 
 
 def load_model(

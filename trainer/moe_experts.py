@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
 from peft.tuners.lora.layer import ParamWrapper
 from torch.nn.utils import parametrize
 
@@ -176,9 +176,55 @@ class QuantizedExpertsLora(ParamWrapper):
 QuantizedExpertsLora.__name__ = QuantizedExpertsLora.__qualname__ = "ParamWrapper"
 
 
+def nest_in_definition_order(model: torch.nn.Module) -> int:
+    """Re-nest the LoRA wrappers of each quantised module so that the first-defined parameter's wrapper is the
+    innermost, as peft nests them on an unquantised model; returns how many modules were re-nested.
+
+    The nesting names the adapter's weights (`experts.base_layer.lora_A` is the inner wrapper's). peft wraps plain
+    parameters in definition order but parametrized ones in alphabetical order, so without this an adapter trained
+    on quantised experts would not load onto the 16-bit model (merge-lora, inference servers) and vice versa."""
+    renested = 0
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, ParamWrapper) or name.endswith(".base_layer"):
+            continue
+        chain = [module]
+        while isinstance(chain[-1].base_layer, ParamWrapper):
+            chain.append(chain[-1].base_layer)
+        base = chain[-1].base_layer
+        if len(chain) < 2 or not parametrize.is_parametrized(base):
+            continue
+        order = list(base.parametrizations.keys())  # registered in definition order by quantize_moe_experts
+        wanted = sorted(chain, key=lambda w: order.index(w.parameter_name), reverse=True)  # outermost first
+        if wanted == chain:
+            continue
+        for outer, inner in zip(wanted, [*wanted[1:], base], strict=True):
+            outer.base_layer = inner
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, wanted[0])
+        renested += 1
+    return renested
+
+
 def register_quantized_experts(config: LoraConfig, model: torch.nn.Module) -> LoraConfig:
     """Have peft wrap the parametrized (quantised) modules' parameters with QuantizedExpertsLora."""
     classes = {type(m) for _, m in model.named_modules() if parametrize.is_parametrized(m)}
     if classes:
         config._register_custom_module(dict.fromkeys(classes, QuantizedExpertsLora))
     return config
+
+
+def continue_on_quantized_experts(model: torch.nn.Module, lora_dir: str) -> PeftModel:
+    """lora_model_dir on quantised experts: inject, re-nest as the adapter was saved, then load its weights
+    (peft's from_pretrained would load them into the alphabetical nesting)."""
+    config = register_quantized_experts(LoraConfig.from_pretrained(lora_dir), model)
+    config.inference_mode = False
+    peft_model = get_peft_model(model, config)
+    nest_in_definition_order(peft_model)
+    result = set_peft_model_state_dict(peft_model, load_peft_weights(lora_dir))
+    missing = [k for k in result.missing_keys if ".lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(
+            f"lora_model_dir: the adapter in {lora_dir} does not fit this model ({len(missing)} missing, "
+            f"{len(result.unexpected_keys)} unexpected weights, e.g. {(missing + result.unexpected_keys)[0]})"
+        )
+    return peft_model

@@ -116,6 +116,16 @@ def test_quantized_experts_train_lora_on_parameters(bits, tiny_moe_dir, tmp_path
     ]
     again = load_model(cfg.model_copy(update={"lora_model_dir": str(tmp_path / "adapter")}), tokenizer, Precision())
     assert _train_steps(again, tokenizer, steps=2)[0] == pytest.approx(losses[-1], rel=0.2)
+    # The adapter is nested as peft nests it on the 16-bit model: it loads there unchanged (merge-lora, serving).
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_moe_dir), tmp_path / "adapter")
+    trained, loaded = get_peft_model_state_dict(model), get_peft_model_state_dict(plain)
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    merged = plain.merge_and_unload().model.layers[0].mlp.experts.down_proj
+    base = AutoModelForCausalLM.from_pretrained(tiny_moe_dir).model.layers[0].mlp.experts.down_proj
+    assert not torch.equal(merged, base)
 
 
 def test_lora_target_parameters_on_unquantized_experts_with_separate_names(tiny_moe_dir, tmp_path):
