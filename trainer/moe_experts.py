@@ -7,7 +7,9 @@ such parameter is quantised in place behind a torch parametrization: the module 
 before, only the 4-bit (or int8) data is kept. peft wraps parameters with its ParamWrapper; on a parameter that is
 already parametrized, peft 0.21's wrapper leaves its LoRA proxy registered after each forward and, when two
 parameters of one module are wrapped, reads the inner one from a stale cache. `QuantizedExpertsLora` is that
-wrapper with both fixed, handed to peft through its custom-module hook (no library code is replaced).
+wrapper with both fixed, handed to peft through its custom-module hook (no library code is replaced). peft also
+nests the wrappers of a parametrized module in another order than on the 16-bit model; `nest_in_definition_order`
+restores peft's usual order, so that the saved adapter fits the 16-bit model.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def quantize_moe_experts(cfg: TrainConfig, model: torch.nn.Module) -> int:
             )
         else:
             quantize_int8(module, name)
-    after = sum(p.numel() * p.element_size() for _, m, _ in found for p in m.parametrizations.parameters())
+    modules = {id(m): m for _, m, _ in found}.values()
+    after = sum(p.numel() * p.element_size() for m in modules for p in m.parametrizations.parameters())
     log.info(
         "quantize_moe_experts: %d expert weights quantised to %s (%.1f MiB -> %.1f MiB)",
         len(found),
