@@ -1,5 +1,6 @@
 """Login-node rules for the LoRA/quantisation extensions: MoE expert quantisation, LoRA on parameters
-(`lora_target_parameters`), extra bitsandbytes settings (`bnb_config_kwargs`) and LoftQ (`peft.loftq_config`).
+(`lora_target_parameters`), extra bitsandbytes settings (`bnb_config_kwargs`), LoftQ (`peft.loftq_config`), LoRA+,
+peft's other LoraConfig options and `unfrozen_parameters` with an adapter (docs/adapters.md).
 
 The launcher never imports torch or transformers, so the BitsAndBytesConfig arguments are listed here by name.
 """
@@ -74,6 +75,12 @@ def check_bnb_config_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
                 f"{', '.join(sorted(BNB_4BIT_KWARGS))}"
             )
         value = _as_dtype_name(value)
+        if key == "llm_int8_threshold" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"bnb_config_kwargs.llm_int8_threshold: {value!r} is not a number")
+        if key == "llm_int8_skip_modules" and not (
+            isinstance(value, list) and all(isinstance(name, str) for name in value)
+        ):
+            raise ValueError(f"bnb_config_kwargs.llm_int8_skip_modules: {value!r} is not a list of module names")
         allowed = BNB_4BIT_KWARGS[key]
         if allowed is not None and value not in allowed:
             raise ValueError(f"bnb_config_kwargs.{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
