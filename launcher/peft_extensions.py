@@ -180,3 +180,31 @@ def gpu_only_notes(cfg: Any) -> list[str]:
         "peft.loftq_config: LoftQ initialisation runs on CUDA GPUs; this profile has none, so the job initialises "
         "LoRA the standard way (the adapter starts at zero)"
     ]
+
+
+def _mentions_experts(config: Any) -> bool:
+    # MoE configs count their experts under many names (num_experts, num_local_experts, n_routed_experts,
+    # num_experts_per_tok, ...), at the top or under text_config; a dense model's config names none.
+    if isinstance(config, dict):
+        return any("expert" in str(key).lower() or _mentions_experts(value) for key, value in config.items())
+    return False
+
+
+def moe_model_problem(cfg: Any) -> str | None:
+    """quantize_moe_experts on a model whose config.json (found on this login node) has no experts: say so here
+    rather than after the queue wait. Nothing to say when the config cannot be found."""
+    from hpcft.launcher.errors import ConfigError
+    from hpcft.launcher.model_size import find_model_config
+
+    if not cfg.quantize_moe_experts:
+        return None
+    try:
+        config, source = find_model_config(cfg.base_model_config or cfg.base_model)
+    except ConfigError:
+        return None
+    if _mentions_experts(config):
+        return None
+    return (
+        f"quantize_moe_experts: {cfg.base_model} is not a mixture-of-experts model ({source} names no experts); "
+        "remove quantize_moe_experts"
+    )
