@@ -464,9 +464,7 @@ REFUSED_KEYS: dict[str, str] = {
         _MODEL,
     ),
     **dict.fromkeys(
-        (
-            "lora_out_dir",
-        ),
+        ("lora_out_dir",),
         _PEFT,
     ),
     **dict.fromkeys(

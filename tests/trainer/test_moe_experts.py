@@ -193,7 +193,6 @@ def test_loftq_is_passed_to_peft_on_gpus_and_warned_about_on_cpu(tiny_moe_dir, t
     assert all(torch.all(p == 0) for n, p in model.named_parameters() if "lora_B" in n)
 
 
-
 def test_validate_says_loftq_falls_back_on_a_cpu_profile(run_cli, tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "d.jsonl").write_text('{"text": "a"}\n')

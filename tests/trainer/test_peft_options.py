@@ -12,9 +12,7 @@ LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": 
 
 
 def _lora_shapes(model) -> dict[str, tuple[int, ...]]:
-    return {
-        n.removeprefix("base_model.model."): tuple(p.shape) for n, p in model.named_parameters() if "lora_A" in n
-    }
+    return {n.removeprefix("base_model.model."): tuple(p.shape) for n, p in model.named_parameters() if "lora_A" in n}
 
 
 def test_rank_alpha_and_layer_choice_reach_peft(train_config):
