@@ -104,6 +104,8 @@ def validate_all(examples: Path, work: Path) -> list[Outcome]:
 FAMILIES: list[tuple[re.Pattern[str], str | None]] = [
     # Hybrid, MoE or multimodal architectures whose base_model name alone does not pin the tiny build.
     (re.compile(r"qwen3[._-]?5|qwen3-?next|gemma-?3n|llama-?4|granite-?4", re.I), None),
+    (re.compile(r"glm-?4\.[56]", re.I), "glm4_moe"),
+    (re.compile(r"qwen3-\d+b-a\d+b", re.I), "qwen3_moe"),
     (re.compile(r"qwen3", re.I), "qwen3"),
     (re.compile(r"qwen", re.I), "qwen2"),
     (re.compile(r"gemma-?3", re.I), "gemma3_text"),
@@ -154,6 +156,15 @@ def stratified_sample(accepted: list[Outcome], limit: int) -> list[Outcome]:
     return chosen
 
 
+# MoE families: 4 experts of which 2 per token (fused 3-D expert weights, as the full-size models store them).
+MOE_SETTINGS: dict[str, dict[str, Any]] = {
+    "glm4_moe": dict(
+        moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=0, head_dim=16
+    ),
+    "qwen3_moe": dict(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, head_dim=16),
+}
+
+
 def make_tiny_model(family: str, out: Path) -> None:
     """A 2-layer random model of the family's architecture with hpcft's tiny tokenizer."""
     import torch
@@ -177,6 +188,7 @@ def make_tiny_model(family: str, out: Path) -> None:
     )
     if family.startswith("gemma"):
         common["head_dim"] = 16
+    common.update(MOE_SETTINGS.get(family, {}))
     config = transformers.AutoConfig.for_model(family, **common)
     torch.manual_seed(0)
     # eager builds every architecture (some, like Gemma 2, have no sdpa path); the trainer picks its own attention.

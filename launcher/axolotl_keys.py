@@ -140,6 +140,11 @@ WARN_ONLY_KEYS: dict[str, str] = {
     "hf_use_auth_token": "hpcft reads HF_TOKEN from your environment",
     "use_wandb": "Weights & Biases logging is on when wandb_project is set",
     "peft_autocast_adapter_dtype": "PEFT's default (adapter weights in fp32) is used",
+    **dict.fromkeys(
+        ("merge_lora", "merge_method", "lora_on_cpu"),
+        "it sets up axolotl's merge-lora command; training is unchanged, and hpcft merges with "
+        "`python -m hpcft.trainer merge-lora train.yaml` (the base is loaded unquantised on the CPU)",
+    ),
 }
 
 # Values axolotl accepts for keys hpcft implements with fewer choices: when our schema rejects one of these, the
@@ -267,12 +272,8 @@ REFUSED_KEYS: dict[str, str] = {
             "fp8",
             "model_quantization_config",
             "model_quantization_config_kwargs",
-            "bnb_config_kwargs",
             "use_onebitllms",
-            "quantize_moe_experts",
             "nonexpert_quantization",
-            "nvfp4_merge_aware",
-            "nvfp4_merge_aware_start_step",
             "llmcompressor",
         ),
         _QUANT,
@@ -282,8 +283,6 @@ REFUSED_KEYS: dict[str, str] = {
             "lr_groups",
             "embedding_lr",
             "embedding_lr_scale",
-            "loraplus_lr_ratio",
-            "loraplus_lr_embedding",
             "dion_lr",
             "dion_momentum",
             "dion_rank_fraction",
@@ -456,22 +455,7 @@ REFUSED_KEYS: dict[str, str] = {
         _MODEL,
     ),
     **dict.fromkeys(
-        (
-            "peft",
-            "peft_layers_pattern",
-            "peft_layers_to_transform",
-            "peft_layer_replication",
-            "peft_init_lora_weights",
-            "peft_trainable_token_indices",
-            "peft_ensure_weight_tying",
-            "lora_target_parameters",
-            "lora_alpha_pattern",
-            "lora_rank_pattern",
-            "lora_on_cpu",
-            "lora_out_dir",
-            "merge_lora",
-            "merge_method",
-        ),
+        ("lora_out_dir",),
         _PEFT,
     ),
     **dict.fromkeys(
@@ -504,6 +488,14 @@ REFUSED_KEYS: dict[str, str] = {
             "accelerator_config",
         ),
         _TRAINING,
+    ),
+    # Needs an NVFP4 checkpoint loaded with its block scales and axolotl's NVFP4-preserving merge: neither exists in
+    # hpcft (transformers 5.24 has no loader for ModelOpt NVFP4 checkpoints), so there is no grid to train against.
+    **dict.fromkeys(
+        ("nvfp4_merge_aware", "nvfp4_merge_aware_start_step"),
+        "it snaps the LoRA update onto the NVFP4 grid of an NVFP4 checkpoint inside axolotl's SonicMoE CUDA kernels, "
+        "for axolotl's NVFP4-preserving merge; hpcft loads no NVFP4 checkpoints and merges adapters into 16-bit "
+        "weights, where the update is kept exactly: remove it (and train from the model's bf16 release)",
     ),
     "hub_revision": _HUB,
     **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),

@@ -27,6 +27,7 @@ from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
+from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
@@ -431,6 +432,10 @@ def load_job(
             f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
             "trains with the model's own layers (same results, more memory)"
         )
+    warnings += [f"{where}: {note}" for note in gpu_only_notes(cfg)]
+    problem = moe_model_problem(cfg)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if (
         cfg.hub_model_id
         and not profile.secret_file

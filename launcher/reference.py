@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -32,9 +33,7 @@ from hpcft.launcher.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("NoneType", "null")
-    for module in ("hpcft.launcher.schema.", "hpcft.launcher.objectives."):
-        text = text.replace(module, "")
+    text = re.sub(r"hpcft\.launcher\.\w+\.", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
     for noise in ("<class '", "'>"):
         text = text.replace(noise, "")
     return text
@@ -55,7 +54,9 @@ def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
         others = field_aliases(name, field)
         alias = f" (or {', '.join(f'`{prefix}{a}`' for a in others)})" if others else ""
         kind = _type_name(field.annotation).replace(" | None", " | null").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}`{alias} | {kind} | {_default(field)} | {field.description or ''} |")
+        # A docstring's line breaks would end the table row; Markdown reads the cell as one paragraph anyway.
+        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}`{alias} | {kind} | {_default(field)} | {meaning} |")
     return rows
 
 

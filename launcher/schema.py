@@ -23,6 +23,12 @@ from hpcft.launcher.axolotl_keys import (
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.launcher.peft_extensions import (
+    PeftBlock,
+    check_bnb_config_kwargs,
+    check_peft_extensions,
+    check_unfrozen_with_adapter,
+)
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -639,11 +645,49 @@ class TrainConfig(_Strict):
     """Rank-stabilised LoRA: scale by lora_alpha/sqrt(r) instead of lora_alpha/r."""
     unfrozen_parameters: list[str] | None = None
     """Full fine-tuning of only the parameters matching these patterns (matched from the start of the name, `.` is a
-    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`."""
+    literal dot; a `[start:end]` suffix trains only those rows), e.g. `[^lm_head.weight$, model.layers.2[0-9]+.*]`.
+    With an adapter: only the adapter weights whose names match train (named as in the base model, e.g.
+    `model.layers.0.self_attn.q_proj.lora_A.default.weight`); when none match, the whole adapter trains (warned)."""
     load_in_4bit: bool = False
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
     """Load base weights in 8-bit (needs an adapter)."""
+    quantize_moe_experts: bool | None = None
+    """Also quantise the MoE experts' fused 3-D weights (4-bit NF4 with load_in_4bit, int8 with load_in_8bit), which
+    load_in_4bit/8bit alone leave in 16-bit; needs an adapter. Train them with lora_target_parameters
+    (docs/adapters.md)."""
+    lora_target_parameters: list[str] | str | None = None
+    """Put LoRA on parameters rather than modules (peft's target_parameters), e.g. MoE experts:
+    `[experts.gate_up_proj, experts.down_proj]` (a name matches a parameter path's end); needs lora_dropout: 0."""
+    bnb_config_kwargs: dict[str, Any] | None = None
+    """Extra bitsandbytes settings for load_in_4bit, e.g. `{bnb_4bit_quant_type: fp4, bnb_4bit_use_double_quant:
+    false, bnb_4bit_quant_storage: bfloat16}` (defaults: nf4, double quantisation)."""
+    lora_rank_pattern: dict[str, int] | None = None
+    """Per-module LoRA ranks (peft's rank_pattern): module-name regex -> rank, e.g. `{"down_proj": 16}`."""
+    lora_alpha_pattern: dict[str, int] | None = None
+    """Per-module LoRA alphas (peft's alpha_pattern): module-name regex -> alpha."""
+    peft_layers_to_transform: list[int] | None = None
+    """Put LoRA only in these layer indices (peft's layers_to_transform)."""
+    peft_layers_pattern: list[str] | None = None
+    """Name of the layer list that peft_layers_to_transform indexes (e.g. `[layers]`; default: found by peft)."""
+    peft_init_lora_weights: bool | str | None = None
+    """LoRA initialisation (peft's init_lora_weights): true (default), false (B random: the model changes at
+    step 0), `gaussian`, `pissa`, `pissa_niter_<n>`, `olora` or `orthogonal`."""
+    peft_trainable_token_indices: list[int] | dict[str, list[int]] | None = None
+    """Train only these token ids' embedding rows next to LoRA (peft's trainable_token_indices); a mapping names
+    the embedding layer: `{embed_tokens: [0, 1]}`."""
+    peft_ensure_weight_tying: bool | None = None
+    """Keep tied input/output embedding adapters tied (peft's ensure_weight_tying)."""
+    peft_layer_replication: list[tuple[int, int]] | None = None
+    """Grow the model by repeating layer ranges `[[start, end), ...]` that share base weights and get their own
+    LoRA (peft's layer_replication)."""
+    loraplus_lr_ratio: float | None = Field(None, gt=0)
+    """LoRA+: the B matrices learn at learning_rate x this ratio (the paper suggests 16); weight decay 0 on the
+    adapter, as axolotl (peft's create_loraplus_optimizer)."""
+    loraplus_lr_embedding: float | None = Field(None, gt=0)
+    """LoRA+: learning rate of LoRA on embedding layers (default 1e-6)."""
+    peft: PeftBlock | None = None
+    """peft options: `{loftq_config: {loftq_bits: 4}}` initialises LoRA with LoftQ (adapter: lora, CUDA GPUs)."""
 
     # Precision and kernels
     bf16: bool | Literal["auto", "full"] = "auto"
@@ -873,6 +917,11 @@ class TrainConfig(_Strict):
                 data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
         return data
 
+    @field_validator("bnb_config_kwargs")
+    @classmethod
+    def _bnb_config_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_bnb_config_kwargs(value) if value else value
+
     @field_validator("bf16", mode="before")
     @classmethod
     def _bf16(cls, value: Any) -> Any:
@@ -977,7 +1026,7 @@ class TrainConfig(_Strict):
             raise ValueError("saves_per_epoch and save_steps are mutually exclusive; keep one")
         if self.evals_per_epoch and self.eval_steps:
             raise ValueError("evals_per_epoch and eval_steps are mutually exclusive; keep one")
-        if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
+        if self.adapter and not (self.lora_target_modules or self.lora_target_linear or self.lora_target_parameters):
             raise ValueError(
                 f"adapter: {self.adapter} needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true"
             )
@@ -991,10 +1040,8 @@ class TrainConfig(_Strict):
                 "early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets"
             )
         if self.unfrozen_parameters and self.adapter:
-            raise ValueError(
-                "unfrozen_parameters selects what a full fine-tune trains; with an adapter use "
-                "lora_modules_to_save instead"
-            )
+            check_unfrozen_with_adapter(self)
+        check_peft_extensions(self)
         if (self.peft_use_dora or self.peft_use_rslora) and not self.adapter:
             raise ValueError("peft_use_dora/peft_use_rslora need adapter: lora or qlora")
         if self.batch_size and self.batch_size != self.micro_batch_size * self.gradient_accumulation_steps:

@@ -68,3 +68,38 @@ def freeze_except(model: torch.nn.Module, patterns: list[str]) -> int:
         )
     log.info("unfrozen_parameters: training %d of %d parameters", trainable, sum(p.numel() for p in model.parameters()))
     return trainable
+
+
+def adapter_weight_name(name: str) -> str:
+    """A parameter's name in an adapter-wrapped model as the base model spells it: peft's `base_model.model.` prefix
+    and `.base_layer` infix removed (`model.layers.0.self_attn.q_proj.lora_A.default.weight`)."""
+    return name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+def freeze_adapter_except(model: torch.nn.Module, patterns: list[str]) -> int:
+    """unfrozen_parameters with an adapter: of the adapter's weights (LoRA, modules_to_save), only those whose name
+    a pattern matches keep training; the base stays frozen (an adapter saves only its own weights).
+
+    axolotl freezes every parameter of the adapter-wrapped model whose name no pattern matches. Its names start
+    with peft's `base_model.model.`, so patterns written for the base model (`^lm_head.*`) match nothing there and
+    the adapter is frozen too: the run trains nothing. hpcft matches the names as the base model spells them, and
+    where the patterns match none of the adapter's weights (axolotl's Gemma 3 QLoRA examples), it keeps the whole
+    adapter training and says so. Returns the number of trainable parameters."""
+    parsed = [ParameterPattern.parse(p) for p in patterns]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    kept = [(n, p) for n, p in trainable if any(pat.regex.match(adapter_weight_name(n)) for pat in parsed)]
+    if not kept:
+        log.warning(
+            "unfrozen_parameters %s match none of the adapter's weights (named like %s); training the whole "
+            "adapter (axolotl would freeze it too and train nothing). With an adapter, the patterns choose which "
+            "of its weights train; use lora_modules_to_save to train base modules in full",
+            patterns,
+            adapter_weight_name(trainable[0][0]) if trainable else "?",
+        )
+        return sum(p.numel() for _, p in trainable)
+    kept_names = {n for n, _ in kept}
+    for name, param in trainable:
+        param.requires_grad = name in kept_names
+    count, total = sum(p.numel() for _, p in kept), sum(p.numel() for _, p in trainable)
+    log.info("unfrozen_parameters: training %d of the adapter's %d parameters", count, total)
+    return count

@@ -13,10 +13,19 @@ from tokenizers import AddedToken
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.peft_extensions import PEFT_PASS_THROUGH
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
-from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.freeze import freeze_adapter_except, freeze_except
+from hpcft.trainer.loftq import loftq_arguments
+from hpcft.trainer.moe_experts import (
+    continue_on_quantized_experts,
+    lora_target_parameters,
+    nest_in_definition_order,
+    quantize_moe_experts,
+    register_quantized_experts,
+)
 from hpcft.trainer.offload import ActivationOffload
 from hpcft.trainer.reward import adapter_config, init_score_head
 
@@ -81,14 +90,16 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
 def quantization_config(cfg: TrainConfig, dtype: torch.dtype, zero3: bool) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for load_in_4bit (QLoRA: nf4, double quantisation) or load_in_8bit."""
     if cfg.load_in_4bit:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
+        settings: dict[str, Any] = {
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True,
+            "bnb_4bit_compute_dtype": dtype,
             # ZeRO-3 shards flat tensors of one dtype: store the 4-bit blocks in the compute dtype.
-            bnb_4bit_quant_storage=dtype if zero3 else torch.uint8,
-        )
+            "bnb_4bit_quant_storage": dtype if zero3 else torch.uint8,
+        }
+        for key, value in (cfg.bnb_config_kwargs or {}).items():  # axolotl's overrides, dtypes given by name
+            settings[key] = getattr(torch, value) if key.endswith("dtype") or key.endswith("storage") else value
+        return BitsAndBytesConfig(load_in_4bit=True, **settings)
     if cfg.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
@@ -179,7 +190,7 @@ def prepare_for_adapter(cfg: TrainConfig, model: PreTrainedModel, quantized: boo
 
 
 def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
-    """The LoraConfig of a new adapter (rank, alpha, dropout, target and saved modules)."""
+    """The LoraConfig of a new adapter (rank, alpha, dropout, target modules and parameters, saved modules)."""
     config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -191,7 +202,11 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         task_type="CAUSAL_LM",
         use_dora=bool(cfg.peft_use_dora),
         use_rslora=bool(cfg.peft_use_rslora),
+        target_parameters=lora_target_parameters(cfg, model) if cfg.lora_target_parameters else None,
+        **{arg: getattr(cfg, key) for key, arg in PEFT_PASS_THROUGH.items() if getattr(cfg, key) is not None},
+        **loftq_arguments(cfg, cuda=torch.cuda.is_available()),
     )
+    config = register_quantized_experts(config, model)
     return adapter_config(cfg, config, model) if cfg.reward_model or cfg.process_reward_model else config
 
 
@@ -200,8 +215,12 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
     model = prepare_for_adapter(cfg, model, quantized, zero3)
     if cfg.lora_model_dir:
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
+        if cfg.quantize_moe_experts:
+            return continue_on_quantized_experts(model, cfg.lora_model_dir)
         return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
-    return get_peft_model(model, lora_config(cfg, model))
+    peft_model = get_peft_model(model, lora_config(cfg, model))
+    nest_in_definition_order(peft_model)
+    return peft_model
 
 
 def load_model(
@@ -246,17 +265,21 @@ def load_model(
 
         count = sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
         log.info("loaded %s with %d %d-bit linear layers", cfg.base_model, count, 4 if cfg.load_in_4bit else 8)
+    if cfg.quantize_moe_experts:
+        quantize_moe_experts(cfg, model)
     if cfg.reward_model or cfg.process_reward_model:
         init_score_head(model)
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, tokenizer)
-    if cfg.unfrozen_parameters:
+    if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_except(model, cfg.unfrozen_parameters)
     if cfg.adapter and not wrap_adapter:
         return prepare_for_adapter(cfg, model, quantized=quant is not None, zero3=zero3)
     if cfg.adapter:
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
+        if cfg.unfrozen_parameters:
+            freeze_adapter_except(model, cfg.unfrozen_parameters)
         if is_main_process():
             model.print_trainable_parameters()
     if cfg.gradient_checkpointing == "offload":

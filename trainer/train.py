@@ -53,6 +53,7 @@ from hpcft.trainer.elastic import (
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
@@ -130,6 +131,7 @@ def build_trainer(
             processing_class=tokenizer,
             callbacks=callbacks,
             **loss_kwargs,
+            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model),
         )
     if recorder is not None:
         recorder.attach(trainer.model)
