@@ -296,7 +296,9 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
                 f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}"
             )
     _inline_chat_template_file(data, base, where, "chat_template_jinja")
-    for list_key in ("datasets", "test_datasets"):
+    if isinstance(data.get("pretraining_dataset"), str):  # one name or path: the entry `path:` it stands for
+        data["pretraining_dataset"] = [{"path": data["pretraining_dataset"]}]
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         for i, entry in enumerate(data.get(list_key) or []):
             if not isinstance(entry, dict):
                 continue

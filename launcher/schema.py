@@ -172,6 +172,16 @@ class DatasetConfig(_Strict):
     """Preference `chat_template.*` types: the column with the chosen answer (default `chosen`)."""
     field_rejected: str | None = None
     """Preference `chat_template.*` types: the column with the rejected answer (default `rejected`)."""
+    field_thinking: str | None = None
+    """`chat_template`: the message key holding the reasoning trace (default `reasoning_content`); it reaches the
+    template as `template_thinking_key`."""
+    template_thinking_key: str | None = None
+    """`chat_template`: the message key the chat template reads the reasoning from (default `reasoning_content`;
+    gpt-oss: `thinking`); `split_thinking` writes the reasoning there too."""
+    text_column: str | None = None
+    """`pretrain` (pretraining_dataset): the column with the text (default `text`)."""
+    skip: int | None = Field(None, ge=0)
+    """Skip this many rows at the start of the dataset (e.g. what an earlier run already trained on)."""
 
     @field_validator("type")
     @classmethod
@@ -188,7 +198,12 @@ class DatasetConfig(_Strict):
                     "conversations and message_property_mappings: {role: from, content: value}"
                 )
             return "chat_template"
-        if value not in SUPPORTED_DATASET_TYPES:
+        if value not in SUPPORTED_DATASET_TYPES and value not in STYLED_DATASET_TYPES:
+            base, _, style = value.partition(":")
+            if base in ("alpaca", "jeopardy") and style:
+                raise ValueError(
+                    f"type '{value}': unknown prompt style '{style}'; use {base}:" + f", {base}:".join(PROMPT_STYLES)
+                )
             raise ValueError(dataset_type_message(value, SUPPORTED_DATASET_TYPES))
         return value
 
@@ -196,6 +211,10 @@ class DatasetConfig(_Strict):
     @classmethod
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
+
+    def thinking_keys(self) -> tuple[str, str]:
+        """(key in the data, key the template reads) of a message's reasoning trace."""
+        return self.field_thinking or "reasoning_content", self.template_thinking_key or "reasoning_content"
 
     def role_key(self) -> str:
         mapping = self.message_property_mappings or {}
@@ -206,7 +225,10 @@ class DatasetConfig(_Strict):
         return mapping.get("content", self.message_field_content or "content")
 
 
-SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca"}
+SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca", "jeopardy", "pretrain"}
+# axolotl's `type: alpaca:chat`: an instruction type with one of its prompt styles.
+PROMPT_STYLES = ("instruct", "chat", "chatml", "phi")
+STYLED_DATASET_TYPES = {f"{base}:{style}" for base in ("alpaca", "jeopardy") for style in PROMPT_STYLES}
 
 # Preference tuning (`rl:`), through TRL's trainers. The dataset types per method keep axolotl's names; the bare
 # family name (`chatml`) means its `default`, and `chat_template` / `chat_template.default` mean the same type.
@@ -575,6 +597,26 @@ class TrainConfig(_Strict):
     """Training datasets (see the dataset keys below)."""
     test_datasets: list[DatasetConfig] | None = None
     """Evaluation datasets (instead of splitting off `val_set_size`)."""
+    pretraining_dataset: list[DatasetConfig] | str | None = None
+    """Text to pretrain on, streamed (axolotl's pretraining_dataset): entries like `datasets:` with `type: pretrain`
+    (the default; `text_column`, default `text`) or `completion`. hpcft reads them as `datasets:` with
+    `streaming: true` (set `streaming: false` to tokenize them ahead instead); needs max_steps."""
+    streaming: bool | None = None
+    """Read `datasets:` as a stream: tokenized (and packed) on the fly while training, nothing prepared ahead or
+    cached; needs max_steps. Each rank reads its own files when there are at least as many files as ranks."""
+    streaming_multipack_buffer_size: int | None = Field(None, ge=1)
+    """Streaming: rows read, shuffled and packed together at a time (default 10000)."""
+    dataset_exact_deduplication: bool | None = None
+    """Drop tokenized samples identical to an earlier one (train and evaluation data each; with rl also evaluation
+    rows that are in the training data)."""
+    curriculum_sampling: bool | None = None
+    """Train on the samples in the order of the data (no shuffling): for curriculum learning."""
+    sample_packing_sequentially: bool | None = None
+    """Pack samples in their order (next-fit: a row is closed when the next sample does not fit) instead of
+    best-fit by length; with curriculum_sampling the whole run follows the data's order."""
+    max_packed_sequence_len: int | None = Field(None, ge=1)
+    """axolotl's older packing switch: pack samples into rows of this many tokens (at most sequence_len); the same
+    as sample_packing with shorter rows."""
     dataset_prepared_path: str | None = None
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(
@@ -728,6 +770,11 @@ class TrainConfig(_Strict):
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
     """Evaluations per epoch."""
+    eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
+        None, validation_alias=AliasChoices("eval_strategy", "evaluation_strategy")
+    )
+    """When to evaluate: `no`, `steps` (every eval_steps, else every logging_steps) or `epoch`; unset: from eval_steps /
+    evals_per_epoch, else every epoch when there is evaluation data. `evaluation_strategy` is the older spelling."""
     eval_steps: int | None = Field(None, ge=1)
     """Evaluate every N steps."""
     saves_per_epoch: int | None = Field(None, ge=0)
@@ -841,6 +888,37 @@ class TrainConfig(_Strict):
                     raise ValueError(f"batch_size {data['batch_size']} is not a multiple of micro_batch_size {micro}")
                 data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokens_as_mapping(cls, data: Any) -> Any:
+        # Older axolotl configs (archived/jeopardy-bot) set special tokens under `tokens:` as a mapping.
+        if isinstance(data, dict) and isinstance(data.get("tokens"), dict):
+            special = data.get("special_tokens") or {}
+            clash = [k for k in data["tokens"] if k in special and special[k] != data["tokens"][k]]
+            if clash:
+                raise ValueError(f"tokens (a mapping: older special_tokens) and special_tokens disagree on {clash[0]}")
+            data = {**data, "special_tokens": {**data["tokens"], **special}, "tokens": None}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pretraining_as_streamed_datasets(cls, data: Any) -> Any:
+        # axolotl's pretraining_dataset is a streamed dataset of raw text: one data path for both, `datasets:`.
+        if not isinstance(data, dict) or not data.get("pretraining_dataset"):
+            return data
+        if data.get("datasets"):
+            raise ValueError(
+                "pretraining_dataset and datasets cannot be used together (axolotl ignores datasets then); "
+                "keep one (datasets with streaming: true streams any dataset type)"
+            )
+        entries = data["pretraining_dataset"]
+        entries = [{"path": entries}] if isinstance(entries, str) else entries
+        if not isinstance(entries, list):
+            return data  # the field's own type check names the key
+        converted = [{"type": "pretrain", **e} if isinstance(e, dict) and not e.get("type") else e for e in entries]
+        streaming = True if data.get("streaming") is None else data["streaming"]
+        return {**data, "datasets": converted, "streaming": streaming, "pretraining_dataset": None}
 
     @field_validator("bf16", mode="before")
     @classmethod
@@ -1008,7 +1086,47 @@ class TrainConfig(_Strict):
             self.fsdp_config.fsdp_version = self.fsdp_version
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
+        self._check_data_options()
         return self
+
+    def _check_data_options(self) -> None:
+        if self.eval_strategy and self.eval_strategy != "steps" and (self.eval_steps or self.evals_per_epoch):
+            raise ValueError(
+                f"eval_strategy: {self.eval_strategy} disagrees with eval_steps/evals_per_epoch (they evaluate every "
+                "N steps); set eval_strategy: steps or remove them"
+            )
+        if self.eval_strategy not in (None, "no") and not (self.val_set_size or self.test_datasets):
+            raise ValueError(
+                f"eval_strategy: {self.eval_strategy} needs evaluation data: set val_set_size (e.g. 0.05) or "
+                "test_datasets, or set eval_strategy: no"
+            )
+        if self.max_packed_sequence_len:
+            self.sample_packing = True  # axolotl's older spelling of packing (rows of max_packed_sequence_len)
+        if self.streaming:
+            if not self.max_steps:
+                raise ValueError(
+                    "streaming (and pretraining_dataset) needs max_steps: a stream has no length to count epochs in"
+                )
+            problems = {
+                "val_set_size": "cannot split a stream; use test_datasets for evaluation",
+                "rl": "preference tuning reads whole datasets; set streaming: false",
+                "dataset_exact_deduplication": "needs the whole dataset; set streaming: false",
+                "group_by_length": "needs the whole dataset's lengths; remove it",
+            }
+            for key, problem in problems.items():
+                if getattr(self, key):
+                    raise ValueError(f"{key} with streaming: {problem}")
+            for i, ds in enumerate(self.datasets):
+                if ds.shards:
+                    raise ValueError(
+                        f"datasets[{i}].shards needs the whole dataset, which a stream does not have; use skip: "
+                        "or split the files instead, or set streaming: false"
+                    )
+
+    @property
+    def packed_len(self) -> int:
+        """Tokens per packed row: sequence_len, or the shorter max_packed_sequence_len."""
+        return min(self.max_packed_sequence_len or self.sequence_len, self.sequence_len)
 
     @property
     def uses_fsdp(self) -> bool:

@@ -60,9 +60,9 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
         raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
     _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
-    for list_key in ("datasets", "test_datasets"):
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         entries = raw.get(list_key)
-        if entries is None:
+        if entries is None or (list_key == "pretraining_dataset" and isinstance(entries, str)):
             continue
         if not isinstance(entries, list):
             raise ValueError(

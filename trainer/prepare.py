@@ -30,6 +30,7 @@ from hpcft.launcher.dataset_cache import file_lock, prepared_root
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset
+from hpcft.trainer.deduplicate import deduplicate
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 from hpcft.trainer.preference_data import tokenize_preference_dataset
@@ -130,28 +131,39 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     """Do the work, without any cache: load, format, drop, shuffle, split, pack."""
     counts: Counter = Counter()
     train = _tokenize_group(cfg, tokenizer, cfg.datasets, "datasets", counts)
-    if cfg.shuffle_merged_datasets:
+    # curriculum_sampling keeps the data's order (axolotl shuffles a lone dataset only without it).
+    if cfg.shuffle_merged_datasets and not (cfg.curriculum_sampling and len(cfg.datasets) == 1):
         train = train.shuffle(seed=cfg.seed)
+    duplicates = 0
+    if cfg.dataset_exact_deduplication:  # before the split, as axolotl: no duplicate across train and eval either
+        train, seen, duplicates = deduplicate(train)
+        log(f"dataset_exact_deduplication: dropped {duplicates} duplicate training samples")
     eval_ds = None
     if cfg.test_datasets:
         eval_ds = _tokenize_group(cfg, tokenizer, cfg.test_datasets, "test_datasets", Counter())
+        if cfg.dataset_exact_deduplication:
+            # axolotl: evaluation data against itself; with rl also against the training rows.
+            eval_ds, _, dropped = deduplicate(eval_ds, seen if cfg.rl else None)
+            log(f"dataset_exact_deduplication: dropped {dropped} duplicate evaluation samples")
     elif cfg.val_set_size:
         split = train.train_test_split(test_size=_val_size(cfg.val_set_size), shuffle=False, seed=cfg.seed)
         train, eval_ds = split["train"], split["test"]
     stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
+    if cfg.dataset_exact_deduplication:
+        stats["dropped_duplicates"] = duplicates
     stats.update(
         train_samples=len(train),
         eval_samples=len(eval_ds) if eval_ds is not None else 0,
         train_tokens=_token_count(train),
     )
     if cfg.sample_packing:
-        log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
-        train = pack_dataset(train, cfg.sequence_len)
+        log(f"packing {len(train)} samples into rows of {cfg.packed_len} tokens ...")
+        train = pack_dataset(train, cfg.packed_len, sequential=bool(cfg.sample_packing_sequentially))
         stats.update(
-            train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4)
+            train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.packed_len), 4)
         )
     if eval_ds is not None and (cfg.sample_packing if cfg.eval_sample_packing is None else cfg.eval_sample_packing):
-        eval_ds = pack_dataset(eval_ds, cfg.sequence_len)
+        eval_ds = pack_dataset(eval_ds, cfg.packed_len, sequential=bool(cfg.sample_packing_sequentially))
     return PreparedData(train=train, eval=eval_ds, stats=stats)
 
 
