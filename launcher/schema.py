@@ -615,8 +615,8 @@ class TrainConfig(_Strict):
     """Pack samples in their order (next-fit: a row is closed when the next sample does not fit) instead of
     best-fit by length; with curriculum_sampling the whole run follows the data's order."""
     max_packed_sequence_len: int | None = Field(None, ge=1)
-    """axolotl's older packing switch: pack samples into rows of this many tokens (at most sequence_len); the same
-    as sample_packing with shorter rows."""
+    """axolotl's older packing switch: sample_packing with rows (and samples) of at most this many tokens (sequence_len
+    becomes the smaller of the two)."""
     dataset_prepared_path: str | None = None
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(
@@ -1101,7 +1101,9 @@ class TrainConfig(_Strict):
                 "test_datasets, or set eval_strategy: no"
             )
         if self.max_packed_sequence_len:
-            self.sample_packing = True  # axolotl's older spelling of packing (rows of max_packed_sequence_len)
+            # axolotl's older packing switch: rows of max_packed_sequence_len tokens, never longer than sequence_len.
+            self.sample_packing = True
+            self.sequence_len = min(self.sequence_len, self.max_packed_sequence_len)
         if self.streaming:
             if not self.max_steps:
                 raise ValueError(
@@ -1122,11 +1124,6 @@ class TrainConfig(_Strict):
                         f"datasets[{i}].shards needs the whole dataset, which a stream does not have; use skip: "
                         "or split the files instead, or set streaming: false"
                     )
-
-    @property
-    def packed_len(self) -> int:
-        """Tokens per packed row: sequence_len, or the shorter max_packed_sequence_len."""
-        return min(self.max_packed_sequence_len or self.sequence_len, self.sequence_len)
 
     @property
     def uses_fsdp(self) -> bool:

@@ -16,6 +16,7 @@ from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
 from hpcft.trainer.stopping import stopping_arguments
+from hpcft.trainer.streaming import streaming_arguments
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -158,6 +159,7 @@ def training_argument_values(
         **liger_arguments(cfg, cuda=torch.cuda.is_available()),
         **compile_arguments(cfg, cuda=torch.cuda.is_available()),
         **stopping_arguments(cfg),
+        **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
     )
 

@@ -157,13 +157,13 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
         train_tokens=_token_count(train),
     )
     if cfg.sample_packing:
-        log(f"packing {len(train)} samples into rows of {cfg.packed_len} tokens ...")
-        train = pack_dataset(train, cfg.packed_len, sequential=bool(cfg.sample_packing_sequentially))
+        log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
+        train = pack_dataset(train, cfg.sequence_len, sequential=bool(cfg.sample_packing_sequentially))
         stats.update(
-            train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.packed_len), 4)
+            train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4)
         )
     if eval_ds is not None and (cfg.sample_packing if cfg.eval_sample_packing is None else cfg.eval_sample_packing):
-        eval_ds = pack_dataset(eval_ds, cfg.packed_len, sequential=bool(cfg.sample_packing_sequentially))
+        eval_ds = pack_dataset(eval_ds, cfg.sequence_len, sequential=bool(cfg.sample_packing_sequentially))
     return PreparedData(train=train, eval=eval_ds, stats=stats)
 
 
@@ -228,6 +228,9 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)
+    if cfg.streaming:  # the launcher queues no preprocessing job for a stream; run by hand, it says so
+        log("streaming: the training data is read while training; nothing to prepare")
+        return PreparedData(train=datasets.Dataset.from_dict({}), eval=None, stats={"streaming": True})
     if processes and not cfg.dataset_processes:
         cfg = cfg.model_copy(update={"dataset_processes": processes})
     return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)

@@ -55,9 +55,10 @@ from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
-from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.prepare import PreparedData, prepare_datasets
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.stopping import stopping_callbacks
+from hpcft.trainer.streaming import streaming_datasets
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -69,7 +70,12 @@ def build_trainer(
     """Data, arguments, model and callbacks, assembled into a transformers Trainer. `layout` is the batch layout
     to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
-    data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
+    if cfg.streaming:  # read while training: no length, so the schedule counts max_steps batches
+        data = PreparedData(*streaming_datasets(cfg, tokenizer))
+        num_train_rows = (cfg.max_steps or 1) * layout.global_batch_size
+    else:
+        data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
+        num_train_rows = len(data.train)
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
     precision = resolve_precision(cfg)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
@@ -77,7 +83,7 @@ def build_trainer(
         cfg,
         precision,
         deepspeed_config,
-        num_train_rows=len(data.train),
+        num_train_rows=num_train_rows,
         has_eval=data.eval is not None,
         world_size=layout.world_size,
         fsdp_config=fsdp_config,

@@ -81,13 +81,13 @@ def test_sequential_packing_and_curriculum_pack_rows_in_data_order(train_config,
 
 def test_max_packed_sequence_len_packs_into_shorter_rows(train_config, tiny_tokenizer, write_jsonl):
     cfg = train_config(datasets=[alpaca(write_jsonl, ROWS * 4)], max_packed_sequence_len=160, sequence_len=512)
-    assert cfg.sample_packing and cfg.packed_len == 160
+    assert cfg.sample_packing and cfg.sequence_len == 160
     data = build_datasets(cfg, tiny_tokenizer)
     longest = max(len(ids) for ids in data.train["input_ids"])
     assert longest <= 160 < 2 * longest
     assert all("position_ids" in row for row in data.train)
     capped = train_config(datasets=[alpaca(write_jsonl, ROWS)], max_packed_sequence_len=4096, sequence_len=512)
-    assert capped.packed_len == 512
+    assert capped.sequence_len == 512
 
 
 def test_skip_leaves_out_the_first_rows(train_config, tiny_tokenizer, write_jsonl):
