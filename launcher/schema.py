@@ -225,6 +225,7 @@ class DatasetConfig(_Strict):
         return mapping.get("content", self.message_field_content or "content")
 
 
+CAUSAL_LM_METRICS = ("sacrebleu", "chrf", "ter", "perplexity")
 SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca", "jeopardy", "pretrain"}
 # axolotl's `type: alpaca:chat`: an instruction type with one of its prompt styles.
 PROMPT_STYLES = ("instruct", "chat", "chatml", "phi")
@@ -770,6 +771,13 @@ class TrainConfig(_Strict):
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
     """Evaluations per epoch."""
+    do_causal_lm_eval: bool | None = None
+    """At each evaluation, also generate an answer to every evaluation prompt and score it (eval_causal_lm_metrics)."""
+    eval_causal_lm_metrics: list[str] | None = None
+    """Scores of do_causal_lm_eval: `sacrebleu`, `chrf`, `ter` (sacrebleu package) and `perplexity` of the reference
+    answers (default: sacrebleu, ter, chrf). axolotl's `comet` needs a neural model from the Hub and is refused."""
+    eval_max_new_tokens: int | None = Field(None, ge=1)
+    """do_causal_lm_eval: tokens generated per answer at most (default 128)."""
     eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
         None, validation_alias=AliasChoices("eval_strategy", "evaluation_strategy")
     )
@@ -1090,6 +1098,23 @@ class TrainConfig(_Strict):
         return self
 
     def _check_data_options(self) -> None:
+        for metric in self.eval_causal_lm_metrics or []:
+            if metric == "comet":
+                raise ValueError(
+                    "eval_causal_lm_metrics: 'comet' scores with a neural model (Unbabel's COMET) that hpcft does not "
+                    f"download or ship; use {', '.join(CAUSAL_LM_METRICS)}"
+                )
+            if metric not in CAUSAL_LM_METRICS:
+                raise ValueError(
+                    f"eval_causal_lm_metrics: unknown metric '{metric}'{_did_you_mean(metric, CAUSAL_LM_METRICS)}; use "
+                    f"{', '.join(CAUSAL_LM_METRICS)}"
+                )
+        if self.eval_causal_lm_metrics and not self.do_causal_lm_eval:
+            raise ValueError("eval_causal_lm_metrics needs do_causal_lm_eval: true (or remove it)")
+        if self.do_causal_lm_eval and not (self.val_set_size or self.test_datasets):
+            raise ValueError("do_causal_lm_eval needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets")
+        if self.do_causal_lm_eval and self.rl:
+            raise ValueError(f"do_causal_lm_eval does not apply to rl: {self.rl} (its rows are preference pairs)")
         if self.eval_strategy and self.eval_strategy != "steps" and (self.eval_steps or self.evals_per_epoch):
             raise ValueError(
                 f"eval_strategy: {self.eval_strategy} disagrees with eval_steps/evals_per_epoch (they evaluate every "

@@ -76,3 +76,20 @@ def test_older_spellings(workspace):
     config.write_text(text + "max_packed_sequence_len: 256\n")
     cfg = load_job(config, "local").cfg
     assert cfg.sample_packing and cfg.sequence_len == 256
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("do_causal_lm_eval: true\neval_causal_lm_metrics: [comet]\n", "'comet' scores with a neural model"),
+        ("do_causal_lm_eval: true\neval_causal_lm_metrics: [bleu]\n", "unknown metric 'bleu'"),
+        ("eval_causal_lm_metrics: [chrf]\n", "eval_causal_lm_metrics needs do_causal_lm_eval: true"),
+        ("do_causal_lm_eval: true\nval_set_size: 0\n", "do_causal_lm_eval needs evaluation data"),
+    ],
+)
+def test_causal_lm_eval_checks(workspace, extra, message):
+    config = workspace / "cfg.yaml"
+    config.write_text(config.read_text() + extra)
+    with pytest.raises(ConfigError) as error:
+        load_job(config, "local")
+    assert message in str(error.value)
