@@ -132,3 +132,25 @@ def test_streamed_run_crashes_and_resumes_on_the_same_batches(pretrain_config, p
     # Step 4 ran twice, from checkpoint-3: the stream skipped the 3 trained batches and gave the same next one.
     assert metrics[4]["loss"] == pytest.approx(metrics[3]["loss"], rel=1e-5)
     assert (Path(cfg.output_dir) / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_axolotl_streaming_pretrain_example_trains_two_steps(tmp_path, monkeypatch):
+    """axolotl's examples/streaming/pretrain.yaml (kept in tests/data/axolotl_style), its Hub dataset swapped for a
+    local file and its model for a tiny one, as the compatibility matrix (bench/axolotl_examples.py) runs it."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("axolotl_examples", root / "bench" / "axolotl_examples.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = tmp_path / "streaming-pretrain.yaml"
+    config.write_text((root / "tests" / "data" / "axolotl_style" / "streaming-pretrain.yaml").read_text())
+    outcome = bench.validate_one(config, config.name)
+    assert outcome.result == "accepted", outcome.detail
+    result, detail = bench.train_one(outcome, tmp_path, {}, timeout=300)
+    assert result == "trained" and detail.startswith("2 steps, loss "), detail
+    trained = yaml.safe_load((tmp_path / "train" / "streaming_pretrain_yaml" / "train.yaml").read_text())
+    assert trained["streaming"] is True and trained["datasets"][0]["type"] == "pretrain"
