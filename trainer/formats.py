@@ -277,7 +277,8 @@ class CompletionFormatter:
     """
 
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
-        self.tokenizer, self.name, self.field = tokenizer, name, ds.field or "text"
+        # text_column: the spelling of axolotl's pretraining_dataset entries (`type: completion` there too)
+        self.tokenizer, self.name, self.field = tokenizer, name, ds.field or ds.text_column or "text"
         self.sequence_len = cfg.sequence_len
 
     def __call__(self, row: dict, row_no: int) -> list[Sample]:

@@ -145,6 +145,9 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
             # axolotl: evaluation data against itself; with rl also against the training rows.
             eval_ds, _, dropped = deduplicate(eval_ds, seen if cfg.rl else None)
             log(f"dataset_exact_deduplication: dropped {dropped} duplicate evaluation samples")
+            if len(eval_ds) == 0:
+                log("dataset_exact_deduplication: every evaluation sample is a training sample; no evaluation")
+                eval_ds = None
     elif cfg.val_set_size:
         split = train.train_test_split(test_size=_val_size(cfg.val_set_size), shuffle=False, seed=cfg.seed)
         train, eval_ds = split["train"], split["test"]

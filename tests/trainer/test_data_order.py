@@ -41,6 +41,19 @@ def test_test_datasets_are_deduplicated_among_themselves(train_config, tiny_toke
     assert texts(tiny_tokenizer, data.eval) == ["Add one and one.", "Add two and two."]
 
 
+def test_preference_rows_are_deduplicated_and_eval_rows_against_training(train_config, tiny_tokenizer, write_jsonl):
+    rows = [
+        {"question": f"What color is the {thing}?", "chosen": f"The {thing} is {color}.", "rejected": "No idea."}
+        for thing, color in (("sky", "blue"), ("grass", "green"), ("snow", "white"))
+    ]
+    train = {"path": str(write_jsonl("train.jsonl", [*rows, rows[0], rows[1]])), "type": "chatml.intel"}
+    test = {"path": str(write_jsonl("test.jsonl", [rows[2], rows[0]])), "type": "chatml.intel"}
+    cfg = train_config(rl="dpo", datasets=[train], test_datasets=[test], dataset_exact_deduplication=True)
+    data = build_datasets(cfg, tiny_tokenizer)
+    assert len(data.train) == 3 and data.stats["dropped_duplicates"] == 2
+    assert data.eval is None  # both evaluation rows are training rows too (axolotl's rl deduplication): none left
+
+
 def test_curriculum_sampling_keeps_the_data_order(train_config, tiny_tokenizer, write_jsonl):
     rows = [{"instruction": f"Add {n} and {n}.", "output": "yes"} for n in ("one", "two", "three", "four", "five")]
     ordered = build_datasets(
