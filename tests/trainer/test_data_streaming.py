@@ -60,6 +60,20 @@ def test_pretraining_stream_packs_the_same_samples_a_prepared_dataset_has(
     assert Counter(unpacked(rows)) == expected
 
 
+def test_entries_of_different_types_are_streamed_together(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset):
+    cfg = train_config(
+        datasets=[chat_dataset, pretrain_dataset], streaming=True, max_steps=5, sequence_len=128, sample_packing=True
+    )
+    rows = list(training_stream(cfg, tiny_tokenizer))
+    expected: Counter = Counter()
+    for ds in cfg.datasets:
+        raw = datasets.load_dataset("json", data_files=ds.path, split="train")
+        prepared, _ = tokenize_dataset(raw, ds, cfg, tiny_tokenizer, "d")
+        samples = zip(prepared["input_ids"], prepared["labels"], strict=True)
+        expected += Counter((tuple(ids), (IGNORE_INDEX, *labels[1:])) for ids, labels in samples)
+    assert Counter(unpacked(rows)) == expected
+
+
 def test_streamed_chat_rows_match_the_prepared_ones_and_keep_order_with_curriculum(
     train_config, tiny_tokenizer, chat_dataset
 ):
