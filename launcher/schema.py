@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcft.launcher.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
@@ -925,6 +925,14 @@ class TrainConfig(_Strict):
         if not isinstance(entries, list):
             return data  # the field's own type check names the key
         converted = [{"type": "pretrain", **e} if isinstance(e, dict) and not e.get("type") else e for e in entries]
+        for index, entry in enumerate(converted):  # errors name the key the user wrote, not `datasets`
+            try:
+                DatasetConfig.model_validate(entry)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                raise ValueError(f"key 'pretraining_dataset[{index}]{loc}': {message}") from None
         streaming = True if data.get("streaming") is None else data["streaming"]
         return {**data, "datasets": converted, "streaming": streaming, "pretraining_dataset": None}
 

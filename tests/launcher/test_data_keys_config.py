@@ -56,6 +56,7 @@ def test_pretraining_dataset_is_a_streamed_dataset_with_its_path_resolved(worksp
         ({"dataset_exact_deduplication": True}, "dataset_exact_deduplication with streaming: needs the whole"),
         ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "shards": 4}]}, "datasets[0].shards needs"),
         ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "colour": "x"}]}, "'pretraining_dataset[0].colour"),
+        ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "type": "x"}]}, "'pretraining_dataset[0].type'"),
     ],
 )
 def test_bad_streaming_combinations_are_refused_naming_the_key(workspace, change, message):
