@@ -131,7 +131,10 @@ def model_family(base_model: str) -> str | None:
 
 
 def dataset_kind(raw: dict[str, Any]) -> str:
-    types = sorted({str(d.get("type") or "pretokenized") for d in raw.get("datasets") or [] if isinstance(d, dict)})
+    entries = raw.get("datasets") or raw.get("pretraining_dataset") or []
+    if isinstance(entries, str):
+        return "pretrain"
+    types = sorted({str(d.get("type") or "pretokenized") for d in entries if isinstance(d, dict)})
     return "+".join(types) or "none"
 
 
@@ -215,7 +218,7 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
                     ]
                 }
             )
-    elif kind == "alpaca":
+    elif str(kind).split(":")[0] == "alpaca":
         rows = [{"instruction": f"Add {i} and {i}.", "input": "", "output": f"{2 * i}"} for i in range(16)]
     elif kind == "bradley_terry.chat_template":
         rows = [
@@ -227,8 +230,11 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
             {"prompt": f"What is {i} plus {i}?", "completions": [f"{i} plus {i}", f"is {2 * i}."], "labels": [1, i % 2]}
             for i in range(16)
         ]
-    elif kind == "completion":
-        rows = [{entry.get("field") or "text": f"The sky is blue. {i} plus {i} is {2 * i}."} for i in range(16)]
+    elif str(kind).split(":")[0] == "jeopardy":
+        rows = [{"question": f"It is {2 * i}", "category": "SUMS", "answer": f"{i} plus {i}"} for i in range(16)]
+    elif kind in ("completion", "pretrain"):
+        column = entry.get("text_column") or entry.get("field") or "text"
+        rows = [{column: f"The sky is blue. {i} plus {i} is {2 * i}."} for i in range(16)]
     else:
         rows = [{"input_ids": list(range(1, 20)), "labels": list(range(1, 20)), "attention_mask": [1] * 19}] * 16
     path = out / f"data-{len(list(out.glob('data-*')))}.jsonl"
@@ -247,6 +253,9 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
             "roles_to_train",
             "train_on_eos",
             "field",
+            "text_column",
+            "field_thinking",
+            "template_thinking_key",
             "drop_system_message",
             "train_on_inputs",
             "step_separator",
@@ -310,6 +319,12 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         attn_implementation=None,
     )
     raw["datasets"] = [local_dataset(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
+    pretraining = raw.get("pretraining_dataset")
+    if pretraining:  # axolotl's string form names one dataset; a stream of a small local file of the same type
+        entries = [{"path": pretraining}] if isinstance(pretraining, str) else pretraining
+        raw["pretraining_dataset"] = [
+            local_dataset({"type": "pretrain", **e}, run) for e in entries if isinstance(e, dict)
+        ]
     config = run / "cfg.yaml"
     config.write_text(yaml.safe_dump(raw))
     job = load_job(config, "local")

@@ -96,12 +96,15 @@ def main() -> int:
 
     logging.disable(logging.WARNING)
     from axolotl.prompt_strategies.completion import load as load_completion
-    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
-    from axolotl.prompters import AlpacaPrompter
+    from axolotl.prompt_strategies.pretrain import load as load_pretrain
+    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy, JeopardyPromptTokenizingStrategy
+    from axolotl.prompters import AlpacaPrompter, JeopardyPrompter
     from axolotl.utils.chat_templates import _CHAT_TEMPLATES
     from axolotl.utils.dict import DictDefault
 
     from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, END_OF_TURN, chat_template_text
+    from hpcft.launcher.schema import TrainConfig
+    from hpcft.trainer.formats import make_formatter
     from hpcft.trainer.tiny import make_tiny_tokenizer
 
     base = tempfile.mkdtemp()
@@ -181,6 +184,24 @@ def main() -> int:
             ),
         ]
     )
+    # gpt-oss style: the reasoning in a `trace` field, read by the template as `thinking` (field_thinking /
+    # template_thinking_key; no message_property_mappings, the one case where axolotl's loader applies them).
+    harmony = (
+        "{% for m in messages %}{{ '<|im_start|>' + m.role }}{% if m.thinking is defined %}"
+        "{{ ' thinking: ' + m.thinking }}{% endif %}{{ '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+    )
+    thinking_tok = family_tokenizer(base, harmony, "<|im_end|>")
+    traced = {"messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1, "trace": R}]}
+    ds = {"chat_template": "jinja", "chat_template_jinja": harmony, "field_thinking": "trace"}
+    ds["template_thinking_key"] = "thinking"
+    extra.append(
+        [
+            "field_thinking: trace, template_thinking_key: thinking",
+            *compare(
+                hpcft_rows("chat_template", thinking_tok, traced, ds, {}), axolotl_chat(thinking_tok, traced, ds, {})
+            ),
+        ]
+    )
     llama3 = chat_template_text("llama3")
     base_llama = family_tokenizer(base, llama3 + "<|end_of_text|>", "<|end_of_text|>")
     for keys, cfg in (
@@ -224,6 +245,43 @@ def main() -> int:
                 ),
             ]
         )
+    # axolotl's `type: alpaca:<style>` (its alpaca handler with that prompt style) and `type: jeopardy`.
+    for style in ("chat", "chatml", "phi"):
+        for label, row in (
+            ("", {"instruction": "Add the numbers.", "input": "two and three", "output": "five"}),
+            (", no input", {"instruction": "Add the numbers.", "output": "five"}),
+        ):
+            strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter(style), alpaca_tok, False, 2048)
+            out = strategy.tokenize_prompt(dict(row))
+            extra.append(
+                [
+                    f"alpaca:{style}{label}",
+                    *compare(hpcft_rows(f"alpaca:{style}", alpaca_tok, row, {}, {}), (out["input_ids"], out["labels"])),
+                ]
+            )
+    jeopardy_row = {"question": "It says moo", "category": "ANIMALS", "answer": "the cow"}
+    out = JeopardyPromptTokenizingStrategy(JeopardyPrompter(None), alpaca_tok, False, 2048).tokenize_prompt(
+        dict(jeopardy_row)
+    )
+    ours_jeopardy = hpcft_rows("jeopardy", alpaca_tok, jeopardy_row, {}, {})
+    extra.append(["jeopardy", *compare(ours_jeopardy, (out["input_ids"], out["labels"]))])
+    # axolotl's pretraining strategy: overlapping windows of sequence_len - 1 tokens plus EOS (labels = input_ids).
+    pretrain_cfg = DictDefault(
+        {"sequence_len": 32, "train_on_inputs": False, "pretraining_dataset": [{"text_column": "text"}]}
+    )
+    long_text = " ".join(f"The {a} says {b}." for a, b in [("cow", "moo"), ("dog", "woof"), ("cat", "meow")] * 6)
+    windows = load_pretrain(alpaca_tok, pretrain_cfg).tokenize_prompt({"text": [long_text]})["input_ids"]
+    config = TrainConfig.model_validate(
+        {"base_model": "unused", "sequence_len": 32, "datasets": [{"path": "x.jsonl", "type": "pretrain"}]}
+    )
+    ours = make_formatter(config.datasets[0], config, alpaca_tok, "d")({"text": long_text}, 1)
+    extra.append(
+        [
+            f"pretrain ({len(windows)} windows)",
+            "same" if [ids for ids, _ in ours] == windows else "DIFFERENT",
+            "same" if all(ids == labels for ids, labels in ours) else "DIFFERENT",
+        ]
+    )
     completion = load_completion(alpaca_tok, DictDefault({"sequence_len": 2048, "train_on_inputs": False}), {})
     text = "The cow says moo. The dog says woof."
     out = completion.tokenize_prompt({"text": [text]})

@@ -32,6 +32,7 @@ from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
+from hpcft.launcher.streamed_rows import check_streamed_rows
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -297,7 +298,9 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
                 f"or one of the presets {', '.join(DEEPSPEED_PRESETS)}"
             )
     _inline_chat_template_file(data, base, where, "chat_template_jinja")
-    for list_key in ("datasets", "test_datasets"):
+    if isinstance(data.get("pretraining_dataset"), str):  # one name or path: the entry `path:` it stands for
+        data["pretraining_dataset"] = [{"path": data["pretraining_dataset"]}]
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         for i, entry in enumerate(data.get(list_key) or []):
             if not isinstance(entry, dict):
                 continue
@@ -449,6 +452,7 @@ def load_job(
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
+    check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(
         cfg=cfg,

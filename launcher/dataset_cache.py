@@ -41,6 +41,10 @@ CACHE_FIELDS = (
     "tokenizer_type",
     "tokenizer_use_fast",
     "model_revision",
+    "dataset_exact_deduplication",
+    "curriculum_sampling",
+    "sample_packing_sequentially",
+    "max_packed_sequence_len",
 )
 # What decides token ids and the chat template (as transformers saves a tokenizer).
 TOKENIZER_FILES = (

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcft.launcher.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
@@ -186,6 +186,16 @@ class DatasetConfig(_Strict):
     """`stepwise_supervised`: keep at most this many tokens of the steps."""
     train_on_last_step_only: bool | None = None
     """`stepwise_supervised`: train on the label of the last step only."""
+    field_thinking: str | None = None
+    """`chat_template`: the message key holding the reasoning trace (default `reasoning_content`); it reaches the
+    template as `template_thinking_key`."""
+    template_thinking_key: str | None = None
+    """`chat_template`: the message key the chat template reads the reasoning from (default `reasoning_content`;
+    gpt-oss: `thinking`); `split_thinking` writes the reasoning there too."""
+    text_column: str | None = None
+    """`pretrain` (pretraining_dataset): the column with the text (default `text`)."""
+    skip: int | None = Field(None, ge=0)
+    """Skip this many rows at the start of the dataset (e.g. what an earlier run already trained on)."""
 
     @field_validator("type")
     @classmethod
@@ -202,7 +212,12 @@ class DatasetConfig(_Strict):
                     "conversations and message_property_mappings: {role: from, content: value}"
                 )
             return "chat_template"
-        if value not in SUPPORTED_DATASET_TYPES:
+        if value not in SUPPORTED_DATASET_TYPES and value not in STYLED_DATASET_TYPES:
+            base, _, style = value.partition(":")
+            if base in ("alpaca", "jeopardy") and style:
+                raise ValueError(
+                    f"type '{value}': unknown prompt style '{style}'; use {base}:" + f", {base}:".join(PROMPT_STYLES)
+                )
             raise ValueError(dataset_type_message(value, SUPPORTED_DATASET_TYPES))
         return value
 
@@ -210,6 +225,10 @@ class DatasetConfig(_Strict):
     @classmethod
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
+
+    def thinking_keys(self) -> tuple[str, str]:
+        """(key in the data, key the template reads) of a message's reasoning trace."""
+        return self.field_thinking or "reasoning_content", self.template_thinking_key or "reasoning_content"
 
     def role_key(self) -> str:
         mapping = self.message_property_mappings or {}
@@ -220,7 +239,11 @@ class DatasetConfig(_Strict):
         return mapping.get("content", self.message_field_content or "content")
 
 
-SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca"}
+CAUSAL_LM_METRICS = ("sacrebleu", "chrf", "ter", "perplexity")
+SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca", "jeopardy", "pretrain"}
+# axolotl's `type: alpaca:chat`: an instruction type with one of its prompt styles.
+PROMPT_STYLES = ("instruct", "chat", "chatml", "phi")
+STYLED_DATASET_TYPES = {f"{base}:{style}" for base in ("alpaca", "jeopardy") for style in PROMPT_STYLES}
 
 # Preference tuning (`rl:`), through TRL's trainers. The dataset types per method keep axolotl's names; the bare
 # family name (`chatml`) means its `default`, and `chat_template` / `chat_template.default` mean the same type.
@@ -589,6 +612,26 @@ class TrainConfig(_Strict):
     """Training datasets (see the dataset keys below)."""
     test_datasets: list[DatasetConfig] | None = None
     """Evaluation datasets (instead of splitting off `val_set_size`)."""
+    pretraining_dataset: list[DatasetConfig] | str | None = None
+    """Text to pretrain on, streamed (axolotl's pretraining_dataset): entries like `datasets:` with `type: pretrain`
+    (the default; `text_column`, default `text`) or `completion`. hpcft reads them as `datasets:` with
+    `streaming: true` (set `streaming: false` to tokenize them ahead instead); needs max_steps."""
+    streaming: bool | None = None
+    """Read `datasets:` as a stream: tokenized (and packed) on the fly while training, nothing prepared ahead or
+    cached; needs max_steps. Each rank reads its own files when there are at least as many files as ranks."""
+    streaming_multipack_buffer_size: int | None = Field(None, ge=1)
+    """Streaming: rows read, shuffled and packed together at a time (default 10000)."""
+    dataset_exact_deduplication: bool | None = None
+    """Drop tokenized samples identical to an earlier one (train and evaluation data each; with rl also evaluation
+    rows that are in the training data)."""
+    curriculum_sampling: bool | None = None
+    """Train on the samples in the order of the data (no shuffling): for curriculum learning."""
+    sample_packing_sequentially: bool | None = None
+    """Pack samples in their order (next-fit: a row is closed when the next sample does not fit) instead of
+    best-fit by length; with curriculum_sampling the whole run follows the data's order."""
+    max_packed_sequence_len: int | None = Field(None, ge=1)
+    """axolotl's older packing switch: sample_packing with rows (and samples) of at most this many tokens (sequence_len
+    becomes the smaller of the two)."""
     dataset_prepared_path: str | None = None
     """Cache folder for tokenized data, keyed on the config, the data files' content and the tokenizer."""
     dataset_processes: int | None = Field(
@@ -780,6 +823,18 @@ class TrainConfig(_Strict):
     # Evaluation, checkpoints, logging
     evals_per_epoch: int | None = Field(None, ge=0)
     """Evaluations per epoch."""
+    do_causal_lm_eval: bool | None = None
+    """At each evaluation, also generate an answer to every evaluation prompt and score it (eval_causal_lm_metrics)."""
+    eval_causal_lm_metrics: list[str] | None = None
+    """Scores of do_causal_lm_eval: `sacrebleu`, `chrf`, `ter` (sacrebleu package) and `perplexity` of the reference
+    answers (default: sacrebleu, ter, chrf). axolotl's `comet` needs a neural model from the Hub and is refused."""
+    eval_max_new_tokens: int | None = Field(None, ge=1)
+    """do_causal_lm_eval: tokens generated per answer at most (default 128)."""
+    eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
+        None, validation_alias=AliasChoices("eval_strategy", "evaluation_strategy")
+    )
+    """When to evaluate: `no`, `steps` (every eval_steps, else every logging_steps) or `epoch`; unset: from eval_steps /
+    evals_per_epoch, else every epoch when there is evaluation data. `evaluation_strategy` is the older spelling."""
     eval_steps: int | None = Field(None, ge=1)
     """Evaluate every N steps."""
     saves_per_epoch: int | None = Field(None, ge=0)
@@ -921,6 +976,44 @@ class TrainConfig(_Strict):
     @classmethod
     def _bnb_config_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_bnb_config_kwargs(value) if value else value
+    @model_validator(mode="before")
+    @classmethod
+    def _tokens_as_mapping(cls, data: Any) -> Any:
+        # Older axolotl configs (archived/jeopardy-bot) set special tokens under `tokens:` as a mapping.
+        if isinstance(data, dict) and isinstance(data.get("tokens"), dict):
+            special = data.get("special_tokens") or {}
+            clash = [k for k in data["tokens"] if k in special and special[k] != data["tokens"][k]]
+            if clash:
+                raise ValueError(f"tokens (a mapping: older special_tokens) and special_tokens disagree on {clash[0]}")
+            data = {**data, "special_tokens": {**data["tokens"], **special}, "tokens": None}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pretraining_as_streamed_datasets(cls, data: Any) -> Any:
+        # axolotl's pretraining_dataset is a streamed dataset of raw text: one data path for both, `datasets:`.
+        if not isinstance(data, dict) or not data.get("pretraining_dataset"):
+            return data
+        if data.get("datasets"):
+            raise ValueError(
+                "pretraining_dataset and datasets cannot be used together (axolotl ignores datasets then); "
+                "keep one (datasets with streaming: true streams any dataset type)"
+            )
+        entries = data["pretraining_dataset"]
+        entries = [{"path": entries}] if isinstance(entries, str) else entries
+        if not isinstance(entries, list):
+            return data  # the field's own type check names the key
+        converted = [{"type": "pretrain", **e} if isinstance(e, dict) and not e.get("type") else e for e in entries]
+        for index, entry in enumerate(converted):  # errors name the key the user wrote, not `datasets`
+            try:
+                DatasetConfig.model_validate(entry)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                raise ValueError(f"key 'pretraining_dataset[{index}]{loc}': {message}") from None
+        streaming = True if data.get("streaming") is None else data["streaming"]
+        return {**data, "datasets": converted, "streaming": streaming, "pretraining_dataset": None}
 
     @field_validator("bf16", mode="before")
     @classmethod
@@ -1087,7 +1180,61 @@ class TrainConfig(_Strict):
             self.fsdp_config.fsdp_version = self.fsdp_version
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
+        self._check_data_options()
         return self
+
+    def _check_data_options(self) -> None:
+        for metric in self.eval_causal_lm_metrics or []:
+            if metric == "comet":
+                raise ValueError(
+                    "eval_causal_lm_metrics: 'comet' scores with a neural model (Unbabel's COMET) that hpcft does not "
+                    f"download or ship; use {', '.join(CAUSAL_LM_METRICS)}"
+                )
+            if metric not in CAUSAL_LM_METRICS:
+                raise ValueError(
+                    f"eval_causal_lm_metrics: unknown metric '{metric}'{_did_you_mean(metric, CAUSAL_LM_METRICS)}; use "
+                    f"{', '.join(CAUSAL_LM_METRICS)}"
+                )
+        if self.eval_causal_lm_metrics and not self.do_causal_lm_eval:
+            raise ValueError("eval_causal_lm_metrics needs do_causal_lm_eval: true (or remove it)")
+        if self.do_causal_lm_eval and not (self.val_set_size or self.test_datasets):
+            raise ValueError("do_causal_lm_eval needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets")
+        if self.do_causal_lm_eval and self.rl:
+            raise ValueError(f"do_causal_lm_eval does not apply to rl: {self.rl} (its rows are preference pairs)")
+        if self.eval_strategy and self.eval_strategy != "steps" and (self.eval_steps or self.evals_per_epoch):
+            raise ValueError(
+                f"eval_strategy: {self.eval_strategy} disagrees with eval_steps/evals_per_epoch (they evaluate every "
+                "N steps); set eval_strategy: steps or remove them"
+            )
+        if self.eval_strategy not in (None, "no") and not (self.val_set_size or self.test_datasets):
+            raise ValueError(
+                f"eval_strategy: {self.eval_strategy} needs evaluation data: set val_set_size (e.g. 0.05) or "
+                "test_datasets, or set eval_strategy: no"
+            )
+        if self.max_packed_sequence_len:
+            # axolotl's older packing switch: rows of max_packed_sequence_len tokens, never longer than sequence_len.
+            self.sample_packing = True
+            self.sequence_len = min(self.sequence_len, self.max_packed_sequence_len)
+        if self.streaming:
+            if not self.max_steps:
+                raise ValueError(
+                    "streaming (and pretraining_dataset) needs max_steps: a stream has no length to count epochs in"
+                )
+            problems = {
+                "val_set_size": "cannot split a stream; use test_datasets for evaluation",
+                "rl": "preference tuning reads whole datasets; set streaming: false",
+                "dataset_exact_deduplication": "needs the whole dataset; set streaming: false",
+                "group_by_length": "needs the whole dataset's lengths; remove it",
+            }
+            for key, problem in problems.items():
+                if getattr(self, key):
+                    raise ValueError(f"{key} with streaming: {problem}")
+            for i, ds in enumerate(self.datasets):
+                if ds.shards:
+                    raise ValueError(
+                        f"datasets[{i}].shards needs the whole dataset, which a stream does not have; use skip: "
+                        "or split the files instead, or set streaming: false"
+                    )
 
     @property
     def uses_fsdp(self) -> bool:

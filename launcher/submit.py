@@ -34,6 +34,8 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
     """Whether to prepare the datasets in their own CPU job before training (launch.preprocess), and why. The
     cache check runs here on the login node, torch-free (launcher/dataset_cache)."""
     mode = job.cfg.launch.preprocess
+    if job.cfg.streaming:
+        return False, "streaming: the training data is read while training, nothing is prepared ahead"
     if mode == "inline":
         return False, "launch.preprocess: inline"
     if sweep or backend != "sbatch":

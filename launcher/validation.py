@@ -80,9 +80,9 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
         raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
     _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
-    for list_key in ("datasets", "test_datasets"):
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         entries = raw.get(list_key)
-        if entries is None:
+        if entries is None or (list_key == "pretraining_dataset" and isinstance(entries, str)):
             continue
         if not isinstance(entries, list):
             raise ValueError(
@@ -211,8 +211,6 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     if isinstance(value, str) and value in AXOLOTL_VALUES.get(str(err["loc"][-1]), ()):
         return f"{where}: '{loc}: {value}' is an axolotl option hpcft does not support yet; {msg}"
     shown = "" if isinstance(value, (dict, list)) or not loc else f" (got {_short(value)})"
-    if loc == "tokens" and isinstance(value, dict):  # old axolotl configs wrote the special tokens here
-        shown = "; 'tokens' lists new tokens to add, set pad/bos/eos/unk under 'special_tokens'"
     key = f"key '{loc}': " if loc else ""
     return f"{where}: {key}{msg}{shown}"
 

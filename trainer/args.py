@@ -16,6 +16,7 @@ from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments
 from hpcft.trainer.stopping import stopping_arguments
+from hpcft.trainer.streaming import streaming_arguments
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -71,14 +72,22 @@ def save_arguments(cfg: TrainConfig, epoch_steps: int) -> dict[str, Any]:
 
 
 def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[str, Any]:
-    """Eval strategy and interval from eval_steps / evals_per_epoch (default: every epoch when there is eval data)."""
-    if not has_eval or cfg.evals_per_epoch == 0:
+    """Eval strategy and interval from eval_steps / evals_per_epoch / eval_strategy (default: every epoch when there
+    is eval data); eval_strategy: steps without an interval evaluates every logging_steps (transformers' default)."""
+    if not has_eval or cfg.evals_per_epoch == 0 or cfg.eval_strategy == "no":
         return {"eval_strategy": "no"}
     if cfg.eval_steps:
         return {"eval_strategy": "steps", "eval_steps": cfg.eval_steps}
     if cfg.evals_per_epoch:
         return {"eval_strategy": "steps", "eval_steps": per_epoch_to_steps(cfg.evals_per_epoch, epoch_steps)}
-    return {"eval_strategy": "epoch"}
+    return {"eval_strategy": cfg.eval_strategy or "epoch"}
+
+
+def sampling_strategy(cfg: TrainConfig) -> str:
+    """The Trainer's train sampler: by length, in order (curriculum_sampling) or shuffled."""
+    if cfg.group_by_length:
+        return "group_by_length"
+    return "sequential" if cfg.curriculum_sampling else "random"
 
 
 def training_arguments(
@@ -133,7 +142,7 @@ def training_argument_values(
         tf32=tf32,
         activation_checkpointing=checkpointing,
         activation_checkpointing_kwargs=checkpointing_kwargs(cfg) if checkpointing else None,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy=sampling_strategy(cfg),
         deepspeed=deepspeed_config,
         fsdp=True if fsdp_config else None,
         fsdp_config=fsdp_config,
@@ -150,6 +159,7 @@ def training_argument_values(
         **liger_arguments(cfg, cuda=torch.cuda.is_available()),
         **compile_arguments(cfg, cuda=torch.cuda.is_available()),
         **stopping_arguments(cfg),
+        **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
     )
 

@@ -40,6 +40,10 @@ def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0,
         dataset = _load_files(files, ds, name)
     else:
         dataset = _load_from_hub(ds, name)
+    if ds.skip:
+        if ds.skip >= len(dataset):
+            raise ConfigError(f"{name}: skip: {ds.skip} skips every row (the dataset has {len(dataset)})")
+        dataset = dataset.select(range(ds.skip, len(dataset)))
     if len(dataset) == 0:
         raise ConfigError(f"{name}: the dataset has no rows")
     if ds.shards:

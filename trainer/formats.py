@@ -91,16 +91,17 @@ def resolve_chat_template(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, n
     return chat_template_text(choice)
 
 
-def split_thinking(content: str) -> dict[str, str]:
-    """axolotl's split_thinking: the first marked reasoning becomes reasoning_content, the rest the content (the
-    text between solution markers, when it has them). Nothing when the answer carries no reasoning markers."""
+def split_thinking(content: str, thinking_key: str = "reasoning_content") -> dict[str, str]:
+    """axolotl's split_thinking: the first marked reasoning becomes `thinking_key` (the dataset's
+    template_thinking_key), the rest the content (the text between solution markers, when it has them). Nothing
+    when the answer carries no reasoning markers."""
     for opening, closing in THINKING_PAIRS:
         if opening in content and closing in content:
             start, end = content.find(opening), content.find(closing)
             rest = content[end + len(closing) :].lstrip()
             if SOLUTION_PAIR[0] in rest and SOLUTION_PAIR[1] in rest:
                 rest = rest[rest.find(SOLUTION_PAIR[0]) + len(SOLUTION_PAIR[0]) : rest.find(SOLUTION_PAIR[1])].strip()
-            return {"reasoning_content": content[start + len(opening) : end].strip(), "content": rest}
+            return {thinking_key: content[start + len(opening) : end].strip(), "content": rest}
     return {}
 
 
@@ -122,8 +123,16 @@ class ChatTemplateFormatter:
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
         self.tokenizer, self.name, self.field = tokenizer, name, ds.field_messages
         self.template = resolve_chat_template(ds, cfg, tokenizer, name)
-        # target key -> key in the data (axolotl: role and content always mapped, defaults to themselves)
-        self.mappings = {**(ds.message_property_mappings or {}), "role": ds.role_key(), "content": ds.content_key()}
+        # target key -> key in the data (axolotl: role and content always mapped, defaults to themselves). The
+        # reasoning trace is read from field_thinking and handed to the template as template_thinking_key, unless
+        # message_property_mappings maps that key itself.
+        field_thinking, self.thinking_key = ds.thinking_keys()
+        self.mappings = {
+            self.thinking_key: field_thinking,
+            **(ds.message_property_mappings or {}),
+            "role": ds.role_key(),
+            "content": ds.content_key(),
+        }
         self.roles = {src: dst for dst, sources in ds.roles.items() for src in sources} if ds.roles else DEFAULT_ROLES
         self.roles_to_train = {self.roles.get(r, r) for r in (ds.roles_to_train or ["assistant"])}
         self.train_on_eos = ds.train_on_eos or "turn"  # axolotl's default
@@ -206,7 +215,7 @@ class ChatTemplateFormatter:
                     turn.setdefault(key, value)
             turn["role"] = self.roles.get(turn["role"], turn["role"])
             if self.split_thinking and turn["role"] == "assistant":
-                turn.update(split_thinking(turn["content"]))
+                turn.update(split_thinking(turn["content"], self.thinking_key))
             turns.append(turn)
         # axolotl's field_system: a `system` column becomes the system turn, even when it is empty.
         if turns[0]["role"] != "system" and row.get("system") is not None:
@@ -268,7 +277,8 @@ class CompletionFormatter:
     """
 
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
-        self.tokenizer, self.name, self.field = tokenizer, name, ds.field or "text"
+        # text_column: the spelling of axolotl's pretraining_dataset entries (`type: completion` there too)
+        self.tokenizer, self.name, self.field = tokenizer, name, ds.field or ds.text_column or "text"
         self.sequence_len = cfg.sequence_len
 
     def __call__(self, row: dict, row_no: int) -> list[Sample]:
@@ -283,36 +293,65 @@ class CompletionFormatter:
         return [(chunk, list(chunk)) for chunk in chunks]
 
 
+# axolotl's prompt styles for instruction types (`type: alpaca:chat`): (system frame, turn with input, turn without).
+PROMPT_STYLE_FORMATS = {
+    "instruct": (
+        "{system}\n\n",
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+        "### Instruction:\n{instruction}\n\n### Response:\n",
+    ),
+    "chat": ("SYSTEM: {system}\n", "USER: {instruction}\n{input}\nASSISTANT:", "USER: {instruction}\nASSISTANT:"),
+    "chatml": (
+        "<|im_start|>system\n{system}<|im_end|>\n",
+        "<|im_start|>user\n{instruction}\n{input}<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+    ),
+    # As axolotl writes it (no newline around a given input).
+    "phi": (
+        "<|system|>\n{system}<|end|>\n",
+        "<|user|>\n{instruction}<|end|>{input}<|assistant|>",
+        "<|user|>\n{instruction}<|end|>\n<|assistant|>\n",
+    ),
+}
+
+
 class AlpacaFormatter:
     """type: alpaca — axolotl's instruct prompt; the response (+EOS) is trained, the prompt only if train_on_inputs.
+    `alpaca:chat` (`:chatml`, `:phi`, `:instruct`) frames the same prompt in another of axolotl's prompt styles.
 
     As axolotl: prompt and response are each tokenized with truncation at sequence_len, the response's BOS is
     dropped, and EOS is appended only to a non-empty response that does not already end with it and was not cut
     (so an empty output adds no EOS: such a row has nothing to train and is dropped).
     """
 
+    fields = ("instruction", "output")
+    help = "alpaca rows need instruction, output and optionally input"
+
     def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
         self.tokenizer, self.name, self.max_length = tokenizer, name, cfg.sequence_len
         self.train_on_inputs = cfg.train_on_inputs if ds.train_on_inputs is None else ds.train_on_inputs
+        self.style = str(ds.type).partition(":")[2] or "instruct"
 
-    @staticmethod
-    def prompt(instruction: str, input_text: str) -> str:
+    def prompt(self, instruction: str, input_text: str) -> str:
+        system, with_input, without_input = PROMPT_STYLE_FORMATS[self.style]
         if input_text:
-            return f"{ALPACA_SYSTEM}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n### Response:\n"
-        return f"{ALPACA_SYSTEM_NO_INPUT}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+            return system.format(system=ALPACA_SYSTEM) + with_input.format(instruction=instruction, input=input_text)
+        return system.format(system=ALPACA_SYSTEM_NO_INPUT) + without_input.format(instruction=instruction)
+
+    def parts(self, row: dict) -> tuple[str, str, str]:
+        """(instruction, input, output) of a row."""
+        return row["instruction"], row.get("input") or "", row["output"]
 
     def _tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"] if text else []
 
     def __call__(self, row: dict, row_no: int) -> list[Sample]:
-        for key in ("instruction", "output"):
+        for key in self.fields:
             if row.get(key) is None:
-                raise ConfigError(
-                    f"{self.name}: row {row_no}: missing field '{key}' (alpaca rows need "
-                    "instruction, output and optionally input)"
-                )
-        prompt_ids = self._tokenize(self.prompt(row["instruction"], row.get("input") or ""))
-        response_ids = self._tokenize(row["output"])
+                raise ConfigError(f"{self.name}: row {row_no}: missing field '{key}' ({self.help})")
+        instruction, input_text, output = self.parts(row)
+        prompt_ids = self._tokenize(self.prompt(instruction, input_text))
+        response_ids = self._tokenize(output)
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
         if response_ids and response_ids[-1] != eos and len(response_ids) < self.max_length:
             response_ids.append(eos)
@@ -321,6 +360,43 @@ class AlpacaFormatter:
         ids = prompt_ids + response_ids
         prompt_labels = list(prompt_ids) if self.train_on_inputs else [IGNORE_INDEX] * len(prompt_ids)
         return [(ids, prompt_labels + response_ids)]
+
+
+class JeopardyFormatter(AlpacaFormatter):
+    """type: jeopardy — axolotl's Jeopardy rows: the question is the instruction, the category the input, and the
+    answer is trained as "what is <answer>" (alpaca prompt and masking otherwise)."""
+
+    fields = ("question", "category", "answer")
+    help = "jeopardy rows need question, category and answer"
+
+    def parts(self, row: dict) -> tuple[str, str, str]:
+        return row["question"], row["category"], "what is " + row["answer"]
+
+
+class PretrainFormatter:
+    """type: pretrain — raw text (`text_column`, default "text") cut into windows, as axolotl's pretraining strategy:
+    windows of sequence_len - 1 tokens (the tokenizer's BOS included) that overlap by min(256, (sequence_len - 1) // 2)
+    tokens, each followed by EOS; every token is trained."""
+
+    def __init__(self, ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str):
+        self.tokenizer, self.name = tokenizer, name
+        self.field = ds.text_column or ds.field or "text"
+        self.max_length = cfg.sequence_len
+
+    def __call__(self, row: dict, row_no: int) -> list[Sample]:
+        text = row.get(self.field)
+        if text is None:
+            raise ConfigError(f"{self.name}: row {row_no}: missing field '{self.field}' (set text_column:)")
+        windows = self.tokenizer(
+            text,
+            truncation=True,
+            max_length=self.max_length - 1,
+            return_overflowing_tokens=True,
+            stride=min(256, (self.max_length - 1) // 2),
+        )["input_ids"]
+        if windows and isinstance(windows[0], int):  # a slow tokenizer returns one window
+            windows = [windows]
+        return [(ids + [self.tokenizer.eos_token_id], ids + [self.tokenizer.eos_token_id]) for ids in windows]
 
 
 class PretokenizedFormatter:
@@ -351,13 +427,16 @@ FORMATTERS: dict[str | None, type] = {
     "chat_template": ChatTemplateFormatter,
     "completion": CompletionFormatter,
     "alpaca": AlpacaFormatter,
+    "jeopardy": JeopardyFormatter,
+    "pretrain": PretrainFormatter,
     None: PretokenizedFormatter,
 }
 
 
 def make_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str) -> Callable[[dict, int], list]:
-    """The row -> [(input_ids, labels), ...] function for a dataset entry's type."""
-    return FORMATTERS[ds.type](ds, cfg, tokenizer, name)
+    """The row -> [(input_ids, labels), ...] function for a dataset entry's type (`alpaca:chat`: alpaca's)."""
+    base = ds.type.partition(":")[0] if isinstance(ds.type, str) else ds.type
+    return FORMATTERS[base](ds, cfg, tokenizer, name)
 
 
 def sample_status(ids: list[int], labels: list[int], sequence_len: int, min_len: int = MIN_SAMPLE_LEN) -> str:

@@ -41,20 +41,44 @@ def pack_sequences(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return bins
 
 
+def pack_sequences_in_order(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Next-fit packing (axolotl's sample_packing_sequentially): samples stay in their order; a row is closed when
+    the next sample does not fit in it."""
+    bins: list[list[int]] = []
+    room = 0
+    for i, length in enumerate(lengths):
+        if length > capacity:
+            raise ValueError(f"sample {i} has {length} tokens, more than the packing capacity {capacity}")
+        if bins and length <= room:
+            bins[-1].append(i)
+            room -= length
+        else:
+            bins.append([i])
+            room = capacity - length
+    return bins
+
+
 def packing_efficiency(lengths: Sequence[int], bins: list[list[int]], capacity: int) -> float:
     """Share of the packed rows' slots holding real tokens."""
     return sum(lengths) / (len(bins) * capacity) if bins else 1.0
 
 
-def pack_dataset(dataset: datasets.Dataset, capacity: int) -> datasets.Dataset:
-    """Concatenate samples into rows of at most `capacity` tokens, with per-sample position_ids.
+def pack_dataset(dataset: datasets.Dataset, capacity: int, sequential: bool = False) -> datasets.Dataset:
+    """Concatenate samples into rows of at most `capacity` tokens, with per-sample position_ids (best-fit, or in
+    order with `sequential`)."""
+    return datasets.Dataset.from_dict(pack_columns(dataset["input_ids"], dataset["labels"], capacity, sequential))
+
+
+def pack_columns(
+    ids_col: Sequence[list[int]], labels_col: Sequence[list[int]], capacity: int, sequential: bool = False
+) -> dict[str, list]:
+    """The packed rows of samples given as columns: input_ids, labels and position_ids.
 
     The label of every sample's first token is set to -100: the loss shifts labels left by one, so that label would
     otherwise be predicted from the previous sample's last token (unpacked, it is never predicted at all).
     """
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    bins = pack_sequences(lengths, capacity)
-    ids_col, labels_col = dataset["input_ids"], dataset["labels"]
+    lengths = [len(ids) for ids in ids_col]
+    bins = (pack_sequences_in_order if sequential else pack_sequences)(lengths, capacity)
     rows: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
     for members in bins:
         ids, labels, positions = [], [], []
@@ -65,7 +89,7 @@ def pack_dataset(dataset: datasets.Dataset, capacity: int) -> datasets.Dataset:
         rows["input_ids"].append(ids)
         rows["labels"].append(labels)
         rows["position_ids"].append(positions)
-    return datasets.Dataset.from_dict(rows)
+    return rows
 
 
 def pad_to_multiple(dataset: datasets.Dataset, multiple: int) -> datasets.Dataset:

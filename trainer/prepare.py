@@ -30,6 +30,7 @@ from hpcft.launcher.dataset_cache import file_lock, prepared_root
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset
+from hpcft.trainer.deduplicate import deduplicate
 from hpcft.trainer.formats import STATUSES, tokenize_dataset
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
 from hpcft.trainer.preference_data import tokenize_preference_dataset
@@ -133,15 +134,29 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     """Do the work, without any cache: load, format, drop, shuffle, split, pack."""
     counts: Counter = Counter()
     train = _tokenize_group(cfg, tokenizer, cfg.datasets, "datasets", counts)
-    if cfg.shuffle_merged_datasets:
+    # curriculum_sampling keeps the data's order (axolotl shuffles a lone dataset only without it).
+    if cfg.shuffle_merged_datasets and not (cfg.curriculum_sampling and len(cfg.datasets) == 1):
         train = train.shuffle(seed=cfg.seed)
+    duplicates = 0
+    if cfg.dataset_exact_deduplication:  # before the split, as axolotl: no duplicate across train and eval either
+        train, seen, duplicates = deduplicate(train)
+        log(f"dataset_exact_deduplication: dropped {duplicates} duplicate training samples")
     eval_ds = None
     if cfg.test_datasets:
         eval_ds = _tokenize_group(cfg, tokenizer, cfg.test_datasets, "test_datasets", Counter())
+        if cfg.dataset_exact_deduplication:
+            # axolotl: evaluation data against itself; with rl also against the training rows.
+            eval_ds, _, dropped = deduplicate(eval_ds, seen if cfg.rl else None)
+            log(f"dataset_exact_deduplication: dropped {dropped} duplicate evaluation samples")
+            if len(eval_ds) == 0:
+                log("dataset_exact_deduplication: every evaluation sample is a training sample; no evaluation")
+                eval_ds = None
     elif cfg.val_set_size:
         split = train.train_test_split(test_size=_val_size(cfg.val_set_size), shuffle=False, seed=cfg.seed)
         train, eval_ds = split["train"], split["test"]
     stats: dict[str, Any] = {s: counts[s] for s in STATUSES}
+    if cfg.dataset_exact_deduplication:
+        stats["dropped_duplicates"] = duplicates
     stats.update(
         train_samples=len(train),
         eval_samples=len(eval_ds) if eval_ds is not None else 0,
@@ -149,12 +164,12 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     )
     if cfg.sample_packing:
         log(f"packing {len(train)} samples into rows of {cfg.sequence_len} tokens ...")
-        train = pack_dataset(train, cfg.sequence_len)
+        train = pack_dataset(train, cfg.sequence_len, sequential=bool(cfg.sample_packing_sequentially))
         stats.update(
             train_rows=len(train), packing_efficiency=round(stats["train_tokens"] / (len(train) * cfg.sequence_len), 4)
         )
     if eval_ds is not None and (cfg.sample_packing if cfg.eval_sample_packing is None else cfg.eval_sample_packing):
-        eval_ds = pack_dataset(eval_ds, cfg.sequence_len)
+        eval_ds = pack_dataset(eval_ds, cfg.sequence_len, sequential=bool(cfg.sample_packing_sequentially))
     return PreparedData(train=train, eval=eval_ds, stats=stats)
 
 
@@ -219,6 +234,9 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)
+    if cfg.streaming:  # the launcher queues no preprocessing job for a stream; run by hand, it says so
+        log("streaming: the training data is read while training; nothing to prepare")
+        return PreparedData(train=datasets.Dataset.from_dict({}), eval=None, stats={"streaming": True})
     if processes and not cfg.dataset_processes:
         cfg = cfg.model_copy(update={"dataset_processes": processes})
     return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)

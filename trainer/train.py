@@ -24,6 +24,7 @@ from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import resolve_precision, training_argument_values
+from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
 from hpcft.trainer.checkpoints import (
     CompleteCheckpointCallback,
     check_saved_weights,
@@ -58,10 +59,11 @@ from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
-from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.prepare import PreparedData, prepare_datasets
 from hpcft.trainer.reward import build_reward_trainer, reward_arguments
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.stopping import stopping_callbacks
+from hpcft.trainer.streaming import streaming_datasets
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -73,7 +75,12 @@ def build_trainer(
     """Data, arguments, model and callbacks, assembled into a transformers Trainer. `layout` is the batch layout
     to train with (the config's, or on an elastic resume the one that keeps the checkpoint's global batch)."""
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
-    data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
+    if cfg.streaming:  # read while training: no length, so the schedule counts max_steps batches
+        data = PreparedData(*streaming_datasets(cfg, tokenizer))
+        num_train_rows = (cfg.max_steps or 1) * layout.global_batch_size
+    else:
+        data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
+        num_train_rows = len(data.train)
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
     precision = resolve_precision(cfg)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
@@ -81,7 +88,7 @@ def build_trainer(
         cfg,
         precision,
         deepspeed_config,
-        num_train_rows=len(data.train),
+        num_train_rows=num_train_rows,
         has_eval=data.eval is not None,
         world_size=layout.world_size,
         fsdp_config=fsdp_config,
@@ -97,6 +104,7 @@ def build_trainer(
     zero3 = zero_stage(deepspeed_config) == 3 or fsdp_config is not None
     stop = StopFileCallback.from_env()
     recorder = SampleRecorder.from_env(rank())
+    causal_lm_eval = CausalLMEvalCallback.from_config(cfg, tokenizer)
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [
@@ -106,6 +114,7 @@ def build_trainer(
         stop,
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
+        causal_lm_eval,
         recorder,
     ]
     callbacks = [c for c in callbacks if c is not None]
@@ -135,6 +144,8 @@ def build_trainer(
         )
     if recorder is not None:
         recorder.attach(trainer.model)
+    if causal_lm_eval is not None:
+        causal_lm_eval.attach(trainer)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
