@@ -266,14 +266,10 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "gptq",
             "qat",
             "quantization",
             "fp8",
-            "model_quantization_config",
-            "model_quantization_config_kwargs",
             "bnb_config_kwargs",
-            "use_onebitllms",
             "quantize_moe_experts",
             "nonexpert_quantization",
             "nvfp4_merge_aware",
@@ -437,13 +433,10 @@ REFUSED_KEYS: dict[str, str] = {
         (
             "model_kwargs",
             "overrides_of_model_kwargs",
-            "reinit_weights",
             "shrink_embeddings",
             "mean_resizing_embeddings",
-            "resize_token_embeddings_to_32x",
             "added_tokens_overrides",
             "fix_untrained_tokens",
-            "tokenizer_use_mistral_common",
             "embeddings_skip_upcast",
             "fp32_norms",
             "fp32_norm_classes",
@@ -515,10 +508,14 @@ REFUSED_KEYS: dict[str, str] = {
         _TRAINING,
     ),
     "hub_revision": _HUB,
-    **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
+    "float32": _DTYPE,
+    "gptq": (
+        "hpcft cannot load GPTQ checkpoints yet (their kernels come from gptqmodel, which needs CUDA to build); "
+        "train a LoRA on the unquantised model (adapter: lora) or QLoRA (load_in_4bit: true, adapter: qlora), "
+        "and remove it"
+    ),
     "gptq_groupsize": _QUANT,
     "gptq_model_v1": _QUANT,
-    "base_model_ignore_patterns": _MODEL,
 }
 
 # Keys in each entry of `datasets:` / `test_datasets:`.

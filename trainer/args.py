@@ -34,6 +34,11 @@ def resolve_precision(cfg: TrainConfig, bf16_supported: bool | None = None) -> P
     """bf16 'auto' means bf16 where the GPU supports it; on CPU training stays fp32 unless bf16 is set true."""
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cfg.float16:
+        # axolotl's float16: the weights themselves in fp16 and no mixed precision (nothing kept in fp32).
+        return Precision(dtype=torch.float16)
+    if cfg.bfloat16:
+        return Precision(bf16=True, dtype=torch.bfloat16)  # as bf16: true, which already loads bf16 weights
     if cfg.fp16:
         # A full fine-tune keeps fp32 master weights (AMP; DeepSpeed casts itself); a frozen base can be fp16.
         return Precision(fp16=True, dtype=torch.float16 if cfg.adapter else torch.float32)

@@ -1,0 +1,145 @@
+"""Login-node checks of axolotl's model- and tokenizer-loading keys: quantisation configs named by class
+(`model_quantization_config`), onebitllms, pure half precision (`float16`/`bfloat16`),
+`reinit_weights` and the mistral-common tokenizer. Torch-free: the launcher never imports transformers, so the
+quantisation config classes and their keyword arguments are listed here (a trainer test keeps the list equal to
+transformers' own signatures).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hpcft.launcher.schema import TrainConfig
+
+# The classes axolotl builds for model_quantization_config, with the keyword arguments each accepts
+# (transformers 5.24's signatures). Both describe how a pre-quantised checkpoint is loaded.
+QUANTIZATION_CONFIG_KWARGS: dict[str, frozenset[str]] = {
+    "Mxfp4Config": frozenset({"modules_to_not_convert", "dequantize"}),
+    "FineGrainedFP8Config": frozenset(
+        {
+            "activation_scheme",
+            "weight_block_size",
+            "dequantize",
+            "modules_to_not_convert",
+            "modules_to_convert",
+            "scale_fmt",
+            "expert_dtype",
+        }
+    ),
+}
+
+# Dataset types the mistral-common tokenizer can format: it renders conversations itself (no Jinja template), and
+# it adds BOS and EOS to every text it encodes, which would put an EOS in the middle of an alpaca prompt.
+MISTRAL_COMMON_DATASET_TYPES = ("chat_template", "completion", None)
+
+
+def check_model_loading(cfg: TrainConfig) -> None:
+    """Raise ValueError (one line naming the key) for a bad value or combination of the model-loading keys."""
+    _check_quantization_config(cfg)
+    _check_half_precision(cfg)
+    quantized = _quantized_loading(cfg)
+    if len(quantized) > 1:
+        raise ValueError(f"{' and '.join(quantized)} both quantise the model; keep one")
+    if cfg.reinit_weights and quantized:
+        raise ValueError(
+            f"reinit_weights builds a randomly initialised model from the config, which cannot be combined with "
+            f"{quantized[0]} (that loads quantised pretrained weights); keep one"
+        )
+    if cfg.reinit_weights and cfg.lora_model_dir:
+        raise ValueError("reinit_weights with lora_model_dir would put a trained adapter on random weights; keep one")
+    if cfg.use_onebitllms and quantized:
+        raise ValueError(f"use_onebitllms trains the full-precision weights of a BitNet model; remove {quantized[0]}")
+    if cfg.tokenizer_use_mistral_common:
+        _check_mistral_common(cfg)
+
+
+def _quantized_loading(cfg: TrainConfig) -> list[str]:
+    """The keys that make from_pretrained load quantised weights."""
+    keys = [key for key in ("load_in_4bit", "load_in_8bit") if getattr(cfg, key)]
+    if cfg.model_quantization_config and not (cfg.model_quantization_config_kwargs or {}).get("dequantize"):
+        keys.append("model_quantization_config")
+    return keys
+
+
+def _check_quantization_config(cfg: TrainConfig) -> None:
+    name, kwargs = cfg.model_quantization_config, cfg.model_quantization_config_kwargs
+    if name is None:
+        if kwargs:
+            raise ValueError("model_quantization_config_kwargs needs model_quantization_config (e.g. Mxfp4Config)")
+        return
+    if name not in QUANTIZATION_CONFIG_KWARGS:
+        raise ValueError(
+            f"model_quantization_config: '{name}' is not one of {', '.join(QUANTIZATION_CONFIG_KWARGS)} "
+            "(the transformers classes axolotl builds); for bitsandbytes use load_in_4bit / load_in_8bit"
+        )
+    unknown = sorted(set(kwargs or {}) - QUANTIZATION_CONFIG_KWARGS[name])
+    if unknown:
+        raise ValueError(
+            f"model_quantization_config_kwargs: {', '.join(unknown)} is not an argument of {name} "
+            f"(it takes {', '.join(sorted(QUANTIZATION_CONFIG_KWARGS[name]))})"
+        )
+    if not (kwargs or {}).get("dequantize") and cfg.adapter is None:
+        raise ValueError(
+            f"model_quantization_config: {name} without dequantize: true keeps the weights quantised, which "
+            "cannot be fully fine-tuned; set model_quantization_config_kwargs: {dequantize: true} or use an adapter"
+        )
+
+
+def _check_half_precision(cfg: TrainConfig) -> None:
+    """float16 / bfloat16 (axolotl: no AMP, the weights themselves in half precision)."""
+    if cfg.float16 and cfg.bfloat16:
+        raise ValueError("float16 and bfloat16 are mutually exclusive; keep one")
+    if cfg.float16 and (cfg.bf16 is True or cfg.bf16 == "full"):
+        raise ValueError("float16 (weights in fp16) and bf16 disagree; set bf16: false or remove float16")
+    if cfg.float16 and cfg.fp16:
+        raise ValueError(
+            "float16 trains fp16 weights without mixed precision, fp16 trains fp32 weights with fp16 mixed "
+            "precision; keep one"
+        )
+    if cfg.bfloat16 and (cfg.fp16 or cfg.bf16 is False):
+        raise ValueError(
+            f"bfloat16 (weights in bf16) and {'fp16: true' if cfg.fp16 else 'bf16: false'} disagree; keep one"
+        )
+
+
+def _check_mistral_common(cfg: TrainConfig) -> None:
+    # mistral-common's tokenizer has a fixed vocabulary and renders conversations itself (as in axolotl).
+    for key in ("special_tokens", "tokens", "chat_template", "chat_template_jinja", "eot_tokens"):
+        if getattr(cfg, key):
+            raise ValueError(
+                f"{key} cannot be used with tokenizer_use_mistral_common: the mistral-common tokenizer's "
+                "vocabulary is fixed and it formats conversations itself; remove it"
+            )
+    if cfg.tokenizer_type != "AutoTokenizer":
+        raise ValueError("tokenizer_type cannot be used with tokenizer_use_mistral_common (it picks the tokenizer)")
+    for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):
+        for i, ds in enumerate(group):
+            if ds.type not in MISTRAL_COMMON_DATASET_TYPES:
+                raise ValueError(
+                    f"{where}[{i}]: type {ds.type} cannot be used with tokenizer_use_mistral_common (mistral-common "
+                    "adds BOS and EOS to every text it encodes); use type: chat_template"
+                )
+            if ds.chat_template or ds.chat_template_jinja:
+                raise ValueError(
+                    f"{where}[{i}].chat_template cannot be used with tokenizer_use_mistral_common (the "
+                    "mistral-common tokenizer formats conversations itself); remove it"
+                )
+
+
+def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
+    """Warnings for `hpcft validate`: what a job on nodes without GPUs does instead of a GPU-only feature."""
+    notes: list[str] = []
+    if gpus_per_node:
+        return notes
+    if cfg.use_onebitllms:
+        notes.append(
+            "use_onebitllms: onebitllms' BitNet layers are Triton kernels for CUDA GPUs; this profile has none, "
+            "so the job trains the model's ordinary linear layers (no 1.58-bit quantisation-aware training)"
+        )
+    if cfg.model_quantization_config and not (cfg.model_quantization_config_kwargs or {}).get("dequantize"):
+        notes.append(
+            f"model_quantization_config: {cfg.model_quantization_config} keeps quantised weights only on CUDA "
+            "GPUs; this profile has none, so transformers loads the checkpoint dequantised to bf16 (more memory)"
+        )
+    return notes

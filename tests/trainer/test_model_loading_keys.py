@@ -1,0 +1,91 @@
+"""axolotl's model-loading keys on the tiny model (one process, CPU): pure half precision (float16/bfloat16),
+resize_token_embeddings_to_32x, reinit_weights, model_quantization_config, use_onebitllms."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import torch
+import transformers
+
+from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
+from hpcft.trainer.args import Precision, resolve_precision, training_arguments
+from hpcft.trainer.bitnet import bitnet_linear_layers
+from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
+
+
+def test_float16_loads_and_trains_fp16_weights_without_mixed_precision(train_config, tmp_path):
+    cfg = train_config(float16=True, bf16=False)
+    precision = resolve_precision(cfg, bf16_supported=True)
+    assert precision == Precision(dtype=torch.float16)  # no AMP: neither bf16 nor fp16 autocast
+    args = training_arguments(cfg, precision, None, num_train_rows=8, has_eval=False, world_size=1)
+    assert not args.fp16 and not args.bf16
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, precision)
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+    # One optimizer step in fp16 changes the fp16 weights (nothing is kept in fp32).
+    before = model.lm_head.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-1)
+    batch = tokenizer(["two plus three is five"], return_tensors="pt")
+    loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    assert model.lm_head.weight.dtype == torch.float16 and not torch.equal(before, model.lm_head.weight)
+    bf16 = resolve_precision(train_config(bfloat16=True), bf16_supported=False)
+    assert bf16.bf16 and bf16.dtype == torch.bfloat16
+
+
+def test_resize_token_embeddings_to_32x_rounds_the_new_size_up(train_config):
+    cfg = train_config(tokens=["<tool_call>", "</tool_call>"], resize_token_embeddings_to_32x=True)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, Precision())
+    rows = model.get_input_embeddings().num_embeddings
+    assert rows % 32 == 0 and len(tokenizer) <= rows < len(tokenizer) + 32
+    assert model.get_output_embeddings().weight.shape[0] == rows
+    plain = train_config(tokens=["<tool_call>", "</tool_call>"])
+    assert load_model(plain, load_tokenizer(plain), Precision()).get_input_embeddings().num_embeddings == len(tokenizer)
+
+
+def test_reinit_weights_builds_the_architecture_with_seeded_random_weights(train_config, tiny_model):
+    cfg = train_config(reinit_weights=True, seed=3)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, Precision())
+    again = load_model(cfg, tokenizer, Precision())
+    other_seed = load_model(train_config(reinit_weights=True, seed=4), tokenizer, Precision())
+    pretrained = dict(tiny_model.named_parameters())
+    weights = dict(model.named_parameters())
+    assert weights.keys() == pretrained.keys() and type(model) is type(tiny_model)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(weights[name], pretrained[name])  # not the checkpoint's weights
+    assert torch.equal(weights[name], dict(again.named_parameters())[name])  # the seed decides them
+    assert not torch.equal(weights[name], dict(other_seed.named_parameters())[name])
+
+
+def test_quantization_config_classes_and_arguments_match_transformers(train_config):
+    for name, kwargs in QUANTIZATION_CONFIG_KWARGS.items():
+        params = set(inspect.signature(getattr(transformers, name).__init__).parameters) - {"self", "kwargs"}
+        assert kwargs == params, name
+    cfg = train_config(model_quantization_config="Mxfp4Config", model_quantization_config_kwargs={"dequantize": True})
+    built = checkpoint_quantization(cfg)["quantization_config"]
+    assert isinstance(built, transformers.Mxfp4Config) and built.dequantize is True
+    assert checkpoint_quantization(train_config()) == {}
+    fp8 = train_config(
+        model_quantization_config="FineGrainedFP8Config",
+        model_quantization_config_kwargs={"weight_block_size": [64, 64], "dequantize": True},
+    )
+    assert checkpoint_quantization(fp8)["quantization_config"].weight_block_size == [64, 64]
+
+
+def test_onebitllms_on_cpu_trains_the_ordinary_layers_and_says_so(train_config, tiny_model, caplog):
+    with caplog.at_level(logging.WARNING, logger="hpcft.trainer"):
+        assert bitnet_linear_layers(tiny_model, cuda=False) is tiny_model
+    assert "use_onebitllms: onebitllms' BitNet layers need a CUDA GPU" in caplog.text
+    assert "there is no CUDA GPU" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hpcft.trainer"):
+        bitnet_linear_layers(tiny_model, cuda=True, installed=False)
+    assert "the onebitllms package is not installed" in caplog.text
+    assert all(type(m) is torch.nn.Linear for n, m in tiny_model.named_modules() if n.endswith("q_proj"))
