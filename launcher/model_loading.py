@@ -105,7 +105,7 @@ def _check_half_precision(cfg: TrainConfig) -> None:
 
 def _check_mistral_common(cfg: TrainConfig) -> None:
     # mistral-common's tokenizer has a fixed vocabulary and renders conversations itself (as in axolotl).
-    for key in ("special_tokens", "tokens", "chat_template", "chat_template_jinja", "eot_tokens"):
+    for key in ("special_tokens", "tokens", "chat_template", "chat_template_jinja"):
         if getattr(cfg, key):
             raise ValueError(
                 f"{key} cannot be used with tokenizer_use_mistral_common: the mistral-common tokenizer's "
@@ -128,8 +128,15 @@ def _check_mistral_common(cfg: TrainConfig) -> None:
 
 
 def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
-    """Warnings for `hpcft validate`: what a job on nodes without GPUs does instead of a GPU-only feature."""
+    """Warnings for `hpcft validate`: keys without effect, and what a job on nodes without GPUs does instead of a
+    GPU-only feature."""
     notes: list[str] = []
+    if cfg.tokenizer_use_mistral_common and cfg.eot_tokens:
+        # As in axolotl, whose mistral-common strategy looks for EOS only.
+        notes.append(
+            "eot_tokens has no effect with tokenizer_use_mistral_common: mistral-common ends each assistant turn "
+            "with EOS, which train_on_eos / train_on_eot decide about"
+        )
     if gpus_per_node:
         return notes
     if cfg.use_onebitllms:

@@ -69,7 +69,6 @@ def test_mistral_common_refuses_what_its_fixed_tokenizer_cannot_do():
         ("special_tokens", {"pad_token": "<pad>"}),
         ("tokens", ["<x>"]),
         ("chat_template", "chatml"),
-        ("eot_tokens", ["</s>"]),
     ):
         refused(f"{key} cannot be used with tokenizer_use_mistral", tokenizer_use_mistral_common=True, **{key: value})
     with pytest.raises(ValidationError, match=r"datasets\[0\]: type alpaca cannot be used with tokenizer_use_mistral"):
@@ -92,4 +91,8 @@ def test_local_profile_says_what_runs_instead_of_gpu_only_loading(workspace):
     cfg.write_text(cfg.read_text() + "use_onebitllms: true\nbase_model_ignore_patterns: pytorch*\n")
     job = load_job(cfg, "local")
     assert any("use_onebitllms: onebitllms' BitNet layers are Triton kernels" in w for w in job.warnings)
+    # voxtral's example: eot_tokens with mistral-common is accepted and named as without effect (as in axolotl).
+    cfg.write_text(cfg.read_text() + "tokenizer_use_mistral_common: true\neot_tokens: [<end_of_turn>]\n")
+    warnings = load_job(cfg, "local").warnings
+    assert any("eot_tokens has no effect with tokenizer_use_mistral_common" in w for w in warnings)
     assert job.cfg.base_model_ignore_patterns == "pytorch*"
