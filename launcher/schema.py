@@ -581,7 +581,7 @@ class TrainConfig(_Strict):
     float16: bool | None = None
     """Load the weights in float16 and train without mixed precision (pure fp16; axolotl's `float16`)."""
     bfloat16: bool | None = None
-    """Load the weights in bfloat16 and train without an fp32 copy in the model (pure bf16; axolotl's `bfloat16`)."""
+    """Load the weights in bfloat16 and train with bf16 autocast: the same as `bf16: true` (axolotl's `bfloat16`)."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
     """Chat template: `tokenizer_default`, `tokenizer_default_fallback_<name>`, `jinja` (with `chat_template_jinja`),
     or a template hpcft ships under axolotl's name (`llama3`, `qwen3`, `mistral_v7_tekken`, ...: docs/datasets.md)."""
