@@ -509,11 +509,6 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     "hub_revision": _HUB,
     "float32": _DTYPE,
-    "gptq": (
-        "hpcft cannot load GPTQ checkpoints yet (their kernels come from gptqmodel, which needs CUDA to build); "
-        "train a LoRA on the unquantised model (adapter: lora) or QLoRA (load_in_4bit: true, adapter: qlora), "
-        "and remove it"
-    ),
     "gptq_groupsize": _QUANT,
     "gptq_model_v1": _QUANT,
 }

@@ -1,5 +1,5 @@
 """Login-node checks of axolotl's model- and tokenizer-loading keys: quantisation configs named by class
-(`model_quantization_config`), onebitllms, pure half precision (`float16`/`bfloat16`),
+(`model_quantization_config`), GPTQ checkpoints, onebitllms, pure half precision (`float16`/`bfloat16`),
 `reinit_weights` and the mistral-common tokenizer. Torch-free: the launcher never imports transformers, so the
 quantisation config classes and their keyword arguments are listed here (a trainer test keeps the list equal to
 transformers' own signatures).
@@ -7,7 +7,11 @@ transformers' own signatures).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from hpcft.launcher.errors import ConfigError
 
 if TYPE_CHECKING:
     from hpcft.launcher.schema import TrainConfig
@@ -39,6 +43,13 @@ def check_model_loading(cfg: TrainConfig) -> None:
     _check_quantization_config(cfg)
     _check_half_precision(cfg)
     quantized = _quantized_loading(cfg)
+    if cfg.gptq and cfg.adapter != "lora":
+        raise ValueError(
+            "gptq: true trains a LoRA adapter on a GPTQ-quantised checkpoint (its weights are not trained); "
+            "set adapter: lora"
+        )
+    if cfg.gptq_disable_exllama is not None and not cfg.gptq:
+        raise ValueError("gptq_disable_exllama applies to gptq: true only; remove it")
     if len(quantized) > 1:
         raise ValueError(f"{' and '.join(quantized)} both quantise the model; keep one")
     if cfg.reinit_weights and quantized:
@@ -56,7 +67,7 @@ def check_model_loading(cfg: TrainConfig) -> None:
 
 def _quantized_loading(cfg: TrainConfig) -> list[str]:
     """The keys that make from_pretrained load quantised weights."""
-    keys = [key for key in ("load_in_4bit", "load_in_8bit") if getattr(cfg, key)]
+    keys = [key for key in ("load_in_4bit", "load_in_8bit", "gptq") if getattr(cfg, key)]
     if cfg.model_quantization_config and not (cfg.model_quantization_config_kwargs or {}).get("dequantize"):
         keys.append("model_quantization_config")
     return keys
@@ -139,6 +150,11 @@ def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
         )
     if gpus_per_node:
         return notes
+    if cfg.gptq:
+        notes.append(
+            "gptq: GPTQ kernels need CUDA GPUs and gptqmodel; this profile has none, so the job unpacks the GPTQ "
+            "weights to the training dtype and trains the LoRA adapter on them (same weights, more memory)"
+        )
     if cfg.use_onebitllms:
         notes.append(
             "use_onebitllms: onebitllms' BitNet layers are Triton kernels for CUDA GPUs; this profile has none, "
@@ -150,3 +166,19 @@ def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
             "GPUs; this profile has none, so transformers loads the checkpoint dequantised to bf16 (more memory)"
         )
     return notes
+
+
+def check_local_checkpoint(cfg: TrainConfig, where: str) -> None:
+    """What can be read from a local base_model folder: gptq needs a GPTQ checkpoint (as axolotl checks)."""
+    config_file = Path(cfg.base_model_config or cfg.base_model).expanduser() / "config.json"
+    if not cfg.gptq or not config_file.is_file():
+        return
+    try:
+        settings = json.loads(config_file.read_text()).get("quantization_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable config.json is reported by the trainer's own loading
+    if not isinstance(settings, dict) or settings.get("quant_method") != "gptq":
+        raise ConfigError(
+            f"{where}: gptq: true, but {config_file} has no GPTQ quantization_config (quant_method: gptq); point "
+            "base_model at a GPTQ checkpoint or remove gptq"
+        )

@@ -570,6 +570,11 @@ class TrainConfig(_Strict):
     `FineGrainedFP8Config`."""
     model_quantization_config_kwargs: dict[str, Any] | None = None
     """Arguments of model_quantization_config, e.g. `{dequantize: true}` (weights unpacked to bf16 on loading)."""
+    gptq: bool | None = None
+    """base_model is a GPTQ-quantised checkpoint: train a LoRA adapter on it (GPTQ kernels on CUDA GPUs with
+    gptqmodel installed; elsewhere the weights are unpacked to the training dtype: docs/model-loading.md)."""
+    gptq_disable_exllama: bool | None = None
+    """gptq with GPTQ kernels: use gptqmodel's PyTorch kernels instead of ExLlama's."""
     use_onebitllms: bool | None = None
     """BitNet (1.58-bit) quantisation-aware training with onebitllms' linear layers (Triton, CUDA GPUs only)."""
     base_model_ignore_patterns: str | list[str] | None = None

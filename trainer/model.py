@@ -19,6 +19,7 @@ from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.bitnet import bitnet_linear_layers
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_except
+from hpcft.trainer.gptq import load_gptq_model
 from hpcft.trainer.offload import ActivationOffload
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
 
@@ -282,6 +283,8 @@ def load_model(
     kwargs.update(checkpoint_quantization(cfg))
     if cfg.reinit_weights:
         model = random_model(cfg, model_cls, kwargs)
+    elif cfg.gptq:
+        model = load_gptq_model(cfg, model_cls, kwargs, from_pretrained_with_attention)
     else:
         model = from_pretrained_with_attention(model_cls, model_source(cfg), kwargs)
     if cfg.use_onebitllms:

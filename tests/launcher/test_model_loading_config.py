@@ -57,6 +57,13 @@ def test_half_precision_keys_agree_with_the_mixed_precision_ones():
     refused("bfloat16 \\(weights in bf16\\) and bf16: false disagree", bfloat16=True, bf16=False)
 
 
+def test_gptq_trains_a_lora_adapter_only():
+    assert config(gptq=True, gptq_disable_exllama=True, **LORA).gptq
+    refused("gptq: true trains a LoRA adapter on a GPTQ-quantised checkpoint", gptq=True)
+    refused("gptq: true trains a LoRA adapter", gptq=True, adapter="qlora", load_in_4bit=True, lora_target_linear=True)
+    refused("gptq_disable_exllama applies to gptq: true only", gptq_disable_exllama=True)
+
+
 def test_reinit_weights_cannot_combine_with_quantised_or_trained_weights():
     assert config(reinit_weights=True).reinit_weights
     refused("reinit_weights builds a randomly initialised model", reinit_weights=True, load_in_8bit=True, **LORA)
