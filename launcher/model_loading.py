@@ -148,6 +148,11 @@ def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
             "eot_tokens has no effect with tokenizer_use_mistral_common: mistral-common ends each assistant turn "
             "with EOS, which train_on_eos / train_on_eot decide about"
         )
+    if cfg.float16 and not (cfg.uses_fsdp and gpus_per_node):  # the job trains under DeepSpeed
+        notes.append(
+            "float16: DeepSpeed ZeRO has no pure-fp16 mode; on GPUs the job trains in DeepSpeed's fp16 mode (fp32 "
+            "master weights, loss scaling), and on CPU-only nodes in fp32"
+        )
     if gpus_per_node:
         return notes
     if cfg.gptq:

@@ -71,7 +71,7 @@ def build_trainer(
     cfg = cfg.model_copy(update={"gradient_accumulation_steps": layout.gradient_accumulation_steps})
     data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
-    precision = resolve_precision(cfg)
+    precision = resolve_precision(cfg, deepspeed=deepspeed_config is not None)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
     arg_values = training_argument_values(
         cfg,

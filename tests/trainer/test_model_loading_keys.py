@@ -4,14 +4,23 @@ resize_token_embeddings_to_32x, reinit_weights, model_quantization_config, use_o
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 import transformers
+import yaml
 
 from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
 from hpcft.trainer.args import Precision, resolve_precision, training_arguments
 from hpcft.trainer.bitnet import bitnet_linear_layers
+from hpcft.trainer.metrics import METRICS_FILE
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
 
@@ -34,6 +43,9 @@ def test_float16_loads_and_trains_fp16_weights_without_mixed_precision(train_con
     loss.backward()
     optimizer.step()
     assert model.lm_head.weight.dtype == torch.float16 and not torch.equal(before, model.lm_head.weight)
+    # Under DeepSpeed (hpcft's default) there is no pure fp16: its fp16 mode on GPUs, fp32 on CPU (no fp16 there).
+    assert resolve_precision(cfg, deepspeed=True, cuda=True) == Precision(fp16=True, dtype=torch.float16)
+    assert resolve_precision(cfg, deepspeed=True, cuda=False) == Precision()
     bf16 = resolve_precision(train_config(bfloat16=True), bf16_supported=False)
     assert bf16.bf16 and bf16.dtype == torch.bfloat16
 
@@ -89,3 +101,38 @@ def test_onebitllms_on_cpu_trains_the_ordinary_layers_and_says_so(train_config, 
         bitnet_linear_layers(tiny_model, cuda=True, installed=False)
     assert "the onebitllms package is not installed" in caplog.text
     assert all(type(m) is torch.nn.Linear for n, m in tiny_model.named_modules() if n.endswith("q_proj"))
+
+
+@pytest.mark.slow
+def test_float16_from_scratch_trains_in_pure_fp16_through_the_trainer(train_config, tmp_path):
+    """axolotl's pretraining and float16 examples in one run of the trainer without DeepSpeed (as FSDP runs on
+    GPUs): a random model in fp16, AdamW on fp16 weights (epsilon 1e-4: 1e-8 is 0 in fp16), saved in fp16."""
+    cfg = train_config(
+        float16=True,
+        bf16=False,
+        reinit_weights=True,
+        adam_epsilon=1e-4,
+        sequence_len=128,
+        sample_packing=True,
+        micro_batch_size=2,
+        max_steps=3,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+    result = subprocess.run(
+        [sys.executable, "-m", "hpcft.trainer", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reinit_weights: building" in result.stderr
+    metrics = [json.loads(line) for line in (Path(cfg.output_dir) / METRICS_FILE).read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+    assert losses[-1] < losses[0]
+    assert json.loads((Path(cfg.output_dir) / "config.json").read_text())["dtype"] == "float16"
