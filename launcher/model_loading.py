@@ -50,7 +50,7 @@ def check_model_loading(cfg: TrainConfig) -> None:
         )
     if cfg.gptq_disable_exllama is not None and not cfg.gptq:
         raise ValueError("gptq_disable_exllama applies to gptq: true only; remove it")
-    if len(quantized) > 1:
+    if len(quantized) > 1 and set(quantized) != {"load_in_4bit", "load_in_8bit"}:  # that pair: schema.py
         raise ValueError(f"{' and '.join(quantized)} both quantise the model; keep one")
     if cfg.reinit_weights and quantized:
         raise ValueError(
