@@ -10,6 +10,7 @@ from hpcft.launcher.cli import main
 from hpcft.launcher.config import load_job
 from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
 from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.validation import check_keys
 
 CHAT = {"path": "d.jsonl", "type": "chat_template"}
 LORA = {"adapter": "lora", "lora_target_linear": True}
@@ -103,3 +104,13 @@ def test_local_profile_says_what_runs_instead_of_gpu_only_loading(workspace):
     warnings = load_job(cfg, "local").warnings
     assert any("eot_tokens has no effect with tokenizer_use_mistral_common" in w for w in warnings)
     assert job.cfg.base_model_ignore_patterns == "pytorch*"
+
+
+def test_a_hub_attention_kernel_runs_as_sdpa_with_a_warning():
+    # gpt-oss's examples: attn_implementation: kernels-community/vllm-flash-attn3 (flash attention from the Hub).
+    raw = {"base_model": "m", "datasets": [dict(CHAT)], "attn_implementation": "kernels-community/vllm-flash-attn3"}
+    warnings = check_keys(raw, "cfg.yaml")
+    assert raw["attn_implementation"] == "sdpa"
+    assert any("'attn_implementation: kernels-community/vllm-flash-attn3' has no effect" in w for w in warnings)
+    with pytest.raises(ValidationError, match="attn_implementation"):
+        TrainConfig.model_validate({**raw, "attn_implementation": "flash3"})
