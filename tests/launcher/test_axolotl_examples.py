@@ -97,3 +97,5 @@ def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, 
         if key in original:
             assert trained["datasets"][0][key] == original[key]
     assert (run / "out" / "adapter_config.json").is_file()
+    if trained.get("tokenizer_use_mistral_common"):  # the mistral-common tokenizer is saved with the adapter
+        assert (run / "out" / "tekken.json").is_file()

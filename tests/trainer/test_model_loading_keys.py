@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,29 @@ def test_float16_from_scratch_trains_in_pure_fp16_through_the_trainer(train_conf
     assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
     assert losses[-1] < losses[0]
     assert json.loads((Path(cfg.output_dir) / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_base_model_ignore_patterns_downloads_the_hub_model_without_those_files(tiny_model_dir, tmp_path):
+    """A Hub base_model is fetched with snapshot_download(ignore_patterns=...) and loaded from that snapshot (here the
+    Hub is unreachable, so the snapshot comes from a prepared cache); a local folder is read as it is."""
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    shutil.copytree(tiny_model_dir, snapshot)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    script = (
+        "from hpcft.launcher.schema import TrainConfig\n"
+        "from hpcft.trainer.model import model_source\n"
+        f"for model in ('org/tiny', {str(tiny_model_dir)!r}):\n"
+        "    cfg = TrainConfig.model_validate({'base_model': model, 'base_model_ignore_patterns': 'pytorch*',"
+        " 'datasets': [{'path': 'd'}]})\n"
+        "    print(model_source(cfg))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [str(snapshot), str(tiny_model_dir)]
