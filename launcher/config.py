@@ -25,7 +25,7 @@ from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
-from hpcft.launcher.model_loading import check_local_checkpoint, model_loading_notes
+from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.preference_fields import check_preference_rows
@@ -444,8 +444,7 @@ def load_job(
         )
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
-    warnings += [f"{where}: {note}" for note in model_loading_notes(cfg, cfg.launch.gpus_per_node)]
-    check_local_checkpoint(cfg, where)
+    warnings += check_job_loading(cfg, where)
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(

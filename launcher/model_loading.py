@@ -173,6 +173,23 @@ def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
     return notes
 
 
+def check_job_loading(cfg: TrainConfig, where: str) -> list[str]:
+    """load_job's checks of the loading keys that need the profile or the login node's files: ConfigError for a
+    job that would fail on its nodes, and the warnings of model_loading_notes."""
+    check_local_checkpoint(cfg, where)
+    gpus = cfg.launch.gpus_per_node
+    if cfg.use_onebitllms and gpus and not cfg.uses_fsdp:
+        from hpcft.launcher.deepspeed_config import default_preset, load_source, zero_stage
+
+        if zero_stage(load_source(cfg.deepspeed or default_preset(cfg))) == 3:
+            raise ConfigError(
+                f"{where}: use_onebitllms replaces the linear layers after loading, which DeepSpeed ZeRO-3's "
+                "partitioned weights do not allow; use FSDP (as axolotl's falcon-e example: fsdp_version: 2 with "
+                "fsdp_config) or deepspeed: zero2"
+            )
+    return [f"{where}: {note}" for note in model_loading_notes(cfg, gpus)]
+
+
 def check_local_checkpoint(cfg: TrainConfig, where: str) -> None:
     """What can be read from a local base_model folder: gptq needs a GPTQ checkpoint (as axolotl checks)."""
     config_file = Path(cfg.base_model_config or cfg.base_model).expanduser() / "config.json"

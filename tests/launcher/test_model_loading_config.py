@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from hpcft.launcher.cli import main
 from hpcft.launcher.config import load_job
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.validation import check_keys
@@ -114,3 +115,11 @@ def test_a_hub_attention_kernel_runs_as_sdpa_with_a_warning():
     assert any("'attn_implementation: kernels-community/vllm-flash-attn3' has no effect" in w for w in warnings)
     with pytest.raises(ValidationError, match="attn_implementation"):
         TrainConfig.model_validate({**raw, "attn_implementation": "flash3"})
+
+
+def test_onebitllms_on_gpus_needs_a_sharding_that_keeps_whole_layers(workspace):
+    cfg = workspace / "cfg.yaml"
+    cfg.write_text(cfg.read_text() + "use_onebitllms: true\n")
+    with pytest.raises(ConfigError, match="use_onebitllms replaces the linear layers after loading, which DeepSpeed"):
+        load_job(cfg, "local", cli_launch={"gpus_per_node": 4})  # the default preset of a full fine-tune: ZeRO-3
+    assert load_job(cfg, "local", overrides=["deepspeed=zero2"], cli_launch={"gpus_per_node": 4}).cfg.use_onebitllms
