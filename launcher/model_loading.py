@@ -122,6 +122,11 @@ def _check_mistral_common(cfg: TrainConfig) -> None:
                 f"{key} cannot be used with tokenizer_use_mistral_common: the mistral-common tokenizer's "
                 "vocabulary is fixed and it formats conversations itself; remove it"
             )
+    if cfg.rl:
+        raise ValueError(
+            f"tokenizer_use_mistral_common cannot be used with rl: {cfg.rl} yet (hpcft formats preference rows with "
+            "a Jinja chat template); remove one of them"
+        )
     if cfg.tokenizer_type != "AutoTokenizer":
         raise ValueError("tokenizer_type cannot be used with tokenizer_use_mistral_common (it picks the tokenizer)")
     for where, group in (("datasets", cfg.datasets), ("test_datasets", cfg.test_datasets or [])):

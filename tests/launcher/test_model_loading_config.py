@@ -80,6 +80,7 @@ def test_mistral_common_refuses_what_its_fixed_tokenizer_cannot_do():
         ("chat_template", "chatml"),
     ):
         refused(f"{key} cannot be used with tokenizer_use_mistral", tokenizer_use_mistral_common=True, **{key: value})
+    refused("cannot be used with rl: dpo yet", tokenizer_use_mistral_common=True, rl="dpo")
     with pytest.raises(ValidationError, match=r"datasets\[0\]: type alpaca cannot be used with tokenizer_use_mistral"):
         TrainConfig.model_validate(
             {"base_model": "m", "tokenizer_use_mistral_common": True, "datasets": [{"path": "d", "type": "alpaca"}]}
