@@ -17,6 +17,7 @@ import pytest
 import torch
 import transformers
 import yaml
+from safetensors.torch import load_file, save_file
 
 from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
 from hpcft.trainer.args import Precision, resolve_precision, training_arguments
@@ -163,3 +164,48 @@ def test_base_model_ignore_patterns_downloads_the_hub_model_without_those_files(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [str(snapshot), str(tiny_model_dir)]
+
+
+FP4_VALUES = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+
+
+def test_mxfp4_checkpoint_is_dequantized_into_a_trainable_model(train_config, tiny_model_dir, tiny_tokenizer, tmp_path):
+    """gpt-oss's examples: a pre-quantised MXFP4 checkpoint (its experts as 4-bit values in blocks of 32 with a
+    shared power-of-two scale, lowest nibble first) loads through model_quantization_config: Mxfp4Config with
+    dequantize: true as exactly those values, with no quantiser left on the model (a full fine-tune can train it)."""
+    folder = tmp_path / "gpt-oss"
+    vocab = len(tiny_tokenizer)
+    shapes = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, head_dim=16)
+    config = transformers.AutoConfig.for_model(
+        "gpt_oss", vocab_size=vocab, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, **shapes
+    )
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    weights = load_file(str(folder / "model.safetensors"))
+    generator = torch.Generator().manual_seed(1)
+    expected = {}
+    for name in [n for n in weights if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        experts, rows, columns = weights.pop(name).shape  # stored (experts, in, out); blocks run along `in`
+        blocks = torch.randint(0, 256, (experts, columns, rows // 32, 16), generator=generator, dtype=torch.uint8)
+        scales = torch.randint(124, 130, (experts, columns, rows // 32), generator=generator).to(torch.uint8)
+        values = torch.stack([FP4_VALUES[(blocks & 0xF).long()], FP4_VALUES[(blocks >> 4).long()]], dim=-1)
+        values = values.reshape(experts, columns, rows // 32, 32) * 2.0 ** (scales.float() - 127).unsqueeze(-1)
+        expected[name] = values.reshape(experts, columns, rows).transpose(1, 2)
+        weights[f"{name}_blocks"], weights[f"{name}_scales"] = blocks, scales
+    save_file(weights, str(folder / "model.safetensors"))
+    saved = json.loads((folder / "config.json").read_text())
+    unquantised = ["self_attn", "router", "lm_head"]
+    saved["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": unquantised}
+    (folder / "config.json").write_text(json.dumps(saved))
+    cfg = train_config(
+        base_model=str(folder),
+        model_quantization_config="Mxfp4Config",
+        model_quantization_config_kwargs={"dequantize": True},
+    )
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    assert not getattr(model, "is_quantized", False) and getattr(model, "hf_quantizer", None) is None
+    parameters = dict(model.named_parameters())
+    for name, values in expected.items():
+        assert torch.equal(parameters[name], values), name
+    assert all(p.requires_grad for p in parameters.values())
