@@ -133,13 +133,20 @@ def dequantized_state_dict(
 
 def _model_class(model_cls: Any, config: Any, cfg: TrainConfig) -> tuple[type, list[str]]:
     """The concrete model class an Auto class builds for `config`, and its parameter names (built on the meta
-    device: no memory, no initialisation)."""
+    device: no memory, no initialisation; not through from_config, which ZeRO-3 would partition)."""
+    concrete = model_cls
+    mapping = getattr(model_cls, "_model_mapping", None)  # an Auto class: its table of config -> model class
+    if mapping is not None:
+        try:
+            concrete = mapping[type(config)]
+        except KeyError:
+            raise ConfigError(
+                f"gptq: {model_cls.__name__} has no model class for {type(config).__name__}; set type: to the "
+                "model's class (e.g. LlamaForCausalLM)"
+            ) from None
     with torch.device("meta"):
-        if hasattr(model_cls, "from_config"):
-            model = model_cls.from_config(config, trust_remote_code=cfg.trust_remote_code)
-        else:
-            model = model_cls(config)
-    return type(model), list(model.state_dict())
+        model = concrete(config)
+    return concrete, list(model.state_dict())
 
 
 def load_gptq_model(cfg: TrainConfig, model_cls: Any, kwargs: dict[str, Any], load: Any) -> Any:

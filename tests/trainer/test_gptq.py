@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from hpcft.launcher.config import load_job
@@ -113,3 +118,35 @@ def test_gptq_needs_a_gptq_checkpoint(tiny_model_dir, tmp_path, chat_dataset):
     )
     with pytest.raises(ConfigError, match="gptq: true, but .*config.json has no GPTQ quantization_config"):
         load_job(config, "local")
+
+
+@pytest.mark.slow
+def test_gptq_lora_trains_under_zero3_as_the_launcher_runs_it(train_config, gptq_checkpoint, tmp_path):
+    """LoRA's default DeepSpeed preset is ZeRO-3, whose partitioned loading the unpacked weights go through."""
+    folder, _ = gptq_checkpoint
+    cfg = train_config(
+        base_model=str(folder),
+        gptq=True,
+        adapter="lora",
+        lora_target_modules=["q_proj", "v_proj"],
+        deepspeed="zero3",
+        sequence_len=128,
+        sample_packing=True,
+        micro_batch_size=2,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    result = subprocess.run(
+        [*command, "-m", "hpcft.trainer", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gptq: 14 GPTQ layers" in result.stderr
+    assert (Path(cfg.output_dir) / "adapter_config.json").is_file()
