@@ -154,10 +154,12 @@ def model_loading_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
             "with EOS, which train_on_eos / train_on_eot decide about"
         )
     if cfg.float16 and not (cfg.uses_fsdp and gpus_per_node):  # the job trains under DeepSpeed
-        notes.append(
-            "float16: DeepSpeed ZeRO has no pure-fp16 mode; on GPUs the job trains in DeepSpeed's fp16 mode (fp32 "
-            "master weights, loss scaling), and on CPU-only nodes in fp32"
+        instead = (
+            "the job trains in DeepSpeed's fp16 mode (fp32 master weights, loss scaling)"
+            if gpus_per_node
+            else "this profile's nodes have no GPUs, where DeepSpeed has no fp16 either: the job trains in fp32"
         )
+        notes.append(f"float16: DeepSpeed ZeRO has no pure-fp16 mode; {instead}")
     if gpus_per_node:
         return notes
     if cfg.gptq:

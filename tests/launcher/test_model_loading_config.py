@@ -106,6 +106,9 @@ def test_local_profile_says_what_runs_instead_of_gpu_only_loading(workspace):
     warnings = load_job(cfg, "local").warnings
     assert any("eot_tokens has no effect with tokenizer_use_mistral_common" in w for w in warnings)
     assert job.cfg.base_model_ignore_patterns == "pytorch*"
+    cfg.write_text(cfg.read_text() + "float16: true\nbf16: false\n")
+    warnings = load_job(cfg, "local").warnings
+    assert any("float16: DeepSpeed ZeRO has no pure-fp16 mode; this profile's nodes have no GPU" in w for w in warnings)
 
 
 def test_a_hub_attention_kernel_runs_as_sdpa_with_a_warning():
