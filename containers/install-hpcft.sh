@@ -9,7 +9,7 @@ set -euo pipefail
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 : "${MATPLOTLIB_VERSION:?}"
-: "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${ONEBITLLMS_VERSION:?}"
+: "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -47,6 +47,7 @@ EOF
     "liger-kernel==${LIGER_KERNEL_VERSION}" \
     "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" \
+    "sentencepiece==${SENTENCEPIECE_VERSION}" \
     "onebitllms==${ONEBITLLMS_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
@@ -63,7 +64,8 @@ EOF
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
     "flash-attn==${FLASH_ATTN_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" \
-    "mistral-common==${MISTRAL_COMMON_VERSION}" "onebitllms==${ONEBITLLMS_VERSION}" >> "$CONSTRAINTS"
+    "mistral-common==${MISTRAL_COMMON_VERSION}" "sentencepiece==${SENTENCEPIECE_VERSION}" \
+    "onebitllms==${ONEBITLLMS_VERSION}" >> "$CONSTRAINTS"
 }
 
 install_hpcft() {

@@ -133,6 +133,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "LIGER_KERNEL_VERSION",
             "TRL_VERSION",
             "MISTRAL_COMMON_VERSION",
+            "SENTENCEPIECE_VERSION",
             "ONEBITLLMS_VERSION",
         )
     }

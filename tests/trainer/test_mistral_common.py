@@ -91,3 +91,17 @@ def test_a_folder_without_a_mistral_tokenizer_file_is_one_clear_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="has no mistral-common tokenizer file \\(tekken.json"):
         load_tokenizer(cfg)
+
+
+def test_a_sentencepiece_mistral_tokenizer_masks_the_same_way(tmp_path):
+    """Older Mistral models carry tokenizer.model.v3 (sentencepiece) instead of tekken.json."""
+    shutil.copy(
+        files("mistral_common") / "data" / "mistral_instruct_tokenizer_240323.model.v3", tmp_path / "tokenizer.model.v3"
+    )
+    cfg = _config(tmp_path)
+    tokenizer = load_tokenizer(cfg)
+    formatter = make_formatter(cfg.datasets[0], cfg, tokenizer, "datasets[0]")
+    ((ids, labels),) = formatter({"conversations": CONVERSATION}, 1)
+    trained = [t for t, label in zip(tokenizer.convert_ids_to_tokens(ids), labels, strict=True) if label != -100]
+    # The answer "4" is "▁" + "4": the "▁" sentencepiece puts before any content is the frame, not the answer.
+    assert trained == ["▁Hello", "!", "</s>", "4", "</s>"]
