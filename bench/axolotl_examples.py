@@ -168,14 +168,24 @@ MOE_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_tiny_model(family: str, out: Path) -> None:
-    """A 2-layer random model of the family's architecture with hpcft's tiny tokenizer."""
+def make_tiny_model(family: str, out: Path, mistral_common: bool = False) -> None:
+    """A 2-layer random model of the family's architecture with hpcft's tiny tokenizer, or with mistral_common the
+    tekken tokenizer file the mistral-common package ships (as Mistral's models carry one)."""
     import torch
     import transformers
 
     from hpcft.trainer.tiny import make_tiny_tokenizer
 
-    tok = make_tiny_tokenizer(out)
+    if mistral_common:
+        from importlib.resources import files
+
+        from transformers.tokenization_mistral_common import MistralCommonBackend
+
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(files("mistral_common") / "data" / "tekken_240911.json", out / "tekken.json")
+        tok = MistralCommonBackend.from_pretrained(str(out))
+    else:
+        tok = make_tiny_tokenizer(out)
     # Headroom: some families' tokenizer classes (Qwen2Tokenizer) add a special token of their own on loading.
     common = dict(
         vocab_size=len(tok) + 16,
@@ -272,9 +282,11 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     from hpcft.launcher.protocol import METRICS_FILE
 
     family = model_family(str(outcome.raw["base_model"])) or "llama"
-    if family not in models:
-        models[family] = work / "models" / family
-        make_tiny_model(family, models[family])
+    mistral_common = bool(outcome.raw.get("tokenizer_use_mistral_common"))
+    model_key = f"{family}-mistral-common" if mistral_common else family
+    if model_key not in models:
+        models[model_key] = work / "models" / model_key
+        make_tiny_model(family, models[model_key], mistral_common)
     run = work / "train" / re.sub(r"[^A-Za-z0-9]+", "_", outcome.path)
     run.mkdir(parents=True)
     raw = dict(outcome.raw)
@@ -300,7 +312,7 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     ):
         raw.pop(key, None)
     raw.update(
-        base_model=str(models[family]),
+        base_model=str(models[model_key]),
         output_dir=str(run / "out"),
         max_steps=2,
         sequence_len=128,

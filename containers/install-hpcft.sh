@@ -9,7 +9,7 @@ set -euo pipefail
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 : "${MATPLOTLIB_VERSION:?}"
-: "${LIGER_KERNEL_VERSION:?}"
+: "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -46,6 +46,9 @@ EOF
     "matplotlib==${MATPLOTLIB_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" \
     "trl==${TRL_VERSION}" \
+    "mistral-common==${MISTRAL_COMMON_VERSION}" \
+    "sentencepiece==${SENTENCEPIECE_VERSION}" \
+    "onebitllms==${ONEBITLLMS_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
   # it at once into a shared cache.
@@ -60,7 +63,9 @@ EOF
     "accelerate==${ACCELERATE_VERSION}" "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
     "flash-attn==${FLASH_ATTN_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
-    "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" >> "$CONSTRAINTS"
+    "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" \
+    "mistral-common==${MISTRAL_COMMON_VERSION}" "sentencepiece==${SENTENCEPIECE_VERSION}" \
+    "onebitllms==${ONEBITLLMS_VERSION}" >> "$CONSTRAINTS"
 }
 
 install_hpcft() {

@@ -265,13 +265,9 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "gptq",
             "qat",
             "quantization",
             "fp8",
-            "model_quantization_config",
-            "model_quantization_config_kwargs",
-            "use_onebitllms",
             "nonexpert_quantization",
             "llmcompressor",
         ),
@@ -419,13 +415,10 @@ REFUSED_KEYS: dict[str, str] = {
         (
             "model_kwargs",
             "overrides_of_model_kwargs",
-            "reinit_weights",
             "shrink_embeddings",
             "mean_resizing_embeddings",
-            "resize_token_embeddings_to_32x",
             "added_tokens_overrides",
             "fix_untrained_tokens",
-            "tokenizer_use_mistral_common",
             "embeddings_skip_upcast",
             "fp32_norms",
             "fp32_norm_classes",
@@ -486,10 +479,9 @@ REFUSED_KEYS: dict[str, str] = {
         "weights, where the update is kept exactly: remove it (and train from the model's bf16 release)",
     ),
     "hub_revision": _HUB,
-    **dict.fromkeys(("bfloat16", "float16", "float32"), _DTYPE),
+    "float32": _DTYPE,
     "gptq_groupsize": _QUANT,
     "gptq_model_v1": _QUANT,
-    "base_model_ignore_patterns": _MODEL,
 }
 
 # Keys in each entry of `datasets:` / `test_datasets:`.

@@ -25,6 +25,7 @@ from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
+from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
@@ -451,6 +452,7 @@ def load_job(
         )
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
+    warnings += check_job_loading(cfg, where)
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -40,6 +40,7 @@ CACHE_FIELDS = (
     "tokens",
     "tokenizer_type",
     "tokenizer_use_fast",
+    "tokenizer_use_mistral_common",
     "model_revision",
     "dataset_exact_deduplication",
     "curriculum_sampling",
@@ -58,6 +59,7 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "chat_template.jinja",
     "chat_template.json",
+    "tekken.json",  # mistral-common (tokenizer_use_mistral_common)
 )
 
 # File suffix -> the `datasets` builder that reads it (ds_type overrides).

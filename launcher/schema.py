@@ -21,6 +21,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 from hpcft.launcher.peft_extensions import (
@@ -598,6 +599,31 @@ class TrainConfig(_Strict):
     """Informational (axolotl used it for model-specific setup; hpcft reads the model's config instead)."""
     tokenizer_use_fast: bool = True
     """Use the fast (Rust) tokenizer."""
+    tokenizer_use_mistral_common: bool | None = None
+    """Load the tokenizer with the `mistral-common` package (Mistral's own tokenizer: tekken.json or
+    tokenizer.model.v*); it formats conversations itself, so no chat_template, special_tokens or tokens."""
+    model_quantization_config: str | None = None
+    """Load a pre-quantised checkpoint with this transformers quantisation config: `Mxfp4Config` (gpt-oss) or
+    `FineGrainedFP8Config`."""
+    model_quantization_config_kwargs: dict[str, Any] | None = None
+    """Arguments of model_quantization_config, e.g. `{dequantize: true}` (weights unpacked to bf16 on loading)."""
+    gptq: bool | None = None
+    """base_model is a GPTQ-quantised checkpoint: train a LoRA adapter on it (GPTQ kernels on CUDA GPUs with
+    gptqmodel installed; elsewhere the weights are unpacked to the training dtype: docs/model-loading.md)."""
+    gptq_disable_exllama: bool | None = None
+    """gptq with GPTQ kernels: use gptqmodel's PyTorch kernels instead of ExLlama's."""
+    use_onebitllms: bool | None = None
+    """BitNet (1.58-bit) quantisation-aware training with onebitllms' linear layers (Triton, CUDA GPUs only)."""
+    base_model_ignore_patterns: str | list[str] | None = None
+    """Files of a Hub base_model not to download, e.g. `pytorch*` to fetch only safetensors."""
+    reinit_weights: bool | None = None
+    """Train from random weights: build the model from base_model's config instead of loading its weights."""
+    resize_token_embeddings_to_32x: bool | None = None
+    """Round the embedding size up to a multiple of 32 when it is resized for the tokenizer."""
+    float16: bool | None = None
+    """Load the weights in float16 and train without mixed precision (pure fp16; axolotl's `float16`)."""
+    bfloat16: bool | None = None
+    """Load the weights in bfloat16 and train with bf16 autocast: the same as `bf16: true` (axolotl's `bfloat16`)."""
     chat_template: str | None = None  # "tokenizer_default" | a name we ship | "jinja" (with chat_template_jinja)
     """Chat template: `tokenizer_default`, `tokenizer_default_fallback_<name>`, `jinja` (with `chat_template_jinja`),
     or a template hpcft ships under axolotl's name (`llama3`, `qwen3`, `mistral_v7_tekken`, ...: docs/datasets.md)."""
@@ -1100,6 +1126,7 @@ class TrainConfig(_Strict):
     def _consistent(self) -> TrainConfig:
         self._check_preference()
         check_objectives(self)
+        check_model_loading(self)
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are mutually exclusive; keep one")
         if self.adapter == "qlora" and not self.load_in_4bit:

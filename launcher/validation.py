@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -122,7 +123,9 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                     warnings,
                 )
     attention = raw.get("attn_implementation")
-    if attention in ATTENTION_KERNELS_WITHOUT_EFFECT:
+    # `org/name`: an attention kernel from the Hub (gpt-oss's kernels-community/vllm-flash-attn3), the same attention.
+    hub_kernel = isinstance(attention, str) and re.fullmatch(r"[\w.-]+/[\w.-]+(?::[\w.-]+)?", attention) is not None
+    if attention in ATTENTION_KERNELS_WITHOUT_EFFECT or hub_kernel:
         warnings.append(
             f"{where}: 'attn_implementation: {attention}' has no effect in hpcft (the same attention "
             "runs with PyTorch sdpa)"

@@ -31,15 +31,35 @@ class Precision:
     dtype: torch.dtype = torch.float32  # of the loaded weights
 
 
-def resolve_precision(cfg: TrainConfig, bf16_supported: bool | None = None) -> Precision:
-    """bf16 'auto' means bf16 where the GPU supports it; on CPU training stays fp32 unless bf16 is set true."""
+def resolve_precision(
+    cfg: TrainConfig, bf16_supported: bool | None = None, deepspeed: bool = False, cuda: bool | None = None
+) -> Precision:
+    """bf16 'auto' means bf16 where the GPU supports it; on CPU training stays fp32 unless bf16 is set true.
+    `deepspeed`: the run trains under DeepSpeed, which decides what float16 can mean (float16_precision)."""
     if bf16_supported is None:
         bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cfg.float16:
+        return float16_precision(deepspeed, torch.cuda.is_available() if cuda is None else cuda)
+    if cfg.bfloat16:
+        return Precision(bf16=True, dtype=torch.bfloat16)  # as bf16: true, which already loads bf16 weights
     if cfg.fp16:
         # A full fine-tune keeps fp32 master weights (AMP; DeepSpeed casts itself); a frozen base can be fp16.
         return Precision(fp16=True, dtype=torch.float16 if cfg.adapter else torch.float32)
     bf16 = bf16_supported if cfg.bf16 == "auto" else bool(cfg.bf16)
     return Precision(bf16=bf16, full_bf16=cfg.bf16 == "full", dtype=torch.bfloat16 if bf16 else torch.float32)
+
+
+def float16_precision(deepspeed: bool, cuda: bool) -> Precision:
+    """axolotl's float16: the weights themselves in fp16 and no mixed precision. DeepSpeed has no such mode: on
+    GPUs its fp16 mode (fp16 weights, an fp32 master copy in the optimizer, loss scaling) is the nearest; on CPU
+    it has no fp16 at all."""
+    if not deepspeed:
+        return Precision(dtype=torch.float16)
+    if cuda:
+        log.info("float16: DeepSpeed has no pure-fp16 mode; training in its fp16 mode (fp32 master weights)")
+        return Precision(fp16=True, dtype=torch.float16)
+    log.warning("float16: DeepSpeed has no fp16 on CPU; training in fp32")
+    return Precision()
 
 
 def checkpointing_kwargs(cfg: TrainConfig) -> dict[str, Any]:

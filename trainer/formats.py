@@ -435,6 +435,10 @@ FORMATTERS: dict[str | None, type] = {
 
 def make_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: str) -> Callable[[dict, int], list]:
     """The row -> [(input_ids, labels), ...] function for a dataset entry's type (`alpaca:chat`: alpaca's)."""
+    if ds.type == "chat_template" and cfg.tokenizer_use_mistral_common:
+        from hpcft.trainer.mistral_common import MistralChatFormatter  # imports this module
+
+        return MistralChatFormatter(ds, cfg, tokenizer, name)
     base = ds.type.partition(":")[0] if isinstance(ds.type, str) else ds.type
     return FORMATTERS[base](ds, cfg, tokenizer, name)
 

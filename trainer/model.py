@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +17,10 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.peft_extensions import PEFT_PASS_THROUGH
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
+from hpcft.trainer.bitnet import bitnet_linear_layers
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_adapter_except, freeze_except
+from hpcft.trainer.gptq import load_gptq_model
 from hpcft.trainer.loftq import loftq_arguments
 from hpcft.trainer.moe_experts import (
     continue_on_quantized_experts,
@@ -27,6 +30,7 @@ from hpcft.trainer.moe_experts import (
     register_quantized_experts,
 )
 from hpcft.trainer.offload import ActivationOffload
+from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
 from hpcft.trainer.reward import adapter_config, init_score_head
 
 log = logging.getLogger("hpcft.trainer")
@@ -67,6 +71,10 @@ def from_pretrained_with_attention(model_cls: Any, base_model: str, kwargs: dict
 
 def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     """The tokenizer of base_model (or tokenizer_config) with the config's special_tokens and tokens added."""
+    if cfg.tokenizer_use_mistral_common:
+        from hpcft.trainer.mistral_common import load_mistral_tokenizer
+
+        return load_mistral_tokenizer(cfg)
     tokenizer_cls = getattr(transformers, cfg.tokenizer_type, None)
     if tokenizer_cls is None:
         raise ConfigError(f"tokenizer_type: '{cfg.tokenizer_type}' is not a transformers tokenizer class")
@@ -135,8 +143,14 @@ def resize_embeddings(cfg: TrainConfig, model: PreTrainedModel, tokenizer: PreTr
             f"special_tokens/tokens add {len(tokenizer) - current} new token(s), whose embeddings a "
             f"frozen base cannot learn; set lora_modules_to_save: [embed_tokens, lm_head]"
         )
-    log.info("resizing token embeddings %d -> %d for added tokens", current, len(tokenizer))
-    model.resize_token_embeddings(len(tokenizer))
+    # resize_token_embeddings_to_32x: the extra rows are never used as tokens; they only round the matrix shape.
+    multiple = 32 if cfg.resize_token_embeddings_to_32x else None
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=multiple)
+    log.info(
+        "resized token embeddings %d -> %d for added tokens",
+        current,
+        model.get_input_embeddings().num_embeddings,
+    )
 
 
 def override_model_config(cfg: TrainConfig, config: Any) -> None:
@@ -149,6 +163,38 @@ def override_model_config(cfg: TrainConfig, config: Any) -> None:
         setattr(config, key, value)
     if rope:
         apply_rope_scaling(rope, config)
+
+
+def model_source(cfg: TrainConfig) -> str:
+    """Where from_pretrained reads the weights: base_model, or with base_model_ignore_patterns the local snapshot of
+    the Hub model downloaded without the files matching them (a local folder is read as it is)."""
+    if not cfg.base_model_ignore_patterns or Path(cfg.base_model).expanduser().is_dir():
+        return cfg.base_model
+    from huggingface_hub import snapshot_download
+
+    patterns = cfg.base_model_ignore_patterns
+    return snapshot_download(
+        cfg.base_model,
+        revision=cfg.model_revision,
+        ignore_patterns=[patterns] if isinstance(patterns, str) else list(patterns),
+    )
+
+
+def random_model(cfg: TrainConfig, model_cls: Any, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """reinit_weights: the architecture of base_model (its config, with the config overrides) with freshly
+    initialised weights, seeded by `seed`; under ZeRO-3 transformers builds it straight into partitions."""
+    config = kwargs.get("config") or AutoConfig.from_pretrained(
+        cfg.base_model, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision
+    )
+    torch.manual_seed(cfg.seed)
+    log.info("reinit_weights: building %s from its config with random weights", cfg.base_model)
+    auto = model_cls if hasattr(model_cls, "from_config") else transformers.AutoModelForCausalLM
+    return auto.from_config(
+        config,
+        dtype=kwargs["dtype"],
+        attn_implementation=kwargs["attn_implementation"],
+        trust_remote_code=cfg.trust_remote_code,
+    )
 
 
 def use_hub_kernels(cfg: TrainConfig) -> bool:
@@ -259,7 +305,15 @@ def load_model(
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available() and not zero3:
             kwargs["device_map"] = {"": local_rank()}  # each DDP rank holds its own quantised copy on its GPU
-    model = from_pretrained_with_attention(model_cls, cfg.base_model, kwargs)
+    kwargs.update(checkpoint_quantization(cfg))
+    if cfg.reinit_weights:
+        model = random_model(cfg, model_cls, kwargs)
+    elif cfg.gptq:
+        model = load_gptq_model(cfg, model_cls, kwargs, from_pretrained_with_attention)
+    else:
+        model = from_pretrained_with_attention(model_cls, model_source(cfg), kwargs)
+    if cfg.use_onebitllms:
+        model = bitnet_linear_layers(model)
     if quant is not None:
         import bitsandbytes as bnb
 

@@ -82,7 +82,7 @@ def build_trainer(
         data = prepare_datasets(cfg, tokenizer, global_batch_size=layout.global_batch_size)
         num_train_rows = len(data.train)
     deepspeed_config, fsdp_config = sharding_plan(cfg, cuda=torch.cuda.is_available(), resume=resume)
-    precision = resolve_precision(cfg)
+    precision = resolve_precision(cfg, deepspeed=deepspeed_config is not None)
     # Built before the model (TrainingArguments activate ZeRO-3's partitioned loading); TRL's configs take the same.
     arg_values = training_argument_values(
         cfg,

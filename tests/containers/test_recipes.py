@@ -132,6 +132,9 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "MATPLOTLIB_VERSION",
             "LIGER_KERNEL_VERSION",
             "TRL_VERSION",
+            "MISTRAL_COMMON_VERSION",
+            "SENTENCEPIECE_VERSION",
+            "ONEBITLLMS_VERSION",
         )
     }
     # `python` on PATH is this test's interpreter, as it is the image's in the container.

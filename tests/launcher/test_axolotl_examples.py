@@ -71,7 +71,11 @@ def test_stratified_sample_covers_family_adapter_and_data_type():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "adapter", "data"),
-    [("llama-lora-alpaca", "lora", "alpaca"), ("qwen-qlora-chat-liger", "qlora", "chat_template")],
+    [
+        ("llama-lora-alpaca", "lora", "alpaca"),
+        ("qwen-qlora-chat-liger", "qlora", "chat_template"),
+        ("devstral-qlora-mistral-common", "qlora", "chat_template"),
+    ],
 )
 def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
@@ -93,3 +97,5 @@ def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, 
         if key in original:
             assert trained["datasets"][0][key] == original[key]
     assert (run / "out" / "adapter_config.json").is_file()
+    if trained.get("tokenizer_use_mistral_common"):  # the mistral-common tokenizer is saved with the adapter
+        assert (run / "out" / "tekken.json").is_file()
