@@ -23,6 +23,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
 from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.training_loop import has_optimizer_state
+from hpcft.trainer.distributed import rank
 from hpcft.trainer.elastic import BatchLayout, checkpoint_metadata
 
 log = logging.getLogger("hpcft.trainer")
@@ -137,8 +139,29 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
         return str(path)
     if cfg.auto_resume_from_checkpoints:
         latest = find_latest_complete_checkpoint(cfg.output_dir)
+        if latest and not has_optimizer_state(latest):
+            step, last = trained_steps(cfg, latest)
+            if step >= last > 0:
+                return str(latest)  # at the last step: the final model is made from its weights, nothing resumes
+            restart_without_model_only_checkpoints(cfg.output_dir)
+            return None
         return str(latest) if latest else None
     return None
+
+
+def restart_without_model_only_checkpoints(output_dir: str | Path) -> None:
+    """save_only_model: the checkpoints hold no optimizer state, so a requeued run cannot resume: it trains again
+    from step 0. Their completion markers go (rank 0), so that the new run's saves, which reuse the same folder
+    names, are never mistaken for complete while they are written, nor resumed half-written."""
+    if rank() == 0:
+        for path in list_checkpoints(output_dir):
+            (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        log.warning(
+            "save_only_model: the checkpoints in %s hold no optimizer state and cannot be resumed: training again "
+            "from step 0 (they are overwritten as the run saves)",
+            output_dir,
+        )
+    _barrier()
 
 
 def _barrier() -> None:

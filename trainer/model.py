@@ -17,7 +17,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
 from hpcft.trainer.freeze import freeze_except
-from hpcft.trainer.offload import ActivationOffload
+from hpcft.trainer.offload import ActivationOffload, offloads_activations
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -251,6 +251,6 @@ def load_model(
         model = add_lora(cfg, model, quantized=quant is not None, zero3=zero3)
         if is_main_process():
             model.print_trainable_parameters()
-    if cfg.gradient_checkpointing == "offload":
+    if offloads_activations(cfg):
         model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

@@ -51,13 +51,17 @@ from hpcft.trainer.elastic import (
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.lisa import LisaCallback
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
+from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
 from hpcft.trainer.sample_record import SampleRecorder
+from hpcft.trainer.schedule_shape import ScheduleShapeCallback
 from hpcft.trainer.stopping import stopping_callbacks
+from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -99,6 +103,10 @@ def build_trainer(
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
         recorder,
+        ScheduleShapeCallback.from_config(cfg),
+        MetricsEndpointCallback.from_config(cfg),
+        SwanLabLoggingCallback.from_config(cfg),
+        LisaCallback.from_config(cfg),
     ]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
