@@ -63,10 +63,11 @@ class LisaCallback(TrainerCallback):
 
     def switch(self, model: torch.nn.Module, step: int) -> None:
         layers = decoder_layers(model, self.attribute)
-        if self.n_layers > len(layers):
-            raise ConfigError(f"lisa_n_layers: {self.n_layers}, but the model has {len(layers)} layers; lower it")
+        if self.n_layers >= len(layers) and self.interval is None:
+            log.warning("lisa_n_layers: %d, and the model has %d layers: every layer trains (a full fine-tune)",
+                        self.n_layers, len(layers))
         self.interval = step // self.step_interval
-        self.active = chosen_layers(self.seed, self.interval, len(layers), self.n_layers)
+        self.active = chosen_layers(self.seed, self.interval, len(layers), min(self.n_layers, len(layers)))
         for index, layer in enumerate(layers):
             for param in layer.parameters():
                 param.requires_grad_(index in self.active)

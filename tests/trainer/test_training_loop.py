@@ -4,6 +4,7 @@ the Prometheus endpoint (scraped over HTTP) and SwanLab in offline mode."""
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from pathlib import Path
@@ -213,3 +214,29 @@ def test_swanlab_offline_logs_the_run_under_output_dir_without_network(train_con
     assert b"hpcft-test" in records and b"two steps" in records  # project and description
     assert b"loss" in records and b"grad_norm" in records  # the logged metrics
     assert "swanlab_project" in (run / "files" / "config.yaml").read_text()  # the config as the trainer read it
+
+
+def test_save_only_model_checkpoints_hold_no_optimizer_state_and_a_requeue_restarts_from_step_0(train_config, tmp_path):
+    from hpcft.launcher.protocol import STARTS_FILE
+    from hpcft.launcher.training_loop import has_optimizer_state
+    from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
+
+    from .test_train_single import RUN, read_metrics, run_train, write_config
+
+    cfg = train_config(**{**RUN, "max_steps": 6, "save_steps": 2, "save_only_model": True})
+    config = write_config(cfg, tmp_path / "train.yaml")
+    crashed = run_train(config, HPCFT_FAULT_CRASH_AT_STEP="5")
+    assert crashed.returncode != 0
+    latest = find_latest_complete_checkpoint(cfg.output_dir)
+    assert latest == Path(cfg.output_dir) / "checkpoint-4"
+    assert (latest / "model.safetensors").is_file() and not has_optimizer_state(latest)
+
+    requeued = run_train(config)  # what the requeued job runs
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert "hold no optimizer state and cannot be resumed: training again from step 0" in requeued.stderr
+    starts = [json.loads(line)["step"] for line in (Path(cfg.output_dir) / STARTS_FILE).read_text().splitlines()]
+    assert starts == [0, 0]
+    steps = [m["step"] for m in read_metrics(cfg.output_dir)]
+    assert steps == [1, 2, 3, 4] + [1, 2, 3, 4, 5, 6]  # the crash came before step 5 was logged
+    assert (Path(cfg.output_dir) / "model.safetensors").is_file()
+    assert [p.name for p in (Path(cfg.output_dir)).glob("checkpoint-*") if not has_optimizer_state(p)]
