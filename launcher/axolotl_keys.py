@@ -100,6 +100,7 @@ WARN_ONLY_KEYS: dict[str, str] = {
         ),
         _PACKING,
     ),
+    "relora_cpu_offload": "hpcft merges ReLoRA's adapter on the device its weights are on (same results)",
     **dict.fromkeys(
         ("swanlab_log_completions", "swanlab_completion_log_interval", "swanlab_completion_max_buffer"),
         "hpcft logs the training metrics to SwanLab, not tables of preference-tuning completions",
@@ -298,12 +299,6 @@ REFUSED_KEYS: dict[str, str] = {
             "dion_rank_fraction",
             "dion_rank_multiple_of",
             "optim_target_modules",
-            "relora",
-            "relora_prune_method",
-            "relora_prune_ratio",
-            "relora_cpu_offload",
-            "relora_steps",
-            "relora_warmup_steps",
             "grokfast_alpha",
             "grokfast_lamb",
             "lr_div_factor",
@@ -492,6 +487,8 @@ REFUSED_KEYS: dict[str, str] = {
         _TRAINING,
     ),
     "hub_revision": _HUB,
+    "relora_steps": "the old name of jagged_restart_steps: rename it",
+    "relora_warmup_steps": "the old name of jagged_restart_warmup_steps: rename it",
     **dict.fromkeys(
         ("swanlab_api_key", "swanlab_lark_secret", "swanlab_lark_webhook_url"),
         "a secret does not belong in a config that is copied into the run folder: export SWANLAB_API_KEY "

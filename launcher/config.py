@@ -31,7 +31,7 @@ from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
-from hpcft.launcher.training_loop import lisa_runs_ddp, training_loop_warnings
+from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -464,7 +464,7 @@ def check_job(job: Job) -> None:
     and whether the compute nodes can see its paths. validate, render and submit all run them here."""
     launch = job.cfg.launch
     make_plan(job, default_run_dir(job))  # the run folder may still change (-o): render checks the real one
-    if not lisa_runs_ddp(job.cfg):
+    if not runs_plain_ddp(job.cfg):
         resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
 

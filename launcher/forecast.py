@@ -165,12 +165,12 @@ def make_forecast(
 ) -> Forecast:
     """The whole estimate for a validated job on its profile."""
     from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-    from hpcft.launcher.training_loop import lisa_runs_ddp
+    from hpcft.launcher.training_loop import runs_plain_ddp
 
     cfg, launch, profile = job.cfg, job.cfg.launch, job.profile
     shape = model_shape(model_config or cfg.base_model_config or cfg.base_model)
     gpus_per_node = launch.nproc_per_node
-    if lisa_runs_ddp(cfg):
+    if runs_plain_ddp(cfg):
         ds: dict = {"zero_optimization": {"stage": 0}}  # plain DDP: every rank holds every state
     else:
         ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, gpus_per_node * launch.nodes)

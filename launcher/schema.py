@@ -800,6 +800,13 @@ class TrainConfig(_Strict):
     """Steps of each restart's warmup (default 10)."""
     jagged_restart_anneal_steps: int | None = Field(None, ge=0)
     """Steps before each restart over which the learning rate is annealed down (default 1)."""
+    relora: bool | None = None
+    """ReLoRA (lora/qlora): every jagged_restart_steps, merge the adapter into the base weights and start it
+    afresh; the final model is the merged base. Runs with plain DDP, not DeepSpeed."""
+    relora_prune_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of the adapter's optimizer state zeroed at each restart (default 0.9; 0.999 with `reset`)."""
+    relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
+    """How the optimizer state is pruned: `magnitude` (keep the largest, default), `random`, or `reset`."""
     lisa_n_layers: int | None = Field(None, ge=1)
     """LISA: train only this many randomly chosen decoder layers at a time (full fine-tuning only)."""
     lisa_step_interval: int | None = Field(None, ge=1)

@@ -24,11 +24,11 @@ def has_optimizer_state(checkpoint: str | Path) -> bool:
     return any(p.name.startswith(("global_step", "optimizer")) for p in folder.iterdir())
 
 
-def lisa_runs_ddp(cfg: TrainConfig) -> bool:
-    """LISA changes which layers train every few steps. DeepSpeed's ZeRO optimizer flattens the trainable weights
-    once, at the start, and would keep moving the frozen ones (momentum, weight decay): LISA runs with plain DDP,
-    whose optimizer skips a weight without a gradient, as LISA needs."""
-    return bool(cfg.lisa_n_layers)
+def runs_plain_ddp(cfg: TrainConfig) -> bool:
+    """LISA changes which layers train every few steps: DeepSpeed's ZeRO optimizer flattens the trainable weights
+    once, at the start, and would keep moving the frozen ones (momentum, weight decay). ReLoRA prunes the optimizer
+    state of each adapter weight, which ZeRO keeps flattened. Both run with plain DDP and torch's optimizers."""
+    return bool(cfg.lisa_n_layers or cfg.relora)
 
 
 def check_training_loop(cfg: TrainConfig) -> None:
@@ -66,6 +66,18 @@ def check_training_loop(cfg: TrainConfig) -> None:
             "lisa_n_layers changes the trained layers during training, which DeepSpeed's and FSDP's sharded "
             "optimizers cannot follow; hpcft runs LISA with plain DDP: remove deepspeed/fsdp"
         )
+    if cfg.relora:
+        if not cfg.jagged_restart_steps:
+            raise ValueError("relora: true needs jagged_restart_steps (the steps between two merges), e.g. 150")
+        if cfg.adapter not in ("lora", "qlora"):
+            raise ValueError("relora: true needs adapter: lora or qlora (ReLoRA merges and restarts a LoRA adapter)")
+        if cfg.peft_use_dora:
+            raise ValueError("relora: true cannot merge and restart a DoRA adapter; remove peft_use_dora")
+        if cfg.deepspeed or cfg.uses_fsdp:
+            raise ValueError(
+                "relora: true prunes the adapter's optimizer state, which DeepSpeed's and FSDP's sharded "
+                "optimizers keep flattened; hpcft runs ReLoRA with plain DDP: remove deepspeed/fsdp"
+            )
     if cfg.lisa_n_layers and cfg.unfrozen_parameters:
         raise ValueError("lisa_n_layers and unfrozen_parameters both choose what is trained; keep one")
     if cfg.save_only_model and cfg.fsdp_config and cfg.fsdp_config.state_dict_type == "SHARDED_STATE_DICT":

@@ -58,6 +58,7 @@ from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
+from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.schedule_shape import ScheduleShapeCallback
 from hpcft.trainer.stopping import stopping_callbacks
@@ -98,6 +99,7 @@ def build_trainer(
     callbacks = [
         MetricsCallback(cfg.output_dir),
         FaultInjectionCallback.from_env(),
+        ReLoraCallback.from_config(cfg),  # its merged base weights are in a checkpoint before it is marked complete
         CompleteCheckpointCallback(cfg.save_total_limit),
         stop,
         HangWatchdog.from_env(cfg.output_dir, rank()),
@@ -223,6 +225,8 @@ def train(config_path: str | Path) -> int:
                 flush=True,
             )
     else:
+        if cfg.relora:
+            merge_for_final_save(trainer)
         save_final_model(trainer, cfg.output_dir)
         signal_done()
         finished = True

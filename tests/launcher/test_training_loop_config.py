@@ -25,7 +25,7 @@ def test_lisa_renders_a_ddp_job_without_deepspeed(run_cli, workspace):
     assert result.code == 0, result.err
     assert not (workspace / "run" / "deepspeed.json").exists()
     text = (workspace / "run" / "train.yaml").read_text()
-    assert "lisa_n_layers: plain DDP, no DeepSpeed" in text
+    assert "plain DDP, no DeepSpeed" in text
     trained = yaml.safe_load(text)
     assert "deepspeed" not in trained and trained["lisa_n_layers"] == 2 and trained["lisa_step_interval"] == 5
 
@@ -76,3 +76,28 @@ def test_otel_endpoint_port_is_checked(workspace):
         load_job(_config(workspace, "use_otel_metrics: true\notel_metrics_port: 70000\n"), "local")
     job = load_job(_config(workspace, "use_otel_metrics: true\n"), "local")
     assert any("listens on the first node only" in w for w in job.warnings)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("relora: true\nadapter: lora\nlora_target_linear: true\n", "relora: true needs jagged_restart_steps"),
+        ("relora: true\njagged_restart_steps: 50\n", "relora: true needs adapter: lora or qlora"),
+        (
+            "relora: true\njagged_restart_steps: 50\nadapter: lora\nlora_target_linear: true\ndeepspeed: zero2\n",
+            "hpcft runs ReLoRA with plain DDP: remove deepspeed",
+        ),
+        ("relora_steps: 50\n", "the old name of jagged_restart_steps: rename it"),
+    ],
+)
+def test_relora_combinations_are_refused_on_the_login_node(workspace, keys, message):
+    with pytest.raises(ConfigError, match=message):
+        load_job(_config(workspace, keys), "local")
+
+
+def test_relora_renders_a_ddp_job(run_cli, workspace):
+    config = _config(workspace, "relora: true\njagged_restart_steps: 50\nadapter: lora\nlora_target_linear: true\n")
+    result = run_cli("render", "--profile", "local", config, "-o", workspace / "run", cwd=workspace)
+    assert result.code == 0, result.err
+    assert not (workspace / "run" / "deepspeed.json").exists()
+    assert "deepspeed" not in yaml.safe_load((workspace / "run" / "train.yaml").read_text())

@@ -240,3 +240,91 @@ def test_save_only_model_checkpoints_hold_no_optimizer_state_and_a_requeue_resta
     assert steps == [1, 2, 3, 4] + [1, 2, 3, 4, 5, 6]  # the crash came before step 5 was logged
     assert (Path(cfg.output_dir) / "model.safetensors").is_file()
     assert [p.name for p in (Path(cfg.output_dir)).glob("checkpoint-*") if not has_optimizer_state(p)]
+
+
+class ReLoraProbe(TrainerCallback):
+    """Listed after ReLoraCallback: the model's logits, base weights and adapter deltas at the end of step 3 (before
+    the restart) and at the start of step 4 (after it), and the adapter's optimizer state after it."""
+
+    def __init__(self, ids: torch.Tensor):
+        self.ids, self.before, self.after = ids, {}, {}
+
+    def _look(self, model) -> dict:
+        from hpcft.trainer.relora import base_weight, lora_layers
+
+        layers = lora_layers(model)
+        with torch.no_grad():
+            logits = model(input_ids=self.ids).logits
+        return {
+            "logits": logits,
+            "base": {n: base_weight(layer).clone() for n, layer in layers.items()},
+            "delta": {n: layer.get_delta_weight("default").detach().clone() for n, layer in layers.items()},
+        }
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 3:
+            self.before = self._look(model)
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if state.global_step == 3:
+            self.after = self._look(model)
+            moments = [s["exp_avg"] for p, s in optimizer.state.items() if p.requires_grad and "exp_avg" in s]
+            self.after["zeroed"] = sum(int((m == 0).sum()) for m in moments) / sum(m.numel() for m in moments)
+
+
+def test_relora_merges_restarts_prunes_and_resumes_with_the_merged_base(train_config):
+    from hpcft.trainer.relora import BASE_WEIGHTS_FILE, ReLoraCallback, base_weight, lora_layers, merge_for_final_save
+
+    cfg = train_config(adapter="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"],
+                       relora=True, relora_prune_ratio=0.9, jagged_restart_steps=3, jagged_restart_warmup_steps=1,
+                       jagged_restart_anneal_steps=1, max_steps=6, save_steps=4, micro_batch_size=1,
+                       learning_rate=1e-2)
+    probe = ReLoraProbe(torch.arange(3, 19).unsqueeze(0))
+    trainer = make_trainer(cfg, [ReLoraCallback.from_config(cfg), ScheduleShapeCallback.from_config(cfg), probe])
+    trainer.train()
+    before, after = probe.before, probe.after
+    torch.testing.assert_close(after["logits"], before["logits"], rtol=1e-4, atol=1e-5)  # same function
+    for name, delta in before["delta"].items():
+        assert delta.abs().max() > 0  # the adapter had learned something ...
+        torch.testing.assert_close(after["base"][name], before["base"][name] + delta)  # ... now in the base
+        assert after["delta"][name].abs().max() == 0  # and starts afresh (B = 0)
+    assert after["zeroed"] == pytest.approx(0.9, abs=0.01)  # relora_prune_ratio of the adapter's Adam moments
+
+    checkpoint = Path(cfg.output_dir) / "checkpoint-4"
+    assert (checkpoint / BASE_WEIGHTS_FILE).is_file()
+    saved = {n: base_weight(layer).clone() for n, layer in lora_layers(trainer.model).items()}
+    final_logits = trainer.model(input_ids=probe.ids).logits.detach()
+    merge_for_final_save(trainer)  # the final model: every restart and the last adapter merged in
+    assert not lora_layers(trainer.model)
+    torch.testing.assert_close(trainer.model(input_ids=probe.ids).logits, final_logits, rtol=1e-4, atol=1e-5)
+
+    # A resume from checkpoint-4 starts from the merged base weights it saved, not from base_model's.
+    resumed = ReLoraCallback.from_config(cfg)
+    trainer = make_trainer(cfg, [resumed])
+    fresh = {n: base_weight(layer).clone() for n, layer in lora_layers(trainer.model).items()}
+    assert all(not torch.equal(fresh[n], saved[n]) for n in saved)
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.restarts == 1
+    for name, layer in lora_layers(trainer.model).items():
+        torch.testing.assert_close(base_weight(layer), saved[name])  # steps 5-6 train the adapter only
+
+
+def test_relora_restart_on_a_4bit_base_requantises_the_merged_weight(train_config):
+    from hpcft.trainer.relora import ReLoraCallback, base_weight, lora_layers
+
+    cfg = train_config(adapter="qlora", load_in_4bit=True, lora_target_modules=["q_proj"], relora=True,
+                       jagged_restart_steps=3, jagged_restart_warmup_steps=1, jagged_restart_anneal_steps=1)
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    with torch.no_grad():
+        model(input_ids=torch.arange(3, 19).unsqueeze(0))  # an inference forward: bitsandbytes repacks on CPU
+    layers = lora_layers(model)
+    for layer in layers.values():
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.05)  # as if the adapter had trained
+    target = {n: base_weight(layer) + layer.get_delta_weight("default") for n, layer in layers.items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    ReLoraCallback.from_config(cfg).restart(model, optimizer, 3)
+    for name, layer in layers.items():
+        assert type(layer.get_base_layer().weight).__name__ == "Params4bit"  # still 4-bit
+        error = (base_weight(layer) - target[name]).abs().max()
+        assert error <= 0.16 * target[name].abs().max()  # one NF4 rounding of the merged weight, no more
+        assert layer.get_delta_weight("default").abs().max() == 0
