@@ -328,3 +328,29 @@ def test_relora_restart_on_a_4bit_base_requantises_the_merged_weight(train_confi
         error = (base_weight(layer) - target[name]).abs().max()
         assert error <= 0.16 * target[name].abs().max()  # one NF4 rounding of the merged weight, no more
         assert layer.get_delta_weight("default").abs().max() == 0
+
+
+@pytest.mark.slow
+def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp_path):
+    from hpcft.trainer.relora import BASE_WEIGHTS_FILE
+
+    from .test_train_single import RUN, write_config
+    from .test_train_zero3 import torchrun
+
+    run = {**RUN, "max_steps": 4, "save_steps": 3}
+    lisa = train_config(**run, lisa_n_layers=1, lisa_step_interval=2, output_dir=str(tmp_path / "lisa"))
+    result = torchrun(write_config(lisa, tmp_path / "lisa.yaml"))
+    assert result.returncode == 0, result.why
+    assert "lisa: step 0: training layers" in result.log and "lisa: step 2: training layers" in result.log
+    assert (Path(lisa.output_dir) / "model.safetensors").is_file()
+
+    relora = train_config(**run, adapter="lora", lora_target_linear=True, relora=True, jagged_restart_steps=2,
+                          jagged_restart_warmup_steps=1, jagged_restart_anneal_steps=1,
+                          output_dir=str(tmp_path / "relora"))
+    result = torchrun(write_config(relora, tmp_path / "relora.yaml"))
+    assert result.returncode == 0, result.why
+    assert "relora: step 2: restart 1: adapter merged into the base weights" in result.log
+    out = Path(relora.output_dir)
+    assert (out / "checkpoint-3" / BASE_WEIGHTS_FILE).is_file()
+    # The final model is the merged base, a full model: an adapter alone would miss the first restart.
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
