@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from hpcft.launcher.schema import TrainConfig
 
 
-
 def has_optimizer_state(checkpoint: str | Path) -> bool:
     """Whether a checkpoint folder can be resumed: it holds optimizer state (DeepSpeed's global_step*/, the
     Trainer's optimizer.pt, FSDP's optimizer_*), which `save_only_model: true` leaves out."""
@@ -54,8 +53,10 @@ def check_training_loop(cfg: TrainConfig) -> None:
             )
     lisa = (cfg.lisa_n_layers, cfg.lisa_step_interval)
     if any(lisa) and not all(lisa):
-        raise ValueError("lisa_n_layers and lisa_step_interval go together (LISA trains n layers, switching every "
-                         "interval steps); set both or neither")
+        raise ValueError(
+            "lisa_n_layers and lisa_step_interval go together (LISA trains n layers, switching every "
+            "interval steps); set both or neither"
+        )
     if cfg.lisa_n_layers and cfg.adapter:
         raise ValueError(
             f"lisa_n_layers selects which layers a full fine-tune trains; it cannot be combined with adapter: "

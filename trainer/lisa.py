@@ -64,8 +64,11 @@ class LisaCallback(TrainerCallback):
     def switch(self, model: torch.nn.Module, step: int) -> None:
         layers = decoder_layers(model, self.attribute)
         if self.n_layers >= len(layers) and self.interval is None:
-            log.warning("lisa_n_layers: %d, and the model has %d layers: every layer trains (a full fine-tune)",
-                        self.n_layers, len(layers))
+            log.warning(
+                "lisa_n_layers: %d, and the model has %d layers: every layer trains (a full fine-tune)",
+                self.n_layers,
+                len(layers),
+            )
         self.interval = step // self.step_interval
         self.active = chosen_layers(self.seed, self.interval, len(layers), min(self.n_layers, len(layers)))
         for index, layer in enumerate(layers):
@@ -74,11 +77,13 @@ class LisaCallback(TrainerCallback):
         self.history.append((step, self.active))
         log.info("lisa: step %d: training layers %s of %d", step, self.active, len(layers))
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
-                       **kwargs):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
+    ):
         self.switch(model, state.global_step)  # also after a resume between two switches
 
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
-                      **kwargs):
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
+    ):
         if state.global_step // self.step_interval != self.interval:
             self.switch(model, state.global_step)

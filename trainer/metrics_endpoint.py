@@ -54,8 +54,12 @@ class MetricsEndpointCallback(TrainerCallback):
             self.server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
         except OSError as exc:
             # A busy port must not cost the allocation: train without the endpoint and say why.
-            log.warning("use_otel_metrics: cannot listen on %s:%d (%s): training without the endpoint",
-                        self.host, self.port, exc.strerror or exc)
+            log.warning(
+                "use_otel_metrics: cannot listen on %s:%d (%s): training without the endpoint",
+                self.host,
+                self.port,
+                exc.strerror or exc,
+            )
             return
         self.step.set(state.global_step)
         print(f"hpcft: metrics for Prometheus at {self.url}", flush=True)

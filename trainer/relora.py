@@ -119,11 +119,22 @@ class ReLoraCallback(TrainerCallback):
                         total += value.numel()
         log.info(
             "relora: step %d: restart %d: adapter merged into the base weights and started afresh; %.1f%% of its "
-            "optimizer state zeroed (%s)", step, self.restarts, 100 * zeroed / max(total, 1), self.method
+            "optimizer state zeroed (%s)",
+            step,
+            self.restarts,
+            100 * zeroed / max(total, 1),
+            self.method,
         )
 
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
-                      optimizer=None, **kwargs):
+    def on_step_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model=None,
+        optimizer=None,
+        **kwargs,
+    ):
         step = state.global_step
         if step > 0 and step % self.restart_steps == 0 and step // self.restart_steps != self.restarts:
             self.restart(model, optimizer, step)
@@ -136,8 +147,9 @@ class ReLoraCallback(TrainerCallback):
             weights = {name: base_weight(layer).contiguous().cpu() for name, layer in lora_layers(model).items()}
             save_file(weights, str(Path(args.output_dir) / f"checkpoint-{state.global_step}" / BASE_WEIGHTS_FILE))
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
-                       **kwargs):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
+    ):
         self.restarts = state.global_step // self.restart_steps
         if not self.restarts:
             return

@@ -75,8 +75,9 @@ class ScheduleShapeCallback(TrainerCallback):
             if self.quadratic:
                 inner = quadratic_warmup(inner, warmup_steps)
             if self.restart_steps:
-                inner = jagged_restarts(inner, self.restart_steps, self.restart_warmup, self.restart_anneal,
-                                        self.min_scale)
+                inner = jagged_restarts(
+                    inner, self.restart_steps, self.restart_warmup, self.restart_anneal, self.min_scale
+                )
             factors.append(inner)
         # Closures, not objects: LambdaLR.state_dict stores no state for plain functions, so a checkpoint's
         # scheduler file stays what transformers expects.
@@ -99,6 +100,10 @@ class ScheduleShapeCallback(TrainerCallback):
             "learning rate: %s%s",
             "quadratic warmup" if self.quadratic else "",
             (", " if self.quadratic else "")
-            + (f"restarts every {self.restart_steps} steps (warmup {self.restart_warmup}, anneal "
-               f"{self.restart_anneal})" if self.restart_steps else ""),
+            + (
+                f"restarts every {self.restart_steps} steps (warmup {self.restart_warmup}, anneal "
+                f"{self.restart_anneal})"
+                if self.restart_steps
+                else ""
+            ),
         )

@@ -47,8 +47,9 @@ class SwanLabLoggingCallback(TrainerCallback):
             return None
         if importlib.util.find_spec("swanlab") is None:
             # As with wandb: a missing tracker must not cost the allocation.
-            log.warning("use_swanlab: true but swanlab is not installed: not logging to SwanLab "
-                        "(pip install 'hpcft[swanlab]')")
+            log.warning(
+                "use_swanlab: true but swanlab is not installed: not logging to SwanLab (pip install 'hpcft[swanlab]')"
+            )
             return None
         return cls(cfg)
 
@@ -60,8 +61,11 @@ class SwanLabLoggingCallback(TrainerCallback):
         init = swanlab_init_arguments(self.cfg)
         if init["mode"] == "cloud" and not swanlab_logged_in():
             # A batch job cannot answer swanlab's login prompt: keep the logs for `swanlab sync` rather than fail.
-            log.warning("use_swanlab: no SwanLab API key on this node (SWANLAB_API_KEY): logging offline to %s; "
-                        "upload with `swanlab sync`", init["log_dir"])
+            log.warning(
+                "use_swanlab: no SwanLab API key on this node (SWANLAB_API_KEY): logging offline to %s; "
+                "upload with `swanlab sync`",
+                init["log_dir"],
+            )
             init["mode"] = "offline"
         hosts = {"api_host": self.cfg.swanlab_api_host, "web_host": self.cfg.swanlab_web_host}
         if any(hosts.values()):

@@ -38,8 +38,9 @@ def make_trainer(cfg, callbacks: list, model=None) -> Trainer:
     """A Trainer as hpcft builds it (hpcft's TrainingArguments), on a few fixed rows of token ids."""
     args = TrainingArguments(**training_argument_values(cfg, Precision(), None, ROWS, False, 1))
     model = model or load_model(cfg, load_tokenizer(cfg), Precision())
-    rows = [{"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))}
-            for i in range(ROWS)]
+    rows = [
+        {"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)
+    ]
     return Trainer(model=model, args=args, train_dataset=rows, callbacks=[c for c in callbacks if c is not None])
 
 
@@ -142,8 +143,15 @@ def test_lisa_trains_only_the_chosen_layers_and_switches_every_interval(train_co
     config = LlamaConfig.from_pretrained(tiny_model_dir, num_hidden_layers=4)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "four")
-    cfg = train_config(base_model=str(tmp_path / "four"), tokenizer_config=str(tiny_model_dir), lisa_n_layers=1,
-                       lisa_step_interval=2, max_steps=6, micro_batch_size=1, learning_rate=1e-2)
+    cfg = train_config(
+        base_model=str(tmp_path / "four"),
+        tokenizer_config=str(tiny_model_dir),
+        lisa_n_layers=1,
+        lisa_step_interval=2,
+        max_steps=6,
+        micro_batch_size=1,
+        learning_rate=1e-2,
+    )
     lisa, snapshots = LisaCallback.from_config(cfg), LayerSnapshots()
     make_trainer(cfg, [lisa, snapshots]).train()
 
@@ -181,8 +189,13 @@ def _scrape(url: str) -> dict[str, float]:
 
 
 def test_otel_metrics_endpoint_serves_the_last_logged_values(train_config):
-    cfg = train_config(use_otel_metrics=True, otel_metrics_host="127.0.0.1", otel_metrics_port=_free_port(),
-                       max_steps=3, micro_batch_size=2)
+    cfg = train_config(
+        use_otel_metrics=True,
+        otel_metrics_host="127.0.0.1",
+        otel_metrics_port=_free_port(),
+        max_steps=3,
+        micro_batch_size=2,
+    )
     endpoint = MetricsEndpointCallback.from_config(cfg)
     try:
         trainer = make_trainer(cfg, [endpoint])
@@ -200,11 +213,23 @@ def test_otel_metrics_endpoint_serves_the_last_logged_values(train_config):
 
 def test_swanlab_offline_logs_the_run_under_output_dir_without_network(train_config, monkeypatch):
     monkeypatch.delenv("SWANLAB_API_KEY", raising=False)
-    cfg = train_config(use_swanlab=True, swanlab_mode="offline", swanlab_project="hpcft-test",
-                       swanlab_experiment_name="tiny", swanlab_description="two steps", max_steps=2, micro_batch_size=2)
+    cfg = train_config(
+        use_swanlab=True,
+        swanlab_mode="offline",
+        swanlab_project="hpcft-test",
+        swanlab_experiment_name="tiny",
+        swanlab_description="two steps",
+        max_steps=2,
+        micro_batch_size=2,
+    )
     init = swanlab_init_arguments(cfg)
-    assert init == {"project": "hpcft-test", "name": "tiny", "description": "two steps", "mode": "offline",
-                    "log_dir": str(Path(cfg.output_dir) / "swanlog")}
+    assert init == {
+        "project": "hpcft-test",
+        "name": "tiny",
+        "description": "two steps",
+        "mode": "offline",
+        "log_dir": str(Path(cfg.output_dir) / "swanlog"),
+    }
     callback = SwanLabLoggingCallback.from_config(cfg)
     trainer = make_trainer(cfg, [callback])
     trainer.train()
@@ -275,10 +300,21 @@ class ReLoraProbe(TrainerCallback):
 def test_relora_merges_restarts_prunes_and_resumes_with_the_merged_base(train_config):
     from hpcft.trainer.relora import BASE_WEIGHTS_FILE, ReLoraCallback, base_weight, lora_layers, merge_for_final_save
 
-    cfg = train_config(adapter="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"],
-                       relora=True, relora_prune_ratio=0.9, jagged_restart_steps=3, jagged_restart_warmup_steps=1,
-                       jagged_restart_anneal_steps=1, max_steps=6, save_steps=4, micro_batch_size=1,
-                       learning_rate=1e-2)
+    cfg = train_config(
+        adapter="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_modules=["q_proj", "v_proj"],
+        relora=True,
+        relora_prune_ratio=0.9,
+        jagged_restart_steps=3,
+        jagged_restart_warmup_steps=1,
+        jagged_restart_anneal_steps=1,
+        max_steps=6,
+        save_steps=4,
+        micro_batch_size=1,
+        learning_rate=1e-2,
+    )
     probe = ReLoraProbe(torch.arange(3, 19).unsqueeze(0))
     trainer = make_trainer(cfg, [ReLoraCallback.from_config(cfg), ScheduleShapeCallback.from_config(cfg), probe])
     trainer.train()
@@ -312,8 +348,15 @@ def test_relora_merges_restarts_prunes_and_resumes_with_the_merged_base(train_co
 def test_relora_restart_on_a_4bit_base_requantises_the_merged_weight(train_config):
     from hpcft.trainer.relora import ReLoraCallback, base_weight, lora_layers
 
-    cfg = train_config(adapter="qlora", load_in_4bit=True, lora_target_modules=["q_proj"], relora=True,
-                       jagged_restart_steps=3, jagged_restart_warmup_steps=1, jagged_restart_anneal_steps=1)
+    cfg = train_config(
+        adapter="qlora",
+        load_in_4bit=True,
+        lora_target_modules=["q_proj"],
+        relora=True,
+        jagged_restart_steps=3,
+        jagged_restart_warmup_steps=1,
+        jagged_restart_anneal_steps=1,
+    )
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     with torch.no_grad():
         model(input_ids=torch.arange(3, 19).unsqueeze(0))  # an inference forward: bitsandbytes repacks on CPU
@@ -344,9 +387,16 @@ def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp
     assert "lisa: step 0: training layers" in result.log and "lisa: step 2: training layers" in result.log
     assert (Path(lisa.output_dir) / "model.safetensors").is_file()
 
-    relora = train_config(**run, adapter="lora", lora_target_linear=True, relora=True, jagged_restart_steps=2,
-                          jagged_restart_warmup_steps=1, jagged_restart_anneal_steps=1,
-                          output_dir=str(tmp_path / "relora"))
+    relora = train_config(
+        **run,
+        adapter="lora",
+        lora_target_linear=True,
+        relora=True,
+        jagged_restart_steps=2,
+        jagged_restart_warmup_steps=1,
+        jagged_restart_anneal_steps=1,
+        output_dir=str(tmp_path / "relora"),
+    )
     result = torchrun(write_config(relora, tmp_path / "relora.yaml"))
     assert result.returncode == 0, result.why
     assert "relora: step 2: restart 1: adapter merged into the base weights" in result.log
