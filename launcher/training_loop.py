@@ -121,8 +121,9 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
     if cfg.save_only_model:
         out.append(
             f"{where}: save_only_model: checkpoints hold the weights but no optimizer state, so they cannot be "
-            "resumed: a requeued job trains again from step 0 (set save_only_model: false to resume after a "
-            "preemption)"
+            "resumed; the checkpoint saved when the time limit nears keeps its optimizer state, so a job requeued "
+            "then continues, but after a crash or preemption a requeued job trains again from step 0 (set "
+            "save_only_model: false to resume from any checkpoint)"
         )
     resume = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     if resume and (resume / "trainer_state.json").is_file() and not has_optimizer_state(resume):

@@ -50,7 +50,7 @@ def test_swanlab_key_reaches_the_job_only_through_the_environment(run_cli, works
 
 def test_save_only_model_says_what_a_requeue_does_and_a_model_only_checkpoint_is_not_resumed(workspace):
     job = load_job(_config(workspace, "save_only_model: true\nsave_steps: 10\n"), "local")
-    assert any("a requeued job trains again from step 0" in w for w in job.warnings)
+    assert any("after a crash or preemption a requeued job trains again from step 0" in w for w in job.warnings)
 
     checkpoint = workspace / "out" / "checkpoint-10"
     checkpoint.mkdir(parents=True)

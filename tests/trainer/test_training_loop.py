@@ -404,3 +404,17 @@ def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp
     assert (out / "checkpoint-3" / BASE_WEIGHTS_FILE).is_file()
     # The final model is the merged base, a full model: an adapter alone would miss the first restart.
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+
+
+def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends_an_allocation(train_config, tmp_path):
+    from hpcft.launcher.training_loop import has_optimizer_state
+    from hpcft.trainer.faults import StopFileCallback
+
+    cfg = train_config(save_only_model=True, save_steps=1, max_steps=4, micro_batch_size=2)
+    stop = tmp_path / "STOP"
+    trainer = make_trainer(cfg, [StopFileCallback(stop)])
+    assert trainer.args.save_only_model
+    stop.touch()  # the batch script's signal: the time limit is near
+    trainer.train()
+    checkpoint = Path(cfg.output_dir) / "checkpoint-1"
+    assert has_optimizer_state(checkpoint)  # the requeued job resumes at step 1 instead of starting over
