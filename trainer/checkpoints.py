@@ -143,25 +143,31 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
             step, last = trained_steps(cfg, latest)
             if step >= last > 0:
                 return str(latest)  # at the last step: the final model is made from its weights, nothing resumes
-            restart_without_model_only_checkpoints(cfg.output_dir)
-            return None
+            return resume_past_model_only_checkpoints(cfg.output_dir)
         return str(latest) if latest else None
     return None
 
 
-def restart_without_model_only_checkpoints(output_dir: str | Path) -> None:
-    """save_only_model: the checkpoints hold no optimizer state, so a requeued run cannot resume: it trains again
-    from step 0. Their completion markers go (rank 0), so that the new run's saves, which reuse the same folder
-    names, are never mistaken for complete while they are written, nor resumed half-written."""
+def resume_past_model_only_checkpoints(output_dir: str | Path) -> str | None:
+    """save_only_model: the newest checkpoints hold no optimizer state and cannot be resumed. Resume from the newest
+    complete one that can (the save at the time limit keeps its optimizer state), else train again from step 0.
+    The newer model-only ones lose their completion marker (rank 0), so that the new run's saves, which reuse their
+    folder names, are never mistaken for complete while they are written."""
+    complete = [p for p in list_checkpoints(output_dir) if is_complete(p)]
+    resumable = next((p for p in reversed(complete) if has_optimizer_state(p)), None)
+    start = checkpoint_step(resumable) if resumable else 0
     if rank() == 0:
-        for path in list_checkpoints(output_dir):
-            (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        for path in complete:
+            if (checkpoint_step(path) or 0) > (start or 0):
+                (path / COMPLETE_MARKER).unlink(missing_ok=True)
         log.warning(
-            "save_only_model: the checkpoints in %s hold no optimizer state and cannot be resumed: training again "
-            "from step 0 (they are overwritten as the run saves)",
+            "save_only_model: the newest checkpoints in %s hold no optimizer state and cannot be resumed: %s (they "
+            "are overwritten as the run saves)",
             output_dir,
+            f"resuming from {resumable.name}" if resumable else "training again from step 0",
         )
     _barrier()
+    return str(resumable) if resumable else None
 
 
 def _barrier() -> None:

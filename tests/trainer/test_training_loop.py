@@ -418,3 +418,20 @@ def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends
     trainer.train()
     checkpoint = Path(cfg.output_dir) / "checkpoint-1"
     assert has_optimizer_state(checkpoint)  # the requeued job resumes at step 1 instead of starting over
+
+
+def test_a_requeue_resumes_from_the_newest_checkpoint_that_holds_optimizer_state(train_config):
+    from hpcft.launcher.protocol import is_complete, write_complete_marker
+    from hpcft.trainer.checkpoints import resolve_resume_checkpoint
+
+    cfg = train_config(save_only_model=True, max_steps=10)
+    out = Path(cfg.output_dir)
+    for step, full in ((2, True), (4, True), (6, False), (8, False)):  # 4: the stop-file save; 6, 8: model-only
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 10}))
+        if full:
+            (folder / f"global_step{step}").mkdir()
+        write_complete_marker(folder, step, 1)
+    assert resolve_resume_checkpoint(cfg) == str(out / "checkpoint-4")
+    assert [is_complete(out / f"checkpoint-{s}") for s in (2, 4, 6, 8)] == [True, True, False, False]
