@@ -139,7 +139,7 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
         return str(path)
     if cfg.auto_resume_from_checkpoints:
         latest = find_latest_complete_checkpoint(cfg.output_dir)
-        if latest and not has_optimizer_state(latest):
+        if latest and cfg.save_only_model and not has_optimizer_state(latest):
             step, last = trained_steps(cfg, latest)
             if step >= last > 0:
                 return str(latest)  # at the last step: the final model is made from its weights, nothing resumes
