@@ -125,6 +125,15 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
             "then continues, but after a crash or preemption a requeued job trains again from step 0 (set "
             "save_only_model: false to resume from any checkpoint)"
         )
+    shaped = (cfg.lr_quadratic_warmup and cfg.lr_scheduler == "cosine") or cfg.jagged_restart_steps
+    if shaped and cfg.deepspeed and not runs_plain_ddp(cfg):
+        from hpcft.launcher.deepspeed_config import load_source
+
+        if "scheduler" in load_source(cfg.deepspeed):
+            raise ConfigError(
+                f"{where}: lr_quadratic_warmup/jagged_restart_steps shape the schedule that lr_scheduler makes, but "
+                f"the DeepSpeed config {cfg.deepspeed} brings its own 'scheduler'; remove that section"
+            )
     resume = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     if resume and (resume / "trainer_state.json").is_file() and not has_optimizer_state(resume):
         raise ConfigError(

@@ -101,3 +101,12 @@ def test_relora_renders_a_ddp_job(run_cli, workspace):
     assert result.code == 0, result.err
     assert not (workspace / "run" / "deepspeed.json").exists()
     assert "deepspeed" not in yaml.safe_load((workspace / "run" / "train.yaml").read_text())
+
+
+def test_schedule_shapes_refuse_a_deepspeed_file_with_its_own_scheduler(workspace):
+    ds = workspace / "ds.json"
+    ds.write_text('{"zero_optimization": {"stage": 2}, "scheduler": {"type": "WarmupLR", "params": {}}}')
+    with pytest.raises(ConfigError, match="brings its own 'scheduler'; remove that section"):
+        load_job(_config(workspace, f"jagged_restart_steps: 100\ndeepspeed: {ds}\n"), "local")
+    ds.write_text('{"zero_optimization": {"stage": 2}}')
+    load_job(_config(workspace, f"jagged_restart_steps: 100\ndeepspeed: {ds}\n"), "local")
