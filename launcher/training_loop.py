@@ -74,6 +74,11 @@ def check_training_loop(cfg: TrainConfig) -> None:
             raise ValueError("relora: true needs adapter: lora or qlora (ReLoRA merges and restarts a LoRA adapter)")
         if cfg.peft_use_dora:
             raise ValueError("relora: true cannot merge and restart a DoRA adapter; remove peft_use_dora")
+        if cfg.rl:
+            raise ValueError(
+                f"relora: true with rl: {cfg.rl}: merging the adapter would move the reference model (the base "
+                "with the adapter off) during training; remove relora"
+            )
         if cfg.deepspeed or cfg.uses_fsdp:
             raise ValueError(
                 "relora: true prunes the adapter's optimizer state, which DeepSpeed's and FSDP's sharded "

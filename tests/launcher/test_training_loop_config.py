@@ -110,3 +110,12 @@ def test_schedule_shapes_refuse_a_deepspeed_file_with_its_own_scheduler(workspac
         load_job(_config(workspace, f"jagged_restart_steps: 100\ndeepspeed: {ds}\n"), "local")
     ds.write_text('{"zero_optimization": {"stage": 2}}')
     load_job(_config(workspace, f"jagged_restart_steps: 100\ndeepspeed: {ds}\n"), "local")
+
+
+def test_relora_is_refused_with_preference_tuning():
+    from hpcft.launcher.schema import TrainConfig
+
+    keys = {"base_model": "m", "datasets": [{"path": "p.jsonl", "type": "chatml.intel"}], "rl": "dpo"}
+    keys |= {"adapter": "lora", "lora_target_linear": True, "relora": True, "jagged_restart_steps": 50}
+    with pytest.raises(ValueError, match="would move the reference model"):
+        TrainConfig.model_validate(keys)
