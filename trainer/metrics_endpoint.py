@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -35,6 +36,12 @@ class MetricsEndpointCallback(TrainerCallback):
         self.registry = CollectorRegistry()
         self.gauges = {key: Gauge(name, text, registry=self.registry) for key, (name, text) in GAUGES.items()}
         self.step = Gauge("axolotl_global_steps", "Optimizer steps done", registry=self.registry)
+        # GPU memory of rank 0's device in MB; on CPU there is none to report (no gauge rather than a false 0).
+        self.memory = (
+            Gauge("axolotl_memory_usage", "GPU memory allocated on rank 0, MB", registry=self.registry)
+            if torch.cuda.is_available()
+            else None
+        )
         self.server: Any = None
 
     @classmethod
@@ -72,6 +79,8 @@ class MetricsEndpointCallback(TrainerCallback):
             if isinstance(value, (int, float)):
                 gauge.set(value)
         self.step.set(state.global_step)
+        if self.memory is not None:
+            self.memory.set(torch.cuda.memory_allocated() / 2**20)
 
     def close(self) -> None:
         """Stop serving (tests; a training process simply exits)."""

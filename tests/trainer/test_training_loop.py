@@ -209,6 +209,7 @@ def test_otel_metrics_endpoint_serves_the_last_logged_values(train_config):
     assert scraped["axolotl_learning_rate"] == pytest.approx(last["learning_rate"])
     assert scraped["axolotl_gradient_norm"] == pytest.approx(last["grad_norm"])
     assert scraped["axolotl_epoch"] == pytest.approx(last["epoch"])
+    assert "axolotl_memory_usage" not in scraped  # CPU: no GPU memory to report
 
 
 def test_swanlab_offline_logs_the_run_under_output_dir_without_network(train_config, monkeypatch):
