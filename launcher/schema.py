@@ -651,9 +651,9 @@ class TrainConfig(_Strict):
     """Use PyTorch scaled-dot-product attention (the default)."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
-    gradient_checkpointing: bool | Literal["offload"] = False
+    gradient_checkpointing: bool | Literal["offload", "offload_disk"] = False
     """Recompute activations in the backward pass to save memory; `offload` also keeps the checkpointed
-    activations in CPU memory on GPUs."""
+    activations in CPU memory on GPUs (`offload_disk`, axolotl's older spelling, too: in CPU memory)."""
     liger_rope: bool | None = None
     """Liger's fused RoPE kernel (CUDA GPUs only; without one hpcft warns and trains without Liger)."""
     liger_rms_norm: bool | None = None

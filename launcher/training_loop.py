@@ -103,12 +103,13 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
     """What `validate` says about these keys on this job (the trainer logs the same on the node); ConfigError
     for what only the login node's filesystem shows (a checkpoint that cannot be resumed)."""
     out: list[str] = []
-    if cfg.activation_offloading == "disk":
+    if cfg.activation_offloading == "disk" or cfg.gradient_checkpointing == "offload_disk":
         out.append(
             f"{where}: activation_offloading: disk: hpcft offloads the activations to CPU memory, not to disk "
             "(same results)"
         )
-    if cfg.activation_offloading and cfg.launch.gpus_per_node == 0:
+    offloads = cfg.activation_offloading or cfg.gradient_checkpointing in ("offload", "offload_disk")
+    if offloads and cfg.launch.gpus_per_node == 0:
         out.append(
             f"{where}: activation_offloading: the profile has no GPUs, so there is nothing to offload; the job "
             "trains with gradient checkpointing only"

@@ -22,11 +22,12 @@ def offloads_activations(cfg: TrainConfig) -> bool:
     """Whether the run offloads activations. axolotl's `activation_offloading` modes (true, legacy: without CUDA
     streams, hidden_states: the checkpointed layers' inputs, disk) all become hpcft's one offload to pinned CPU
     memory, which with checkpointing holds mainly each layer's input, like `hidden_states`."""
-    if cfg.activation_offloading == "disk":
-        log.warning("activation_offloading: disk: offloading the activations to CPU memory, not to disk")
-    if (cfg.activation_offloading or cfg.gradient_checkpointing == "offload") and not torch.cuda.is_available():
+    wanted = bool(cfg.activation_offloading) or cfg.gradient_checkpointing in ("offload", "offload_disk")
+    if cfg.activation_offloading == "disk" or cfg.gradient_checkpointing == "offload_disk":
+        log.warning("activation offloading to disk: offloading the activations to CPU memory, not to disk")
+    if wanted and not torch.cuda.is_available():
         log.warning("activation offloading: no CUDA GPU, so nothing to offload: training with gradient checkpointing")
-    return bool(cfg.activation_offloading) or cfg.gradient_checkpointing == "offload"
+    return wanted
 
 
 class ActivationOffload:

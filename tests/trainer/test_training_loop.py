@@ -106,9 +106,12 @@ def test_quadratic_warmup_only_shapes_cosine(train_config):
         train_config(jagged_restart_steps=8)
 
 
-@pytest.mark.parametrize("mode", [True, "legacy", "hidden_states", "disk"])
-def test_activation_offloading_routes_saved_activations_through_the_offload_hooks(train_config, mode):
-    cfg = train_config(gradient_checkpointing=True, activation_offloading=mode)
+@pytest.mark.parametrize(
+    ("checkpointing", "mode"),
+    [(True, True), (True, "legacy"), (True, "hidden_states"), (True, "disk"), ("offload_disk", None)],
+)
+def test_activation_offloading_routes_saved_activations_through_the_offload_hooks(train_config, checkpointing, mode):
+    cfg = train_config(gradient_checkpointing=checkpointing, activation_offloading=mode)
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
