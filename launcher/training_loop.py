@@ -43,14 +43,6 @@ def check_training_loop(cfg: TrainConfig) -> None:
                 "jagged_restart_warmup_steps/jagged_restart_anneal_steps need jagged_restart_steps (the restart "
                 "interval in steps); set it or remove them"
             )
-    if cfg.jagged_restart_steps:
-        warmup = cfg.jagged_restart_warmup_steps or 10
-        anneal = cfg.jagged_restart_anneal_steps or 1
-        if warmup + anneal > cfg.jagged_restart_steps:
-            raise ValueError(
-                f"jagged_restart_warmup_steps ({warmup}) + jagged_restart_anneal_steps ({anneal}) exceed "
-                f"jagged_restart_steps ({cfg.jagged_restart_steps}); lower them or raise jagged_restart_steps"
-            )
     lisa = (cfg.lisa_n_layers, cfg.lisa_step_interval)
     if any(lisa) and not all(lisa):
         raise ValueError(
