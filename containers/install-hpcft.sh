@@ -8,7 +8,7 @@ set -euo pipefail
 
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
-: "${MATPLOTLIB_VERSION:?}"
+: "${MATPLOTLIB_VERSION:?}" "${PROMETHEUS_CLIENT_VERSION:?}"
 : "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
@@ -44,6 +44,7 @@ EOF
     "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" \
     "matplotlib==${MATPLOTLIB_VERSION}" \
+    "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" \
     "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" \
@@ -63,6 +64,7 @@ EOF
     "accelerate==${ACCELERATE_VERSION}" "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
     "flash-attn==${FLASH_ATTN_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
+    "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" "sentencepiece==${SENTENCEPIECE_VERSION}" \
     "onebitllms==${ONEBITLLMS_VERSION}" >> "$CONSTRAINTS"

@@ -34,6 +34,7 @@ from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.streamed_rows import check_streamed_rows
+from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -453,6 +454,7 @@ def load_job(
     if cfg.uses_fsdp and cfg.launch.gpus_per_node == 0:
         warnings.append(f"{where}: {cpu_translation_note(cfg)}")
     warnings += check_job_loading(cfg, where)
+    warnings += training_loop_warnings(cfg, where, secret_file=bool(profile.secret_file))
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -473,7 +475,8 @@ def check_job(job: Job) -> None:
     and whether the compute nodes can see its paths. validate, render and submit all run them here."""
     launch = job.cfg.launch
     make_plan(job, default_run_dir(job))  # the run folder may still change (-o): render checks the real one
-    resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
+    if not runs_plain_ddp(job.cfg):
+        resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
 
 

@@ -165,11 +165,15 @@ def make_forecast(
 ) -> Forecast:
     """The whole estimate for a validated job on its profile."""
     from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
+    from hpcft.launcher.training_loop import runs_plain_ddp
 
     cfg, launch, profile = job.cfg, job.cfg.launch, job.profile
     shape = model_shape(model_config or cfg.base_model_config or cfg.base_model)
     gpus_per_node = launch.nproc_per_node
-    ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, gpus_per_node * launch.nodes)
+    if runs_plain_ddp(cfg):
+        ds: dict = {"zero_optimization": {"stage": 0}}  # plain DDP: every rank holds every state
+    else:
+        ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, gpus_per_node * launch.nodes)
     sharding = sharding_from_deepspeed(ds, gpus_per_node, launch.nodes)
     mixed = bool(launch.gpus_per_node) and (cfg.bf16 is not False or cfg.fp16)
     precision = Precision() if mixed else Precision.full_fp32()

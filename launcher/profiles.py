@@ -21,7 +21,7 @@ from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.schema import LaunchConfig
 from hpcft.launcher.validation import as_list, format_validation_error
 
-DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"]
+DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "SWANLAB_API_KEY"]
 
 
 class EdfOptions(BaseModel):

@@ -31,6 +31,7 @@ from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.training_loop import runs_plain_ddp
 
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
 
@@ -119,6 +120,8 @@ def fsdp_runs_as_zero(job: Job) -> bool:
 def sharding_files(job: Job, world_size: int) -> dict[str, str]:
     """deepspeed.json (the ZeRO config used, also FSDP's CPU translation) or fsdp.json (FSDP on GPUs)."""
     cfg = job.cfg
+    if runs_plain_ddp(cfg):
+        return {}
     if not cfg.uses_fsdp:
         ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, world_size)
         return {"deepspeed.json": json.dumps(ds, indent=2) + "\n"}
@@ -138,7 +141,9 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
         f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
         "# This is what the trainer reads; edit the source config and re-render instead.\n"
     )
-    if not cfg.uses_fsdp:
+    if runs_plain_ddp(cfg):
+        header += "# lisa_n_layers/relora: plain DDP, no DeepSpeed (see launcher/training_loop.py).\n"
+    elif not cfg.uses_fsdp:
         data["deepspeed"] = str(deepspeed_path)
     elif fsdp_runs_as_zero(job):
         header += f"# {cpu_translation_note(cfg)}: see deepspeed.json.\n"

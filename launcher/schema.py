@@ -30,6 +30,7 @@ from hpcft.launcher.peft_extensions import (
     check_peft_extensions,
     check_unfrozen_with_adapter,
 )
+from hpcft.launcher.training_loop import check_training_loop
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -771,9 +772,9 @@ class TrainConfig(_Strict):
     """Use PyTorch scaled-dot-product attention (the default)."""
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     """Attention implementation: eager, sdpa, flash_attention_2 (overrides flash_attention)."""
-    gradient_checkpointing: bool | Literal["offload"] = False
+    gradient_checkpointing: bool | Literal["offload", "offload_disk"] = False
     """Recompute activations in the backward pass to save memory; `offload` also keeps the checkpointed
-    activations in CPU memory on GPUs."""
+    activations in CPU memory on GPUs (`offload_disk`, axolotl's older spelling, too: in CPU memory)."""
     liger_rope: bool | None = None
     """Liger's fused RoPE kernel (CUDA GPUs only; without one hpcft warns and trains without Liger)."""
     liger_rms_norm: bool | None = None
@@ -914,6 +915,63 @@ class TrainConfig(_Strict):
     """When to push: `end` (default), `every_save`, `checkpoint`, `all_checkpoints`; hpcft pushes at the end."""
     hub_private_repo: bool | None = None
     """Create the Hub repository as private."""
+
+    # Training loop: activation offloading, model-only checkpoints, schedule shaping, LISA, metrics endpoint,
+    # SwanLab (checked in launcher/training_loop.py, applied in trainer/training_loop.py)
+    activation_offloading: bool | Literal["legacy", "disk", "hidden_states"] | None = None
+    """Keep the activations saved for the backward pass in CPU memory instead of GPU memory (needs
+    gradient_checkpointing); `true`, `legacy`, `hidden_states` and `disk` all offload to CPU memory in hpcft."""
+    save_only_model: bool | None = None
+    """Checkpoints hold the weights only, no optimizer state (smaller, faster to write); a resume then starts
+    from a fresh optimizer state at the checkpoint's step, data position and learning rate."""
+    lr_quadratic_warmup: bool | None = None
+    """With lr_scheduler: cosine, warm up along (step / warmup_steps)^2 instead of linearly."""
+    jagged_restart_steps: int | None = Field(None, ge=1)
+    """Every this many steps, drop the learning rate and warm it up again (axolotl's jagged restarts; ReLoRA's
+    restart interval)."""
+    jagged_restart_warmup_steps: int | None = Field(None, ge=0)
+    """Steps of each restart's warmup (default 10)."""
+    jagged_restart_anneal_steps: int | None = Field(None, ge=0)
+    """Steps before each restart over which the learning rate is annealed down (default 1)."""
+    relora: bool | None = None
+    """ReLoRA (lora/qlora): every jagged_restart_steps, merge the adapter into the base weights and start it
+    afresh; the final model is the merged base. Runs with plain DDP, not DeepSpeed."""
+    relora_prune_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of the adapter's optimizer state zeroed at each restart (default 0.9; 0.999 with `reset`)."""
+    relora_prune_method: Literal["magnitude", "random", "reset"] | None = None
+    """How the optimizer state is pruned: `magnitude` (keep the largest, default), `random`, or `reset`."""
+    lisa_n_layers: int | None = Field(None, ge=1)
+    """LISA: train only this many randomly chosen decoder layers at a time (full fine-tuning only)."""
+    lisa_step_interval: int | None = Field(None, ge=1)
+    """LISA: choose new layers every this many steps."""
+    lisa_layers_attribute: str | None = None
+    """LISA: the attribute path of the model's list of decoder layers (default model.layers)."""
+    use_otel_metrics: bool | None = None
+    """Serve the training metrics (loss, learning rate, grad norm, epoch, step, eval loss) for Prometheus from
+    rank 0 at http://otel_metrics_host:otel_metrics_port/metrics."""
+    otel_metrics_host: str | None = None
+    """Address the metrics endpoint listens on (default localhost; 0.0.0.0: every interface of the first node)."""
+    otel_metrics_port: int | None = Field(None, ge=1, le=65535)
+    """TCP port of the metrics endpoint (default 8000)."""
+    use_swanlab: bool | None = None
+    """Log to SwanLab (needs the swanlab package: pip install 'hpcft[swanlab]'); the API key comes from
+    $SWANLAB_API_KEY, never from the config."""
+    swanlab_project: str | None = None
+    """SwanLab project."""
+    swanlab_experiment_name: str | None = None
+    """SwanLab experiment name."""
+    swanlab_description: str | None = None
+    """SwanLab experiment description."""
+    swanlab_workspace: str | None = None
+    """SwanLab workspace (organisation); default: your own."""
+    swanlab_mode: Literal["cloud", "local", "offline", "disabled"] | None = None
+    """cloud (default), local, offline (logs under output_dir/swanlog, no network) or disabled."""
+    swanlab_web_host: str | None = None
+    """Web address of a self-hosted SwanLab."""
+    swanlab_api_host: str | None = None
+    """API address of a self-hosted SwanLab."""
+    swanlab_log_model: bool | None = None
+    """Upload the model to SwanLab (not supported by SwanLab yet: a warning)."""
 
     # Distributed
     deepspeed: str | dict[str, Any] | None = None
@@ -1208,6 +1266,7 @@ class TrainConfig(_Strict):
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         self._check_data_options()
+        check_training_loop(self)
         return self
 
     def _check_data_options(self) -> None:
@@ -1295,4 +1354,6 @@ IMPLEMENTED_PLUGINS = {
     "axolotl.integrations.liger.LigerPlugin": "the liger_* keys",
     "axolotl.integrations.liger.plugin.LigerPlugin": "the liger_* keys",
     **dict.fromkeys(DIFFUSION_PLUGINS, "the diffusion: keys"),
+    "axolotl.integrations.swanlab.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
+    "axolotl.integrations.swanlab.plugins.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
 }

@@ -167,7 +167,8 @@ def training_argument_values(
         fsdp=True if fsdp_config else None,
         fsdp_config=fsdp_config,
         ddp_timeout=cfg.ddp_timeout,
-        ddp_find_unused_parameters=False,  # causal LMs use every parameter; searching costs a graph walk per step
+        # Causal LMs use every parameter; searching costs a graph walk per step. LISA's frozen layers are unused.
+        ddp_find_unused_parameters=bool(cfg.lisa_n_layers),
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen="non_padding",  # for tokens_per_s, gathered over all ranks
         disable_tqdm=True,  # progress lines would interleave with the JSON metrics lines on stdout
@@ -181,6 +182,7 @@ def training_argument_values(
         **stopping_arguments(cfg),
         **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
+        save_only_model=bool(cfg.save_only_model),
     )
 
 

@@ -23,6 +23,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
 from hpcft.launcher.schema import TrainConfig
+from hpcft.launcher.training_loop import has_optimizer_state
+from hpcft.trainer.distributed import rank
 from hpcft.trainer.elastic import BatchLayout, checkpoint_metadata
 
 log = logging.getLogger("hpcft.trainer")
@@ -137,8 +139,35 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
         return str(path)
     if cfg.auto_resume_from_checkpoints:
         latest = find_latest_complete_checkpoint(cfg.output_dir)
+        if latest and cfg.save_only_model and not has_optimizer_state(latest):
+            step, last = trained_steps(cfg, latest)
+            if step >= last > 0:
+                return str(latest)  # at the last step: the final model is made from its weights, nothing resumes
+            return resume_past_model_only_checkpoints(cfg.output_dir)
         return str(latest) if latest else None
     return None
+
+
+def resume_past_model_only_checkpoints(output_dir: str | Path) -> str | None:
+    """save_only_model: the newest checkpoints hold no optimizer state and cannot be resumed. Resume from the newest
+    complete one that can (the save at the time limit keeps its optimizer state), else train again from step 0.
+    The newer model-only ones lose their completion marker (rank 0), so that the new run's saves, which reuse their
+    folder names, are never mistaken for complete while they are written."""
+    complete = [p for p in list_checkpoints(output_dir) if is_complete(p)]
+    resumable = next((p for p in reversed(complete) if has_optimizer_state(p)), None)
+    start = checkpoint_step(resumable) if resumable else 0
+    if rank() == 0:
+        for path in complete:
+            if (checkpoint_step(path) or 0) > (start or 0):
+                (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        log.warning(
+            "save_only_model: the newest checkpoints in %s hold no optimizer state and cannot be resumed: %s (they "
+            "are overwritten as the run saves)",
+            output_dir,
+            f"resuming from {resumable.name}" if resumable else "training again from step 0",
+        )
+    _barrier()
+    return str(resumable) if resumable else None
 
 
 def _barrier() -> None:

@@ -136,6 +136,9 @@ class StopFileCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.stopped_at is None and self._any_rank_sees_file(args):
             self.stopped_at = state.global_step
+            # The next allocation resumes from this checkpoint: with save_only_model it would hold no optimizer
+            # state and the requeued job would start over, so this one save keeps it (docs/training-loop.md).
+            args.save_only_model = False
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -29,7 +29,7 @@ from hpcft.trainer.moe_experts import (
     quantize_moe_experts,
     register_quantized_experts,
 )
-from hpcft.trainer.offload import ActivationOffload
+from hpcft.trainer.offload import ActivationOffload, offloads_activations
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
 from hpcft.trainer.reward import adapter_config, init_score_head
 
@@ -336,6 +336,6 @@ def load_model(
             freeze_adapter_except(model, cfg.unfrozen_parameters)
         if is_main_process():
             model.print_trainable_parameters()
-    if cfg.gradient_checkpointing == "offload":
+    if offloads_activations(cfg):
         model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

@@ -1,5 +1,6 @@
-"""`gradient_checkpointing: offload`: checkpointing plus activation offloading. The tensors autograd keeps for the
-backward pass (with checkpointing: mainly each block's input) wait in CPU memory instead of GPU memory.
+"""`gradient_checkpointing: offload` or `activation_offloading`: checkpointing plus activation offloading. The
+tensors autograd keeps for the backward pass (with checkpointing: mainly each block's input) wait in CPU memory
+instead of GPU memory.
 
 The same design as torchtune's activation offloading: saved-tensor hooks (a public autograd API) active during the
 model's forward pass, entered and left by module hooks, so no library code is replaced.
@@ -7,9 +8,26 @@ model's forward pass, entered and left by module hooks, so no library code is re
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+
+from hpcft.launcher.schema import TrainConfig
+
+log = logging.getLogger("hpcft.trainer")
+
+
+def offloads_activations(cfg: TrainConfig) -> bool:
+    """Whether the run offloads activations. axolotl's `activation_offloading` modes (true, legacy: without CUDA
+    streams, hidden_states: the checkpointed layers' inputs, disk) all become hpcft's one offload to pinned CPU
+    memory, which with checkpointing holds mainly each layer's input, like `hidden_states`."""
+    wanted = bool(cfg.activation_offloading) or cfg.gradient_checkpointing in ("offload", "offload_disk")
+    if cfg.activation_offloading == "disk" or cfg.gradient_checkpointing == "offload_disk":
+        log.warning("activation offloading to disk: offloading the activations to CPU memory, not to disk")
+    if wanted and not torch.cuda.is_available():
+        log.warning("activation offloading: no CUDA GPU, so nothing to offload: training with gradient checkpointing")
+    return wanted
 
 
 class ActivationOffload:

@@ -29,7 +29,8 @@ def scheduler_arguments(cfg: TrainConfig) -> dict[str, Any]:
     """lr_scheduler_type, its kwargs and warmup for TrainingArguments."""
     kwargs = dict(cfg.lr_scheduler_kwargs or {})
     name = cfg.lr_scheduler
-    if name == "cosine" and cfg.cosine_min_lr_ratio is not None:
+    # A quadratic warmup decays the cosine to 0, as in axolotl (trainer/schedule_shape.py squares the warmup).
+    if name == "cosine" and cfg.cosine_min_lr_ratio is not None and not cfg.lr_quadratic_warmup:
         # transformers' cosine_with_min_lr decays to min_lr_rate * learning_rate instead of 0 (axolotl's floor).
         name = "cosine_with_min_lr"
         kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio

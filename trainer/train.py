@@ -54,16 +54,21 @@ from hpcft.trainer.elastic import (
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.lisa import LisaCallback
 from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
+from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import PreparedData, prepare_datasets
+from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
 from hpcft.trainer.reward import build_reward_trainer, reward_arguments
 from hpcft.trainer.sample_record import SampleRecorder
+from hpcft.trainer.schedule_shape import ScheduleShapeCallback
 from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.streaming import streaming_datasets
+from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback
 from hpcft.trainer.watchdog import HangWatchdog
 
 log = logging.getLogger("hpcft.trainer")
@@ -110,12 +115,17 @@ def build_trainer(
     callbacks = [
         MetricsCallback(cfg.output_dir),
         FaultInjectionCallback.from_env(),
+        ReLoraCallback.from_config(cfg),  # its merged base weights are in a checkpoint before it is marked complete
         CompleteCheckpointCallback(cfg.save_total_limit),
         stop,
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
         causal_lm_eval,
         recorder,
+        ScheduleShapeCallback.from_config(cfg),
+        MetricsEndpointCallback.from_config(cfg),
+        SwanLabLoggingCallback.from_config(cfg),
+        LisaCallback.from_config(cfg),
     ]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
@@ -244,6 +254,8 @@ def train(config_path: str | Path) -> int:
                 flush=True,
             )
     else:
+        if cfg.relora:
+            merge_for_final_save(trainer)
         save_final_model(trainer, cfg.output_dir)
         signal_done()
         finished = True

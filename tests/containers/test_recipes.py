@@ -130,6 +130,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "BITSANDBYTES_VERSION",
             "FLASH_ATTN_VERSION",
             "MATPLOTLIB_VERSION",
+            "PROMETHEUS_CLIENT_VERSION",
             "LIGER_KERNEL_VERSION",
             "TRL_VERSION",
             "MISTRAL_COMMON_VERSION",
