@@ -23,14 +23,17 @@ from pydantic import ValidationError
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fp8 import fp8_notes
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
+from hpcft.launcher.qat import qat_cpu_note
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
+from hpcft.launcher.sparse_finetuning import sparse_notes
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -431,6 +434,9 @@ def load_job(
             f"{where}: {', '.join(liger)}: Liger kernels need CUDA GPUs; this profile has none, so the job "
             "trains with the model's own layers (same results, more memory)"
         )
+    for note in (qat_cpu_note(cfg), *fp8_notes(cfg, cfg.launch.gpus_per_node), *sparse_notes(cfg)):
+        if note:
+            warnings.append(f"{where}: {note}")
     if (
         cfg.hub_model_id
         and not profile.secret_file

@@ -21,7 +21,10 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
@@ -636,6 +639,17 @@ class TrainConfig(_Strict):
     """Load base weights in 4-bit NF4 (QLoRA; needs `adapter: qlora`)."""
     load_in_8bit: bool = False
     """Load base weights in 8-bit (needs an adapter)."""
+    qat: QatConfig | None = None
+    """Quantization-aware training with torchao (see the qat keys below): fake-quantised linear layers while
+    training, a full-precision model saved at the end."""
+    fp8: bool | None = None
+    """FP8 mixed precision (torchao float8 linear layers through accelerate) on GPUs with FP8 (H100, GH200);
+    elsewhere a warning and training in the usual precision."""
+    fp8_enable_fsdp_float8_all_gather: bool | None = None
+    """With fp8 and FSDP2: all-gather the sharded weights in float8 (less communication)."""
+    llmcompressor: LlmCompressorConfig | None = None
+    """Sparse fine-tuning (axolotl's LLMCompressor plugin, see the llmcompressor keys below): keep the zeros of
+    the pretrained weights that the recipe's ConstantPruningModifier targets."""
 
     # Precision and kernels
     bf16: bool | Literal["auto", "full"] = "auto"
@@ -1008,6 +1022,9 @@ class TrainConfig(_Strict):
             self.fsdp_config.fsdp_version = self.fsdp_version
         if self.chat_template == "jinja" and not self.chat_template_jinja:
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
+        check_qat(self)
+        check_fp8(self)
+        check_llmcompressor(self)
         return self
 
     @property
@@ -1041,4 +1058,5 @@ LIGER_KEYS = {
 IMPLEMENTED_PLUGINS = {
     "axolotl.integrations.liger.LigerPlugin": "the liger_* keys",
     "axolotl.integrations.liger.plugin.LigerPlugin": "the liger_* keys",
+    **dict.fromkeys(LLMCOMPRESSOR_PLUGINS, "the llmcompressor block"),
 }

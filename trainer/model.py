@@ -16,8 +16,10 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.distributed import is_main_process, local_rank
+from hpcft.trainer.fp8 import apply_fp8
 from hpcft.trainer.freeze import freeze_except
 from hpcft.trainer.offload import ActivationOffload
+from hpcft.trainer.qat import cuda_capability, prepare_qat
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -245,6 +247,10 @@ def load_model(
     resize_embeddings(cfg, model, tokenizer)
     if cfg.unfrozen_parameters:
         freeze_except(model, cfg.unfrozen_parameters)
+    # Before an adapter: it then wraps the fake-quantised / float8 base layers, as axolotl's order does.
+    if cfg.qat:
+        prepare_qat(cfg.qat, model, cuda_capability())
+    apply_fp8(cfg, model, cuda_capability(), fsdp=cfg.uses_fsdp and torch.cuda.is_available())
     if cfg.adapter and not wrap_adapter:
         return prepare_for_adapter(cfg, model, quantized=quant is not None, zero3=zero3)
     if cfg.adapter:
