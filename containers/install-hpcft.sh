@@ -9,7 +9,7 @@ set -euo pipefail
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 : "${MATPLOTLIB_VERSION:?}"
-: "${LIGER_KERNEL_VERSION:?}"
+: "${LIGER_KERNEL_VERSION:?}" "${TORCHAO_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -45,6 +45,7 @@ EOF
     "bitsandbytes==${BITSANDBYTES_VERSION}" \
     "matplotlib==${MATPLOTLIB_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" \
+    "torchao==${TORCHAO_VERSION}" \
     "trl==${TRL_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
@@ -60,7 +61,7 @@ EOF
     "accelerate==${ACCELERATE_VERSION}" "datasets==${DATASETS_VERSION}" \
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
     "flash-attn==${FLASH_ATTN_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
-    "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" >> "$CONSTRAINTS"
+    "liger-kernel==${LIGER_KERNEL_VERSION}" "torchao==${TORCHAO_VERSION}" "trl==${TRL_VERSION}" >> "$CONSTRAINTS"
 }
 
 install_hpcft() {

@@ -131,6 +131,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "FLASH_ATTN_VERSION",
             "MATPLOTLIB_VERSION",
             "LIGER_KERNEL_VERSION",
+            "TORCHAO_VERSION",
             "TRL_VERSION",
         )
     }
