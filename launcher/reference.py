@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
+from hpcft.launcher.qat import QatConfig
 from hpcft.launcher.schema import (
     DatasetConfig,
     FsdpConfig,
@@ -26,11 +28,12 @@ from hpcft.launcher.schema import (
     UserDefinedPreferenceType,
     field_aliases,
 )
+from hpcft.launcher.sparse_finetuning import LlmCompressorConfig
 from hpcft.launcher.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("hpcft.launcher.schema.", "").replace("NoneType", "null")
+    text = re.sub(r"hpcft\.launcher\.\w+\.", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
     for noise in ("<class '", "'>"):
         text = text.replace(noise, "")
     return text
@@ -122,6 +125,14 @@ def config_reference_markdown() -> str:
         "## FSDP keys (`fsdp_config:`; axolotl's `fsdp_`-prefixed spellings are accepted too)",
         "",
         *_table(FsdpConfig, "fsdp_config."),
+        "",
+        "## Quantization-aware training keys (`qat:`; torchao fake quantisation, see docs/low-precision.md)",
+        "",
+        *_table(QatConfig, "qat."),
+        "",
+        "## Sparse fine-tuning keys (`llmcompressor:`, axolotl's LLMCompressor plugin; see docs/low-precision.md)",
+        "",
+        *_table(LlmCompressorConfig, "llmcompressor."),
         "",
         "## Job options (`launch:` in the config, the profile's `launch:`, or command-line flags)",
         "",

@@ -643,8 +643,8 @@ class TrainConfig(_Strict):
     """Quantization-aware training with torchao (see the qat keys below): fake-quantised linear layers while
     training, a full-precision model saved at the end."""
     fp8: bool | None = None
-    """FP8 mixed precision (torchao float8 linear layers through accelerate) on GPUs with FP8 (H100, GH200);
-    elsewhere a warning and training in the usual precision."""
+    """FP8 mixed precision: linear layers multiply in float8 (torchao's Float8Linear) on GPUs with FP8 (H100,
+    GH200) and on CPU (same numerics, no speed-up); on older GPUs a warning and training without it."""
     fp8_enable_fsdp_float8_all_gather: bool | None = None
     """With fp8 and FSDP2: all-gather the sharded weights in float8 (less communication)."""
     llmcompressor: LlmCompressorConfig | None = None
