@@ -76,3 +76,23 @@ def test_targets_that_match_nothing_fail_before_training(train_config, tiny_mode
     cfg = train_config(llmcompressor=_keep(["re:.*qkv_proj.weight"]))
     with pytest.raises(ConfigError, match=r"targets \['re:\.\*qkv_proj\.weight'\] match no trainable weight"):
         keep_sparsity(cfg, tiny_model)
+
+
+@pytest.mark.slow
+def test_zeros_stay_zero_under_deepspeed_zero3_on_two_ranks(pruned_model_dir, train_config, tmp_path):
+    """ZeRO-3 (hpcft's default) keeps fp32 master weights in its optimizer and a slice of each weight per rank: the
+    gradient masks are what keeps the zeros there."""
+    from .test_train_zero3 import torchrun
+
+    cfg = train_config(
+        **{**RUN, "max_steps": 3, "save_steps": None, "base_model": str(pruned_model_dir), "deepspeed": "zero3"},
+        llmcompressor=_keep(TARGETS),
+    )
+    result = torchrun(write_config(cfg, tmp_path / "train.yaml"))
+    assert result.returncode == 0, result.why
+    before, after = load_file(pruned_model_dir / "model.safetensors"), load_file(f"{cfg.output_dir}/model.safetensors")
+    for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"):
+        zeros = before[key] == 0
+        assert after[key].shape == before[key].shape and torch.all(after[key][zeros] == 0)
+        assert not torch.equal(after[key][~zeros], before[key][~zeros])
+    assert int((after["model.layers.0.self_attn.k_proj.weight"] == 0).sum()) < 100  # untargeted: filled in
