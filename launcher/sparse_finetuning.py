@@ -34,9 +34,9 @@ class LlmCompressorConfig(BaseModel):
     """The llmcompressor recipe (inline, or as YAML text), e.g. `{finetuning_stage: {finetuning_modifiers:
     {ConstantPruningModifier: {targets: ['re:.*q_proj.weight', ...], start: 0}}}}`."""
     save_compressed: bool = False
-    """Compress the saved model with compressed-tensors. Its releases since 0.15 (which axolotl's llmcompressor
-    uses) have no sparse format and only compress quantised layers, of which sparse fine-tuning has none: as in
-    axolotl, the model is saved as ordinary safetensors (the zeros included), and the log says so."""
+    """Compress the saved model with compressed-tensors. Its releases after 0.14 (those today's llmcompressor
+    installs) have no sparse format and only compress quantised layers, of which sparse fine-tuning has none: as
+    in axolotl, the model is saved as ordinary safetensors (the zeros included), and the log says so."""
 
     @field_validator("recipe", mode="before")
     @classmethod
