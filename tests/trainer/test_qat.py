@@ -5,6 +5,7 @@ switch-on, the conversion back to plain layers, and one whole training run."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -146,3 +147,33 @@ def test_a_qat_run_switches_fake_quantisation_on_late_and_saves_a_plain_model(tr
         assert not any("quantizer" in key for key in saved.keys())
     model = AutoModelForCausalLM.from_pretrained(cfg.output_dir)
     assert type(model.model.layers[0].mlp.gate_proj) is nn.Linear
+
+
+@pytest.mark.slow
+def test_axolotls_nvfp4_qat_example_trains_two_steps_with_a_tiny_gemma3(tmp_path, monkeypatch):
+    """The compatibility matrix's 2-step run (bench/axolotl_examples.py) on axolotl's Gemma3 NVFP4 QAT config:
+    FSDP2 runs as ZeRO-3 on CPU, NVFP4 is emulated without a Blackwell GPU."""
+    import importlib.util
+    import shutil
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    if "axolotl_examples" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("axolotl_examples", root / "bench" / "axolotl_examples.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    bench = sys.modules["axolotl_examples"]
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = tmp_path / "gemma3-qat-nvfp4.yaml"
+    shutil.copy(root / "tests" / "data" / "axolotl_style" / config.name, config)
+    outcome = bench.validate_one(config, config.name)
+    assert outcome.result == "accepted", outcome.detail
+    result, detail = bench.train_one(outcome, tmp_path, {}, timeout=300)
+    assert result == "trained" and detail.startswith("2 steps, loss "), detail
+    run = tmp_path / "train" / "gemma3_qat_nvfp4_yaml"
+    trained = yaml.safe_load((run / "train.yaml").read_text())
+    assert (trained["qat"]["activation_dtype"], trained["qat"]["weight_dtype"]) == ("nvfp4", "nvfp4")
+    assert (run / "out" / "model.safetensors").is_file()
