@@ -172,4 +172,3 @@ def test_validate_exits_2_naming_the_qat_key(run_cli, workspace):
 def test_sparse_finetuning_with_an_adapter_says_the_base_stays_frozen(workspace):
     job = load_job(_with(workspace, llmcompressor=KEEP_2_4, adapter="lora", lora_target_linear=True), "local")
     assert any("base weights stay frozen" in w for w in job.warnings)
-
