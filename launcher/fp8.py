@@ -39,4 +39,10 @@ def fp8_notes(cfg: TrainConfig, gpus_per_node: int) -> list[str]:
             "fp8: this profile has no GPUs; the job trains with torchao's float8 linear layers on CPU (the same "
             "float8 numerics as on a GPU, without its speed-up)"
         ]
-    return []  # GPUs older than sm_89 are only known on the node: the trainer warns there
+    # GPUs older than sm_89 are only known on the node: the trainer warns there.
+    if not cfg.torch_compile:
+        return [
+            "fp8: float8 layers are fast only when compiled (torch_compile: true), as axolotl recommends; without "
+            "it they can be slower than bf16"
+        ]
+    return []

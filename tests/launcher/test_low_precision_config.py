@@ -108,6 +108,8 @@ def test_fp8_all_gather_needs_fp8_and_fsdp2(workspace):
         "local",
     )
     assert job.cfg.fp8 and any("fp8: this profile has no GPUs" in w for w in job.warnings)
+    gpus = load_job(workspace / "cfg.yaml", "local", cli_launch={"gpus_per_node": 4})
+    assert any("fp8: float8 layers are fast only when compiled (torch_compile: true)" in w for w in gpus.warnings)
 
 
 def test_fp8_with_fp16_or_a_quantised_base_is_refused(workspace):
