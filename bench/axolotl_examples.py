@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -276,6 +277,12 @@ def local_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
     return {**keep, "path": str(path)}
 
 
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: int) -> tuple[str, str]:
     """Swap model and data, validate again, run 2 steps; return (result, detail)."""
     from hpcft.launcher.config import load_job
@@ -342,7 +349,10 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     job = load_job(config, "local")
     train_yaml = run / "train.yaml"
     train_yaml.write_text(yaml.safe_dump(job.cfg.training_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    # One rank as torchrun would start it: DeepSpeed (which FSDP configs run as on CPU) otherwise looks for MPI.
+    rank_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    rank_env["MASTER_PORT"] = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **rank_env}
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "hpcft.trainer", "train", str(train_yaml)],

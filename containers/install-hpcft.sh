@@ -9,7 +9,7 @@ set -euo pipefail
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 : "${MATPLOTLIB_VERSION:?}" "${PROMETHEUS_CLIENT_VERSION:?}"
-: "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}"
+: "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}" "${TORCHAO_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -46,6 +46,7 @@ EOF
     "matplotlib==${MATPLOTLIB_VERSION}" \
     "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" \
+    "torchao==${TORCHAO_VERSION}" \
     "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" \
     "sentencepiece==${SENTENCEPIECE_VERSION}" \
@@ -65,7 +66,7 @@ EOF
     "bitsandbytes==${BITSANDBYTES_VERSION}" "deepspeed==${DEEPSPEED_VERSION}" \
     "flash-attn==${FLASH_ATTN_VERSION}" "matplotlib==${MATPLOTLIB_VERSION}" \
     "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
-    "liger-kernel==${LIGER_KERNEL_VERSION}" "trl==${TRL_VERSION}" \
+    "liger-kernel==${LIGER_KERNEL_VERSION}" "torchao==${TORCHAO_VERSION}" "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" "sentencepiece==${SENTENCEPIECE_VERSION}" \
     "onebitllms==${ONEBITLLMS_VERSION}" >> "$CONSTRAINTS"
 }

@@ -191,9 +191,11 @@ _RL = (
     "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)"
 )
 _MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
-_FSDP = "hpcft's FSDP runs without FP8 all-gathers; remove it"
 _PARALLEL = "hpcft parallelises with DeepSpeed ZeRO data parallelism only; remove it"
-_QUANT = "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit); remove it"
+_QUANT = (
+    "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit; qat: for "
+    "quantization-aware training); remove it"
+)
 _OPTIM = "hpcft's optimizer and schedule do not implement it; remove it"
 _EVAL = "hpcft evaluates the loss on val_set_size or test_datasets only; remove it"
 _TRACKING = "hpcft logs to metrics.jsonl, Weights & Biases (wandb_project) or TensorBoard (use_tensorboard); remove it"
@@ -245,7 +247,6 @@ REFUSED_KEYS: dict[str, str] = {
         ),
         _MULTIMODAL,
     ),
-    "fp8_enable_fsdp_float8_all_gather": _FSDP,
     **dict.fromkeys(
         (
             "sequence_parallel_degree",
@@ -270,11 +271,8 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "qat",
             "quantization",
-            "fp8",
             "nonexpert_quantization",
-            "llmcompressor",
         ),
         _QUANT,
     ),

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.fp8 import fp8_notes
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
@@ -31,8 +32,10 @@ from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
+from hpcft.launcher.qat import qat_cpu_note
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
+from hpcft.launcher.sparse_finetuning import sparse_notes
 from hpcft.launcher.streamed_rows import check_streamed_rows
 from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
 from hpcft.launcher.validation import as_list, check_keys, format_validation_error
@@ -441,6 +444,9 @@ def load_job(
     problem = moe_model_problem(cfg)
     if problem:
         raise ConfigError(f"{where}: {problem}")
+    for note in (qat_cpu_note(cfg), *fp8_notes(cfg, cfg.launch.gpus_per_node), *sparse_notes(cfg)):
+        if note:
+            warnings.append(f"{where}: {note}")
     if (
         cfg.hub_model_id
         and not profile.secret_file

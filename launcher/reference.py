@@ -19,6 +19,7 @@ from hpcft.launcher.axolotl_keys import (
     refusal_message,
 )
 from hpcft.launcher.objectives import DiffusionConfig
+from hpcft.launcher.qat import QatConfig
 from hpcft.launcher.schema import (
     IMPLEMENTED_PLUGINS,
     DatasetConfig,
@@ -29,6 +30,7 @@ from hpcft.launcher.schema import (
     UserDefinedPreferenceType,
     field_aliases,
 )
+from hpcft.launcher.sparse_finetuning import LlmCompressorConfig
 from hpcft.launcher.validation import known_keys
 
 
@@ -133,6 +135,14 @@ def config_reference_markdown() -> str:
         "## Diffusion keys (`diffusion:`, with `plugins: [axolotl.integrations.diffusion.DiffusionPlugin]`)",
         "",
         *_table(DiffusionConfig, "diffusion."),
+        "",
+        "## Quantization-aware training keys (`qat:`; torchao fake quantisation, see docs/low-precision.md)",
+        "",
+        *_table(QatConfig, "qat."),
+        "",
+        "## Sparse fine-tuning keys (`llmcompressor:`, axolotl's LLMCompressor plugin; see docs/low-precision.md)",
+        "",
+        *_table(LlmCompressorConfig, "llmcompressor."),
         "",
         "## Job options (`launch:` in the config, the profile's `launch:`, or command-line flags)",
         "",

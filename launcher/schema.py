@@ -21,6 +21,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
@@ -30,6 +31,8 @@ from hpcft.launcher.peft_extensions import (
     check_peft_extensions,
     check_unfrozen_with_adapter,
 )
+from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
 
 SLURM_TIME_RE = re.compile(
@@ -758,6 +761,17 @@ class TrainConfig(_Strict):
     """LoRA+: learning rate of LoRA on embedding layers (default 1e-6)."""
     peft: PeftBlock | None = None
     """peft options: `{loftq_config: {loftq_bits: 4}}` initialises LoRA with LoftQ (adapter: lora, CUDA GPUs)."""
+    qat: QatConfig | None = None
+    """Quantization-aware training with torchao (see the qat keys below): fake-quantised linear layers while
+    training, a full-precision model saved at the end."""
+    fp8: bool | None = None
+    """FP8 mixed precision: linear layers multiply in float8 (torchao's Float8Linear) on GPUs with FP8 (H100,
+    GH200) and on CPU (same numerics, no speed-up); on older GPUs a warning and training without it."""
+    fp8_enable_fsdp_float8_all_gather: bool | None = None
+    """With fp8 and FSDP2: all-gather the sharded weights in float8 (less communication)."""
+    llmcompressor: LlmCompressorConfig | None = None
+    """Sparse fine-tuning (axolotl's LLMCompressor plugin, see the llmcompressor keys below): keep the zeros of
+    the pretrained weights that the recipe's ConstantPruningModifier targets."""
 
     # Precision and kernels
     bf16: bool | Literal["auto", "full"] = "auto"
@@ -1267,6 +1281,9 @@ class TrainConfig(_Strict):
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         self._check_data_options()
         check_training_loop(self)
+        check_qat(self)
+        check_fp8(self)
+        check_llmcompressor(self)
         return self
 
     def _check_data_options(self) -> None:
@@ -1356,4 +1373,5 @@ IMPLEMENTED_PLUGINS = {
     **dict.fromkeys(DIFFUSION_PLUGINS, "the diffusion: keys"),
     "axolotl.integrations.swanlab.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
     "axolotl.integrations.swanlab.plugins.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
+    **dict.fromkeys(LLMCOMPRESSOR_PLUGINS, "the llmcompressor block"),
 }

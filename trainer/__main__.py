@@ -46,8 +46,21 @@ def _setup_logging() -> None:
     # Replicas log errors only: N ranks repeating every info line would bury rank 0's.
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
     logging.basicConfig(level=level, format="[hpcft %(levelname)s] %(message)s", stream=sys.stderr)
+    logging.getLogger("torchao").addFilter(_torchao_cuda_libraries_on_cpu)
+    # torchao 0.18 registers two enums with torch's pytree the way torch 2.13 deprecates: two lines per rank per run.
+    logging.getLogger("torch.utils._pytree").addFilter(lambda r: "register_constant() on Enum" not in r.getMessage())
     # DeepSpeed 0.19 calls collectives that torch 2.13 deprecates, one warning per call: thousands of log lines.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+
+
+def _torchao_cuda_libraries_on_cpu(record: logging.LogRecord) -> bool:
+    """False for torchao's "Failed to load .../_C...so" warnings on a machine without CUDA: those libraries are
+    its CUDA kernels, expected not to load there (transformers imports torchao in every run once it is installed)."""
+    if not record.getMessage().startswith("Failed to load"):
+        return True
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def note_worker() -> None:

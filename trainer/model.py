@@ -19,6 +19,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.bitnet import bitnet_linear_layers
 from hpcft.trainer.distributed import is_main_process, local_rank
+from hpcft.trainer.fp8 import apply_fp8
 from hpcft.trainer.freeze import freeze_adapter_except, freeze_except
 from hpcft.trainer.gptq import load_gptq_model
 from hpcft.trainer.loftq import loftq_arguments
@@ -30,6 +31,7 @@ from hpcft.trainer.moe_experts import (
     register_quantized_experts,
 )
 from hpcft.trainer.offload import ActivationOffload, offloads_activations
+from hpcft.trainer.qat import cuda_capability, prepare_qat
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
 from hpcft.trainer.reward import adapter_config, init_score_head
 
@@ -328,6 +330,10 @@ def load_model(
     resize_embeddings(cfg, model, tokenizer)
     if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_except(model, cfg.unfrozen_parameters)
+    # Before an adapter: it then wraps the fake-quantised / float8 base layers, as axolotl's order does.
+    if cfg.qat:
+        prepare_qat(cfg.qat, model, cuda_capability())
+    apply_fp8(cfg, model, cuda_capability(), fsdp=cfg.uses_fsdp and torch.cuda.is_available())
     if cfg.adapter and not wrap_adapter:
         return prepare_for_adapter(cfg, model, quantized=quant is not None, zero3=zero3)
     if cfg.adapter:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.launcher.config import load_train_yaml
@@ -53,6 +53,7 @@ from hpcft.trainer.elastic import (
     record_attempt,
 )
 from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
+from hpcft.trainer.fp8 import fp8_callbacks
 from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.lisa import LisaCallback
 from hpcft.trainer.loraplus import loraplus_optimizer
@@ -62,10 +63,12 @@ from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import PreparedData, prepare_datasets
+from hpcft.trainer.qat import convert_qat, qat_callbacks
 from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
 from hpcft.trainer.reward import build_reward_trainer, reward_arguments
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.schedule_shape import ScheduleShapeCallback
+from hpcft.trainer.sparse_finetuning import keep_sparsity, save_compressed_note
 from hpcft.trainer.stopping import stopping_callbacks
 from hpcft.trainer.streaming import streaming_datasets
 from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback
@@ -130,9 +133,11 @@ def build_trainer(
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
+        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
         trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
     elif reward:
         model = load_model(cfg, tokenizer, precision, zero3=zero3)
+        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
         trainer = build_reward_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
     else:
         # diffusion: its own loss (and mask token, added to the tokenizer before the model is loaded); use_eaft:
@@ -141,6 +146,7 @@ def build_trainer(
         if cfg.diffusion is not None:
             trainer_cls, loss_kwargs = DiffusionTrainer, diffusion_trainer_arguments(cfg, tokenizer)
         model = load_model(cfg, tokenizer, precision, zero3=zero3)
+        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
         trainer = trainer_cls(
             model=model,
             args=args,
@@ -160,6 +166,13 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer, stop
+
+
+def low_precision_callbacks(cfg: TrainConfig, model: torch.nn.Module, fsdp: bool) -> list[TrainerCallback]:
+    """What QAT (fake quantisation switched on late), fp8 (FSDP2 float8 scales) and sparse fine-tuning (zeros
+    kept) need during training; after the other callbacks, so a checkpoint saved at a step holds the masked
+    weights."""
+    return [*qat_callbacks(cfg.qat), *fp8_callbacks(cfg, fsdp), *keep_sparsity(cfg, model)]
 
 
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
@@ -256,6 +269,9 @@ def train(config_path: str | Path) -> int:
     else:
         if cfg.relora:
             merge_for_final_save(trainer)
+        if cfg.qat:
+            convert_qat(trainer.model)  # the saved model is a plain one, ready to quantise for inference
+        save_compressed_note(cfg)
         save_final_model(trainer, cfg.output_dir)
         signal_done()
         finished = True

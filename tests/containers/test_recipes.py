@@ -132,6 +132,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "MATPLOTLIB_VERSION",
             "PROMETHEUS_CLIENT_VERSION",
             "LIGER_KERNEL_VERSION",
+            "TORCHAO_VERSION",
             "TRL_VERSION",
             "MISTRAL_COMMON_VERSION",
             "SENTENCEPIECE_VERSION",
