@@ -137,6 +137,7 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "MISTRAL_COMMON_VERSION",
             "SENTENCEPIECE_VERSION",
             "ONEBITLLMS_VERSION",
+            "SACREBLEU_VERSION",
         )
     }
     # `python` on PATH is this test's interpreter, as it is the image's in the container.
