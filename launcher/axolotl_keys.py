@@ -105,6 +105,26 @@ WARN_ONLY_KEYS: dict[str, str] = {
         _LOADER,
     ),
     **dict.fromkeys(("ddp", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers"), _DDP),
+    # Tuning of axolotl's ring-flash-attn and DeepEP: hpcft's context and expert parallelism use other libraries.
+    **dict.fromkeys(
+        ("heads_k_stride", "ring_attn_func"),
+        "hpcft's context parallelism is DeepSpeed Ulysses or torch's ring attention, which choose their own "
+        "schedule (same results)",
+    ),
+    **dict.fromkeys(
+        (
+            "expert_parallel_backend",
+            "expert_parallel_num_nvl_bytes",
+            "expert_parallel_num_rdma_bytes",
+            "expert_parallel_token_capacity",
+            "expert_parallel_fallback_on_unsupported",
+        ),
+        "hpcft's expert parallelism is transformers' own (no DeepEP buffers to size, no per-expert token cap)",
+    ),
+    **dict.fromkeys(
+        ("ray_run_name", "resources_per_worker"),
+        "hpcft starts the training processes with Slurm and torchrun, not Ray; launch: sets their resources",
+    ),
     **dict.fromkeys(
         (
             "total_num_tokens",
@@ -183,7 +203,6 @@ _RL = (
 )
 _MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
 _FSDP = "hpcft's FSDP runs without FP8 all-gathers; remove it"
-_PARALLEL = "hpcft parallelises with DeepSpeed ZeRO data parallelism only; remove it"
 _QUANT = "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit); remove it"
 _OPTIM = "hpcft's optimizer and schedule do not implement it; remove it"
 _EVAL = "hpcft evaluates the loss on val_set_size or test_datasets only; remove it"
@@ -242,28 +261,6 @@ REFUSED_KEYS: dict[str, str] = {
         _MULTIMODAL,
     ),
     "fp8_enable_fsdp_float8_all_gather": _FSDP,
-    **dict.fromkeys(
-        (
-            "sequence_parallel_degree",
-            "context_parallel_size",
-            "tensor_parallel_size",
-            "dp_shard_size",
-            "dp_replicate_size",
-            "heads_k_stride",
-            "ring_attn_func",
-            "expert_parallel_backend",
-            "expert_parallel_fallback_on_unsupported",
-            "expert_parallel_num_nvl_bytes",
-            "expert_parallel_num_rdma_bytes",
-            "expert_parallel_size",
-            "expert_parallel_token_capacity",
-            "ray_num_workers",
-            "ray_run_name",
-            "resources_per_worker",
-            "use_ray",
-        ),
-        _PARALLEL,
-    ),
     **dict.fromkeys(
         (
             "gptq",
@@ -510,7 +507,6 @@ REFUSED_KEYS: dict[str, str] = {
             "kd_online_topk",
             "kd_temperature",
             "kd_temperature_min",
-            "accelerator_config",
         ),
         _TRAINING,
     ),

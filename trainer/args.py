@@ -151,6 +151,7 @@ def training_argument_values(
         **compile_arguments(cfg, cuda=torch.cuda.is_available()),
         **stopping_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
+        accelerator_config=cfg.accelerator_config,
     )
 
 

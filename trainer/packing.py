@@ -121,4 +121,10 @@ class PackedCollator:
 def make_collator(cfg: Any, tokenizer: Any) -> PackedCollator:
     """The collator for a TrainConfig: pads with the tokenizer's pad token (EOS if it has none)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return PackedCollator(pad_token_id=pad_id, pad_to=cfg.sequence_len if cfg.pad_to_sequence_len else None)
+    # Context parallelism splits every row into context_parallel_size equal pieces.
+    multiple = cfg.context_parallel_size if (cfg.context_parallel_size or 1) > 1 else None
+    return PackedCollator(
+        pad_token_id=pad_id,
+        pad_to=cfg.sequence_len if cfg.pad_to_sequence_len else None,
+        pad_to_multiple_of=multiple,
+    )

@@ -54,6 +54,7 @@ from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
+from hpcft.trainer.parallelism import ParallelismReport, layout_of, model_parallel_kwargs, parallelism_arguments
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
 from hpcft.trainer.sample_record import SampleRecorder
@@ -82,6 +83,8 @@ def build_trainer(
         world_size=layout.world_size,
         fsdp_config=fsdp_config,
     )
+    parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)
+    arg_values.update(parallel)
     args = preference_arguments(cfg, arg_values) if cfg.rl else TrainingArguments(**arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
@@ -99,13 +102,17 @@ def build_trainer(
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
         recorder,
+        ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
         trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
     else:
-        model = load_model(cfg, tokenizer, precision, zero3=zero3)
+        tp_kwargs = model_parallel_kwargs(
+            cfg, layout.world_size, deepspeed_config is not None, parallel.get("parallelism_config")
+        )
+        model = load_model(cfg, tokenizer, precision, zero3=zero3, parallel=tp_kwargs)
         trainer = Trainer(
             model=model,
             args=args,
