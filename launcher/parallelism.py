@@ -93,8 +93,9 @@ def resolve_layout(cfg: TrainConfig, world: int) -> ParallelLayout:
             raise ConfigError(_does_not_fit("dp_shard_size", shard, world, taken))
         if cfg.dp_replicate_size:
             raise ConfigError(
-                f"key 'dp_shard_size': {_product(taken)} x dp_shard_size {shard} is {world // remaining * shard}, "
-                f"not the job's {world} processes; change dp_shard_size or dp_replicate_size so they multiply to it"
+                f"key 'dp_shard_size': dp_shard_size {shard} x dp_replicate_size {replicate} must be the "
+                f"{remaining * replicate} data-parallel processes of the job's {world}; change one of them "
+                "(or launch.nodes)"
             )
         replicate = remaining // shard  # the shard groups are replicated over what is left, as in axolotl
         remaining = shard
