@@ -119,7 +119,8 @@ WARN_ONLY_KEYS: dict[str, str] = {
             "expert_parallel_token_capacity",
             "expert_parallel_fallback_on_unsupported",
         ),
-        "hpcft's expert parallelism is transformers' own (no DeepEP buffers to size, no per-expert token cap)",
+        "hpcft shards the experts with the other weights instead of DeepEP's token dispatch (no buffers to size, no "
+        "per-expert token cap)",
     ),
     **dict.fromkeys(
         ("ray_run_name", "resources_per_worker"),

@@ -155,7 +155,8 @@ def check_parallelism(cfg: TrainConfig, nodes_given: bool, where: str) -> tuple[
         nodes = nodes_for(cfg, ppn)
         sizes = ", ".join(f"{key}: {size}" for key, size in asked_sizes(cfg).items())
         warnings.append(
-            f"{where}: {sizes} need {processes_needed(cfg)} processes; with {ppn} per node the job asks for "
+            f"{where}: {sizes} {'needs' if len(asked_sizes(cfg)) == 1 else 'need'} {processes_needed(cfg)} "
+            f"processes; with {ppn} per node the job asks for "
             f"{nodes} node(s) (set launch.nodes or --nodes to choose)"
         )
     if nodes != launch.nodes:
