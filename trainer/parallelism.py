@@ -13,6 +13,7 @@ What hands them to the libraries:
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from transformers import TrainerCallback
@@ -37,6 +38,8 @@ def parallelism_arguments(cfg: TrainConfig, world: int, deepspeed: bool) -> dict
         from accelerate.parallelism_config import ParallelismConfig
         from accelerate.utils import DeepSpeedSequenceParallelConfig
 
+        # transformers' Ulysses loss gathers with a deprecated torch call and warns on every step of every rank.
+        warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
         handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=cfg.attention)
         config = ParallelismConfig(
             sp_backend="deepspeed", sp_size=layout.cp, dp_shard_size=layout.data_parallel, sp_handler=handler
