@@ -174,6 +174,9 @@ def check_parallelism(cfg: TrainConfig, nodes_given: bool, where: str) -> tuple[
             f"{where}: key 'context_parallel_size': sequence_len {cfg.sequence_len} must be a multiple of "
             f"{layout.cp} (each process takes an equal piece of every row)"
         )
+    if layout.cp > 1:
+        cfg, notes = context_parallel_attention(cfg, ring=fsdp_on_gpus)
+        warnings += [f"{where}: {note}" for note in notes]
     if layout.tp > 1 and layout.cp > 1 and not fsdp_on_gpus:
         warnings.append(
             f"{where}: tensor_parallel_size: {layout.tp} x context_parallel_size: {layout.cp}: under DeepSpeed "
@@ -183,6 +186,32 @@ def check_parallelism(cfg: TrainConfig, nodes_given: bool, where: str) -> tuple[
         )
     warnings += [f"{where}: {note}" for note in expert_note(layout)]
     return cfg, warnings
+
+
+def context_parallel_attention(cfg: TrainConfig, ring: bool) -> tuple[TrainConfig, list[str]]:
+    """The attention and packing a context-parallel run can keep: (the config, warnings).
+
+    torch's ring attention (FSDP2 on GPUs) runs only on sdpa attention, and without an attention mask, so packed
+    samples would attend to each other there. Under DeepSpeed Ulysses, flash-attention 2 keeps packed samples apart
+    through their position_ids; sdpa (also what runs on nodes without GPUs) would not. Where packing cannot be kept
+    the job trains unpacked rows, which changes how many samples share a row, not what each token sees."""
+    updates: dict[str, Any] = {}
+    notes = []
+    if ring and cfg.attention != "sdpa":
+        updates.update(attn_implementation="sdpa", flash_attention=False)
+        notes.append(
+            f"context_parallel_size: torch's ring attention (FSDP2) runs on sdpa attention: hpcft loads the "
+            f"model with sdpa instead of {cfg.attention} (same results)"
+        )
+    keeps_packing = not ring and cfg.launch.gpus_per_node > 0 and cfg.attention == "flash_attention_2"
+    if cfg.sample_packing and not keeps_packing:
+        updates["sample_packing"] = False
+        why = "on FSDP2's ring attention" if ring else "without flash-attention 2 on GPUs"
+        notes.append(
+            f"sample_packing: packed samples cannot be kept apart inside a context-parallel row {why}; this job "
+            "trains unpacked rows, padded to sequence_len (each token sees the same context)"
+        )
+    return (cfg.model_copy(update=updates) if updates else cfg), notes
 
 
 def expert_note(layout: ParallelLayout) -> list[str]:

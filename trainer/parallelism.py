@@ -38,6 +38,9 @@ def parallelism_arguments(cfg: TrainConfig, world: int, deepspeed: bool) -> dict
         from accelerate.parallelism_config import ParallelismConfig
         from accelerate.utils import DeepSpeedSequenceParallelConfig
 
+        if cfg.sample_packing and cfg.attention != "flash_attention_2":
+            # The launcher unpacks such runs (launcher/parallelism.py); a train.yaml written by hand may not.
+            log.warning("sample_packing with context_parallel_size needs flash_attention_2 to keep samples apart")
         # transformers' Ulysses loss gathers with a deprecated torch call and warns on every step of every rank.
         warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
         handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=cfg.attention)

@@ -80,7 +80,8 @@ def build_trainer(
         deepspeed_config,
         num_train_rows=len(data.train),
         has_eval=data.eval is not None,
-        world_size=layout.world_size,
+        # Epoch length counts the ranks that see different batches (tensor/context-parallel ones share theirs).
+        world_size=layout_of(cfg, layout.world_size).data_parallel,
         fsdp_config=fsdp_config,
     )
     parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)

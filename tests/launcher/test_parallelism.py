@@ -137,3 +137,16 @@ def test_bad_size_is_exit_2_with_one_line(workspace, run_cli):
     result = run_cli("validate", workspace / "cfg.yaml", "--profile", "local", "--nodes", "2")
     assert result.code == 2
     assert "key 'tensor_parallel_size': 3 does not divide" in result.err and "Traceback" not in result.err
+
+
+def test_context_parallelism_keeps_packing_only_where_samples_stay_apart(workspace):
+    path = write(workspace, "context_parallel_size: 2\nattn_implementation: flash_attention_2\n")
+    cpu = load_job(path, "local")  # sdpa runs on CPU nodes: Ulysses would let packed samples see each other
+    assert cpu.cfg.sample_packing is False
+    assert any("sample_packing: packed samples cannot be kept apart" in w for w in cpu.warnings)
+    ulysses = load_job(path, "local", cli_launch={"gpus_per_node": 2, "procs_per_node": 2, "nodes": 1})
+    assert ulysses.cfg.sample_packing is True and ulysses.cfg.attention == "flash_attention_2"
+    path.write_text(path.read_text() + "fsdp_version: 2\nfsdp_config: {reshard_after_forward: true}\n")
+    ring = load_job(path, "local", cli_launch={"gpus_per_node": 2, "procs_per_node": 2, "nodes": 1})
+    assert ring.cfg.attention == "sdpa" and ring.cfg.sample_packing is False  # torch's ring attention needs sdpa
+    assert any("hpcft loads the model with sdpa instead of flash_attention_2" in w for w in ring.warnings)
