@@ -117,8 +117,11 @@ def test_tensor_parallelism_is_autotp_on_zero2(workspace):
 
 def test_rendered_deepspeed_json_of_axolotls_fsdp_tp_example_on_cpu(workspace, run_cli):
     # examples/distributed-parallel/llama-3_1-8b-hsdp-tp.yaml's sizes with FSDP: on CPU nodes ZeRO-2 + AutoTP.
-    write(workspace, "dp_shard_size: 4\ndp_replicate_size: 2\ntensor_parallel_size: 2\nfsdp_version: 2\n"
-          "fsdp_config: {reshard_after_forward: true}\n")
+    write(
+        workspace,
+        "dp_shard_size: 4\ndp_replicate_size: 2\ntensor_parallel_size: 2\nfsdp_version: 2\n"
+        "fsdp_config: {reshard_after_forward: true}\n",
+    )
     result = run_cli("render", workspace / "cfg.yaml", "--profile", "local", "-o", workspace / "run")
     assert result.code == 0, result.err
     ds = json.loads((workspace / "run" / "deepspeed.json").read_text())
