@@ -13,7 +13,8 @@ What each size runs (docs/parallelism.md):
   all-gathers inside each shard group.
 - context_parallel_size: DeepSpeed Ulysses sequence parallelism (ALST) through accelerate, or torch ring-attention
   context parallelism with FSDP2 on GPUs.
-- tensor_parallel_size: transformers' tensor-parallel plan (DTensor) through accelerate.
+- tensor_parallel_size: DeepSpeed AutoTP (also for FSDP configs on nodes without GPUs, which run as ZeRO); with
+  FSDP on GPU nodes it is refused for now.
 - expert_parallel_size: checked and sized like the others; the experts are then sharded with the other weights
   (ZeRO-3/FSDP), which trains the same model without axolotl's DeepEP token dispatch.
 Standard library only (no torch): the launcher imports it.
@@ -169,6 +170,14 @@ def check_parallelism(cfg: TrainConfig, nodes_given: bool, where: str) -> tuple[
     if fsdp_on_gpus and (cfg.fsdp_version or 1) != 2 and not layout.is_plain:
         key = next(iter(asked_sizes(cfg)))
         raise ConfigError(f"{where}: key '{key}': with FSDP it runs on FSDP2's device mesh; set fsdp_version: 2")
+    if fsdp_on_gpus and layout.tp > 1:
+        # transformers 5 shards a tensor-parallel model at load time with its own mesh, which accelerate's FSDP2
+        # mesh would have to match; hpcft runs tensor parallelism on DeepSpeed AutoTP only (tested there).
+        raise ConfigError(
+            f"{where}: key 'tensor_parallel_size': with FSDP on GPU nodes hpcft does not run tensor parallelism "
+            "yet; use DeepSpeed (remove fsdp/fsdp_config: tensor_parallel_size then runs as DeepSpeed AutoTP "
+            "with ZeRO-2), or remove tensor_parallel_size"
+        )
     if layout.cp > 1 and cfg.sequence_len % layout.cp:
         raise ConfigError(
             f"{where}: key 'context_parallel_size': sequence_len {cfg.sequence_len} must be a multiple of "

@@ -208,11 +208,9 @@ def load_model(
     precision: Precision,
     zero3: bool = False,
     wrap_adapter: bool = True,
-    parallel: dict[str, Any] | None = None,
 ) -> PreTrainedModel | PeftModel:
     """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter.
-    wrap_adapter=False prepares the base for an adapter that the caller's trainer adds (see trainer/preference.py).
-    parallel: from_pretrained's tensor-parallel arguments (trainer/parallelism.py)."""
+    wrap_adapter=False prepares the base for an adapter that the caller's trainer adds (see trainer/preference.py)."""
     model_cls = getattr(transformers, cfg.model_type, None)
     if model_cls is None:
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
@@ -231,7 +229,6 @@ def load_model(
         override_model_config(cfg, kwargs["config"])
     if use_hub_kernels(cfg):
         kwargs["use_kernels"] = True
-    kwargs.update(parallel or {})
     quant = quantization_config(cfg, precision.dtype, zero3)
     if quant is not None:
         kwargs["quantization_config"] = quant

@@ -4,8 +4,8 @@ What hands them to the libraries:
 - DeepSpeed (also FSDP's CPU translation): tensor_parallel_size is AutoTP and HSDP is ZeRO++ hierarchical
   partitioning, both written into deepspeed.json; context_parallel_size is DeepSpeed Ulysses sequence parallelism
   (ALST), which accelerate sets up from a ParallelismConfig with the deepspeed backend.
-- FSDP2 on GPUs: one accelerate ParallelismConfig with the (dp_replicate, dp_shard, tp, cp) mesh; torch runs
-  HSDP, ring-attention context parallelism and, for a model loaded with transformers' tensor-parallel plan, TP.
+- FSDP2 on GPUs: one accelerate ParallelismConfig with the (dp_replicate, dp_shard, cp) mesh; torch runs HSDP and
+  ring-attention context parallelism (tensor parallelism with FSDP on GPUs is refused on the login node).
 - expert_parallel_size: the expert ranks join the shard group: experts are sharded with the other weights (the
   login node said so).
 """
@@ -57,21 +57,9 @@ def parallelism_arguments(cfg: TrainConfig, world: int, deepspeed: bool) -> dict
     from accelerate.parallelism_config import ParallelismConfig
 
     config = ParallelismConfig(
-        dp_replicate_size=layout.dp_replicate,
-        dp_shard_size=layout.dp_shard * layout.ep,
-        tp_size=layout.tp,
-        cp_size=layout.cp,
+        dp_replicate_size=layout.dp_replicate, dp_shard_size=layout.dp_shard * layout.ep, cp_size=layout.cp
     )
     return {"parallelism_config": config}
-
-
-def model_parallel_kwargs(cfg: TrainConfig, world: int, deepspeed: bool, parallelism: Any = None) -> dict[str, Any]:
-    """from_pretrained's tensor-parallel arguments under FSDP2 (DeepSpeed's AutoTP splits the loaded model itself)."""
-    layout = resolve_layout(cfg, world)
-    if deepspeed or layout.tp == 1 or parallelism is None:
-        return {}
-    mesh = parallelism.build_device_mesh("cuda")
-    return {"tp_plan": "auto", "device_mesh": mesh["tp"]}
 
 
 class ParallelismReport(TrainerCallback):

@@ -54,7 +54,7 @@ from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
-from hpcft.trainer.parallelism import ParallelismReport, layout_of, model_parallel_kwargs, parallelism_arguments
+from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import prepare_datasets
 from hpcft.trainer.sample_record import SampleRecorder
@@ -110,10 +110,7 @@ def build_trainer(
         model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
         trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
     else:
-        tp_kwargs = model_parallel_kwargs(
-            cfg, layout.world_size, deepspeed_config is not None, parallel.get("parallelism_config")
-        )
-        model = load_model(cfg, tokenizer, precision, zero3=zero3, parallel=tp_kwargs)
+        model = load_model(cfg, tokenizer, precision, zero3=zero3)
         trainer = Trainer(
             model=model,
             args=args,

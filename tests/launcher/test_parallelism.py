@@ -153,3 +153,10 @@ def test_context_parallelism_keeps_packing_only_where_samples_stay_apart(workspa
     ring = load_job(path, "local", cli_launch={"gpus_per_node": 2, "procs_per_node": 2, "nodes": 1})
     assert ring.cfg.attention == "sdpa" and ring.cfg.sample_packing is False  # torch's ring attention needs sdpa
     assert any("hpcft loads the model with sdpa instead of flash_attention_2" in w for w in ring.warnings)
+
+
+def test_tensor_parallelism_with_fsdp_on_gpus_is_refused_with_what_to_do(workspace):
+    path = write(workspace, "tensor_parallel_size: 2\nfsdp_version: 2\nfsdp_config: {reshard_after_forward: true}\n")
+    with pytest.raises(ConfigError, match="key 'tensor_parallel_size': with FSDP on GPU nodes .* DeepSpeed AutoTP"):
+        load_job(path, "local", cli_launch={"gpus_per_node": 2, "procs_per_node": 2, "nodes": 1})
+    assert load_job(path, "local").cfg.tensor_parallel_size == 2  # CPU nodes: FSDP runs as ZeRO-2 + AutoTP

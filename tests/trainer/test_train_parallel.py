@@ -35,9 +35,9 @@ def test_deepspeed_context_parallelism_is_ulysses_through_accelerate(train_confi
 
 
 def test_fsdp2_gets_the_whole_mesh(train_config):
-    cfg = train_config(dp_shard_size=2, context_parallel_size=2, tensor_parallel_size=2, fsdp_version=2, fsdp_config={})
-    config = parallelism_arguments(cfg, world=8, deepspeed=False)["parallelism_config"]
-    assert (config.dp_replicate_size, config.dp_shard_size, config.tp_size, config.cp_size) == (1, 2, 2, 2)
+    cfg = train_config(dp_shard_size=2, context_parallel_size=2, fsdp_version=2, fsdp_config={})
+    config = parallelism_arguments(cfg, world=4, deepspeed=False)["parallelism_config"]
+    assert (config.dp_replicate_size, config.dp_shard_size, config.tp_size, config.cp_size) == (1, 2, 1, 2)
     hsdp = train_config(dp_shard_size=4, dp_replicate_size=2, fsdp_version=2, fsdp_config={})
     config = parallelism_arguments(hsdp, world=8, deepspeed=False)["parallelism_config"]
     assert (config.dp_replicate_size, config.dp_shard_size) == (2, 4)
