@@ -257,7 +257,7 @@ def deepspeed_settings(ds: dict[str, Any], layout: ParallelLayout) -> dict[str, 
         if zero.get("stage") == 3:
             raise ConfigError(
                 f"key 'tensor_parallel_size': {layout.tp} runs DeepSpeed AutoTP, which composes with ZeRO stages "
-                "0-2 only; use deepspeed: zero2 (the default with tensor_parallel_size), or FSDP (fsdp_version: 2)"
+                "0-2 only; use deepspeed: zero2 (the default with tensor_parallel_size)"
             )
         ds["tensor_parallel"] = {**ds.get("tensor_parallel", {}), "autotp_size": layout.tp}
         # The final save gathers the split weights only with this flag (whatever the ZeRO stage).
