@@ -71,7 +71,11 @@ def test_stratified_sample_covers_family_adapter_and_data_type():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "adapter", "data"),
-    [("llama-lora-alpaca", "lora", "alpaca"), ("qwen-qlora-chat-liger", "qlora", "chat_template")],
+    [
+        ("llama-lora-alpaca", "lora", "alpaca"),
+        ("qwen-qlora-chat-liger", "qlora", "chat_template"),
+        ("llama-lora-ray", "lora", "alpaca"),  # use_ray / ray_num_workers: Slurm and torchrun start the processes
+    ],
 )
 def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
