@@ -316,6 +316,13 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         "dataset_prepared_path",
         "resume_from_checkpoint",
         "lora_model_dir",
+        # One process cannot be split (tests/trainer/test_train_parallel.py runs the sizes on 2 and 4).
+        "dp_shard_size",
+        "dp_replicate_size",
+        "tensor_parallel_size",
+        "context_parallel_size",
+        "sequence_parallel_degree",
+        "expert_parallel_size",
     ):
         raw.pop(key, None)
     raw.update(

@@ -110,6 +110,27 @@ WARN_ONLY_KEYS: dict[str, str] = {
         _LOADER,
     ),
     **dict.fromkeys(("ddp", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers"), _DDP),
+    # Tuning of axolotl's ring-flash-attn and DeepEP: hpcft's context and expert parallelism use other libraries.
+    **dict.fromkeys(
+        ("heads_k_stride", "ring_attn_func"),
+        "hpcft's context parallelism is DeepSpeed Ulysses or torch's ring attention, which choose their own "
+        "schedule (same results)",
+    ),
+    **dict.fromkeys(
+        (
+            "expert_parallel_backend",
+            "expert_parallel_num_nvl_bytes",
+            "expert_parallel_num_rdma_bytes",
+            "expert_parallel_token_capacity",
+            "expert_parallel_fallback_on_unsupported",
+        ),
+        "hpcft shards the experts with the other weights instead of DeepEP's token dispatch (no buffers to size, no "
+        "per-expert token cap)",
+    ),
+    **dict.fromkeys(
+        ("ray_run_name", "resources_per_worker"),
+        "hpcft starts the training processes with Slurm and torchrun, not Ray; launch: sets their resources",
+    ),
     **dict.fromkeys(
         (
             "total_num_tokens",
@@ -191,7 +212,6 @@ _RL = (
     "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)"
 )
 _MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
-_PARALLEL = "hpcft parallelises with DeepSpeed ZeRO data parallelism only; remove it"
 _QUANT = (
     "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit; qat: for "
     "quantization-aware training); remove it"
@@ -246,28 +266,6 @@ REFUSED_KEYS: dict[str, str] = {
             "role_boundaries",
         ),
         _MULTIMODAL,
-    ),
-    **dict.fromkeys(
-        (
-            "sequence_parallel_degree",
-            "context_parallel_size",
-            "tensor_parallel_size",
-            "dp_shard_size",
-            "dp_replicate_size",
-            "heads_k_stride",
-            "ring_attn_func",
-            "expert_parallel_backend",
-            "expert_parallel_fallback_on_unsupported",
-            "expert_parallel_num_nvl_bytes",
-            "expert_parallel_num_rdma_bytes",
-            "expert_parallel_size",
-            "expert_parallel_token_capacity",
-            "ray_num_workers",
-            "ray_run_name",
-            "resources_per_worker",
-            "use_ray",
-        ),
-        _PARALLEL,
     ),
     **dict.fromkeys(
         (
@@ -436,7 +434,6 @@ REFUSED_KEYS: dict[str, str] = {
             "kd_online_topk",
             "kd_temperature",
             "kd_temperature_min",
-            "accelerator_config",
         ),
         _TRAINING,
     ),

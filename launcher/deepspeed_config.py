@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.parallelism import deepspeed_settings, resolve_layout, runs_autotp
 
 if TYPE_CHECKING:
     from hpcft.launcher.schema import TrainConfig
@@ -23,8 +24,9 @@ PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
 
 
 def default_preset(cfg: TrainConfig) -> str:
-    """ZeRO-3 shards everything (full and LoRA fine-tuning at any node count); QLoRA's 4-bit weights use ZeRO-2."""
-    return "zero2" if cfg.adapter == "qlora" else "zero3"
+    """ZeRO-3 shards everything (full and LoRA fine-tuning at any node count); QLoRA's 4-bit weights use ZeRO-2,
+    and so does tensor parallelism (DeepSpeed AutoTP composes with ZeRO-1/2 only)."""
+    return "zero2" if cfg.adapter == "qlora" or runs_autotp(cfg) else "zero3"
 
 
 def load_source(source: str | dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +55,7 @@ def resolve_deepspeed(source: str | dict[str, Any], cfg: TrainConfig, world_size
     """The DeepSpeed config actually used: `source` loaded, batch sizes, clipping and precision filled from the
     config, and ZeRO-3 told to gather whole weights on save. Resolving a resolved config returns it unchanged."""
     ds = load_source(source)
+    ds = deepspeed_settings(ds, resolve_layout(cfg, world_size))
     filled = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,

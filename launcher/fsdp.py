@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcft.launcher.parallelism import runs_autotp
 from hpcft.launcher.schema import FsdpConfig, TrainConfig
 
 DEFAULT_FSDP_VERSION = 1  # axolotl's default when a config names no version
@@ -86,6 +87,8 @@ def zero_preset_for_fsdp(cfg: TrainConfig) -> str:
     Parameter offload is dropped: on a CPU node the parameters already live in CPU memory.
     """
     strategy = sharding_strategy(cfg)
+    if runs_autotp(cfg):
+        return "zero2"
     if strategy == "NO_SHARD":
         return "zero1"  # DDP with only the optimizer state split: the same updates, no sharded weights
     return "zero2" if strategy in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2") else "zero3"

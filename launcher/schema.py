@@ -1004,6 +1004,26 @@ class TrainConfig(_Strict):
     plugins: list[str] | None = None
     """axolotl plugins; only ones without effect on results are accepted (with a warning)."""
 
+    # Parallelism sizes (launcher/parallelism.py lays them out over the job's processes; docs/parallelism.md)
+    dp_shard_size: int | None = Field(None, ge=1)
+    """Processes that shard the weights together (default: all data-parallel ones); smaller is HSDP."""
+    dp_replicate_size: int | None = Field(None, ge=1)
+    """Replicas of the sharded model (HSDP); default: what the other sizes leave."""
+    tensor_parallel_size: int | None = Field(None, ge=1)
+    """Processes that split each linear layer (DeepSpeed AutoTP; transformers' TP plan with FSDP2)."""
+    context_parallel_size: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("context_parallel_size", "sequence_parallel_degree")
+    )
+    """Processes that split each sequence (DeepSpeed Ulysses/ALST; ring attention with FSDP2)."""
+    expert_parallel_size: int | None = Field(None, ge=1)
+    """Processes that hold different experts of a mixture-of-experts model (GPUs; see docs/parallelism.md)."""
+    use_ray: bool | None = None
+    """axolotl's Ray launcher: hpcft starts the processes with Slurm and torchrun instead (sized by ray_num_workers)."""
+    ray_num_workers: int | None = Field(None, ge=1)
+    """Training processes Ray would start: sizes the job when launch.nodes is not set."""
+    accelerator_config: dict[str, Any] | None = None
+    """transformers' AcceleratorConfig, e.g. `{gradient_accumulation_kwargs: {sync_each_batch: true}}`."""
+
     # Preference tuning (docs/preference-tuning.md)
     rl: str | None = None
     """Preference method: `dpo`, `ipo` (deprecated: dpo with dpo_loss_type [ipo]), `orpo`, `kto`, `simpo`."""
@@ -1374,4 +1394,5 @@ IMPLEMENTED_PLUGINS = {
     "axolotl.integrations.swanlab.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
     "axolotl.integrations.swanlab.plugins.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
     **dict.fromkeys(LLMCOMPRESSOR_PLUGINS, "the llmcompressor block"),
+    "axolotl.integrations.expert_parallel.ExpertParallelPlugin": "expert_parallel_size",
 }

@@ -183,6 +183,7 @@ def training_argument_values(
         **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
         save_only_model=bool(cfg.save_only_model),
+        accelerator_config=cfg.accelerator_config,
     )
 
 

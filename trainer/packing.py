@@ -145,4 +145,7 @@ class PackedCollator:
 def make_collator(cfg: Any, tokenizer: Any) -> PackedCollator:
     """The collator for a TrainConfig: pads with the tokenizer's pad token (EOS if it has none)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return PackedCollator(pad_token_id=pad_id, pad_to=cfg.sequence_len if cfg.pad_to_sequence_len else None)
+    # Context parallelism splits every row into equal pieces and exchanges them between ranks, whose batches must
+    # then have one width: sequence_len (a multiple of context_parallel_size, checked on the login node).
+    split = (cfg.context_parallel_size or 1) > 1
+    return PackedCollator(pad_token_id=pad_id, pad_to=cfg.sequence_len if cfg.pad_to_sequence_len or split else None)

@@ -61,6 +61,7 @@ from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.packing import make_collator
+from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import PreparedData, prepare_datasets
 from hpcft.trainer.qat import convert_qat, qat_callbacks
@@ -98,10 +99,13 @@ def build_trainer(
         deepspeed_config,
         num_train_rows=num_train_rows,
         has_eval=data.eval is not None,
-        world_size=layout.world_size,
+        # Epoch length counts the ranks that see different batches (tensor/context-parallel ones share theirs).
+        world_size=layout_of(cfg, layout.world_size).data_parallel,
         fsdp_config=fsdp_config,
     )
     reward = cfg.reward_model or cfg.process_reward_model
+    parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)
+    arg_values.update(parallel)
     if cfg.rl:
         args = preference_arguments(cfg, arg_values)
     else:
@@ -129,6 +133,7 @@ def build_trainer(
         MetricsEndpointCallback.from_config(cfg),
         SwanLabLoggingCallback.from_config(cfg),
         LisaCallback.from_config(cfg),
+        ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
     callbacks = [c for c in callbacks if c is not None]
     if cfg.rl:

@@ -76,6 +76,7 @@ def test_stratified_sample_covers_family_adapter_and_data_type():
         ("qwen-qlora-chat-liger", "qlora", "chat_template"),
         ("devstral-qlora-mistral-common", "qlora", "chat_template"),
         ("llama3-otel-qlora", "qlora", "alpaca"),  # + metrics endpoint, quadratic warmup, model-only saves, offload
+        ("llama-lora-ray", "lora", "alpaca"),  # use_ray / ray_num_workers: Slurm and torchrun start the processes
     ],
 )
 def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, adapter, data, tmp_path, monkeypatch):
