@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
@@ -361,15 +362,37 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
         isinstance(files, str) or (isinstance(files, list) and all(isinstance(f, str) for f in files))
     ):
         raise ConfigError(f"{where}: key '{name}.data_files' must be a file name or a list of file names")
-    if files is not None:
-        listed = [files] if isinstance(files, str) else list(files)
-        resolved = []
-        for file in listed:
-            full = _to_abs(str(file), base)
-            if not Path(full).exists():
-                raise ConfigError(f"{where}: key '{name}.data_files': file not found: {full}")
-            resolved.append(full)
-        entry["data_files"] = resolved[0] if isinstance(files, str) else resolved
+    if files is None:
+        return
+    listed = [files] if isinstance(files, str) else list(files)
+    folder = Path(entry["path"]) if isinstance(path, str) and Path(entry["path"]).is_dir() else None
+    if folder is not None:
+        # Patterns inside the dataset folder, as datasets.load_dataset(folder, data_files=...) reads them.
+        for pattern in listed:
+            if not any(f.is_file() for f in folder.glob(pattern)):
+                raise ConfigError(f"{where}: key '{name}.data_files': no file in {folder} matches '{pattern}'")
+        return
+    if isinstance(path, str) and path not in BUILDER_BY_DS_TYPE and not _is_url(path):
+        # A Hub dataset: data_files name files inside its repository (axolotl's examples do this), checked where the
+        # Hub is read (hpcft preprocess, or the job).
+        return
+    resolved = []
+    for file in listed:
+        if _is_url(str(file)):
+            resolved.append(str(file))
+            continue
+        full = _to_abs(str(file), base)
+        if not Path(full).exists():
+            raise ConfigError(
+                f"{where}: key '{name}.data_files': file not found: {full} (relative paths are taken from the "
+                "config file's folder)"
+            )
+        resolved.append(full)
+    entry["data_files"] = resolved[0] if isinstance(files, str) else resolved
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value
 
 
 def token_like_values(data: Any, key: str = "") -> list[str]:

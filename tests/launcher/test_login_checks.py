@@ -71,3 +71,30 @@ def test_the_job_name_is_decided_when_the_job_is_loaded(workspace):
     text = (workspace / "cfg.yaml").read_text().replace("  job_name: unit\n", "")
     (workspace / "cfg.yaml").write_text(text)
     assert load_job(workspace / "cfg.yaml", "local").cfg.launch.job_name == "cfg"
+
+
+def _with_datasets(workspace, entries: str):
+    text = (workspace / "cfg.yaml").read_text()
+    start, end = text.index("datasets:\n"), text.index("output_dir:")
+    (workspace / "cfg.yaml").write_text(text[:start] + "datasets:\n" + entries + text[end:])
+    return load_job(workspace / "cfg.yaml", "local")
+
+
+def test_data_files_of_a_hub_dataset_are_files_in_its_repository(workspace):
+    # axolotl's examples (alst, xgen, falcon) name files inside the Hub repository; they are not local files.
+    job = _with_datasets(
+        workspace,
+        "  - path: togethercomputer/Long-Data-Collections\n    type: completion\n    field: text\n"
+        "    data_files: [pretrain/rp_sub.jsonl.zst]\n",
+    )
+    assert job.cfg.datasets[0].data_files == ["pretrain/rp_sub.jsonl.zst"]
+
+
+def test_data_files_of_a_local_folder_are_patterns_inside_it(workspace):
+    job = _with_datasets(workspace, "  - path: ./data\n    data_files: 'pre*.jsonl'\n    type: completion\n")
+    assert job.cfg.datasets[0].data_files == "pre*.jsonl"
+
+
+def test_data_files_of_a_builder_name_are_local_files_next_to_the_config(workspace):
+    job = _with_datasets(workspace, "  - path: json\n    data_files: ./data/pretrain.jsonl\n    type: completion\n")
+    assert job.cfg.datasets[0].data_files == str(workspace / "data" / "pretrain.jsonl")
