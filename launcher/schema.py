@@ -829,7 +829,7 @@ class TrainConfig(_Strict):
     warmup_ratio: float | None = Field(None, ge=0.0, le=1.0)
     """Warm-up as a share of all steps."""
     warmup_steps: int | None = Field(None, ge=0)
-    """Warm-up steps."""
+    """Warm-up steps; a value below 1 (`0.1`) is a share of all steps, as in transformers 5 (= warmup_ratio)."""
     weight_decay: float = Field(0.0, ge=0.0)
     """Weight decay."""
     adam_beta1: float | None = None
@@ -1088,6 +1088,11 @@ class TrainConfig(_Strict):
                 if data["batch_size"] % micro:
                     raise ValueError(f"batch_size {data['batch_size']} is not a multiple of micro_batch_size {micro}")
                 data = {**data, "gradient_accumulation_steps": data["batch_size"] // micro}
+        # transformers 5 reads a warmup_steps below 1 as a share of all steps, and axolotl's newer examples write
+        # `warmup_steps: 0.1` that way: it is warmup_ratio.
+        steps = data.get("warmup_steps") if isinstance(data, dict) else None
+        if isinstance(steps, float) and 0 < steps < 1 and data.get("warmup_ratio") is None:
+            data = {**data, "warmup_steps": None, "warmup_ratio": steps}
         return data
 
     @field_validator("bnb_config_kwargs")

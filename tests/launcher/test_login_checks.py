@@ -98,3 +98,11 @@ def test_data_files_of_a_local_folder_are_patterns_inside_it(workspace):
 def test_data_files_of_a_builder_name_are_local_files_next_to_the_config(workspace):
     job = _with_datasets(workspace, "  - path: json\n    data_files: ./data/pretrain.jsonl\n    type: completion\n")
     assert job.cfg.datasets[0].data_files == str(workspace / "data" / "pretrain.jsonl")
+
+
+def test_warmup_steps_below_one_is_a_share_of_all_steps(workspace):
+    # transformers 5's reading, used by axolotl's expert_parallel and diffusion examples (warmup_steps: 0.1).
+    with open(workspace / "cfg.yaml", "a") as f:
+        f.write("warmup_steps: 0.1\n")
+    cfg = load_job(workspace / "cfg.yaml", "local").cfg
+    assert cfg.warmup_ratio == 0.1 and cfg.warmup_steps is None
