@@ -20,6 +20,7 @@ from hpcft.launcher.axolotl_keys import (
     dataset_type_message,
     plugin_refusal_message,
 )
+from hpcft.launcher.best_checkpoint import check_best_checkpoint
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
@@ -882,8 +883,16 @@ class TrainConfig(_Strict):
     """Checkpoints per epoch."""
     save_steps: int | None = Field(None, ge=1)
     """Checkpoint every N steps."""
-    save_strategy: Literal["steps", "epoch", "no"] | None = None
-    """`steps`, `epoch` or `no`."""
+    save_strategy: Literal["steps", "epoch", "no", "best"] | None = None
+    """`steps`, `epoch`, `no`, or `best` (a checkpoint whenever metric_for_best_model improves at an evaluation)."""
+    metric_for_best_model: str | None = None
+    """The evaluation metric that decides the best checkpoint, e.g. `eval_loss` (or `loss`); with save_strategy:
+    best or load_best_model_at_end."""
+    greater_is_better: bool | None = None
+    """Whether a larger metric_for_best_model is better (default: false for a loss, true otherwise)."""
+    load_best_model_at_end: bool | None = None
+    """Save the best checkpoint's model as the final one (checkpoints are moved to evaluation steps for it; the
+    best checkpoint is never deleted by save_total_limit)."""
     save_total_limit: int | None = Field(None, ge=1)
     """Keep at most this many checkpoints (the latest complete one is never deleted)."""
     logging_steps: int = Field(1, ge=1)
@@ -1339,6 +1348,7 @@ class TrainConfig(_Strict):
                 f"eval_strategy: {self.eval_strategy} needs evaluation data: set val_set_size (e.g. 0.05) or "
                 "test_datasets, or set eval_strategy: no"
             )
+        check_best_checkpoint(self)
         if self.max_packed_sequence_len:
             # axolotl's older packing switch: rows of max_packed_sequence_len tokens, never longer than sequence_len.
             self.sample_packing = True

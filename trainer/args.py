@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from hpcft.launcher.best_checkpoint import align_for_best_model
 from hpcft.launcher.fsdp import fsdp_activation_checkpointing
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.liger import liger_arguments
@@ -103,6 +104,32 @@ def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[s
     return {"eval_strategy": cfg.eval_strategy or "epoch"}
 
 
+def save_and_eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[str, Any]:
+    """Save and eval intervals; with load_best_model_at_end checkpoints move to evaluation steps (transformers needs
+    a checkpoint at each evaluation it may pick as best)."""
+    save, evaluation = save_arguments(cfg, epoch_steps), eval_arguments(cfg, has_eval, epoch_steps)
+    if cfg.load_best_model_at_end:
+        aligned = align_for_best_model(save, evaluation)
+        if aligned != save:
+            log.info("load_best_model_at_end: checkpoints at evaluations (%s instead of %s)", aligned, save)
+        save = aligned
+    return {**save, **evaluation}
+
+
+def best_model_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """metric_for_best_model / greater_is_better / load_best_model_at_end as transformers takes them (early
+    stopping's own metric, from stopping_arguments, applies when none is given)."""
+    out: dict[str, Any] = {}
+    if cfg.metric_for_best_model:
+        out["metric_for_best_model"] = cfg.metric_for_best_model
+    if cfg.greater_is_better is not None:
+        out["greater_is_better"] = cfg.greater_is_better
+    if cfg.load_best_model_at_end:
+        out["load_best_model_at_end"] = True
+        out.setdefault("metric_for_best_model", "eval_loss")
+    return out
+
+
 def sampling_strategy(cfg: TrainConfig) -> str:
     """The Trainer's train sampler: by length, in order (curriculum_sampling) or shuffled."""
     if cfg.group_by_length:
@@ -174,12 +201,11 @@ def training_argument_values(
         disable_tqdm=True,  # progress lines would interleave with the JSON metrics lines on stdout
         **optimizer_arguments(cfg),
         **scheduler_arguments(cfg),
-        **save_arguments(cfg, epoch_steps),
-        **eval_arguments(cfg, has_eval, epoch_steps),
+        **save_and_eval_arguments(cfg, has_eval, epoch_steps),
         **tracker_arguments(cfg),
         **liger_arguments(cfg, cuda=torch.cuda.is_available()),
         **compile_arguments(cfg, cuda=torch.cuda.is_available()),
-        **stopping_arguments(cfg),
+        **{**stopping_arguments(cfg), **best_model_arguments(cfg)},
         **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
         save_only_model=bool(cfg.save_only_model),

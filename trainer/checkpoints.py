@@ -105,10 +105,13 @@ def finish_from_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> li
     return copied
 
 
-def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None) -> list[Path]:
+def rotate_checkpoints(
+    output_dir: str | Path, save_total_limit: int | None, best: str | Path | None = None
+) -> list[Path]:
     """Apply save_total_limit: delete complete checkpoints beyond the newest `save_total_limit`, and incomplete
-    ones older than the newest complete one (abandoned by a crash). The newest complete checkpoint and any newer
-    (possibly being written) folder are never deleted. Without a limit nothing is deleted. Returns the deleted."""
+    ones older than the newest complete one (abandoned by a crash). The newest complete checkpoint, the best one
+    (metric_for_best_model) and any newer (possibly being written) folder are never deleted. Without a limit nothing
+    is deleted. Returns the deleted."""
     if not save_total_limit:
         return []
     checkpoints = list_checkpoints(output_dir)
@@ -116,7 +119,7 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None) -> 
     if not complete:
         return []
     newest_step = checkpoint_step(complete[-1]) or 0
-    keep = set(complete[-save_total_limit:])
+    keep = set(complete[-save_total_limit:]) | {p for p in complete if best and p.name == Path(best).name}
     doomed = [p for p in checkpoints if p not in keep and (checkpoint_step(p) or 0) < newest_step]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
@@ -214,7 +217,7 @@ class CompleteCheckpointCallback(TrainerCallback):
                 f"{args.world_size} rank(s))",
                 flush=True,
             )
-            for deleted in rotate_checkpoints(args.output_dir, self.save_total_limit):
+            for deleted in rotate_checkpoints(args.output_dir, self.save_total_limit, state.best_model_checkpoint):
                 log.info("save_total_limit=%s: deleted %s", self.save_total_limit, deleted)
         _barrier()  # nobody reads the folder list again before the marker and rotation are done
         return control

@@ -272,6 +272,13 @@ def train(config_path: str | Path) -> int:
                 flush=True,
             )
     else:
+        if cfg.load_best_model_at_end and state.best_model_checkpoint and is_main_process():
+            # transformers has loaded it already; say which one the saved model is.
+            print(
+                f"hpcft: the final model is the best checkpoint, {Path(state.best_model_checkpoint).name} "
+                f"({trainer.args.metric_for_best_model} {state.best_metric:.4g})",
+                flush=True,
+            )
         if cfg.relora:
             merge_for_final_save(trainer)
         if cfg.qat:

@@ -118,3 +118,13 @@ def test_fault_injection_from_env(tmp_path, monkeypatch):
         crash_here.on_step_end(args, TrainerState(global_step=3), control)
     monkeypatch.setenv("HPCFT_STOP_FILE", str(tmp_path / "STOP"))
     assert StopFileCallback.from_env().stop_file == tmp_path / "STOP"
+
+
+def test_rotation_keeps_the_best_checkpoint(tmp_path):
+    for step in (2, 4, 6, 8):
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        mark_complete(path, step, 1, 1, 1)
+    deleted = rotate_checkpoints(tmp_path, save_total_limit=1, best=str(tmp_path / "checkpoint-4"))
+    assert sorted(p.name for p in deleted) == ["checkpoint-2", "checkpoint-6"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-8"]
