@@ -30,6 +30,7 @@ from hpcft.trainer.moe_experts import (
     quantize_moe_experts,
     register_quantized_experts,
 )
+from hpcft.trainer.nvfp4_checkpoint import nvfp4_source
 from hpcft.trainer.offload import ActivationOffload, offloads_activations
 from hpcft.trainer.qat import cuda_capability, prepare_qat
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
@@ -313,7 +314,9 @@ def load_model(
     elif cfg.gptq:
         model = load_gptq_model(cfg, model_cls, kwargs, from_pretrained_with_attention)
     else:
-        model = from_pretrained_with_attention(model_cls, model_source(cfg), kwargs)
+        # An NVFP4 (ModelOpt) checkpoint loads from its dequantised 16-bit copy (trainer/nvfp4_checkpoint.py).
+        source = nvfp4_source(cfg.base_model, cfg.model_revision, precision.dtype) or model_source(cfg)
+        model = from_pretrained_with_attention(model_cls, source, kwargs)
     if cfg.use_onebitllms:
         model = bitnet_linear_layers(model)
     if quant is not None:

@@ -1,0 +1,76 @@
+"""NVIDIA ModelOpt NVFP4 checkpoints (nvidia/*-NVFP4): detection from the checkpoint's JSON files, and the login-node
+checks of a config that trains on one. No torch here: the launcher reads only config.json / hf_quant_config.json.
+
+On disk such a checkpoint stores each quantised linear layer as `weight` (uint8, two e2m1 values per byte),
+`weight_scale` (float8_e4m3fn, one per 16 values), `weight_scale_2` (float32, one per tensor) and `input_scale`;
+the excluded modules (lm_head, routers, ...) stay 16-bit. transformers 5 cannot load it, so the trainer
+(trainer/nvfp4_checkpoint.py) dequantises it once to a 16-bit copy and trains LoRA on that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hpcft.launcher.errors import ConfigError
+
+GROUP_SIZE = 16
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def nvfp4_quantization(folder: str | Path) -> dict[str, Any] | None:
+    """The NVFP4 quantisation settings of a ModelOpt checkpoint folder ({quant_algo, group_size, exclude_modules}),
+    from config.json's quantization_config (quant_method: modelopt) or hf_quant_config.json; None for any other."""
+    folder = Path(folder).expanduser()
+    config = _read_json(folder / "config.json") or {}
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict) and str(quant.get("quant_method", "")).lower() == "modelopt":
+        found: dict[str, Any] | None = quant
+    else:
+        found = (_read_json(folder / "hf_quant_config.json") or {}).get("quantization")
+    if not isinstance(found, dict) or str(found.get("quant_algo", "")).upper() != "NVFP4":
+        return None
+    excluded = found.get("exclude_modules", found.get("ignore")) or []
+    return {
+        "quant_algo": "NVFP4",
+        "group_size": int(found.get("group_size") or GROUP_SIZE),
+        "exclude_modules": [str(m) for m in excluded],
+    }
+
+
+def nvfp4_base_model(cfg: Any) -> dict[str, Any] | None:
+    """The NVFP4 settings when base_model is a local ModelOpt NVFP4 folder (a Hub id is checked on the node)."""
+    folder = Path(str(cfg.base_model)).expanduser()
+    return nvfp4_quantization(folder) if folder.is_dir() else None
+
+
+def check_nvfp4_base(cfg: Any) -> list[str]:
+    """Login-node check of training on a local NVFP4 base: LoRA only (as axolotl), no bitsandbytes on top of it.
+    Returns the warnings to show; raises ConfigError for a combination that cannot train."""
+    quant = nvfp4_base_model(cfg)
+    if quant is None:
+        return []
+    if cfg.adapter != "lora":
+        raise ConfigError(
+            f"base_model: {cfg.base_model} is an NVFP4 (ModelOpt) checkpoint, which is trained through a LoRA "
+            f"adapter: set adapter: lora (full fine-tuning would train a dequantised copy, not the NVFP4 model)"
+        )
+    for key in ("load_in_4bit", "load_in_8bit"):
+        if getattr(cfg, key, False):
+            raise ConfigError(
+                f"{key}: the base_model {cfg.base_model} is already quantised to NVFP4; remove {key} "
+                f"(and use adapter: lora)"
+            )
+    return [
+        f"base_model: {cfg.base_model} is an NVFP4 (ModelOpt) checkpoint; transformers cannot train on NVFP4 "
+        f"weights, so the first run writes a dequantised 16-bit copy (about 4x the checkpoint's size on disk and in "
+        f"memory) and trains LoRA on it; a merged model is 16-bit"
+    ]

@@ -1,0 +1,181 @@
+"""Train on NVIDIA ModelOpt NVFP4 checkpoints (nvidia/Qwen3-30B-A3B-NVFP4, ...), which transformers 5 cannot load.
+
+The checkpoint is dequantised once into a 16-bit copy (value = e2m1 x weight_scale x weight_scale_2, the same
+arithmetic as torchao's NVFP4Tensor.dequantize) in a cache folder next to the Hugging Face cache; from_pretrained
+then loads that copy as an ordinary model (transformers fuses the MoE experts as usual). Local rank 0 of each node
+writes it into a temporary folder renamed into place when complete, the other ranks wait for it; later runs and
+requeues reuse it. The per-tensor scale of every quantised layer is kept next to the weights (nvfp4_scales.json):
+nvfp4_merge_aware snaps the trained layers back onto that NVFP4 grid (see trainer/nvfp4_merge_aware.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from hpcft.launcher.nvfp4 import GROUP_SIZE, nvfp4_quantization
+from hpcft.trainer.distributed import local_rank
+
+log = logging.getLogger("hpcft.trainer")
+
+SCALES_FILE = "nvfp4_scales.json"
+# The 16 values of a 4-bit e2m1 code (bit 3: sign), as ModelOpt and torchao pack them: low nibble first.
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+# Per-layer tensors of an NVFP4 layer that have no place in the 16-bit model (k/v_scale: FP8 KV-cache scales).
+_SCALE_LEAVES = ("weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale")
+WAIT_SECONDS = 6 * 3600
+
+
+def dequantize_nvfp4(
+    packed: torch.Tensor, block_scale: torch.Tensor, tensor_scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """A ModelOpt NVFP4 weight ([..., K/2] uint8 codes, [..., K/16] float8_e4m3fn scales, a float32 scale) as
+    a [..., K] tensor of dtype."""
+    codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+    values = torch.tensor(E2M1_VALUES, dtype=torch.float32)[codes.long()]
+    group = values.shape[-1] // block_scale.shape[-1]
+    if group != GROUP_SIZE:
+        raise ValueError(f"NVFP4 weight of shape {tuple(values.shape)} has {block_scale.shape[-1]} scales per row")
+    scales = tensor_scale.to(torch.float32) * block_scale.to(torch.float32)
+    return (values * scales.repeat_interleave(group, dim=-1)).to(dtype)
+
+
+def _shards(folder: Path) -> list[str]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return sorted(p.name for p in folder.glob("*.safetensors"))
+
+
+def _dequantize_shard(source: Path, target: Path, dtype: torch.dtype, scales: dict[str, float]) -> list[str]:
+    """Write one shard with every NVFP4 layer dequantised; returns the tensor names written."""
+    out: dict[str, torch.Tensor] = {}
+    with safe_open(str(source), framework="pt") as f:
+        names = set(f.keys())
+        for name in sorted(names):
+            base, _, leaf = name.rpartition(".")
+            if leaf in _SCALE_LEAVES:
+                continue
+            tensor = f.get_tensor(name)
+            if leaf == "weight" and tensor.dtype == torch.uint8 and f"{base}.weight_scale" in names:
+                tensor_scale = f.get_tensor(f"{base}.weight_scale_2")
+                tensor = dequantize_nvfp4(tensor, f.get_tensor(f"{base}.weight_scale"), tensor_scale, dtype)
+                scales[base] = float(tensor_scale.to(torch.float32).reshape(-1)[0])
+            out[name] = tensor.contiguous()
+    save_file(out, str(target), metadata={"format": "pt"})
+    return sorted(out)
+
+
+def write_dequantized(source: Path, target: Path, dtype: torch.dtype) -> None:
+    """Write the 16-bit copy of the NVFP4 checkpoint in source to target (a new folder)."""
+    target.mkdir(parents=True)
+    weight_map: dict[str, str] = {}
+    scales: dict[str, float] = {}
+    for shard in _shards(source):
+        for name in _dequantize_shard(source / shard, target / shard, dtype, scales):
+            weight_map[name] = shard
+    (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (target / SCALES_FILE).write_text(json.dumps(scales, indent=1, sort_keys=True))
+    skip = {"hf_quant_config.json", "model.safetensors.index.json", "config.json"}
+    for path in source.iterdir():
+        if path.is_file() and path.name not in skip and not path.name.endswith(".safetensors"):
+            shutil.copy2(path, target / path.name)
+    config = json.loads((source / "config.json").read_text())
+    config.pop("quantization_config", None)
+    config["torch_dtype"] = config["dtype"] = str(dtype).removeprefix("torch.")
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def cache_root() -> Path:
+    """hpcft-dequantized/ next to the Hugging Face hub cache (HF_HOME, which the job plan points at the cluster's
+    cache folder), so it lives on the same filesystem as the downloaded checkpoint."""
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hpcft-dequantized"
+
+
+def cache_folder(source: Path, dtype: torch.dtype) -> Path:
+    """The copy's folder: named for the checkpoint and dtype, keyed by its path and its shards' sizes and times."""
+    key = [str(source.resolve())]
+    for shard in _shards(source):
+        stat = (source / shard).stat()
+        key.append(f"{shard}:{stat.st_size}:{stat.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:12]
+    return cache_root() / f"{source.name}-{str(dtype).removeprefix('torch.')}-{digest}"
+
+
+def _size_gib(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**30
+
+
+def ensure_dequantized(source: Path, dtype: torch.dtype) -> Path:
+    """The 16-bit copy of the NVFP4 checkpoint in source: written by local rank 0 when missing, awaited by the
+    other ranks, reused as it is when present."""
+    target = cache_folder(source, dtype)
+    if target.is_dir():
+        log.info("nvfp4: using the dequantised copy of %s in %s (%.1f GiB)", source, target, _size_gib(target))
+        return target
+    if local_rank() == 0:
+        log.warning(
+            "nvfp4: %s is an NVFP4 checkpoint (%.1f GiB), which transformers cannot train on; writing a dequantised "
+            "%s copy to %s (about 4x its size), reused by later runs",
+            source,
+            _size_gib(source),
+            str(dtype).removeprefix("torch."),
+            target,
+        )
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        write_dequantized(source, partial, dtype)
+        try:
+            partial.rename(target)
+        except OSError:  # another node sharing this filesystem finished first: its copy is the same
+            shutil.rmtree(partial, ignore_errors=True)
+        log.info("nvfp4: wrote %s (%.1f GiB)", target, _size_gib(target))
+        return target
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not target.is_dir():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nvfp4: local rank 0 did not write {target} within {WAIT_SECONDS} s")
+        time.sleep(5)
+    return target
+
+
+def _local_folder(base_model: str, revision: str | None) -> Path | None:
+    """The folder holding base_model's files when it is an NVFP4 checkpoint (a Hub model is downloaded), else None."""
+    folder = Path(base_model).expanduser()
+    if folder.is_dir():
+        return folder if nvfp4_quantization(folder) else None
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    for name in ("config.json", "hf_quant_config.json"):
+        try:
+            path = Path(hf_hub_download(base_model, name, revision=revision))
+        # No such file, or the Hub out of reach: from_pretrained then says what is wrong.
+        except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+            continue
+        if nvfp4_quantization(path.parent):
+            return Path(snapshot_download(base_model, revision=revision))
+    return None
+
+
+def nvfp4_source(base_model: str, revision: str | None, dtype: torch.dtype) -> str | None:
+    """The folder to load instead of base_model when it is an NVFP4 checkpoint (its dequantised copy), else None."""
+    folder = _local_folder(base_model, revision)
+    if folder is None:
+        return None
+    return str(ensure_dequantized(folder, dtype))
+
+
+def nvfp4_tensor_scales(folder: str | Path) -> dict[str, float]:
+    """The per-tensor scale (weight_scale_2) of every layer of the checkpoint that was NVFP4, by module name."""
+    path = Path(folder) / SCALES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
