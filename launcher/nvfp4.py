@@ -57,6 +57,11 @@ def check_nvfp4_base(cfg: Any) -> list[str]:
     Returns the warnings to show; raises ConfigError for a combination that cannot train."""
     quant = nvfp4_base_model(cfg)
     if quant is None:
+        if cfg.nvfp4_merge_aware and Path(str(cfg.base_model)).expanduser().is_dir():
+            raise ConfigError(
+                f"nvfp4_merge_aware: base_model {cfg.base_model} is not an NVFP4 (ModelOpt) checkpoint (no "
+                f"quantization_config with quant_algo NVFP4), so there is no NVFP4 grid to merge onto; remove it"
+            )
         return []
     if cfg.adapter != "lora":
         raise ConfigError(
@@ -74,3 +79,25 @@ def check_nvfp4_base(cfg: Any) -> list[str]:
         f"weights, so the first run writes a dequantised 16-bit copy (about 4x the checkpoint's size on disk and in "
         f"memory) and trains LoRA on it; a merged model is 16-bit"
     ]
+
+
+def check_nvfp4_merge_aware(cfg: Any) -> None:
+    """nvfp4_merge_aware and its start step, as axolotl checks them (the NVFP4 base itself is checked by
+    check_nvfp4_base for a local folder and by the trainer for a Hub model). Raises ValueError."""
+    start = cfg.nvfp4_merge_aware_start_step
+    if not cfg.nvfp4_merge_aware:
+        if start is not None:
+            raise ValueError("nvfp4_merge_aware_start_step needs nvfp4_merge_aware: true")
+        return
+    if cfg.adapter != "lora":
+        raise ValueError(
+            "nvfp4_merge_aware needs adapter: lora (it rounds the merged LoRA update onto the NVFP4 grid of the base)"
+        )
+    if cfg.peft_use_dora:
+        raise ValueError("nvfp4_merge_aware does not work with peft_use_dora (a DoRA update is not a LoRA merge)")
+    bad_float = isinstance(start, float) and not 0 < start < 1
+    if start is not None and (isinstance(start, bool) or bad_float or (isinstance(start, int) and start < 0)):
+        raise ValueError(
+            f"nvfp4_merge_aware_start_step must be an int >= 0 (a step) or a float in (0, 1) (a share of all steps), "
+            f"got {start!r}"
+        )

@@ -30,7 +30,8 @@ from hpcft.trainer.moe_experts import (
     quantize_moe_experts,
     register_quantized_experts,
 )
-from hpcft.trainer.nvfp4_checkpoint import nvfp4_source
+from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
+from hpcft.trainer.nvfp4_merge_aware import prepare_merge_aware, register_merge_aware
 from hpcft.trainer.offload import ActivationOffload, offloads_activations
 from hpcft.trainer.qat import cuda_capability, prepare_qat
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
@@ -256,6 +257,8 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         **loftq_arguments(cfg, cuda=torch.cuda.is_available()),
     )
     config = register_quantized_experts(config, model)
+    if cfg.nvfp4_merge_aware:
+        config = register_merge_aware(config, model)
     return adapter_config(cfg, config, model) if cfg.reward_model or cfg.process_reward_model else config
 
 
@@ -317,6 +320,8 @@ def load_model(
         # An NVFP4 (ModelOpt) checkpoint loads from its dequantised 16-bit copy (trainer/nvfp4_checkpoint.py).
         source = nvfp4_source(cfg.base_model, cfg.model_revision, precision.dtype) or model_source(cfg)
         model = from_pretrained_with_attention(model_cls, source, kwargs)
+        if cfg.nvfp4_merge_aware:
+            prepare_merge_aware(model, nvfp4_tensor_scales(source), cfg.base_model)
     if cfg.use_onebitllms:
         model = bitnet_linear_layers(model)
     if quant is not None:

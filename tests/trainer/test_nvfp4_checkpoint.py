@@ -15,10 +15,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_nvfp4
+from hpcft.trainer.nvfp4_merge_aware import (
+    MergeAwareStartCallback,
+    Nvfp4MergeAwareExperts,
+    Nvfp4MergeAwareLinear,
+    nvfp4_snap,
+    set_snapping,
+    start_step,
+)
 from hpcft.trainer.tiny import make_tiny_model, make_tiny_tokenizer
 
 EXCLUDED = ("lm_head", "mlp.gate")  # as in NVIDIA's releases: the output head and the MoE router stay 16-bit
@@ -105,7 +114,8 @@ def test_llama_nvfp4_checkpoint_loads_dequantised_and_cached(tmp_path, hf_home, 
     assert f"using the dequantised copy of {tmp_path / 'nvfp4'} in {copy}" in caplog.text
 
 
-def test_qwen3_moe_nvfp4_checkpoint_trains_lora_on_experts(tmp_path, hf_home):
+def make_nvfp4_moe(tmp_path: Path) -> dict[str, torch.Tensor]:
+    """A tiny random 2-layer Qwen3-MoE (4 experts) saved in the ModelOpt NVFP4 layout to tmp_path/nvfp4."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     plain = tmp_path / "plain"
@@ -127,16 +137,22 @@ def test_qwen3_moe_nvfp4_checkpoint_trains_lora_on_experts(tmp_path, hf_home):
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(str(plain))
-    rounded = quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=True)
-    cfg = _cfg(
-        tmp_path / "nvfp4",
-        tmp_path,
-        adapter="lora",
-        lora_r=4,
-        lora_alpha=8,
-        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        lora_target_parameters=["experts.gate_up_proj", "experts.down_proj"],
-    )
+    return quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=True)
+
+
+MOE_LORA = {
+    "adapter": "lora",
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "lora_target_parameters": ["experts.gate_up_proj", "experts.down_proj"],
+}
+
+
+def test_qwen3_moe_nvfp4_checkpoint_trains_lora_on_experts(tmp_path, hf_home):
+    plain = tmp_path / "plain"
+    rounded = make_nvfp4_moe(tmp_path)
+    cfg = _cfg(tmp_path / "nvfp4", tmp_path, **MOE_LORA)
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg, tokenizer, Precision())
     experts = model.base_model.model.model.layers[1].mlp.experts
@@ -150,16 +166,92 @@ def test_qwen3_moe_nvfp4_checkpoint_trains_lora_on_experts(tmp_path, hf_home):
     with safe_open(str(plain / "model.safetensors"), framework="pt") as f:
         assert torch.equal(router, f.get_tensor("model.layers.1.mlp.gate.weight"))  # excluded: kept as it was
 
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
     assert any("experts" in n and "lora" in n for n, _ in model.named_parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    losses = _train(model, tokenizer, steps=2)
+    assert losses[1] < losses[0]
+
+
+def _train(model, tokenizer, steps: int) -> list[float]:
+    """steps AdamW steps on one batch; every trainable parameter must get a gradient."""
+    model.train()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in trainable], lr=1e-2)
     batch = tokenizer(["user\nWhat is two plus two?\nassistant\ntwo plus two is four."], return_tensors="pt")
     losses = []
-    for _ in range(2):
+    for _ in range(steps):
         loss = model(**batch, labels=batch["input_ids"]).loss
         loss.backward()
+        assert [n for n, p in trainable if p.grad is None] == []
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+    return losses
+
+
+def test_nvfp4_snap_matches_torchao_and_takes_a_scale_per_row():
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    weight = torch.randn(8, 64) * 0.05
+    scale = per_tensor_amax_to_scale(weight.abs().max())
+    expected = NVFP4Tensor.to_nvfp4(weight, per_tensor_scale=scale).dequantize(torch.float32)
+    assert torch.equal(nvfp4_snap(weight, scale), expected)
+    assert torch.equal(nvfp4_snap(expected, scale), expected)  # on the grid already: unchanged
+    rows = torch.cat([torch.full((4, 1), float(scale)), torch.full((4, 1), float(scale) * 2)])
+    halves = [NVFP4Tensor.to_nvfp4(weight[i : i + 4], per_tensor_scale=rows[i, 0]) for i in (0, 4)]
+    assert torch.equal(nvfp4_snap(weight, rows), torch.cat([h.dequantize(torch.float32) for h in halves]))
+
+
+def test_merge_aware_lora_computes_with_the_snapped_merged_weight(tmp_path, hf_home):
+    make_nvfp4_moe(tmp_path)
+    cfg = _cfg(tmp_path / "nvfp4", tmp_path, nvfp4_merge_aware=True, **MOE_LORA)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, Precision())
+    layer = model.base_model.model.model.layers[1]
+    q_proj = layer.self_attn.q_proj
+    assert isinstance(q_proj, Nvfp4MergeAwareLinear) and q_proj.get_base_layer().nvfp4_tensor_scale > 0
+    losses = _train(model, tokenizer, steps=2)  # moves B away from zero: the update is now visible
     assert losses[1] < losses[0]
+
+    model.eval()
+    x = torch.randn(3, 64)
+    base = q_proj.get_base_layer()
+    merged = base.weight + (q_proj.lora_B["default"].weight @ q_proj.lora_A["default"].weight) * q_proj.scaling["default"]
+    snapped = nvfp4_snap(merged, torch.tensor(base.nvfp4_tensor_scale))
+    assert not torch.equal(snapped, merged)
+    assert torch.equal(q_proj(x), torch.nn.functional.linear(x, snapped))
+    set_snapping(model, False)  # before nvfp4_merge_aware_start_step: peft's own LoRA forward
+    assert torch.allclose(q_proj(x), torch.nn.functional.linear(x, merged), atol=1e-6)
+    set_snapping(model, True)
+
+    wrappers = [m for m in model.modules() if isinstance(m, Nvfp4MergeAwareExperts)]
+    assert {w.parameter_name for w in wrappers} == {"gate_up_proj", "down_proj"} and len(wrappers) == 4
+    for wrapper in wrappers:
+        experts = wrapper.get_base_layer()
+        plain = getattr(experts, wrapper.parameter_name).detach().clone()
+        delta = wrapper.get_delta_weight("default")
+        assert delta.abs().max() > 0
+        with wrapper._activate_lora(["default"]):
+            seen = getattr(experts, wrapper.parameter_name)
+        scales = experts.nvfp4_tensor_scales[wrapper.parameter_name]
+        assert scales.shape == (*plain.shape[:2], 1)
+        assert torch.equal(seen, nvfp4_snap(plain + delta, scales))
+
+
+def test_merge_aware_start_step():
+    from types import SimpleNamespace
+
+    model = torch.nn.Module()
+    model.layer = Nvfp4MergeAwareLinear.__new__(Nvfp4MergeAwareLinear)
+    torch.nn.Module.__init__(model.layer)
+    callback = MergeAwareStartCallback(0.5)
+    callback.on_step_begin(None, SimpleNamespace(global_step=4, max_steps=10), None, model=model)
+    assert model.layer.snapping is False
+    callback.on_step_begin(None, SimpleNamespace(global_step=5, max_steps=10), None, model=model)
+    assert model.layer.snapping is True
+    assert start_step(3, 10) == 3 and start_step(None, 10) == 0
+
+
+def test_merge_aware_on_a_base_that_is_not_nvfp4_is_refused(tmp_path, tiny_model_dir):
+    cfg = _cfg(tiny_model_dir, tmp_path, nvfp4_merge_aware=True, adapter="lora", lora_target_modules=["q_proj"])
+    with pytest.raises(ConfigError, match="nvfp4_merge_aware: base_model .* is not an NVFP4"):
+        load_model(cfg, load_tokenizer(cfg), Precision())
