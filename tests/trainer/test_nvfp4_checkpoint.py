@@ -215,7 +215,8 @@ def test_merge_aware_lora_computes_with_the_snapped_merged_weight(tmp_path, hf_h
     model.eval()
     x = torch.randn(3, 64)
     base = q_proj.get_base_layer()
-    merged = base.weight + (q_proj.lora_B["default"].weight @ q_proj.lora_A["default"].weight) * q_proj.scaling["default"]
+    lora_a, lora_b = q_proj.lora_A["default"].weight, q_proj.lora_B["default"].weight
+    merged = base.weight + (lora_b @ lora_a) * q_proj.scaling["default"]
     snapped = nvfp4_snap(merged, torch.tensor(base.nvfp4_tensor_scale))
     assert not torch.equal(snapped, merged)
     assert torch.equal(q_proj(x), torch.nn.functional.linear(x, snapped))
