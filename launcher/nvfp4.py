@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.model_size import find_model_config
 
 GROUP_SIZE = 16
 
@@ -47,9 +48,17 @@ def nvfp4_quantization(folder: str | Path) -> dict[str, Any] | None:
 
 
 def nvfp4_base_model(cfg: Any) -> dict[str, Any] | None:
-    """The NVFP4 settings when base_model is a local ModelOpt NVFP4 folder (a Hub id is checked on the node)."""
+    """The NVFP4 settings when base_model is a ModelOpt NVFP4 checkpoint in a local folder or in the Hugging Face
+    cache of this machine (a Hub model not downloaded yet is checked on the node, when it is)."""
     folder = Path(str(cfg.base_model)).expanduser()
-    return nvfp4_quantization(folder) if folder.is_dir() else None
+    if folder.is_dir():
+        return nvfp4_quantization(folder)
+    try:
+        _, source = find_model_config(str(cfg.base_model))
+    except ConfigError:
+        return None
+    path = Path(source)
+    return nvfp4_quantization(path.parent) if path.name == "config.json" and path.is_file() else None
 
 
 def check_nvfp4_base(cfg: Any) -> list[str]:
@@ -63,17 +72,17 @@ def check_nvfp4_base(cfg: Any) -> list[str]:
                 f"quantization_config with quant_algo NVFP4), so there is no NVFP4 grid to merge onto; remove it"
             )
         return []
-    if cfg.adapter != "lora":
-        raise ConfigError(
-            f"base_model: {cfg.base_model} is an NVFP4 (ModelOpt) checkpoint, which is trained through a LoRA "
-            f"adapter: set adapter: lora (full fine-tuning would train a dequantised copy, not the NVFP4 model)"
-        )
     for key in ("load_in_4bit", "load_in_8bit"):
         if getattr(cfg, key, False):
             raise ConfigError(
                 f"{key}: the base_model {cfg.base_model} is already quantised to NVFP4; remove {key} "
                 f"(and use adapter: lora)"
             )
+    if cfg.adapter != "lora":
+        raise ConfigError(
+            f"base_model: {cfg.base_model} is an NVFP4 (ModelOpt) checkpoint, which is trained through a LoRA "
+            f"adapter: set adapter: lora (full fine-tuning would train a dequantised copy, not the NVFP4 model)"
+        )
     return [
         f"base_model: {cfg.base_model} is an NVFP4 (ModelOpt) checkpoint; transformers cannot train on NVFP4 "
         f"weights, so the first run writes a dequantised 16-bit copy (about 4x the checkpoint's size on disk and in "
