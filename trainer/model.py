@@ -318,7 +318,10 @@ def load_model(
         model = load_gptq_model(cfg, model_cls, kwargs, from_pretrained_with_attention)
     else:
         # An NVFP4 (ModelOpt) checkpoint loads from its dequantised 16-bit copy (trainer/nvfp4_checkpoint.py).
-        source = nvfp4_source(cfg.base_model, cfg.model_revision, precision.dtype) or model_source(cfg)
+        nvfp4 = nvfp4_source(cfg.base_model, cfg.model_revision, precision.dtype, cfg.adapter)
+        if nvfp4 and "config" in kwargs:  # the overridden config came from the NVFP4 checkpoint: load it as 16-bit
+            kwargs["config"].__dict__.pop("quantization_config", None)
+        source = nvfp4 or model_source(cfg)
         model = from_pretrained_with_attention(model_cls, source, kwargs)
         if cfg.nvfp4_merge_aware:
             prepare_merge_aware(model, nvfp4_tensor_scales(source), cfg.base_model)

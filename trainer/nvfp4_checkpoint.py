@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.nvfp4 import GROUP_SIZE, nvfp4_quantization
 from hpcft.trainer.distributed import local_rank
 
@@ -167,11 +168,17 @@ def _local_folder(base_model: str, revision: str | None) -> Path | None:
     return None
 
 
-def nvfp4_source(base_model: str, revision: str | None, dtype: torch.dtype) -> str | None:
-    """The folder to load instead of base_model when it is an NVFP4 checkpoint (its dequantised copy), else None."""
+def nvfp4_source(base_model: str, revision: str | None, dtype: torch.dtype, adapter: str | None) -> str | None:
+    """The folder to load instead of base_model when it is an NVFP4 checkpoint (its dequantised copy), else None.
+    A Hub model is known to be NVFP4 only here, on the node: the login-node rule (adapter: lora) is checked again."""
     folder = _local_folder(base_model, revision)
     if folder is None:
         return None
+    if adapter != "lora":
+        raise ConfigError(
+            f"base_model: {base_model} is an NVFP4 (ModelOpt) checkpoint, which is trained through a LoRA adapter: "
+            f"set adapter: lora (and no load_in_4bit/load_in_8bit)"
+        )
     return str(ensure_dequantized(folder, dtype))
 
 

@@ -177,6 +177,23 @@ def prepare_merge_aware(model: nn.Module, scales: dict[str, float], base_model: 
     log.info("nvfp4_merge_aware: %d NVFP4 weights will be trained on their NVFP4 grid", found)
 
 
+@torch.no_grad()
+def snap_merged_model(model: nn.Module, scales: dict[str, float]) -> int:
+    """After merge-lora: round every weight that was NVFP4 onto its NVFP4 grid, so the merged (16-bit) model computes
+    what merge-aware training computed and re-quantises to NVFP4 without loss. Returns how many were snapped."""
+    attach_tensor_scales(model, scales)
+    snapped = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and getattr(module, "nvfp4_tensor_scale", None) is not None:
+            module.weight.copy_(nvfp4_snap(module.weight, torch.tensor(module.nvfp4_tensor_scale)))
+            snapped += 1
+        for name, row_scales in (getattr(module, "nvfp4_tensor_scales", None) or {}).items():
+            param = getattr(module, name)
+            param.copy_(nvfp4_snap(param, row_scales))
+            snapped += 1
+    return snapped
+
+
 def merge_aware_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (Nvfp4MergeAwareLinear, Nvfp4MergeAwareExperts))]
 

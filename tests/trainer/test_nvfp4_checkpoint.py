@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision
+from hpcft.trainer.merge_lora import merge_lora
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_nvfp4
 from hpcft.trainer.nvfp4_merge_aware import (
@@ -95,11 +97,11 @@ def test_llama_nvfp4_checkpoint_loads_dequantised_and_cached(tmp_path, hf_home, 
     plain = tmp_path / "plain"
     make_tiny_model(plain)
     rounded = quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=False)
-    cfg = _cfg(tmp_path / "nvfp4", tmp_path)
+    cfg = _cfg(tmp_path / "nvfp4", tmp_path, adapter="lora", lora_target_linear=True)
     tokenizer = load_tokenizer(cfg)
     with caplog.at_level(logging.INFO, logger="hpcft.trainer"):
         model = load_model(cfg, tokenizer, Precision())
-    weights = dict(model.named_parameters())
+    weights = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in model.named_parameters()}
     assert len(rounded) == 7 * model.config.num_hidden_layers
     for name, expected in rounded.items():
         assert torch.equal(weights[name], expected), name
@@ -256,3 +258,35 @@ def test_merge_aware_on_a_base_that_is_not_nvfp4_is_refused(tmp_path, tiny_model
     cfg = _cfg(tiny_model_dir, tmp_path, nvfp4_merge_aware=True, adapter="lora", lora_target_modules=["q_proj"])
     with pytest.raises(ConfigError, match="nvfp4_merge_aware: base_model .* is not an NVFP4"):
         load_model(cfg, load_tokenizer(cfg), Precision())
+
+
+def test_merge_lora_of_a_merge_aware_adapter_computes_what_was_trained(tmp_path, hf_home):
+    from transformers import AutoModelForCausalLM
+
+    make_nvfp4_moe(tmp_path)
+    cfg = _cfg(tmp_path / "nvfp4", tmp_path, nvfp4_merge_aware=True, **MOE_LORA)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer, Precision())
+    _train(model, tokenizer, steps=2)
+    model.save_pretrained(cfg.output_dir)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+    merged = AutoModelForCausalLM.from_pretrained(merge_lora(config))
+    batch = tokenizer(["user\nHow many legs has a cat?\nassistant\nfour."], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        trained, plain = model(**batch).logits, merged(**batch).logits
+        set_snapping(model, False)
+        unsnapped = model(**batch).logits
+    torch.testing.assert_close(plain, trained, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unsnapped, trained, rtol=1e-5, atol=1e-5)  # the snapping is visible in the output
+
+
+def test_full_fine_tuning_of_an_nvfp4_base_is_refused_before_the_copy(tmp_path, hf_home):
+    plain = tmp_path / "plain"
+    make_tiny_model(plain)
+    quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=True)
+    cfg = _cfg(tmp_path / "nvfp4", tmp_path)
+    with pytest.raises(ConfigError, match="is an NVFP4 \\(ModelOpt\\) checkpoint, which is trained through a LoRA"):
+        load_model(cfg, load_tokenizer(cfg), Precision())
+    assert not (hf_home / "hpcft-dequantized").exists()
