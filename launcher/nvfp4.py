@@ -27,21 +27,33 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _is_nvfp4(settings: Any) -> bool:
+    """NVFP4 throughout (quant_algo: NVFP4), or mixed precision with NVFP4 experts (quant_algo: MIXED_PRECISION with
+    moe_quant_algo: NVFP4, or NVFP4 among quantized_layers), as NVIDIA's DeepSeek and GLM releases are."""
+    if not isinstance(settings, dict):
+        return False
+    algo = str(settings.get("quant_algo", "")).upper()
+    if algo == "NVFP4":
+        return True
+    layers = settings.get("quantized_layers")
+    per_layer = json.dumps(layers).upper() if isinstance(layers, dict) else ""
+    moe = str(settings.get("moe_quant_algo", "")).upper()
+    return algo == "MIXED_PRECISION" and (moe == "NVFP4" or "NVFP4" in per_layer)
+
+
 def nvfp4_quantization(folder: str | Path) -> dict[str, Any] | None:
     """The NVFP4 quantisation settings of a ModelOpt checkpoint folder ({quant_algo, group_size, exclude_modules}),
-    from config.json's quantization_config (quant_method: modelopt) or hf_quant_config.json; None for any other."""
+    from config.json's quantization_config or hf_quant_config.json; None for any other checkpoint."""
     folder = Path(folder).expanduser()
     config = _read_json(folder / "config.json") or {}
-    quant = config.get("quantization_config")
-    if isinstance(quant, dict) and str(quant.get("quant_method", "")).lower() == "modelopt":
-        found: dict[str, Any] | None = quant
-    else:
+    found = config.get("quantization_config")
+    if not _is_nvfp4(found):
         found = (_read_json(folder / "hf_quant_config.json") or {}).get("quantization")
-    if not isinstance(found, dict) or str(found.get("quant_algo", "")).upper() != "NVFP4":
+    if not _is_nvfp4(found):
         return None
     excluded = found.get("exclude_modules", found.get("ignore")) or []
     return {
-        "quant_algo": "NVFP4",
+        "quant_algo": str(found["quant_algo"]).upper(),
         "group_size": int(found.get("group_size") or GROUP_SIZE),
         "exclude_modules": [str(m) for m in excluded],
     }

@@ -10,6 +10,7 @@ nvfp4_merge_aware snaps the trained layers back onto that NVFP4 grid (see traine
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -32,8 +34,9 @@ SCALES_FILE = "nvfp4_scales.json"
 # The 16 values of a 4-bit e2m1 code (bit 3: sign), as ModelOpt and torchao pack them: low nibble first.
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 # Per-layer tensors of an NVFP4 layer that have no place in the 16-bit model (k/v_scale: FP8 KV-cache scales).
-_SCALE_LEAVES = ("weight_scale", "weight_scale_2", "input_scale", "k_scale", "v_scale")
+_SCALE_LEAVES = ("weight_scale", "weight_scale_2", "weight_scale_inv", "input_scale", "k_scale", "v_scale")
 WAIT_SECONDS = 6 * 3600
+FP8_BLOCK = 128
 
 
 def dequantize_nvfp4(
@@ -50,28 +53,80 @@ def dequantize_nvfp4(
     return (values * scales.repeat_interleave(group, dim=-1)).to(dtype)
 
 
-def _shards(folder: Path) -> list[str]:
+def _weight_map(folder: Path) -> dict[str, str]:
+    """Tensor name -> shard file, from the index or from the shards' headers (a single-file checkpoint)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    return sorted(p.name for p in folder.glob("*.safetensors"))
+        return dict(json.loads(index.read_text())["weight_map"])
+    found: dict[str, str] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            found.update(dict.fromkeys(f.keys(), path.name))
+    return found
 
 
-def _dequantize_shard(source: Path, target: Path, dtype: torch.dtype, scales: dict[str, float]) -> list[str]:
-    """Write one shard with every NVFP4 layer dequantised; returns the tensor names written."""
+def _shards(folder: Path) -> list[str]:
+    return sorted(set(_weight_map(folder).values()))
+
+
+class _Checkpoint:
+    """Reads any tensor of a sharded safetensors checkpoint (a layer's scales may sit in another shard)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.where = _weight_map(folder)
+        self.files: dict[str, Any] = {}
+        self.stack = contextlib.ExitStack()
+
+    def get(self, name: str) -> torch.Tensor:
+        shard = self.where[name]
+        if shard not in self.files:
+            self.files[shard] = self.stack.enter_context(safe_open(str(self.folder / shard), framework="pt"))
+        return self.files[shard].get_tensor(name)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An FP8 weight of a mixed-precision checkpoint: one scale per tensor or row, or one per [bn, bk] block
+    (DeepSeek's weight_scale_inv, 128 x 128)."""
+    values = weight.to(torch.float32)
+    scale = scale.to(torch.float32)
+    if scale.numel() == 1 or (scale.numel() == values.shape[0] and scale.dim() <= 2):  # per tensor or per row
+        return (values * scale.reshape(-1, *([1] * (values.dim() - 1)))).to(dtype)
+    if scale.dim() != values.dim():
+        raise ValueError(f"FP8 weight {tuple(values.shape)} with scales {tuple(scale.shape)}: unknown layout")
+    for dim in range(values.dim()):
+        size, count = values.shape[dim], scale.shape[dim]
+        # The usual 128 (DeepSeek's weight_block_size) when it fits: a 200-row weight has 2 blocks of 128, not 100.
+        block = FP8_BLOCK if -(-size // FP8_BLOCK) == count else -(-size // count)
+        scale = scale.repeat_interleave(block, dim=dim).narrow(dim, 0, values.shape[dim])
+    return (values * scale).to(dtype)
+
+
+def _dequantize_shard(
+    checkpoint: _Checkpoint, shard: str, target: Path, dtype: torch.dtype, scales: dict[str, float]
+) -> list[str]:
+    """Write one shard with every NVFP4 (and FP8) layer dequantised; returns the tensor names written."""
     out: dict[str, torch.Tensor] = {}
-    with safe_open(str(source), framework="pt") as f:
-        names = set(f.keys())
-        for name in sorted(names):
-            base, _, leaf = name.rpartition(".")
-            if leaf in _SCALE_LEAVES:
-                continue
-            tensor = f.get_tensor(name)
-            if leaf == "weight" and tensor.dtype == torch.uint8 and f"{base}.weight_scale" in names:
-                tensor_scale = f.get_tensor(f"{base}.weight_scale_2")
-                tensor = dequantize_nvfp4(tensor, f.get_tensor(f"{base}.weight_scale"), tensor_scale, dtype)
-                scales[base] = float(tensor_scale.to(torch.float32).reshape(-1)[0])
-            out[name] = tensor.contiguous()
+    names = checkpoint.where
+    for name in sorted(n for n, s in names.items() if s == shard):
+        base, _, leaf = name.rpartition(".")
+        if leaf in _SCALE_LEAVES:
+            continue
+        tensor = checkpoint.get(name)
+        if leaf == "weight" and tensor.dtype == torch.uint8 and f"{base}.weight_scale" in names:
+            tensor_scale = checkpoint.get(f"{base}.weight_scale_2")
+            tensor = dequantize_nvfp4(tensor, checkpoint.get(f"{base}.weight_scale"), tensor_scale, dtype)
+            scales[base] = float(tensor_scale.to(torch.float32).reshape(-1)[0])
+        elif leaf == "weight" and tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            found = [f"{base}.{n}" for n in ("weight_scale_inv", "weight_scale") if f"{base}.{n}" in names]
+            scale_name = found[0] if found else None
+            if scale_name is None:
+                raise ValueError(f"{name} is FP8 but the checkpoint has no weight_scale(_inv) for it")
+            tensor = dequantize_fp8(tensor, checkpoint.get(scale_name), dtype)
+        out[name] = tensor.contiguous()
     save_file(out, str(target), metadata={"format": "pt"})
     return sorted(out)
 
@@ -81,9 +136,13 @@ def write_dequantized(source: Path, target: Path, dtype: torch.dtype) -> None:
     target.mkdir(parents=True)
     weight_map: dict[str, str] = {}
     scales: dict[str, float] = {}
-    for shard in _shards(source):
-        for name in _dequantize_shard(source / shard, target / shard, dtype, scales):
-            weight_map[name] = shard
+    checkpoint = _Checkpoint(source)
+    try:
+        for shard in _shards(source):
+            for name in _dequantize_shard(checkpoint, shard, target / shard, dtype, scales):
+                weight_map[name] = shard
+    finally:
+        checkpoint.close()
     (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     (target / SCALES_FILE).write_text(json.dumps(scales, indent=1, sort_keys=True))
     skip = {"hf_quant_config.json", "model.safetensors.index.json", "config.json"}

@@ -21,7 +21,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision
 from hpcft.trainer.merge_lora import merge_lora
 from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_nvfp4
+from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_fp8, dequantize_nvfp4
 from hpcft.trainer.nvfp4_merge_aware import (
     MergeAwareStartCallback,
     Nvfp4MergeAwareExperts,
@@ -149,6 +149,55 @@ MOE_LORA = {
     "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "lora_target_parameters": ["experts.gate_up_proj", "experts.down_proj"],
 }
+
+
+def test_dequantize_fp8_per_tensor_and_in_blocks():
+    weight = (torch.randn(200, 256) * 3).to(torch.float8_e4m3fn)
+    blocks = torch.tensor([[0.5, 2.0], [4.0, 0.25]])  # DeepSeek's weight_scale_inv: one per 128 x 128 block
+    out = dequantize_fp8(weight, blocks, torch.float32)
+    plain = weight.float()
+    assert torch.equal(out[:128, :128], plain[:128, :128] * 0.5) and torch.equal(out[:128, 128:], plain[:128, 128:] * 2)
+    assert torch.equal(out[128:, :128], plain[128:, :128] * 4) and torch.equal(out[128:, 128:], plain[128:, 128:] / 4)
+    assert torch.equal(dequantize_fp8(weight, torch.tensor(0.5), torch.float32), plain * 0.5)
+
+
+def test_mixed_precision_checkpoint_in_shards(tmp_path, hf_home):
+    """NVIDIA's DeepSeek/GLM releases: quant_algo MIXED_PRECISION, NVFP4 experts/MLP and block-FP8 elsewhere, in
+    several shards where a weight and its scales may sit in different files."""
+    plain = tmp_path / "plain"
+    make_tiny_model(plain)
+    rounded = quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=True)
+    folder = tmp_path / "nvfp4"
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        tensors = {n: f.get_tensor(n) for n in f.keys()}
+    expected = {}
+    for name in [n for n in tensors if n.endswith("self_attn.q_proj.weight")]:
+        base = name.removesuffix(".weight")
+        expected[name] = torch.randn(64, 64).to(torch.float8_e4m3fn)
+        tensors[name] = expected[name]
+        tensors[f"{base}.weight_scale_inv"] = torch.tensor([[0.01]])
+        for leaf in ("weight_scale", "weight_scale_2", "input_scale"):
+            del tensors[f"{base}.{leaf}"]
+        rounded.pop(name)
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    weight_map = {n: f"model-0000{i % 2 + 1}-of-00002.safetensors" for i, n in enumerate(names)}
+    for shard in set(weight_map.values()):
+        part = {n: tensors[n] for n in names if weight_map[n] == shard}
+        save_file(part, str(folder / shard), metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "quant_algo": "MIXED_PRECISION", "moe_quant_algo": "NVFP4"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert any(weight_map[f"{n[:-7]}.weight_scale"] != weight_map[n] for n in rounded)  # scales in the other shard
+
+    cfg = _cfg(folder, tmp_path, adapter="lora", lora_target_modules=["q_proj"])
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    weights = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in model.named_parameters()}
+    for name, value in rounded.items():
+        assert torch.equal(weights[name], value), name
+    for name, value in expected.items():
+        assert torch.equal(weights[name], value.float() * 0.01), name
 
 
 def test_qwen3_moe_nvfp4_checkpoint_trains_lora_on_experts(tmp_path, hf_home):
