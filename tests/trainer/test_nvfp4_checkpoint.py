@@ -77,9 +77,8 @@ def hf_home(tmp_path, monkeypatch) -> Path:
 
 
 def _cfg(model_dir: Path, tmp_path: Path, **keys) -> TrainConfig:
-    return TrainConfig.model_validate(
-        {"base_model": str(model_dir), "output_dir": str(tmp_path / "out"), "datasets": [{"path": "x.jsonl"}], **keys}
-    )
+    keys.setdefault("datasets", [{"path": "x.jsonl"}])
+    return TrainConfig.model_validate({"base_model": str(model_dir), "output_dir": str(tmp_path / "out"), **keys})
 
 
 def test_dequantize_matches_torchao_bit_for_bit():
@@ -339,3 +338,31 @@ def test_full_fine_tuning_of_an_nvfp4_base_is_refused_before_the_copy(tmp_path, 
     with pytest.raises(ConfigError, match="is an NVFP4 \\(ModelOpt\\) checkpoint, which is trained through a LoRA"):
         load_model(cfg, load_tokenizer(cfg), Precision())
     assert not (hf_home / "hpcft-dequantized").exists()
+
+
+def test_trainer_switches_merge_aware_on_at_the_start_step(tmp_path, hf_home, caplog):
+    from hpcft.trainer.elastic import BatchLayout
+    from hpcft.trainer.train import build_trainer
+
+    from .conftest import CHAT_DATASET
+
+    make_nvfp4_moe(tmp_path)
+    cfg = _cfg(
+        tmp_path / "nvfp4",
+        tmp_path,
+        datasets=[CHAT_DATASET],
+        dataset_prepared_path=str(tmp_path / "prepared"),
+        sequence_len=128,
+        max_steps=2,
+        nvfp4_merge_aware=True,
+        nvfp4_merge_aware_start_step=1,
+        **MOE_LORA,
+    )
+    trainer, _ = build_trainer(cfg, load_tokenizer(cfg), BatchLayout(1, 1, 1))
+    seen = []
+    q_proj = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+    q_proj.register_forward_pre_hook(lambda module, args: seen.append(module.snapping))
+    with caplog.at_level(logging.INFO, logger="hpcft.trainer"):
+        trainer.train()
+    assert seen == [False, True]  # step 0 trains plain LoRA, step 1 on the snapped merge
+    assert "with the NVFP4-snapped merged weight from step 1" in caplog.text
