@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,43 +29,16 @@ from hpcft.trainer.nvfp4_merge_aware import (
     set_snapping,
     start_step,
 )
-from hpcft.trainer.tiny import make_tiny_model, make_tiny_tokenizer
-
-EXCLUDED = ("lm_head", "mlp.gate")  # as in NVIDIA's releases: the output head and the MoE router stay 16-bit
+from hpcft.trainer.tiny import make_nvfp4_copy, make_tiny_model, make_tiny_tokenizer
 
 
 def quantize_to_modelopt(source: Path, target: Path, in_config: bool) -> dict[str, torch.Tensor]:
-    """Write source's checkpoint in the ModelOpt NVFP4 layout to target; returns the NVFP4-rounded weights
-    (torchao's dequantisation, float32) by tensor name. in_config: quantization_config in config.json, else
-    hf_quant_config.json (both are how ModelOpt exports say so)."""
-    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
-
-    shutil.copytree(source, target)
-    out, rounded = {}, {}
-    with safe_open(str(source / "model.safetensors"), framework="pt") as f:
-        for name in f.keys():
-            tensor = f.get_tensor(name)
-            base = name.removesuffix(".weight")
-            if tensor.dim() != 2 or not base.endswith("_proj") or any(base.endswith(e) for e in EXCLUDED):
-                out[name] = tensor
-                continue
-            scale = per_tensor_amax_to_scale(tensor.float().abs().max())
-            nvfp4 = NVFP4Tensor.to_nvfp4(tensor.float(), per_tensor_scale=scale)
-            out[name] = nvfp4.qdata
-            out[f"{base}.weight_scale"] = nvfp4.scale
-            out[f"{base}.weight_scale_2"] = scale.reshape(())
-            out[f"{base}.input_scale"] = torch.tensor(1.0)
-            rounded[name] = nvfp4.dequantize(torch.float32)
-            assert nvfp4.qdata.dtype == torch.uint8 and nvfp4.scale.dtype == torch.float8_e4m3fn
-    save_file(out, str(target / "model.safetensors"), metadata={"format": "pt"})
-    settings = {"quant_algo": "NVFP4", "group_size": 16, "exclude_modules": ["lm_head", "*mlp.gate"]}
-    config = json.loads((target / "config.json").read_text())
-    if in_config:
-        config["quantization_config"] = {"quant_method": "modelopt", **settings}
-    else:
-        hf_quant = {"producer": {"name": "modelopt"}, "quantization": settings}
-        (target / "hf_quant_config.json").write_text(json.dumps(hf_quant))
-    (target / "config.json").write_text(json.dumps(config))
+    rounded = make_nvfp4_copy(source, target, in_config)
+    assert rounded and all(not n.endswith("mlp.gate.weight") for n in rounded)
+    with safe_open(str(target / "model.safetensors"), framework="pt") as f:
+        name = next(iter(rounded))
+        assert f.get_tensor(name).dtype == torch.uint8
+        assert f.get_tensor(name.replace(".weight", ".weight_scale")).dtype == torch.float8_e4m3fn
     return rounded
 
 
