@@ -37,6 +37,7 @@ E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -
 _SCALE_LEAVES = ("weight_scale", "weight_scale_2", "weight_scale_inv", "input_scale", "k_scale", "v_scale")
 WAIT_SECONDS = 6 * 3600
 FP8_BLOCK = 128
+SHARD_BYTES = 4 * 2**30  # of the copy's shards: the most it holds in memory while writing
 
 
 def dequantize_nvfp4(
@@ -105,42 +106,51 @@ def dequantize_fp8(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
     return (values * scale).to(dtype)
 
 
-def _dequantize_shard(
-    checkpoint: _Checkpoint, shard: str, target: Path, dtype: torch.dtype, scales: dict[str, float]
-) -> list[str]:
-    """Write one shard with every NVFP4 (and FP8) layer dequantised; returns the tensor names written."""
-    out: dict[str, torch.Tensor] = {}
+def _dequantized(checkpoint: _Checkpoint, name: str, dtype: torch.dtype, scales: dict[str, float]) -> torch.Tensor:
+    """One tensor of the copy: an NVFP4 (or FP8) weight dequantised to dtype, anything else as stored."""
     names = checkpoint.where
-    for name in sorted(n for n, s in names.items() if s == shard):
-        base, _, leaf = name.rpartition(".")
-        if leaf in _SCALE_LEAVES:
-            continue
-        tensor = checkpoint.get(name)
-        if leaf == "weight" and tensor.dtype == torch.uint8 and f"{base}.weight_scale" in names:
-            tensor_scale = checkpoint.get(f"{base}.weight_scale_2")
-            tensor = dequantize_nvfp4(tensor, checkpoint.get(f"{base}.weight_scale"), tensor_scale, dtype)
-            scales[base] = float(tensor_scale.to(torch.float32).reshape(-1)[0])
-        elif leaf == "weight" and tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-            found = [f"{base}.{n}" for n in ("weight_scale_inv", "weight_scale") if f"{base}.{n}" in names]
-            scale_name = found[0] if found else None
-            if scale_name is None:
-                raise ValueError(f"{name} is FP8 but the checkpoint has no weight_scale(_inv) for it")
-            tensor = dequantize_fp8(tensor, checkpoint.get(scale_name), dtype)
-        out[name] = tensor.contiguous()
-    save_file(out, str(target), metadata={"format": "pt"})
-    return sorted(out)
+    base = name.rpartition(".")[0]
+    tensor = checkpoint.get(name)
+    if name.endswith(".weight") and tensor.dtype == torch.uint8 and f"{base}.weight_scale" in names:
+        tensor_scale = checkpoint.get(f"{base}.weight_scale_2")
+        scales[base] = float(tensor_scale.to(torch.float32).reshape(-1)[0])
+        return dequantize_nvfp4(tensor, checkpoint.get(f"{base}.weight_scale"), tensor_scale, dtype)
+    if name.endswith(".weight") and tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        found = [f"{base}.{n}" for n in ("weight_scale_inv", "weight_scale") if f"{base}.{n}" in names]
+        if not found:
+            raise ValueError(f"{name} is FP8 but the checkpoint has no weight_scale(_inv) for it")
+        return dequantize_fp8(tensor, checkpoint.get(found[0]), dtype)
+    return tensor.contiguous()
 
 
-def write_dequantized(source: Path, target: Path, dtype: torch.dtype) -> None:
-    """Write the 16-bit copy of the NVFP4 checkpoint in source to target (a new folder)."""
+def write_dequantized(source: Path, target: Path, dtype: torch.dtype, shard_bytes: int = SHARD_BYTES) -> None:
+    """Write the 16-bit copy of the NVFP4 checkpoint in source to target (a new folder), in shards of about
+    shard_bytes so that no more than one shard is held in memory."""
     target.mkdir(parents=True)
     weight_map: dict[str, str] = {}
     scales: dict[str, float] = {}
     checkpoint = _Checkpoint(source)
+    pending: dict[str, torch.Tensor] = {}
+    held = 0
+
+    def flush() -> None:
+        shard = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
+        save_file(pending, str(target / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(pending, shard))
+        pending.clear()
+
     try:
-        for shard in _shards(source):
-            for name in _dequantize_shard(checkpoint, shard, target / shard, dtype, scales):
-                weight_map[name] = shard
+        # In the checkpoint's shard order, so each source shard is read once, front to back.
+        for name in sorted(checkpoint.where, key=lambda n: (checkpoint.where[n], n)):
+            if name.rpartition(".")[2] in _SCALE_LEAVES:
+                continue
+            pending[name] = _dequantized(checkpoint, name, dtype, scales)
+            held += pending[name].numel() * pending[name].element_size()
+            if held >= shard_bytes:
+                flush()
+                held = 0
+        if pending:
+            flush()
     finally:
         checkpoint.close()
     (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))

@@ -20,7 +20,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision
 from hpcft.trainer.merge_lora import merge_lora
 from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_fp8, dequantize_nvfp4
+from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_fp8, dequantize_nvfp4, write_dequantized
 from hpcft.trainer.nvfp4_merge_aware import (
     MergeAwareStartCallback,
     Nvfp4MergeAwareExperts,
@@ -161,6 +161,11 @@ def test_mixed_precision_checkpoint_in_shards(tmp_path, hf_home):
     config["quantization_config"] = {"quant_method": "fp8", "quant_algo": "MIXED_PRECISION", "moe_quant_algo": "NVFP4"}
     (folder / "config.json").write_text(json.dumps(config))
     assert any(weight_map[f"{n[:-7]}.weight_scale"] != weight_map[n] for n in rounded)  # scales in the other shard
+
+    write_dequantized(folder, tmp_path / "small-shards", torch.float32, shard_bytes=40_000)
+    index = json.loads((tmp_path / "small-shards" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 3  # never more than about shard_bytes held in memory
+    assert not any(n.endswith(("_scale", "_scale_2", "_scale_inv")) for n in index["weight_map"])
 
     cfg = _cfg(folder, tmp_path, adapter="lora", lora_target_modules=["q_proj"])
     model = load_model(cfg, load_tokenizer(cfg), Precision())
