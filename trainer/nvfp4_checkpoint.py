@@ -179,7 +179,9 @@ def cache_folder(source: Path, dtype: torch.dtype) -> Path:
         stat = (source / shard).stat()
         key.append(f"{shard}:{stat.st_size}:{stat.st_mtime_ns}")
     digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:12]
-    return cache_root() / f"{source.name}-{str(dtype).removeprefix('torch.')}-{digest}"
+    # A Hub snapshot folder is named for its commit: name the copy for the repository (models--org--name).
+    label = source.parent.parent.name.removeprefix("models--") if source.parent.name == "snapshots" else source.name
+    return cache_root() / f"{label}-{str(dtype).removeprefix('torch.')}-{digest}"
 
 
 def _size_gib(folder: Path) -> float:
@@ -226,15 +228,16 @@ def _local_folder(base_model: str, revision: str | None) -> Path | None:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    for name in ("config.json", "hf_quant_config.json"):
-        try:
-            path = Path(hf_hub_download(base_model, name, revision=revision))
-        # No such file, or the Hub out of reach: from_pretrained then says what is wrong.
-        except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
-            continue
-        if nvfp4_quantization(path.parent):
-            return Path(snapshot_download(base_model, revision=revision))
-    return None
+    # config.json only (from_pretrained reads it next anyway): NVIDIA's releases declare NVFP4 in its
+    # quantization_config; an hf_quant_config.json is read too when it is already in the snapshot.
+    try:
+        config = Path(hf_hub_download(base_model, "config.json", revision=revision))
+    # No such model, or the Hub out of reach: from_pretrained then says what is wrong.
+    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None
+    if nvfp4_quantization(config.parent) is None:
+        return None
+    return Path(snapshot_download(base_model, revision=revision))
 
 
 def nvfp4_source(base_model: str, revision: str | None, dtype: torch.dtype, adapter: str | None) -> str | None:

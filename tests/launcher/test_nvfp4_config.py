@@ -73,7 +73,7 @@ def test_lora_on_an_nvfp4_base_validates_and_says_it_is_dequantised(workspace):
 @pytest.mark.parametrize(
     ("keys", "expected"),
     [
-        ({}, r"base_model: \S+ is an NVFP4 \(ModelOpt\) checkpoint, which is trained through a LoRA adapter: set adapter"),
+        ({}, r"base_model: \S+ is an NVFP4 \(ModelOpt\) checkpoint, which is trained through a LoRA adapter"),
         ({"load_in_8bit": True, **LORA}, r"load_in_8bit: the base_model \S+/model is already quantised to NVFP4"),
         (
             {"load_in_4bit": True, "adapter": "qlora", "lora_target_modules": ["q_proj"]},
@@ -104,3 +104,14 @@ def test_validate_exits_2_on_full_fine_tuning_of_an_nvfp4_base(workspace, capsys
     _nvfp4_model(workspace / "model")
     assert main(["validate", str(workspace / "cfg.yaml"), "--profile", "local"]) == 2
     assert "set adapter: lora" in capsys.readouterr().err
+
+
+def test_hub_nvfp4_model_in_the_local_cache_is_checked_on_the_login_node(workspace, tmp_path, monkeypatch):
+    snapshot = tmp_path / "hf" / "hub" / "models--nvidia--Tiny-NVFP4" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    _nvfp4_model(snapshot)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    message = _error(workspace, base_model="nvidia/Tiny-NVFP4")
+    assert "base_model: nvidia/Tiny-NVFP4 is an NVFP4 (ModelOpt) checkpoint" in message
+    job = load_job(_with(workspace, **LORA), "local")
+    assert any("dequantised 16-bit copy" in w for w in job.warnings)

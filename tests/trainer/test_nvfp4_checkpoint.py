@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -343,3 +347,35 @@ def test_trainer_switches_merge_aware_on_at_the_start_step(tmp_path, hf_home, ca
         trainer.train()
     assert seen == [False, True]  # step 0 trains plain LoRA, step 1 on the snapped merge
     assert "with the NVFP4-snapped merged weight from step 1" in caplog.text
+
+
+def _hub_cache_entry(hf_home: Path, repo: str, files_from: Path) -> Path:
+    """A model in the Hugging Face cache as huggingface_hub lays it out (refs/main -> snapshots/<commit>/)."""
+    entry = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    shutil.copytree(files_from, entry / "snapshots" / commit)
+    return entry / "snapshots" / commit
+
+
+def test_hub_nvfp4_model_is_found_and_dequantised_on_the_node(tmp_path, hf_home):
+    plain = tmp_path / "plain"
+    make_tiny_model(plain)
+    make_nvfp4_copy(plain, tmp_path / "nvfp4")
+    _hub_cache_entry(hf_home, "nvidia/Tiny-NVFP4", tmp_path / "nvfp4")
+    _hub_cache_entry(hf_home, "someone/Tiny-16bit", plain)
+    script = (
+        "import torch\n"
+        "from hpcft.trainer.nvfp4_checkpoint import nvfp4_source\n"
+        "print(nvfp4_source('nvidia/Tiny-NVFP4', None, torch.float32, 'lora'))\n"
+        "print(nvfp4_source('someone/Tiny-16bit', None, torch.float32, 'lora'))\n"
+    )
+    # Offline, as on compute nodes without Internet access: the model is read from the cache.
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    copy, plain_source = proc.stdout.split()
+    assert Path(copy).parent == hf_home / "hpcft-dequantized"
+    assert Path(copy).name.startswith("nvidia--Tiny-NVFP4-float32-")
+    assert plain_source == "None"  # an ordinary model loads as it is
