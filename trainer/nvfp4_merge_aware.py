@@ -53,6 +53,17 @@ def snap_straight_through(weight: torch.Tensor, tensor_scale: torch.Tensor) -> t
     return weight + (nvfp4_snap(weight.detach(), tensor_scale) - weight.detach())
 
 
+def _gathered(module: nn.Module) -> contextlib.AbstractContextManager:
+    """The module's own weights, whole: under DeepSpeed ZeRO-3 they are partitioned and gathered only when the
+    module itself runs, which the merge-aware forward bypasses (it multiplies with the merged weight instead)."""
+    params = [p for p in module.parameters(recurse=False) if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
 class Nvfp4MergeAwareLinear(LoraLinear):
     """peft's LoRA Linear whose forward, while `snapping` and the base weight was NVFP4 (`nvfp4_tensor_scale` set
     on the base layer), multiplies with Q(W + scaling*B@A)."""
@@ -75,9 +86,10 @@ class Nvfp4MergeAwareLinear(LoraLinear):
         adapter = adapters[0]
         lora_a, lora_b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
         scaling = self.scaling[adapter]
-        merged = base.weight + (lora_b @ lora_a).to(base.weight.dtype) * scaling  # what merging writes
+        with _gathered(base):
+            merged = base.weight + (lora_b @ lora_a).to(base.weight.dtype) * scaling  # what merging writes
+            bias = None if base.bias is None else base.bias.to(x.dtype).clone()
         weight = snap_straight_through(merged, torch.tensor(tensor_scale))
-        bias = None if base.bias is None else base.bias.to(x.dtype)
         result = F.linear(x, weight.to(x.dtype), bias)
         dropout = self.lora_dropout[adapter]
         if self.training and isinstance(dropout, nn.Dropout) and dropout.p > 0:
@@ -138,15 +150,17 @@ def attach_tensor_scales(model: nn.Module, scales: dict[str, float]) -> int:
             continue
         per_param: dict[str, torch.Tensor] = {}
         for param_name, param in module.named_parameters(recurse=False):
+            shape = tuple(getattr(param, "ds_shape", param.shape))  # ZeRO-3 partitions it: ds_shape is the whole
             parts = ("gate_proj", "up_proj") if param_name == "gate_up_proj" else (param_name,)
+            if len(shape) != 3:
+                continue
             rows = []
-            for e in range(param.shape[0]):
+            for e in range(shape[0]):
                 keys = [f"{name}.{e}.{p}" for p in parts]
-                if param.dim() != 3 or not all(k in scales for k in keys):
+                if not all(k in scales for k in keys):
                     break
-                size = param.shape[1] // len(parts)
-                rows.append(torch.cat([torch.full((size, 1), scales[k]) for k in keys]))
-            if param.dim() == 3 and len(rows) == param.shape[0]:
+                rows.append(torch.cat([torch.full((shape[1] // len(parts), 1), scales[k]) for k in keys]))
+            if len(rows) == shape[0]:
                 per_param[param_name] = torch.stack(rows)
         if per_param:
             module.nvfp4_tensor_scales = per_param

@@ -379,3 +379,37 @@ def test_hub_nvfp4_model_is_found_and_dequantised_on_the_node(tmp_path, hf_home)
     assert Path(copy).parent == hf_home / "hpcft-dequantized"
     assert Path(copy).name.startswith("nvidia--Tiny-NVFP4-float32-")
     assert plain_source == "None"  # an ordinary model loads as it is
+
+
+@pytest.mark.slow
+def test_merge_aware_under_zero3_on_two_processes(tmp_path, hf_home):
+    """hpcft's default for LoRA on several GPUs: DeepSpeed ZeRO-3, whose partitioned base weights the merge-aware
+    forward gathers itself; rank 0 writes the dequantised copy while rank 1 waits for it."""
+    from .conftest import CHAT_DATASET
+
+    make_nvfp4_moe(tmp_path)
+    cfg = _cfg(
+        tmp_path / "nvfp4",
+        tmp_path,
+        datasets=[CHAT_DATASET],
+        dataset_prepared_path=str(tmp_path / "prepared"),
+        deepspeed="zero3",
+        sequence_len=128,
+        max_steps=3,
+        logging_steps=1,
+        nvfp4_merge_aware=True,
+        **MOE_LORA,
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.training_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "HF_HOME": str(hf_home), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*command, "-m", "hpcft.trainer", "train", str(config)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "nvfp4_merge_aware: 12 NVFP4 weights will be trained on their NVFP4 grid" in log  # 8 linear, 4 experts
+    assert log.count("writing a dequantised float32 copy") == 1
+    losses = [json.loads(line)["loss"] for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert len([x for x in losses if x is not None]) == 3
