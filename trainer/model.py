@@ -269,6 +269,9 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
         if cfg.quantize_moe_experts:
             return continue_on_quantized_experts(model, cfg.lora_model_dir)
+        if cfg.nvfp4_merge_aware:  # the adapter's own LoraConfig, with the merge-aware layers
+            config = register_merge_aware(LoraConfig.from_pretrained(cfg.lora_model_dir), model)
+            return PeftModel.from_pretrained(model, cfg.lora_model_dir, config=config, is_trainable=True)
         return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
     peft_model = get_peft_model(model, lora_config(cfg, model))
     nest_in_definition_order(peft_model)

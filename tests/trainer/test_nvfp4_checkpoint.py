@@ -310,6 +310,13 @@ def test_merge_lora_of_a_merge_aware_adapter_computes_what_was_trained(tmp_path,
     torch.testing.assert_close(plain, trained, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(unsnapped, trained, rtol=1e-5, atol=1e-5)  # the snapping is visible in the output
 
+    # lora_model_dir: training goes on with the same merge-aware layers and the trained weights.
+    again = load_model(cfg.model_copy(update={"lora_model_dir": cfg.output_dir}), tokenizer, Precision())
+    assert len([m for m in again.modules() if isinstance(m, (Nvfp4MergeAwareLinear, Nvfp4MergeAwareExperts))]) == 12
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, trained)
+
 
 def test_full_fine_tuning_of_an_nvfp4_base_is_refused_before_the_copy(tmp_path, hf_home):
     plain = tmp_path / "plain"
