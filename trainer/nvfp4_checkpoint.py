@@ -205,7 +205,11 @@ def ensure_dequantized(source: Path, dtype: torch.dtype) -> Path:
             target,
         )
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        write_dequantized(source, partial, dtype)
+        try:
+            write_dequantized(source, partial, dtype)
+        except BaseException:  # a failed or cancelled write leaves no half copy behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         try:
             partial.rename(target)
         except OSError:  # another node sharing this filesystem finished first: its copy is the same
