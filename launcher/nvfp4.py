@@ -83,6 +83,12 @@ def check_nvfp4_base(cfg: Any) -> list[str]:
                 f"nvfp4_merge_aware: base_model {cfg.base_model} is not an NVFP4 (ModelOpt) checkpoint (no "
                 f"quantization_config with quant_algo NVFP4), so there is no NVFP4 grid to merge onto; remove it"
             )
+        if "nvfp4" in str(cfg.base_model).lower() and not Path(str(cfg.base_model)).expanduser().exists():
+            return [
+                f"base_model: {cfg.base_model} is not in this machine's Hugging Face cache, so it is checked on the "
+                f"node: if it is an NVFP4 (ModelOpt) checkpoint, as its name says, the first run writes a dequantised "
+                f"16-bit copy (about 4x its size) next to the cache and trains LoRA on it (adapter: lora needed)"
+            ]
         return []
     for key in ("load_in_4bit", "load_in_8bit"):
         if getattr(cfg, key, False):

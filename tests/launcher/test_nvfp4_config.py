@@ -115,3 +115,12 @@ def test_hub_nvfp4_model_in_the_local_cache_is_checked_on_the_login_node(workspa
     assert "base_model: nvidia/Tiny-NVFP4 is an NVFP4 (ModelOpt) checkpoint" in message
     job = load_job(_with(workspace, **LORA), "local")
     assert any("dequantised 16-bit copy" in w for w in job.warnings)
+
+
+def test_hub_nvfp4_model_not_downloaded_yet_is_announced(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    job = load_job(_with(workspace, base_model="nvidia/Qwen3-30B-A3B-NVFP4", **LORA), "local")
+    (note,) = [w for w in job.warnings if "Qwen3-30B-A3B-NVFP4" in w]
+    assert "is not in this machine's Hugging Face cache, so it is checked on the node" in note
+    job = load_job(_with(workspace, base_model="Qwen/Qwen3-8B"), "local")
+    assert not [w for w in job.warnings if "NVFP4" in w]
