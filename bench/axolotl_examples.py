@@ -291,9 +291,18 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     family = model_family(str(outcome.raw["base_model"])) or "llama"
     mistral_common = bool(outcome.raw.get("tokenizer_use_mistral_common"))
     model_key = f"{family}-mistral-common" if mistral_common else family
+    # An NVFP4 release (nvidia/*-NVFP4) is swapped for a tiny model stored in the same ModelOpt NVFP4 layout.
+    nvfp4 = "nvfp4" in str(outcome.raw["base_model"]).lower()
+    if nvfp4:
+        model_key += "-nvfp4"
     if model_key not in models:
+        from hpcft.trainer.tiny import make_nvfp4_copy
+
         models[model_key] = work / "models" / model_key
-        make_tiny_model(family, models[model_key], mistral_common)
+        plain = work / "models" / f"{model_key}-16bit" if nvfp4 else models[model_key]
+        make_tiny_model(family, plain, mistral_common)
+        if nvfp4:
+            make_nvfp4_copy(plain, models[model_key])
     run = work / "train" / re.sub(r"[^A-Za-z0-9]+", "_", outcome.path)
     run.mkdir(parents=True)
     raw = dict(outcome.raw)

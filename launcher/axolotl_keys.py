@@ -434,14 +434,6 @@ REFUSED_KEYS: dict[str, str] = {
         ),
         _TRAINING,
     ),
-    # Needs an NVFP4 checkpoint loaded with its block scales and axolotl's NVFP4-preserving merge: neither exists in
-    # hpcft (transformers 5.24 has no loader for ModelOpt NVFP4 checkpoints), so there is no grid to train against.
-    **dict.fromkeys(
-        ("nvfp4_merge_aware", "nvfp4_merge_aware_start_step"),
-        "it snaps the LoRA update onto the NVFP4 grid of an NVFP4 checkpoint inside axolotl's SonicMoE CUDA kernels, "
-        "for axolotl's NVFP4-preserving merge; hpcft loads no NVFP4 checkpoints and merges adapters into 16-bit "
-        "weights, where the update is kept exactly: remove it (and train from the model's bf16 release)",
-    ),
     "hub_revision": _HUB,
     "relora_steps": "the old name of jagged_restart_steps: rename it",
     "relora_warmup_steps": "the old name of jagged_restart_warmup_steps: rename it",

@@ -30,6 +30,7 @@ from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
+from hpcft.launcher.nvfp4 import check_nvfp4_base
 from hpcft.launcher.parallelism import check_parallelism
 from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
@@ -471,6 +472,10 @@ def load_job(
     problem = moe_model_problem(cfg)
     if problem:
         raise ConfigError(f"{where}: {problem}")
+    try:
+        warnings += [f"{where}: {note}" for note in check_nvfp4_base(cfg)]  # NVFP4 (ModelOpt) base_model folder
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     for note in (qat_cpu_note(cfg), *fp8_notes(cfg, cfg.launch.gpus_per_node), *sparse_notes(cfg)):
         if note:
             warnings.append(f"{where}: {note}")

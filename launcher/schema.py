@@ -24,6 +24,7 @@ from hpcft.launcher.best_checkpoint import check_best_checkpoint
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
+from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
 from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 from hpcft.launcher.peft_extensions import (
@@ -733,6 +734,13 @@ class TrainConfig(_Strict):
     lora_target_parameters: list[str] | str | None = None
     """Put LoRA on parameters rather than modules (peft's target_parameters), e.g. MoE experts:
     `[experts.gate_up_proj, experts.down_proj]` (a name matches a parameter path's end); needs lora_dropout: 0."""
+    nvfp4_merge_aware: bool | None = None
+    """On an NVFP4 (ModelOpt) base_model: LoRA layers compute with the merged weight rounded to the checkpoint's
+    NVFP4 grid (straight-through gradient), so merging the adapter back into an NVFP4 model keeps what was trained
+    (docs/adapters.md). Needs adapter: lora."""
+    nvfp4_merge_aware_start_step: int | float | None = None
+    """When nvfp4_merge_aware starts: an optimizer step (int >= 0) or a share of all steps (float in (0, 1));
+    default 0. A short warm-up lets the adapter leave its zero start first."""
     bnb_config_kwargs: dict[str, Any] | None = None
     """Extra bitsandbytes settings for load_in_4bit, e.g. `{bnb_4bit_quant_type: fp4, bnb_4bit_use_double_quant:
     false, bnb_4bit_quant_storage: bfloat16}` (defaults: nf4, double quantisation)."""
@@ -1316,6 +1324,7 @@ class TrainConfig(_Strict):
         self._check_data_options()
         check_training_loop(self)
         check_qat(self)
+        check_nvfp4_merge_aware(self)
         check_fp8(self)
         check_llmcompressor(self)
         return self

@@ -14,6 +14,8 @@ from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.args import resolve_precision
 from hpcft.trainer.checkpoints import check_saved_weights
+from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
+from hpcft.trainer.nvfp4_merge_aware import snap_merged_model
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -33,13 +35,18 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     dtype = resolve_precision(cfg).dtype
     model_cls = getattr(transformers, cfg.model_type)
     head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}  # a reward model's score head
+    # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained (trainer/nvfp4_checkpoint.py).
+    source = nvfp4_source(cfg.base_model, cfg.model_revision, dtype, cfg.adapter) or cfg.base_model
     base = model_cls.from_pretrained(
-        cfg.base_model, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision, **head
+        source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision, **head
     )
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))
     with torch.no_grad():
         merged = PeftModel.from_pretrained(base, str(lora_dir)).merge_and_unload()
+    if cfg.nvfp4_merge_aware:
+        count = snap_merged_model(merged, nvfp4_tensor_scales(source))
+        log.info("nvfp4_merge_aware: %d merged weights rounded onto their NVFP4 grid, as they were trained", count)
     merged.save_pretrained(str(out_dir))  # safetensors is transformers' only format
     tokenizer.save_pretrained(str(out_dir))
     check_saved_weights(out_dir)

@@ -30,6 +30,8 @@ from hpcft.trainer.moe_experts import (
     quantize_moe_experts,
     register_quantized_experts,
 )
+from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
+from hpcft.trainer.nvfp4_merge_aware import prepare_merge_aware, register_merge_aware
 from hpcft.trainer.offload import ActivationOffload, offloads_activations
 from hpcft.trainer.qat import cuda_capability, prepare_qat
 from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
@@ -255,6 +257,8 @@ def lora_config(cfg: TrainConfig, model: PreTrainedModel) -> LoraConfig:
         **loftq_arguments(cfg, cuda=torch.cuda.is_available()),
     )
     config = register_quantized_experts(config, model)
+    if cfg.nvfp4_merge_aware:
+        config = register_merge_aware(config, model)
     return adapter_config(cfg, config, model) if cfg.reward_model or cfg.process_reward_model else config
 
 
@@ -265,6 +269,9 @@ def add_lora(cfg: TrainConfig, model: PreTrainedModel, quantized: bool, zero3: b
         log.info("continuing the LoRA adapter in %s", cfg.lora_model_dir)
         if cfg.quantize_moe_experts:
             return continue_on_quantized_experts(model, cfg.lora_model_dir)
+        if cfg.nvfp4_merge_aware:  # the adapter's own LoraConfig, with the merge-aware layers
+            config = register_merge_aware(LoraConfig.from_pretrained(cfg.lora_model_dir), model)
+            return PeftModel.from_pretrained(model, cfg.lora_model_dir, config=config, is_trainable=True)
         return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=True)
     peft_model = get_peft_model(model, lora_config(cfg, model))
     nest_in_definition_order(peft_model)
@@ -313,7 +320,14 @@ def load_model(
     elif cfg.gptq:
         model = load_gptq_model(cfg, model_cls, kwargs, from_pretrained_with_attention)
     else:
-        model = from_pretrained_with_attention(model_cls, model_source(cfg), kwargs)
+        # An NVFP4 (ModelOpt) checkpoint loads from its dequantised 16-bit copy (trainer/nvfp4_checkpoint.py).
+        nvfp4 = nvfp4_source(cfg.base_model, cfg.model_revision, precision.dtype, cfg.adapter)
+        if nvfp4 and "config" in kwargs:  # the overridden config came from the NVFP4 checkpoint: load it as 16-bit
+            kwargs["config"].__dict__.pop("quantization_config", None)
+        source = nvfp4 or model_source(cfg)
+        model = from_pretrained_with_attention(model_cls, source, kwargs)
+        if cfg.nvfp4_merge_aware:
+            prepare_merge_aware(model, nvfp4_tensor_scales(source), cfg.base_model)
     if cfg.use_onebitllms:
         model = bitnet_linear_layers(model)
     if quant is not None:

@@ -128,3 +128,46 @@ def make_tiny_model(out_dir: str | Path, vocab_size: int | None = None, seed: in
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(out_dir))
     return model
+
+
+def make_nvfp4_copy(source: str | Path, target: str | Path, in_config: bool = True) -> dict:
+    """Copy the tiny model in source to target as an NVIDIA ModelOpt NVFP4 checkpoint: every 2-D *_proj weight
+    (except the MoE router) quantised with torchao's NVFP4 quantiser and stored as ModelOpt does (`weight` uint8 e2m1
+    pairs, `weight_scale` float8_e4m3fn per 16, `weight_scale_2` float32, `input_scale`), the settings in config.json's
+    quantization_config (in_config) or in hf_quant_config.json. Returns the NVFP4-rounded weights (float32) by name."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    source, target = Path(source), Path(target)
+    shutil.copytree(source, target)
+    out, rounded = {}, {}
+    with safe_open(str(source / "model.safetensors"), framework="pt") as f:
+        for name in f.keys():
+            tensor = f.get_tensor(name)
+            base = name.removesuffix(".weight")
+            if tensor.dim() != 2 or not base.endswith("_proj"):
+                out[name] = tensor
+                continue
+            scale = per_tensor_amax_to_scale(tensor.float().abs().max())
+            nvfp4 = NVFP4Tensor.to_nvfp4(tensor.float(), per_tensor_scale=scale)
+            out[name] = nvfp4.qdata
+            out[f"{base}.weight_scale"] = nvfp4.scale
+            out[f"{base}.weight_scale_2"] = scale.reshape(())
+            out[f"{base}.input_scale"] = torch.tensor(1.0)
+            rounded[name] = nvfp4.dequantize(torch.float32)
+    save_file(out, str(target / "model.safetensors"), metadata={"format": "pt"})
+    # As in NVIDIA's releases: the output head and the MoE router (`mlp.gate`, not a *_proj) stay 16-bit.
+    settings = {"quant_algo": "NVFP4", "group_size": 16, "exclude_modules": ["lm_head", "*mlp.gate"]}
+    config = json.loads((target / "config.json").read_text())
+    if in_config:
+        config["quantization_config"] = {"quant_method": "modelopt", **settings}
+    else:
+        hf_quant = {"producer": {"name": "modelopt"}, "quantization": settings}
+        (target / "hf_quant_config.json").write_text(json.dumps(hf_quant))
+    (target / "config.json").write_text(json.dumps(config))
+    return rounded

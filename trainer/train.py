@@ -60,6 +60,7 @@ from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
 from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
@@ -177,7 +178,8 @@ def low_precision_callbacks(cfg: TrainConfig, model: torch.nn.Module, fsdp: bool
     """What QAT (fake quantisation switched on late), fp8 (FSDP2 float8 scales) and sparse fine-tuning (zeros
     kept) need during training; after the other callbacks, so a checkpoint saved at a step holds the masked
     weights."""
-    return [*qat_callbacks(cfg.qat), *fp8_callbacks(cfg, fsdp), *keep_sparsity(cfg, model)]
+    merge_aware = [MergeAwareStartCallback(cfg.nvfp4_merge_aware_start_step)] if cfg.nvfp4_merge_aware else []
+    return [*qat_callbacks(cfg.qat), *fp8_callbacks(cfg, fsdp), *keep_sparsity(cfg, model), *merge_aware]
 
 
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
