@@ -24,7 +24,13 @@ from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
-from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.launcher.optimizers import (
+    COMMON_OPTIMIZERS,
+    HPCFT_OPTIMIZERS,
+    TRANSFORMERS_OPTIMIZERS,
+    check_cosine_constant,
+    check_muon,
+)
 from hpcft.launcher.peft_extensions import (
     PeftBlock,
     check_bnb_config_kwargs,
@@ -87,7 +93,7 @@ def check_chat_template_name(value: str | None) -> str | None:
 
 def check_optimizer_name(value: str) -> str:
     """`optimizer:` must be a transformers optimizer; axolotl's own ones are refused by name."""
-    if value in TRANSFORMERS_OPTIMIZERS:
+    if value in TRANSFORMERS_OPTIMIZERS or value in HPCFT_OPTIMIZERS:
         return value
     if value in axolotl_key_space().optimizers:
         raise ValueError(
@@ -844,6 +850,9 @@ class TrainConfig(_Strict):
     """Extra scheduler arguments."""
     cosine_min_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
     """Cosine decays to this share of the peak learning rate instead of 0."""
+    cosine_constant_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """With cosine_min_lr_ratio: the cosine reaches that floor after this share of the steps (e.g. 0.8) and the
+    rate stays there for the rest of training (0: off, as in axolotl)."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm."""
     neftune_noise_alpha: float | None = Field(None, gt=0)
@@ -1247,6 +1256,8 @@ class TrainConfig(_Strict):
                 f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
                 f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine"
             )
+        check_cosine_constant(self)
+        check_muon(self)
         if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
             raise ValueError(
                 "early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets"
