@@ -827,7 +827,8 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (overrides num_epochs)."""
     optimizer: str = "adamw_torch"
-    """Optimizer by transformers name: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ..."""
+    """Optimizer by transformers name: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ...; or
+    muon: torch's Muon for the hidden weight matrices and AdamW for the rest, one learning_rate (plain DDP)."""
     optim_args: dict[str, Any] | str | None = None
     """Extra optimizer arguments (mapping or `k=v,k=v`)."""
     learning_rate: float = Field(2e-5, gt=0)
