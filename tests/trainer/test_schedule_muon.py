@@ -141,3 +141,30 @@ def test_cosine_constant_lr_ratio_runs_under_deepspeed_on_two_processes(train_co
     logged = [x["lr"] for x in lines if x.get("loss") is not None]
     # Each metrics line carries the rate its step ran with: the same as in one process without DeepSpeed.
     assert logged == pytest.approx(PINNED_RATES, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_axolotl_muon_pretrain_example_trains_two_steps(tmp_path, monkeypatch):
+    """axolotl's examples/qwen2/muon-pretrain-fsdp2.yaml (kept in tests/data/axolotl_style) through hpcft's trainer,
+    its model swapped for a tiny Qwen2 and its streamed C4 for a local file, as the compatibility matrix
+    (bench/axolotl_examples.py) runs it: Muon + AdamW on plain DDP, reinit_weights, pretraining_dataset."""
+    import importlib.util
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("axolotl_examples", root / "bench" / "axolotl_examples.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = tmp_path / "qwen2-muon-pretrain-fsdp2.yaml"
+    config.write_text((root / "tests" / "data" / "axolotl_style" / config.name).read_text())
+    outcome = bench.validate_one(config, config.name)
+    assert outcome.result == "accepted", outcome.detail
+    result, detail = bench.train_one(outcome, tmp_path, {}, timeout=300)
+    assert result == "trained" and detail.startswith("2 steps, loss "), detail
+    run = tmp_path / "train" / "qwen2_muon_pretrain_fsdp2_yaml"
+    trained = yaml.safe_load((run / "train.yaml").read_text())
+    assert trained["optimizer"] == "muon" and "deepspeed" not in trained and not trained.get("fsdp_config")
