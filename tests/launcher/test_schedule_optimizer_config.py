@@ -55,7 +55,10 @@ def test_muon_is_an_hpcft_optimizer_now():
 
 
 def test_muon_renders_plain_ddp_also_from_an_fsdp_config(run_cli, workspace):
-    fsdp = "optimizer: muon\nfsdp_version: 2\nfsdp_config:\n  reshard_after_forward: true\n  activation_checkpointing: true\n"
+    fsdp = (
+        "optimizer: muon\nfsdp_version: 2\nfsdp_config:\n  reshard_after_forward: true\n"
+        "  activation_checkpointing: true\n"
+    )
     config = _config(workspace, fsdp)
     job = load_job(config, "local")
     assert any("runs Muon with plain DDP" in w for w in job.warnings)
