@@ -95,7 +95,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 def build_muon(model: torch.nn.Module, args: TrainingArguments) -> MuonWithAdamW:
     """Muon and AdamW at the same learning rate and weight decay (axolotl's single learning_rate); AdamW with the
-    config's Adam betas and epsilon."""
+    config's Adam betas and epsilon, and no decay on biases and norms."""
     muon_params, adamw_params = split_parameters(model)
     if not muon_params:
         raise ConfigError(
@@ -107,12 +107,16 @@ def build_muon(model: torch.nn.Module, args: TrainingArguments) -> MuonWithAdamW
     )
     adamw = None
     if adamw_params:
+        # As the Trainer's own AdamW: no weight decay on biases and norm gains (the 0-/1-D tensors).
+        decayed = [p for _, p in adamw_params if p.ndim >= 2]
+        kept = [p for _, p in adamw_params if p.ndim < 2]
+        groups = [
+            {"params": params, "weight_decay": decay}
+            for params, decay in ((decayed, args.weight_decay), (kept, 0.0))
+            if params
+        ]
         adamw = torch.optim.AdamW(
-            [p for _, p in adamw_params],
-            lr=args.learning_rate,
-            weight_decay=args.weight_decay,
-            betas=(args.adam_beta1, args.adam_beta2),
-            eps=args.adam_epsilon,
+            groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
         )
     log.info(
         "optimizer: Muon for %d weight matrices (%d values), AdamW for %d other tensors (%d values)",

@@ -168,3 +168,19 @@ def test_axolotl_muon_pretrain_example_trains_two_steps(tmp_path, monkeypatch):
     run = tmp_path / "train" / "qwen2_muon_pretrain_fsdp2_yaml"
     trained = yaml.safe_load((run / "train.yaml").read_text())
     assert trained["optimizer"] == "muon" and "deepspeed" not in trained and not trained.get("fsdp_config")
+
+
+def test_muon_decays_matrices_and_embeddings_but_not_norms(train_config):
+    from transformers import TrainingArguments
+
+    from hpcft.trainer.args import Precision
+    from hpcft.trainer.model import load_model, load_tokenizer
+    from hpcft.trainer.muon import build_muon
+
+    cfg = train_config(optimizer="muon", weight_decay=0.1)
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    optimizer = build_muon(model, TrainingArguments(output_dir=cfg.output_dir, weight_decay=0.1, learning_rate=0.02))
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.1, 0.0]
+    assert all(p.ndim == 2 for p in optimizer.param_groups[1]["params"])
+    assert all(p.ndim == 1 for p in optimizer.param_groups[2]["params"])
+    assert {g["lr"] for g in optimizer.param_groups} == {0.02}
