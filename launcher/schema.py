@@ -92,7 +92,8 @@ def check_chat_template_name(value: str | None) -> str | None:
 
 
 def check_optimizer_name(value: str) -> str:
-    """`optimizer:` must be a transformers optimizer; axolotl's own ones are refused by name."""
+    """`optimizer:` must be a transformers optimizer or muon (trainer/muon.py); axolotl's other ones are refused by
+    name."""
     if value in TRANSFORMERS_OPTIMIZERS or value in HPCFT_OPTIMIZERS:
         return value
     if value in axolotl_key_space().optimizers:
