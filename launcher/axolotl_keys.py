@@ -287,7 +287,6 @@ REFUSED_KEYS: dict[str, str] = {
             "grokfast_alpha",
             "grokfast_lamb",
             "lr_div_factor",
-            "cosine_constant_lr_ratio",
             "adam_beta3",
             "adam_epsilon2",
             "qgalore_cos_threshold",

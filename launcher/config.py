@@ -31,6 +31,7 @@ from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.nvfp4 import check_nvfp4_base
+from hpcft.launcher.optimizers import muon_without_fsdp
 from hpcft.launcher.parallelism import check_parallelism
 from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
@@ -454,6 +455,9 @@ def load_job(
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    cfg, muon_note = muon_without_fsdp(cfg)
+    if muon_note:
+        warnings.append(f"{where}: {muon_note}")
     nodes_given = any((layer or {}).get("nodes") is not None for layer in (profile.launch, config_launch, cli_launch))
     cfg, parallel_warnings = check_parallelism(cfg, nodes_given, where)
     warnings += parallel_warnings

@@ -142,7 +142,7 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
         "# This is what the trainer reads; edit the source config and re-render instead.\n"
     )
     if runs_plain_ddp(cfg):
-        header += "# lisa_n_layers/relora: plain DDP, no DeepSpeed (see launcher/training_loop.py).\n"
+        header += "# lisa_n_layers/relora/optimizer: muon: plain DDP, no DeepSpeed (see launcher/training_loop.py).\n"
     elif not cfg.uses_fsdp:
         data["deepspeed"] = str(deepspeed_path)
     elif fsdp_runs_as_zero(job):

@@ -26,7 +26,13 @@ from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
-from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.launcher.optimizers import (
+    COMMON_OPTIMIZERS,
+    HPCFT_OPTIMIZERS,
+    TRANSFORMERS_OPTIMIZERS,
+    check_cosine_constant,
+    check_muon,
+)
 from hpcft.launcher.peft_extensions import (
     PeftBlock,
     check_bnb_config_kwargs,
@@ -88,8 +94,9 @@ def check_chat_template_name(value: str | None) -> str | None:
 
 
 def check_optimizer_name(value: str) -> str:
-    """`optimizer:` must be a transformers optimizer; axolotl's own ones are refused by name."""
-    if value in TRANSFORMERS_OPTIMIZERS:
+    """`optimizer:` must be a transformers optimizer or muon (trainer/muon.py); axolotl's other ones are refused by
+    name."""
+    if value in TRANSFORMERS_OPTIMIZERS or value in HPCFT_OPTIMIZERS:
         return value
     if value in axolotl_key_space().optimizers:
         raise ValueError(
@@ -830,7 +837,8 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (overrides num_epochs)."""
     optimizer: str = "adamw_torch"
-    """Optimizer by transformers name: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ..."""
+    """Optimizer by transformers name: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ...; or
+    muon: torch's Muon for the hidden weight matrices and AdamW for the rest, one learning_rate (plain DDP)."""
     optim_args: dict[str, Any] | str | None = None
     """Extra optimizer arguments (mapping or `k=v,k=v`)."""
     learning_rate: float = Field(2e-5, gt=0)
@@ -853,6 +861,9 @@ class TrainConfig(_Strict):
     """Extra scheduler arguments."""
     cosine_min_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
     """Cosine decays to this share of the peak learning rate instead of 0."""
+    cosine_constant_lr_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """With cosine_min_lr_ratio: the cosine reaches that floor after this share of the steps (e.g. 0.8) and the
+    rate stays there for the rest of training (0: off, as in axolotl)."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm."""
     neftune_noise_alpha: float | None = Field(None, gt=0)
@@ -1269,6 +1280,8 @@ class TrainConfig(_Strict):
                 f"cosine_min_lr_ratio only applies to lr_scheduler: cosine (got lr_scheduler: "
                 f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine"
             )
+        check_cosine_constant(self)
+        check_muon(self)
         if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
             raise ValueError(
                 "early_stopping_patience needs evaluation data: set val_set_size (e.g. 0.05) or test_datasets"

@@ -26,8 +26,9 @@ def has_optimizer_state(checkpoint: str | Path) -> bool:
 def runs_plain_ddp(cfg: TrainConfig) -> bool:
     """LISA changes which layers train every few steps: DeepSpeed's ZeRO optimizer flattens the trainable weights
     once, at the start, and would keep moving the frozen ones (momentum, weight decay). ReLoRA prunes the optimizer
-    state of each adapter weight, which ZeRO keeps flattened. Both run with plain DDP and torch's optimizers."""
-    return bool(cfg.lisa_n_layers or cfg.relora)
+    state of each adapter weight, which ZeRO keeps flattened. Muon orthogonalises each weight matrix's whole update.
+    All three run with plain DDP and torch's optimizers."""
+    return bool(cfg.lisa_n_layers or cfg.relora or cfg.optimizer == "muon")
 
 
 def check_training_loop(cfg: TrainConfig) -> None:
@@ -114,7 +115,7 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
     if cfg.lr_quadratic_warmup and cfg.lr_scheduler == "cosine" and cfg.cosine_min_lr_ratio is not None:
         out.append(
             f"{where}: lr_quadratic_warmup: with a quadratic warmup the cosine decays to 0, as in axolotl; "
-            "cosine_min_lr_ratio is not used"
+            "cosine_min_lr_ratio (and cosine_constant_lr_ratio) are not used"
         )
     if cfg.save_only_model:
         out.append(
@@ -123,13 +124,18 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
             "then continues, but after a crash or preemption a requeued job trains again from step 0 (set "
             "save_only_model: false to resume from any checkpoint)"
         )
-    shaped = (cfg.lr_quadratic_warmup and cfg.lr_scheduler == "cosine") or cfg.jagged_restart_steps
+    shaped = (
+        (cfg.lr_quadratic_warmup and cfg.lr_scheduler == "cosine")
+        or (cfg.cosine_constant_lr_ratio and cfg.lr_scheduler == "cosine")
+        or cfg.jagged_restart_steps
+    )
     if shaped and cfg.deepspeed and not runs_plain_ddp(cfg):
         from hpcft.launcher.deepspeed_config import load_source
 
         if "scheduler" in load_source(cfg.deepspeed):
             raise ConfigError(
-                f"{where}: lr_quadratic_warmup/jagged_restart_steps shape the schedule that lr_scheduler makes, but "
+                f"{where}: lr_quadratic_warmup/cosine_constant_lr_ratio/jagged_restart_steps shape the schedule that "
+                "lr_scheduler makes, but "
                 f"the DeepSpeed config {cfg.deepspeed} brings its own 'scheduler'; remove that section"
             )
     resume = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None

@@ -206,10 +206,11 @@ def training_argument_values(
         **liger_arguments(cfg, cuda=torch.cuda.is_available()),
         **compile_arguments(cfg, cuda=torch.cuda.is_available()),
         **{**stopping_arguments(cfg), **best_model_arguments(cfg)},
-        **streaming_arguments(cfg),
         neftune_noise_alpha=cfg.neftune_noise_alpha,
         save_only_model=bool(cfg.save_only_model),
-        accelerator_config=cfg.accelerator_config,
+        # A stream's reading settings win over the config's accelerator_config (both set this one argument).
+        accelerator_config={**(cfg.accelerator_config or {}), **streaming_arguments(cfg).get("accelerator_config", {})}
+        or None,
     )
 
 

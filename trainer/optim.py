@@ -48,7 +48,8 @@ def scheduler_arguments(cfg: TrainConfig) -> dict[str, Any]:
 def optimizer_arguments(cfg: TrainConfig) -> dict[str, Any]:
     """optim, optim_args, learning rate, Adam hyper-parameters, weight decay and clipping for TrainingArguments."""
     args: dict[str, Any] = {
-        "optim": optimizer_name(cfg.optimizer),
+        # Muon is built by hpcft (trainer/muon.py); TrainingArguments still needs a transformers name.
+        "optim": "adamw_torch" if cfg.optimizer == "muon" else optimizer_name(cfg.optimizer),
         "learning_rate": cfg.learning_rate,
         "weight_decay": cfg.weight_decay,
         "max_grad_norm": cfg.max_grad_norm,

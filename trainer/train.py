@@ -60,6 +60,7 @@ from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.muon import muon_optimizer
 from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
 from hpcft.trainer.packing import make_collator
 from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
@@ -162,7 +163,7 @@ def build_trainer(
             processing_class=tokenizer,
             callbacks=callbacks,
             **loss_kwargs,
-            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model),
+            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model) or muon_optimizer(cfg, args),
         )
     if recorder is not None:
         recorder.attach(trainer.model)
