@@ -1127,6 +1127,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _bnb_config_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_bnb_config_kwargs(value) if value else value
+
     @model_validator(mode="before")
     @classmethod
     def _tokens_as_mapping(cls, data: Any) -> Any:
