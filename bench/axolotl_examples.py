@@ -339,6 +339,8 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         output_dir=str(run / "out"),
         max_steps=2,
         sequence_len=128,
+        # The samples are short lines: a long-context floor (alst's 200,000 tokens) would drop every one.
+        min_sample_len=min(int(raw.get("min_sample_len") or 2), 2),
         micro_batch_size=1,
         gradient_accumulation_steps=1,
         val_set_size=0,
@@ -349,10 +351,19 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         logging_steps=1,
         bf16=False,
         fp16=False,
+        bfloat16=None,
+        float16=None,
         tf32=False,
         flash_attention=False,
         attn_implementation=None,
     )
+    # With val_set_size 0 there is nothing to evaluate: the keys that compare evaluations go too.
+    for key in ("early_stopping_patience", "do_causal_lm_eval", "eval_causal_lm_metrics", "eval_strategy"):
+        raw.pop(key, None)
+    for key in ("metric_for_best_model", "greater_is_better", "load_best_model_at_end", "evaluation_strategy"):
+        raw.pop(key, None)
+    if raw.get("save_strategy") == "best":
+        raw.pop("save_strategy")
     raw["datasets"] = [local_dataset(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
     pretraining = raw.get("pretraining_dataset")
     if pretraining:  # axolotl's string form names one dataset; a stream of a small local file of the same type
