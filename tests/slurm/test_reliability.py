@@ -60,8 +60,10 @@ def test_two_node_training_completes_and_the_loss_falls(uninterrupted):
 def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
     tiny_cpu, uninterrupted, real_workspace, run_cli, monkeypatch
 ):
-    """2-minute limit, USR1 60 s before it (Slurm sends it up to 30 s earlier still), steps slowed to ~1.7 s: the
-    30 steps cannot fit in one allocation. Secrets ride along in the environment to prove none is written."""
+    """2-minute limit, USR1 60 s before it (Slurm sends it up to 30 s earlier still), steps slowed to ~2.6 s: the
+    30 steps (78 s of sleep alone) cannot fit before the signal even when the job starts at once; at 1.5 s a fast
+    start finished all 30 steps just as the signal came. Secrets ride along in the environment to prove none is
+    written."""
     hf_token, wandb_key = f"hf_{secrets.token_hex(16)}", secrets.token_hex(20)
     monkeypatch.setenv("HF_TOKEN", hf_token)
     monkeypatch.setenv("WANDB_API_KEY", wandb_key)
@@ -72,7 +74,7 @@ def test_time_limit_checkpoints_requeues_and_resumes_without_losing_a_step(
         out,
         "launch.time='00:02:00'",
         "launch.signal_grace=60",
-        "launch.env.HPCFT_FAULT_STEP_SLEEP='1.5'",
+        "launch.env.HPCFT_FAULT_STEP_SLEEP='2.5'",
     )
     assert result.code == 0, result.out[-3000:] + result.err
     job_id = job_id_of(result.out)
