@@ -20,7 +20,7 @@ from hpcft.launcher.dataset_cache import (  # torch-free: the login node uses th
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 
-__all__ = ["entry_name", "load_raw_dataset", "local_files"]
+__all__ = ["entry_name", "file_builder", "load_raw_dataset", "load_saved_dataset", "local_files"]
 
 
 def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0, seed: int = 42) -> datasets.Dataset:
@@ -30,12 +30,7 @@ def load_raw_dataset(ds: DatasetConfig, where: str = "datasets", index: int = 0,
     files = local_files(ds, where, index)
     path = Path(ds.path).expanduser()
     if path.is_dir() and is_saved_dataset(path):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if ds.split not in loaded:
-                raise ConfigError(f"{name}: no split '{ds.split}' (has {', '.join(loaded)}); set split:")
-            loaded = loaded[ds.split]
-        dataset = loaded
+        dataset = load_saved_dataset(path, ds, name)
     elif files:
         dataset = _load_files(files, ds, name)
     else:
@@ -59,15 +54,31 @@ def shard_rows(dataset: datasets.Dataset, ds: DatasetConfig, name: str, seed: in
     return dataset.shuffle(seed=seed).shard(num_shards=ds.shards, index=index)
 
 
-def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dataset:
-    for f in files:
-        if f.stat().st_size == 0:
-            raise ConfigError(f"{name}: data file is empty: {f}")
+def load_saved_dataset(path: Path, ds: DatasetConfig, name: str) -> datasets.Dataset:
+    """A save_to_disk folder's rows (its `split` when it holds several)."""
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if ds.split not in loaded:
+            raise ConfigError(f"{name}: no split '{ds.split}' (has {', '.join(loaded)}); set split:")
+        loaded = loaded[ds.split]
+    return loaded
+
+
+def file_builder(files: list[Path], ds: DatasetConfig, name: str) -> str:
+    """The datasets builder (json, parquet, ...) that reads these local files: ds_type, else the file suffix."""
     builder = BUILDER_BY_DS_TYPE.get(ds.ds_type or "") or BUILDER_BY_SUFFIX.get(files[0].suffix)
     if builder is None:
         raise ConfigError(
             f"{name}: cannot tell the format of {files[0].name}; set ds_type: ({', '.join(BUILDER_BY_DS_TYPE)})"
         )
+    return builder
+
+
+def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dataset:
+    for f in files:
+        if f.stat().st_size == 0:
+            raise ConfigError(f"{name}: data file is empty: {f}")
+    builder = file_builder(files, ds, name)
     try:
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # a parse error deep in pyarrow: keep its message, name the entry

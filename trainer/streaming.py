@@ -17,10 +17,10 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE, BUILDER_BY_SUFFIX, is_saved_dataset, local_files
+from hpcft.launcher.dataset_cache import is_saved_dataset, local_files
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
-from hpcft.trainer.data_sources import entry_name, hub_reachable
+from hpcft.trainer.data_sources import entry_name, file_builder, hub_reachable, load_saved_dataset
 from hpcft.trainer.formats import KEPT, make_formatter, sample_status
 from hpcft.trainer.packing import pack_columns, pack_dataset
 
@@ -42,18 +42,10 @@ def open_stream(ds: DatasetConfig, where: str = "datasets", index: int = 0) -> d
     path = Path(ds.path).expanduser()
     files = local_files(ds, where, index)
     if path.is_dir() and is_saved_dataset(path):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if ds.split not in loaded:
-                raise ConfigError(f"{name}: no split '{ds.split}' (has {', '.join(loaded)}); set split:")
-            loaded = loaded[ds.split]
+        loaded = load_saved_dataset(path, ds, name)
         stream = loaded.to_iterable_dataset(num_shards=max(1, min(len(loaded), SAVED_DATASET_SHARDS)))
     elif files:
-        builder = BUILDER_BY_DS_TYPE.get(ds.ds_type or "") or BUILDER_BY_SUFFIX.get(files[0].suffix)
-        if builder is None:
-            raise ConfigError(
-                f"{name}: cannot tell the format of {files[0].name}; set ds_type: ({', '.join(BUILDER_BY_DS_TYPE)})"
-            )
+        builder = file_builder(files, ds, name)
         stream = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=True)
     else:
         if not hub_reachable():
