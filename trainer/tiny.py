@@ -130,6 +130,34 @@ def make_tiny_model(out_dir: str | Path, vocab_size: int | None = None, seed: in
     return model
 
 
+def make_tiny_moe(out_dir: str | Path, seed: int = 0):
+    """Save a random 2-layer Qwen3-MoE (hidden 64, 4 experts of which 2 per token, fused 3-D expert weights) and
+    the tiny tokenizer into out_dir; return the model."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = make_tiny_tokenizer(out_dir)
+    config = AutoConfig.for_model(
+        "qwen3_moe",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
 def make_nvfp4_copy(source: str | Path, target: str | Path, in_config: bool = True) -> dict:
     """Copy the tiny model in source to target as an NVIDIA ModelOpt NVFP4 checkpoint: every 2-D *_proj weight
     (except the MoE router) quantised with torchao's NVFP4 quantiser and stored as ModelOpt does (`weight` uint8 e2m1

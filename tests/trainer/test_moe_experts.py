@@ -15,7 +15,7 @@ from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import Precision
 from hpcft.trainer.loftq import loftq_arguments
 from hpcft.trainer.model import load_model, load_tokenizer, quantization_config
-from hpcft.trainer.tiny import make_tiny_tokenizer
+from hpcft.trainer.tiny import make_tiny_moe
 
 EXPERTS = ["experts.gate_up_proj", "experts.down_proj"]
 
@@ -23,27 +23,8 @@ EXPERTS = ["experts.gate_up_proj", "experts.down_proj"]
 @pytest.fixture(scope="module")
 def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Qwen3-MoE (4 experts, 2 per token) with the tiny tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     path = tmp_path_factory.mktemp("tiny-moe")
-    tokenizer = make_tiny_tokenizer(path)
-    config = AutoConfig.for_model(
-        "qwen3_moe",
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        num_experts=4,
-        num_experts_per_tok=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(path))
+    make_tiny_moe(path)
     return path
 
 

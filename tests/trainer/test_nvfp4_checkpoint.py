@@ -33,7 +33,7 @@ from hpcft.trainer.nvfp4_merge_aware import (
     set_snapping,
     start_step,
 )
-from hpcft.trainer.tiny import make_nvfp4_copy, make_tiny_model, make_tiny_tokenizer
+from hpcft.trainer.tiny import make_nvfp4_copy, make_tiny_model, make_tiny_moe
 
 
 def quantize_to_modelopt(source: Path, target: Path, in_config: bool) -> dict[str, torch.Tensor]:
@@ -93,27 +93,8 @@ def test_llama_nvfp4_checkpoint_loads_dequantised_and_cached(tmp_path, hf_home, 
 
 def make_nvfp4_moe(tmp_path: Path) -> dict[str, torch.Tensor]:
     """A tiny random 2-layer Qwen3-MoE (4 experts) saved in the ModelOpt NVFP4 layout to tmp_path/nvfp4."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     plain = tmp_path / "plain"
-    tokenizer = make_tiny_tokenizer(plain)
-    config = AutoConfig.for_model(
-        "qwen3_moe",
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        num_experts=4,
-        num_experts_per_tok=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(plain))
+    make_tiny_moe(plain)
     return quantize_to_modelopt(plain, tmp_path / "nvfp4", in_config=True)
 
 
