@@ -84,6 +84,129 @@ def compare(got: tuple[list[int], list[int]], want: tuple[list[int], list[int]])
     return ids, labels
 
 
+# axolotl's other SFT prompt strategies: one row each (with and without train_on_inputs), through axolotl's own
+# loader (`axolotl.prompt_strategies.load`, as its dataset wrapper calls it) or its handler's prompter/strategy.
+SCORES = {"refusal": 9, "creativity": 4}
+CRITIQUES = {"refusal": {"explanation": "It answers.", "improvements": "None."}}
+STRATEGY_ROWS: dict[str, dict[str, Any]] = {
+    "oasst": {"INSTRUCTION": "What does the cow say?", "RESPONSE": "The cow says moo."},
+    "gpteacher": {"instruction": "Add the numbers.", "input": "two and three", "response": "five"},
+    "explainchoice": {"question": "What does the cow say?", "choices": ["moo", "woof"], "solution": "moo"},
+    "concisechoice": {"question": "What does the cow say?", "choices": ["moo", "woof"], "explanation": "moo"},
+    "summarizetldr": {"article": "The cow says moo. The dog says woof.", "summary": "Animals talk."},
+    "reflection": {
+        "instruction": "Add the numbers.",
+        "input": "two and three",
+        "output": "five",
+        "reflection": "two plus three is five.",
+        "corrected": "5",
+    },
+    "alpaca_chat": {"instruction": "Add the numbers.", "input": "two and three", "output": "five"},
+    "alpaca_chat.load_concise": {"instruction": "Add the numbers.", "output": "five"},
+    "alpaca_chat.load_qa": {"question": "What does the cow say?", "answer": "moo"},
+    "alpaca_chat.load_camel_ai": {"message_1": "What does the cow say?", "message_2": "moo"},
+    "alpaca_chat.load_no_prompt": {"instruction": "Add the numbers.", "input": "two and three", "output": "five"},
+    "alpaca_instruct": {"instruction": "Add the numbers.", "output": "five"},
+    "alpaca_instruct.load_no_prompt": {"instruction": "Add the numbers.", "output": "five"},
+    "alpaca_w_system": {"instruction": "Add.", "input": "two and three", "output": "five", "system": S},
+    "alpaca_w_system.load_instruct": {"instruction": "Add.", "output": "five", "system": S},
+    "alpaca_w_system.load_open_orca": {"question": Q1, "response": A1, "system_prompt": S},
+    "alpaca_w_system.load_open_orca_chatml": {"question": Q1, "response": A1, "system_prompt": S},
+    "orcamini": {"question": Q1, "response": A1, "system_prompt": S},
+    "context_qa": {"article": "The cow says moo.", "question": Q2, "answer": "moo"},
+    "context_qa.load_404": {"article": "The cow says moo.", "unanswerable_question": "What does the dog say?"},
+    "context_qa.load_v2": {"context": "The cow says moo.", "question": Q2, "answer": "moo"},
+    "creative_acr.load_answer": {"instruction": Q2, "revision": A2},
+    "creative_acr.load_critique": {"instruction": Q2, "answer": A2, "scores": SCORES, "critiques": CRITIQUES},
+    "creative_acr.load_revise": {
+        "instruction": Q2,
+        "answer": "moo",
+        "scores": SCORES,
+        "critiques": CRITIQUES,
+        "revision": A2,
+    },
+    "metharme": {"prompt": "<|user|>What does the cow say?<|model|>", "generation": "moo"},
+    "input_output": {
+        "segments": [
+            {"label": False, "text": "<s>Hello\n"},
+            {"label": True, "text": "hi there!. "},
+            {"label": False, "text": "goodbye "},
+            {"label": True, "text": "farewell</s>"},
+        ]
+    },
+    "pygmalion": {
+        "conversations": [
+            {"role": "system", "value": "A tiny cow.\n<START>"},
+            {"role": "human", "value": Q2},
+            {"role": "bot", "value": A2},
+            {"role": "human", "value": Q1},
+            {"role": "bot", "value": A1},
+        ]
+    },
+}
+USER_DEFINED = {
+    "system_prompt": S,
+    "field_instruction": "q",
+    "field_output": "a",
+    "format": "[INST] {instruction} {input} [/INST]",
+    "no_input_format": "[INST] {instruction} [/INST]",
+    "system_format": "<<SYS>>{system}<</SYS>>",
+}
+
+
+def axolotl_strategy(type_: Any, tokenizer: Any, train_on_inputs: bool) -> Any:
+    """axolotl's tokenizing strategy for a dataset type, found as its get_dataset_wrapper finds it."""
+    from axolotl import prompt_tokenizers as tokenizers
+    from axolotl import prompters
+    from axolotl.prompt_strategies import load
+    from axolotl.utils.dict import DictDefault
+
+    cfg = DictDefault({"sequence_len": 2048, "train_on_inputs": train_on_inputs})
+    if isinstance(type_, dict):
+        return load("user_defined", tokenizer, cfg, type_)
+    base, _, style = type_.partition(":")
+    handlers = {  # axolotl's DATASET_HANDLERS (utils/data/wrappers.py): prompter and strategy per base type
+        "oasst": (prompters.AlpacaPrompter, tokenizers.OpenAssistantPromptTokenizingStrategy),
+        "gpteacher": (prompters.GPTeacherPrompter, tokenizers.GPTeacherPromptTokenizingStrategy),
+        "explainchoice": (
+            prompters.MultipleChoiceExplainPrompter,
+            tokenizers.AlpacaMultipleChoicePromptTokenizingStrategy,
+        ),
+        "concisechoice": (
+            prompters.MultipleChoiceConcisePrompter,
+            tokenizers.AlpacaMultipleChoicePromptTokenizingStrategy,
+        ),
+        "summarizetldr": (prompters.SummarizeTLDRPrompter, tokenizers.SummarizeTLDRPromptTokenizingStrategy),
+        "reflection": (prompters.ReflectAlpacaPrompter, tokenizers.AlpacaReflectionPTStrategy),
+    }
+    if base in handlers:
+        prompter, strategy = handlers[base]
+        return strategy(prompter(style or None), tokenizer, train_on_inputs, 2048)
+    return load(type_, tokenizer, cfg, DictDefault({"type": type_}))
+
+
+def strategy_cases(tokenizer: Any) -> list[list[str]]:
+    cases: list[tuple[str, Any, dict]] = [(name, name, row) for name, row in STRATEGY_ROWS.items()]
+    cases += [
+        (f"{name}:chat", f"{name}:chat", STRATEGY_ROWS[name]) for name in ("oasst", "explainchoice", "reflection")
+    ]
+    cases += [
+        ("reflection:instruct", "reflection:instruct", STRATEGY_ROWS["reflection"]),
+        ("user-defined, system column", USER_DEFINED, {"q": Q2, "a": A2, "system": "Be a cow.", "input": "moo?"}),
+        ("user-defined, system_prompt", USER_DEFINED, {"q": Q2, "a": A2}),
+        ("user-defined, defaults", {}, {"instruction": Q2, "output": A2}),
+    ]
+    out = []
+    for label, type_, row in cases:
+        cells = []
+        for train_on_inputs in (False, True):
+            theirs = axolotl_strategy(type_, tokenizer, train_on_inputs).tokenize_prompt(dict(row))
+            ours = hpcft_rows(type_, tokenizer, row, {}, {"train_on_inputs": train_on_inputs})
+            cells += compare(ours, (theirs["input_ids"], theirs["labels"]))
+        out.append([label, *cells])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--axolotl", required=True, help="an axolotl checkout (its src/ is imported)")
@@ -294,6 +417,8 @@ def main() -> int:
         ]
     )
 
+    strategies = strategy_cases(alpaca_tok)
+
     # One row per template: how many of the cases match, and which do not.
     summary = []
     for name, (shown,) in zip(CHAT_TEMPLATE_NAMES, [[r[1]] for r in rendering], strict=True):
@@ -318,6 +443,8 @@ def main() -> int:
     extra = [[str(cell).replace("|", "\\|") for cell in row] for row in extra]  # markdown table cells
     print(table(headers, summary))
     print(table(["case", "input_ids", "labels"], extra))
+    strategy_headers = ["type", "input_ids", "labels", "train_on_inputs: input_ids", "train_on_inputs: labels"]
+    print(table(strategy_headers, strategies))
     if args.record:
         record("axolotl_rows (chat templates)", headers, summary, notes=notes, packages=["transformers"])
         record(
@@ -325,6 +452,14 @@ def main() -> int:
             ["case", "input_ids", "labels"],
             extra,
             notes=f"axolotl commit {commit}.",
+            packages=["transformers"],
+        )
+        record(
+            "axolotl_rows (prompt strategies)",
+            strategy_headers,
+            strategies,
+            notes=f"axolotl commit {commit}. One row per type through axolotl's own loader or handler and through "
+            "hpcft, without and with train_on_inputs; the tiny BPE tokenizer (BOS added, EOS </s>).",
             packages=["transformers"],
         )
     return 0

@@ -469,20 +469,6 @@ REFUSED_DATASET_KEYS: dict[str, str] = {
         ("length", "sequence_length", "min_input_id", "max_input_id", "seed", "temperature"),
         "synthetic datasets are not supported; give a data file instead",
     ),
-    # axolotl reads these under a `type:` mapping (a user-defined prompt format), not on the entry itself.
-    **dict.fromkeys(
-        (
-            "field_system",
-            "field_instruction",
-            "field_input",
-            "field_output",
-            "format",
-            "no_input_format",
-            "system_prompt",
-            "system_format",
-        ),
-        "user-defined prompt formats are not supported yet; use type: alpaca or chat_template",
-    ),
 }
 
 

@@ -39,6 +39,14 @@ from hpcft.launcher.peft_extensions import (
     check_peft_extensions,
     check_unfrozen_with_adapter,
 )
+from hpcft.launcher.prompt_strategies import (
+    PROMPT_STYLES,
+    STRATEGY_COLUMNS,
+    STYLED_BASES,
+    UserDefinedPromptType,
+    strategy_name,
+    strategy_type_error,
+)
 from hpcft.launcher.qat import QatConfig, check_qat
 from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
@@ -144,8 +152,9 @@ class DatasetConfig(_Strict):
 
     path: str
     """Local file/folder (relative to the config file), a `save_to_disk` folder, or a Hub dataset name."""
-    type: str | UserDefinedPreferenceType | None = None  # chat_template | completion | alpaca | None (pretokenized)
-    """Prompt format: `chat_template`, `completion`, `alpaca`, unset if pretokenized; with `rl:` a preference type."""
+    type: str | UserDefinedPreferenceType | UserDefinedPromptType | None = None
+    """Prompt format: `chat_template`, `completion`, `alpaca`, another axolotl strategy (docs/datasets.md), a
+    user-defined format (a mapping), unset if pretokenized; with `rl:` a preference type."""
     ds_type: Literal["json", "jsonl", "parquet", "csv", "text", "arrow"] | None = None
     """File format when `path` is a file or folder: json, parquet, csv, text, arrow (guessed from the suffix)."""
     data_files: str | list[str] | None = None
@@ -213,8 +222,10 @@ class DatasetConfig(_Strict):
 
     @field_validator("type")
     @classmethod
-    def _known_type(cls, value: str | UserDefinedPreferenceType | None) -> str | UserDefinedPreferenceType | None:
-        if value is None or isinstance(value, UserDefinedPreferenceType):
+    def _known_type(
+        cls, value: str | UserDefinedPreferenceType | UserDefinedPromptType | None
+    ) -> str | UserDefinedPreferenceType | UserDefinedPromptType | None:
+        if value is None or isinstance(value, (UserDefinedPreferenceType, UserDefinedPromptType)):
             return value
         if value in ALL_PREFERENCE_TYPES or value in REWARD_DATASET_TYPES:  # checked against `rl:` etc. by TrainConfig
             return value
@@ -226,14 +237,13 @@ class DatasetConfig(_Strict):
                     "conversations and message_property_mappings: {role: from, content: value}"
                 )
             return "chat_template"
-        if value not in SUPPORTED_DATASET_TYPES and value not in STYLED_DATASET_TYPES:
-            base, _, style = value.partition(":")
-            if base in ("alpaca", "jeopardy") and style:
-                raise ValueError(
-                    f"type '{value}': unknown prompt style '{style}'; use {base}:" + f", {base}:".join(PROMPT_STYLES)
-                )
-            raise ValueError(dataset_type_message(value, SUPPORTED_DATASET_TYPES))
-        return value
+        if value in SUPPORTED_DATASET_TYPES or value in STYLED_DATASET_TYPES:
+            return value
+        if strategy_name(value):
+            return value.removesuffix(".load")
+        raise ValueError(
+            strategy_type_error(value) or dataset_type_message(value, SUPPORTED_DATASET_TYPES | set(STRATEGY_COLUMNS))
+        )
 
     @field_validator("chat_template")
     @classmethod
@@ -256,8 +266,7 @@ class DatasetConfig(_Strict):
 CAUSAL_LM_METRICS = ("sacrebleu", "chrf", "ter", "perplexity")
 SUPPORTED_DATASET_TYPES = {"chat_template", "completion", "alpaca", "jeopardy", "pretrain"}
 # axolotl's `type: alpaca:chat`: an instruction type with one of its prompt styles.
-PROMPT_STYLES = ("instruct", "chat", "chatml", "phi")
-STYLED_DATASET_TYPES = {f"{base}:{style}" for base in ("alpaca", "jeopardy") for style in PROMPT_STYLES}
+STYLED_DATASET_TYPES = {f"{base}:{style}" for base in STYLED_BASES for style in PROMPT_STYLES}
 
 # Preference tuning (`rl:`), through TRL's trainers. The dataset types per method keep axolotl's names; the bare
 # family name (`chatml`) means its `default`, and `chat_template` / `chat_template.default` mean the same type.
@@ -1138,6 +1147,30 @@ class TrainConfig(_Strict):
             if clash:
                 raise ValueError(f"tokens (a mapping: older special_tokens) and special_tokens disagree on {clash[0]}")
             data = {**data, "special_tokens": {**data["tokens"], **special}, "tokens": None}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _user_defined_formats(cls, data: Any) -> Any:
+        # A `type:` mapping is a preference type with rl: and a prompt format without it; the two share keys
+        # (field_system), so the mapping's meaning is decided here, where rl is known.
+        if not isinstance(data, dict) or data.get("rl"):
+            return data
+        for key in ("datasets", "test_datasets"):
+            entries = data.get(key)
+            if not isinstance(entries, list):
+                continue
+            converted = list(entries)
+            for i, entry in enumerate(entries):
+                if isinstance(entry, dict) and isinstance(entry.get("type"), dict):
+                    try:
+                        converted[i] = {**entry, "type": UserDefinedPromptType.model_validate(entry["type"])}
+                    except ValidationError as exc:
+                        error = exc.errors()[0]
+                        loc = "".join(f".{p}" for p in error["loc"])
+                        message = error["msg"].removeprefix("Value error, ")
+                        raise ValueError(f"key '{key}[{i}].type{loc}': {message}") from None
+            data = {**data, key: converted}
         return data
 
     @model_validator(mode="before")

@@ -21,6 +21,7 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.objectives import objective_warnings
+from hpcft.launcher.prompt_strategies import check_format_mapping, move_flat_format_fields
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -96,6 +97,7 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                 raise ValueError(
                     f"{where}: key '{name}' must be a mapping with path: (and type:), got {type(entry).__name__}"
                 )
+            warnings += move_flat_format_fields(entry, f"{where}: {name}")
             _check_mapping(
                 entry,
                 known_keys(DatasetConfig),
@@ -106,12 +108,9 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                 f"{name}.",
                 warnings,
             )
-            if isinstance(entry.get("type"), dict) and not raw.get("rl"):
-                raise ValueError(
-                    f"{where}: '{name}.type' as a mapping (a user-defined prompt format) is an "
-                    "axolotl option hpcft does not support yet; use type: alpaca or chat_template"
-                )
-            if isinstance(entry.get("type"), dict):  # a user-defined preference type (see docs/preference-tuning.md)
+            if isinstance(entry.get("type"), dict) and not raw.get("rl"):  # a user-defined prompt format
+                check_format_mapping(entry["type"], f"{where}: {name}.type")
+            elif isinstance(entry.get("type"), dict):  # a user-defined preference type (see docs/preference-tuning.md)
                 _check_mapping(
                     entry["type"],
                     known_keys(UserDefinedPreferenceType),

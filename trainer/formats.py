@@ -345,18 +345,25 @@ class AlpacaFormatter:
     def _tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"] if text else []
 
-    def __call__(self, row: dict, row_no: int) -> list[Sample]:
+    def texts(self, row: dict, row_no: int) -> tuple[str, str]:
+        """(prompt, response) of a row."""
         for key in self.fields:
             if row.get(key) is None:
                 raise ConfigError(f"{self.name}: row {row_no}: missing field '{key}' ({self.help})")
         instruction, input_text, output = self.parts(row)
-        prompt_ids = self._tokenize(self.prompt(instruction, input_text))
-        response_ids = self._tokenize(output)
+        return self.prompt(instruction, input_text), output
+
+    def _response(self, text: str) -> list[int]:
+        ids = self._tokenize(text)
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
-        if response_ids and response_ids[-1] != eos and len(response_ids) < self.max_length:
-            response_ids.append(eos)
-        if response_ids and response_ids[0] == bos:
-            response_ids = response_ids[1:]
+        if ids and ids[-1] != eos and len(ids) < self.max_length:
+            ids.append(eos)
+        return ids[1:] if ids and ids[0] == bos else ids
+
+    def __call__(self, row: dict, row_no: int) -> list[Sample]:
+        prompt, output = self.texts(row, row_no)
+        prompt_ids = self._tokenize(prompt)
+        response_ids = self._response(output)
         ids = prompt_ids + response_ids
         prompt_labels = list(prompt_ids) if self.train_on_inputs else [IGNORE_INDEX] * len(prompt_ids)
         return [(ids, prompt_labels + response_ids)]
@@ -440,6 +447,10 @@ def make_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name: st
 
         return MistralChatFormatter(ds, cfg, tokenizer, name)
     base = ds.type.partition(":")[0] if isinstance(ds.type, str) else ds.type
+    if base is not None and not (isinstance(base, str) and base in FORMATTERS):  # other strategies, own formats
+        from hpcft.trainer.prompt_strategies import strategy_formatter  # imports this module
+
+        return strategy_formatter(ds, cfg, tokenizer, name)
     return FORMATTERS[base](ds, cfg, tokenizer, name)
 
 
