@@ -134,6 +134,15 @@ STRATEGY_ROWS: dict[str, dict[str, Any]] = {
             {"label": True, "text": "farewell</s>"},
         ]
     },
+    "llama2_chat": {
+        "conversations": [
+            {"from": "system", "value": S},
+            {"from": "human", "value": Q1},
+            {"from": "gpt", "value": A1},
+            {"from": "human", "value": Q2},
+            {"from": "gpt", "value": A2},
+        ]
+    },
     "pygmalion": {
         "conversations": [
             {"role": "system", "value": "A tiny cow.\n<START>"},
@@ -195,14 +204,17 @@ def strategy_cases(tokenizer: Any) -> list[list[str]]:
         ("user-defined, system column", USER_DEFINED, {"q": Q2, "a": A2, "system": "Be a cow.", "input": "moo?"}),
         ("user-defined, system_prompt", USER_DEFINED, {"q": Q2, "a": A2}),
         ("user-defined, defaults", {}, {"instruction": Q2, "output": A2}),
+        ("llama2_chat, no system", "llama2_chat", {"conversations": CHAT[1:]}),
     ]
     out = []
     for label, type_, row in cases:
         cells = []
         for train_on_inputs in (False, True):
             theirs = axolotl_strategy(type_, tokenizer, train_on_inputs).tokenize_prompt(dict(row))
+            # llama2_chat pads to sequence_len (attention 0, untrained); hpcft leaves the padding out.
+            kept = sum(theirs["attention_mask"]) if type_ == "llama2_chat" else len(theirs["input_ids"])
             ours = hpcft_rows(type_, tokenizer, row, {}, {"train_on_inputs": train_on_inputs})
-            cells += compare(ours, (theirs["input_ids"], theirs["labels"]))
+            cells += compare(ours, (theirs["input_ids"][:kept], theirs["labels"][:kept]))
         out.append([label, *cells])
     return out
 

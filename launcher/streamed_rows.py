@@ -10,6 +10,7 @@ import json
 from hpcft.launcher.dataset_cache import local_files
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.preference_fields import _json_rows, first_missing
+from hpcft.launcher.prompt_strategies import STRATEGY_COLUMNS, UserDefinedPromptType, strategy_name
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 
 # The key that names the column a type reads, for the error's hint.
@@ -18,7 +19,12 @@ COLUMN_KEYS = {"pretrain": "text_column", "completion": "field", "chat_template"
 
 def required_columns(ds: DatasetConfig) -> list[tuple[str, ...]]:
     """The columns a row of this (non-preference) dataset entry must have, each as its accepted spellings."""
+    if isinstance(ds.type, UserDefinedPromptType):
+        return [(ds.type.field_instruction,)]
     base = ds.type.partition(":")[0] if isinstance(ds.type, str) else ds.type
+    strategy = strategy_name(ds.type) if isinstance(ds.type, str) else None
+    if strategy:  # a system column may be empty in a row (no system text), so it is not required of the first
+        return [c for c in STRATEGY_COLUMNS[strategy] if c not in (("system",), ("system_prompt",))]
     if base in ("pretrain", "completion"):
         column = (ds.text_column or ds.field) if base == "pretrain" else (ds.field or ds.text_column)
         return [(column or "text",)]

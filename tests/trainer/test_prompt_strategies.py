@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.prompt_strategies import UserDefinedPromptType
 from hpcft.launcher.validation import check_keys
 from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
 
@@ -298,3 +299,38 @@ def test_rows_without_the_columns_a_type_reads_are_one_clear_error(type_, row, m
     with pytest.raises(ConfigError, match=r"datasets\[0\]: row 1") as error:
         format_row(train_config, eos_tokenizer, type_, row)
     assert message in str(error.value)
+
+
+def test_a_streamed_file_is_checked_for_the_columns_its_type_reads():
+    from hpcft.launcher.schema import DatasetConfig
+    from hpcft.launcher.streamed_rows import required_columns
+
+    assert required_columns(DatasetConfig(path="x", type="alpaca_chat.load_qa")) == [("question",), ("answer",)]
+    assert required_columns(DatasetConfig(path="x", type="oasst:chat")) == [("INSTRUCTION",), ("RESPONSE",)]
+    assert required_columns(DatasetConfig(path="x", type="orcamini")) == [("question",), ("response",)]
+    mapping = DatasetConfig.model_validate({"path": "x", "type": UserDefinedPromptType(field_instruction="q")})
+    assert required_columns(mapping) == [("q",)]
+
+
+def test_llama2_chat_writes_fastchats_llama2_text_and_trains_the_answers(train_config, eos_tokenizer):
+    conversation = [
+        {"from": "system", "value": "Be a cow."},
+        {"from": "human", "value": "Why?"},
+        {"from": "gpt", "value": "moo"},
+        {"from": "human", "value": "Again?"},
+        {"from": "gpt", "value": "moo moo"},
+        {"from": "human", "value": "Last?"},  # a question without an answer is left out
+    ]
+    [(ids, labels)] = format_row(train_config, eos_tokenizer, "llama2_chat", {"conversations": conversation})
+    assert eos_tokenizer.decode(ids) == (
+        "<s>[INST] <<SYS>>\nBe a cow.\n<</SYS>>\n\nWhy?[/INST] moo </s><s>[INST] Again? [/INST] moo moo </s><s>"
+    )
+    # axolotl's arithmetic (made for Llama 2's tokenizer) trains each answer, its </s> and the <s> after the last.
+    trained = [t for t in labels if t != IGNORE_INDEX]
+    assert eos_tokenizer.decode(trained) == " moo </s> moo moo </s><s>"
+    [(ids, _)] = format_row(train_config, eos_tokenizer, "llama2_chat", {"conversations": conversation[1:3]})
+    assert eos_tokenizer.decode(ids).startswith(
+        "<s>[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant."
+    )
+    with pytest.raises(ConfigError, match="roles must alternate human, gpt"):
+        format_row(train_config, eos_tokenizer, "llama2_chat", {"conversations": conversation[1:2] * 2})
