@@ -172,3 +172,39 @@ def move_flat_format_fields(entry: dict[str, Any], where: str) -> list[str]:
         f"{where}: {shown} have no effect next to type: {entry['type']!r} (as in axolotl); for your own format, "
         "write them under type: instead of a type name"
     ]
+
+
+# Keys only chat_template (or completion) reads: set on an entry of these types they change nothing, in axolotl too.
+CHAT_ONLY_KEYS = (
+    "field_messages",
+    "message_property_mappings",
+    "message_field_role",
+    "message_field_content",
+    "roles",
+    "roles_to_train",
+    "train_on_eos",
+    "train_on_eot",
+    "chat_template",
+    "chat_template_jinja",
+    "drop_system_message",
+    "split_thinking",
+    "field_thinking",
+    "template_thinking_key",
+    "field",
+)
+
+
+def keys_without_effect(entry: dict[str, Any], where: str) -> list[str]:
+    """A warning naming the chat_template/completion keys set on an entry of one of these strategies."""
+    kind = entry.get("type")
+    if not (isinstance(kind, dict) or isinstance(kind, str) and strategy_name(kind)):
+        return []
+    unused = [key for key in CHAT_ONLY_KEYS if entry.get(key) is not None]
+    if not unused:
+        return []
+    shown = "a user-defined format" if isinstance(kind, dict) else f"type: {kind}"
+    one = len(unused) == 1
+    return [
+        f"{where}: {', '.join(unused)} {'has' if one else 'have'} no effect with {shown} (as in axolotl, where "
+        f"only chat_template reads {'it' if one else 'them'}; train_on_inputs says whether the prompt is trained)"
+    ]

@@ -21,7 +21,7 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.objectives import objective_warnings
-from hpcft.launcher.prompt_strategies import check_format_mapping, move_flat_format_fields
+from hpcft.launcher.prompt_strategies import check_format_mapping, keys_without_effect, move_flat_format_fields
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -110,6 +110,8 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
             )
             if isinstance(entry.get("type"), dict) and not raw.get("rl"):  # a user-defined prompt format
                 check_format_mapping(entry["type"], f"{where}: {name}.type")
+            if not raw.get("rl"):
+                warnings += keys_without_effect(entry, f"{where}: {name}")
             elif isinstance(entry.get("type"), dict):  # a user-defined preference type (see docs/preference-tuning.md)
                 _check_mapping(
                     entry["type"],

@@ -334,3 +334,13 @@ def test_llama2_chat_writes_fastchats_llama2_text_and_trains_the_answers(train_c
     )
     with pytest.raises(ConfigError, match="roles must alternate human, gpt"):
         format_row(train_config, eos_tokenizer, "llama2_chat", {"conversations": conversation[1:2] * 2})
+
+
+def test_chat_template_keys_on_these_types_are_a_warning_that_they_do_nothing():
+    entry = {"path": "x.jsonl", "type": "alpaca_chat.load_qa", "roles_to_train": ["assistant"], "train_on_eos": "all"}
+    raw = {"base_model": "m", "datasets": [entry]}
+    [warning] = check_keys(raw, "cfg.yaml")
+    assert "datasets[0]: roles_to_train, train_on_eos have no effect with type: alpaca_chat.load_qa" in warning
+    # chat_template itself reads them: no warning.
+    raw = {"base_model": "m", "datasets": [{**entry, "type": "chat_template"}]}
+    assert check_keys(raw, "cfg.yaml") == []
