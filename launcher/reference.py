@@ -19,6 +19,7 @@ from hpcft.launcher.axolotl_keys import (
     refusal_message,
 )
 from hpcft.launcher.objectives import DiffusionConfig
+from hpcft.launcher.prompt_strategies import UserDefinedPromptType
 from hpcft.launcher.qat import QatConfig
 from hpcft.launcher.schema import (
     IMPLEMENTED_PLUGINS,
@@ -156,7 +157,11 @@ def config_reference_markdown() -> str:
         "",
         *_table(TrlConfig, "trl."),
         "",
-        "A user-defined preference dataset type (`type:` as a mapping):",
+        "A user-defined prompt format (`type:` as a mapping, without `rl:`; see docs/datasets.md):",
+        "",
+        *_table(UserDefinedPromptType, "datasets[].type."),
+        "",
+        "A user-defined preference dataset type (`type:` as a mapping, with `rl:`):",
         "",
         *_table(UserDefinedPreferenceType, "datasets[].type."),
         "",
