@@ -344,3 +344,16 @@ def test_chat_template_keys_on_these_types_are_a_warning_that_they_do_nothing():
     # chat_template itself reads them: no warning.
     raw = {"base_model": "m", "datasets": [{**entry, "type": "chat_template"}]}
     assert check_keys(raw, "cfg.yaml") == []
+
+
+def test_docs_list_every_strategy_and_every_listed_name_validates():
+    from pathlib import Path
+
+    from hpcft.launcher.prompt_strategies import STRATEGY_COLUMNS
+    from hpcft.launcher.schema import DatasetConfig
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
+    listed = {name for name in STRATEGY_COLUMNS if f"`{name}`" in docs or f"`.{name.split('.')[-1]}`" in docs}
+    assert listed == set(STRATEGY_COLUMNS)
+    for name in STRATEGY_COLUMNS:
+        assert DatasetConfig(path="x", type=name).type == name
