@@ -4,9 +4,12 @@ through hpcft's formatters; input_ids and labels compared row by row.
 Each named chat template is compared twice: masking (axolotl's ChatTemplateStrategy given hpcft's template text
 as `chat_template: jinja`, so only the label logic differs) and rendering (hpcft's template against axolotl's
 template of the same name). The tokenizer is the tiny BPE with the template's special tokens added and its
-end-of-turn token as EOS. axolotl's chat-template code needs only two small packages beyond hpcft's:
+end-of-turn token as EOS. Every other SFT prompt strategy (oasst, alpaca_chat.load_qa, user-defined formats, ...)
+is compared on one row each, through axolotl's own loader or handler. axolotl's code needs only two small packages
+beyond hpcft's:
     pip install --target /tmp/axdeps colorama addict
     PYTHONPATH=/tmp/axdeps python bench/axolotl_rows.py --axolotl /path/to/axolotl [--commit SHA] [--record]
+        [--strategies]   (only the prompt strategies' table)
 """
 
 from __future__ import annotations
@@ -224,6 +227,7 @@ def main() -> int:
     parser.add_argument("--axolotl", required=True, help="an axolotl checkout (its src/ is imported)")
     parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree")
     parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
+    parser.add_argument("--strategies", action="store_true", help="only the prompt strategies' table")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(args.axolotl) / "src"))
     warnings.simplefilter("ignore")
@@ -251,6 +255,20 @@ def main() -> int:
         ).stdout.strip()
         or "unknown"
     )
+
+    strategy_headers = ["type", "input_ids", "labels", "train_on_inputs: input_ids", "train_on_inputs: labels"]
+    strategy_notes = (
+        f"axolotl commit {commit}. One row per type through axolotl's own loader or handler and through hpcft, "
+        "without and with train_on_inputs; the tiny BPE tokenizer (BOS added, EOS </s>). llama2_chat: axolotl's "
+        "row up to its padding (hpcft does not pad; docs/datasets.md)."
+    )
+    if args.strategies:
+        strategies = strategy_cases(family_tokenizer(base, "", "</s>"))
+        if args.record:
+            record("axolotl_rows (prompt strategies)", strategy_headers, strategies, strategy_notes, ["transformers"])
+        else:
+            print(table(strategy_headers, strategies))
+        return 0
 
     masking, rendering = [], []
     for name in CHAT_TEMPLATE_NAMES:
@@ -455,7 +473,6 @@ def main() -> int:
     extra = [[str(cell).replace("|", "\\|") for cell in row] for row in extra]  # markdown table cells
     print(table(headers, summary))
     print(table(["case", "input_ids", "labels"], extra))
-    strategy_headers = ["type", "input_ids", "labels", "train_on_inputs: input_ids", "train_on_inputs: labels"]
     print(table(strategy_headers, strategies))
     if args.record:
         record("axolotl_rows (chat templates)", headers, summary, notes=notes, packages=["transformers"])
@@ -466,14 +483,7 @@ def main() -> int:
             notes=f"axolotl commit {commit}.",
             packages=["transformers"],
         )
-        record(
-            "axolotl_rows (prompt strategies)",
-            strategy_headers,
-            strategies,
-            notes=f"axolotl commit {commit}. One row per type through axolotl's own loader or handler and through "
-            "hpcft, without and with train_on_inputs; the tiny BPE tokenizer (BOS added, EOS </s>).",
-            packages=["transformers"],
-        )
+        record("axolotl_rows (prompt strategies)", strategy_headers, strategies, strategy_notes, ["transformers"])
     return 0
 
 
