@@ -76,6 +76,11 @@ def strategy_name(value: str) -> str | None:
 
 def strategy_type_error(value: str) -> str | None:
     """Why a `type:` that looks like one of these strategies is wrong (a loader or style axolotl lacks), or None."""
+    if value.split(".")[0] == "user_defined":
+        return (
+            f"type '{value}': write a user-defined format as a mapping under type: (field_instruction, "
+            "field_output, format, no_input_format, ...; docs/datasets.md)"
+        )
     base, colon, style = value.partition(":")
     if colon and base in STYLED_BASES:
         return f"type '{value}': unknown prompt style '{style}'; use {base}:" + f", {base}:".join(PROMPT_STYLES)

@@ -357,3 +357,21 @@ def test_docs_list_every_strategy_and_every_listed_name_validates():
     assert listed == set(STRATEGY_COLUMNS)
     for name in STRATEGY_COLUMNS:
         assert DatasetConfig(path="x", type=name).type == name
+
+
+@pytest.mark.parametrize(
+    ("type_", "message"),
+    [
+        ("creative_acr", "axolotl's creative_acr has no such loader; did you mean 'creative_acr.load_"),
+        ("alpaca_chat:load_qa", "did you mean 'alpaca_chat.load_qa'?"),
+        ("gpteacher:vicuna", "unknown prompt style 'vicuna'; use gpteacher:instruct, gpteacher:chat"),
+        ("user_defined", "write a user-defined format as a mapping under type:"),
+        ("oasts", "unknown dataset type 'oasts'; did you mean 'oasst'?"),
+    ],
+)
+def test_type_names_axolotl_does_not_have_are_refused_with_the_name_meant(type_, message):
+    from hpcft.launcher.schema import DatasetConfig
+
+    with pytest.raises(ValueError, match="type") as error:
+        DatasetConfig(path="x", type=type_)
+    assert message in str(error.value)
