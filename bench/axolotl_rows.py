@@ -197,6 +197,32 @@ def axolotl_strategy(type_: Any, tokenizer: Any, train_on_inputs: bool) -> Any:
     return load(type_, tokenizer, cfg, DictDefault({"type": type_}))
 
 
+def messages_cases(base: str) -> list[list[str]]:
+    """type: messages (axolotl's message format), ChatML and Llama 3 framing, with role defaults and weights."""
+    from axolotl.core.chat.messages import ChatFormattedChats
+    from axolotl.prompt_strategies import load
+    from axolotl.utils.dict import DictDefault
+
+    weighted = [{**m, "weight": int(m["from"] != "human")} for m in CHAT]
+    out = []
+    for template, eos in (("chatml", "<|im_end|>"), ("llama3", "<|eot_id|>")):
+        specials = "<|im_start|><|im_end|><|begin_of_text|><|start_header_id|><|end_header_id|><|eot_id|>"
+        tokenizer = family_tokenizer(base, specials, eos)
+        for label, messages in (("", CHAT), (", weights", weighted)):
+            cells = []
+            for train_on_inputs in (False, True):
+                cfg = DictDefault({"sequence_len": 2048, "train_on_inputs": train_on_inputs})
+                ds = {"type": "messages", "field_messages": "conversations", "chat_template": template}
+                strategy = load("messages", tokenizer, cfg, DictDefault(ds))
+                row = {"conversations": messages}
+                chats = ChatFormattedChats(formatter=strategy.formatter, **strategy.message_transform(row))
+                theirs = chats.tokenized(tokenizer)
+                ours = hpcft_rows("messages", tokenizer, row, ds, {"train_on_inputs": train_on_inputs})
+                cells += compare(ours, (theirs["input_ids"], theirs["labels"]))
+            out.append([f"messages, {template}{label}", *cells])
+    return out
+
+
 def strategy_cases(tokenizer: Any) -> list[list[str]]:
     cases: list[tuple[str, Any, dict]] = [(name, name, row) for name, row in STRATEGY_ROWS.items()]
     cases += [
@@ -263,7 +289,7 @@ def main() -> int:
         "row up to its padding (hpcft does not pad; docs/datasets.md)."
     )
     if args.strategies:
-        strategies = strategy_cases(family_tokenizer(base, "", "</s>"))
+        strategies = strategy_cases(family_tokenizer(base, "", "</s>")) + messages_cases(base)
         if args.record:
             record("axolotl_rows (prompt strategies)", strategy_headers, strategies, strategy_notes, ["transformers"])
         else:
@@ -447,7 +473,7 @@ def main() -> int:
         ]
     )
 
-    strategies = strategy_cases(alpaca_tok)
+    strategies = strategy_cases(alpaca_tok) + messages_cases(base)
 
     # One row per template: how many of the cases match, and which do not.
     summary = []

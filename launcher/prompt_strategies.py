@@ -61,6 +61,7 @@ STRATEGY_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
     "input_output": (("segments",),),
     "pygmalion": (("conversations",),),
     "llama2_chat": (("conversations",),),
+    "messages": (("messages",),),  # field_messages names the column
 }
 _MODULES = {name.split(".")[0] for name in STRATEGY_COLUMNS}
 
@@ -199,12 +200,17 @@ CHAT_ONLY_KEYS = (
 )
 
 
+# The ones type: messages reads.
+MESSAGES_KEYS = ("field_messages", "message_property_mappings", "chat_template")
+
+
 def keys_without_effect(entry: dict[str, Any], where: str) -> list[str]:
     """A warning naming the chat_template/completion keys set on an entry of one of these strategies."""
     kind = entry.get("type")
     if not (isinstance(kind, dict) or isinstance(kind, str) and strategy_name(kind)):
         return []
-    unused = [key for key in CHAT_ONLY_KEYS if entry.get(key) is not None]
+    read = MESSAGES_KEYS if kind == "messages" else ()
+    unused = [key for key in CHAT_ONLY_KEYS if entry.get(key) is not None and key not in read]
     if not unused:
         return []
     shown = "a user-defined format" if isinstance(kind, dict) else f"type: {kind}"
@@ -213,3 +219,14 @@ def keys_without_effect(entry: dict[str, Any], where: str) -> list[str]:
         f"{where}: {', '.join(unused)} {'has' if one else 'have'} no effect with {shown} (as in axolotl, where "
         f"only chat_template reads {'it' if one else 'them'}; train_on_inputs says whether the prompt is trained)"
     ]
+
+
+def check_messages_template(datasets: list[Any], chat_template: str | None, where: str) -> None:
+    """type: messages frames messages as ChatML or Llama 3 only (axolotl's two formats for it)."""
+    for i, ds in enumerate(datasets):
+        choice = (ds.chat_template or chat_template or "chatml") if ds.type == "messages" else "chatml"
+        if choice != "chatml" and not choice.startswith("llama3"):
+            raise ValueError(
+                f"{where}[{i}]: type messages writes chatml or llama3 only, not chat_template '{choice}'; "
+                "set chat_template: chatml or llama3 on the entry, or use type: chat_template"
+            )

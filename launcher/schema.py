@@ -44,6 +44,7 @@ from hpcft.launcher.prompt_strategies import (
     STRATEGY_COLUMNS,
     STYLED_BASES,
     UserDefinedPromptType,
+    check_messages_template,
     strategy_name,
     strategy_type_error,
 )
@@ -1284,6 +1285,8 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         self._check_preference()
+        for where, group in (("datasets", self.datasets), ("test_datasets", self.test_datasets or [])):
+            check_messages_template(group, self.chat_template, where)
         check_objectives(self)
         check_model_loading(self)
         if self.load_in_4bit and self.load_in_8bit:

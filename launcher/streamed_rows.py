@@ -23,6 +23,8 @@ def required_columns(ds: DatasetConfig) -> list[tuple[str, ...]]:
         return [(ds.type.field_instruction,)]
     base = ds.type.partition(":")[0] if isinstance(ds.type, str) else ds.type
     strategy = strategy_name(ds.type) if isinstance(ds.type, str) else None
+    if strategy == "messages":
+        return [(ds.field_messages,)]
     if strategy:  # a system column may be empty in a row (no system text), so it is not required of the first
         return [c for c in STRATEGY_COLUMNS[strategy] if c not in (("system",), ("system_prompt",))]
     if base in ("pretrain", "completion"):

@@ -425,6 +425,10 @@ def strategy_formatter(ds: DatasetConfig, cfg: TrainConfig, tokenizer: Any, name
     }
     if strategy in simple:
         return simple[strategy](ds, cfg, tokenizer, name)
+    if strategy == "messages":
+        from hpcft.trainer.chat_messages import MessagesFormatter
+
+        return MessagesFormatter(ds, cfg, tokenizer, name)
     if strategy == "llama2_chat":
         from hpcft.trainer.llama2_chat import Llama2ChatFormatter
 

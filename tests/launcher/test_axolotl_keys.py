@@ -131,8 +131,8 @@ def test_blank_false_and_empty_values_mean_unset():
 
 
 def test_dataset_types_axolotl_has_are_refused_by_name_and_typos_get_a_suggestion():
-    with pytest.raises(ValueError, match="'type: messages' is an axolotl option hpcft does not support"):
-        DatasetConfig(path="x.jsonl", type="messages")
+    with pytest.raises(ValueError, match="'type: ebft' is an axolotl option hpcft does not support"):
+        DatasetConfig(path="x.jsonl", type="ebft")
     with pytest.raises(ValueError, match="a custom prompt-strategy module"):
         DatasetConfig(path="x.jsonl", type="my_module.transform")
     with pytest.raises(ValueError, match="unknown dataset type 'completon'; did you mean 'completion'"):

@@ -375,3 +375,56 @@ def test_type_names_axolotl_does_not_have_are_refused_with_the_name_meant(type_,
     with pytest.raises(ValueError, match="type") as error:
         DatasetConfig(path="x", type=type_)
     assert message in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tiny_model_dir):
+    """The tiny tokenizer with ChatML's and Llama 3's special tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    specials = ["<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+MESSAGES = [
+    {"role": "system", "content": "Be a cow."},
+    {"role": "user", "content": "Why?"},
+    {"role": "assistant", "content": "moo"},
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "messages", "expected"),
+    [
+        (
+            {},
+            MESSAGES,
+            "<|im_start|>system\nBe a cow.<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+            "⟦moo<|im_end|>⟧\n",
+        ),
+        # A message's own weight wins over its role.
+        (
+            {},
+            [{**m, "weight": int(m["role"] == "user")} for m in MESSAGES],
+            "<|im_start|>system\nBe a cow.<|im_end|>\n<|im_start|>user\n⟦Why?<|im_end|>⟧\n<|im_start|>assistant\n"
+            "moo<|im_end|>\n",
+        ),
+        (
+            {"chat_template": "llama3"},
+            MESSAGES,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe a cow.<|eot_id|><|start_header_id|>"
+            "user<|end_header_id|>\n\nWhy?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n⟦moo<|eot_id|>⟧",
+        ),
+    ],
+)
+def test_messages_frames_chatml_or_llama3_and_trains_by_weight(keys, messages, expected, train_config, chat_tokenizer):
+    cfg = train_config(datasets=[{"path": "x.jsonl", "type": "messages", **keys}])
+    [got] = make_formatter(cfg.datasets[0], cfg, chat_tokenizer, "datasets[0]")({"messages": messages}, 1)
+    assert readable(chat_tokenizer, *got) == readable(chat_tokenizer, *expected_tokens(chat_tokenizer, expected))
+
+
+def test_messages_refuses_other_templates_on_the_login_node(train_config):
+    with pytest.raises(ValueError, match="type messages writes chatml or llama3 only, not chat_template 'gemma'"):
+        train_config(datasets=[{"path": "x.jsonl", "type": "messages", "chat_template": "gemma"}])
