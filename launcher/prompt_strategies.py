@@ -230,3 +230,17 @@ def check_messages_template(datasets: list[Any], chat_template: str | None, wher
                 f"{where}[{i}]: type messages writes chatml or llama3 only, not chat_template '{choice}'; "
                 "set chat_template: chatml or llama3 on the entry, or use type: chat_template"
             )
+
+
+def alpaca_chat_conversation(entry: dict[str, Any], where: str) -> None:
+    """axolotl's `type: alpaca_chat` reads `conversation:` as its prompt style: that is `type: alpaca:<style>`
+    (the same prompter and rows), written so here. Mutates `entry`."""
+    if entry.get("type") not in ("alpaca_chat", "alpaca_chat.load") or entry.get("conversation") is None:
+        return
+    style = entry.pop("conversation")
+    if style not in PROMPT_STYLES:
+        raise ValueError(
+            f"{where}: conversation: {style!r} is not a prompt style of type alpaca_chat; use one of "
+            f"{', '.join(PROMPT_STYLES)}"
+        )
+    entry["type"] = f"alpaca:{style}"

@@ -21,7 +21,12 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.objectives import objective_warnings
-from hpcft.launcher.prompt_strategies import check_format_mapping, keys_without_effect, move_flat_format_fields
+from hpcft.launcher.prompt_strategies import (
+    alpaca_chat_conversation,
+    check_format_mapping,
+    keys_without_effect,
+    move_flat_format_fields,
+)
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -98,6 +103,7 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                     f"{where}: key '{name}' must be a mapping with path: (and type:), got {type(entry).__name__}"
                 )
             warnings += move_flat_format_fields(entry, f"{where}: {name}")
+            alpaca_chat_conversation(entry, f"{where}: {name}")
             _check_mapping(
                 entry,
                 known_keys(DatasetConfig),

@@ -428,3 +428,18 @@ def test_messages_frames_chatml_or_llama3_and_trains_by_weight(keys, messages, e
 def test_messages_refuses_other_templates_on_the_login_node(train_config):
     with pytest.raises(ValueError, match="type messages writes chatml or llama3 only, not chat_template 'gemma'"):
         train_config(datasets=[{"path": "x.jsonl", "type": "messages", "chat_template": "gemma"}])
+
+
+def test_alpaca_chat_reads_conversation_as_its_prompt_style(train_config, eos_tokenizer):
+    raw = {"base_model": "m", "datasets": [{"path": "x.jsonl", "type": "alpaca_chat", "conversation": "chatml"}]}
+    assert check_keys(raw, "cfg.yaml") == []
+    assert raw["datasets"][0] == {"path": "x.jsonl", "type": "alpaca:chatml"}
+    [got] = format_row(train_config, eos_tokenizer, raw["datasets"][0]["type"], ADD_NO_INPUT)
+    expected = (
+        f"<s><|im_start|>system\n{ALPACA}<|im_end|>\n<|im_start|>user\nAdd the numbers.<|im_end|>\n"
+        "<|im_start|>assistant\n⟦five</s>⟧"
+    )
+    assert readable(eos_tokenizer, *got) == readable(eos_tokenizer, *expected_tokens(eos_tokenizer, expected))
+    raw["datasets"] = [{"path": "x.jsonl", "type": "alpaca_chat", "conversation": "vicuna"}]
+    with pytest.raises(ValueError, match="conversation: 'vicuna' is not a prompt style of type alpaca_chat"):
+        check_keys(raw, "cfg.yaml")
