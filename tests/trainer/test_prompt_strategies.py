@@ -443,3 +443,21 @@ def test_alpaca_chat_reads_conversation_as_its_prompt_style(train_config, eos_to
     raw["datasets"] = [{"path": "x.jsonl", "type": "alpaca_chat", "conversation": "vicuna"}]
     with pytest.raises(ValueError, match="conversation: 'vicuna' is not a prompt style of type alpaca_chat"):
         check_keys(raw, "cfg.yaml")
+
+
+def test_columns_a_row_lacks_are_empty_through_the_dataset_pipeline(train_config, eos_tokenizer):
+    """A datasets.Dataset fills a row's missing columns with None: an absent system text then writes none (as in
+    axolotl, which reads the same columns), and the other row keeps its own."""
+    import datasets
+
+    from hpcft.trainer.formats import tokenize_dataset
+
+    rows = [{**ADD_NO_INPUT, "system": "Be brief."}, dict(ADD_NO_INPUT)]
+    cfg = train_config(datasets=[{"path": "x.jsonl", "type": "alpaca_w_system"}])
+    kept, counts = tokenize_dataset(datasets.Dataset.from_list(rows), cfg.datasets[0], cfg, eos_tokenizer, "d")
+    assert counts["kept"] == 2
+    texts = [eos_tokenizer.decode(ids) for ids in kept["input_ids"]]
+    assert texts == [
+        "<s>SYSTEM: Be brief.\nUSER: Add the numbers.\nASSISTANT:five</s>",
+        "<s>USER: Add the numbers.\nASSISTANT:five</s>",
+    ]
