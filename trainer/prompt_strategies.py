@@ -126,11 +126,8 @@ REVISE = (
 
 
 def _evaluation(row: dict) -> str:
-    """creative_acr's scores and critiques as YAML (PyYAML's block style, keys sorted, as axolotl dumps them)."""
-    dump = yaml.dump  # the pure-Python Dumper, as axolotl's
-    return dump(row["scores"], default_flow_style=False, Dumper=yaml.Dumper) + dump(
-        row["critiques"], default_flow_style=False, Dumper=yaml.Dumper
-    )
+    """creative_acr's scores and critiques as YAML (block style, keys sorted, PyYAML's own Dumper, as axolotl)."""
+    return "".join(yaml.dump(row[key], default_flow_style=False, Dumper=yaml.Dumper) for key in ("scores", "critiques"))
 
 
 def _creative(instruction: str, system: str = "") -> str:
