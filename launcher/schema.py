@@ -40,6 +40,7 @@ from hpcft.launcher.peft_extensions import (
     check_unfrozen_with_adapter,
 )
 from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.scheduler_kwargs import scheduler_kwargs_problem
 from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
 
@@ -110,7 +111,9 @@ def check_optimizer_name(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `learning_rate: .inf` (or "nan" from --set) would reach the optimizer and train NaNs on the
+    # node; every float key of every block is refused on the login node instead.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class UserDefinedPreferenceType(_Strict):
@@ -686,7 +689,8 @@ class TrainConfig(_Strict):
     shuffle_merged_datasets: bool = True
     """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")
-    """Held-out evaluation share (<1) or row count (>=1); `eval_set_size` is accepted too."""
+    """Held-out evaluation share (below 1) or row count (a whole number, 2 or more); `eval_set_size` is accepted
+    too."""
     sequence_len: int = Field(2048, ge=1)
     """Maximum tokens per sample (and per packed row)."""
     min_sample_len: int = Field(2, ge=1)
@@ -1185,6 +1189,22 @@ class TrainConfig(_Strict):
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
 
+    @field_validator("val_set_size")
+    @classmethod
+    def _share_or_row_count(cls, value: float) -> float:
+        # axolotl reads 1 as 100% (every row held out: datasets refuses the split on the node); above 1 the trainer
+        # takes a row count, which must be whole.
+        if value == 1:
+            raise ValueError(
+                "1 would hold out every row for evaluation and leave none to train on; use a share "
+                "below 1 (e.g. 0.05) or a number of rows of 2 or more"
+            )
+        if value > 1 and not value.is_integer():
+            raise ValueError(
+                f"{value} is neither a share (below 1, e.g. 0.05) nor a number of rows (a whole number); fix it"
+            )
+        return value
+
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, value: str) -> str:
@@ -1282,6 +1302,11 @@ class TrainConfig(_Strict):
                 f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine"
             )
         check_cosine_constant(self)
+        problem = scheduler_kwargs_problem(
+            self.lr_scheduler_kwargs or {}, self.lr_scheduler, self.cosine_min_lr_ratio, bool(self.lr_quadratic_warmup)
+        )
+        if problem:
+            raise ValueError(problem)
         check_muon(self)
         if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
             raise ValueError(
