@@ -37,6 +37,7 @@ from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.qat import qat_cpu_note
+from hpcft.launcher.resume_checkpoint import resume_checkpoint_problem
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.sparse_finetuning import sparse_notes
@@ -279,6 +280,10 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
                 f"{where}: key '{key}': no such folder: {data[key]}; point it at an existing "
                 "checkpoint folder, or remove it"
             )
+    if isinstance(data.get("resume_from_checkpoint"), str):
+        problem = resume_checkpoint_problem(Path(data["resume_from_checkpoint"]))
+        if problem:
+            raise ConfigError(f"{where}: key 'resume_from_checkpoint': {problem}")
     for key in ("base_model", "base_model_config", "tokenizer_config"):
         value = data.get(key)
         if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
