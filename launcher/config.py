@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from hpcft.launcher.chat_template_check import MAX_CHAT_TEMPLATE_BYTES
 from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
@@ -334,7 +335,17 @@ def _inline_chat_template_file(holder: dict[str, Any], base: Path, where: str, n
             f"{where}: key '{name}': template file not found: {file}; give the template text or a "
             "Jinja file (relative paths are taken from the config file's folder)"
         )
-    holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
+    size = file.stat().st_size
+    if size > MAX_CHAT_TEMPLATE_BYTES:
+        raise ConfigError(
+            f"{where}: key '{name}': {file} is {size / 2**20:.1f} MiB, too large for a chat template (at most "
+            f"{MAX_CHAT_TEMPLATE_BYTES // 2**20} MiB: it is copied into train.yaml); is this the right file?"
+        )
+    try:
+        holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: key '{name}': cannot read the template file {file} ({why})") from None
 
 
 def _check_writable(path: str, key: str, where: str) -> None:
@@ -525,6 +536,25 @@ def check_job(job: Job) -> None:
     if not runs_plain_ddp(job.cfg):
         resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
+    _check_train_yaml_size(job)
+
+
+def _check_train_yaml_size(job: Job) -> None:
+    """Chat template files are copied into train.yaml, which the trainer reads under MAX_CONFIG_BYTES: several large
+    ones must be refused here, not by the trainer after the queue wait. Only then is the text dumped to measure it."""
+    cfg = job.cfg
+    entries = [*cfg.datasets, *(cfg.test_datasets or []), *(cfg.pretraining_dataset or [])]
+    templates = [cfg.chat_template_jinja, *(getattr(ds, "chat_template_jinja", None) for ds in entries)]
+    if sum(len(text) for text in templates if text) <= MAX_CHAT_TEMPLATE_BYTES:
+        return
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    size = len(yaml.dump(cfg.training_dict(), Dumper=dumper, allow_unicode=True).encode())
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{job.config_path}: the chat templates (chat_template_jinja) make train.yaml {size / 2**20:.1f} MiB, over "
+            f"the {MAX_CONFIG_BYTES // 2**20} MiB the trainer reads; use smaller templates or name one template "
+            "for all datasets (chat_template_jinja at the top level)"
+        )
 
 
 def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:

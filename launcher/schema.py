@@ -21,6 +21,7 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.best_checkpoint import check_best_checkpoint
+from hpcft.launcher.chat_template_check import chat_template_problem
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.model_loading import check_model_loading
@@ -91,6 +92,14 @@ def check_chat_template_name(value: str | None) -> str | None:
     error = chat_template_choice_error(value) if value is not None else None
     if error:
         raise ValueError(error)
+    return value
+
+
+def check_chat_template_text(value: str | None) -> str | None:
+    """A `chat_template_jinja` must compile as transformers compiles it, on the login node rather than the node."""
+    problem = chat_template_problem(value) if value is not None else None
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -242,6 +251,11 @@ class DatasetConfig(_Strict):
     @classmethod
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
+
+    @field_validator("chat_template_jinja")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return check_chat_template_text(value)
 
     def thinking_keys(self) -> tuple[str, str]:
         """(key in the data, key the template reads) of a message's reasoning trace."""
@@ -1188,6 +1202,11 @@ class TrainConfig(_Strict):
     @classmethod
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
+
+    @field_validator("chat_template_jinja")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return check_chat_template_text(value)
 
     @field_validator("val_set_size")
     @classmethod
