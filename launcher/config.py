@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from hpcft.launcher.chat_template_check import MAX_CHAT_TEMPLATE_BYTES
 from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
+from hpcft.launcher.dataset_heads import check_dataset_heads
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
@@ -515,6 +516,7 @@ def load_job(
     warnings += training_loop_warnings(cfg, where, secret_file=bool(profile.secret_file))
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
+    check_dataset_heads(cfg, where)  # every local file: what it is, its format, and its first MiB parses
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(
         cfg=cfg,
