@@ -13,7 +13,9 @@ import csv
 import io
 import json
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE, BUILDER_BY_SUFFIX, is_saved_dataset, local_files
 from hpcft.launcher.errors import ConfigError
@@ -47,86 +49,113 @@ def file_builder_name(path: Path, ds: DatasetConfig) -> str | None:
 
 
 def file_problem(path: Path, builder: str, head_bytes: int | None = HEAD_BYTES) -> str | None:
-    """What is wrong with the first `head_bytes` of a regular data file read as `builder` (None: whole file)."""
+    """What is wrong with a regular data file read as `builder`: its first `head_bytes` (the login node), or the
+    whole file, line by line in constant memory (None: the trainer, to name the line datasets failed on)."""
     size = path.stat().st_size
     if size == 0:
         return "the file is empty"
     with open(path, "rb") as handle:
-        data = handle.read(head_bytes) if head_bytes is not None else handle.read()
         if builder == "parquet":
+            start = handle.read(len(_PARQUET_MAGIC))
             handle.seek(max(size - len(_PARQUET_MAGIC), 0))
-            tail = handle.read()
-            if not (data.startswith(_PARQUET_MAGIC) and tail == _PARQUET_MAGIC):
+            if not (start == _PARQUET_MAGIC and handle.read() == _PARQUET_MAGIC):
                 return "not a Parquet file (no PAR1 marker at its start and end); check the file or set ds_type:"
             return None
-    if builder == "arrow":
-        return None  # Arrow IPC streams are checked by datasets itself; their bytes need pyarrow to read
+        if builder == "arrow":
+            return None  # Arrow IPC streams need pyarrow to read; datasets names the file itself
+        if head_bytes is None:
+            return _text_problem(_lines(handle, truncated=False), builder, truncated=False, head=0)
+        data = handle.read(head_bytes)
     truncated = len(data) < size
-    text, problem = _utf8_text(data.removeprefix(_BOM), truncated)
-    if problem:
-        return problem
-    if truncated:  # only whole lines: the last one was cut by the head's end
-        text = text[: text.rfind("\n") + 1]
-    if not text.strip():
-        return "it holds only blank lines" if not truncated else f"its first {len(data) >> 10} KiB are blank lines"
-    if builder == "json":
-        return _json_problem(text, truncated)
-    if builder == "csv":
-        return _csv_problem(text)
-    return None
+    if truncated:  # whole lines only: the last one was cut by the head's end
+        data = data[: data.rfind(b"\n") + 1]
+    return _text_problem(_lines(io.BytesIO(data), truncated), builder, truncated, len(data))
 
 
-def _utf8_text(data: bytes, truncated: bool) -> tuple[str, str | None]:
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        if truncated and exc.start >= len(data) - 3:  # a character cut by the head's end
-            return data[: exc.start].decode("utf-8"), None
-        line = data[: exc.start].count(b"\n") + 1
-        return "", f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8"
-
-
-def _json_problem(text: str, truncated: bool) -> str | None:
-    """datasets reads a JSON list (of rows or strings), or JSON objects separated by whitespace (JSON lines, also
-    pretty-printed ones). The head ends at a line break, which never falls inside a JSON string, so a value that
-    is only cut off fails exactly at the end of the text: that is not an error."""
-    decoder = json.JSONDecoder()
-    position = len(text) - len(text.lstrip())
-    is_list = text.startswith("[", position)
-    while position < len(text):
+def _lines(handle: BinaryIO, truncated: bool) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; UnicodeDecodeError carries the line number in its `reason`."""
+    for number, raw in enumerate(handle, start=1):
         try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            if not text[exc.pos :].strip():
-                if truncated:
-                    return None
-                line = text.count("\n", 0, position) + 1
-                return f"line {line}: the JSON value that starts here is not closed when the file ends; fix it"
-            return f"line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno}); fix or remove it"
-        if is_list:
-            if not isinstance(value, list):
-                return "a JSON file must hold a list of rows or one row (a JSON object) per line"
-            rest = text[end:].strip()
-            if rest:
-                line = text.count("\n", 0, end) + 1
-                return f"line {line}: more text after the JSON list; a file holds one list, or one object per line"
-            return None
-        if not isinstance(value, dict):
-            line = text.count("\n", 0, position) + 1
-            return (
-                f"line {line} is not a JSON object (got {type(value).__name__}); each row must be an object like "
-                '{"text": ...}'
-            )
-        position = end + len(text[end:]) - len(text[end:].lstrip())
-    return None
+            yield number, raw.removeprefix(_BOM).decode("utf-8") if number == 1 else raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnicodeDecodeError(exc.encoding, exc.object, exc.start, exc.end, str(number)) from None
 
 
-def _csv_problem(text: str) -> str | None:
-    """As pandas (datasets' CSV reader) sees it: blank lines skipped, a row with fewer fields padded, one with more
-    than the header (or than a first row that pandas took as the index) an error."""
-    reader = csv.reader(io.StringIO(text), strict=True)
+def _text_problem(lines: Iterator[tuple[int, str]], builder: str, truncated: bool, head: int) -> str | None:
     try:
-        header = next((row for row in reader if row), [])
+        if builder == "json":
+            problem = _json_problem(lines, truncated)
+        elif builder == "csv":
+            problem = _csv_problem(text for _, text in lines)
+        else:
+            problem = None if any(text.strip() for _, text in lines) else ""
+    except UnicodeDecodeError as exc:
+        return f"line {exc.reason}: byte 0x{exc.object[exc.start]:02x} is not UTF-8 text; save the file as UTF-8"
+    if problem == "":
+        return f"its first {max(head >> 10, 1)} KiB are blank lines" if truncated else "it holds only blank lines"
+    return problem
+
+
+def _json_problem(lines: Iterator[tuple[int, str]], truncated: bool) -> str | None:
+    """As datasets reads JSON: one list (of rows or strings), or JSON objects separated by white space (JSON lines,
+    pretty-printed ones too). "" when there is nothing but blank lines. Lines are gathered until they hold whole
+    values: a value is still open when decoding fails exactly at the end of the text gathered so far (a line break
+    never falls inside a JSON string)."""
+    decoder = json.JSONDecoder()
+    buffer, first_line, seen = "", 0, False
+    for number, text in lines:
+        if not buffer and not text.strip():
+            continue
+        if not buffer:
+            first_line = number
+            if not seen and text.lstrip().startswith("["):  # one JSON document: datasets reads it whole, so may we
+                return _json_list_problem(text + "".join(rest for _, rest in lines), number, truncated)
+        buffer += text
+        position = 0
+        while position < len(buffer):
+            try:
+                value, end = decoder.raw_decode(buffer, position)
+            except json.JSONDecodeError as exc:
+                if not buffer[exc.pos :].strip():
+                    break  # still open: read on
+                line = first_line + buffer.count("\n", 0, exc.pos)
+                return f"line {line} is not valid JSON ({exc.msg} at column {exc.colno}); fix or remove it"
+            if not isinstance(value, dict):
+                line = first_line + buffer.count("\n", 0, position)
+                return f"line {line} is not a JSON object (got {type(value).__name__}); each row is one like " + (
+                    '{"text": ...}'
+                )
+            seen = True
+            position = end + len(buffer[end:]) - len(buffer[end:].lstrip())
+        first_line += buffer.count("\n", 0, position)
+        buffer = buffer[position:]
+    if buffer.strip() and not truncated:
+        return f"line {first_line}: the JSON value that starts here is not closed when the file ends; fix it"
+    return None if seen or buffer.strip() else ""
+
+
+def _json_list_problem(text: str, first_line: int, truncated: bool) -> str | None:
+    try:
+        rows, end = json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip()))
+    except json.JSONDecodeError as exc:
+        if truncated and not text[exc.pos :].strip():
+            return None  # the list goes on past the head
+        line = first_line + exc.lineno - 1
+        return f"line {line} is not valid JSON ({exc.msg} at column {exc.colno}); fix or remove it"
+    if text[end:].strip():
+        line = first_line + text.count("\n", 0, end)
+        return f"line {line}: more text after the JSON list; a file holds one list, or one object per line"
+    return None if isinstance(rows, list) else "a JSON file must hold a list of rows or one row per line"
+
+
+def _csv_problem(lines: Iterable[str]) -> str | None:
+    """As pandas (datasets' CSV reader) sees it: blank lines skipped, a row with fewer fields padded, one with more
+    than the header (or than a first row that pandas took as the index) an error. "" when all lines are blank."""
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next((row for row in reader if row), None)
+        if header is None:
+            return ""
         expected = None
         for row in reader:
             if not row:
