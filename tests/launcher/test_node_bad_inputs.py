@@ -1,0 +1,68 @@
+"""Hostile dataset and template files found on the login node, not after the queue wait: every config in
+tests/data/bad_inputs/node/ names files that this module makes (FIFOs, 5 MB templates, broken rows), and must
+give one clear line naming the key and the file, exit 2, and leave no run directory (as tests/launcher/
+test_bad_inputs.py asks of the rest of the corpus)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CASES = sorted((Path(__file__).resolve().parents[1] / "data" / "bad_inputs" / "node").glob("*.yaml"))
+ROWS = "".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3))
+FILES: dict[str, bytes] = {
+    "blank_lines.jsonl": b"\n   \n\n",
+    "first_line_broken.jsonl": b"{text: 'single quotes'}\n" + ROWS.encode(),
+    "row_not_object.jsonl": b'{"text": "a"}\n["b"]\n',
+    "broken_list.json": b'[\n{"text": "a"},\n{"text": }\n]\n',
+    "extra_field.csv": b"text,id\na,1\nb,2\nc,3,extra\n",
+    "unterminated.csv": b'text,id\na,1\n"b,2\n',
+    "not.parquet": b"text\nthis is CSV named .parquet\n",
+    "latin1.jsonl": b'{"text": "caf\xe9"}\n',
+    "rows.data": ROWS.encode(),
+    "folder_of_parts/part-0.data": ROWS.encode(),
+    "huge.jinja": b"{# padding #}" * (5 * 2**20 // 13 + 1),
+    "latin1.jinja": b"{{ messages[0]['content'] }} caf\xe9",
+}
+
+
+def _header(path: Path) -> str:
+    return path.read_text().splitlines()[0].removeprefix("# expect: ")
+
+
+@pytest.fixture
+def node_data(workspace: Path) -> Path:
+    folder = workspace / "node_data"
+    for name, content in FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    (folder / "empty_folder").mkdir()
+    os.mkfifo(folder / "rows.fifo")  # opened, it would block validate forever
+    return folder
+
+
+def test_every_case_has_its_files():
+    lines = [line for case in CASES for line in case.read_text().splitlines() if "./node_data/" in line]
+    named = {line.split("./node_data/")[1].strip() for line in lines}
+    assert named - set(FILES) == {"rows.fifo", "empty_folder", "folder_of_parts"}
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+@pytest.mark.parametrize("verb", ["render", "validate"])
+def test_node_failure_is_caught_on_the_login_node(case, verb, workspace, node_data, run_cli, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(workspace / "xdg"))
+    cfg = workspace / "bad.yaml"
+    shutil.copy(case, cfg)
+    extra = ["-o", str(workspace / "run")] if verb == "render" else []
+    result = run_cli(verb, cfg, "--profile", "local", *extra, cwd=workspace)
+    assert result.code == 2, result.err
+    errors = [line for line in result.err.strip().splitlines() if not line.startswith("hpcft: warning:")]
+    assert len(errors) == 1 and errors[0].startswith("hpcft: error: "), result.err
+    assert _header(case) in errors[0]
+    assert "Traceback" not in result.err
+    assert not (workspace / "run").exists() and not (workspace / "runs").exists()
