@@ -24,6 +24,7 @@ from hpcft.launcher.best_checkpoint import check_best_checkpoint
 from hpcft.launcher.chat_template_check import chat_template_problem
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
+from hpcft.launcher.log_options import log_moving_problem
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
@@ -101,6 +102,13 @@ def check_chat_template_text(value: str | None) -> str | None:
     if problem:
         raise ValueError(problem)
     return value
+
+
+def _keep_logs_in_run_dir(args: list[str], which: str) -> list[str]:
+    problem = log_moving_problem(args, which)
+    if problem:
+        raise ValueError(problem)
+    return args
 
 
 def check_optimizer_name(value: str) -> str:
@@ -553,7 +561,12 @@ class LaunchConfig(_Strict):
                     f"'{arg}' is not one long Slurm option; write one option per item in the form "
                     "--key or --key=value (e.g. [--exclusive, --mem=0])"
                 )
-        return value
+        return _keep_logs_in_run_dir(value, "sbatch_args")
+
+    @field_validator("srun_args")
+    @classmethod
+    def _srun_keeps_logs(cls, value: list[str]) -> list[str]:
+        return _keep_logs_in_run_dir(value, "srun_args")
 
     @field_validator("env")
     @classmethod
