@@ -268,8 +268,59 @@ def axolotl_deepspeed_preset(path: str) -> str | None:
     return "zero3_offload" if stage == "zero3" and offload else stage
 
 
+# Linux's limits (PATH_MAX, NAME_MAX): a longer value makes every file system call fail with an OSError.
+_MAX_PATH_BYTES = 4095
+_MAX_NAME_BYTES = 255
+_PATH_KEYS = (
+    "base_model",
+    "base_model_config",
+    "tokenizer_config",
+    "output_dir",
+    "dataset_prepared_path",
+    "lora_model_dir",
+    "resume_from_checkpoint",
+    "deepspeed",
+    "chat_template_jinja",
+)
+
+
+def _unusable_path(value: str) -> str | None:
+    """Why a string cannot be a path on the login node (a NUL byte, or longer than Linux allows), or None."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if len(value.encode(errors="replace")) > _MAX_PATH_BYTES:
+        return f"is longer than the {_MAX_PATH_BYTES + 1} bytes a path may have"
+    if any(len(part.encode(errors="replace")) > _MAX_NAME_BYTES for part in value.split("/")):
+        return f"has a folder or file name longer than {_MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _check_path_values(data: dict[str, Any], where: str) -> None:
+    """Refuse, before any file system call, the values that are read as paths and cannot be one."""
+    named: list[tuple[str, Any]] = [(key, data.get(key)) for key in _PATH_KEYS]
+    launch = data.get("launch") or {}
+    named += [(f"launch.{key}", launch.get(key)) for key in ("runs_dir", "job_name", "image")]
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
+        entries = data.get(list_key)
+        if isinstance(entries, str):
+            named.append((list_key, entries))
+            continue
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict):
+                files = entry.get("data_files")
+                named.append((f"{list_key}[{i}].path", entry.get("path")))
+                named += [(f"{list_key}[{i}].data_files", f) for f in (files if isinstance(files, list) else [files])]
+    for key, value in named:
+        if not isinstance(value, str) or (key == "chat_template_jinja" and ("\n" in value or "{" in value)):
+            continue  # chat_template_jinja holding the template's text rather than naming a file
+        problem = _unusable_path(value)
+        if problem:
+            raise ConfigError(f"{where}: key '{key}': the value {problem}; give a real path or name")
+
+
 def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[str] | None = None) -> None:
     """Make local paths absolute (relative to the config's folder) and check inputs exist."""
+    _check_path_values(data, where)
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
             data[key] = _to_abs(data[key], base)

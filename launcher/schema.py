@@ -111,6 +111,25 @@ def _keep_logs_in_run_dir(args: list[str], which: str) -> list[str]:
     return args
 
 
+INT64_MAX = 2**63 - 1
+
+
+def giant_integer(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first integer beyond int64 in a raw config value (None when there is none)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{i}]", item) for i, item in enumerate(value))
+    else:
+        return key if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX else None
+    for name, item in items:
+        name = str(name)
+        found = giant_integer(item, f"{key}{name}" if name.startswith("[") or not key else f"{key}.{name}")
+        if found:
+            return found
+    return None
+
+
 def check_optimizer_name(value: str) -> str:
     """`optimizer:` must be a transformers optimizer or muon (trainer/muon.py); axolotl's other ones are refused by
     name."""
@@ -131,6 +150,16 @@ class _Strict(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` (or "nan" from --set) would reach the optimizer and train NaNs on the
     # node; every float key of every block is refused on the login node instead.
     model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_giant_integers(cls, data: Any) -> Any:
+        # Beyond int64 no library on the node takes an integer (torch, numpy, Slurm); the outermost block checks
+        # every value under it, free-form mappings (deepspeed, lr_scheduler_kwargs) included.
+        found = giant_integer(data)
+        if found:
+            raise ValueError(f"key '{found}': the number is too large (at most {INT64_MAX}); fix it")
+        return data
 
 
 class UserDefinedPreferenceType(_Strict):

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 CASES = sorted((Path(__file__).resolve().parents[1] / "data" / "bad_inputs" / "node").glob("*.yaml"))
 ROWS = "".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(3))
@@ -66,3 +67,24 @@ def test_node_failure_is_caught_on_the_login_node(case, verb, workspace, node_da
     assert _header(case) in errors[0]
     assert "Traceback" not in result.err
     assert not (workspace / "run").exists() and not (workspace / "runs").exists()
+
+
+# Found by tests/launcher/test_schema_fuzz.py: values too long to be a path made validate crash with an OSError.
+GENERATED = {
+    "base_model_100k_chars": ("base_model", "x" * 100_000, "is longer than the 4096 bytes a path may have"),
+    "output_dir_long_name": ("output_dir", "./" + "o" * 300, "has a folder or file name longer than 255 bytes"),
+    "runs_dir_long_name": ("launch", {"runs_dir": "/tmp/" + "r" * 300}, "key 'launch.runs_dir': the value has a"),
+    "dataset_path_long": ("datasets", [{"path": "d" * 5000, "type": "completion"}], "key 'datasets[0].path'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_value_too_long_for_a_path(name, workspace, run_cli):
+    key, value, expect = GENERATED[name]
+    data = yaml.safe_load((workspace / "cfg.yaml").read_text())
+    data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    cfg = workspace / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(data, width=10**9))
+    result = run_cli("validate", cfg, "--profile", "local", cwd=workspace)
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1 and result.err.startswith("hpcft: error: ") and expect in result.err
