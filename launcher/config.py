@@ -309,9 +309,10 @@ def _check_path_values(data: dict[str, Any], where: str) -> None:
             if isinstance(entry, dict):
                 files = entry.get("data_files")
                 named.append((f"{list_key}[{i}].path", entry.get("path")))
+                named.append((f"{list_key}[{i}].chat_template_jinja", entry.get("chat_template_jinja")))
                 named += [(f"{list_key}[{i}].data_files", f) for f in (files if isinstance(files, list) else [files])]
     for key, value in named:
-        if not isinstance(value, str) or (key == "chat_template_jinja" and ("\n" in value or "{" in value)):
+        if not isinstance(value, str) or (key.endswith("chat_template_jinja") and ("\n" in value or "{" in value)):
             continue  # chat_template_jinja holding the template's text rather than naming a file
         problem = _unusable_path(value)
         if problem:

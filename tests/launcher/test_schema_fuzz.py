@@ -1,7 +1,8 @@
-"""Fuzz the schema's types through `hpcft validate` (in-process): every top-level key of the training config and
-every `launch:` key gets wrong-typed and extreme values. Whatever the value, validate answers with exit 0 or 2, no
-traceback, and on 2 one error line that names the key. Seeded: a failure reproduces. HPCFT_FUZZ_VALUES=all tries
-every value on every key (bench/RESULTS.md); the default samples a few per key to stay fast."""
+"""Fuzz the schema's types through `hpcft validate` (in-process): every top-level key of the training config,
+every `launch:` key and every key of a `datasets:` entry gets wrong-typed and extreme values. Whatever the value,
+validate answers with exit 0 or 2, no traceback, and on 2 one error line that names the key. Seeded: a failure
+reproduces. HPCFT_FUZZ_VALUES=all tries every value on every key (bench/RESULTS.md); the default samples a few
+per key to stay fast."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.launcher.schema import LaunchConfig, TrainConfig, field_aliases
+from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
 
 SEED = 24
 HOSTILE_VALUES: list[object] = [
@@ -48,16 +49,20 @@ SAMPLED_PER_KEY = 2
 ANSWER_WITHIN_S = 20  # validate answers any config within seconds; longer is a hang (a loop over a huge size)
 
 
+NESTED = {"launch.": LaunchConfig, "datasets[0].": DatasetConfig}
+
+
 def _keys() -> list[str]:
     top = [name for name in TrainConfig.model_fields if name != "launch"]
-    return sorted(top) + [f"launch.{name}" for name in sorted(LaunchConfig.model_fields)]
+    return sorted(top) + [prefix + name for prefix, model in NESTED.items() for name in sorted(model.model_fields)]
 
 
 def _spellings(key: str) -> set[str]:
     """The names an error may use for a key: its own, its aliases, and the last part of a dotted key."""
-    model, name = (LaunchConfig, key.split(".", 1)[1]) if key.startswith("launch.") else (TrainConfig, key)
+    prefix = next((p for p in NESTED if key.startswith(p)), "")
+    model, name = NESTED.get(prefix, TrainConfig), key.removeprefix(prefix)
     names = {key, name, *field_aliases(name, model.model_fields[name])}
-    return names | {f"launch.{n}" for n in names} if model is LaunchConfig else names
+    return names | {prefix + n for n in names}
 
 
 def _cases() -> list[tuple[str, int]]:
@@ -73,7 +78,9 @@ def _cases() -> list[tuple[str, int]]:
 def _config(workspace: Path, key: str, value: object) -> Path:
     data = yaml.safe_load((workspace / "cfg.yaml").read_text())
     if key.startswith("launch."):
-        data.setdefault("launch", {})[key.split(".", 1)[1]] = value
+        data.setdefault("launch", {})[key.removeprefix("launch.")] = value
+    elif key.startswith("datasets[0]."):
+        data["datasets"][0][key.removeprefix("datasets[0].")] = value
     else:
         data[key] = value
     path = workspace / "fuzz.yaml"
