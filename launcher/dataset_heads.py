@@ -10,6 +10,7 @@ Standard library only (no pyarrow or datasets on the login node).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import stat
@@ -184,11 +185,18 @@ def check_dataset_heads(cfg: TrainConfig, where: str) -> None:
                 head = HEAD_BYTES if budget > 0 else SMALL_HEAD_BYTES
                 budget -= min(head, path.stat().st_size)
                 try:
-                    problem = file_problem(path, builder, head)
+                    info = path.stat()
+                    problem = _head_problem(str(path), info.st_size, info.st_mtime_ns, builder, head)
                 except OSError as exc:
                     problem = f"cannot read it ({exc.strerror}); check its permissions"
                 if problem:
                     raise ConfigError(f"{where}: key '{group}[{index}].path': {path}: {problem}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _head_problem(path: str, size: int, mtime_ns: int, builder: str, head: int) -> str | None:
+    """file_problem, once per file version: every point of a sweep loads the same config's datasets again."""
+    return file_problem(Path(path), builder, head)
 
 
 def _entry_files(ds: DatasetConfig, group: str, index: int, where: str) -> list[tuple[Path, str]]:
