@@ -88,3 +88,13 @@ def test_generated_value_too_long_for_a_path(name, workspace, run_cli):
     result = run_cli("validate", cfg, "--profile", "local", cwd=workspace)
     assert result.code == 2, result.err
     assert result.err.count("\n") == 1 and result.err.startswith("hpcft: error: ") and expect in result.err
+
+
+def test_plan_refuses_a_zero_stage_deepspeed_does_not_have(workspace, run_cli):
+    """`hpcft plan` used to print "ZeRO-7" for such a file; it runs the same checks as validate."""
+    (workspace / "ds.json").write_text('{"zero_optimization": {"stage": 7}}')
+    cfg = workspace / "cfg.yaml"
+    cfg.write_text(cfg.read_text() + "deepspeed: ./ds.json\n")
+    result = run_cli("plan", cfg, "--profile", "local", cwd=workspace)
+    assert result.code == 2 and "ZeRO-7" not in result.out
+    assert "zero_optimization.stage is 7; DeepSpeed's ZeRO stages are 0, 1, 2 and 3" in result.err
