@@ -20,7 +20,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from hpcft.launcher.chat_template_check import MAX_CHAT_TEMPLATE_BYTES
 from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
+from hpcft.launcher.dataset_heads import check_dataset_heads
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
@@ -37,6 +39,7 @@ from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.qat import qat_cpu_note
+from hpcft.launcher.resume_checkpoint import resume_checkpoint_problem
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.sparse_finetuning import sparse_notes
@@ -265,8 +268,60 @@ def axolotl_deepspeed_preset(path: str) -> str | None:
     return "zero3_offload" if stage == "zero3" and offload else stage
 
 
+# Linux's limits (PATH_MAX, NAME_MAX): a longer value makes every file system call fail with an OSError.
+_MAX_PATH_BYTES = 4095
+_MAX_NAME_BYTES = 255
+_PATH_KEYS = (
+    "base_model",
+    "base_model_config",
+    "tokenizer_config",
+    "output_dir",
+    "dataset_prepared_path",
+    "lora_model_dir",
+    "resume_from_checkpoint",
+    "deepspeed",
+    "chat_template_jinja",
+)
+
+
+def _unusable_path(value: str) -> str | None:
+    """Why a string cannot be a path on the login node (a NUL byte, or longer than Linux allows), or None."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if len(value.encode(errors="replace")) > _MAX_PATH_BYTES:
+        return f"is longer than the {_MAX_PATH_BYTES + 1} bytes a path may have"
+    if any(len(part.encode(errors="replace")) > _MAX_NAME_BYTES for part in value.split("/")):
+        return f"has a folder or file name longer than {_MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _check_path_values(data: dict[str, Any], where: str) -> None:
+    """Refuse, before any file system call, the values that are read as paths and cannot be one."""
+    named: list[tuple[str, Any]] = [(key, data.get(key)) for key in _PATH_KEYS]
+    launch = data.get("launch") or {}
+    named += [(f"launch.{key}", launch.get(key)) for key in ("runs_dir", "job_name", "image")]
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
+        entries = data.get(list_key)
+        if isinstance(entries, str):
+            named.append((list_key, entries))
+            continue
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict):
+                files = entry.get("data_files")
+                named.append((f"{list_key}[{i}].path", entry.get("path")))
+                named.append((f"{list_key}[{i}].chat_template_jinja", entry.get("chat_template_jinja")))
+                named += [(f"{list_key}[{i}].data_files", f) for f in (files if isinstance(files, list) else [files])]
+    for key, value in named:
+        if not isinstance(value, str) or (key.endswith("chat_template_jinja") and ("\n" in value or "{" in value)):
+            continue  # chat_template_jinja holding the template's text rather than naming a file
+        problem = _unusable_path(value)
+        if problem:
+            raise ConfigError(f"{where}: key '{key}': the value {problem}; give a real path or name")
+
+
 def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[str] | None = None) -> None:
     """Make local paths absolute (relative to the config's folder) and check inputs exist."""
+    _check_path_values(data, where)
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
             data[key] = _to_abs(data[key], base)
@@ -279,6 +334,10 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
                 f"{where}: key '{key}': no such folder: {data[key]}; point it at an existing "
                 "checkpoint folder, or remove it"
             )
+    if isinstance(data.get("resume_from_checkpoint"), str):
+        problem = resume_checkpoint_problem(Path(data["resume_from_checkpoint"]))
+        if problem:
+            raise ConfigError(f"{where}: key 'resume_from_checkpoint': {problem}")
     for key in ("base_model", "base_model_config", "tokenizer_config"):
         value = data.get(key)
         if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
@@ -329,7 +388,17 @@ def _inline_chat_template_file(holder: dict[str, Any], base: Path, where: str, n
             f"{where}: key '{name}': template file not found: {file}; give the template text or a "
             "Jinja file (relative paths are taken from the config file's folder)"
         )
-    holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
+    size = file.stat().st_size
+    if size > MAX_CHAT_TEMPLATE_BYTES:
+        raise ConfigError(
+            f"{where}: key '{name}': {file} is {size / 2**20:.1f} MiB, too large for a chat template (at most "
+            f"{MAX_CHAT_TEMPLATE_BYTES // 2**20} MiB: it is copied into train.yaml); is this the right file?"
+        )
+    try:
+        holder["chat_template_jinja"] = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: key '{name}': cannot read the template file {file} ({why})") from None
 
 
 def _check_writable(path: str, key: str, where: str) -> None:
@@ -499,6 +568,7 @@ def load_job(
     warnings += training_loop_warnings(cfg, where, secret_file=bool(profile.secret_file))
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
+    check_dataset_heads(cfg, where)  # every local file: what it is, its format, and its first MiB parses
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(
         cfg=cfg,
@@ -520,6 +590,25 @@ def check_job(job: Job) -> None:
     if not runs_plain_ddp(job.cfg):
         resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
+    _check_train_yaml_size(job)
+
+
+def _check_train_yaml_size(job: Job) -> None:
+    """Chat template files are copied into train.yaml, which the trainer reads under MAX_CONFIG_BYTES: several large
+    ones must be refused here, not by the trainer after the queue wait. Only then is the text dumped to measure it."""
+    cfg = job.cfg
+    entries = [*cfg.datasets, *(cfg.test_datasets or []), *(cfg.pretraining_dataset or [])]
+    templates = [cfg.chat_template_jinja, *(getattr(ds, "chat_template_jinja", None) for ds in entries)]
+    if sum(len(text) for text in templates if text) <= MAX_CHAT_TEMPLATE_BYTES:
+        return
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    size = len(yaml.dump(cfg.training_dict(), Dumper=dumper, allow_unicode=True).encode())
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{job.config_path}: the chat templates (chat_template_jinja) make train.yaml {size / 2**20:.1f} MiB, over "
+            f"the {MAX_CONFIG_BYTES // 2**20} MiB the trainer reads; use smaller templates or name one template "
+            "for all datasets (chat_template_jinja at the top level)"
+        )
 
 
 def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcft.launcher.deepspeed_checks import deepspeed_problem
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.parallelism import deepspeed_settings, resolve_layout, runs_autotp
 
@@ -32,7 +33,7 @@ def default_preset(cfg: TrainConfig) -> str:
 def load_source(source: str | dict[str, Any]) -> dict[str, Any]:
     """A preset name, a JSON file or an inline mapping -> a fresh dict (the input is never changed)."""
     if isinstance(source, dict):
-        return json.loads(json.dumps(source))
+        return _checked(json.loads(json.dumps(source)), "(the inline mapping)")
     if source in PRESETS:
         return json.loads((resources.files("hpcft.configs") / "deepspeed" / f"{source}.json").read_text())
     path = Path(source)
@@ -48,7 +49,15 @@ def load_source(source: str | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"key 'deepspeed': cannot read {source}: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"key 'deepspeed': {source} must hold a JSON object")
-    return data
+    return _checked(data, source)
+
+
+def _checked(ds: dict[str, Any], source: str) -> dict[str, Any]:
+    """Refuse here what DeepSpeed would refuse when the job starts (a ZeRO stage 7, an unknown key, ...)."""
+    problem = deepspeed_problem(ds)
+    if problem:
+        raise ConfigError(f"key 'deepspeed': {source}: {problem}")
+    return ds
 
 
 def resolve_deepspeed(source: str | dict[str, Any], cfg: TrainConfig, world_size: int) -> dict[str, Any]:
@@ -76,6 +85,7 @@ def resolve_deepspeed(source: str | dict[str, Any], cfg: TrainConfig, world_size
     elif cfg.bf16 is True or cfg.bf16 == "full":
         ds["bf16"] = {**ds.get("bf16", {}), "enabled": True}
         ds["fp16"] = {**ds.get("fp16", {}), "enabled": False}
+    _checked(ds, source if isinstance(source, str) else "(the inline mapping)")  # fp16/bf16 as filled above
     zero = ds.setdefault("zero_optimization", {})
     if zero.get("stage") == 3:
         # Without it the final save is an empty model file plus shards (axolotl #705/#1223); hpcft's output_dir

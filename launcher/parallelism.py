@@ -22,6 +22,7 @@ Standard library only (no torch): the launcher imports it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -128,10 +129,9 @@ def _does_not_fit(key: str, size: int, world: int, taken: dict[str, int]) -> str
 def nodes_for(cfg: TrainConfig, procs_per_node: int) -> int:
     """The fewest nodes whose processes the sizes fit in."""
     needed = processes_needed(cfg)
-    nodes = 1
-    while (nodes * procs_per_node) % needed:
-        nodes += 1
-    return nodes
+    # nodes x procs_per_node is a multiple of `needed` exactly when nodes is a multiple of this (no search: a size
+    # of 10**40 must not loop).
+    return needed // math.gcd(needed, procs_per_node)
 
 
 def check_parallelism(cfg: TrainConfig, nodes_given: bool, where: str) -> tuple[TrainConfig, list[str]]:

@@ -21,8 +21,10 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
 )
 from hpcft.launcher.best_checkpoint import check_best_checkpoint
+from hpcft.launcher.chat_template_check import chat_template_problem
 from hpcft.launcher.chat_templates import chat_template_choice_error
 from hpcft.launcher.fp8 import check_fp8
+from hpcft.launcher.log_options import log_moving_problem
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
@@ -49,6 +51,7 @@ from hpcft.launcher.prompt_strategies import (
     strategy_type_error,
 )
 from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.scheduler_kwargs import scheduler_kwargs_problem
 from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
 
@@ -102,6 +105,40 @@ def check_chat_template_name(value: str | None) -> str | None:
     return value
 
 
+def check_chat_template_text(value: str | None) -> str | None:
+    """A `chat_template_jinja` must compile as transformers compiles it, on the login node rather than the node."""
+    problem = chat_template_problem(value) if value is not None else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _keep_logs_in_run_dir(args: list[str], which: str) -> list[str]:
+    problem = log_moving_problem(args, which)
+    if problem:
+        raise ValueError(problem)
+    return args
+
+
+INT64_MAX = 2**63 - 1
+
+
+def giant_integer(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first integer beyond int64 in a raw config value (None when there is none)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{i}]", item) for i, item in enumerate(value))
+    else:
+        return key if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX else None
+    for name, item in items:
+        name = str(name)
+        found = giant_integer(item, f"{key}{name}" if name.startswith("[") or not key else f"{key}.{name}")
+        if found:
+            return found
+    return None
+
+
 def check_optimizer_name(value: str) -> str:
     """`optimizer:` must be a transformers optimizer or muon (trainer/muon.py); axolotl's other ones are refused by
     name."""
@@ -119,7 +156,19 @@ def check_optimizer_name(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `learning_rate: .inf` (or "nan" from --set) would reach the optimizer and train NaNs on the
+    # node; every float key of every block is refused on the login node instead.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_giant_integers(cls, data: Any) -> Any:
+        # Beyond int64 no library on the node takes an integer (torch, numpy, Slurm); the outermost block checks
+        # every value under it, free-form mappings (deepspeed, lr_scheduler_kwargs) included.
+        found = giant_integer(data)
+        if found:
+            raise ValueError(f"key '{found}': the number is too large (at most {INT64_MAX}); fix it")
+        return data
 
 
 class UserDefinedPreferenceType(_Strict):
@@ -250,6 +299,11 @@ class DatasetConfig(_Strict):
     @classmethod
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
+
+    @field_validator("chat_template_jinja")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return check_chat_template_text(value)
 
     def thinking_keys(self) -> tuple[str, str]:
         """(key in the data, key the template reads) of a message's reasoning trace."""
@@ -546,7 +600,12 @@ class LaunchConfig(_Strict):
                     f"'{arg}' is not one long Slurm option; write one option per item in the form "
                     "--key or --key=value (e.g. [--exclusive, --mem=0])"
                 )
-        return value
+        return _keep_logs_in_run_dir(value, "sbatch_args")
+
+    @field_validator("srun_args")
+    @classmethod
+    def _srun_keeps_logs(cls, value: list[str]) -> list[str]:
+        return _keep_logs_in_run_dir(value, "srun_args")
 
     @field_validator("env")
     @classmethod
@@ -696,7 +755,8 @@ class TrainConfig(_Strict):
     shuffle_merged_datasets: bool = True
     """Shuffle the merged datasets (seeded)."""
     val_set_size: float = Field(0.0, ge=0.0, alias="eval_set_size")
-    """Held-out evaluation share (<1) or row count (>=1); `eval_set_size` is accepted too."""
+    """Held-out evaluation share (below 1) or row count (a whole number, 2 or more); `eval_set_size` is accepted
+    too."""
     sequence_len: int = Field(2048, ge=1)
     """Maximum tokens per sample (and per packed row)."""
     min_sample_len: int = Field(2, ge=1)
@@ -1219,6 +1279,27 @@ class TrainConfig(_Strict):
     def _known_chat_template(cls, value: str | None) -> str | None:
         return check_chat_template_name(value)
 
+    @field_validator("chat_template_jinja")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return check_chat_template_text(value)
+
+    @field_validator("val_set_size")
+    @classmethod
+    def _share_or_row_count(cls, value: float) -> float:
+        # axolotl reads 1 as 100% (every row held out: datasets refuses the split on the node); above 1 the trainer
+        # takes a row count, which must be whole.
+        if value == 1:
+            raise ValueError(
+                "1 would hold out every row for evaluation and leave none to train on; use a share "
+                "below 1 (e.g. 0.05) or a number of rows of 2 or more"
+            )
+        if value > 1 and not value.is_integer():
+            raise ValueError(
+                f"{value} is neither a share (below 1, e.g. 0.05) nor a number of rows (a whole number); fix it"
+            )
+        return value
+
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, value: str) -> str:
@@ -1318,6 +1399,11 @@ class TrainConfig(_Strict):
                 f"{self.lr_scheduler}); remove it or set lr_scheduler: cosine"
             )
         check_cosine_constant(self)
+        problem = scheduler_kwargs_problem(
+            self.lr_scheduler_kwargs or {}, self.lr_scheduler, self.cosine_min_lr_ratio, bool(self.lr_quadratic_warmup)
+        )
+        if problem:
+            raise ValueError(problem)
         check_muon(self)
         if self.early_stopping_patience and not (self.val_set_size or self.test_datasets):
             raise ValueError(

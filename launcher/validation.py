@@ -84,7 +84,8 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     """
     space = axolotl_key_space()
     warnings: list[str] = []
-    if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
+    # Refused by name first: its own keys (ebft:, trl.vllm_*) are moot. (A list or mapping is the schema's to refuse.)
+    if isinstance(raw.get("rl"), str) and raw["rl"] in RL_NEEDS_GENERATION:
         raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
     _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
     for list_key in ("datasets", "test_datasets", "pretraining_dataset"):

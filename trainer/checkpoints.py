@@ -22,6 +22,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
+from hpcft.launcher.resume_checkpoint import resume_checkpoint_problem
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.training_loop import has_optimizer_state
 from hpcft.trainer.distributed import rank
@@ -131,10 +132,9 @@ def resolve_resume_checkpoint(cfg: TrainConfig) -> str | None:
     complete checkpoint in output_dir, else None (a fresh start)."""
     if cfg.resume_from_checkpoint:
         path = Path(cfg.resume_from_checkpoint)
-        if not path.is_dir():
-            raise ConfigError(f"resume_from_checkpoint: folder not found: {path}")
-        if not (path / "trainer_state.json").is_file():
-            raise ConfigError(f"resume_from_checkpoint: {path} is not a checkpoint (no trainer_state.json)")
+        problem = resume_checkpoint_problem(path)
+        if problem:
+            raise ConfigError(f"resume_from_checkpoint: {problem}")
         if not is_complete(path):
             log.warning(
                 "resume_from_checkpoint: %s has no %s (not written by hpcft, or cut off)", path, COMPLETE_MARKER

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
@@ -17,6 +16,7 @@ from hpcft.launcher.dataset_cache import (  # torch-free: the login node uses th
     is_saved_dataset,
     local_files,
 )
+from hpcft.launcher.dataset_heads import file_problem
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 
@@ -82,28 +82,21 @@ def _load_files(files: list[Path], ds: DatasetConfig, name: str) -> datasets.Dat
     try:
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     except Exception as exc:  # a parse error deep in pyarrow: keep its message, name the entry
-        bad_line = _first_bad_json_line(files) if builder == "json" else None
-        if bad_line:
-            raise ConfigError(f"{name}: {bad_line}; fix or remove that line") from None
+        bad_row = _first_bad_row(files, builder)
+        if bad_row:
+            raise ConfigError(f"{name}: {bad_row}") from None
         raise ConfigError(
             f"{name}: cannot read {builder} data from {files[0]}{' (and others)' if len(files) > 1 else ''}: {exc}"
         ) from None
 
 
-def _first_bad_json_line(files: list[Path]) -> str | None:
-    """'<file> line <n> is not valid JSON (<why>)' for the first JSON-lines row that does not parse (pyarrow's
-    own message names neither the file nor the line)."""
+def _first_bad_row(files: list[Path], builder: str) -> str | None:
+    """'<file>: line <n> ...' for the first row datasets could not read (pyarrow's and pandas' messages name
+    neither the file nor always the line): the login node's parser over each whole file, in constant memory."""
     for path in files:
-        if path.suffix != ".jsonl":
-            continue
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return f"{path} line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+        problem = file_problem(path, builder, head_bytes=None)
+        if problem:
+            return f"{path}: {problem}"
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.scheduler_kwargs import effective_scheduler
 from hpcft.launcher.schema import TrainConfig, check_optimizer_name
 
 
@@ -28,11 +29,10 @@ def optim_args_string(optim_args: dict[str, Any] | str | None) -> str | None:
 def scheduler_arguments(cfg: TrainConfig) -> dict[str, Any]:
     """lr_scheduler_type, its kwargs and warmup for TrainingArguments."""
     kwargs = dict(cfg.lr_scheduler_kwargs or {})
-    name = cfg.lr_scheduler
     # A quadratic warmup decays the cosine to 0, as in axolotl (trainer/schedule_shape.py squares the warmup).
-    if name == "cosine" and cfg.cosine_min_lr_ratio is not None and not cfg.lr_quadratic_warmup:
+    name = effective_scheduler(cfg.lr_scheduler, cfg.cosine_min_lr_ratio, bool(cfg.lr_quadratic_warmup))
+    if name == "cosine_with_min_lr":
         # transformers' cosine_with_min_lr decays to min_lr_rate * learning_rate instead of 0 (axolotl's floor).
-        name = "cosine_with_min_lr"
         kwargs["min_lr_rate"] = cfg.cosine_min_lr_ratio
     has_warmup = bool(cfg.warmup_steps or cfg.warmup_ratio)
     if name == "constant" and has_warmup:

@@ -7,6 +7,7 @@ import json
 import datasets
 import pytest
 
+from hpcft.launcher.dataset_heads import HEAD_BYTES, file_problem
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.schema import DatasetConfig
 from hpcft.trainer.data_sources import load_raw_dataset
@@ -52,8 +53,30 @@ def test_missing_and_empty_files_name_the_entry(tmp_path):
     with pytest.raises(ConfigError, match=r"test_datasets\[0\] .*data file is empty"):
         load_raw_dataset(DatasetConfig(path=str(tmp_path / "empty.jsonl")), "test_datasets", 0)
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(ConfigError, match=r"datasets\[0\] .*bad\.jsonl line 2 is not valid JSON \(Expecting"):
+    with pytest.raises(ConfigError, match=r"datasets\[0\] .*bad\.jsonl: line 2 is not valid JSON \(Expecting"):
         load_raw_dataset(DatasetConfig(path=str(tmp_path / "bad.jsonl")))
+
+
+# Past the first MiB the login node reads: the preprocessing job names the file and the line of the bad row.
+FAR_IN = {
+    "far.jsonl": (lambda rows: "".join(json.dumps(r) + "\n" for r in rows) + '{"text": "x"\n', "line 30001: "),
+    "far.json": (lambda rows: json.dumps(rows, indent=0)[:-1] + ', {"text": }]', "line 90002 is not valid JSON"),
+    "far.csv": (lambda rows: "text\n" + "".join(f"{r['text']}\n" for r in rows) + "a,b\n", "line 30002 has 2 fields"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAR_IN))
+def test_a_bad_row_past_the_login_nodes_head_is_named_by_file_and_line(tmp_path, name):
+    rows = [{"text": f"row {i:06d} " + "x" * 30} for i in range(30000)]
+    make, expect = FAR_IN[name]
+    path = tmp_path / name
+    path.write_text(make(rows))
+    assert (
+        path.stat().st_size > HEAD_BYTES and file_problem(path, path.suffix.strip(".").replace("jsonl", "json")) is None
+    )
+    with pytest.raises(ConfigError) as err:
+        load_raw_dataset(DatasetConfig(path=str(path), type="completion"))
+    assert f"{path}: {expect}" in str(err.value)
 
 
 def test_hub_name_offline_is_one_clear_error(monkeypatch):

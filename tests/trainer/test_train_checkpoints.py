@@ -72,8 +72,13 @@ def test_resolve_resume_checkpoint(train_config, tmp_path):
     assert resolve_resume_checkpoint(train_config(auto_resume_from_checkpoints=False)) is None
     explicit = train_config(resume_from_checkpoint=str(out / "checkpoint-20"))
     assert resolve_resume_checkpoint(explicit) == str(out / "checkpoint-20")
-    with pytest.raises(ConfigError, match="resume_from_checkpoint: folder not found"):
+    with pytest.raises(ConfigError, match="resume_from_checkpoint: no such folder"):
         resolve_resume_checkpoint(train_config(resume_from_checkpoint=str(tmp_path / "nope")))
+    # An output_dir given for a checkpoint: the message names its latest checkpoint (the same check as validate's).
+    with pytest.raises(
+        ConfigError, match=r"is not a checkpoint \(no trainer_state.json\); it is an output_dir: use .*"
+    ):
+        resolve_resume_checkpoint(train_config(resume_from_checkpoint=str(out)))
 
 
 def _args(tmp_path: Path) -> TrainingArguments:
