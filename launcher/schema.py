@@ -501,6 +501,8 @@ class LaunchConfig(_Strict):
     """Memory of the preprocessing job (`0` = all of the node)."""
     preprocess_time: str = "01:00:00"
     """Time limit of the preprocessing job."""
+    strict_keys: bool = False
+    """Refuse config keys that have no effect (keys axolotl lacks too) instead of warning, as `--strict` does."""
 
     @field_validator("time", "preprocess_time")
     @classmethod
