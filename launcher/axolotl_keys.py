@@ -230,13 +230,8 @@ _PLUGIN_ARGS = "its plugin is not supported by hpcft; remove it"
 REFUSED_KEYS: dict[str, str] = {
     **dict.fromkeys(
         (
-            "dpo_beta",
-            "dpo_norm_loss",
             "dpo_padding_free",
             "dpo_use_liger_kernel",
-            "dpo_use_logits_to_keep",
-            "dpo_generate_during_eval",
-            "rpo_alpha",
             "max_prompt_len",
             "vllm",
             "ebft",
@@ -407,7 +402,6 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "noisy_embedding_alpha",
             "layer_offloading",
             "dynamic_checkpoint",
             "selective_checkpointing",
@@ -433,6 +427,13 @@ REFUSED_KEYS: dict[str, str] = {
         ),
         _TRAINING,
     ),
+    # axolotl's deprecated keys it refuses itself (DeprecatedParameters): the message says what replaced them.
+    **dict.fromkeys(
+        ("dpo_norm_loss", "dpo_use_logits_to_keep", "dpo_generate_during_eval"),
+        "axolotl no longer supports it either (TRL 0.29 removed it); remove it",
+    ),
+    "rpo_alpha": "axolotl no longer supports it either (TRL 0.29 replaced it by a list of loss types, "
+    "dpo_loss_type with dpo_loss_weights); remove it",
     "hub_revision": _HUB,
     "relora_steps": "the old name of jagged_restart_steps: rename it",
     "relora_warmup_steps": "the old name of jagged_restart_warmup_steps: rename it",
