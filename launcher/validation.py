@@ -22,6 +22,7 @@ from hpcft.launcher.deprecated_keys import translate_deprecated
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.key_policy import no_effect_hint, no_effect_message, strict_refusal, typo_of
 from hpcft.launcher.objectives import objective_warnings
+from hpcft.launcher.retired_spellings import translate_retired
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -55,7 +56,7 @@ def check_keys(raw: dict[str, Any], where: str, strict: bool = False) -> list[st
     lacks too are dropped with a warning (launcher/key_policy.py), unless a near-certain typo or `strict`.
     """
     space = axolotl_key_space()
-    warnings: list[str] = translate_deprecated(raw, where)
+    warnings: list[str] = translate_retired(raw, where) + translate_deprecated(raw, where)
     no_effect: list[tuple[str, str]] = []  # (key, hint)
     if raw.get("rl") in RL_NEEDS_GENERATION:  # refused by name first: its own keys (ebft:, trl.vllm_*) are moot
         raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
