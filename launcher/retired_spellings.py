@@ -31,9 +31,20 @@ _SHAREGPT_LOADERS: dict[str, tuple[str, dict[str, str], dict[str, list[str]] | N
 _CONVERSATION_TEMPLATES = {"chatml": "chatml", "llama3": "llama3"}
 
 
+# axolotl's unsloth_* switches, removed in favour of its own LoRA kernels (same effect: speed only).
+_UNSLOTH_KERNELS = {
+    "unsloth_lora_mlp": "lora_mlp_kernel",
+    "unsloth_lora_qkv": "lora_qkv_kernel",
+    "unsloth_lora_o": "lora_o_kernel",
+    "unsloth_cross_entropy_loss": "cut_cross_entropy",
+    "unsloth_rms_norm": "liger_rms_norm",
+    "unsloth_rope": "liger_rope",
+}
+
+
 def translate_retired(raw: dict[str, Any], where: str) -> list[str]:
-    """Rewrite retired dataset spellings in place; one warning per rewritten entry, with its modern form."""
-    warnings: list[str] = []
+    """Rewrite retired spellings in place; one warning per retired line, with its modern form."""
+    warnings = _retired_top_level(raw, where)
     for list_key in ("datasets", "test_datasets"):
         entries = raw.get(list_key)
         if not isinstance(entries, list):
@@ -45,6 +56,29 @@ def translate_retired(raw: dict[str, Any], where: str) -> list[str]:
                     f"{where}: '{list_key}[{i}].type: {note} is a retired axolotl spelling (axolotl 0.19 refuses "
                     f"it); it runs as this modern form, which you can paste in its place: - {_one_line(entry)}"
                 )
+    return warnings
+
+
+def _retired_top_level(raw: dict[str, Any], where: str) -> list[str]:
+    warnings = []
+    for old, new in _UNSLOTH_KERNELS.items():
+        if raw.get(old):
+            del raw[old]  # speed only: the model's own layers compute the same
+            warnings.append(
+                f"{where}: '{old}' is a retired axolotl spelling (axolotl 0.19 refuses it; its modern form is "
+                f"'{new}: true'); it only changes speed, and has no effect in hpcft"
+            )
+    if raw.get("rope_scaling") is not None:
+        warnings.append(
+            f"{where}: top-level 'rope_scaling' is a retired axolotl spelling (axolotl 0.19 refuses it); it runs "
+            f"as written; its modern form: model_config: {_one_line({'rope_scaling': raw['rope_scaling']})}"
+        )
+    if raw.get("max_packed_sequence_len"):
+        length = raw["max_packed_sequence_len"]
+        warnings.append(
+            f"{where}: 'max_packed_sequence_len' is a retired axolotl spelling (axolotl 0.19 refuses it); it runs as "
+            f"its modern form: sample_packing: true with sequence_len: {length} (or the smaller sequence_len set)"
+        )
     return warnings
 
 

@@ -77,3 +77,22 @@ def test_steps_are_whole_numbers_or_fractions_of_the_run(key):
         _load(**{key: 2.5})
     with pytest.raises(ValueError):
         _load(**{key: 0})
+
+
+def test_retired_top_level_spellings_run_with_their_modern_form():
+    raw = {
+        "base_model": "m",
+        "datasets": [dict(CHAT)],
+        "unsloth_lora_mlp": True,
+        "rope_scaling": {"type": "linear", "factor": 2.0},
+        "max_packed_sequence_len": 1024,
+    }
+    warnings = check_keys(raw, "cfg.yaml")
+    assert any(
+        "'unsloth_lora_mlp' is a retired axolotl spelling" in w and "'lora_mlp_kernel: true'" in w for w in warnings
+    )
+    assert any("model_config: {rope_scaling: {type: linear, factor: 2.0}}" in w for w in warnings)
+    assert any("sample_packing: true with sequence_len: 1024" in w for w in warnings)
+    cfg = TrainConfig.model_validate(raw)
+    assert cfg.rope_scaling == {"type": "linear", "factor": 2.0} and cfg.sample_packing and cfg.sequence_len <= 1024
+    assert "unsloth_lora_mlp" not in raw
