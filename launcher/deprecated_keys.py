@@ -24,7 +24,10 @@ def translate_deprecated(raw: dict[str, Any], where: str) -> list[str]:
     for old, new in RENAMED.items():
         if raw.get(old) is None:
             continue
-        if raw.get(new) is None:
+        if old == "dpo_beta" and not raw.get("rl"):  # axolotl copies it into an rl_beta nothing reads
+            warnings.append(f"{where}: 'dpo_beta' (deprecated, as in axolotl) has no effect without rl:; remove it")
+            del raw[old]
+        elif raw.get(new) is None:
             warnings.append(f"{where}: '{old}' is deprecated (as in axolotl); write '{new}: {raw[old]}' instead")
         elif old == "noisy_embedding_alpha" and raw[new] != raw[old]:
             raise ValueError(f"{where}: '{old}' is the deprecated spelling of '{new}' and both are set; remove '{old}'")

@@ -88,7 +88,12 @@ KEY_POLICY = (
     "did you mean 'micro_batch_size'?`): that typo would silently change the run. `hpcft validate --strict` (also "
     "`render`, `submit`, `plan`) and `launch.strict_keys: true` refuse every key that has no effect. Keys of the "
     "`launch:` block are hpcft's own: an unknown one is always an error. `validate`, `render` and `submit` print "
-    "the warnings once, first, before anything is written or queued."
+    "the warnings once, first, before anything is written or queued. Deprecated keys run with axolotl's meaning "
+    "and a warning naming the current key (`dpo_beta` as `rl_beta`, `noisy_embedding_alpha` as "
+    "`neftune_noise_alpha`; `load_in_4bit: true` with `adapter: lora` loads unquantised, as in axolotl); spellings "
+    "axolotl 0.19 refuses but once accepted (`type: sharegpt` and its loaders, `conversation:`, `unsloth_*`, "
+    "top-level `rope_scaling`, `max_packed_sequence_len`) run too, with a warning that prints the modern form "
+    "ready to paste. `eval_steps`, `save_steps` and `logging_steps` below 1 are fractions of the run."
 )
 
 

@@ -96,3 +96,8 @@ def test_retired_top_level_spellings_run_with_their_modern_form():
     cfg = TrainConfig.model_validate(raw)
     assert cfg.rope_scaling == {"type": "linear", "factor": 2.0} and cfg.sample_packing and cfg.sequence_len <= 1024
     assert "unsloth_lora_mlp" not in raw
+
+
+def test_dpo_beta_without_rl_has_no_effect_as_in_axolotl():
+    cfg, warnings = _load(dpo_beta=0.1)
+    assert cfg.rl_beta is None and any("'dpo_beta'" in w and "no effect without rl" in w for w in warnings)

@@ -167,3 +167,13 @@ def test_validate_without_profile_prints_the_warnings(workspace, run_cli):
     assert result.code == 0, result.err
     assert len(_warnings(result.err)) == 3
     assert run_cli("validate", cfg, "--strict", cwd=workspace).code == 2
+
+
+def test_submit_dry_run_shows_the_key_warnings_once_before_anything_is_queued(workspace, run_cli):
+    cfg = workspace / "users.yaml"
+    cfg.write_text(DONE_WHEN)
+    result = run_cli("submit", cfg, "--profile", "local", "--dry-run", "-o", workspace / "run", cwd=workspace)
+    assert result.code == 0, result.err
+    assert [result.err.count(f"'{key}' is not an axolotl key") for key in ("report_to", "wandb_run_name")] == [1, 1]
+    strict = run_cli("submit", cfg, "--profile", "local", "--strict", "--dry-run", "-o", workspace / "s", cwd=workspace)
+    assert strict.code == 2 and not (workspace / "s").exists()
