@@ -148,6 +148,7 @@ WARN_ONLY_KEYS: dict[str, str] = {
     "deepcompile": "hpcft runs DeepSpeed without compilation (same results)",
     "qlora_sharded_model_loading": "hpcft loads 4-bit weights with bitsandbytes directly",
     "gpu_memory_limit": "DeepSpeed places the model on the GPUs",
+    "ple_cpu_offload": "DeepSpeed places the model on the GPUs",  # axolotl 0.19, after the snapshot
     "max_memory": "DeepSpeed places the model on the GPUs",
     "device_map": "DeepSpeed places the model on the GPUs",
     "gc_steps": "Python's garbage collector runs as usual",
@@ -230,13 +231,8 @@ _PLUGIN_ARGS = "its plugin is not supported by hpcft; remove it"
 REFUSED_KEYS: dict[str, str] = {
     **dict.fromkeys(
         (
-            "dpo_beta",
-            "dpo_norm_loss",
             "dpo_padding_free",
             "dpo_use_liger_kernel",
-            "dpo_use_logits_to_keep",
-            "dpo_generate_during_eval",
-            "rpo_alpha",
             "max_prompt_len",
             "vllm",
             "ebft",
@@ -407,7 +403,6 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "noisy_embedding_alpha",
             "layer_offloading",
             "dynamic_checkpoint",
             "selective_checkpointing",
@@ -433,7 +428,16 @@ REFUSED_KEYS: dict[str, str] = {
         ),
         _TRAINING,
     ),
+    # axolotl's deprecated keys it refuses itself (DeprecatedParameters): the message says what replaced them.
+    **dict.fromkeys(
+        ("dpo_norm_loss", "dpo_use_logits_to_keep", "dpo_generate_during_eval"),
+        "axolotl no longer supports it either (TRL 0.29 removed it); remove it",
+    ),
+    "rpo_alpha": "axolotl no longer supports it either (TRL 0.29 replaced it by a list of loss types, "
+    "dpo_loss_type with dpo_loss_weights); remove it",
     "hub_revision": _HUB,
+    # axolotl 0.19, after the snapshot: torchao's Float8 recipe options.
+    "fp8_config": "hpcft's fp8: true runs its own FP8 recipe (docs/low-precision.md), without these options; remove it",
     "relora_steps": "the old name of jagged_restart_steps: rename it",
     "relora_warmup_steps": "the old name of jagged_restart_warmup_steps: rename it",
     **dict.fromkeys(

@@ -52,6 +52,11 @@ def add_render_options(parser: argparse.ArgumentParser, config_required: bool = 
         metavar="KEY=VALUE",
         help="override a config key (also accepted as a bare KEY=VALUE argument)",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse config keys that have no effect (keys axolotl lacks too) instead of warning",
+    )
 
 
 def split_overrides(args: argparse.Namespace, extra: list[str]) -> None:
@@ -74,7 +79,13 @@ def job_from_args(args: argparse.Namespace):
     """Load and validate the job the arguments describe (prints warnings to stderr)."""
     from hpcft.launcher.config import load_job
 
-    job = load_job(args.config, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
+    job = load_job(
+        args.config,
+        args.profile,
+        overrides=args.overrides,
+        cli_launch=cli_launch(args),
+        strict=getattr(args, "strict", False),
+    )
     for warning in job.warnings:
         print(f"hpcft: warning: {warning}", file=sys.stderr)
     return job
@@ -95,7 +106,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         from hpcft.launcher.config import load_train_yaml
 
-        load_train_yaml(args.config)
+        warnings: list[str] = []
+        load_train_yaml(args.config, strict=args.strict, warnings=warnings)
+        for warning in warnings:
+            print(f"hpcft: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK")
     return 0
 
@@ -420,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     for key, kind in LAUNCH_OPTIONS.items():
         validate.add_argument("--" + key.replace("_", "-"), dest=f"launch_{key}", type=kind, help=argparse.SUPPRESS)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse config keys that have no effect (keys axolotl lacks too) instead of warning",
+    )
     validate.set_defaults(func=cmd_validate)
 
     plan = sub.add_parser(

@@ -486,18 +486,22 @@ def load_job(
     overrides: list[str] | None = None,
     cli_launch: dict[str, Any] | None = None,
     profile: Profile | None = None,
+    strict: bool = False,
 ) -> Job:
     """The whole front half of hpcft: read, merge, interpolate, check keys and paths, validate.
 
-    profile: the profile already loaded (a sweep loads it once for all its points)."""
+    profile: the profile already loaded (a sweep loads it once for all its points). strict: keys that have no
+    effect are errors (`--strict`; also `launch.strict_keys: true` in the config, the profile or --set)."""
     path = Path(config_path).expanduser().resolve()
     where = str(config_path)
     profile = profile or load_profile(profile_name)
     raw = read_yaml_config(path)
     raw = apply_overrides(raw, overrides or [], config=where)
     data = resolve_interpolations(raw, where)
+    config_strict = data.get("launch", {}).get("strict_keys") if isinstance(data.get("launch"), dict) else None
+    strict = strict or bool(profile.launch.get("strict_keys") if config_strict is None else config_strict)
     try:
-        warnings = check_keys(data, where)
+        warnings = check_keys(data, where, strict=strict)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     config_launch = data.pop("launch", None) or {}
@@ -625,13 +629,17 @@ def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) ->
             )
 
 
-def load_train_yaml(path: str | Path) -> TrainConfig:
-    """Read a rendered train.yaml on the node (already resolved: no profile, no interpolation left)."""
+def load_train_yaml(path: str | Path, strict: bool = False, warnings: list[str] | None = None) -> TrainConfig:
+    """Read a rendered train.yaml on the node (already resolved: no profile, no interpolation left).
+
+    warnings: where the key warnings go (`hpcft validate` without a profile prints them)."""
     path = Path(path)
     data = read_yaml_config(path)
     data = resolve_interpolations(data, str(path))
     try:
-        check_keys(data, str(path))
+        found = check_keys(data, str(path), strict=strict)
+        if warnings is not None:
+            warnings.extend(found)
         return TrainConfig.model_validate(data)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         if isinstance(exc, ValidationError):

@@ -79,6 +79,25 @@ def _classified(
     return rows
 
 
+# The key policy in one paragraph (README says the same).
+KEY_POLICY = (
+    "**Keys axolotl does not have either.** axolotl drops a key its schema lacks without a word, so a config "
+    "carrying leftovers from other tools (`report_to`, `lr_scheduler_type`, `bnb_4bit_quant_type`, a dataset's "
+    "`train_on_split`) runs there; hpcft runs it too, with one warning per such key that names it, says it has no "
+    "effect and where the setting lives (`did you mean 'wandb_name'?`). A key one or two letters from a known key "
+    "the config does not set (`micro_batch_sise`, `context_parapllel_size`) is an error instead (`unknown key ...; "
+    "did you mean 'micro_batch_size'?`): that typo would silently change the run. `hpcft validate --strict` (also "
+    "`render`, `submit`, `plan`) and `launch.strict_keys: true` refuse every key that has no effect. Keys of the "
+    "`launch:` block are hpcft's own: an unknown one is always an error. `validate`, `render` and `submit` print "
+    "the warnings once, first, before anything is written or queued. Deprecated keys run with axolotl's meaning "
+    "and a warning naming the current key (`dpo_beta` as `rl_beta`, `noisy_embedding_alpha` as "
+    "`neftune_noise_alpha`; `load_in_4bit: true` with `adapter: lora` loads unquantised, as in axolotl); spellings "
+    "axolotl 0.19 refuses but once accepted (`type: sharegpt` and its loaders, `conversation:`, `unsloth_*`, "
+    "top-level `rope_scaling`, `max_packed_sequence_len`) run too, with a warning that prints the modern form "
+    "ready to paste. `eval_steps`, `save_steps` and `logging_steps` below 1 are fractions of the run."
+)
+
+
 def _axolotl_key_space() -> list[str]:
     space = axolotl_key_space()
     return [
@@ -87,8 +106,9 @@ def _axolotl_key_space() -> list[str]:
         f"Every key of axolotl's config schema (commit `{space.commit}`) is in one class: *implemented* (same "
         "meaning), *accepted with a warning* (it only tunes axolotl's own kernels or bookkeeping; the warning says "
         "what hpcft does instead), or *refused* (an error naming the key; blank, `false` or empty values are "
-        "accepted as unset). Older axolotl spellings hpcft still recognises are listed too. A key axolotl does not "
-        "have either is an unknown key.",
+        "accepted as unset). Older axolotl spellings hpcft still recognises are listed too.",
+        "",
+        KEY_POLICY,
         "",
         *_classified(space.top, known_keys(TrainConfig), WARN_ONLY_KEYS, REFUSED_KEYS, ""),
         "",

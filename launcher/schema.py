@@ -565,6 +565,8 @@ class LaunchConfig(_Strict):
     """Memory of the preprocessing job (`0` = all of the node)."""
     preprocess_time: str = "01:00:00"
     """Time limit of the preprocessing job."""
+    strict_keys: bool = False
+    """Refuse config keys that have no effect (keys axolotl lacks too) instead of warning, as `--strict` does."""
 
     @field_validator("time", "preprocess_time")
     @classmethod
@@ -936,8 +938,11 @@ class TrainConfig(_Strict):
     rate stays there for the rest of training (0: off, as in axolotl)."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm."""
-    neftune_noise_alpha: float | None = Field(None, gt=0)
-    """NEFTune: add uniform noise of this scale to the input embeddings while training."""
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, validation_alias=AliasChoices("neftune_noise_alpha", "noisy_embedding_alpha")
+    )
+    """NEFTune: add uniform noise of this scale to the input embeddings while training. `noisy_embedding_alpha` is
+    axolotl's deprecated spelling."""
     torch_compile: bool | Literal["auto"] | None = None
     """Compile the model with torch.compile (`auto`: on CUDA GPUs only)."""
     torch_compile_backend: str | None = None
@@ -966,12 +971,13 @@ class TrainConfig(_Strict):
     )
     """When to evaluate: `no`, `steps` (every eval_steps, else every logging_steps) or `epoch`; unset: from eval_steps /
     evals_per_epoch, else every epoch when there is evaluation data. `evaluation_strategy` is the older spelling."""
-    eval_steps: int | None = Field(None, ge=1)
-    """Evaluate every N steps."""
+    eval_steps: int | float | None = Field(None, gt=0)
+    """Evaluate every N steps; a number below 1 is a fraction of the total steps (`0.05`: every 5%), as in
+    transformers."""
     saves_per_epoch: int | None = Field(None, ge=0)
     """Checkpoints per epoch."""
-    save_steps: int | None = Field(None, ge=1)
-    """Checkpoint every N steps."""
+    save_steps: int | float | None = Field(None, gt=0)
+    """Checkpoint every N steps; a number below 1 is a fraction of the total steps, as in transformers."""
     save_strategy: Literal["steps", "epoch", "no", "best"] | None = None
     """`steps`, `epoch`, `no`, or `best` (a checkpoint whenever metric_for_best_model improves at an evaluation)."""
     metric_for_best_model: str | None = None
@@ -984,8 +990,19 @@ class TrainConfig(_Strict):
     best checkpoint is never deleted by save_total_limit)."""
     save_total_limit: int | None = Field(None, ge=1)
     """Keep at most this many checkpoints (the latest complete one is never deleted)."""
-    logging_steps: int = Field(1, ge=1)
-    """Log a metrics line every N steps."""
+    logging_steps: int | float = Field(1, gt=0)
+    """Log a metrics line every N steps; a number below 1 is a fraction of the total steps, as in transformers."""
+
+    @field_validator("eval_steps", "save_steps", "logging_steps")
+    @classmethod
+    def _steps_or_fraction(cls, value: int | float | None) -> int | float | None:
+        # transformers reads a float below 1 as a fraction of the run; above 1 only whole numbers make sense.
+        if isinstance(value, float) and value >= 1:
+            if not value.is_integer():
+                raise ValueError(f"{value} is neither a whole number of steps nor a fraction below 1 (e.g. 0.1)")
+            return int(value)
+        return value
+
     resume_from_checkpoint: str | None = None
     """Resume from this checkpoint folder."""
     auto_resume_from_checkpoints: bool = True
@@ -1125,8 +1142,9 @@ class TrainConfig(_Strict):
     # Preference tuning (docs/preference-tuning.md)
     rl: str | None = None
     """Preference method: `dpo`, `ipo` (deprecated: dpo with dpo_loss_type [ipo]), `orpo`, `kto`, `simpo`."""
-    rl_beta: float | None = Field(None, gt=0)
-    """beta of the preference loss (TRL default 0.1): how far the policy may move from the reference."""
+    rl_beta: float | None = Field(None, gt=0, validation_alias=AliasChoices("rl_beta", "dpo_beta"))
+    """beta of the preference loss (TRL default 0.1): how far the policy may move from the reference. `dpo_beta`
+    is axolotl's deprecated spelling (rl_beta wins when both are set, as in axolotl)."""
     dpo_loss_type: list[str] | None = Field(None, min_length=1)
     """dpo: one or more losses, e.g. `[sigmoid]`, `[hinge]`, `[ipo]`, `[sigmoid, sft]` (TRL's loss_type)."""
     dpo_loss_weights: list[float] | None = Field(None, min_length=1)

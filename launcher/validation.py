@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -19,7 +18,9 @@ from hpcft.launcher.axolotl_keys import (
     axolotl_key_space,
     refusal_message,
 )
+from hpcft.launcher.deprecated_keys import translate_deprecated
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.key_policy import no_effect_hint, no_effect_message, strict_refusal, typo_of
 from hpcft.launcher.objectives import objective_warnings
 from hpcft.launcher.prompt_strategies import (
     alpaca_chat_conversation,
@@ -27,6 +28,7 @@ from hpcft.launcher.prompt_strategies import (
     keys_without_effect,
     move_flat_format_fields,
 )
+from hpcft.launcher.retired_spellings import translate_retired
 from hpcft.launcher.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
@@ -52,42 +54,22 @@ def _is_unset(value: Any) -> bool:
     return value is None or value is False or value == [] or value == {} or value == ""
 
 
-# Keys neither axolotl nor hpcft has, written the way other tools (HF TrainingArguments, PyTorch schedulers) name
-# a setting both have: axolotl drops them silently, so a run would quietly ignore what the user meant.
-OTHER_TOOLS_NAMES: dict[str, str] = {
-    "eta_min": "the cosine schedule's floor is 'cosine_min_lr_ratio' (a fraction of learning_rate)",
-    "adam_eps": "did you mean 'adam_epsilon'?",
-    "lr": "did you mean 'learning_rate'?",
-    "num_train_epochs": "did you mean 'num_epochs'?",
-    "per_device_train_batch_size": "did you mean 'micro_batch_size'?",
-    "per_device_eval_batch_size": "did you mean 'eval_batch_size'?",
-    "max_seq_length": "did you mean 'sequence_len'?",
-    "max_length": "did you mean 'sequence_len'?",
-    "lora_rank": "did you mean 'lora_r'?",
-    "warmup": "did you mean 'warmup_steps' or 'warmup_ratio'?",
-}
-
-
-def _suggest(key: str, known: set[str]) -> str:
-    if key in OTHER_TOOLS_NAMES:
-        return f"; {OTHER_TOOLS_NAMES[key]}"
-    # 0.75: close enough for a typo (lerning_rate, adam_eps), far enough to avoid eta_min -> 'streaming'.
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def check_keys(raw: dict[str, Any], where: str) -> list[str]:
+def check_keys(raw: dict[str, Any], where: str, strict: bool = False) -> list[str]:
     """Check every key of a raw training config; return warnings, raise ValueError on the first bad key.
 
     Blank values (`lora_r:`) mean unset, as in axolotl: they are dropped so the default applies. Keys that only
-    tune axolotl's kernels are dropped with a warning; refused axolotl keys are errors naming them.
+    tune axolotl's kernels are dropped with a warning; refused axolotl keys are errors naming them. Keys axolotl
+    lacks too are dropped with a warning (launcher/key_policy.py), unless a near-certain typo or `strict`.
     """
     space = axolotl_key_space()
-    warnings: list[str] = []
+    warnings: list[str] = translate_retired(raw, where) + translate_deprecated(raw, where)
+    no_effect: list[tuple[str, str]] = []  # (key, hint)
     # Refused by name first: its own keys (ebft:, trl.vllm_*) are moot. (A list or mapping is the schema's to refuse.)
     if isinstance(raw.get("rl"), str) and raw["rl"] in RL_NEEDS_GENERATION:
         raise ValueError(f"{where}: {rl_refusal(raw['rl'])}")
-    _check_mapping(raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings)
+    _check_mapping(
+        raw, known_keys(TrainConfig), space.top, WARN_ONLY_KEYS, REFUSED_KEYS, where, "", warnings, no_effect
+    )
     for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         entries = raw.get(list_key)
         if entries is None or (list_key == "pretraining_dataset" and isinstance(entries, str)):
@@ -114,6 +96,7 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
                 where,
                 f"{name}.",
                 warnings,
+                no_effect,
             )
             if isinstance(entry.get("type"), dict) and not raw.get("rl"):  # a user-defined prompt format
                 check_format_mapping(entry["type"], f"{where}: {name}.type")
@@ -158,6 +141,8 @@ def check_keys(raw: dict[str, Any], where: str) -> list[str]:
     launch = raw.get("launch")
     if isinstance(launch, dict):
         _check_mapping(launch, known_keys(LaunchConfig), frozenset(), {}, {}, where, "launch.", warnings)
+    if strict and no_effect:
+        raise ValueError(strict_refusal(where, no_effect))
     return warnings
 
 
@@ -170,7 +155,10 @@ def _check_mapping(
     where: str,
     prefix: str,
     warnings: list[str],
+    no_effect: list[tuple[str, str]] | None = None,
 ) -> None:
+    """no_effect: collects the keys axolotl lacks too (dropped with a warning); None: such keys are errors (the
+    launch: block and other mappings that are hpcft's own)."""
     for key in list(raw):
         if not isinstance(key, str):
             raise ValueError(
@@ -193,7 +181,15 @@ def _check_mapping(
                 del raw[key]
                 continue
             raise ValueError(f"{where}: {refusal_message(key, value, prefix)}")
-        raise ValueError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, known | set(warn_only) | axolotl)}")
+        candidates = known | set(warn_only) | axolotl
+        typo = typo_of(key, candidates, raw)
+        if typo or no_effect is None:
+            hint = f"; did you mean '{typo}'?" if typo else no_effect_hint(key, candidates, "[" in prefix)
+            raise ValueError(f"{where}: unknown key '{prefix}{key}'{hint}")
+        hint = no_effect_hint(key, candidates, "[" in prefix)
+        warnings.append(no_effect_message(where, prefix + key, hint))
+        no_effect.append((prefix + key, hint))
+        del raw[key]
 
 
 def as_list(value: Any, key: str) -> list[Any]:

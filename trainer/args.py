@@ -80,13 +80,27 @@ def per_epoch_to_steps(times_per_epoch: int, epoch_steps: int) -> int:
     return max(1, epoch_steps // times_per_epoch)
 
 
+def total_steps(cfg: TrainConfig, epoch_steps: int) -> int:
+    """Optimizer steps in the whole run, as the Trainer counts them (max_steps wins over num_epochs)."""
+    return cfg.max_steps or max(1, math.ceil(epoch_steps * cfg.num_epochs))
+
+
+def interval_steps(value: int | float, cfg: TrainConfig, epoch_steps: int) -> int:
+    """`eval_steps` / `save_steps` / `logging_steps` in steps: below 1 it is a fraction of the run, rounded up as
+    transformers rounds it. Resolved here so that every consumer (alignment of saves to evaluations, callbacks)
+    sees whole steps."""
+    if value < 1:
+        return max(1, math.ceil(total_steps(cfg, epoch_steps) * value))
+    return int(value)
+
+
 def save_arguments(cfg: TrainConfig, epoch_steps: int) -> dict[str, Any]:
     """Save strategy and interval from save_steps / saves_per_epoch / save_strategy (default: every epoch).
     save_total_limit is applied by hpcft's CompleteCheckpointCallback, not by the Trainer."""
     if cfg.save_strategy == "no" or cfg.saves_per_epoch == 0:
         return {"save_strategy": "no"}
     if cfg.save_steps:
-        return {"save_strategy": "steps", "save_steps": cfg.save_steps}
+        return {"save_strategy": "steps", "save_steps": interval_steps(cfg.save_steps, cfg, epoch_steps)}
     if cfg.saves_per_epoch:
         return {"save_strategy": "steps", "save_steps": per_epoch_to_steps(cfg.saves_per_epoch, epoch_steps)}
     return {"save_strategy": cfg.save_strategy or "epoch"}
@@ -98,7 +112,7 @@ def eval_arguments(cfg: TrainConfig, has_eval: bool, epoch_steps: int) -> dict[s
     if not has_eval or cfg.evals_per_epoch == 0 or cfg.eval_strategy == "no":
         return {"eval_strategy": "no"}
     if cfg.eval_steps:
-        return {"eval_strategy": "steps", "eval_steps": cfg.eval_steps}
+        return {"eval_strategy": "steps", "eval_steps": interval_steps(cfg.eval_steps, cfg, epoch_steps)}
     if cfg.evals_per_epoch:
         return {"eval_strategy": "steps", "eval_steps": per_epoch_to_steps(cfg.evals_per_epoch, epoch_steps)}
     return {"eval_strategy": cfg.eval_strategy or "epoch"}
@@ -196,7 +210,7 @@ def training_argument_values(
         ddp_timeout=cfg.ddp_timeout,
         # Causal LMs use every parameter; searching costs a graph walk per step. LISA's frozen layers are unused.
         ddp_find_unused_parameters=bool(cfg.lisa_n_layers),
-        logging_steps=cfg.logging_steps,
+        logging_steps=interval_steps(cfg.logging_steps, cfg, epoch_steps),
         include_num_input_tokens_seen="non_padding",  # for tokens_per_s, gathered over all ranks
         disable_tqdm=True,  # progress lines would interleave with the JSON metrics lines on stdout
         **optimizer_arguments(cfg),

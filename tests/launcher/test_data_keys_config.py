@@ -55,7 +55,10 @@ def test_pretraining_dataset_is_a_streamed_dataset_with_its_path_resolved(worksp
         ({"val_set_size": 0.1}, "val_set_size with streaming: cannot split a stream; use test_datasets"),
         ({"dataset_exact_deduplication": True}, "dataset_exact_deduplication with streaming: needs the whole"),
         ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "shards": 4}]}, "datasets[0].shards needs"),
-        ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "colour": "x"}]}, "'pretraining_dataset[0].colour"),
+        (
+            {"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "splt": "x"}]},
+            "'pretraining_dataset[0].splt'; did you mean 'split'",
+        ),
         ({"pretraining_dataset": [{"path": "./data/pretrain.jsonl", "type": "x"}]}, "'pretraining_dataset[0].type'"),
     ],
 )
