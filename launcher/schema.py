@@ -40,6 +40,7 @@ from hpcft.launcher.peft_extensions import (
     check_unfrozen_with_adapter,
 )
 from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.quoting import check_env_name, check_path_component
 from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
 
@@ -513,7 +514,7 @@ class LaunchConfig(_Strict):
     def _valid_job_name(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or re.search(r'[\x00-\x1f"]', value)):
             raise ValueError(f'{value!r} cannot be a Slurm job name (no newlines, control characters or ")')
-        return value
+        return value if value is None else check_path_component(value, "a job name")
 
     @field_validator("mem", "preprocess_mem")
     @classmethod
@@ -542,8 +543,7 @@ class LaunchConfig(_Strict):
     @classmethod
     def _valid_env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"'{name}' is not a valid environment variable name")
+            check_env_name(name)
         return {k: str(v) for k, v in value.items()}
 
     @model_validator(mode="after")
