@@ -267,6 +267,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "job starts when it has completed"
         )
     print(f"submitted job {result.job_id}{points}: {result.run_dir}")
+    for warning in result.warnings:
+        print(f"hpcft: warning: {warning}", file=sys.stderr)
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
         return 0

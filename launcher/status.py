@@ -8,7 +8,7 @@ from typing import Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.protocol import last_metrics
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef, manifest_job_id, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 
@@ -37,7 +37,7 @@ def preprocess_job_id(run: RunRef) -> str | None:
     """The run's preprocessing job (submitted before the training job), from its manifest."""
     if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
         return None
-    return (read_manifest(run.run_dir).get("preprocess") or {}).get("job_id")
+    return manifest_job_id(run.run_dir, read_manifest(run.run_dir), "preprocess", "job_id")
 
 
 def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
