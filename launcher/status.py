@@ -51,16 +51,20 @@ def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
     return out
 
 
-def status_rows(runs: list[RunRef]) -> list[StatusRow]:
+def status_rows(runs: list[RunRef], problems: list[str] | None = None) -> list[StatusRow]:
     """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts; a
-    run's preprocessing job gets its own row, just before the training job's."""
+    run's preprocessing job gets its own row, just before the training job's. When sacct fails for jobs that have
+    left the queue, their rows say UNKNOWN and `problems` gets why (the caller exits non-zero: not a state)."""
     runs = with_preprocessing_jobs(runs)
     ids = list(dict.fromkeys(r.job_id.split("_")[0] for r in runs))
     live = slurm.squeue_jobs(ids)
     try:
         accounted = {m.job_id: m for m in slurm.sacct_jobs(ids)}
-    except SlurmError:  # no accounting on this cluster: live jobs only
+    except SlurmError as exc:  # no accounting (or it failed): live jobs only, and the others said to be unknown
         accounted = {}
+        gone = [job_id for job_id in ids if job_id not in {m.array_job_id for m in live}]
+        if gone and problems is not None:
+            problems.append(f"{exc}; the state of job {', '.join(gone)} (no longer in the queue) is unknown")
     # Grouped once by job: an index of 10,000 runs or a 1,000-task array is one pass, not runs x members.
     by_job: dict[str, dict[str, JobInfo]] = {}
     for member in accounted.values():
