@@ -151,7 +151,9 @@ def resolve_run(ref: str | None) -> RunRef:
     path = Path(ref).expanduser()
     if path.exists() or path.is_symlink():
         run_dir = absolute_path(path.parent if path.is_file() else path, "run directory")
-        job_id = manifest_job_id(run_dir, read_manifest(run_dir), "job_id")
+        manifest = read_manifest(run_dir)
+        job_id = manifest_job_id(run_dir, manifest, "job_id")
+        manifest_job_id(run_dir, manifest, "preprocess", "job_id")  # checked now, before any command runs
         if not job_id:
             raise ConfigError(
                 f"{run_dir} was rendered but never submitted; submit it with "

@@ -331,7 +331,12 @@ def scontrol_show_job(job_id: str) -> list[dict[str, str]]:
         if _INVALID_JOB in proc.stderr:
             return []
         raise SlurmError("scontrol show job failed: " + slurm_message(proc.stderr))
-    return [parse_scontrol_record(line) for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    records = [parse_scontrol_record(line) for line in lines]
+    for line, record in zip(lines, records, strict=True):
+        if "JobId" not in record:
+            raise SlurmError(f"cannot parse scontrol line: {line[:200]!r}")
+    return records
 
 
 def job_from_scontrol(record: dict[str, str]) -> JobInfo:
