@@ -492,9 +492,14 @@ def load_job(
     raw = apply_overrides(raw, overrides or [], config=where)
     data = resolve_interpolations(raw, where)
     # Before anything else reads the values: a secret in the config, whatever route brought it there, is refused.
-    refuse_secrets(data, where, profile.secret_env)
-    refuse_secrets({"launch": cli_launch or {}}, "command line", profile.secret_env)
-    refuse_secrets(profile.model_dump(mode="json"), f"profile '{profile.name}'", profile.secret_env)
+    refuse_secrets(
+        [
+            (data, where),
+            ({"launch": cli_launch or {}}, "command line"),
+            (profile.model_dump(mode="json"), f"profile '{profile.name}'"),
+        ],
+        profile.secret_env,
+    )
     try:
         warnings = check_keys(data, where)
     except ValueError as exc:

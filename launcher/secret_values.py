@@ -50,24 +50,27 @@ def env_secret_problem(name: str, extra: Iterable[str] = ()) -> str | None:
     return export_instead(name) if is_secret_name(name, extra) else None
 
 
-def refuse_secrets(data: Any, where: str, secret_env: Iterable[str] = ()) -> None:
-    """Refuse, with one line naming the key, a config (or profile) that holds a secret: an env entry or a key named
-    like one, or the value of a secret variable of this environment (`${oc.env:HF_TOKEN}`, `$HF_TOKEN`, pasted)."""
+def refuse_secrets(parts: list[tuple[Any, str]], secret_env: Iterable[str] = ()) -> None:
+    """Refuse, with one line naming the key, a config or profile (`parts`: (data, where it comes from)) that holds
+    a secret: an env entry or a key named like one, or the value of a secret variable of this environment
+    (`${oc.env:HF_TOKEN}`, `$HF_TOKEN`, pasted)."""
     names = list(secret_env)
+    known = {name.upper() for name in (*WELL_KNOWN_SECRETS, *names)}
     values = _environment_secrets(names)
-    for key, name, value in _leaves(data, ""):
-        in_env_map = ".env." in f".{key}" or key.startswith("env.")
-        if (
-            name
-            and value not in (None, "", False)
-            and ((in_env_map and is_secret_name(name, names)) or name.upper() in (*WELL_KNOWN_SECRETS, *names))
-        ):
-            raise ConfigError(f"{where}: key '{key}': {export_instead(name.upper())}")
-        if isinstance(value, str):
-            for secret_name, secret in values.items():
-                if secret in value:
-                    lead = f"it contains the value of the secret ${secret_name}"
-                    raise ConfigError(f"{where}: key '{key}': {export_instead(secret_name, lead)}")
+    for data, where in parts:
+        for key, name, value in _leaves(data, ""):
+            in_env_map = ".env." in f".{key}" or key.startswith("env.")
+            if (
+                name
+                and value not in (None, "", False)
+                and ((in_env_map and is_secret_name(name, names)) or name.upper() in known)
+            ):
+                raise ConfigError(f"{where}: key '{key}': {export_instead(name.upper())}")
+            if isinstance(value, str):
+                for secret_name, secret in values.items():
+                    if secret in value:
+                        lead = f"it contains the value of the secret ${secret_name}"
+                        raise ConfigError(f"{where}: key '{key}': {export_instead(secret_name, lead)}")
 
 
 _SETUP_ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(?![\"']?\$)")
