@@ -426,3 +426,12 @@ def test_a_closed_pipe_is_a_quiet_exit(argv, tmp_path):
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 0, err
     assert err == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_dataset_is_refused_by_validate(workspace, run_cli):
+    (workspace / "data" / "chat.jsonl").chmod(0)
+    for verb, extra in (("validate", []), ("render", ["-o", workspace / "r"])):
+        line = one_error(run_cli(verb, "--profile", "local", workspace / "cfg.yaml", *extra))
+        assert "datasets[0].path" in line and "cannot read" in line
+    assert not (workspace / "r").exists()
