@@ -207,7 +207,13 @@ def dependency_args(after_ok: str) -> list[str]:
 
 def submit_batch(script: Path, *, cwd: Path, extra_args: list[str] | None = None) -> str:
     """Submit a batch script; returns the job id. Slurm's refusal (bad partition, account...) raises SlurmError."""
-    proc = run_slurm(sbatch_argv(script, extra_args), cwd=cwd, check=False)
+    try:
+        proc = run_slurm(sbatch_argv(script, extra_args), cwd=cwd, check=False)
+    except SlurmError as exc:
+        if "did not answer" not in str(exc):
+            raise
+        # The controller may have queued the job before sbatch was stopped: say how to tell before a resubmit.
+        raise SlurmError(f"{exc}; the job may be queued anyway: check `squeue --me` before submitting again") from None
     if proc.returncode != 0:
         raise SlurmError("sbatch refused the job: " + (slurm_message(proc.stderr) or f"exit {proc.returncode}"))
     return parse_sbatch_parsable(proc.stdout)

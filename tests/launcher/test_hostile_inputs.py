@@ -272,6 +272,13 @@ def test_a_hanging_slurm_command_ends_within_seconds(verb, workspace, run_cli, f
     assert "did not answer within 2 s" in line
 
 
+def test_a_hanging_sbatch_leaves_nothing_and_says_to_check_the_queue(workspace, run_cli, fake_slurm, state):
+    fake_slurm("hangs")
+    line = one_error(_submit(run_cli, workspace, "-o", workspace / "r"), SLURM_EXIT_CODE)
+    assert "sbatch did not answer within 2 s" in line and "squeue --me" in line
+    assert not (workspace / "r").exists() and not (state / "hpcft").exists()
+
+
 @pytest.mark.parametrize("verb", [["status", "123"], ["cancel", "123"], ["logs", "123"]])
 def test_a_failing_slurm_says_so_with_exit_69(verb, workspace, run_cli, fake_slurm):
     fake_slurm("fails")
