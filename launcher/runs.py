@@ -44,7 +44,35 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not an hpcft manifest (a JSON {type(data).__name__}, not an object); re-render")
+    for key, kinds, shape in _MANIFEST_FIELDS:
+        value = data.get(key)
+        bad = value is not None and not isinstance(value, kinds)
+        if isinstance(value, list):
+            bad = bad or not all(isinstance(item, dict) for item in value)
+        if key == "sweep" and isinstance(value, dict):
+            points = value.get("points")
+            bad = not isinstance(points, list) or not all(isinstance(p, dict) for p in points)
+        if bad:
+            raise ConfigError(f"{path}: '{key}' must be {shape}, not {_shown(value)}; the manifest was edited or cut")
     return data
+
+
+# The manifest's fields hpcft reads back (logs, status, plot, cancel, the trainer's attempts), and their shapes;
+# job ids are checked where they are read (manifest_job_id), with the message Slurm arguments get.
+_MANIFEST_FIELDS: list[tuple[str, type | tuple[type, ...], str]] = [
+    ("job_name", str, "a name"),
+    ("output_dir", str, "a folder"),
+    ("run_dir", str, "a folder"),
+    ("launch", dict, "a mapping"),
+    ("preprocess", dict, "a mapping"),
+    ("sweep", dict, "a mapping with a list of points"),
+    ("attempts", list, "a list of mappings"),
+]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def manifest_job_id(run_dir: Path, manifest: dict[str, Any], *keys: str) -> str | None:

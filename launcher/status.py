@@ -115,22 +115,30 @@ def attempt_lines(manifest: dict[str, Any]) -> list[str]:
     """What the trainer recorded of each attempt (manifest "attempts"): world size, resume, ZeRO conversion."""
     lines = []
     for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
-        text = f"attempt {number}: {attempt['world_size']} rank(s)"
-        if attempt.get("resumed_from"):
-            text += (
-                f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
-                f"{attempt['gradient_accumulation_steps']}"
-            )
-        else:
-            text += ", from the start"
-        conversion = attempt.get("conversion")
-        if conversion:
-            text += (
-                f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
-                f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s"
-            )
-        lines.append(text)
+        try:
+            lines.append(_attempt_line(number, attempt))
+        except (KeyError, TypeError, ValueError):  # a record edited by hand: the rest of the run still shows
+            lines.append(f"attempt {number}: (unreadable record in manifest.json)")
     return lines
+
+
+def _attempt_line(number: int, attempt: dict[str, Any]) -> str:
+    """One attempt, as recorded by the trainer (trainer/elastic.record_attempt)."""
+    text = f"attempt {number}: {attempt['world_size']} rank(s)"
+    if attempt.get("resumed_from"):
+        text += (
+            f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
+            f"{attempt['gradient_accumulation_steps']}"
+        )
+    else:
+        text += ", from the start"
+    conversion = attempt.get("conversion")
+    if conversion:
+        text += (
+            f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
+            f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s"
+        )
+    return text
 
 
 def run_details(runs: list[RunRef]) -> str:

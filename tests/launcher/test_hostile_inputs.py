@@ -254,6 +254,37 @@ def test_a_corrupt_manifest_is_one_line(verb, content, expect, workspace, run_cl
     assert not calls.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("preprocess", "12"),
+        ("sweep", "x"),
+        ("sweep", {"points": 3}),
+        ("output_dir", 5),
+        ("attempts", [1]),
+        ("launch", []),
+    ],
+    ids=["preprocess-str", "sweep-str", "sweep-points-int", "output_dir-int", "attempts-int", "launch-list"],
+)
+@pytest.mark.parametrize("verb", ["status", "logs", "plot", "cancel"])
+def test_a_manifest_field_of_the_wrong_shape_is_one_line(verb, field, value, workspace, run_cli, fake_slurm):
+    run_dir = _submitted_run(workspace, run_cli, job_id="12", **{field: value})
+    calls = fake_slurm("finished")
+    line = one_error(run_cli(verb, run_dir))
+    assert f"'{field}' must be" in line and "manifest.json" in line
+    assert not calls.exists()
+
+
+def test_an_attempt_record_edited_by_hand_does_not_hide_the_run(workspace, run_cli, fake_slurm):
+    attempts = [{"world_size": 2}, {"world_size": 2, "resumed_from": "/x/checkpoint-5"}]
+    run_dir = _submitted_run(workspace, run_cli, job_id="12", attempts=attempts)
+    fake_slurm("finished")
+    result = run_cli("status", run_dir, "--no-plot")
+    assert result.code == 0, result.err
+    assert "COMPLETED" in result.out and "attempt 1: 2 rank(s), from the start" in result.out
+    assert "attempt 2: (unreadable record in manifest.json)" in result.out
+
+
 def test_a_run_folder_without_manifest(workspace, run_cli, fake_slurm):
     fake_slurm("accepts")
     (workspace / "empty-run").mkdir()
