@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from hpcft.launcher import slurm
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.quoting import check_job_id
+from hpcft.launcher.runs import RunRef, manifest_job_id, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 
@@ -13,13 +14,15 @@ def cancel_run(run: RunRef) -> list[str]:
     """Cancel the run's jobs: the training job and, when it has one, its preprocessing job. Returns their ids."""
     cancelled = []
     manifest = read_manifest(run.run_dir) if run.run_dir and (run.run_dir / "manifest.json").is_file() else {}
-    pre = (manifest.get("preprocess") or {}).get("job_id")
+    # Every id is checked before the first scancel: a manifest holding `--me` cancels nothing at all.
+    job_id = check_job_id(run.job_id, "job id")
+    pre = manifest_job_id(run.run_dir, manifest, "preprocess", "job_id") if run.run_dir else None
     if pre and "_" not in run.job_id and run.job_id != pre:
         if any(not m.finished for m in slurm.job_members(pre)):
             slurm.scancel(pre)
             cancelled.append(pre)
-    slurm.scancel(run.job_id)
-    return [*cancelled, run.job_id]
+    slurm.scancel(job_id)
+    return [*cancelled, job_id]
 
 
 def wait_for_state(job_id: str, states: set[str], timeout: float = 30, poll: float = 0.5) -> list[JobInfo]:

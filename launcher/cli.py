@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hpcft.launcher import __version__
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.resolve_path import current_folder
 from hpcft.launcher.runs import RunRef, recent_runs, resolve_run
 from hpcft.launcher.slurm import SLURM_EXIT_CODE, SlurmError
 from hpcft.launcher.submit import BACKENDS
@@ -148,7 +149,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for name, source in available_profiles().items():
-            description = load_profile(name).description
+            try:
+                description = load_profile(name).description
+            except ConfigError as exc:  # one broken profile of the user's hides none of the others
+                print(f"hpcft: warning: profile '{name}' cannot be used: {exc}", file=sys.stderr)
+                continue
             print(f"{name:12s} {description}  [{source}]")
         return 0
     if not args.name:
@@ -260,9 +265,12 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from hpcft.launcher.slurm import max_array_size
     from hpcft.launcher.submit import submit_run
-    from hpcft.launcher.sweeps import load_sweep
+    from hpcft.launcher.sweeps import check_sweep_size, load_sweep
 
+    if args.sweep:
+        check_sweep_size(args.sweep, max_array_size())  # before anything is loaded, let alone rendered
     job = job_from_args(args)
     sweep = None
     if args.sweep:
@@ -281,6 +289,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "job starts when it has completed"
         )
     print(f"submitted job {result.job_id}{points}: {result.run_dir}")
+    for warning in result.warnings:
+        print(f"hpcft: warning: {warning}", file=sys.stderr)
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
         return 0
@@ -344,13 +354,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     tail = args.tail
     if tail is None and args.follow and not args.all:
         tail = 10  # as `tail -f`: the recent lines, then what comes
-    try:
-        code = follow_job(run, follow=args.follow, rank=args.rank, grep=grep, tail=tail)
-    except BrokenPipeError:
-        # `hpcft logs JOB | head`: the reader has what it wanted; stop quietly, as cat and grep do. stdout goes
-        # to /dev/null so that Python's flush at exit does not fail on the closed pipe again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    code = follow_job(run, follow=args.follow, rank=args.rank, grep=grep, tail=tail)
     return code if args.follow else 0
 
 
@@ -361,13 +365,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not runs:
         print("no hpcft runs submitted in the last day (hpcft status --all lists every one)", file=sys.stderr)
         return 0
-    print(format_status_table(status_rows(runs)))
+    problems: list[str] = []
+    print(format_status_table(status_rows(runs, problems)))
     details = run_details(runs)
     if details:
         print(details)
     if args.ref and not args.no_plot:
         print_curves(args.ref)
-    return 0
+    for problem in problems:
+        print(f"hpcft: error: {problem}", file=sys.stderr)
+    return SLURM_EXIT_CODE if problems else 0
 
 
 def print_curves(ref: str) -> None:
@@ -499,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        current_folder()  # a deleted working folder: one line here, not a traceback wherever a path is made absolute
         if extra:
             if not hasattr(args, "overrides"):
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -510,6 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlurmError as exc:
         print(f"hpcft: error: {exc}", file=sys.stderr)
         return SLURM_EXIT_CODE
+    except BrokenPipeError:
+        # `hpcft profiles list | head -1`: the reader has what it wanted; stop quietly, as cat and grep do. stdout
+        # goes to /dev/null so that Python's flush at exit does not fail on the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

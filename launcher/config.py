@@ -28,6 +28,7 @@ from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fp8 import fp8_notes
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
+from hpcft.launcher.interpolation_size import check_interpolation_size
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
@@ -39,9 +40,11 @@ from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
 from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.qat import qat_cpu_note
+from hpcft.launcher.resolve_path import absolute_path, current_folder
 from hpcft.launcher.resume_checkpoint import resume_checkpoint_problem
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
+from hpcft.launcher.secret_values import refuse_secrets
 from hpcft.launcher.sparse_finetuning import sparse_notes
 from hpcft.launcher.streamed_rows import check_streamed_rows
 from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
@@ -159,13 +162,34 @@ def apply_overrides(
             parsed = value
         try:
             OmegaConf.update(conf, key.strip(), parsed, merge=True, force_add=True)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"{where}: cannot set '{key}': {exc}") from None
+        except (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError) as exc:
+            current = OmegaConf.to_container(conf, resolve=False)
+            raise ConfigError(f"{where}: cannot set '{key}': {_override_problem(exc, current, key)}") from None
     return OmegaConf.to_container(conf, resolve=False)
+
+
+def _override_problem(exc: Exception, data: Any, key: str) -> str:
+    """One line: OmegaConf's message is several (full_key, object_type, ...)."""
+    holder, name = data, ""
+    for part in key.strip().split("."):
+        if isinstance(holder, list):
+            if not part.isdigit():
+                return f"'{name}' is a list: name an entry by its number, e.g. {name}.0"
+            if int(part) >= len(holder):
+                entries = f"{len(holder)} entr{'y' if len(holder) == 1 else 'ies'}"
+                return f"'{name}' has {entries}; add the entry in the config file, then set it"
+            holder = holder[int(part)]
+        elif isinstance(holder, dict) and part in holder:
+            holder = holder[part]
+        else:
+            break
+        name = f"{name}.{part}" if name else part
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
     """Resolve `${oc.env:SCRATCH}`-style interpolations, then shell-style `$USER` references in strings."""
+    check_interpolation_size(data, where)
     try:
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     except OmegaConfBaseException as exc:
@@ -240,9 +264,43 @@ def _looks_local(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or value in (".", "..")
 
 
-def _to_abs(value: str, base: Path) -> str:
+def _to_abs(value: str, base: Path, what: str = "path") -> str:
     path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+    return str(path if path.is_absolute() else absolute_path(path, what, base))
+
+
+# Linux's limits (PATH_MAX, NAME_MAX): a longer value makes every file system call fail with an OSError.
+_MAX_PATH_BYTES = 4095
+_MAX_NAME_BYTES = 255
+# Keys that name a file or folder: an empty value would silently mean the config's own folder.
+_PATH_KEYS = (
+    "base_model",
+    "base_model_config",
+    "tokenizer_config",
+    "output_dir",
+    "dataset_prepared_path",
+    "lora_model_dir",
+    "resume_from_checkpoint",
+    "deepspeed",
+    "chat_template_jinja",
+)
+
+
+def _refuse_blank_paths(data: dict[str, Any], where: str) -> None:
+    # axolotl reads a blank resume_from_checkpoint as unset (a falsy value); users' configs write it that way.
+    if isinstance(data.get("resume_from_checkpoint"), str) and not data["resume_from_checkpoint"].strip():
+        del data["resume_from_checkpoint"]
+    blank = [key for key in _PATH_KEYS if isinstance(data.get(key), str) and not data[key].strip()]
+    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
+        entries = data.get(list_key)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str) and not entry["path"].strip():
+                blank.append(f"{list_key}[{i}].path")
+    if blank:
+        raise ConfigError(
+            f"{where}: key '{blank[0]}' is empty; give a file, a folder or a Hub name, or remove the key "
+            "(an empty path would mean the config's own folder)"
+        )
 
 
 # axolotl's examples name the DeepSpeed files of its repository (deepspeed_configs/zero3_bf16.json, ...): without
@@ -266,22 +324,6 @@ def axolotl_deepspeed_preset(path: str) -> str | None:
         return None
     stage, _, offload = match.groups()
     return "zero3_offload" if stage == "zero3" and offload else stage
-
-
-# Linux's limits (PATH_MAX, NAME_MAX): a longer value makes every file system call fail with an OSError.
-_MAX_PATH_BYTES = 4095
-_MAX_NAME_BYTES = 255
-_PATH_KEYS = (
-    "base_model",
-    "base_model_config",
-    "tokenizer_config",
-    "output_dir",
-    "dataset_prepared_path",
-    "lora_model_dir",
-    "resume_from_checkpoint",
-    "deepspeed",
-    "chat_template_jinja",
-)
 
 
 def _unusable_path(value: str) -> str | None:
@@ -321,10 +363,11 @@ def _check_path_values(data: dict[str, Any], where: str) -> None:
 
 def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[str] | None = None) -> None:
     """Make local paths absolute (relative to the config's folder) and check inputs exist."""
+    _refuse_blank_paths(data, where)
     _check_path_values(data, where)
     for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
         if isinstance(data.get(key), str):
-            data[key] = _to_abs(data[key], base)
+            data[key] = _to_abs(data[key], base, f"{where}: key '{key}'")
     for key in ("output_dir", "dataset_prepared_path"):
         if isinstance(data.get(key), str):
             _check_writable(data[key], key, where)
@@ -341,7 +384,7 @@ def resolve_paths(data: dict[str, Any], base: Path, where: str, warnings: list[s
     for key in ("base_model", "base_model_config", "tokenizer_config"):
         value = data.get(key)
         if isinstance(value, str) and (_looks_local(value) or (base / value).exists()):
-            data[key] = _to_abs(value, base)
+            data[key] = _to_abs(value, base, f"{where}: key '{key}'")
             if not Path(data[key]).exists():
                 raise ConfigError(
                     f"{where}: key '{key}': model folder not found: {data[key]} "
@@ -420,7 +463,7 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
         or (base / path).exists()
         or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
     ):
-        entry["path"] = _to_abs(path, base)
+        entry["path"] = _to_abs(path, base, f"{where}: key '{name}.path'")
         if not Path(entry["path"]).exists():
             raise ConfigError(
                 f"{where}: key '{name}.path': dataset file not found: {entry['path']} "
@@ -428,6 +471,7 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
             )
         if Path(entry["path"]).is_file() and Path(entry["path"]).stat().st_size == 0:
             raise ConfigError(f"{where}: key '{name}.path': dataset file is empty: {entry['path']}")
+        _check_readable(Path(entry["path"]), f"{where}: key '{name}.path'")
     files = entry.get("data_files")
     if files is not None and not (
         isinstance(files, str) or (isinstance(files, list) and all(isinstance(f, str) for f in files))
@@ -462,6 +506,17 @@ def _resolve_dataset_paths(entry: dict[str, Any], base: Path, where: str, name: 
     entry["data_files"] = resolved[0] if isinstance(files, str) else resolved
 
 
+def _check_readable(path: Path, what: str) -> None:
+    """A dataset file we cannot open would pass here and fail the render (its hash) or, worse, the job."""
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path} ({exc.strerror or exc}); check its permissions") from None
+
+
 def _is_url(value: str) -> bool:
     return "://" in value
 
@@ -492,12 +547,21 @@ def load_job(
 
     profile: the profile already loaded (a sweep loads it once for all its points). strict: keys that have no
     effect are errors (`--strict`; also `launch.strict_keys: true` in the config, the profile or --set)."""
-    path = Path(config_path).expanduser().resolve()
+    path = absolute_path(config_path, "config")
     where = str(config_path)
     profile = profile or load_profile(profile_name)
     raw = read_yaml_config(path)
     raw = apply_overrides(raw, overrides or [], config=where)
     data = resolve_interpolations(raw, where)
+    # Before anything else reads the values: a secret in the config, whatever route brought it there, is refused.
+    refuse_secrets(
+        [
+            (data, where),
+            ({"launch": cli_launch or {}}, "command line"),
+            (profile.model_dump(mode="json"), f"profile '{profile.name}'"),
+        ],
+        profile.secret_env,
+    )
     config_strict = data.get("launch", {}).get("strict_keys") if isinstance(data.get("launch"), dict) else None
     strict = strict or bool(profile.launch.get("strict_keys") if config_strict is None else config_strict)
     try:
@@ -510,7 +574,7 @@ def load_job(
     # A relative image path means: from the config's folder when the config names it, from the current folder
     # when the command line does.
     config_launch = _absolute_image(config_launch, path.parent)
-    cli_launch = _absolute_image(cli_launch or {}, Path.cwd())
+    cli_launch = _absolute_image(cli_launch or {}, current_folder())
     data["launch"] = merge_launch(profile.launch, config_launch, cli_launch)
     # Decided here, once: the job name names the run folder, which the plan below mounts.
     data["launch"].setdefault("job_name", path.stem)
@@ -522,7 +586,6 @@ def load_job(
             f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
             "(e.g. export HF_TOKEN) instead of the config"
         )
-    _refuse_secret_values(data, profile, where)
     warnings += _check_secret_file(profile)
     try:
         cfg = TrainConfig.model_validate(data)
@@ -613,20 +676,6 @@ def _check_train_yaml_size(job: Job) -> None:
             f"the {MAX_CONFIG_BYTES // 2**20} MiB the trainer reads; use smaller templates or name one template "
             "for all datasets (chat_template_jinja at the top level)"
         )
-
-
-def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:
-    """A config that interpolates a secret (`${oc.env:HF_TOKEN}`) would write it into train.yaml: refuse."""
-    secrets = {name: os.environ[name] for name in profile.secret_env if os.environ.get(name)}
-    if not secrets:
-        return
-    flat = yaml.safe_dump(data)
-    for name, value in secrets.items():
-        if len(value) >= 8 and value in flat:
-            raise ConfigError(
-                f"{where}: the config contains the value of the secret ${name}; remove it, the job "
-                "receives secrets from your environment without writing them to disk"
-            )
 
 
 def load_train_yaml(path: str | Path, strict: bool = False, warnings: list[str] | None = None) -> TrainConfig:

@@ -102,21 +102,21 @@ def run_doctor(
     """Submit the doctor job, wait for it, read what each node found. Returns (exit code, the report text)."""
     from hpcft.launcher.doctor_report import analyse, format_result
     from hpcft.launcher.logs import follow_job
-    from hpcft.launcher.render import render_run_dir
-    from hpcft.launcher.runs import default_run_dir
+    from hpcft.launcher.render import render_run_dir, target_run_dir
 
     if job.profile.runtime != "none":
         from hpcft.launcher.image import check_image
 
         check_image(job)
-    target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
+    target = target_run_dir(job, out_dir)
     script = doctor_script(job, target, max_mib, write_mib, iters)
     run_dir = render_run_dir(
         job, out_dir=target, command_line=command_line, extra_files={"doctor.sbatch": script, f"{DOCTOR_DIR}/.keep": ""}
     )
     job_id = slurm.submit_batch(run_dir / "doctor.sbatch", cwd=run_dir)
-    record_submission(run_dir, job_id, "sbatch")
     print(f"hpcft doctor: job {job_id} on {job.cfg.launch.nodes} node(s): {run_dir}", file=sys.stderr)
+    for warning in record_submission(run_dir, job_id, "sbatch"):
+        print(f"hpcft: warning: {warning}", file=sys.stderr)
     code = follow_job(RunRef(job_id, run_dir), out=_Quiet())
     members = slurm.job_members(job_id)
     hosts = (

@@ -276,8 +276,13 @@ def check_image_file(image: str, runtime: str, where: str) -> Path:
         raise ConfigError(
             f"{where}: image {path} is a folder; the {runtime} runtime needs the .sqsh file that `enroot import` writes"
         )
-    with path.open("rb") as f:
-        head = f.read(64)
+    if not path.is_file():  # a FIFO or a device would block the read below, or never end
+        raise ConfigError(f"{where}: image {path} is not a regular file (a pipe or a device?); {how}")
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read image file {path} ({exc.strerror or exc})") from None
     if not head:
         raise ConfigError(f"{where}: image file {path} is empty (an interrupted import?); {how}")
     is_squashfs, is_sif = head.startswith(_SQUASHFS_MAGIC), _SIF_MAGIC in head

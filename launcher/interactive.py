@@ -81,10 +81,9 @@ def prepare_interactive(
 ) -> tuple[Path, list[str], str]:
     """Render the run directory plus interactive.rc; returns (run_dir, srun argv, torchrun line to paste)."""
     from hpcft.launcher.jobplan import make_plan
-    from hpcft.launcher.render import render_run_dir
-    from hpcft.launcher.runs import default_run_dir
+    from hpcft.launcher.render import render_run_dir, target_run_dir
 
-    target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
+    target = target_run_dir(job, out_dir)
     plan = make_plan(job, target)
     line = torchrun_command(plan)
     run_dir = render_run_dir(

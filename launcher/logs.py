@@ -3,7 +3,6 @@ job to its end, and naming its first failure (`hpcft logs --errors`: error_files
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -15,7 +14,7 @@ from hpcft.launcher import slurm
 from hpcft.launcher.error_files import ERROR_DIR, format_report, read_error_files
 from hpcft.launcher.log_scan import scan_logs
 from hpcft.launcher.logstream import FileCursor, LogView, byte_writer, print_new, print_tail
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef, manifest_job_id, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 _SUBMITIT_TASK = re.compile(r"_(\d+)_log\.(?:out|err)$")
@@ -129,7 +128,7 @@ def _preprocess_job_id(run: RunRef) -> str | None:
     manifest = run.run_dir / "manifest.json" if run.run_dir else None
     if manifest is None or not manifest.is_file() or "_" in run.job_id:
         return None
-    return (json.loads(manifest.read_text()).get("preprocess") or {}).get("job_id")
+    return manifest_job_id(run.run_dir, read_manifest(run.run_dir), "preprocess", "job_id")
 
 
 def _member_of(path: Path, members: list[JobInfo]) -> tuple[JobInfo, bool]:

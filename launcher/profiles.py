@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
+from hpcft.launcher.quoting import MAX_RDZV_PORT_BASE, check_env_name
 from hpcft.launcher.schema import LaunchConfig
+from hpcft.launcher.secret_values import env_secret_problem, setup_secret_problem
 from hpcft.launcher.validation import as_list, format_validation_error
 
 DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "SWANLAB_API_KEY"]
@@ -50,7 +52,8 @@ class Profile(BaseModel):
     """Variables passed to the job from your environment, never written; always includes DEFAULT_SECRET_ENV."""
     secret_file: str | None = None  # a 0600 file of KEY=VALUE lines, sourced on the node, never copied
     setup: list[str] = Field(default_factory=list)  # shell lines run before srun (e.g. module load)
-    rdzv_port_base: int = Field(29500, ge=1024, le=60000)
+    rdzv_port_base: int = Field(29500, ge=1024, le=MAX_RDZV_PORT_BASE)
+    """First rendezvous port: job.sbatch adds the job id modulo 10000, so at most 55536 (ports end at 65535)."""
     # What `hpcft plan` and `hpcft doctor` compare against (all optional).
     gpu_name: str | None = None
     gpu_memory_gib: float | None = Field(None, gt=0)
@@ -91,6 +94,26 @@ class Profile(BaseModel):
             raise ValueError(format_validation_error(exc, "launch").removeprefix("launch: ")) from None
         return launch
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            check_env_name(name)  # the same rule as launch.env's names: one function
+        return env
+
+    @model_validator(mode="after")
+    def _no_secret_values(self) -> Profile:
+        # The profile's env is written into job.sbatch and the EDF, its setup lines into job.sbatch.
+        for name in self.env:
+            problem = env_secret_problem(name, self.secret_env)
+            if problem:
+                raise ValueError(f"env.{name}: {problem}")
+        for line in self.setup:
+            problem = setup_secret_problem(line, self.secret_env)
+            if problem:
+                raise ValueError(f"setup: {problem}")
+        return self
+
     @field_validator("secret_env")
     @classmethod
     def _always_the_default_secrets(cls, names: list[str]) -> list[str]:
@@ -127,7 +150,12 @@ def _read_raw(name: str) -> tuple[dict[str, Any], str]:
     for folder in profile_dirs():
         path = folder / f"{name}.yaml"
         if path.is_file():
-            return _parse_yaml(path.read_text(), str(path)), str(path)
+            return _parse_yaml(_read_text(path), str(path)), str(path)
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"{path} is {'a folder' if path.is_dir() else 'not a readable file'}, not a profile; "
+                f"make it a YAML file or remove it (profile '{name}' is looked up there first)"
+            )
     shipped = _shipped()
     if name in shipped:
         return _parse_yaml(shipped[name].read_text(), f"cluster_profiles/{name}.yaml"), name
@@ -146,7 +174,29 @@ def _parse_yaml(text: str, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a profile must be a YAML mapping of keys to values")
+    _keys_are_names(data, where, "")
     return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the profile ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _keys_are_names(data: Any, where: str, inside: str) -> None:
+    """`~: x` or `1: x` in a profile: YAML reads the key as null or a number, which no profile key is."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            # Numbers are keys of tokens_per_s_per_gpu; null (`~`) and top-level non-names are no profile's keys.
+            if key is None or (not inside and not isinstance(key, str)):
+                place = f" (in '{inside}')" if inside else ""
+                raise ConfigError(f"{where}: {key!r}{place} is not a key name; quote it if it is meant as text")
+            _keys_are_names(value, where, f"{inside}.{key}" if inside else str(key))
+    elif isinstance(data, list):
+        for item in data:
+            _keys_are_names(item, where, inside)
 
 
 def load_profile(name: str) -> Profile:

@@ -28,7 +28,8 @@ from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.fsdp import cpu_translation_note, fsdp_version, transformers_fsdp_config, zero_preset_for_fsdp
 from hpcft.launcher.jobplan import job_env, make_plan
 from hpcft.launcher.node_paths import check_node_paths
-from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
+from hpcft.launcher.quoting import comment_text, sbatch_value, toml_key, toml_str
+from hpcft.launcher.resolve_path import absolute_path
 from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.schema import TrainConfig
 from hpcft.launcher.training_loop import runs_plain_ddp
@@ -44,7 +45,13 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(q=lambda v: shlex.quote(str(v)), sbatch_value=sbatch_value, toml_str=toml_str, toml_key=toml_key)
+    env.filters.update(
+        q=lambda v: shlex.quote(str(v)),
+        sbatch_value=sbatch_value,
+        toml_str=toml_str,
+        toml_key=toml_key,
+        comment=comment_text,
+    )
     return env
 
 
@@ -54,12 +61,15 @@ def _read_template(name: str) -> str:
 
 
 def _file_fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    entry: dict[str, Any] = {"path": str(path), "bytes": stat.st_size}
-    if stat.st_size <= _HASH_LIMIT:
-        entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    else:
-        entry["mtime"] = int(stat.st_mtime)
+    try:
+        stat = path.stat()
+        entry: dict[str, Any] = {"path": str(path), "bytes": stat.st_size}
+        if stat.st_size <= _HASH_LIMIT:
+            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            entry["mtime"] = int(stat.st_mtime)
+    except OSError as exc:
+        raise ConfigError(f"cannot read dataset file {path} ({exc.strerror or exc}); check its permissions") from None
     return entry
 
 
@@ -138,7 +148,8 @@ def sharding_files(job: Job, world_size: int) -> dict[str, str]:
 def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
     data = cfg.training_dict()
     header = (
-        f"# Resolved by hpcft {__version__} from {job.config_path} (profile '{job.profile.name}').\n"
+        f"# Resolved by hpcft {__version__} from {comment_text(job.config_path)} "
+        f"(profile '{comment_text(job.profile.name)}').\n"
         "# This is what the trainer reads; edit the source config and re-render instead.\n"
     )
     if runs_plain_ddp(cfg):
@@ -184,24 +195,30 @@ def render_run_dir(
     log_name: str = "slurm-%j",
 ) -> Path:
     """Write the run directory for `job` and return its absolute path."""
-    run_dir = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another -o DIR")
+    run_dir = target_run_dir(job, out_dir)
     check_node_paths(job, [str(run_dir)])
     files = render_files(job, run_dir, array=array, log_name=log_name)
     files.update(extra_files or {})
     files["manifest.json"] = json.dumps(manifest(job, run_dir, command_line), indent=2) + "\n"
-    write_atomically(run_dir, files)
-    for folder in make_plan(job, run_dir).create_dirs:
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {folder}: {exc.strerror}; choose a folder you can write") from None
+    write_atomically(run_dir, files, make_plan(job, run_dir).create_dirs)
     return run_dir
 
 
-def write_atomically(run_dir: Path, files: dict[str, str]) -> None:
-    """Write files into a temporary sibling folder, then rename it to run_dir."""
+def target_run_dir(job: Job, out_dir: str | Path | None) -> Path:
+    """The run folder to write: -o DIR (absolute, not an existing file or a non-empty folder) or the default."""
+    if not out_dir:
+        return default_run_dir(job)
+    run_dir = absolute_path(out_dir, "-o")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"-o {out_dir}: {run_dir} is a file, not a folder; give a new folder for the run")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another -o DIR")
+    return run_dir
+
+
+def write_atomically(run_dir: Path, files: dict[str, str], create_dirs: list[str] | None = None) -> None:
+    """Write files into a temporary sibling folder, create the folders the job needs (output_dir, the cache),
+    then rename it to run_dir: a failure anywhere leaves no run folder that looks complete."""
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -216,6 +233,11 @@ def write_atomically(run_dir: Path, files: dict[str, str]) -> None:
         for script in ("job.sbatch", "preprocess.sbatch"):
             if (tmp / script).is_file():
                 (tmp / script).chmod(0o755)
+        for folder in create_dirs or []:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {folder}: {exc.strerror}; choose a folder you can write") from None
         if run_dir.exists():
             run_dir.rmdir()  # empty (checked by the caller)
         tmp.rename(run_dir)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.quoting import JOB_ID, check_job_id
+from hpcft.launcher.resolve_path import absolute_path
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
     from hpcft.launcher.config import Job
@@ -28,16 +29,60 @@ def index_path() -> Path:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run folder's manifest.json as a mapping; anything else (missing, binary, a list) is one clear error."""
     path = run_dir / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             f"{run_dir} is not an hpcft run directory (no manifest.json); "
             "give a run directory written by `hpcft render`/`hpcft submit`, or a job id"
         ) from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable manifest ({exc}); re-render the run") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not an hpcft manifest (a JSON {type(data).__name__}, not an object); re-render")
+    for key, kinds, shape in _MANIFEST_FIELDS:
+        value = data.get(key)
+        bad = value is not None and not isinstance(value, kinds)
+        if isinstance(value, list):
+            bad = bad or not all(isinstance(item, dict) for item in value)
+        if key == "sweep" and isinstance(value, dict):
+            points = value.get("points")
+            bad = not isinstance(points, list) or not all(isinstance(p, dict) for p in points)
+        if bad:
+            raise ConfigError(f"{path}: '{key}' must be {shape}, not {_shown(value)}; the manifest was edited or cut")
+    return data
+
+
+# The manifest's fields hpcft reads back (logs, status, plot, cancel, the trainer's attempts), and their shapes;
+# job ids are checked where they are read (manifest_job_id), with the message Slurm arguments get.
+_MANIFEST_FIELDS: list[tuple[str, type | tuple[type, ...], str]] = [
+    ("job_name", str, "a name"),
+    ("output_dir", str, "a folder"),
+    ("run_dir", str, "a folder"),
+    ("launch", dict, "a mapping"),
+    ("preprocess", dict, "a mapping"),
+    ("sweep", dict, "a mapping with a list of points"),
+    ("attempts", list, "a list of mappings"),
+]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def manifest_job_id(run_dir: Path, manifest: dict[str, Any], *keys: str) -> str | None:
+    """A job id the manifest records (`job_id`, or `preprocess.job_id`), checked before it can reach Slurm."""
+    value: Any = manifest
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value in (None, ""):
+        return None
+    return check_job_id(value, f"{run_dir / 'manifest.json'}: '{'.'.join(keys)}'")
 
 
 def update_manifest(run_dir: Path, **values: Any) -> dict[str, Any]:
@@ -49,37 +94,65 @@ def update_manifest(run_dir: Path, **values: Any) -> dict[str, Any]:
     return data
 
 
-def record_submission(run_dir: Path, job_id: str, backend: str) -> None:
-    """Write the job id into the manifest and the user's submissions index."""
+def record_submission(run_dir: Path, job_id: str, backend: str, **manifest_values: Any) -> list[str]:
+    """Write the job id into the manifest and the user's submissions index. The job is queued already, so a
+    failure here is returned as a warning (with what still works), never raised."""
     submitted_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    data = update_manifest(run_dir, job_id=job_id, submitted_at=submitted_at, backend=backend)
+    warnings = []
+    name = None
+    try:
+        data = update_manifest(run_dir, job_id=job_id, submitted_at=submitted_at, backend=backend, **manifest_values)
+        name = data.get("job_name")
+    except (OSError, ConfigError) as exc:
+        warnings.append(
+            f"job {job_id} is queued, but its id could not be written into {run_dir}/manifest.json "
+            f"({getattr(exc, 'strerror', None) or exc}); use the job id with hpcft logs/status/cancel"
+        )
     entry = {
         "job_id": job_id,
         "run_dir": str(run_dir),
-        "name": data.get("job_name"),
+        "name": name,
         "submitted_at": submitted_at,
         "backend": backend,
     }
     index = index_path()
-    index.parent.mkdir(parents=True, exist_ok=True)
-    with index.open("a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        with index.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+    except OSError as exc:
+        warnings.append(
+            f"job {job_id} is queued, but the submissions index {index} cannot be written "
+            f"({exc.strerror or exc}); `hpcft status` will not list it: use `hpcft status {job_id}` or "
+            f"`hpcft logs {run_dir}`, and make {index.parent} writable (or set XDG_STATE_HOME)"
+        )
+    return warnings
 
 
 def submissions() -> list[dict[str, Any]]:
     """Recorded submissions, oldest first, dropping those whose run directory is gone."""
     try:
-        lines = index_path().read_text().splitlines()
-    except FileNotFoundError:
+        lines = index_path().read_text(encoding="utf-8", errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        raise ConfigError(f"{index_path()}: cannot read the submissions index ({exc.strerror or exc})") from None
     found = []
     for line in lines:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if (Path(entry.get("run_dir", "")) / "manifest.json").is_file():
-            found.append(entry)
+        # A line edited by hand or cut short: skipped, as a line that does not parse is; its id never reaches Slurm.
+        if not isinstance(entry, dict) or not isinstance(entry.get("run_dir"), str) or not entry["run_dir"]:
+            continue
+        if not isinstance(entry.get("job_id"), str) or not JOB_ID.fullmatch(entry["job_id"]):
+            continue
+        try:
+            if (Path(entry["run_dir"]) / "manifest.json").is_file():
+                found.append(entry)
+        except (OSError, ValueError):
+            continue
     return found
 
 
@@ -104,16 +177,18 @@ def resolve_run(ref: str | None) -> RunRef:
             )
         return RunRef(entries[-1]["job_id"], Path(entries[-1]["run_dir"]))
     path = Path(ref).expanduser()
-    if path.exists():
-        run_dir = (path.parent if path.is_file() else path).resolve()
-        job_id = read_manifest(run_dir).get("job_id")
+    if path.exists() or path.is_symlink():
+        run_dir = absolute_path(path.parent if path.is_file() else path, "run directory")
+        manifest = read_manifest(run_dir)
+        job_id = manifest_job_id(run_dir, manifest, "job_id")
+        manifest_job_id(run_dir, manifest, "preprocess", "job_id")  # checked now, before any command runs
         if not job_id:
             raise ConfigError(
                 f"{run_dir} was rendered but never submitted; submit it with "
                 f"`sbatch {run_dir}/job.sbatch` or `hpcft submit`"
             )
-        return RunRef(str(job_id), run_dir)
-    if not re.fullmatch(r"\d+(_\d+)?", ref):
+        return RunRef(job_id, run_dir)
+    if not JOB_ID.fullmatch(ref):
         raise ConfigError(f"'{ref}' is neither a job id, a run directory, nor 'latest'")
     return RunRef(ref, _run_dir_of(ref))
 
@@ -148,10 +223,10 @@ def recent_runs(include_all: bool, max_age_s: float = 86400) -> list[RunRef]:
 def default_run_dir(job: Job) -> Path:
     """<runs_dir>/<job_name>/<timestamp>, absolute, not taken yet (nothing is created here)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(job.cfg.launch.runs_dir).expanduser() / str(job.cfg.launch.job_name)
-    run_dir = (base / stamp).resolve()
+    base = absolute_path(job.cfg.launch.runs_dir, "launch.runs_dir") / str(job.cfg.launch.job_name)
+    run_dir = base / stamp
     n = 1
-    while run_dir.exists():  # two renders in the same second
+    while run_dir.exists() or run_dir.is_symlink():  # two renders in the same second
         n += 1
-        run_dir = (base / f"{stamp}-{n}").resolve()
+        run_dir = base / f"{stamp}-{n}"
     return run_dir

@@ -51,6 +51,7 @@ from hpcft.launcher.prompt_strategies import (
     strategy_type_error,
 )
 from hpcft.launcher.qat import QatConfig, check_qat
+from hpcft.launcher.quoting import check_env_name, check_path_component
 from hpcft.launcher.scheduler_kwargs import scheduler_kwargs_problem
 from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
 from hpcft.launcher.training_loop import check_training_loop
@@ -579,7 +580,7 @@ class LaunchConfig(_Strict):
     def _valid_job_name(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or re.search(r'[\x00-\x1f"]', value)):
             raise ValueError(f'{value!r} cannot be a Slurm job name (no newlines, control characters or ")')
-        return value
+        return value if value is None else check_path_component(value, "a job name")
 
     @field_validator("mem", "preprocess_mem")
     @classmethod
@@ -613,8 +614,7 @@ class LaunchConfig(_Strict):
     @classmethod
     def _valid_env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"'{name}' is not a valid environment variable name")
+            check_env_name(name)
         return {k: str(v) for k, v in value.items()}
 
     @model_validator(mode="after")

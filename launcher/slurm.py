@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from hpcft.launcher.quoting import check_job_id
 
 # squeue -o fields (one line per array task with --array). The job name goes last: it may contain '|'.
 SQUEUE_FIELDS = {
@@ -68,6 +71,9 @@ class SlurmError(Exception):
 
 
 SLURM_EXIT_CODE = 69  # EX_UNAVAILABLE (sysexits.h): the service hpcft needs failed
+TIMEOUT_ENV = "HPCFT_SLURM_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_ARRAY_SIZE = 1001  # slurm.conf's default: array indices 0 to 1000
 
 
 @dataclass
@@ -103,16 +109,47 @@ def _missing(command: str) -> SlurmError:
     )
 
 
+def command_timeout() -> float:
+    """Seconds any Slurm command may take (HPCFT_SLURM_TIMEOUT, default 60): a hung controller ends in an error."""
+    try:
+        return max(1.0, float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
 def run_slurm(
-    argv: list[str], *, cwd: str | Path | None = None, timeout: float = 60, check: bool = True
+    argv: list[str], *, cwd: str | Path | None = None, timeout: float | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run one Slurm command; with check, a non-zero exit raises SlurmError with Slurm's stderr."""
+    """Run one Slurm command; with check, a non-zero exit raises SlurmError with Slurm's stderr.
+
+    The command runs in its own process group, killed whole at the timeout: a wrapper script whose child still
+    holds the output pipes would otherwise keep subprocess.run waiting after the wrapper itself was killed."""
     if shutil.which(argv[0]) is None:
         raise _missing(argv[0])
+    timeout = command_timeout() if timeout is None else timeout
     try:
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SlurmError(f"{argv[0]} did not answer within {timeout:.0f} s; is slurmctld up (scontrol ping)?") from None
+        with subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        ) as child:
+            try:
+                stdout, stderr = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+                raise SlurmError(
+                    f"{argv[0]} did not answer within {timeout:.0f} s; is slurmctld up (scontrol ping)? "
+                    f"({TIMEOUT_ENV} sets the limit)"
+                ) from None
+    except OSError as exc:
+        raise SlurmError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise SlurmError(slurm_message(proc.stderr or proc.stdout) or f"{argv[0]} exited with {proc.returncode}")
     return proc
@@ -126,13 +163,22 @@ def slurm_message(stderr: str) -> str:
 
 def controller_reachable() -> bool:
     """`scontrol ping` says a slurmctld answers (used to decide whether integration tests can run)."""
-    if shutil.which("scontrol") is None:
-        return False
     try:
-        proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
+        proc = run_slurm(["scontrol", "ping"], timeout=15, check=False)
+    except SlurmError:
         return False
     return proc.returncode == 0 and "UP" in proc.stdout
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (`scontrol show config`): a job array's indices must be below it. Slurm's
+    default when the controller does not say (no scontrol here, or it failed)."""
+    try:
+        proc = run_slurm(["scontrol", "show", "config"], timeout=min(15.0, command_timeout()), check=False)
+    except SlurmError:
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.M) if proc.returncode == 0 else None
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
 
 
 # ---------------------------------------------------------------- sbatch
@@ -161,7 +207,13 @@ def dependency_args(after_ok: str) -> list[str]:
 
 def submit_batch(script: Path, *, cwd: Path, extra_args: list[str] | None = None) -> str:
     """Submit a batch script; returns the job id. Slurm's refusal (bad partition, account...) raises SlurmError."""
-    proc = run_slurm(sbatch_argv(script, extra_args), cwd=cwd, check=False)
+    try:
+        proc = run_slurm(sbatch_argv(script, extra_args), cwd=cwd, check=False)
+    except SlurmError as exc:
+        if "did not answer" not in str(exc):
+            raise
+        # The controller may have queued the job before sbatch was stopped: say how to tell before a resubmit.
+        raise SlurmError(f"{exc}; the job may be queued anyway: check `squeue --me` before submitting again") from None
     if proc.returncode != 0:
         raise SlurmError("sbatch refused the job: " + (slurm_message(proc.stderr) or f"exit {proc.returncode}"))
     return parse_sbatch_parsable(proc.stdout)
@@ -209,6 +261,7 @@ def squeue_jobs(job_ids: list[str]) -> list[JobInfo]:
     """Jobs the controller still holds (queued, running, and ended less than MinJobAge ago)."""
     if not job_ids:
         return []
+    job_ids = [check_job_id(job_id, "job id") for job_id in job_ids]
     proc = run_slurm(
         ["squeue", "--array", "--states=all", "--noheader", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)], check=False
     )
@@ -251,6 +304,7 @@ def sacct_jobs(job_ids: list[str]) -> list[JobInfo]:
     """Jobs from the accounting database (finished ones too). Raises SlurmError where there is no slurmdbd."""
     if not job_ids:
         return []
+    job_ids = [check_job_id(job_id, "job id") for job_id in job_ids]
     proc = run_slurm(
         ["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(job_ids)], check=False
     )
@@ -278,12 +332,17 @@ def parse_scontrol_record(line: str) -> dict[str, str]:
 
 def scontrol_show_job(job_id: str) -> list[dict[str, str]]:
     """`scontrol show job -o ID`: one record per array task; [] once the controller has forgotten the job."""
-    proc = run_slurm(["scontrol", "show", "job", "-o", job_id], check=False)
+    proc = run_slurm(["scontrol", "show", "job", "-o", check_job_id(job_id, "job id")], check=False)
     if proc.returncode != 0:
         if _INVALID_JOB in proc.stderr:
             return []
         raise SlurmError("scontrol show job failed: " + slurm_message(proc.stderr))
-    return [parse_scontrol_record(line) for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    records = [parse_scontrol_record(line) for line in lines]
+    for line, record in zip(lines, records, strict=True):
+        if "JobId" not in record:
+            raise SlurmError(f"cannot parse scontrol line: {line[:200]!r}")
+    return records
 
 
 def job_from_scontrol(record: dict[str, str]) -> JobInfo:
@@ -306,7 +365,7 @@ def job_from_scontrol(record: dict[str, str]) -> JobInfo:
 
 
 def scancel(job_id: str) -> None:
-    run_slurm(["scancel", job_id])
+    run_slurm(["scancel", check_job_id(job_id, "job id")])
 
 
 # ---------------------------------------------------------------- combined views
@@ -332,9 +391,9 @@ def exit_status(info: JobInfo) -> int:
     for code, _, _ in pairs:
         if _int(code):
             return _int(code)
-    for _, _, signal in pairs:
-        if _int(signal):
-            return 128 + _int(signal)
+    for _, _, sig in pairs:
+        if _int(sig):
+            return 128 + _int(sig)
     return 1
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.protocol import last_metrics
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef, manifest_job_id, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 
@@ -37,7 +37,7 @@ def preprocess_job_id(run: RunRef) -> str | None:
     """The run's preprocessing job (submitted before the training job), from its manifest."""
     if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
         return None
-    return (read_manifest(run.run_dir).get("preprocess") or {}).get("job_id")
+    return manifest_job_id(run.run_dir, read_manifest(run.run_dir), "preprocess", "job_id")
 
 
 def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
@@ -51,16 +51,20 @@ def with_preprocessing_jobs(runs: list[RunRef]) -> list[RunRef]:
     return out
 
 
-def status_rows(runs: list[RunRef]) -> list[StatusRow]:
+def status_rows(runs: list[RunRef], problems: list[str] | None = None) -> list[StatusRow]:
     """One row per job (per task for arrays): squeue for live jobs, sacct for ended ones and restart counts; a
-    run's preprocessing job gets its own row, just before the training job's."""
+    run's preprocessing job gets its own row, just before the training job's. When sacct fails for jobs that have
+    left the queue, their rows say UNKNOWN and `problems` gets why (the caller exits non-zero: not a state)."""
     runs = with_preprocessing_jobs(runs)
     ids = list(dict.fromkeys(r.job_id.split("_")[0] for r in runs))
     live = slurm.squeue_jobs(ids)
     try:
         accounted = {m.job_id: m for m in slurm.sacct_jobs(ids)}
-    except SlurmError:  # no accounting on this cluster: live jobs only
+    except SlurmError as exc:  # no accounting (or it failed): live jobs only, and the others said to be unknown
         accounted = {}
+        gone = [job_id for job_id in ids if job_id not in {m.array_job_id for m in live}]
+        if gone and problems is not None:
+            problems.append(f"{exc}; the state of job {', '.join(gone)} (no longer in the queue) is unknown")
     # Grouped once by job: an index of 10,000 runs or a 1,000-task array is one pass, not runs x members.
     by_job: dict[str, dict[str, JobInfo]] = {}
     for member in accounted.values():
@@ -111,22 +115,30 @@ def attempt_lines(manifest: dict[str, Any]) -> list[str]:
     """What the trainer recorded of each attempt (manifest "attempts"): world size, resume, ZeRO conversion."""
     lines = []
     for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
-        text = f"attempt {number}: {attempt['world_size']} rank(s)"
-        if attempt.get("resumed_from"):
-            text += (
-                f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
-                f"{attempt['gradient_accumulation_steps']}"
-            )
-        else:
-            text += ", from the start"
-        conversion = attempt.get("conversion")
-        if conversion:
-            text += (
-                f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
-                f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s"
-            )
-        lines.append(text)
+        try:
+            lines.append(_attempt_line(number, attempt))
+        except (KeyError, TypeError, ValueError):  # a record edited by hand: the rest of the run still shows
+            lines.append(f"attempt {number}: (unreadable record in manifest.json)")
     return lines
+
+
+def _attempt_line(number: int, attempt: dict[str, Any]) -> str:
+    """One attempt, as recorded by the trainer (trainer/elastic.record_attempt)."""
+    text = f"attempt {number}: {attempt['world_size']} rank(s)"
+    if attempt.get("resumed_from"):
+        text += (
+            f", resumed from {Path(attempt['resumed_from']).name} with gradient_accumulation_steps "
+            f"{attempt['gradient_accumulation_steps']}"
+        )
+    else:
+        text += ", from the start"
+    conversion = attempt.get("conversion")
+    if conversion:
+        text += (
+            f"; ZeRO checkpoint converted from {conversion['from_world_size']} to "
+            f"{conversion['to_world_size']} rank(s) in {conversion['seconds']:.1f} s"
+        )
+    return text
 
 
 def run_details(runs: list[RunRef]) -> str:

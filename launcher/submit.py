@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcft.launcher import slurm
 from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.runs import default_run_dir, record_submission, update_manifest
+from hpcft.launcher.runs import record_submission, update_manifest
 from hpcft.launcher.sweeps import SweepPoint, render_sweep_files
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -28,6 +28,8 @@ class Submission:
     handle: Any = None  # the submitit Job (submitit backend)
     preprocess_job_id: str | None = None  # the CPU job that prepares the data first, when there is one
     preprocess_reason: str = ""  # why there is (or is not) a preprocessing job
+    # What failed after Slurm accepted the job (the index or the manifest not writable): the job runs regardless.
+    warnings: list[str] = field(default_factory=list)
 
 
 def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool, str]:
@@ -64,7 +66,7 @@ def submit_run(
     command_line: list[str] | None = None,
 ) -> Submission:
     """Render the run directory and submit it; a refused submission leaves no run directory behind."""
-    from hpcft.launcher.render import render_run_dir
+    from hpcft.launcher.render import render_run_dir, target_run_dir
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -76,7 +78,7 @@ def submit_run(
         check_image(job)  # a missing .sqsh/.sif is an error now, not a failed job after the queue wait
     if sweep:
         # Each point's train.yaml names files inside the run directory, so choose it before rendering.
-        target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
+        target = target_run_dir(job, out_dir)
         run_dir = render_run_dir(
             job,
             out_dir=target,
@@ -85,14 +87,12 @@ def submit_run(
             array=f"0-{len(sweep) - 1}",
             log_name="slurm-%A_%a",
         )
-        update_manifest(
-            run_dir,
-            sweep={
-                "points": [
-                    {"index": p.index, "overrides": p.overrides, "output_dir": p.job.cfg.output_dir} for p in sweep
-                ]
-            },
-        )
+        points = [{"index": p.index, "overrides": p.overrides, "output_dir": p.job.cfg.output_dir} for p in sweep]
+        try:
+            update_manifest(run_dir, sweep={"points": points})
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise ConfigError(f"cannot write {run_dir}/manifest.json ({exc.strerror or exc})") from None
     else:
         run_dir = render_run_dir(job, out_dir=out_dir, command_line=command_line)
     script = run_dir / "job.sbatch"
@@ -117,9 +117,13 @@ def submit_run(
             command = slurm.sbatch_argv(script, extra)
     except BaseException:
         if pre_id:
-            slurm.scancel(pre_id)  # no preprocessing for a training job that was never queued
+            try:
+                slurm.scancel(pre_id)  # no preprocessing for a training job that was never queued
+            except slurm.SlurmError:
+                pass  # the error that stopped the training job is the one to report
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing may look submitted that is not
         raise
-    update_manifest(run_dir, preprocess={"job_id": pre_id, "reason": reason})
-    record_submission(run_dir, job_id, backend)
-    return Submission(run_dir, job_id, backend, command, handle, pre_id, reason)
+    # From here the job is queued: nothing may hide its id. What fails now is a warning, not an error that would
+    # make the user submit (and pay for) the same job again.
+    warnings = record_submission(run_dir, job_id, backend, preprocess={"job_id": pre_id, "reason": reason})
+    return Submission(run_dir, job_id, backend, command, handle, pre_id, reason, warnings)

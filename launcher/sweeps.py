@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +15,8 @@ if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs
     from hpcft.launcher.config import Job
 
 
-def sweep_points(specs: list[str]) -> list[list[str]]:
-    """`--sweep lr=1e-5,2e-5 --sweep lora_r=8,16` -> the grid, as override lists (lr first, varying slowest)."""
+def sweep_axes(specs: list[str]) -> list[list[str]]:
+    """`--sweep lr=1e-5,2e-5 --sweep lora_r=8,16` -> [[lr=1e-5, lr=2e-5], [lora_r=8, lora_r=16]]."""
     axes = []
     for spec in specs:
         key, sep, values = spec.partition("=")
@@ -23,7 +24,25 @@ def sweep_points(specs: list[str]) -> list[list[str]]:
         if not sep or not key.strip() or not choices:
             raise ConfigError(f"--sweep '{spec}' must look like key=value1,value2 (e.g. learning_rate=1e-5,2e-5)")
         axes.append([f"{key.strip()}={choice}" for choice in choices])
-    return [list(point) for point in itertools.product(*axes)]
+    return axes
+
+
+def sweep_points(specs: list[str]) -> list[list[str]]:
+    """The grid, as override lists (the first --sweep varying slowest)."""
+    return [list(point) for point in itertools.product(*sweep_axes(specs))]
+
+
+def check_sweep_size(specs: list[str], max_array_size: int) -> int:
+    """The number of points, counted before any is built: a job array's indices must stay below the cluster's
+    MaxArraySize, and a grid too large for one array is refused before a single point is validated."""
+    count = math.prod(len(axis) for axis in sweep_axes(specs))
+    if count > max_array_size:
+        raise ConfigError(
+            f"--sweep: {count} points, but this cluster's job arrays hold at most {max_array_size} tasks "
+            f"(MaxArraySize {max_array_size}: indices 0-{max_array_size - 1}); sweep fewer values, or split the "
+            "grid over several submissions"
+        )
+    return count
 
 
 @dataclass
