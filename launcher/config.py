@@ -287,9 +287,10 @@ _PATH_KEYS = (
 
 
 def _refuse_blank_paths(data: dict[str, Any], where: str) -> None:
-    # axolotl reads a blank resume_from_checkpoint as unset (a falsy value); users' configs write it that way.
-    if isinstance(data.get("resume_from_checkpoint"), str) and not data["resume_from_checkpoint"].strip():
-        del data["resume_from_checkpoint"]
+    # axolotl tests these for truth, so a blank value means unset there; users' configs write them that way.
+    for key in ("resume_from_checkpoint", "lora_model_dir", "dataset_prepared_path"):
+        if isinstance(data.get(key), str) and not data[key].strip():
+            del data[key]
     blank = [key for key in _PATH_KEYS if isinstance(data.get(key), str) and not data[key].strip()]
     for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
         entries = data.get(list_key)
