@@ -24,9 +24,10 @@ from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.eval_datasets import check_eval_datasets, resolve_eval_paths
 from hpcft.launcher.fp8 import fp8_notes
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
-from hpcft.launcher.jobplan import job_paths, make_plan
+from hpcft.launcher.jobplan import job_env, job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
@@ -444,6 +445,7 @@ def load_job(
     # The default output_dir is relative too: like every relative path, it is taken from the config's folder.
     data.setdefault("output_dir", TrainConfig.model_fields["output_dir"].default)
     resolve_paths(data, path.parent, where, warnings)
+    resolve_eval_paths(data, path.parent, where)
     for key in token_like_values(data):
         warnings.append(
             f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
@@ -520,6 +522,7 @@ def check_job(job: Job) -> None:
     if not runs_plain_ddp(job.cfg):
         resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
+    job.warnings.extend(check_eval_datasets(job.cfg, job_env(job), str(job.config_path)))
 
 
 def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) -> None:

@@ -1,0 +1,74 @@
+"""MLflow through transformers' MLflowCallback: a tiny run logs its metrics to a `file:` tracking store, read back
+with mlflow's own client (no server, no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import Trainer, TrainingArguments
+
+from hpcft.trainer.args import Precision, training_argument_values
+from hpcft.trainer.metrics import MetricsCallback, tracker_arguments, tracker_environment
+from hpcft.trainer.model import load_model, load_tokenizer
+
+ROWS, SEQ = 8, 16
+
+
+def read_store(uri: str, experiment: str):
+    """The runs of an experiment and the client, as a user would read the store afterwards."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment} in {uri}"
+    return client, client.search_runs([found.experiment_id])
+
+
+def test_a_run_writes_its_metrics_to_a_file_store(train_config, tmp_path, monkeypatch):
+    store = tmp_path / "mlruns"
+    cfg = train_config(
+        mlflow_tracking_uri=f"file://{store}",
+        mlflow_experiment_name="hpcft-test",
+        mlflow_run_name="tiny-run",
+        max_steps=3,
+        micro_batch_size=2,
+        logging_steps=1,
+    )
+    assert tracker_arguments(cfg)["report_to"] == ["mlflow"]
+    env = tracker_environment(cfg)
+    assert env["MLFLOW_TRACKING_URI"] == f"file://{store}"
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "hpcft-test"
+    assert env["HF_MLFLOW_LOG_ARTIFACTS"] == "false"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    args = TrainingArguments(**training_argument_values(cfg, Precision(), None, ROWS, False, 1))
+    assert args.run_name == "tiny-run"
+    rows = [{"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)]
+    model = load_model(cfg, load_tokenizer(cfg), Precision())
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[MetricsCallback(cfg.output_dir)])
+    trainer.train()
+
+    client, runs = read_store(f"file://{store}", "hpcft-test")
+    (run,) = runs
+    assert run.info.run_name == "tiny-run" and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    logged = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    # The same losses at the same steps as hpcft's own metrics.jsonl.
+    assert [(m.step, round(m.value, 4)) for m in history] == [
+        (row["step"], round(row["loss"], 4)) for row in logged if "loss" in row
+    ]
+    assert [m.step for m in history] == [1, 2, 3]
+    assert run.data.params["learning_rate"] == str(cfg.learning_rate)  # the Trainer's arguments, as params
+
+
+def test_no_mlflow_without_its_keys_and_use_mlflow_false_wins(train_config):
+    assert tracker_arguments(train_config(max_steps=1))["report_to"] == "none"
+    assert tracker_environment(train_config(max_steps=1)) == {}
+    off = train_config(max_steps=1, use_mlflow=False, mlflow_experiment_name="x")
+    assert tracker_arguments(off)["report_to"] == "none"
+    # axolotl switches MLflow on from the experiment name alone; MLflow then picks its own default store.
+    on = train_config(max_steps=1, mlflow_experiment_name="x")
+    assert tracker_arguments(on)["report_to"] == ["mlflow"]
+    assert "MLFLOW_TRACKING_URI" not in tracker_environment(on)
