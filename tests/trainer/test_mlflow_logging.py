@@ -45,7 +45,9 @@ def test_a_run_writes_its_metrics_to_a_file_store(train_config, tmp_path, monkey
 
     args = TrainingArguments(**training_argument_values(cfg, Precision(), None, ROWS, False, 1))
     assert args.run_name == "tiny-run"
-    rows = [{"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)]
+    rows = [
+        {"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)
+    ]
     model = load_model(cfg, load_tokenizer(cfg), Precision())
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[MetricsCallback(cfg.output_dir)])
     trainer.train()
