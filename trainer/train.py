@@ -56,6 +56,7 @@ from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.fp8 import fp8_callbacks
 from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.lisa import LisaCallback
+from hpcft.trainer.lm_eval_after_training import evaluate_final_model, lm_eval_wanted
 from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
@@ -294,6 +295,14 @@ def train(config_path: str | Path) -> int:
         draw_loss_png(cfg.output_dir)
 
     cleanup()
+    step = state.global_step
+    del trainer, state  # lm_eval's child process needs the memory the model and optimizer held
+    # After the process group is gone, like the upload below: the other ranks have nothing to wait for.
+    if finished and lm_eval_wanted(cfg) and is_main_process():
+        error = evaluate_final_model(cfg, step)
+        if error:
+            print(f"hpcft: error: {error}", file=sys.stderr, flush=True)
+            return 1
     # After the process group is gone: an upload must not hold the other ranks in a barrier until they time out.
     if finished and cfg.hub_model_id and is_main_process():
         error = push_to_hub(cfg)

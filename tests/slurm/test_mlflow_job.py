@@ -1,0 +1,46 @@
+"""MLflow on the local two-node cluster: configs/examples/tiny-cpu.yaml with a `file:` tracking store, submitted
+through `hpcft submit --profile local --follow` (2 nodes x 1 process, ZeRO-3 on CPU). The store is read back with
+mlflow's own client: one run (only rank 0 logs), finished, with the loss of every step that metrics.jsonl has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_workspace, run_cli, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow-skinny is in hpcft[train]")
+    from mlflow import MlflowClient
+
+    out, store = real_workspace / "outputs", real_workspace / "mlruns"
+    result = run_cli(
+        "submit",
+        "--profile",
+        "local",
+        tiny_cpu,
+        "--follow",
+        f"output_dir={out}",
+        "max_steps=4",
+        "save_steps=100",
+        f"mlflow_tracking_uri=file:{store}",
+        "mlflow_experiment_name=hpcft-slurm",
+        "mlflow_run_name=two-nodes",
+    )
+    assert result.code == 0, result.out[-3000:] + result.err
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a folder store only when asked
+    client = MlflowClient(tracking_uri=f"file://{store}")
+    experiment = client.get_experiment_by_name("hpcft-slurm")
+    assert experiment is not None, sorted(p.name for p in store.iterdir())
+    (run,) = client.search_runs([experiment.experiment_id])  # one run: the other node's rank logged nothing
+    assert run.info.run_name == "two-nodes" and run.info.status == "FINISHED"
+    losses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
+    logged = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    expected = {row["step"]: row["loss"] for row in logged if "loss" in row}
+    assert sorted(losses) == [1, 2, 3, 4] == sorted(expected)
+    assert losses == pytest.approx(expected, rel=1e-4)
+    assert {"learning_rate", "grad_norm"} <= set(run.data.metrics)
