@@ -68,6 +68,30 @@ def lm_eval_task_name(task: str) -> tuple[str, int | None]:
     return name.strip(), int(shots) if sep else None
 
 
+def check_benchmarks(cfg: TrainConfig) -> None:
+    """Raise ValueError (one line naming the key and the fix) for benchmark keys that cannot run."""
+    if cfg.do_bench_eval:
+        if not (cfg.val_set_size or cfg.test_datasets):
+            raise ValueError(
+                "do_bench_eval runs at each evaluation, which needs evaluation data: set val_set_size (e.g. 0.05) "
+                "or test_datasets"
+            )
+        if cfg.rl or cfg.reward_model or cfg.process_reward_model:
+            raise ValueError(
+                "do_bench_eval scores a language model's answers; it does not apply to preference or "
+                "reward training (remove it)"
+            )
+        split = cfg.bench_split or "eval"
+        if split not in ("eval", "test") or (split == "test" and cfg.bench_dataset not in MMLU_BENCH_FILES):
+            raise ValueError(
+                f"bench_split: {split}: use eval (every bench_dataset) or test (mmlu-zs, mmlu-fs and mmlu only)"
+            )
+    if cfg.lm_eval_tasks and (cfg.reward_model or cfg.process_reward_model):
+        raise ValueError("lm_eval_tasks evaluates a language model; a reward model has no text to score (remove it)")
+    for task in cfg.lm_eval_tasks or []:
+        lm_eval_task_name(task)
+
+
 def bench_source(cfg: TrainConfig) -> EvalDataset:
     """Where do_bench_eval's questions come from (as axolotl reads bench_dataset), or a local JSON file."""
     name = cfg.bench_dataset or DEFAULT_BENCH_DATASET

@@ -22,6 +22,7 @@ from hpcft.launcher.axolotl_keys import (
 )
 from hpcft.launcher.best_checkpoint import check_best_checkpoint
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.eval_datasets import check_benchmarks
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.mlflow_tracking import check_mlflow_uri
 from hpcft.launcher.model_loading import check_model_loading
@@ -1374,6 +1375,7 @@ class TrainConfig(_Strict):
         self._check_data_options()
         check_training_loop(self)
         check_mlflow_uri(self.mlflow_tracking_uri)
+        check_benchmarks(self)
         check_qat(self)
         check_nvfp4_merge_aware(self)
         check_fp8(self)

@@ -24,6 +24,7 @@ from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import resolve_precision, training_argument_values
+from hpcft.trainer.bench_eval import BenchEvalCallback
 from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
 from hpcft.trainer.checkpoints import (
     CompleteCheckpointCallback,
@@ -120,6 +121,7 @@ def build_trainer(
     stop = StopFileCallback.from_env()
     recorder = SampleRecorder.from_env(rank())
     causal_lm_eval = CausalLMEvalCallback.from_config(cfg, tokenizer)
+    bench = BenchEvalCallback.from_config(cfg, tokenizer)
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [
@@ -131,6 +133,7 @@ def build_trainer(
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
         causal_lm_eval,
+        bench,
         recorder,
         ScheduleShapeCallback.from_config(cfg),
         MetricsEndpointCallback.from_config(cfg),
@@ -170,6 +173,8 @@ def build_trainer(
         recorder.attach(trainer.model)
     if causal_lm_eval is not None:
         causal_lm_eval.attach(trainer)
+    if bench is not None:
+        bench.attach(trainer)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
