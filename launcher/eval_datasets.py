@@ -181,6 +181,12 @@ def nodes_offline(env: dict[str, str]) -> bool:
     return any(str(env.get(name, "")).lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def missing_hub_datasets(cfg: TrainConfig, env: dict[str, str]) -> list[str]:
+    """The benchmarks' Hub datasets not in the cache the job uses (what a preprocessing job would download)."""
+    repos = [need.repo for need in needed_eval_datasets(cfg) if need.repo]
+    return [repo for repo in dict.fromkeys(repos) if not hub_dataset_cached(repo, env)]
+
+
 def check_eval_datasets(cfg: TrainConfig, env: dict[str, str], where: str) -> list[str]:
     """Warnings for benchmark datasets the nodes may not find; ConfigError when they certainly cannot (not in
     the cache the job uses and the profile keeps the nodes off the Hub)."""

@@ -157,3 +157,22 @@ def test_the_table_of_task_datasets_is_what_the_pinned_lm_eval_reads():
         return dataset_path(templates[0]) if templates else None
 
     assert {name: dataset_path(path) for name, path in by_task.items()} == LM_EVAL_TASK_DATASETS
+
+
+def test_submit_queues_the_preprocessing_job_to_download_missing_benchmark_data(
+    workspace, hf_home, tmp_path, monkeypatch
+):
+    from hpcft.launcher.submit import preprocessing_job_needed
+
+    (workspace / "model" / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    profile = _online_profile(tmp_path, monkeypatch)
+    config = _config(workspace, "lm_eval_tasks: [hellaswag, arc_easy]\n")
+    job = load_job(config, profile)
+    assert preprocessing_job_needed(job, sweep=False, backend="sbatch") == (
+        True,
+        "benchmark datasets to download first: Rowan/hellaswag, allenai/ai2_arc",
+    )
+    fake_hub_download(hf_home, "Rowan/hellaswag")
+    fake_hub_download(hf_home, "allenai/ai2_arc")
+    needed, reason = preprocessing_job_needed(load_job(config, profile), sweep=False, backend="sbatch")
+    assert "benchmark" not in reason  # back to the prepared-dataset decision

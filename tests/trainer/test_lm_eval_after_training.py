@@ -152,3 +152,18 @@ def test_the_child_process_does_not_see_torchrun(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "node1")
     env = child_environment()
     assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} & set(env) and env["PATH"] == os.environ["PATH"]
+
+
+def test_the_preprocessing_job_caches_the_benchmark_datasets(train_config, tmp_path, monkeypatch):
+    from hpcft.trainer.eval_downloads import fetch_eval_datasets
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    tasks = write_colors_task(tmp_path / "tasks")
+    cfg = train_config(lm_eval_tasks=["tiny_colors:2"], lm_eval_include_path=str(tasks))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch_eval_datasets(cfg) == []  # nodes off the Hub: nothing to fetch from here
+    assert not cache.exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert fetch_eval_datasets(cfg) == ["lm_eval_tasks tiny_colors"]
+    assert list(cache.glob("json/*/*/*/*.arrow"))  # built by `datasets` into the cache the job reads
