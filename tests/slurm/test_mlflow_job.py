@@ -1,6 +1,8 @@
 """MLflow on the local two-node cluster: configs/examples/tiny-cpu.yaml with a `file:` tracking store, submitted
 through `hpcft submit --profile local --follow` (2 nodes x 1 process, ZeRO-3 on CPU). The store is read back with
-mlflow's own client: one run (only rank 0 logs), finished, with the loss of every step that metrics.jsonl has."""
+mlflow's own client: one run (only rank 0 logs), finished, with the loss of every step that metrics.jsonl has.
+The same job runs lm_eval_tasks (a local task) on the final model after training: its scores are in the run folder
+and in the same MLflow run."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from tests.trainer.test_lm_eval_after_training import write_colors_task
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -17,6 +21,7 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
     from mlflow import MlflowClient
 
     out, store = real_workspace / "outputs", real_workspace / "mlruns"
+    tasks = write_colors_task(real_workspace / "tasks")  # /tmp: both nodes of the local cluster see it
     result = run_cli(
         "submit",
         "--profile",
@@ -29,6 +34,8 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
         f"mlflow_tracking_uri=file:{store}",
         "mlflow_experiment_name=hpcft-slurm",
         "mlflow_run_name=two-nodes",
+        "lm_eval_tasks=[tiny_colors]",
+        f"lm_eval_include_path={tasks}",
     )
     assert result.code == 0, result.out[-3000:] + result.err
 
@@ -44,3 +51,10 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
     assert sorted(losses) == [1, 2, 3, 4] == sorted(expected)
     assert losses == pytest.approx(expected, rel=1e-4)
     assert {"learning_rate", "grad_norm"} <= set(run.data.metrics)
+
+    (run_dir,) = real_workspace.glob("runs/tiny-cpu/*")
+    results = json.loads((run_dir / "lm_eval_results.json").read_text())
+    accuracy = results["results"]["tiny_colors"]["acc,none"]
+    assert results["step"] == 4 and f"lm_eval tiny_colors  acc {accuracy:.4f}" in result.out
+    (metric,) = client.get_metric_history(run.info.run_id, "lm_eval/tiny_colors/acc")
+    assert (metric.step, metric.value) == (4, pytest.approx(accuracy))
