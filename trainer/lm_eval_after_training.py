@@ -99,7 +99,10 @@ def lm_eval_requests(cfg: TrainConfig, device: str) -> list[LmEvalRequest]:
 
 
 def child_environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key not in _DISTRIBUTED_ENV}
+    env = {key: value for key, value in os.environ.items() if key not in _DISTRIBUTED_ENV}
+    if env.get("HF_DATASETS_DISABLE_PROGRESS_BARS"):  # a batch log (progress.py): lm_eval's own tqdm bars off too
+        env.setdefault("TQDM_DISABLE", "1")
+    return env
 
 
 def run_request(request: LmEvalRequest) -> dict[str, Any]:

@@ -152,6 +152,9 @@ def test_the_child_process_does_not_see_torchrun(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "node1")
     env = child_environment()
     assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} & set(env) and env["PATH"] == os.environ["PATH"]
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # what a batch job's log sets (progress.py)
+    assert child_environment()["TQDM_DISABLE"] == "1"
 
 
 def test_the_preprocessing_job_caches_the_benchmark_datasets(train_config, tmp_path, monkeypatch):
