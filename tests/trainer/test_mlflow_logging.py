@@ -4,8 +4,10 @@ with mlflow's own client (no server, no network)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from transformers import Trainer, TrainingArguments
 
 from hpcft.trainer.args import Precision, training_argument_values
@@ -13,6 +15,19 @@ from hpcft.trainer.metrics import MetricsCallback, tracker_arguments, tracker_en
 from hpcft.trainer.model import load_model, load_tokenizer
 
 ROWS, SEQ = 8, 16
+
+
+@pytest.fixture(autouse=True)
+def fresh_mlflow_process_state():
+    """A job is a fresh process; in this one, the previous test's tracking URI and experiment (which
+    mlflow.set_experiment also exports as MLFLOW_EXPERIMENT_ID) would stay."""
+    import mlflow.tracking._tracking_service.utils as tracking
+    import mlflow.tracking.fluent as fluent
+
+    yield
+    tracking._tracking_uri = None
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def read_store(uri: str, experiment: str):
@@ -63,6 +78,27 @@ def test_a_run_writes_its_metrics_to_a_file_store(train_config, tmp_path, monkey
     ]
     assert [m.step for m in history] == [1, 2, 3]
     assert run.data.params["learning_rate"] == str(cfg.learning_rate)  # the Trainer's arguments, as params
+    assert not list(store.rglob("model.safetensors"))  # no checkpoint copied without hf_mlflow_log_artifacts
+
+
+def test_hf_mlflow_log_artifacts_copies_each_checkpoint_into_the_store(train_config, tmp_path, monkeypatch):
+    store = tmp_path / "mlruns"
+    cfg = train_config(
+        mlflow_tracking_uri=str(store), hf_mlflow_log_artifacts=True, max_steps=2, save_steps=2, micro_batch_size=2
+    )
+    env = tracker_environment(cfg)
+    assert env["HF_MLFLOW_LOG_ARTIFACTS"] == "true" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = TrainingArguments(**training_argument_values(cfg, Precision(), None, ROWS, False, 1))
+    rows = [
+        {"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)
+    ]
+    Trainer(model=load_model(cfg, load_tokenizer(cfg), Precision()), args=args, train_dataset=rows).train()
+    copied = list(store.rglob("checkpoint-2/model.safetensors"))
+    assert len(copied) == 1
+    saved = Path(cfg.output_dir) / "checkpoint-2" / "model.safetensors"
+    assert copied[0].read_bytes() == saved.read_bytes()
 
 
 def test_no_mlflow_without_its_keys_and_use_mlflow_false_wins(train_config):
