@@ -19,7 +19,8 @@ MLFLOW_SECRET_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ML
 
 
 def mlflow_enabled(cfg: TrainConfig) -> bool:
-    """As axolotl: `use_mlflow: true`, or an experiment name (or a tracking URI) given; `use_mlflow: false` wins."""
+    """As axolotl: `use_mlflow: true` or an experiment name; `use_mlflow: false` wins. Beyond axolotl, a tracking
+    URI alone switches it on too (axolotl would set the variable and log nowhere)."""
     if cfg.use_mlflow is False:
         return False
     return bool(cfg.use_mlflow or cfg.mlflow_tracking_uri or cfg.mlflow_experiment_name)

@@ -172,8 +172,9 @@ def tracker_arguments(cfg: TrainConfig) -> dict[str, Any]:
         else:
             report_to.append("mlflow")  # transformers' MLflowCallback: it logs from rank 0 only
     args: dict[str, Any] = {"report_to": report_to or "none"}
-    # One run name for every tracker, as axolotl: MLflow's when MLflow logs, else W&B's.
-    run_name = cfg.mlflow_run_name if mlflow_enabled(cfg) and cfg.mlflow_run_name else cfg.wandb_name
+    # One run name for every tracker, as axolotl picks it: W&B's when W&B logs, else MLflow's.
+    run_name = cfg.wandb_name if cfg.wandb_project else None
+    run_name = run_name or (cfg.mlflow_run_name if mlflow_enabled(cfg) else None) or cfg.wandb_name
     if run_name:
         args["run_name"] = run_name
     return args

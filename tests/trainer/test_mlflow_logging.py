@@ -110,3 +110,7 @@ def test_no_mlflow_without_its_keys_and_use_mlflow_false_wins(train_config):
     on = train_config(max_steps=1, mlflow_experiment_name="x")
     assert tracker_arguments(on)["report_to"] == ["mlflow"]
     assert "MLFLOW_TRACKING_URI" not in tracker_environment(on)
+    # The run name, as axolotl picks it: W&B's when W&B logs, else MLflow's.
+    named = {"mlflow_experiment_name": "x", "mlflow_run_name": "m", "wandb_name": "w"}
+    assert tracker_arguments(train_config(max_steps=1, **named))["run_name"] == "m"
+    assert tracker_arguments(train_config(max_steps=1, wandb_project="p", **named))["run_name"] == "w"
