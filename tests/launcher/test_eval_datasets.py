@@ -5,6 +5,7 @@ profile keeps the nodes off the Hub. The cache is a fake one laid out as hugging
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -176,3 +177,23 @@ def test_submit_queues_the_preprocessing_job_to_download_missing_benchmark_data(
     fake_hub_download(hf_home, "allenai/ai2_arc")
     needed, reason = preprocessing_job_needed(load_job(config, profile), sweep=False, backend="sbatch")
     assert "benchmark" not in reason  # back to the prepared-dataset decision
+
+
+def test_validating_benchmarks_and_mlflow_imports_none_of_their_libraries(workspace, hf_home):
+    import subprocess
+    import sys
+
+    fake_hub_download(hf_home, "Rowan/hellaswag")
+    config = _config(
+        workspace,
+        "lm_eval_tasks: [hellaswag]\nmlflow_tracking_uri: file:./mlruns\nval_set_size: 0.1\ndo_bench_eval: true\n"
+        f"bench_dataset: {workspace / 'data' / 'pretrain.jsonl'}\n",
+    )
+    code = (
+        "import sys; from hpcft.launcher.config import load_job; "
+        f"load_job({str(config)!r}, 'local'); "
+        "print([m for m in ('torch', 'datasets', 'mlflow', 'lm_eval') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
