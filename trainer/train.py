@@ -61,6 +61,8 @@ from hpcft.trainer.lm_eval_after_training import evaluate_final_model, lm_eval_w
 from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
+from hpcft.trainer.mlflow_logging import MlflowRunRecorder
+from hpcft.trainer.mlflow_logging import resume_environment as mlflow_resume_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.muon import muon_optimizer
 from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
@@ -138,6 +140,7 @@ def build_trainer(
         ScheduleShapeCallback.from_config(cfg),
         MetricsEndpointCallback.from_config(cfg),
         SwanLabLoggingCallback.from_config(cfg),
+        MlflowRunRecorder.from_config(cfg),
         LisaCallback.from_config(cfg),
         ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
@@ -244,6 +247,8 @@ def train(config_path: str | Path) -> int:
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
     resume = resolve_resume_checkpoint(cfg)
+    if resume:
+        os.environ.update(mlflow_resume_environment(cfg))  # a requeued job continues its MLflow run
     done_at = finished_step(cfg.output_dir)
     if done_at is not None and not cfg.resume_from_checkpoint and done_at >= (cfg.max_steps or done_at):
         # A requeued or resubmitted finished run: retraining would overwrite its model with a longer run's.

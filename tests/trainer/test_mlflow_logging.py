@@ -114,3 +114,39 @@ def test_no_mlflow_without_its_keys_and_use_mlflow_false_wins(train_config):
     named = {"mlflow_experiment_name": "x", "mlflow_run_name": "m", "wandb_name": "w"}
     assert tracker_arguments(train_config(max_steps=1, **named))["run_name"] == "m"
     assert tracker_arguments(train_config(max_steps=1, wandb_project="p", **named))["run_name"] == "w"
+
+
+def test_a_resumed_job_continues_the_same_mlflow_run(train_config, tmp_path, monkeypatch):
+    from hpcft.trainer.mlflow_logging import RUN_FILE, MlflowRunRecorder, resume_environment
+
+    store = tmp_path / "mlruns"
+    keys = {"mlflow_tracking_uri": f"file://{store}", "mlflow_experiment_name": "requeue", "micro_batch_size": 2}
+    rows = [
+        {"input_ids": list(range(3 + i, 3 + i + SEQ)), "labels": list(range(3 + i, 3 + i + SEQ))} for i in range(ROWS)
+    ]
+
+    def run(cfg, resume=None):
+        for name, value in tracker_environment(cfg).items():
+            monkeypatch.setenv(name, value)
+        args = TrainingArguments(**training_argument_values(cfg, Precision(), None, ROWS, False, 1))
+        model = load_model(cfg, load_tokenizer(cfg), Precision())
+        callbacks = [MetricsCallback(cfg.output_dir), MlflowRunRecorder.from_config(cfg)]
+        Trainer(model=model, args=args, train_dataset=rows, callbacks=callbacks).train(resume_from_checkpoint=resume)
+
+    first = train_config(max_steps=2, save_steps=2, **keys)
+    assert resume_environment(first) == {}  # nothing recorded yet: a new run
+    run(first)
+    record = json.loads((Path(first.output_dir) / RUN_FILE).read_text())
+    assert record["tracking_uri"] == f"file://{store}"
+    # The requeued job: same output_dir, resumes from the checkpoint, with the recorded run id.
+    second = train_config(max_steps=4, save_steps=2, **keys)
+    env = resume_environment(second)
+    assert env == {"MLFLOW_RUN_ID": record["run_id"]}
+    monkeypatch.setenv("MLFLOW_RUN_ID", env["MLFLOW_RUN_ID"])
+    run(second, resume=str(Path(second.output_dir) / "checkpoint-2"))
+
+    client, runs = read_store(f"file://{store}", "requeue")
+    (only,) = runs  # one run across both jobs
+    assert [m.step for m in client.get_metric_history(only.info.run_id, "loss")] == [1, 2, 3, 4]
+    # Another store: the record does not apply.
+    assert resume_environment(train_config(mlflow_tracking_uri=f"file://{tmp_path / 'other'}")) == {}
