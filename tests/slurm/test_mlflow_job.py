@@ -1,8 +1,9 @@
 """MLflow on the local two-node cluster: configs/examples/tiny-cpu.yaml with a `file:` tracking store, submitted
 through `hpcft submit --profile local --follow` (2 nodes x 1 process, ZeRO-3 on CPU). The store is read back with
 mlflow's own client: one run (only rank 0 logs), finished, with the loss of every step that metrics.jsonl has.
-The same job runs lm_eval_tasks (a local task) on the final model after training: its scores are in the run folder
-and in the same MLflow run."""
+The same job scores do_bench_eval's questions at each evaluation (each rank its share, under ZeRO-3) and runs
+lm_eval_tasks (a local task) on the final model after training: their scores are in the same MLflow run, checked
+against an independent scoring of the saved model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer.test_bench_eval import QUESTIONS, independent_scores
 from tests.trainer.test_lm_eval_after_training import write_colors_task
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -22,6 +24,8 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
 
     out, store = real_workspace / "outputs", real_workspace / "mlruns"
     tasks = write_colors_task(real_workspace / "tasks")  # /tmp: both nodes of the local cluster see it
+    bench = real_workspace / "bench.json"
+    bench.write_text("".join(json.dumps({"subject": s, "input": i, "output": o}) + "\n" for s, i, o in QUESTIONS))
     result = run_cli(
         "submit",
         "--profile",
@@ -36,6 +40,10 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
         "mlflow_run_name=two-nodes",
         "lm_eval_tasks=[tiny_colors]",
         f"lm_eval_include_path={tasks}",
+        "val_set_size=0.05",
+        "eval_steps=2",
+        "do_bench_eval=true",
+        f"bench_dataset={bench}",
     )
     assert result.code == 0, result.out[-3000:] + result.err
 
@@ -51,6 +59,18 @@ def test_a_two_node_run_writes_its_metrics_to_a_file_store(tiny_cpu, real_worksp
     assert sorted(losses) == [1, 2, 3, 4] == sorted(expected)
     assert losses == pytest.approx(expected, rel=1e-4)
     assert {"learning_rate", "grad_norm"} <= set(run.data.metrics)
+
+    # Bench eval at steps 2 and 4 on 2 ranks (5 questions: 3 and 2, the second rank's padding turn counts nothing);
+    # at step 4 the weights are the saved model's.
+    total = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval_bench_total_accuracy")}
+    assert sorted(total) == [2, 4] and "eval bench 4/4  accuracy" in result.out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    groups, loss = independent_scores(model, AutoTokenizer.from_pretrained(out))
+    assert total[4] == pytest.approx(sum(sum(g) for g in groups.values()) / 5)
+    (bench_loss,) = [m for m in client.get_metric_history(run.info.run_id, "eval_bench_loss") if m.step == 4]
+    assert bench_loss.value == pytest.approx(loss, rel=1e-3)
 
     (run_dir,) = real_workspace.glob("runs/tiny-cpu/*")
     results = json.loads((run_dir / "lm_eval_results.json").read_text())

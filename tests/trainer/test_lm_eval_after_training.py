@@ -170,3 +170,37 @@ def test_the_preprocessing_job_caches_the_benchmark_datasets(train_config, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert fetch_eval_datasets(cfg) == ["lm_eval_tasks tiny_colors"]
     assert list(cache.glob("json/*/*/*/*.arrow"))  # built by `datasets` into the cache the job reads
+
+
+def test_an_adapter_run_is_evaluated_as_the_base_model_with_its_adapter(train_config, tiny_model_dir, tmp_path):
+    """A LoRA run's output_dir holds the adapter: lm_eval loads base_model with it (peft=), which scores as the
+    merged model does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hpcft.trainer.lm_eval_after_training import lm_eval_requests, run_request
+
+    tasks = write_colors_task(tmp_path / "tasks")
+    cfg = train_config(
+        adapter="lora", lora_target_linear=True, lm_eval_tasks=["tiny_colors"], lm_eval_include_path=str(tasks)
+    )
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(target_modules="all-linear")
+    )
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.5)  # a trained adapter changes the answers; a fresh one would not
+    model.save_pretrained(cfg.output_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(cfg.output_dir)
+    merged = tmp_path / "merged"
+    model.merge_and_unload().save_pretrained(merged)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(merged)
+
+    with_adapter = expected_accuracy(str(merged))
+    assert with_adapter != expected_accuracy(str(tiny_model_dir))  # so an ignored adapter would fail below
+
+    (request,) = lm_eval_requests(cfg, "cpu")
+    found = run_request(request)
+    assert found["results"]["tiny_colors"]["acc,none"] == pytest.approx(with_adapter)
