@@ -172,34 +172,56 @@ def run_lm_eval(cfg: TrainConfig, step: int, device: str) -> dict[str, float]:
     return scores(merged["results"])
 
 
-def log_to_trackers(values: dict[str, float], step: int) -> None:
-    """The scores into the runs the Trainer's trackers used (they have ended or are ending: logged by id)."""
-    if not values:
-        return
-    if "mlflow" in sys.modules:
-        import mlflow
+def log_to_trackers(values: dict[str, float], step: int) -> list[str]:
+    """The scores into the runs the Trainer's trackers used (ended or ending: logged by id); the trackers that took
+    them. A tracker that fails is a warning: the scores are in the results file already."""
+    done = []
+    for name, write in (("mlflow", _to_mlflow), ("wandb", _to_wandb), ("tensorboard", _to_tensorboard)):
+        try:
+            if values and write(values, step):
+                done.append(name)
+        except Exception as exc:  # noqa: BLE001 - any tracker's error: say so, keep the job's result
+            log.warning("lm_eval: could not log the scores to %s: %s", name, exc)
+    return done
 
-        run = mlflow.last_active_run()
-        if run is not None:
-            from mlflow.entities import Metric
 
-            client = mlflow.MlflowClient()
-            stamp = int(run.info.end_time or run.info.start_time)
-            client.log_batch(run.info.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
-    if "wandb" in sys.modules:
-        import wandb
+def _to_mlflow(values: dict[str, float], step: int) -> bool:
+    if "mlflow" not in sys.modules:  # imported by MLflowCallback when MLflow logged this run
+        return False
+    import mlflow
+    from mlflow.entities import Metric
 
-        if wandb.run is not None:
-            wandb.run.log(values)
-            wandb.run.summary.update(values)
-    tensorboard = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    if tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    run = mlflow.last_active_run()
+    if run is None:
+        return False
+    stamp = int(run.info.end_time or run.info.start_time)
+    mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
+    return True
 
-        writer = SummaryWriter(tensorboard)
-        for key, value in values.items():
-            writer.add_scalar(key, value, step)
-        writer.close()
+
+def _to_wandb(values: dict[str, float], step: int) -> bool:
+    if "wandb" not in sys.modules:
+        return False
+    import wandb
+
+    if wandb.run is None:
+        return False
+    wandb.run.log(values)
+    wandb.run.summary.update(values)
+    return True
+
+
+def _to_tensorboard(values: dict[str, float], step: int) -> bool:
+    folder = os.environ.get("TENSORBOARD_LOGGING_DIR")  # set by tracker_environment when use_tensorboard
+    if not folder:
+        return False
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(folder)
+    for key, value in values.items():
+        writer.add_scalar(key, value, step)
+    writer.close()
+    return True
 
 
 def evaluate_final_model(cfg: TrainConfig, step: int) -> str | None:

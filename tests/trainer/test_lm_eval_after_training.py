@@ -204,3 +204,13 @@ def test_an_adapter_run_is_evaluated_as_the_base_model_with_its_adapter(train_co
     (request,) = lm_eval_requests(cfg, "cpu")
     found = run_request(request)
     assert found["results"]["tiny_colors"]["acc,none"] == pytest.approx(with_adapter)
+
+
+def test_a_tracker_that_fails_is_a_warning_not_a_failed_job(monkeypatch, tmp_path, caplog):
+    from hpcft.trainer.lm_eval_after_training import log_to_trackers
+
+    # TensorBoard asked for (use_tensorboard) but its package missing here: the scores stay in the results file.
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    monkeypatch.setitem(__import__("sys").modules, "tensorboard", None)
+    assert "tensorboard" not in log_to_trackers({"lm_eval/t/acc": 0.5}, 3)
+    assert "could not log the scores to tensorboard" in caplog.text
