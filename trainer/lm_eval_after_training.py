@@ -53,7 +53,7 @@ _DISTRIBUTED_ENV = (
 class LmEvalRequest:
     """One lm_eval run: the tasks that share a number of few-shot examples."""
 
-    model_args: str
+    model_args: dict[str, Any]
     tasks: list[str]
     num_fewshot: int | None
     batch_size: int
@@ -66,15 +66,20 @@ def lm_eval_wanted(cfg: TrainConfig) -> bool:
     return bool(cfg.lm_eval_tasks) and cfg.lm_eval_post_train is not False
 
 
-def model_arguments(cfg: TrainConfig) -> str:
-    """lm_eval's `hf` model arguments for the final model: output_dir, or base_model with the adapter in it."""
-    tokenizer = f",tokenizer={cfg.output_dir}"
+def model_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """lm_eval's `hf` model arguments for the final model: output_dir in the dtype it was saved in, or for an
+    adapter run base_model with the adapter from output_dir (a mapping, so a path may hold any character)."""
     if cfg.lm_eval_model:
-        return f"pretrained={cfg.lm_eval_model}"
-    if cfg.adapter:
-        base = cfg.base_model
-        return f"pretrained={base},peft={cfg.output_dir}{tokenizer},dtype=auto"
-    return f"pretrained={cfg.output_dir}{tokenizer},dtype=auto"  # the dtype the model was saved in
+        args: dict[str, Any] = {"pretrained": cfg.lm_eval_model}
+    elif cfg.adapter:
+        args = {"pretrained": cfg.base_model, "peft": cfg.output_dir, "tokenizer": cfg.output_dir, "dtype": "auto"}
+        if cfg.model_revision:
+            args["revision"] = cfg.model_revision
+    else:
+        args = {"pretrained": cfg.output_dir, "tokenizer": cfg.output_dir, "dtype": "auto"}
+    if cfg.trust_remote_code:
+        args["trust_remote_code"] = True
+    return args
 
 
 def lm_eval_requests(cfg: TrainConfig, device: str) -> list[LmEvalRequest]:
@@ -156,7 +161,7 @@ def run_lm_eval(cfg: TrainConfig, step: int, device: str) -> dict[str, float]:
     and returns the scores for the trackers."""
     merged: dict[str, Any] = {"results": {}, "n-shot": {}, "versions": {}, "model_args": model_arguments(cfg)}
     for request in lm_eval_requests(cfg, device):
-        print(f"hpcft: lm_eval: {', '.join(request.tasks)} on {request.model_args.split(',')[0]}", flush=True)
+        print(f"hpcft: lm_eval: {', '.join(request.tasks)} on {request.model_args['pretrained']}", flush=True)
         found = run_request(request)
         for key in ("results", "n-shot", "versions"):
             merged[key].update(found.get(key) or {})

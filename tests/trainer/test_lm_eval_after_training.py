@@ -120,10 +120,17 @@ def test_tasks_are_grouped_by_their_few_shot_count_as_axolotl_does(train_config)
 
 def test_the_model_evaluated_is_the_final_one(train_config):
     full = train_config()
-    assert model_arguments(full) == f"pretrained={full.output_dir},tokenizer={full.output_dir},dtype=auto"
-    lora = train_config(adapter="lora", lora_target_linear=True)
-    assert model_arguments(lora).startswith(f"pretrained={lora.base_model},peft={lora.output_dir},")
-    assert model_arguments(train_config(lm_eval_model="/models/other")) == "pretrained=/models/other"
+    assert model_arguments(full) == {"pretrained": full.output_dir, "tokenizer": full.output_dir, "dtype": "auto"}
+    lora = train_config(adapter="lora", lora_target_linear=True, model_revision="abc", trust_remote_code=True)
+    assert model_arguments(lora) == {
+        "pretrained": lora.base_model,
+        "peft": lora.output_dir,
+        "tokenizer": lora.output_dir,
+        "dtype": "auto",
+        "revision": "abc",
+        "trust_remote_code": True,
+    }
+    assert model_arguments(train_config(lm_eval_model="/models/other")) == {"pretrained": "/models/other"}
 
 
 def test_scores_and_summary_read_lm_eval_result_keys():
