@@ -59,6 +59,8 @@ def test_bench_metrics_at_each_evaluation_match_an_independent_scoring(train_con
         max_steps=4,
         micro_batch_size=2,
         learning_rate=5e-3,
+        save_strategy="best",
+        metric_for_best_model="eval_bench_total_accuracy",
     )
     tokenizer = load_tokenizer(cfg)
     callback = BenchEvalCallback.from_config(cfg, tokenizer)
@@ -83,6 +85,8 @@ def test_bench_metrics_at_each_evaluation_match_an_independent_scoring(train_con
         (sum(groups["colors"]) / 2 + sum(groups["animals"]) / 3) / 2
     )
     assert last["eval_bench_loss"] == pytest.approx(loss, rel=1e-4)
+    # The best checkpoint can be chosen by a bench score: transformers compares the metrics this callback adds.
+    assert trainer.state.best_metric == max(entry["eval_bench_total_accuracy"] for entry in evaluations)
 
 
 def test_the_rows_of_a_local_bench_file_and_axolotl_subject_groups(train_config, bench_file):
