@@ -188,10 +188,11 @@ def missing_hub_datasets(cfg: TrainConfig, env: dict[str, str]) -> list[str]:
 
 
 def check_eval_datasets(cfg: TrainConfig, env: dict[str, str], where: str) -> list[str]:
-    """Warnings for benchmark datasets the nodes may not find; ConfigError when they certainly cannot (not in
-    the cache the job uses and the profile keeps the nodes off the Hub)."""
+    """Warnings for benchmark datasets the nodes may not find; one ConfigError naming all of those they certainly
+    cannot find (not in the cache the job uses while the profile keeps the nodes off the Hub)."""
     warnings: list[str] = []
     offline = nodes_offline(env)
+    unreachable: list[EvalDataset] = []
     for need in needed_eval_datasets(cfg):
         for file in need.files if need.repo is None else ():
             if not Path(file).is_absolute() or not Path(file).exists():
@@ -204,17 +205,23 @@ def check_eval_datasets(cfg: TrainConfig, env: dict[str, str], where: str) -> li
                 "Hugging Face cache of the nodes" + (" (the profile sets HF_HUB_OFFLINE)" if offline else "")
             )
         elif need.repo and not hub_dataset_cached(need.repo, env):
-            fetch = f"hf download --repo-type dataset {need.repo}"
             if offline:
-                raise ConfigError(
-                    f"{where}: {need.needed_by}: the dataset {need.repo} is not in the Hugging Face cache and the "
-                    f"profile keeps the nodes off the Hub (HF_HUB_OFFLINE); download it first on a machine that "
-                    f"writes that cache (`{fetch}`), or remove it"
-                )
+                unreachable.append(need)
+                continue
             warnings.append(
                 f"{where}: {need.needed_by}: the dataset {need.repo} is not in the Hugging Face cache yet; the "
-                "preprocessing job downloads it (or `" + fetch + "` now)"
+                f"preprocessing job downloads it (or `hf download --repo-type dataset {need.repo}` now)"
             )
+    if unreachable:
+        missing = "; ".join(
+            f"{n.needed_by}: the dataset {n.repo} is not in the Hugging Face cache" for n in unreachable
+        )
+        fetch = ", ".join(f"`hf download --repo-type dataset {r}`" for r in dict.fromkeys(n.repo for n in unreachable))
+        raise ConfigError(
+            f"{where}: {missing} and the profile keeps the nodes off the Hub (HF_HUB_OFFLINE); download "
+            f"{'them' if len(unreachable) > 1 else 'it'} first on a machine that writes that cache ({fetch}), "
+            f"or remove {'them' if len(unreachable) > 1 else 'it'}"
+        )
     return warnings
 
 
