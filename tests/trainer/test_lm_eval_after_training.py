@@ -165,10 +165,13 @@ def test_the_child_process_does_not_see_torchrun(monkeypatch):
 
 
 def test_the_preprocessing_job_caches_the_benchmark_datasets(train_config, tmp_path, monkeypatch):
+    import datasets
+
     from hpcft.trainer.eval_downloads import fetch_eval_datasets
 
     cache = tmp_path / "datasets-cache"
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    # The job sets HF_DATASETS_CACHE before `datasets` is imported; in this process it may be imported already.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
     tasks = write_colors_task(tmp_path / "tasks")
     cfg = train_config(lm_eval_tasks=["tiny_colors:2"], lm_eval_include_path=str(tasks))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
