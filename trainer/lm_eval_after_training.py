@@ -251,10 +251,10 @@ def evaluate_request(request: LmEvalRequest) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    include = request.include_path
-    # lm_eval indexes its ~14,000 task files unless told the tasks are all in include_path.
-    own = include and set(request.tasks) <= set(TaskManager(include_path=include, include_defaults=False).all_tasks)
-    manager = TaskManager(include_path=include, include_defaults=not own) if include else TaskManager()
+    # lm_eval indexes its ~14,000 task files unless the tasks are all in include_path (seconds on a busy node).
+    manager = TaskManager(include_path=request.include_path, include_defaults=False) if request.include_path else None
+    if manager is None or not set(request.tasks) <= set(manager.all_tasks):
+        manager = TaskManager(include_path=request.include_path)
     found = lm_eval.simple_evaluate(
         model="hf",
         model_args=request.model_args,
