@@ -10,7 +10,7 @@ set -euo pipefail
 : "${DEEPSPEED_VERSION:?}" "${DATASETS_VERSION:?}" "${BITSANDBYTES_VERSION:?}" "${FLASH_ATTN_VERSION:?}" "${TRL_VERSION:?}"
 : "${MATPLOTLIB_VERSION:?}" "${PROMETHEUS_CLIENT_VERSION:?}"
 : "${LIGER_KERNEL_VERSION:?}" "${MISTRAL_COMMON_VERSION:?}" "${SENTENCEPIECE_VERSION:?}" "${ONEBITLLMS_VERSION:?}" "${TORCHAO_VERSION:?}"
-: "${SACREBLEU_VERSION:?}"
+: "${SACREBLEU_VERSION:?}" "${MLFLOW_SKINNY_VERSION:?}" "${LM_EVAL_VERSION:?}"
 CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
@@ -53,6 +53,8 @@ EOF
     "sentencepiece==${SENTENCEPIECE_VERSION}" \
     "onebitllms==${ONEBITLLMS_VERSION}" \
     "sacrebleu==${SACREBLEU_VERSION}" \
+    "mlflow-skinny==${MLFLOW_SKINNY_VERSION}" \
+    "lm_eval==${LM_EVAL_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
   # it at once into a shared cache.
@@ -70,7 +72,8 @@ EOF
     "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
     "liger-kernel==${LIGER_KERNEL_VERSION}" "torchao==${TORCHAO_VERSION}" "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" "sentencepiece==${SENTENCEPIECE_VERSION}" \
-    "onebitllms==${ONEBITLLMS_VERSION}" "sacrebleu==${SACREBLEU_VERSION}" >> "$CONSTRAINTS"
+    "onebitllms==${ONEBITLLMS_VERSION}" "sacrebleu==${SACREBLEU_VERSION}" \
+    "mlflow-skinny==${MLFLOW_SKINNY_VERSION}" "lm_eval==${LM_EVAL_VERSION}" >> "$CONSTRAINTS"
 }
 
 install_hpcft() {

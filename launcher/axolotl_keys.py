@@ -219,7 +219,10 @@ _QUANT = (
 )
 _OPTIM = "hpcft's optimizer and schedule do not implement it; remove it"
 _EVAL = "hpcft evaluates the loss on val_set_size or test_datasets only; remove it"
-_TRACKING = "hpcft logs to metrics.jsonl, Weights & Biases (wandb_project) or TensorBoard (use_tensorboard); remove it"
+_TRACKING = (
+    "hpcft logs to metrics.jsonl, Weights & Biases (wandb_project), MLflow (mlflow_tracking_uri), SwanLab or "
+    "TensorBoard (use_tensorboard); remove it"
+)
 _DATA = "hpcft's data pipeline does not implement it yet; remove it"
 _MODEL = "hpcft loads the model unchanged; remove it"
 _PEFT = "hpcft's LoRA does not implement it yet; remove it"
@@ -302,9 +305,6 @@ REFUSED_KEYS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "do_bench_eval",
-            "bench_dataset",
-            "bench_split",
             "generate_samples",
             "generation_do_sample",
             "generation_max_new_tokens",
@@ -313,10 +313,6 @@ REFUSED_KEYS: dict[str, str] = {
             "generation_top_k",
             "generation_top_p",
             "num_generation_samples",
-            "lm_eval_batch_size",
-            "lm_eval_model",
-            "lm_eval_post_train",
-            "lm_eval_tasks",
             "gradio_max_new_tokens",
             "gradio_server_name",
             "gradio_server_port",
@@ -337,11 +333,6 @@ REFUSED_KEYS: dict[str, str] = {
             "comet_online",
             "comet_project_name",
             "comet_workspace",
-            "use_mlflow",
-            "mlflow_experiment_name",
-            "mlflow_run_name",
-            "mlflow_tracking_uri",
-            "hf_mlflow_log_artifacts",
             "use_trackio",
             "trackio_project_name",
             "trackio_run_name",

@@ -26,10 +26,11 @@ from hpcft.launcher.dataset_heads import check_dataset_heads
 from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
 from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.eval_datasets import check_eval_datasets, resolve_eval_paths
 from hpcft.launcher.fp8 import fp8_notes
 from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.interpolation_size import check_interpolation_size
-from hpcft.launcher.jobplan import job_paths, make_plan
+from hpcft.launcher.jobplan import job_env, job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
@@ -582,6 +583,7 @@ def load_job(
     # The default output_dir is relative too: like every relative path, it is taken from the config's folder.
     data.setdefault("output_dir", TrainConfig.model_fields["output_dir"].default)
     resolve_paths(data, path.parent, where, warnings)
+    resolve_eval_paths(data, path.parent, where)
     for key in token_like_values(data):
         warnings.append(
             f"{where}: key '{key}' looks like an access token; pass secrets through the environment "
@@ -659,6 +661,7 @@ def check_job(job: Job) -> None:
         resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
     job.warnings.extend(check_node_paths(job, job_paths(job)))
     _check_train_yaml_size(job)
+    job.warnings.extend(check_eval_datasets(job.cfg, job_env(job), str(job.config_path)))
 
 
 def _check_train_yaml_size(job: Job) -> None:

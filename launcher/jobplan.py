@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from hpcft.launcher import protocol
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.eval_datasets import eval_and_tracking_paths, folders_to_create
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.quoting import shell_env_value
 
@@ -178,6 +179,7 @@ def job_paths(job: Job) -> list[str]:
         for value in [ds.path, *files]:
             if isinstance(value, str) and Path(value).is_absolute():
                 paths.append(value)
+    paths += [str(p) for p in eval_and_tracking_paths(cfg)]
     return list(dict.fromkeys(paths))
 
 
@@ -346,7 +348,10 @@ def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str =
         rendezvous=rendezvous,
         mounts=mounts,
         container_env=env,
-        create_dirs=[*filter(None, [job.cfg.output_dir, job.cfg.dataset_prepared_path, cache_dir(job)])],
+        create_dirs=[
+            *filter(None, [job.cfg.output_dir, job.cfg.dataset_prepared_path, cache_dir(job)]),
+            *map(str, folders_to_create(job.cfg)),
+        ],
         image=enroot_image(launch.image or ""),
         # One failed node ends the step rather than leaving the others in a collective.
         step_args=[

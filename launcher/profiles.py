@@ -17,13 +17,20 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpcft.launcher.errors import ConfigError
+from hpcft.launcher.mlflow_tracking import MLFLOW_SECRET_ENV
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.quoting import MAX_RDZV_PORT_BASE, check_env_name
 from hpcft.launcher.schema import LaunchConfig
 from hpcft.launcher.secret_values import env_secret_problem, setup_secret_problem
 from hpcft.launcher.validation import as_list, format_validation_error
 
-DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "SWANLAB_API_KEY"]
+DEFAULT_SECRET_ENV = [
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
+    "SWANLAB_API_KEY",
+    *MLFLOW_SECRET_ENV,
+]
 
 
 class EdfOptions(BaseModel):

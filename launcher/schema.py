@@ -23,8 +23,10 @@ from hpcft.launcher.axolotl_keys import (
 from hpcft.launcher.best_checkpoint import check_best_checkpoint
 from hpcft.launcher.chat_template_check import chat_template_problem
 from hpcft.launcher.chat_templates import chat_template_choice_error
+from hpcft.launcher.eval_datasets import check_benchmarks
 from hpcft.launcher.fp8 import check_fp8
 from hpcft.launcher.log_options import log_moving_problem
+from hpcft.launcher.mlflow_tracking import check_mlflow_uri
 from hpcft.launcher.model_loading import check_model_loading
 from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
 from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
@@ -966,6 +968,28 @@ class TrainConfig(_Strict):
     answers (default: sacrebleu, ter, chrf). axolotl's `comet` needs a neural model from the Hub and is refused."""
     eval_max_new_tokens: int | None = Field(None, ge=1)
     """do_causal_lm_eval: tokens generated per answer at most (default 128)."""
+    # Benchmarks during training (bench eval) and after it (lm-evaluation-harness): launcher/eval_datasets.py
+    do_bench_eval: bool | None = None
+    """At each evaluation, also score multiple-choice questions (bench_dataset): accuracy of the answer letter
+    A-G the model ranks first, per subject and in total."""
+    bench_dataset: str | None = None
+    """do_bench_eval's questions: `mmlu-zs`, `mmlu-fs` (MMLU zero/five-shot), `owner/name/file.json` on the Hub,
+    or a local JSON file with `input`, `output` and `subject` per row (default:
+    pharaouk/dharma-1/dharma_1_mini.json)."""
+    bench_split: str | None = None
+    """do_bench_eval: the split of bench_dataset to score, `eval` (default) or `test` (MMLU only)."""
+    lm_eval_tasks: list[str] | None = None
+    """lm-evaluation-harness tasks run on the final model after training (`hellaswag`, `arc_easy:25` for 25-shot);
+    results in output_dir/lm_eval_results.json, the run folder and the trackers."""
+    lm_eval_batch_size: int | None = Field(None, ge=1)
+    """lm-evaluation-harness batch size (default 8)."""
+    lm_eval_post_train: bool | None = None
+    """Run lm_eval_tasks after training (default true)."""
+    lm_eval_model: str | None = None
+    """The model lm_eval_tasks evaluates (default: the final model in output_dir)."""
+    lm_eval_include_path: str | None = None
+    """hpcft: a folder of your own lm-evaluation-harness task YAML files (its `include_path`), e.g. tasks that read
+    a local data file."""
     eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
         None, validation_alias=AliasChoices("eval_strategy", "evaluation_strategy")
     )
@@ -1038,6 +1062,19 @@ class TrainConfig(_Strict):
     """Upload the model to Weights & Biases: `checkpoint` or `end`."""
     use_tensorboard: bool = False
     """Write TensorBoard logs under output_dir."""
+    # MLflow (checked in launcher/mlflow_tracking.py, applied in trainer/metrics.py)
+    use_mlflow: bool | None = None
+    """Log to MLflow (on as well when mlflow_tracking_uri or mlflow_experiment_name is set)."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking store: a server (`https://mlflow.example.org`) or a folder (`file:/scratch/me/mlruns`, or a
+    path, taken from the config file's folder). Credentials never go here: export MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) before submitting."""
+    mlflow_experiment_name: str | None = None
+    """MLflow experiment (created when missing; default: MLflow's `Default`)."""
+    mlflow_run_name: str | None = None
+    """MLflow run name (default: the Trainer's, output_dir)."""
+    hf_mlflow_log_artifacts: bool | None = None
+    """Copy every checkpoint to the MLflow run's artifact store when it is saved."""
     hub_model_id: str | None = None
     """Push the trained model (or adapter) to this Hugging Face Hub repository at the end (token from $HF_TOKEN)."""
     hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] | None = None
@@ -1477,6 +1514,8 @@ class TrainConfig(_Strict):
             raise ValueError("chat_template: jinja needs chat_template_jinja (the template text)")
         self._check_data_options()
         check_training_loop(self)
+        check_mlflow_uri(self.mlflow_tracking_uri)
+        check_benchmarks(self)
         check_qat(self)
         check_nvfp4_merge_aware(self)
         check_fp8(self)
@@ -1573,4 +1612,5 @@ IMPLEMENTED_PLUGINS = {
     "axolotl.integrations.swanlab.plugins.SwanLabPlugin": "use_swanlab and the swanlab_* keys",
     **dict.fromkeys(LLMCOMPRESSOR_PLUGINS, "the llmcompressor block"),
     "axolotl.integrations.expert_parallel.ExpertParallelPlugin": "expert_parallel_size",
+    "axolotl.integrations.lm_eval.LMEvalPlugin": "lm_eval_tasks and the lm_eval_* keys",
 }

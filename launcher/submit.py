@@ -45,6 +45,14 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
     if mode == "job":
         return True, "launch.preprocess: job"
     from hpcft.launcher.dataset_cache import prepared_dir
+    from hpcft.launcher.eval_datasets import missing_hub_datasets, nodes_offline
+    from hpcft.launcher.jobplan import job_env
+
+    env = job_env(job)
+    benchmarks = [] if nodes_offline(env) else missing_hub_datasets(job.cfg, env)
+    if benchmarks:
+        # A CPU job downloads them rather than the GPU job (validate refuses this when the nodes are offline).
+        return True, f"benchmark datasets to download first: {', '.join(benchmarks)}"
 
     where = prepared_dir(job.cfg)
     if where is None:

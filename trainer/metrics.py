@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from hpcft.launcher.mlflow_tracking import is_file_store, mlflow_enabled
 from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.progress import StepClock, format_eval_line, format_step_line
@@ -163,15 +164,27 @@ def tracker_arguments(cfg: TrainConfig) -> dict[str, Any]:
             log.warning("use_tensorboard: true but tensorboard is not installed: not logging to tensorboard")
         else:
             report_to.append("tensorboard")
+    if mlflow_enabled(cfg):
+        if importlib.util.find_spec("mlflow") is None:
+            log.warning(
+                "MLflow logging is on but mlflow is not installed: not logging to MLflow (pip install 'hpcft[train]')"
+            )
+        else:
+            report_to.append("mlflow")  # transformers' MLflowCallback: it logs from rank 0 only
     args: dict[str, Any] = {"report_to": report_to or "none"}
-    if cfg.wandb_name:
-        args["run_name"] = cfg.wandb_name
+    # One run name for every tracker, as axolotl picks it: W&B's when W&B logs, else MLflow's.
+    run_name = cfg.wandb_name if cfg.wandb_project else None
+    run_name = run_name or (cfg.mlflow_run_name if mlflow_enabled(cfg) else None) or cfg.wandb_name
+    if run_name:
+        args["run_name"] = run_name
     return args
 
 
 def tracker_environment(cfg: TrainConfig) -> dict[str, str]:
-    """The variables transformers' WandbCallback and TensorBoardCallback read (the caller sets them)."""
+    """The variables transformers' WandbCallback, MLflowCallback and TensorBoardCallback read (the caller sets
+    them)."""
     env = {"TENSORBOARD_LOGGING_DIR": str(Path(cfg.output_dir) / "tensorboard")} if cfg.use_tensorboard else {}
+    env |= mlflow_environment(cfg)
     if not cfg.wandb_project:
         return env
     env |= {"WANDB_PROJECT": cfg.wandb_project, "WANDB_MODE": cfg.wandb_mode or os.environ.get("WANDB_MODE", "online")}
@@ -184,4 +197,21 @@ def tracker_environment(cfg: TrainConfig) -> dict[str, str]:
     env.update({key: value for key, value in optional.items() if value})
     if cfg.wandb_run_id:
         env["WANDB_RESUME"] = "allow"  # a requeued job continues the same wandb run
+    return env
+
+
+def mlflow_environment(cfg: TrainConfig) -> dict[str, str]:
+    """MLflowCallback's settings. Credentials are not among them: MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN come
+    from the submitter's environment (the profile's secret_env)."""
+    if not mlflow_enabled(cfg):
+        return {}
+    env = {"HF_MLFLOW_LOG_ARTIFACTS": "true" if cfg.hf_mlflow_log_artifacts else "false"}
+    if cfg.mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = cfg.mlflow_tracking_uri
+        if is_file_store(cfg.mlflow_tracking_uri):
+            # MLflow 3 refuses a folder store unless asked: the user asked for one (a shared folder needs no
+            # server, which is what a cluster without one has).
+            env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    if cfg.mlflow_experiment_name:
+        env["MLFLOW_EXPERIMENT_NAME"] = cfg.mlflow_experiment_name
     return env

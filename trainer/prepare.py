@@ -239,4 +239,8 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
         return PreparedData(train=datasets.Dataset.from_dict({}), eval=None, stats={"streaming": True})
     if processes and not cfg.dataset_processes:
         cfg = cfg.model_copy(update={"dataset_processes": processes})
-    return prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)
+    prepared = prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)
+    from hpcft.trainer.eval_downloads import fetch_eval_datasets  # the benchmarks' datasets, while on a CPU
+
+    fetch_eval_datasets(cfg)
+    return prepared

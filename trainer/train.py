@@ -24,6 +24,7 @@ from hpcft.launcher.deepspeed_config import zero_stage
 from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import resolve_precision, training_argument_values
+from hpcft.trainer.bench_eval import BenchEvalCallback
 from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
 from hpcft.trainer.checkpoints import (
     CompleteCheckpointCallback,
@@ -56,9 +57,12 @@ from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.fp8 import fp8_callbacks
 from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.lisa import LisaCallback
+from hpcft.trainer.lm_eval_after_training import evaluate_final_model, lm_eval_wanted
 from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
+from hpcft.trainer.mlflow_logging import MlflowRunRecorder
+from hpcft.trainer.mlflow_logging import resume_environment as mlflow_resume_environment
 from hpcft.trainer.model import load_model, load_tokenizer
 from hpcft.trainer.muon import muon_optimizer
 from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
@@ -119,6 +123,7 @@ def build_trainer(
     stop = StopFileCallback.from_env()
     recorder = SampleRecorder.from_env(rank())
     causal_lm_eval = CausalLMEvalCallback.from_config(cfg, tokenizer)
+    bench = BenchEvalCallback.from_config(cfg, tokenizer)
     # Order matters: fault injection runs before the checkpoint marker so that a kill "during the save" is one;
     # the early-stopping callbacks come after the metrics line of the step they stop at.
     callbacks = [
@@ -130,10 +135,12 @@ def build_trainer(
         HangWatchdog.from_env(cfg.output_dir, rank()),
         *stopping_callbacks(cfg),
         causal_lm_eval,
+        bench,
         recorder,
         ScheduleShapeCallback.from_config(cfg),
         MetricsEndpointCallback.from_config(cfg),
         SwanLabLoggingCallback.from_config(cfg),
+        MlflowRunRecorder.from_config(cfg),
         LisaCallback.from_config(cfg),
         ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
@@ -169,6 +176,8 @@ def build_trainer(
         recorder.attach(trainer.model)
     if causal_lm_eval is not None:
         causal_lm_eval.attach(trainer)
+    if bench is not None:
+        bench.attach(trainer)
     # Our metrics lines are the log on stdout; the Trainer's own printers would interleave dict reprs with them.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -238,6 +247,8 @@ def train(config_path: str | Path) -> int:
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
     resume = resolve_resume_checkpoint(cfg)
+    if resume:
+        os.environ.update(mlflow_resume_environment(cfg))  # a requeued job continues its MLflow run
     done_at = finished_step(cfg.output_dir)
     if done_at is not None and not cfg.resume_from_checkpoint and done_at >= (cfg.max_steps or done_at):
         # A requeued or resubmitted finished run: retraining would overwrite its model with a longer run's.
@@ -294,6 +305,14 @@ def train(config_path: str | Path) -> int:
         draw_loss_png(cfg.output_dir)
 
     cleanup()
+    step = state.global_step
+    del trainer, state  # lm_eval's child process needs the memory the model and optimizer held
+    # After the process group is gone, like the upload below: the other ranks have nothing to wait for.
+    if finished and lm_eval_wanted(cfg) and is_main_process():
+        error = evaluate_final_model(cfg, step)
+        if error:
+            print(f"hpcft: error: {error}", file=sys.stderr, flush=True)
+            return 1
     # After the process group is gone: an upload must not hold the other ranks in a barrier until they time out.
     if finished and cfg.hub_model_id and is_main_process():
         error = push_to_hub(cfg)

@@ -138,6 +138,8 @@ def _run_install_script(*args: str, **env: str) -> subprocess.CompletedProcess:
             "SENTENCEPIECE_VERSION",
             "ONEBITLLMS_VERSION",
             "SACREBLEU_VERSION",
+            "MLFLOW_SKINNY_VERSION",
+            "LM_EVAL_VERSION",
         )
     }
     # `python` on PATH is this test's interpreter, as it is the image's in the container.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate")
+HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate", "mlflow", "lm_eval")
 
 
 def test_cli_imports_nothing_heavy():
