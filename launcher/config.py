@@ -284,6 +284,9 @@ _PATH_KEYS = (
     "resume_from_checkpoint",
     "deepspeed",
     "chat_template_jinja",
+    "lm_eval_include_path",
+    "bench_dataset",
+    "lm_eval_model",
 )
 
 
