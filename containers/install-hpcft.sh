@@ -28,7 +28,7 @@ install_deps() {
 import re, sys, torch
 release = re.match(r"\d+\.\d+\.\d+", torch.__version__).group()
 if release != sys.argv[1]:
-    sys.exit(f"this base image ships torch {torch.__version__}, but pyproject.toml pins torch=={sys.argv[1]}; "
+    sys.exit(f"this NGC image ships torch {torch.__version__}, but pyproject.toml pins torch=={sys.argv[1]}; "
              "pick the NGC_TAG whose release notes say 'based on " + sys.argv[1] + "a0' "
              "(docs.nvidia.com/deeplearning/frameworks/pytorch-release-notes)")
 print(f"hpcft: using NGC torch {torch.__version__} for torch=={sys.argv[1]}")
