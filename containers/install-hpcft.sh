@@ -82,8 +82,9 @@ EOF
 install_hpcft() {
   local src=$1
   export PIP_CONSTRAINT=$CONSTRAINTS
-  # --no-deps: the extras are installed above, against NGC's torch.
-  python -m pip install --no-deps "$src"
+  # hpcft's own light requirements (OmegaConf, submitit, ...) come with it; the extras are installed above, and
+  # the constraint file keeps every version there (torch: the base's).
+  python -m pip install "$src"
   export HPCFT_EXTRAS
   # Every requirement of hpcft[train,gpu] must now be met (torch by release number, see install_deps).
   python - <<'EOF'

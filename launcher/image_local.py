@@ -94,10 +94,12 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> None:
         raise ConfigError(f"{what} failed (exit {code}); its output is above")
 
 
-def _prune(folder: Path, pattern: str, keep: Path) -> None:
-    """Older stages of the same kind: a cache keyed by content grows with every change otherwise."""
-    for old in folder.glob(pattern):
-        if old != keep and old.name != LATEST_NAME:
+def _prune(folder: Path, keep: Path) -> None:
+    """Older builds next to `keep` (its name up to the key, and what shares that key): a cache keyed by content
+    grows with every change otherwise."""
+    prefix, key = keep.name.split("-")[0], keep.name.rsplit("-", 1)[1].split(".")[0]
+    for old in folder.glob(f"{prefix}-*"):
+        if key not in old.name and old.name != LATEST_NAME:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
@@ -120,15 +122,14 @@ def build_local_image(checkout: Checkout, output: Path | None = None) -> Path:
     if not (cache / f"deps-{deps}.done").is_file():
         _run([script, "deps", str(deps_dir)], env, "building the image's dependency stage")
         (cache / f"deps-{deps}.done").write_text(f"{time.monotonic() - started:.0f} s\n")
-        _prune(cache, "deps-*", deps_dir)
-        _prune(cache, "deps-*.done", cache / f"deps-{deps}.done")
+        _prune(cache, deps_dir)
     image = cache / f"hpcft-local-{image_key(checkout, deps)}.sqsh"
     if image.is_file():
         print(f"hpcft: {image} is up to date (cached by content)", file=sys.stderr)
     else:
         env["HPCFT_IMAGE_ID"] = image.stem.removeprefix("hpcft-local-")
         _run([script, "image", str(deps_dir), str(checkout.root), str(image)], env, "building the image")
-        _prune(cache, "hpcft-local-*.sqsh", image)
+        _prune(cache, image)
     latest = cache / LATEST_NAME
     tmp = cache / f".{LATEST_NAME}.{os.getpid()}"
     tmp.symlink_to(image.name)
