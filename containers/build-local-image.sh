@@ -90,6 +90,9 @@ cmd_image() {
         # The Dockerfile ENV lines; enroot applies /etc/environment (enroot import writes ENV there too).
         printf "%s\n" "PATH='"$VENV"'/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
             BASH_ENV=/opt/hpcft/cache-env.sh PYTHONUNBUFFERED=1 >"$root/etc/environment"
+        # enroot starts the command through a login shell (ENROOT_LOGIN_SHELL), and Debian'"'"'s /etc/profile
+        # sets root'"'"'s PATH outright: the venv goes back in front from profile.d, which it reads after that.
+        echo "export PATH='"$VENV"'/bin:\$PATH" >"$root/etc/profile.d/hpcft-venv.sh"
         rm -f "$root/etc/resolv.conf"
         touch "$root/etc/resolv.conf"
         mksquashfs "$root" "$out.tmp" -noappend -comp zstd -Xcompression-level 3 -no-progress -quiet \

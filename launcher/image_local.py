@@ -69,11 +69,16 @@ def _hash_files(digest, root: Path, relative: str) -> None:
         digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
 
 
+# build-local-image.sh's image stage starts here: editing it rebuilds the image, not the dependencies.
+IMAGE_STAGE_START = "cmd_image() {"
+
+
 def deps_key(checkout: Checkout, env: dict[str, str]) -> str:
-    """The dependency stage: the two scripts, the versions and switches, the torch wheel."""
+    """The dependency stage: install-hpcft.sh, build-local-image.sh's dependency part, the versions and switches,
+    the torch wheel."""
     digest = hashlib.sha256()
-    for relative in (str(INSTALL_SCRIPT), str(BUILD_SCRIPT)):
-        _hash_files(digest, checkout.root, relative)
+    _hash_files(digest, checkout.root, str(INSTALL_SCRIPT))
+    digest.update((checkout.root / BUILD_SCRIPT).read_text().split(IMAGE_STAGE_START)[0].encode())
     for name, value in sorted(env.items()):
         digest.update(f"{name}={Path(value).name if name == 'TORCH_WHEEL' else value}\n".encode())
     return digest.hexdigest()[:16]
@@ -82,7 +87,7 @@ def deps_key(checkout: Checkout, env: dict[str, str]) -> str:
 def image_key(checkout: Checkout, deps: str) -> str:
     """The image: its dependency stage plus every file the recipe copies in."""
     digest = hashlib.sha256(deps.encode())
-    for relative in (str(CACHE_ENV), *SOURCE_PATHS):
+    for relative in (str(BUILD_SCRIPT), str(CACHE_ENV), *SOURCE_PATHS):
         _hash_files(digest, checkout.root, relative)
     return digest.hexdigest()[:16]
 
