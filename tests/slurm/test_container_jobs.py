@@ -83,8 +83,8 @@ def test_srun_runs_in_the_image_on_both_nodes(image_id):
     assert not Path(MARKER).exists(), "the host must not have the image's marker, or nothing below proves anything"
     probe = (
         f"echo $(hostname) $(sed -n 's/^HPCFT_IMAGE_ID=//p' {MARKER}) $(. /etc/os-release; echo $VERSION_CODENAME) "
-        '$(python -c "import torch, deepspeed.git_version_info as g; '
-        "print(torch.__version__, g.installed_ops['deepspeed_shm_comm'])\")"
+        '$(DS_ACCELERATOR=cpu python -c "import torch, deepspeed.git_version_info as g; '
+        "print(torch.__version__, bool(g.installed_ops['deepspeed_shm_comm']))\")"
     )
     done = subprocess.run(
         ["srun", "-N2", "--ntasks-per-node=1", f"--container-image={IMAGE}", "bash", "-c", probe],
