@@ -167,28 +167,40 @@ def test_interactive_shell_is_in_the_image_with_the_jobs_mounts_and_environment(
     """`hpcft interactive --nodes 1` through a real terminal (tmux): the shell is in the image, sees the
     model folder the job would read, and has the job's environment."""
     config = _tiny_elsewhere(tiny_cpu, real_workspace)
-    model = real_workspace / "shared" / "models" / "tiny"
+    model, run = real_workspace / "shared" / "models" / "tiny", real_workspace / "run"
     hpcft = f"{shlex.quote(sys.executable)} -m hpcft.launcher"
     session = f"hpcft-container-{time.monotonic_ns()}"
-    seen, done = real_workspace / "seen.txt", real_workspace / "exit-code.txt"
+    # seen.txt is written from inside the container, into the run folder (mounted); done.txt on the host.
+    seen, done = run / "seen.txt", real_workspace / "exit-code.txt"
     command = (
-        f"cd {real_workspace} && {hpcft} interactive --profile local-pyxis --nodes 1 {config} "
-        f"-o {real_workspace / 'run'}; echo $? > {done}"
+        f"cd {real_workspace} && {hpcft} interactive --profile local-pyxis --nodes 1 {config} -o {run}; "
+        f"echo $? > {done}"
     )
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", command], check=True)
     try:
+        deadline = time.monotonic() + 90
+        screen = ""
+        while time.monotonic() < deadline and "root@node1" not in screen:  # the container's shell prompt
+            time.sleep(1)
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+        assert "root@node1" in screen, screen
         inner = (
-            f"echo $(hostname) $(sed -n 's/^HPCFT_IMAGE_ID=//p' {MARKER}) $DS_ACCELERATOR "
+            f"echo $(hostname) $(sed -n 's/^HPCFT_IMAGE_ID=//p' {MARKER}) $DS_ACCELERATOR $MASTER_ADDR "
             f"$(test -f {model}/config.json && echo model-mounted) $(command -v python) > {seen}; exit"
         )
-        time.sleep(1)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not seen.exists():
-            # Typed again until the container's shell has started and runs it (its start takes a few seconds).
-            subprocess.run(["tmux", "send-keys", "-t", session, inner, "Enter"], check=True)
-            time.sleep(5)
+        subprocess.run(["tmux", "send-keys", "-t", session, inner, "Enter"], check=True)
         assert _wait_for_file(done, 60).strip() == "0"
-        assert seen.read_text().split() == ["node1", image_id, "cpu", "model-mounted", "/opt/venv/bin/python"]
+        assert "command not found" not in screen, screen  # the session's start-up file ran cleanly in the image
+        assert seen.read_text().split() == [
+            "node1",
+            image_id,
+            "cpu",
+            "node1",
+            "model-mounted",
+            "/opt/venv/bin/python",
+        ]
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
