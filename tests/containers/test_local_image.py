@@ -76,3 +76,14 @@ def test_local_has_no_dry_run(run_cli):
     result = run_cli("image", "build", "--local", "--dry-run", "--context", REPO)
     assert result.code == 2 and "--local builds an enroot .sqsh and has no --dry-run" in result.err
     assert "Traceback" not in result.err
+
+
+def test_the_image_stage_of_the_build_script_keys_only_the_image(checkout):
+    deps, image = _keys(checkout)
+    script = checkout.root / "containers" / "build-local-image.sh"
+    text = script.read_text()
+    script.write_text(text.replace("cmd_image() {", "cmd_image() {\n    : image stage edited", 1))
+    changed = _keys(checkout)
+    assert changed[0] == deps and changed[1] != image
+    script.write_text(text.replace("make_rootfs() {", "make_rootfs() {\n    : rootfs edited", 1))
+    assert _keys(checkout)[0] != deps
