@@ -22,9 +22,9 @@ PYXIS_SO=$PREFIX/lib/slurm/spank_pyxis.so
 PLUGSTACK_DROPIN=$SLURM_DIR/etc/plugstack.d/pyxis.conf
 ENROOT_CONF=$PREFIX/etc/enroot/enroot.conf
 # Build tools for enroot (its README's list) and pyxis, plus what enroot runs: squashfuse and fuse-overlayfs
-# let pyxis start a .sqsh without unpacking it.
+# let pyxis start a .sqsh without unpacking it. debootstrap: for `hpcft image build --local`, run next.
 PACKAGES=(gcc make libcap2-bin libtool automake libmd-dev curl gawk jq parallel pigz patch zstd
-          squashfs-tools squashfuse fuse-overlayfs)
+          squashfs-tools squashfuse fuse-overlayfs debootstrap)
 
 log() { printf 'local-container-runtime: %s\n' "$*" >&2; }
 die() {
@@ -51,8 +51,9 @@ archive() {  # archive PATTERN: the one vendor archive matching it
     echo "$f"
 }
 
-build_key() {  # the archives' and this script's content: a new key rebuilds
-    sha256sum "$VENDOR"/enroot*.tar.gz "$VENDOR"/pyxis*.tar.gz "$0" | sha256sum | cut -c1-16
+build_key() {  # the archives and the build steps (not the rest of this script): a new key rebuilds
+    { sha256sum "$VENDOR"/enroot*.tar.gz "$VENDOR"/pyxis*.tar.gz; declare -f build_enroot build_pyxis; } \
+        | sha256sum | cut -c1-16
 }
 
 build_enroot() {  # build_enroot SRC: the full build with enroot's own musl, headers and makeself (~1.5 min)
