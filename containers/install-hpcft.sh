@@ -4,6 +4,8 @@
 # come from the environment (Dockerfile ARGs / the .def's %arguments), which tests keep equal to pyproject.toml.
 #   install-hpcft.sh deps          the pinned libraries (slow: compiles flash-attn and DeepSpeed's CPU Adam)
 #   install-hpcft.sh hpcft SRC     hpcft from the source folder SRC, then a check of every installed version
+# HPCFT_EXTRAS=train (default "train gpu") leaves out the gpu extra (flash-attn, Liger, onebitllms): the CPU image
+# of the local test cluster (containers/build-local-image.sh), whose base torch is the CPU wheel.
 set -euo pipefail
 
 : "${TORCH_VERSION:?}" "${TRANSFORMERS_VERSION:?}" "${PEFT_VERSION:?}" "${ACCELERATE_VERSION:?}"
@@ -15,6 +17,8 @@ CUDA_ARCHS=${CUDA_ARCHS:-8.0;9.0}
 MAX_JOBS=${MAX_JOBS:-16}
 DS_BUILD_CPU_ADAM=${DS_BUILD_CPU_ADAM:-1}
 CONSTRAINTS=/etc/pip/constraint.txt
+HPCFT_EXTRAS=${HPCFT_EXTRAS:-train gpu}
+gpu_extra() { [[ " $HPCFT_EXTRAS " == *" gpu "* ]]; }
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 install_deps() {
@@ -46,23 +50,25 @@ EOF
     "bitsandbytes==${BITSANDBYTES_VERSION}" \
     "matplotlib==${MATPLOTLIB_VERSION}" \
     "prometheus-client==${PROMETHEUS_CLIENT_VERSION}" \
-    "liger-kernel==${LIGER_KERNEL_VERSION}" \
     "torchao==${TORCHAO_VERSION}" \
     "trl==${TRL_VERSION}" \
     "mistral-common==${MISTRAL_COMMON_VERSION}" \
     "sentencepiece==${SENTENCEPIECE_VERSION}" \
-    "onebitllms==${ONEBITLLMS_VERSION}" \
     "sacrebleu==${SACREBLEU_VERSION}" \
     "mlflow-skinny==${MLFLOW_SKINNY_VERSION}" \
     "lm_eval==${LM_EVAL_VERSION}" \
     tokenizers safetensors
   # CPU Adam (ZeRO offload) is compiled now rather than at first use, when every node of a job would compile
-  # it at once into a shared cache.
+  # it at once into a shared cache. Other DS_BUILD_* switches in the environment (DS_BUILD_SHM_COMM for the CPU
+  # image, with DS_ACCELERATOR=cpu) build those ops too.
   TORCH_CUDA_ARCH_LIST=$CUDA_ARCHS DS_BUILD_CPU_ADAM=$DS_BUILD_CPU_ADAM \
     python -m pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}"
-  # FORCE_BUILD: compile against this torch instead of fetching a prebuilt wheel for another one.
-  FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS=${CUDA_ARCHS//./} MAX_JOBS=$MAX_JOBS \
-    python -m pip install --no-build-isolation "flash-attn==${FLASH_ATTN_VERSION}"
+  if gpu_extra; then
+    python -m pip install "liger-kernel==${LIGER_KERNEL_VERSION}" "onebitllms==${ONEBITLLMS_VERSION}"
+    # FORCE_BUILD: compile against this torch instead of fetching a prebuilt wheel for another one.
+    FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS=${CUDA_ARCHS//./} MAX_JOBS=$MAX_JOBS \
+      python -m pip install --no-build-isolation "flash-attn==${FLASH_ATTN_VERSION}"
+  fi
 
   # Later `pip install`s in the container keep these versions too.
   printf '%s\n' "transformers==${TRANSFORMERS_VERSION}" "peft==${PEFT_VERSION}" \
@@ -79,17 +85,20 @@ EOF
 install_hpcft() {
   local src=$1
   export PIP_CONSTRAINT=$CONSTRAINTS
-  # --no-deps: the extras are installed above, against NGC's torch.
-  python -m pip install --no-deps "$src"
+  # hpcft's own light requirements (OmegaConf, submitit, ...) come with it; the extras are installed above, and
+  # the constraint file keeps every version there (torch: the base's).
+  python -m pip install "$src"
+  export HPCFT_EXTRAS
   # Every requirement of hpcft[train,gpu] must now be met (torch by release number, see install_deps).
   python - <<'EOF'
-import importlib.metadata as md, re, sys
+import importlib.metadata as md, os, re, sys
 from packaging.requirements import Requirement
 
 problems = []
+extras = ("", *os.environ["HPCFT_EXTRAS"].split())
 for text in md.requires("hpcft") or []:
     req = Requirement(text)
-    if req.marker and not any(req.marker.evaluate({"extra": e}) for e in ("", "train", "gpu")):
+    if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras):
         continue
     try:
         version = md.version(req.name)
@@ -102,9 +111,14 @@ for text in md.requires("hpcft") or []:
         problems.append(f"{req.name} {version} does not satisfy {req}")
 if problems:
     sys.exit("hpcft: image check failed:\n  " + "\n  ".join(problems))
-print("hpcft: every requirement of hpcft[train,gpu] is installed")
+print(f"hpcft: every requirement of hpcft[{','.join(extras[1:])}] is installed")
 EOF
   hpcft --version
+  # The image says what it is: doctor and the trainer's log read this, and compiled-op caches are keyed by the
+  # id (cache-env.sh), so two images never share a TORCH_EXTENSIONS_DIR. Default id: what is installed.
+  local id=${HPCFT_IMAGE_ID:-$(python -m pip freeze --all | sha256sum | cut -c1-16)}
+  printf '%s\n' "HPCFT_IMAGE_ID=$id" "HPCFT_VERSION=$(hpcft --version | cut -d' ' -f2)" \
+    "HPCFT_IMAGE_BUILT=$(date -u +%Y-%m-%dT%H:%M:%SZ)" > /etc/hpcft-image
 }
 
 case ${1:-} in

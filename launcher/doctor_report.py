@@ -89,6 +89,7 @@ class NodeRow:
     gpus: int = 0
     gpu_name: str = ""
     image: str | None = None
+    image_inside: str | None = None  # what the node found inside its container (/etc/hpcft-image), if anything
     hpcft_version: str | None = None
     network: str = ""
     rendezvous_s: float | None = None
@@ -152,6 +153,7 @@ def analyse(
             row.gpus = len(report.get("gpus") or [])
             row.gpu_name = (report.get("gpus") or [""])[0]
             row.image, row.hpcft_version = report.get("image"), report.get("hpcft_version")
+            row.image_inside = report.get("image_inside")
             row.write_mb_s = report.get("write_mb_s")
             row.stage = report.get("stage", "")
             row.rendezvous_s = report.get("rendezvous_s")
@@ -219,6 +221,7 @@ def format_result(result: DoctorResult, expected_busbw: float | None, pair_bytes
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in table
     ]
+    lines += [f"{n.host}: runs in {n.image_inside}" for n in result.nodes if n.image_inside]
     if pair_bytes:
         lines.append(
             f"(pair bandwidth: all-reduce of {pair_bytes // 2**20} MiB between neighbouring nodes, "

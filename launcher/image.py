@@ -324,6 +324,14 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     drift = version_drift(checkout)
     if drift:
         raise ConfigError("the image recipes disagree with pyproject.toml: " + "; ".join(drift))
+    if args.local:
+        from hpcft.launcher.image_local import build_local_image
+
+        if args.dry_run or args.runtime != "enroot":
+            raise ConfigError("--local builds an enroot .sqsh and has no --dry-run; drop --runtime apptainer/--dry-run")
+        image = build_local_image(checkout, Path(args.output).expanduser().absolute() if args.output else None)
+        print(f"hpcft: image written to {image}; the local-pyxis profile runs it")
+        return 0
     output = (
         Path(args.output).expanduser().absolute() if args.output else default_output(args.runtime, checkout.version)
     )
@@ -450,6 +458,12 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     common(build)
     build.add_argument("--ngc-tag", help="NGC PyTorch tag to start from (default: the Dockerfile's)")
     build.add_argument("--jobs", type=int, help="parallel compile jobs for flash-attn (default 16)")
+    build.add_argument(
+        "--local",
+        action="store_true",
+        help="the CPU image for the local test cluster, without a registry (debootstrap; cached by content "
+        "in $HPCFT_IMAGE_CACHE, default /var/tmp/hpcft-images; needs root)",
+    )
     build.set_defaults(func=cmd_image_build)
 
     imp = actions.add_parser("import", help="turn an image built with podman/docker into a .sqsh or .sif file")

@@ -3,6 +3,7 @@ job's plan), and the torchrun command to paste there."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,10 @@ def session_setup(plan: JobPlan) -> list[str]:
     lines = plan.shell_setup()
     if plan.runtime == "apptainer" and _in_container(plan):
         lines = [line.replace("export APPTAINERENV_", "export ", 1) for line in lines]
+    if _in_container(plan):
+        # Images have no Slurm commands (seen: `scontrol: command not found` in the local pyxis image), and a
+        # one-node session is its own rendezvous host.
+        lines = [re.sub(r"^MASTER_ADDR=\$\(scontrol .*\)$", "MASTER_ADDR=$(hostname)", line) for line in lines]
     return lines
 
 

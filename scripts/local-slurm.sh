@@ -5,6 +5,7 @@
 #                                   slurmctld and two slurmd (node1, node2, 4 fake GPUs each); idempotent
 #   scripts/local-slurm.sh down     cancel our jobs and stop exactly the daemons `up` started (by PID)
 #   scripts/local-slurm.sh status   which daemons run, and sinfo
+#   scripts/local-slurm.sh restart-nodes   restart the slurmd whose plugstack.conf changed (plugstack.d/*.conf)
 #
 # Everything (configs, spool, logs, pids, the MariaDB data dir) lives under $HPCFT_SLURM_DIR
 # (default /var/tmp/hpcft-slurm). Outside it, `up` only adds node1/node2 to /etc/hosts and, when
@@ -232,8 +233,7 @@ write_configs() {
         echo "AutoDetect=off"
         echo "NodeName=$(IFS=,; echo "${NODES[*]}") Name=gpu File=$DIR/dev/gpu[0-3]"
     } >"$ETC/gres.conf"
-    # Our own (empty) plugin stack, so that SPANK plugins installed on the host are not loaded.
-    : >"$ETC/plugstack.conf"
+    write_plugstack
     echo "PlugStackConfig=$ETC/plugstack.conf" >>"$ETC/slurm.conf"
     {
         echo "AuthType=auth/munge"
@@ -252,6 +252,16 @@ write_configs() {
         echo "StorageLoc=slurm_acct_db"
     } >"$ETC/slurmdbd.conf"
     chmod 600 "$ETC/slurmdbd.conf"  # slurmdbd refuses a config others can read
+}
+
+write_plugstack() {
+    # Our own plugin stack, so that SPANK plugins installed on the host are not loaded: only the lines other
+    # set-up scripts put in plugstack.d/ (scripts/local-container-runtime.sh: pyxis).
+    mkdir -p "$ETC/plugstack.d"
+    local f
+    for f in "$ETC"/plugstack.d/*.conf; do
+        [ -e "$f" ] && cat "$f"
+    done >"$ETC/plugstack.conf"
 }
 
 link_system_config() {
@@ -313,16 +323,43 @@ start_slurm() {
         own_hostname=0
     fi
     for n in "${NODES[@]}"; do
-        mkdir -p "$SPOOL/slurmd-$n"
-        if [ $own_hostname -eq 1 ]; then
-            # Its own hostname (UTS namespace), so `srun hostname` prints node1 / node2.
-            # shellcheck disable=SC2016  # $1 is expanded by the inner sh
-            start_daemon "slurmd-$n" unshare --uts sh -c 'hostname "$1" && exec slurmd -D -N "$1"' sh "$n"
-        else
-            start_daemon "slurmd-$n" slurmd -D -N "$n"
-        fi
+        start_slurmd "$n" $own_hostname
     done
     wait_for 30 "slurmd on ${NODES[*]}" nodes_idle
+}
+
+start_slurmd() {  # start_slurmd NODE OWN_HOSTNAME
+    local n=$1
+    mkdir -p "$SPOOL/slurmd-$n"
+    pid_alive "slurmd-$n" || cp "$ETC/plugstack.conf" "$RUN/slurmd-$n.plugstack"  # what it loads, for restart-nodes
+    if [ "$2" -eq 1 ]; then
+        # Its own hostname (UTS namespace), so `srun hostname` prints node1 / node2.
+        # shellcheck disable=SC2016  # $1 is expanded by the inner sh
+        start_daemon "slurmd-$n" unshare --uts sh -c 'hostname "$1" && exec slurmd -D -N "$1"' sh "$n"
+    else
+        start_daemon "slurmd-$n" slurmd -D -N "$n"
+    fi
+}
+
+cmd_restart_nodes() {
+    # slurmd reads plugstack.conf only when it starts: restart each one started with other lines. Jobs keep
+    # running (slurmstepd outlives slurmd); the same SLURM_CONF as `up` (without it they come back "inval").
+    [ "$(id -u)" -eq 0 ] || die "run as root"
+    pid_alive slurmctld || die "the cluster is not up; run: $0 up"
+    write_plugstack
+    local n own_hostname=1 restarted=0
+    unshare --uts true 2>/dev/null || own_hostname=0
+    for n in "${NODES[@]}"; do
+        if pid_alive "slurmd-$n" && cmp -s "$ETC/plugstack.conf" "$RUN/slurmd-$n.plugstack"; then
+            continue
+        fi
+        stop_pid "slurmd-$n"
+        start_slurmd "$n" $own_hostname
+        restarted=1
+    done
+    if [ $restarted -eq 1 ]; then
+        wait_for 30 "slurmd on ${NODES[*]}" nodes_idle
+    fi
 }
 
 cmd_up() {
@@ -393,8 +430,9 @@ case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down "${2:-}" ;;
     status) cmd_status ;;
+    restart-nodes) cmd_restart_nodes ;;
     *)
-        echo "usage: $0 up | down [--purge] | status   (state in \$HPCFT_SLURM_DIR, default /var/tmp/hpcft-slurm)" >&2
+        echo "usage: $0 up | down [--purge] | status | restart-nodes   (state in \$HPCFT_SLURM_DIR, default /var/tmp/hpcft-slurm)" >&2
         exit 2
         ;;
 esac

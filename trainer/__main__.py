@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             from hpcft.trainer.train import train
 
             note_worker()
+            from hpcft.trainer.image_info import log_image
+
+            log_image()
             # record: an exception on this rank is written to torchrun's TORCHELASTIC_ERROR_FILE (in the run
             # directory, see job.sbatch), where `hpcft logs --errors` finds the first failure of the job.
             return record(train)(args.config)

@@ -64,6 +64,8 @@ def _version(package: str) -> str | None:
 def node_facts(image: str | None) -> dict[str, Any]:
     import torch
 
+    from hpcft.trainer.image_info import describe_image
+
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     nccl = None
     if torch.cuda.is_available():
@@ -73,6 +75,8 @@ def node_facts(image: str | None) -> dict[str, Any]:
         "gpus": gpus,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "image": image if image and image != "none" else None,
+        # What the node actually runs in, from inside (None on a bare host): not the path it was given.
+        "image_inside": describe_image(),
         "hpcft_version": _version("hpcft"),
         "torch_version": torch.__version__,
         "nccl_version": nccl,

@@ -57,7 +57,9 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
     assert result.returncode != 0 and "DL3006" in result.stdout and "DL3014" in result.stdout
 
 
-@pytest.mark.parametrize("script", [INSTALL_SCRIPT, Path("containers/cache-env.sh")])
+@pytest.mark.parametrize(
+    "script", [INSTALL_SCRIPT, Path("containers/cache-env.sh"), Path("containers/build-local-image.sh")]
+)
 def test_container_scripts_pass_shellcheck(script):
     shellcheck = _require("shellcheck", "apt-get install shellcheck")
     result = subprocess.run([shellcheck, "-S", "info", str(REPO / script)], capture_output=True, text=True)
@@ -78,7 +80,8 @@ def test_caches_default_to_scratch(shell):
     assert _cache_env(shell, SCRATCH="/scratch/alice") == {
         "HF_HOME": "/scratch/alice/hf",
         "TRITON_CACHE_DIR": "/scratch/alice/.cache/triton",
-        "TORCH_EXTENSIONS_DIR": "/scratch/alice/.cache/torch_extensions",
+        # Node-local and keyed by the image (none here: no /etc/hpcft-image on this host), not on scratch.
+        "TORCH_EXTENSIONS_DIR": "/tmp/hpcft-alice/torch_extensions/unknown",
         "XDG_CACHE_HOME": "/scratch/alice/.cache",
     }
 
