@@ -29,6 +29,7 @@ from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
+from hpcft.launcher.multimodal import check_multimodal
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.nvfp4 import check_nvfp4_base
 from hpcft.launcher.optimizers import muon_without_fsdp
@@ -499,6 +500,7 @@ def load_job(
     warnings += training_loop_warnings(cfg, where, secret_file=bool(profile.secret_file))
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
+    warnings += check_multimodal(cfg, where)  # processor_type: family, dataset type, first rows and images
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(
         cfg=cfg,
