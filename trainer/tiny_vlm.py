@@ -1,0 +1,77 @@
+"""A tiny random Qwen2.5-VL (2 text layers of width 64, a 2-block vision tower) and its processor, built offline:
+for tests, the bench and the local-cluster run (no Hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpcft.trainer.tiny import make_tiny_tokenizer
+
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+SHAPES = ("square", "circle")
+
+
+def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
+    """Save a random Qwen2_5_VLForConditionalGeneration, the tiny tokenizer with Qwen's vision tokens and a
+    Qwen2-VL image processor (images of at most image_px x image_px: 4 image tokens at 56 px) into out_dir."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    out_dir = Path(out_dir)
+    tokenizer = make_tiny_tokenizer(out_dir)
+    tokenizer.add_tokens(QWEN_VISION_TOKENS, special_tokens=True)
+    tokenizer.save_pretrained(str(out_dir))
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_VISION_TOKENS}
+    pixels = image_px * image_px
+    Qwen2VLImageProcessorPil(
+        min_pixels=28 * 28, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+    ).save_pretrained(str(out_dir))
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+def draw_shape(colour: str, shape: str, size: int = 56):
+    """An image of one coloured shape on white (PIL)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    box = (size // 6, size // 6, size - size // 6, size - size // 6)
+    (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLOURS[colour])
+    return image
