@@ -1,5 +1,5 @@
-"""A tiny random Qwen2.5-VL (2 text layers of width 64, a 2-block vision tower) and its processor, built offline:
-for tests, the bench and the local-cluster run (no Hub)."""
+"""Tiny random vision language models (2 text layers of width 64, 2-block vision towers) and their processors, built
+offline: Qwen2.5-VL and LLaVA, for tests, the bench and the local-cluster run (no Hub)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,61 @@ def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+def make_tiny_llava(out_dir: str | Path, seed: int = 0, image_px: int = 56):
+    """Save a random LlavaForConditionalGeneration (CLIP vision tower, Llama text model), the tiny tokenizer with
+    `<image>` and a CLIP image processor (image_px square: 16 image tokens at 56 px) into out_dir."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    out_dir = Path(out_dir)
+    tokenizer = make_tiny_tokenizer(out_dir)
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_px}, crop_size={"height": image_px, "width": image_px}
+    )
+    LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, which the "default" strategy drops
+    ).save_pretrained(str(out_dir))
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_px,
+        patch_size=14,
+        projection_dim=32,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
     model.save_pretrained(str(out_dir))
     return model
 

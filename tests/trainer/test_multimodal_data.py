@@ -160,3 +160,33 @@ def test_image_size_pads_to_a_square_as_axolotl(tiny_vlm_dir, processor, tmp_pat
     padded = ImageOps.pad(wide, (56, 56), method=Image.Resampling.BICUBIC, color=(0, 0, 0))
     expected = processor.image_processor(images=[padded], return_tensors="pt")
     assert torch.equal(unpack_media(media)["pixel_values"], expected["pixel_values"])
+
+
+def test_llava_tokens_labels_and_a_training_step(tmp_path):
+    """Another family through the same code: LLaVA 1.5 (CLIP tower, `<image>` expanded to one token per patch)."""
+    from transformers import AutoModelForImageTextToText
+
+    from hpcft.trainer.tiny_vlm import make_tiny_llava
+
+    make_tiny_llava(tmp_path / "llava")
+    (tmp_path / "red.png").write_bytes(_png("red"))
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    cfg = _config(tmp_path / "llava", data, chat_template="llava")
+    processor = load_processor(cfg)
+    with pytest.warns(UserWarning, match="no end of turn is trained"):  # the llava template writes no EOS
+        formatter = MultimodalFormatter(cfg.datasets[0], cfg, processor, "d")
+    ids, labels, media = formatter(_row({"type": "image", "path": "red.png"}), 1)
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids)
+    # 56 px / 14 px patches = 16 image tokens (CLIP's class token dropped by the "default" feature strategy).
+    text = processor.tokenizer.convert_tokens_to_string(tokens)
+    assert text == "USER: " + "<image>" * 16 + "What colour is it? ASSISTANT: red "
+    assert [t for t, label in zip(tokens, labels, strict=True) if label != IGNORE_INDEX] == ["Ġred"]
+    tensors = unpack_media(media)
+    expected = processor.image_processor(images=[draw_shape("red", "square")], return_tensors="pt")
+    assert torch.equal(tensors["pixel_values"], expected["pixel_values"])
+    batch = multimodal_collator(processor)([{"input_ids": ids, "labels": labels, MEDIA: media}] * 2)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "llava")
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
