@@ -141,3 +141,13 @@ def test_rows_read_as_axolotl_reads_them():
     ]
     with pytest.raises(ConfigError, match=r"row 3: 2 image parts without path/url/base64 but 1 images"):
         read_row({**two, "messages": [{"role": "user", "content": [{"type": "image"}] * 2}]}, ds, "row 3")
+
+
+def test_a_hub_vision_model_gets_a_preprocessing_job_even_when_the_cache_cannot_be_checked(tmp_path, monkeypatch):
+    from hpcft.launcher.submit import preprocessing_job_needed
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    config = _workspace(tmp_path, [_row({"type": "image", "url": "https://example.org/red.png"})])
+    config.write_text(config.read_text().replace("base_model: ./model", "base_model: Qwen/Qwen2.5-VL-7B-Instruct"))
+    needed, why = preprocessing_job_needed(load_job(config, "local"), sweep=False, backend="sbatch")
+    assert needed and why.startswith("processor_type: images are prepared in their own job")

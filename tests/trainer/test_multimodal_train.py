@@ -92,6 +92,14 @@ def test_a_lora_run_learns_the_colour_drawn(tiny_vlm_dir, tmp_path):
     assert names and not any("visual" in name for name in names)  # the vision tower stays as it was
     assert_predicts_colours(tiny_vlm_dir, tmp_path / "out", cfg)
 
+    from hpcft.trainer.merge_lora import merge_lora
+
+    merged = merge_lora(config)  # the merged model is served with its processor
+    assert (merged / "model.safetensors").is_file() and (merged / "processor_config.json").is_file()
+    from transformers import AutoModelForImageTextToText
+
+    assert type(AutoModelForImageTextToText.from_pretrained(merged)).__name__ == "Qwen2_5_VLForConditionalGeneration"
+
 
 def assert_predicts_colours(base: Path, adapter: Path, cfg: TrainConfig) -> None:
     """Greedy next token after the prompt, for a fresh image of each colour, is that colour."""
