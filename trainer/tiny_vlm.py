@@ -1,5 +1,5 @@
 """Tiny random vision language models (2 text layers of width 64, 2-block vision towers) and their processors, built
-offline: Qwen2.5-VL and LLaVA, for tests, the bench and the local-cluster run (no Hub)."""
+offline: Qwen2.5-VL, LLaVA and Gemma 3, for tests, the bench and the local-cluster run (no Hub)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,65 @@ def make_tiny_llava(out_dir: str | Path, seed: int = 0, image_px: int = 56):
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+GEMMA3_IMAGE_TOKENS = {
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
+
+
+def make_tiny_gemma3(out_dir: str | Path, seed: int = 0, image_px: int = 56):
+    """Save a random Gemma3ForConditionalGeneration (SigLIP tower pooled to 4 tokens per image), the tiny tokenizer
+    with Gemma's image and turn tokens, and a Gemma 3 image processor into out_dir."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    out_dir = Path(out_dir)
+    tokenizer = make_tiny_tokenizer(out_dir)
+    tokenizer.add_tokens([*GEMMA3_IMAGE_TOKENS.values(), "<start_of_turn>", "<end_of_turn>"], special_tokens=True)
+    tokenizer.save_pretrained(str(out_dir))
+    # Gemma's processor reads its image tokens from the tokenizer's named special tokens.
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, extra_special_tokens=GEMMA3_IMAGE_TOKENS)
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_px, "width": image_px})
+    Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4).save_pretrained(
+        str(out_dir)
+    )
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA3_IMAGE_TOKENS.items()}
+    config = Gemma3Config(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "max_position_embeddings": 4096,
+            "sliding_window": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_px,
+            "patch_size": 14,
+        },
+        mm_tokens_per_image=4,
+        boi_token_index=ids["boi_token"],
+        eoi_token_index=ids["eoi_token"],
+        image_token_index=ids["image_token"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
     model.save_pretrained(str(out_dir))
     return model
 

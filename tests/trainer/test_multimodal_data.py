@@ -162,31 +162,57 @@ def test_image_size_pads_to_a_square_as_axolotl(tiny_vlm_dir, processor, tmp_pat
     assert torch.equal(unpack_media(media)["pixel_values"], expected["pixel_values"])
 
 
-def test_llava_tokens_labels_and_a_training_step(tmp_path):
-    """Another family through the same code: LLaVA 1.5 (CLIP tower, `<image>` expanded to one token per patch)."""
+FAMILIES = {
+    # LLaVA 1.5 (CLIP tower): `<image>` becomes one token per 14 px patch (CLIP's class token dropped); its
+    # template writes no end of turn, so only the answer trains.
+    "llava": (
+        "make_tiny_llava",
+        {"chat_template": "llava"},
+        "USER: " + "<image>" * 16 + "What colour is it? ASSISTANT: red ",
+        ["Ġred"],
+    ),
+    # Gemma 3 (SigLIP tower pooled to 4 tokens): the begin-of-image token becomes the whole image sequence.
+    "gemma3": (
+        "make_tiny_gemma3",
+        {"chat_template": "gemma3", "eot_tokens": ["<end_of_turn>"]},
+        "<s><start_of_turn>user\n\n\n<start_of_image>"
+        + "<image_soft_token>" * 4
+        + "<end_of_image>\n\nWhat colour is it?<end_of_turn>\n<start_of_turn>model\nred<end_of_turn>\n",
+        ["red", "<end_of_turn>"],
+    ),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_other_families_tokens_labels_and_a_training_step(family, tmp_path):
+    """The same code for other families: tokens and labels pinned, pixel values as the image processor makes
+    them, and a backward pass that reaches the projector."""
+    import warnings
+
     from transformers import AutoModelForImageTextToText
 
-    from hpcft.trainer.tiny_vlm import make_tiny_llava
+    from hpcft.trainer import tiny_vlm
 
-    make_tiny_llava(tmp_path / "llava")
+    builder, extra, expected_text, expected_trained = FAMILIES[family]
+    getattr(tiny_vlm, builder)(tmp_path / family)
     (tmp_path / "red.png").write_bytes(_png("red"))
     data = tmp_path / "d.jsonl"
     data.write_text("")
-    cfg = _config(tmp_path / "llava", data, chat_template="llava")
+    cfg = _config(tmp_path / family, data, **extra)
     processor = load_processor(cfg)
-    with pytest.warns(UserWarning, match="no end of turn is trained"):  # the llava template writes no EOS
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no end of turn is trained")  # llava: as its template
         formatter = MultimodalFormatter(cfg.datasets[0], cfg, processor, "d")
     ids, labels, media = formatter(_row({"type": "image", "path": "red.png"}), 1)
     tokens = processor.tokenizer.convert_ids_to_tokens(ids)
-    # 56 px / 14 px patches = 16 image tokens (CLIP's class token dropped by the "default" feature strategy).
-    text = processor.tokenizer.convert_tokens_to_string(tokens)
-    assert text == "USER: " + "<image>" * 16 + "What colour is it? ASSISTANT: red "
-    assert [t for t, label in zip(tokens, labels, strict=True) if label != IGNORE_INDEX] == ["Ġred"]
+    assert processor.tokenizer.convert_tokens_to_string(tokens) == expected_text
+    assert [t for t, label in zip(tokens, labels, strict=True) if label != IGNORE_INDEX] == expected_trained
     tensors = unpack_media(media)
     expected = processor.image_processor(images=[draw_shape("red", "square")], return_tensors="pt")
     assert torch.equal(tensors["pixel_values"], expected["pixel_values"])
     batch = multimodal_collator(processor)([{"input_ids": ids, "labels": labels, MEDIA: media}] * 2)
-    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "llava")
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / family)
     loss = model(**batch).loss
     loss.backward()
-    assert torch.isfinite(loss) and model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    projector = model.model.multi_modal_projector
+    assert torch.isfinite(loss) and sum(p.grad.abs().sum() for p in projector.parameters()) > 0
