@@ -19,7 +19,15 @@ log = logging.getLogger(__name__)
 
 IMAGE_TEXT_MODEL = "AutoModelForImageTextToText"
 # Module-name parts of the vision tower and its projector across the families transformers builds.
-VISION_MODULES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "mm_projector", "embed_vision")
+VISION_MODULES = (
+    "visual",
+    "vision_tower",
+    "vision_model",
+    "multi_modal_projector",
+    "mm_projector",
+    "embed_vision",
+    "connector",  # Idefics3 / SmolVLM
+)
 
 
 def load_processor(cfg: TrainConfig) -> Any:

@@ -1,5 +1,5 @@
 """Tiny random vision language models (2 text layers of width 64, 2-block vision towers) and their processors, built
-offline: Qwen2.5-VL, LLaVA and Gemma 3, for tests, the bench and the local-cluster run (no Hub)."""
+offline: Qwen2-VL, Qwen2.5-VL, LLaVA, Idefics3 and Gemma 3, for tests, the bench and the local-cluster run (no Hub)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), 
 SHAPES = ("square", "circle")
 
 
-def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
-    """Save a random Qwen2_5_VLForConditionalGeneration, the tiny tokenizer with Qwen's vision tokens and a
-    Qwen2-VL image processor (images of at most image_px x image_px: 4 image tokens at 56 px) into out_dir."""
+def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56, version: str = "2.5"):
+    """Save a random Qwen2_5_VLForConditionalGeneration (version "2": Qwen2VLForConditionalGeneration), the tiny
+    tokenizer with Qwen's vision tokens and a Qwen2-VL image processor (images of at most image_px x image_px: 4
+    image tokens at 56 px) into out_dir."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     out_dir = Path(out_dir)
@@ -28,7 +29,14 @@ def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
     Qwen2VLImageProcessorPil(
         min_pixels=28 * 28, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
     ).save_pretrained(str(out_dir))
-    config = Qwen2_5_VLConfig(
+    prefix = "Qwen2_5_VL" if version == "2.5" else "Qwen2VL"
+    # Qwen2-VL's tower is a plain ViT (LayerNorm, fc1/fc2); Qwen2.5-VL's has RMSNorm, a gated MLP, window attention.
+    tower = (
+        {"hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64, "window_size": 56}
+        if version == "2.5"
+        else {"embed_dim": 32, "mlp_ratio": 2, "hidden_size": 64}
+    )
+    config = getattr(transformers, f"{prefix}Config")(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": 64,
@@ -44,15 +52,12 @@ def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
         },
         vision_config={
             "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
             "num_heads": 2,
-            "out_hidden_size": 64,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": 56,
             "fullatt_block_indexes": [1],
+            **tower,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -61,7 +66,7 @@ def make_tiny_qwen25_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     model.save_pretrained(str(out_dir))
     return model
 
@@ -117,6 +122,57 @@ def make_tiny_llava(out_dir: str | Path, seed: int = 0, image_px: int = 56):
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+def make_tiny_idefics3(out_dir: str | Path, seed: int = 0, image_px: int = 56):
+    """Save a random Idefics3ForConditionalGeneration (SmolVLM's architecture: SigLIP-style tower, pixel-shuffle
+    connector: 4 tokens per image at 56 px), the tiny tokenizer with its image tokens and an Idefics3 image processor
+    that does not split images into tiles into out_dir."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    out_dir = Path(out_dir)
+    tokenizer = make_tiny_tokenizer(out_dir)
+    tokenizer.add_tokens(
+        ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"], special_tokens=True
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": image_px}, max_image_size={"longest_edge": image_px}, do_image_splitting=False
+    )
+    Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4).save_pretrained(
+        str(out_dir)
+    )
+    config = Idefics3Config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_px,
+            "patch_size": 14,
+        },
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
     model.save_pretrained(str(out_dir))
     return model
 
@@ -189,3 +245,8 @@ def draw_shape(colour: str, shape: str, size: int = 56):
     box = (size // 6, size // 6, size - size // 6, size - size // 6)
     (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLOURS[colour])
     return image
+
+
+def make_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, image_px: int = 56):
+    """make_tiny_qwen25_vl's Qwen2-VL (the first version: a plain ViT tower)."""
+    return make_tiny_qwen25_vl(out_dir, seed=seed, image_px=image_px, version="2")

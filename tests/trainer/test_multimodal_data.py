@@ -170,6 +170,7 @@ FAMILIES = {
         {"chat_template": "llava"},
         "USER: " + "<image>" * 16 + "What colour is it? ASSISTANT: red ",
         ["Ġred"],
+        "multi_modal_projector",
     ),
     # Gemma 3 (SigLIP tower pooled to 4 tokens): the begin-of-image token becomes the whole image sequence.
     "gemma3": (
@@ -179,6 +180,27 @@ FAMILIES = {
         + "<image_soft_token>" * 4
         + "<end_of_image>\n\nWhat colour is it?<end_of_turn>\n<start_of_turn>model\nred<end_of_turn>\n",
         ["red", "<end_of_turn>"],
+        "multi_modal_projector",
+    ),
+    # Qwen2-VL: Qwen2.5-VL's tokens, a plain ViT tower.
+    "qwen2_vl": (
+        "make_tiny_qwen2_vl",
+        {"chat_template": "qwen2_vl"},
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+        + "<|image_pad|>" * 4
+        + "<|vision_end|>What colour is it?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n",
+        ["red", "<|im_end|>"],
+        "visual",
+    ),
+    # Idefics3 (SmolVLM's architecture): the image between fake tokens, pixel values per sample with a pixel mask.
+    "idefics3": (
+        "make_tiny_idefics3",
+        {"chat_template": "chatml"},
+        "<|im_start|>user\n<fake_token_around_image><global-img>"
+        + "<image>" * 4
+        + "<fake_token_around_image>What colour is it?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n",
+        ["red", "<|im_end|>"],
+        "connector",
     ),
 }
 
@@ -193,7 +215,7 @@ def test_other_families_tokens_labels_and_a_training_step(family, tmp_path):
 
     from hpcft.trainer import tiny_vlm
 
-    builder, extra, expected_text, expected_trained = FAMILIES[family]
+    builder, extra, expected_text, expected_trained, projector_name = FAMILIES[family]
     getattr(tiny_vlm, builder)(tmp_path / family)
     (tmp_path / "red.png").write_bytes(_png("red"))
     data = tmp_path / "d.jsonl"
@@ -214,5 +236,5 @@ def test_other_families_tokens_labels_and_a_training_step(family, tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / family)
     loss = model(**batch).loss
     loss.backward()
-    projector = model.model.multi_modal_projector
+    projector = getattr(model.model, projector_name)
     assert torch.isfinite(loss) and sum(p.grad.abs().sum() for p in projector.parameters()) > 0
