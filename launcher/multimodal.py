@@ -14,6 +14,7 @@ from typing import Any
 from hpcft.launcher.dataset_cache import entry_name, local_files
 from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.model_size import find_model_config
+from hpcft.launcher.preference_fields import _json_rows
 from hpcft.launcher.schema import DatasetConfig, TrainConfig
 
 # model_type values of the image-text models transformers builds (its image-text-to-text families); a local
@@ -143,20 +144,6 @@ def check_first_rows(ds: DatasetConfig, name: str) -> None:
                 check_image_ref(image, path.parent, f"{path}: row {row_no}")
 
 
-def _json_rows(path: Path):
-    with path.open(encoding="utf-8") as handle:
-        head = handle.read(1)
-        while head and head.isspace():
-            head = handle.read(1)
-        handle.seek(0)
-        if head == "[":
-            yield from enumerate(json.load(handle), start=1)
-            return
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield number, json.loads(line)
-
-
 def read_row(row: dict[str, Any], ds: DatasetConfig, where: str) -> MultimodalRow:
     """A row's messages (content as parts) and its images; ConfigError naming `where` when it has neither shape.
 
@@ -204,7 +191,7 @@ def read_row(row: dict[str, Any], ds: DatasetConfig, where: str) -> MultimodalRo
             else:
                 raise ConfigError(f"{where}, message {j}, part {k}: 'type' must be text or image, not {kind!r}")
         messages.append({"role": roles.get(message[role_key], message[role_key]), "content": out})
-    column = _column_images(row, where)
+    column = _column_images(row)
     if column and not bare:  # axolotl: the column's image goes to the end of the first user turn
         first_user = next((m for m in messages if m["role"] == "user"), messages[0])
         first_user["content"].append({"type": "image"})
@@ -242,7 +229,7 @@ def as_image_ref(value: Any) -> ImageRef:
     return ImageRef("inline", value)
 
 
-def _column_images(row: dict[str, Any], where: str) -> list[ImageRef]:
+def _column_images(row: dict[str, Any]) -> list[ImageRef]:
     for key in ("images", "image"):
         value = row.get(key)
         if value is not None:
