@@ -659,8 +659,8 @@ class TrainConfig(_Strict):
     image_resize_algorithm: Literal["bilinear", "bicubic", "lanczos"] | None = None
     """Resampling of image_size (default bilinear)."""
     freeze_mm_modules: bool | None = None
-    """Full fine-tuning: keep the vision tower and projector frozen (with LoRA they are frozen anyway unless
-    lora_target_modules names them)."""
+    """Keep the vision tower and projector frozen: in full fine-tuning, and with LoRA also the adapter layers that
+    lora_target_modules puts into them."""
 
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)

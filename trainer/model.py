@@ -343,7 +343,6 @@ def load_model(
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
     resize_embeddings(cfg, model, text_tokenizer(tokenizer))
-    freeze_vision_tower(cfg, model)  # freeze_mm_modules
     if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_except(model, cfg.unfrozen_parameters)
     # Before an adapter: it then wraps the fake-quantised / float8 base layers, as axolotl's order does.
@@ -358,6 +357,7 @@ def load_model(
             freeze_adapter_except(model, cfg.unfrozen_parameters)
         if is_main_process():
             model.print_trainable_parameters()
+    freeze_vision_tower(cfg, model)  # freeze_mm_modules: after the adapter, as axolotl (its tower layers too)
     if offloads_activations(cfg):
         model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

@@ -18,15 +18,17 @@ from hpcft.launcher.schema import TrainConfig
 log = logging.getLogger(__name__)
 
 IMAGE_TEXT_MODEL = "AutoModelForImageTextToText"
-# Module-name parts of the vision tower and its projector across the families transformers builds.
+# Module-name parts of vision/audio encoders and projectors: axolotl's list for freeze_mm_modules.
 VISION_MODULES = (
-    "visual",
     "vision_tower",
     "vision_model",
-    "multi_modal_projector",
-    "mm_projector",
+    "vision_encoder",
     "embed_vision",
-    "connector",  # Idefics3 / SmolVLM
+    "multi_modal_projector",
+    "visual",
+    "audio_tower",
+    "audio_model",
+    "embed_audio",
 )
 
 
@@ -82,8 +84,8 @@ def is_vision_module(name: str) -> bool:
 
 
 def freeze_vision_tower(cfg: TrainConfig, model: torch.nn.Module) -> int:
-    """freeze_mm_modules (full fine-tuning): the vision tower and projector keep their weights; returns how many
-    parameters were frozen. With an adapter they are frozen anyway unless lora_target_modules names them."""
+    """freeze_mm_modules: every parameter of the vision tower and projector stays as it is (a LoRA layer put into
+    them by lora_target_modules too, as axolotl freezes after the adapter); returns how many were frozen."""
     if not (cfg.processor_type and cfg.freeze_mm_modules):
         return 0
     frozen = 0

@@ -121,3 +121,31 @@ def assert_predicts_colours(base: Path, adapter: Path, cfg: TrainConfig) -> None
             logits = model(**inputs).logits[0, -1]
         first = processor.tokenizer.encode(colour, add_special_tokens=False)[0]
         assert int(logits.argmax()) == first, colour
+
+
+def test_freeze_mm_modules_freezes_what_plan_counts_as_the_vision_tower(tiny_vlm_dir, tmp_path):
+    """Full fine-tuning with freeze_mm_modules: the frozen parameters are the tower and projector plan sizes from
+    config.json; a LoRA list that names the tower's layers gets them frozen too (axolotl freezes after the adapter)."""
+    from hpcft.launcher.model_size import model_shape
+    from hpcft.trainer.args import resolve_precision
+    from hpcft.trainer.model import load_model
+    from hpcft.trainer.multimodal_model import is_vision_module, load_processor
+
+    data = colour_data(tmp_path / "data", rows=1)
+    full = vlm_config(
+        tiny_vlm_dir, data, tmp_path / "out", adapter=None, lora_modules_to_save=None, freeze_mm_modules=True
+    )
+    full = full.model_copy(update={"lora_target_modules": None})
+    model = load_model(full, load_processor(full), resolve_precision(full))
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert frozen == model_shape(str(tiny_vlm_dir)).vision_parameters
+    assert all(p.requires_grad for n, p in model.named_parameters() if not is_vision_module(n))
+
+    lora = vlm_config(
+        tiny_vlm_dir, data, tmp_path / "out", lora_target_modules=["qkv", "q_proj"], freeze_mm_modules=True
+    )
+    model = load_model(lora, load_processor(lora), resolve_precision(lora))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("language_model" in n and "lora_A" in n for n in trained)
+    assert not any(is_vision_module(n) for n in trained)  # the tower's qkv got LoRA layers, frozen
+    assert any(is_vision_module(n) and "lora_A" in n for n, _ in model.named_parameters())
