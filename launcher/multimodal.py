@@ -84,6 +84,8 @@ def check_multimodal(cfg: TrainConfig, where: str) -> list[str]:
         (cfg.reward_model or cfg.process_reward_model, "reward models of vision language models are not supported"),
         (cfg.streaming or cfg.pretraining_dataset, "images are prepared ahead, not streamed; remove streaming"),
         (cfg.sample_packing, "samples with images are not packed (as in axolotl); set sample_packing: false"),
+        (cfg.do_causal_lm_eval, "do_causal_lm_eval generates from text prompts only; remove it"),
+        (cfg.diffusion, "diffusion training of vision language models is not supported; remove diffusion"),
     ]
     for bad, message in problems:
         if bad:

@@ -98,6 +98,7 @@ def test_a_bad_row_is_named_by_file_and_row(tmp_path, row, message):
         ("qwen2_5_vl", {"sample_packing": "true"}, r"samples with images are not packed .* sample_packing: false"),
         ("qwen2_5_vl", {"processor_type": "'not a class'"}, r"'not a class' is not a processor class"),
         ("qwen2_5_vl", {"streaming": "true", "max_steps": "5"}, r"images are prepared ahead, not streamed"),
+        ("qwen2_5_vl", {"do_causal_lm_eval": "true", "val_set_size": "0.5"}, r"do_causal_lm_eval generates from text"),
     ],
 )
 def test_unsupported_combinations_are_refused_by_name(tmp_path, model_type, extra, message):
