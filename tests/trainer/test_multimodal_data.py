@@ -238,3 +238,48 @@ def test_other_families_tokens_labels_and_a_training_step(family, tmp_path):
     loss.backward()
     projector = getattr(model.model, projector_name)
     assert torch.isfinite(loss) and sum(p.grad.abs().sum() for p in projector.parameters()) > 0
+
+
+def test_a_saved_dataset_with_an_image_feature_as_the_hub_stores_llava_instruct_mix(tiny_vlm_dir, tmp_path):
+    """HuggingFaceH4/llava-instruct-mix-vsft's layout: bare image parts (their other keys null, as arrow stores a
+    struct) and a list of images in an `images` column of datasets' Image feature, decoded to PIL on reading."""
+    import datasets
+
+    part_text = {"type": "text", "text": "What colour is it?", "index": None}
+    rows = {
+        "messages": [
+            [
+                {"role": "user", "content": [{"type": "image", "text": None, "index": 0}, part_text]},
+                {"role": "assistant", "content": [{"type": "text", "text": colour, "index": None}]},
+            ]
+            for colour in ("red", "blue")
+        ],
+        "images": [[draw_shape("red", "square")], [draw_shape("blue", "square")]],
+    }
+    features = datasets.Features(
+        {
+            "messages": [
+                {
+                    "role": datasets.Value("string"),
+                    "content": [
+                        {
+                            "type": datasets.Value("string"),
+                            "text": datasets.Value("string"),
+                            "index": datasets.Value("int64"),
+                        }
+                    ],
+                }
+            ],
+            "images": datasets.Sequence(datasets.Image()),
+        }
+    )
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
+    cfg = _config(tiny_vlm_dir, tmp_path / "saved", shuffle_merged_datasets=False)
+    processor = load_processor(cfg)
+    prepared = build_datasets(cfg, processor)
+    assert prepared.stats["kept"] == 2
+    for sample, colour in zip(prepared.train, ("red", "blue"), strict=True):
+        expected = processor.image_processor(images=[draw_shape(colour, "square")], return_tensors="pt")
+        assert torch.equal(unpack_media(sample[MEDIA])["pixel_values"], expected["pixel_values"])
+        trained = [t for t, label in zip(sample["input_ids"], sample["labels"], strict=True) if label != IGNORE_INDEX]
+        assert processor.tokenizer.decode(trained) == f"{colour}<|im_end|>"
