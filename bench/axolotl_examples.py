@@ -124,6 +124,49 @@ FAMILIES: list[tuple[re.Pattern[str], str | None]] = [
 ]
 
 
+# Vision language families the sample swaps for a tiny model of trainer/tiny_vlm.py (SmolVLM for Idefics3, the
+# architecture it extends), with images of coloured shapes as data.
+VISION_FAMILIES: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"qwen2[._]?5-?vl", re.I), "qwen2_5_vl", "make_tiny_qwen25_vl"),
+    (re.compile(r"qwen2-?vl", re.I), "qwen2_vl", "make_tiny_qwen2_vl"),
+    (re.compile(r"llava", re.I), "llava", "make_tiny_llava"),
+    (re.compile(r"gemma-?3-(?!n)", re.I), "gemma3", "make_tiny_gemma3"),
+    (re.compile(r"smolvlm", re.I), "idefics3", "make_tiny_idefics3"),
+]
+
+
+def vision_family(base_model: str) -> tuple[str, str] | None:
+    """(family, tiny builder) of a vision language model's base_model, None for one the sample skips."""
+    return next(((family, builder) for p, family, builder in VISION_FAMILIES if p.search(base_model)), None)
+
+
+def vision_sample(accepted: list[Outcome]) -> list[Outcome]:
+    """The first accepted multimodal config of each vision family."""
+    chosen: dict[str, Outcome] = {}
+    for outcome in accepted:
+        found = vision_family(str(outcome.raw.get("base_model", "")))
+        if found and found[0] not in chosen:
+            chosen[found[0]] = outcome
+    return list(chosen.values())
+
+
+def multimodal_dataset(entry: dict[str, Any], out: Path) -> dict[str, Any]:
+    """16 rows asking the colour of a shape drawn in a PNG next to the data file."""
+    from hpcft.trainer.tiny_vlm import COLOURS, draw_shape
+
+    folder = out / f"images-{len(list(out.glob('images-*')))}"
+    folder.mkdir()
+    rows = []
+    for i in range(16):
+        colour = list(COLOURS)[i % len(COLOURS)]
+        draw_shape(colour, "circle" if i % 2 else "square").save(folder / f"{i}.png")
+        question = [{"type": "image", "path": f"{folder.name}/{i}.png"}, {"type": "text", "text": "Which colour?"}]
+        rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": colour}]})
+    path = out / f"data-{len(list(out.glob('data-*')))}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"path": str(path), "type": "chat_template", **{k: v for k, v in entry.items() if k == "roles_to_train"}}
+
+
 def model_family(base_model: str) -> str | None:
     for pattern, family in FAMILIES:
         if pattern.search(base_model):
@@ -288,9 +331,15 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
     from hpcft.launcher.config import load_job
     from hpcft.launcher.protocol import METRICS_FILE
 
-    family = model_family(str(outcome.raw["base_model"])) or "llama"
+    vision = vision_family(str(outcome.raw["base_model"])) if outcome.kind == "multimodal" else None
+    family = vision[0] if vision else model_family(str(outcome.raw["base_model"])) or "llama"
     mistral_common = bool(outcome.raw.get("tokenizer_use_mistral_common"))
     model_key = f"{family}-mistral-common" if mistral_common else family
+    if vision and model_key not in models:
+        from hpcft.trainer import tiny_vlm
+
+        models[model_key] = work / "models" / model_key
+        getattr(tiny_vlm, vision[1])(models[model_key])
     # An NVFP4 release (nvidia/*-NVFP4) is swapped for a tiny model stored in the same ModelOpt NVFP4 layout.
     nvfp4 = "nvfp4" in str(outcome.raw["base_model"]).lower()
     if nvfp4:
@@ -333,7 +382,8 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         "sequence_parallel_degree",
         "expert_parallel_size",
     ):
-        raw.pop(key, None)
+        if not (vision and key == "chat_template"):  # a vision model keeps its template (tiny_vlm's tokens)
+            raw.pop(key, None)
     raw.update(
         base_model=str(models[model_key]),
         output_dir=str(run / "out"),
@@ -364,7 +414,8 @@ def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: in
         raw.pop(key, None)
     if raw.get("save_strategy") == "best":
         raw.pop("save_strategy")
-    raw["datasets"] = [local_dataset(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
+    make_data = multimodal_dataset if vision else local_dataset
+    raw["datasets"] = [make_data(d, run) for d in raw.get("datasets") or [] if isinstance(d, dict)]
     pretraining = raw.get("pretraining_dataset")
     if pretraining:  # axolotl's string form names one dataset; a stream of a small local file of the same type
         entries = [{"path": pretraining}] if isinstance(pretraining, str) else pretraining
@@ -453,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = stratified_sample(
                 [o for o in outcomes if o.result == "accepted" and o.kind == "text"], args.limit_train
             )
+            sample += vision_sample([o for o in outcomes if o.result == "accepted" and o.kind == "multimodal"])
             for outcome in sample:
                 try:
                     result, detail = train_one(outcome, work, models, args.timeout)
@@ -461,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                 train_rows.append(
                     [
                         outcome.path,
-                        model_family(str(outcome.raw["base_model"])),
+                        (vision_family(str(outcome.raw["base_model"])) or (None,))[0]
+                        if outcome.kind == "multimodal"
+                        else model_family(str(outcome.raw["base_model"])),
                         adapter_kind(outcome.raw),
                         dataset_kind(outcome.raw),
                         result,

@@ -212,7 +212,9 @@ _RL = (
     "hpcft's preference tuning (rl: dpo, ipo, orpo, kto, simpo; docs/preference-tuning.md) does not implement "
     "it; remove it (the generation-based methods grpo, gdpo and ebft are not supported yet)"
 )
-_MULTIMODAL = "hpcft trains text-only models; remove it (multimodal training is not supported yet)"
+_MULTIMODAL = (
+    "hpcft masks multimodal labels from the chat template's turns (docs/multimodal.md), without role markers; remove it"
+)
 _QUANT = (
     "hpcft quantises with bitsandbytes only (load_in_4bit with adapter: qlora, or load_in_8bit; qat: for "
     "quantization-aware training); remove it"
@@ -255,17 +257,7 @@ REFUSED_KEYS: dict[str, str] = {
         ),
         _RL,
     ),
-    **dict.fromkeys(
-        (
-            "processor_type",
-            "processor_kwargs",
-            "image_size",
-            "image_resize_algorithm",
-            "freeze_mm_modules",
-            "role_boundaries",
-        ),
-        _MULTIMODAL,
-    ),
+    "role_boundaries": _MULTIMODAL,
     **dict.fromkeys(
         (
             "quantization",

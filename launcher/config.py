@@ -33,6 +33,7 @@ from hpcft.launcher.interpolation_size import check_interpolation_size
 from hpcft.launcher.jobplan import job_env, job_paths, make_plan
 from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
+from hpcft.launcher.multimodal import check_multimodal
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.nvfp4 import check_nvfp4_base
 from hpcft.launcher.optimizers import muon_without_fsdp
@@ -642,6 +643,7 @@ def load_job(
     check_preference_rows(cfg, where)  # a preference row missing a field fails here, not after the queue wait
     check_streamed_rows(cfg, where)  # a stream is read only on the nodes: its first rows are checked here
     check_dataset_heads(cfg, where)  # every local file: what it is, its format, and its first MiB parses
+    warnings += check_multimodal(cfg, where)  # processor_type: family, dataset type, first rows and images
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job = Job(
         cfg=cfg,

@@ -47,6 +47,8 @@ CACHE_FIELDS = (
     "sample_packing_sequentially",
     "max_packed_sequence_len",
 )
+# With processor_type, what decides the pixel values and image tokens too.
+MULTIMODAL_CACHE_FIELDS = ("processor_type", "processor_kwargs", "image_size", "image_resize_algorithm")
 # What decides token ids and the chat template (as transformers saves a tokenizer).
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -60,6 +62,8 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
     "tekken.json",  # mistral-common (tokenizer_use_mistral_common)
+    "preprocessor_config.json",  # processor_type: the image processor decides the pixel values
+    "processor_config.json",
 )
 
 # File suffix -> the `datasets` builder that reads it (ds_type overrides).
@@ -250,6 +254,8 @@ def cache_key(cfg: TrainConfig) -> str | None:
     }
     if cfg.rl and cfg.precompute_ref_log_probs:
         payload["reference"] = reference_fingerprint(cfg)
+    if cfg.processor_type:  # only then: text configs keep their keys
+        payload["multimodal"] = [getattr(cfg, name) for name in MULTIMODAL_CACHE_FIELDS]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

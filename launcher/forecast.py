@@ -27,6 +27,7 @@ from hpcft.launcher.memory_model import (
     sharding_from_deepspeed,
 )
 from hpcft.launcher.model_size import ModelShape, model_shape
+from hpcft.launcher.multimodal_plan import plan_notes
 
 # A job whose estimate uses more than this share of GPU memory is called tight: fragmentation eats the rest.
 TIGHT_SHARE = 0.9
@@ -80,6 +81,7 @@ class Forecast:
     on_gpus: bool = True
     suggestions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def activation_total(self) -> float:
@@ -144,7 +146,8 @@ def trainable_split(job: Job, shape: ModelShape) -> tuple[int, int, float]:
     cfg = job.cfg
     total = shape.total_parameters
     if not cfg.adapter:
-        return total, 0, 2.0
+        frozen = shape.vision_parameters if cfg.processor_type and cfg.freeze_mm_modules else 0
+        return total - frozen, frozen, 2.0
     targets = shape.lora_targets(cfg.lora_target_modules, cfg.lora_target_linear)
     trainable = shape.lora_parameters(cfg.lora_r, targets)
     saved = cfg.lora_modules_to_save or []
@@ -216,6 +219,7 @@ def make_forecast(
         on_gpus=bool(launch.gpus_per_node),
     )
     forecast.warnings += plan_warnings(job, forecast)
+    forecast.notes += plan_notes(cfg, shape)  # processor_type: the vision tower and the tokens of an image
     if forecast.fits is False or (forecast.gpu_memory and forecast.gpu_total > TIGHT_SHARE * forecast.gpu_memory):
         forecast.suggestions = fit_suggestions(job, forecast, precision, frozen_bytes)
     return forecast
@@ -433,6 +437,8 @@ def format_forecast(job: Job, f: Forecast) -> str:
             )
     else:
         lines.append(f"  throughput           unknown ({f.tokens_per_s_source})")
+    if f.notes:
+        lines += [""] + [f"note: {n}" for n in f.notes]
     if f.warnings:
         lines += [""] + [f"warning: {w}" for w in f.warnings]
     if f.suggestions:

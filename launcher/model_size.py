@@ -158,6 +158,7 @@ class ModelShape:
     qk_norm: bool
     act_params: int
     source: str = ""
+    vision_parameters: int = 0  # a vision language model's tower and projector (launcher/multimodal_plan.py)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear layer in one decoder layer."""
@@ -202,7 +203,8 @@ class ModelShape:
     def total_parameters(self) -> int:
         """All parameters, a tied output head counted once (as `model.parameters()` yields it)."""
         head = 0 if self.tie_word_embeddings else self.embedding_parameters
-        return self.embedding_parameters + self.num_layers * self.layer_parameters() + self.hidden_size + head
+        text = self.embedding_parameters + self.num_layers * self.layer_parameters() + self.hidden_size + head
+        return text + self.vision_parameters
 
     @property
     def largest_layer_parameters(self) -> int:
@@ -231,8 +233,11 @@ class ModelShape:
             return [
                 name
                 for name in self.linear_shapes()
-                if re.search(listed, f"model.layers.0.self_attn.{name}")
-                or re.search(listed, f"model.layers.0.mlp.{name}")
+                if any(
+                    re.search(listed, f"{prefix}.layers.0.{part}.{name}")
+                    for prefix in ("model", "model.language_model")  # a vision language model's text layers
+                    for part in ("self_attn", "mlp")
+                )
             ]
         return list(listed or [])
 
@@ -318,4 +323,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def model_shape(name: str) -> ModelShape:
     config, source = find_model_config(name)
+    from hpcft.launcher.multimodal_plan import is_vision_config, vision_language_shape  # imports this module
+
+    if is_vision_config(config):
+        return vision_language_shape(config, source)
     return shape_from_config(config, source)

@@ -719,6 +719,22 @@ class TrainConfig(_Strict):
     """Tokens that end a turn in the chat template, e.g. `["<|eot_id|>"]` (default: the EOS token); trained as
     each dataset's `train_on_eot` says. Each must be one token of the tokenizer."""
 
+    # Vision (and audio) language models: docs/multimodal.md (checks in launcher/multimodal.py)
+    processor_type: str | None = None
+    """Train a vision language model with its processor: `AutoProcessor` (or the processor's class name). Dataset
+    rows are `messages` whose content holds `{type: image, path|url|base64|image: ...}` parts, or an `images`
+    (`image`) column; images are decoded, fetched and resized by the preprocessing job, never on the GPUs."""
+    processor_kwargs: dict[str, Any] | None = None
+    """Arguments for loading the processor, e.g. `{min_pixels: 200704, max_pixels: 1003520}`."""
+    image_size: int | tuple[int, int] | None = None
+    """Resize every image before the processor: an integer pads to a square of that side keeping the aspect
+    ratio, `[width, height]` resizes to exactly that (default: as the processor does)."""
+    image_resize_algorithm: Literal["bilinear", "bicubic", "lanczos"] | None = None
+    """Resampling of image_size (default bilinear)."""
+    freeze_mm_modules: bool | None = None
+    """Keep the vision tower and projector frozen: in full fine-tuning, and with LoRA also the adapter layers that
+    lora_target_modules puts into them."""
+
     # Data
     datasets: list[DatasetConfig] = Field(min_length=1)
     """Training datasets (see the dataset keys below)."""
@@ -752,7 +768,7 @@ class TrainConfig(_Strict):
     """Processes used for tokenizing (default: CPUs available); `dataset_num_proc:` is accepted too."""
     skip_prepare_dataset: bool | None = None
     """Accepted for axolotl compatibility: hpcft always tokenizes before training (cached in dataset_prepared_path),
-    which gives the same rows as tokenizing on the fly."""
+    which gives the same rows as tokenizing on the fly (also with processor_type: images are prepared ahead)."""
     remove_unused_columns: bool | None = None
     """Accepted for axolotl compatibility: hpcft's data pipeline passes only input_ids, labels and positions to the
     model either way."""

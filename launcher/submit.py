@@ -55,6 +55,9 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
         return True, f"benchmark datasets to download first: {', '.join(benchmarks)}"
 
     where = prepared_dir(job.cfg)
+    if where is None and job.cfg.processor_type:
+        # Images are decoded and downloaded on a CPU node, never while GPUs wait (and a bad one fails there first).
+        return True, "processor_type: images are prepared in their own job (the cache cannot be checked here)"
     if where is None:
         # Without the tokenizer's files here (a Hub model not in this machine's cache) the cache cannot be checked:
         # the training job prepares the data as before (launch.preprocess: job forces a preprocessing job).

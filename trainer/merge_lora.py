@@ -14,6 +14,7 @@ from hpcft.launcher.config import load_train_yaml
 from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.args import resolve_precision
 from hpcft.trainer.checkpoints import check_saved_weights
+from hpcft.trainer.multimodal_model import load_processor, model_class_name
 from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
 from hpcft.trainer.nvfp4_merge_aware import snap_merged_model
 
@@ -33,7 +34,7 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     tokenizer_dir = lora_dir if has_tokenizer else cfg.tokenizer_config or cfg.base_model
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=cfg.trust_remote_code)
     dtype = resolve_precision(cfg).dtype
-    model_cls = getattr(transformers, cfg.model_type)
+    model_cls = getattr(transformers, model_class_name(cfg))  # processor_type: AutoModelForImageTextToText
     head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}  # a reward model's score head
     # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained (trainer/nvfp4_checkpoint.py).
     source = nvfp4_source(cfg.base_model, cfg.model_revision, dtype, cfg.adapter) or cfg.base_model
@@ -48,7 +49,8 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
         count = snap_merged_model(merged, nvfp4_tensor_scales(source))
         log.info("nvfp4_merge_aware: %d merged weights rounded onto their NVFP4 grid, as they were trained", count)
     merged.save_pretrained(str(out_dir))  # safetensors is transformers' only format
-    tokenizer.save_pretrained(str(out_dir))
+    # A vision language model is used with its processor (image processor and tokenizer), saved with it.
+    (load_processor(cfg) if cfg.processor_type else tokenizer).save_pretrained(str(out_dir))
     check_saved_weights(out_dir)
     log.info("merged %s into %s -> %s", lora_dir, cfg.base_model, out_dir)
     return out_dir

@@ -30,6 +30,7 @@ from hpcft.trainer.moe_experts import (
     quantize_moe_experts,
     register_quantized_experts,
 )
+from hpcft.trainer.multimodal_model import freeze_vision_tower, model_class_name, text_tokenizer
 from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
 from hpcft.trainer.nvfp4_merge_aware import prepare_merge_aware, register_merge_aware
 from hpcft.trainer.offload import ActivationOffload, offloads_activations
@@ -287,7 +288,7 @@ def load_model(
 ) -> PreTrainedModel | PeftModel:
     """The model to train: base weights (quantised for QLoRA/8-bit), embeddings fitted to the tokenizer, adapter.
     wrap_adapter=False prepares the base for an adapter that the caller's trainer adds (see trainer/preference.py)."""
-    model_cls = getattr(transformers, cfg.model_type, None)
+    model_cls = getattr(transformers, model_class_name(cfg), None)  # processor_type: AutoModelForImageTextToText
     if model_cls is None:
         raise ConfigError(f"type: '{cfg.model_type}' is not a transformers model class (e.g. AutoModelForCausalLM)")
     kwargs: dict[str, Any] = {
@@ -341,7 +342,7 @@ def load_model(
         init_score_head(model)
     # Training needs no KV cache; without it transformers also keeps packed samples apart (see packing.py).
     model.config.use_cache = False
-    resize_embeddings(cfg, model, tokenizer)
+    resize_embeddings(cfg, model, text_tokenizer(tokenizer))
     if cfg.unfrozen_parameters and not cfg.adapter:
         freeze_except(model, cfg.unfrozen_parameters)
     # Before an adapter: it then wraps the fake-quantised / float8 base layers, as axolotl's order does.
@@ -356,6 +357,7 @@ def load_model(
             freeze_adapter_except(model, cfg.unfrozen_parameters)
         if is_main_process():
             model.print_trainable_parameters()
+    freeze_vision_tower(cfg, model)  # freeze_mm_modules: after the adapter, as axolotl (its tower layers too)
     if offloads_activations(cfg):
         model.activation_offload = ActivationOffload(model)  # kept with the model: its hooks are the model's
     return model

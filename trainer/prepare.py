@@ -56,6 +56,7 @@ def log(message: str) -> None:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer (processor_type)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # without truncation/padding: calling the tokenizer changes those, not the ids
         state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
@@ -106,6 +107,10 @@ def _tokenize_group(
         tokenize = tokenize_preference_dataset if cfg.rl else tokenize_dataset
         if cfg.reward_model or cfg.process_reward_model:
             tokenize = tokenize_reward_dataset
+        if cfg.processor_type:  # vision language models: `tokenizer` is the model's processor
+            from hpcft.trainer.multimodal_data import tokenize_multimodal_dataset
+
+            tokenize = tokenize_multimodal_dataset
         tokenized, entry_counts = tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)
@@ -232,6 +237,7 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
     the CPUs of a preprocessing job, used unless the config sets dataset_processes itself."""
     from hpcft.launcher.config import load_train_yaml
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
+    from hpcft.trainer.multimodal_model import load_processor
 
     cfg = load_train_yaml(config_path)
     if cfg.streaming:  # the launcher queues no preprocessing job for a stream; run by hand, it says so
@@ -239,7 +245,8 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
         return PreparedData(train=datasets.Dataset.from_dict({}), eval=None, stats={"streaming": True})
     if processes and not cfg.dataset_processes:
         cfg = cfg.model_copy(update={"dataset_processes": processes})
-    prepared = prepare_datasets(cfg, load_tokenizer(cfg), world_size=1)
+    tokenizer = load_processor(cfg) if cfg.processor_type else load_tokenizer(cfg)
+    prepared = prepare_datasets(cfg, tokenizer, world_size=1)
     from hpcft.trainer.eval_downloads import fetch_eval_datasets  # the benchmarks' datasets, while on a CPU
 
     fetch_eval_datasets(cfg)

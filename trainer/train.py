@@ -64,6 +64,8 @@ from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.mlflow_logging import MlflowRunRecorder
 from hpcft.trainer.mlflow_logging import resume_environment as mlflow_resume_environment
 from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.multimodal_data import multimodal_collator
+from hpcft.trainer.multimodal_model import load_processor
 from hpcft.trainer.muon import muon_optimizer
 from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
 from hpcft.trainer.packing import make_collator
@@ -112,6 +114,8 @@ def build_trainer(
     reward = cfg.reward_model or cfg.process_reward_model
     parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)
     arg_values.update(parallel)
+    if cfg.processor_type:  # the samples' image tensors travel in a column the model's signature does not name
+        arg_values["remove_unused_columns"] = False
     if cfg.rl:
         args = preference_arguments(cfg, arg_values)
     else:
@@ -166,7 +170,7 @@ def build_trainer(
             args=args,
             train_dataset=data.train,
             eval_dataset=data.eval,
-            data_collator=make_collator(cfg, tokenizer),
+            data_collator=multimodal_collator(tokenizer) if cfg.processor_type else make_collator(cfg, tokenizer),
             processing_class=tokenizer,
             callbacks=callbacks,
             **loss_kwargs,
@@ -263,7 +267,8 @@ def train(config_path: str | Path) -> int:
             return finish_from_last_checkpoint(cfg, resume, step)
     plan = plan_resume(cfg, resume, world_size()) if resume else None
     layout = plan.layout if plan else BatchLayout(world_size(), cfg.micro_batch_size, cfg.gradient_accumulation_steps)
-    tokenizer = load_tokenizer(cfg)
+    # processor_type: the model's processor stands in for the tokenizer (it holds one) all the way through.
+    tokenizer = load_processor(cfg) if cfg.processor_type else load_tokenizer(cfg)
     trainer, stop = build_trainer(cfg, tokenizer, layout, plan)
 
     conversion = None

@@ -101,3 +101,21 @@ def test_accepted_config_trains_two_steps_with_a_tiny_model_of_its_family(name, 
     assert (run / "out" / "adapter_config.json").is_file()
     if trained.get("tokenizer_use_mistral_common"):  # the mistral-common tokenizer is saved with the adapter
         assert (run / "out" / "tekken.json").is_file()
+
+
+def test_the_vision_sample_takes_one_config_per_vision_family():
+    bench = _bench()
+    bases = [
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "Qwen/Qwen2-VL-7B-Instruct",
+        "Qwen/Qwen2.5-VL-3B-Instruct",  # a second Qwen2.5-VL: not taken
+        "llava-hf/llava-1.5-7b-hf",
+        "google/gemma-3-4b-it",
+        "google/gemma-3n-E2B-it",  # Gemma 3n: no tiny build, skipped
+        "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+    ]
+    outcomes = [
+        bench.Outcome(f"{i}.yaml", "multimodal", "accepted", raw={"base_model": b}) for i, b in enumerate(bases)
+    ]
+    chosen = [bench.vision_family(o.raw["base_model"])[0] for o in bench.vision_sample(outcomes)]
+    assert chosen == ["qwen2_5_vl", "qwen2_vl", "llava", "gemma3", "idefics3"]

@@ -89,3 +89,13 @@ def train_config(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., TrainCon
         return TrainConfig.model_validate(data)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a random tiny Qwen2.5-VL, its tokenizer and image processor (trainer/tiny_vlm.py)."""
+    from hpcft.trainer.tiny_vlm import make_tiny_qwen25_vl
+
+    path = tmp_path_factory.mktemp("tiny-vlm")
+    make_tiny_qwen25_vl(path)
+    return path
