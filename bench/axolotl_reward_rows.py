@@ -54,7 +54,7 @@ def axolotl_stepwise(tokenizer: Any, row: dict, keys: dict) -> dict[str, list[in
 
 
 def hpcft_rows(model_dir: Path, kind: str, row: dict, keys: dict) -> dict[str, list[int]]:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
     from hpcft.trainer.model import load_tokenizer
     from hpcft.trainer.reward_data import tokenize_bradley_terry, tokenize_stepwise
 

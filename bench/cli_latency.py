@@ -51,7 +51,7 @@ def main() -> None:
         base = wall([sys.executable, "-c", "pass"], work, args.repeat)
         help_t = wall([hpcft, "--help"], work, args.repeat)
         # An 8B Llama's config.json (no weights), as `hpcft plan` reads it from a model folder or the HF cache.
-        from hpcft.launcher.model_size import KNOWN_MODELS
+        from hpcft.core.model_size import KNOWN_MODELS
 
         (work / "model" / "config.json").write_text(json.dumps(KNOWN_MODELS["meta-llama/Llama-3.1-8B"]))
         plan_t = wall([hpcft, "plan", "--profile", "cscs", "cfg.yaml", "--nodes", "4"], work, args.repeat)

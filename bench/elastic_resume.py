@@ -73,7 +73,7 @@ def tiny_checkpoint(work: Path) -> Path:
 
 
 def conversion_seconds(checkpoint: Path, repeats: int) -> tuple[list[float], int]:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
     from hpcft.trainer.elastic import convert_to_universal, plan_resume
 
     cfg = TrainConfig.model_validate(

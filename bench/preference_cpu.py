@@ -70,7 +70,7 @@ def make_models(work: Path) -> dict[str, Path]:
 
 def worker(model_dir: str, out: str, steps: int, extra: str) -> None:
     """Train one configuration in this process; print steps/s of train() and the process's peak RSS."""
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
     from hpcft.trainer.model import load_tokenizer
     from hpcft.trainer.train import build_trainer
 

@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher import __version__
-from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.runs import RunRef, recent_runs, resolve_run
 from hpcft.launcher.slurm import SLURM_EXIT_CODE, SlurmError
 from hpcft.launcher.submit import BACKENDS

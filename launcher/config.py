@@ -20,29 +20,29 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
-from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
-from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.fp8 import fp8_notes
-from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
+from hpcft.core.dataset_cache import BUILDER_BY_DS_TYPE
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
+from hpcft.core.features.deepspeed_config import default_preset, resolve_deepspeed
+from hpcft.core.features.fp8 import fp8_notes
+from hpcft.core.features.fsdp import cpu_translation_note, transformers_fsdp_config
+from hpcft.core.features.model_loading import check_job_loading
+from hpcft.core.features.nvfp4 import check_nvfp4_base
+from hpcft.core.features.optimizers import muon_without_fsdp
+from hpcft.core.features.parallelism import check_parallelism
+from hpcft.core.features.peft_extensions import gpu_only_notes, moe_model_problem
+from hpcft.core.features.preference_fields import check_preference_rows
+from hpcft.core.features.qat import qat_cpu_note
+from hpcft.core.features.sparse_finetuning import sparse_notes
+from hpcft.core.features.streamed_rows import check_streamed_rows
+from hpcft.core.features.training_loop import runs_plain_ddp, training_loop_warnings
+from hpcft.core.schema import LIGER_KEYS, TrainConfig
+from hpcft.core.validation import as_list, check_keys, format_validation_error
 from hpcft.launcher.jobplan import job_paths, make_plan
-from hpcft.launcher.model_loading import check_job_loading
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
-from hpcft.launcher.nvfp4 import check_nvfp4_base
-from hpcft.launcher.optimizers import muon_without_fsdp
-from hpcft.launcher.parallelism import check_parallelism
-from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
-from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
-from hpcft.launcher.qat import qat_cpu_note
 from hpcft.launcher.runs import default_run_dir
-from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
-from hpcft.launcher.sparse_finetuning import sparse_notes
-from hpcft.launcher.streamed_rows import check_streamed_rows
-from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
-from hpcft.launcher.validation import as_list, check_keys, format_validation_error
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")

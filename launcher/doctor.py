@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher import __version__, slurm
 from hpcft.launcher.config import Job, load_job
-from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.quoting import sbatch_value
 from hpcft.launcher.runs import RunRef, record_submission
 

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcft.launcher.protocol import TORCHELASTIC_DIR, WORKER_NOTE
+from hpcft.core.protocol import TORCHELASTIC_DIR, WORKER_NOTE
 
 ERROR_DIR = TORCHELASTIC_DIR
 

@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from hpcft.core.model_size import ModelShape, model_shape
 from hpcft.launcher.config import Job
 from hpcft.launcher.data_size import DataSize, dataset_size
 from hpcft.launcher.memory_model import (
@@ -26,7 +27,6 @@ from hpcft.launcher.memory_model import (
     model_states,
     sharding_from_deepspeed,
 )
-from hpcft.launcher.model_size import ModelShape, model_shape
 
 # A job whose estimate uses more than this share of GPU memory is called tight: fragmentation eats the rest.
 TIGHT_SHARE = 0.9
@@ -164,8 +164,8 @@ def make_forecast(
     job: Job, *, tokens_per_s: float | None = None, gpu_memory_gib: float | None = None, model_config: str | None = None
 ) -> Forecast:
     """The whole estimate for a validated job on its profile."""
-    from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-    from hpcft.launcher.training_loop import runs_plain_ddp
+    from hpcft.core.features.deepspeed_config import default_preset, resolve_deepspeed
+    from hpcft.core.features.training_loop import runs_plain_ddp
 
     cfg, launch, profile = job.cfg, job.cfg.launch, job.profile
     shape = model_shape(model_config or cfg.base_model_config or cfg.base_model)

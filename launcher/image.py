@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

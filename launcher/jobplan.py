@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcft.launcher import protocol
-from hpcft.launcher.errors import ConfigError
+from hpcft.core import protocol
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.quoting import shell_env_value
 

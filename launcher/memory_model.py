@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpcft.launcher.model_size import ModelShape
+from hpcft.core.model_size import ModelShape
 
 GIB = 2**30
 # CUDA context, NCCL buffers and allocator slack that no tensor accounts for.

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
+from hpcft.core.errors import ConfigError
+from hpcft.core.protocol import METRICS_FILE, STARTS_FILE
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

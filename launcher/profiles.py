@@ -16,10 +16,10 @@ import yaml
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import LaunchConfig
+from hpcft.core.validation import as_list, format_validation_error
 from hpcft.launcher.mounts import unique_mounts
-from hpcft.launcher.schema import LaunchConfig
-from hpcft.launcher.validation import as_list, format_validation_error
 
 DEFAULT_SECRET_ENV = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "SWANLAB_API_KEY"]
 

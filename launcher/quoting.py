@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 _ENV_REF_OR_CHAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*|.", re.S)
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hpcft.launcher.axolotl_keys import (
+from hpcft.core.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
     REFUSED_DATASET_KEYS,
     REFUSED_KEYS,
@@ -18,9 +18,10 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
-from hpcft.launcher.objectives import DiffusionConfig
-from hpcft.launcher.qat import QatConfig
-from hpcft.launcher.schema import (
+from hpcft.core.features.objectives import DiffusionConfig
+from hpcft.core.features.qat import QatConfig
+from hpcft.core.features.sparse_finetuning import LlmCompressorConfig
+from hpcft.core.schema import (
     IMPLEMENTED_PLUGINS,
     DatasetConfig,
     FsdpConfig,
@@ -30,12 +31,11 @@ from hpcft.launcher.schema import (
     UserDefinedPreferenceType,
     field_aliases,
 )
-from hpcft.launcher.sparse_finetuning import LlmCompressorConfig
-from hpcft.launcher.validation import known_keys
+from hpcft.core.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
-    text = re.sub(r"hpcft\.launcher\.\w+\.", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
+    text = re.sub(r"hpcft\.(?:\w+\.)+", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
     for noise in ("<class '", "'>"):
         text = text.replace(noise, "")
     return text
@@ -117,7 +117,7 @@ def config_reference_markdown() -> str:
     parts = [
         "# Config reference",
         "",
-        "Generated from `launcher/schema.py` by `hpcft reference`; do not edit by hand.",
+        "Generated from `core/schema.py` by `hpcft reference`; do not edit by hand.",
         "Keys have axolotl's names and meaning. Relative paths are taken from the config file's folder.",
         "",
         "## Training keys",

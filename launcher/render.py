@@ -21,17 +21,17 @@ from typing import Any
 import jinja2
 import yaml
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import default_preset, resolve_deepspeed
+from hpcft.core.features.fsdp import cpu_translation_note, fsdp_version, transformers_fsdp_config, zero_preset_for_fsdp
+from hpcft.core.features.training_loop import runs_plain_ddp
+from hpcft.core.schema import TrainConfig
 from hpcft.launcher import __version__
 from hpcft.launcher.config import Job
-from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.fsdp import cpu_translation_note, fsdp_version, transformers_fsdp_config, zero_preset_for_fsdp
 from hpcft.launcher.jobplan import job_env, make_plan
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
 from hpcft.launcher.runs import default_run_dir
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.training_loop import runs_plain_ddp
 
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher import slurm
-from hpcft.launcher.errors import ConfigError
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
     from hpcft.launcher.config import Job

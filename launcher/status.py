@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcft.core.protocol import last_metrics
 from hpcft.launcher import slurm
-from hpcft.launcher.protocol import last_metrics
 from hpcft.launcher.runs import RunRef, read_manifest
 from hpcft.launcher.slurm import JobInfo, SlurmError
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher import slurm
-from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.runs import default_run_dir, record_submission, update_manifest
 from hpcft.launcher.sweeps import SweepPoint, render_sweep_files
 
@@ -42,7 +42,7 @@ def preprocessing_job_needed(job: Job, sweep: bool, backend: str) -> tuple[bool,
         return False, "sweeps and the submitit backend prepare the data inside the training job"
     if mode == "job":
         return True, "launch.preprocess: job"
-    from hpcft.launcher.dataset_cache import prepared_dir
+    from hpcft.core.dataset_cache import prepared_dir
 
     where = prepared_dir(job.cfg)
     if where is None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcft.launcher import protocol, slurm
+from hpcft.core import protocol
+from hpcft.launcher import slurm
 from hpcft.launcher.slurm import SlurmError
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -74,7 +75,7 @@ class TorchrunOnNode:
 
 def time_to_minutes(value: str) -> int:
     """Slurm time strings (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) -> whole minutes, rounded up."""
-    from hpcft.launcher.schema import slurm_time_to_seconds
+    from hpcft.core.schema import slurm_time_to_seconds
 
     return max(1, -(-slurm_time_to_seconds(value) // 60))
 

@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 from hpcft.trainer.progress import quiet_progress_bars_in_logs
 
 
@@ -65,8 +65,8 @@ def _torchao_cuda_libraries_on_cpu(record: logging.LogRecord) -> bool:
 
 def note_worker() -> None:
     """Next to this rank's error file, note who it is (global rank, node, host): torch's file does not say."""
+    from hpcft.core.protocol import WORKER_NOTE
     from hpcft.launcher.error_files import worker_note
-    from hpcft.launcher.protocol import WORKER_NOTE
 
     note = worker_note(dict(os.environ))
     if note is None:

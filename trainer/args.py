@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from hpcft.launcher.best_checkpoint import align_for_best_model
-from hpcft.launcher.fsdp import fsdp_activation_checkpointing
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.features.best_checkpoint import align_for_best_model
+from hpcft.core.features.fsdp import fsdp_activation_checkpointing
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.liger import liger_arguments
 from hpcft.trainer.metrics import tracker_arguments
 from hpcft.trainer.optim import optimizer_arguments, scheduler_arguments

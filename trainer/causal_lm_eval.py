@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.formats import IGNORE_INDEX
 
 DEFAULT_MAX_NEW_TOKENS = 128  # axolotl's eval_max_new_tokens default

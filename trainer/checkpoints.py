@@ -20,10 +20,10 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.training_loop import has_optimizer_state
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.training_loop import has_optimizer_state
+from hpcft.core.protocol import COMPLETE_MARKER, FINISHED_MARKER, is_complete, write_complete_marker
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.distributed import rank
 from hpcft.trainer.elastic import BatchLayout, checkpoint_metadata
 

@@ -10,15 +10,15 @@ from urllib.parse import urlparse
 
 import datasets
 
-from hpcft.launcher.dataset_cache import (  # torch-free: the login node uses them too
+from hpcft.core.dataset_cache import (  # torch-free: the login node uses them too
     BUILDER_BY_DS_TYPE,
     BUILDER_BY_SUFFIX,
     entry_name,
     is_saved_dataset,
     local_files,
 )
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig
 
 __all__ = ["entry_name", "file_builder", "load_raw_dataset", "load_saved_dataset", "local_files"]
 

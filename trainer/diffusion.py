@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer
 
-from hpcft.launcher.objectives import DEFAULT_DIFFUSION_MASK_TOKEN, DiffusionConfig
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.features.objectives import DEFAULT_DIFFUSION_MASK_TOKEN, DiffusionConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.formats import IGNORE_INDEX
 
 log = logging.getLogger("hpcft.trainer")

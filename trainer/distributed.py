@@ -6,10 +6,10 @@ import logging
 import os
 from typing import Any
 
-from hpcft.launcher.deepspeed_config import load_source, resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config, zero_preset_for_fsdp
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import load_source, resolve_deepspeed
+from hpcft.core.features.fsdp import cpu_translation_note, transformers_fsdp_config, zero_preset_for_fsdp
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.elastic import ResumePlan, deepspeed_for_resume
 
 log = logging.getLogger("hpcft.trainer")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.formats import IGNORE_INDEX
 
 DEFAULT_ALPHA, DEFAULT_K = 1.0, 20

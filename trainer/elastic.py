@@ -25,9 +25,9 @@ from argparse import Namespace
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.protocol import COMPLETE_MARKER
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.protocol import COMPLETE_MARKER
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

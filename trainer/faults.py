@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.protocol import stop_file_from_env
+from hpcft.core.protocol import stop_file_from_env
 
 log = logging.getLogger("hpcft.trainer")
 

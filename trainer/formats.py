@@ -17,7 +17,7 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.chat_templates import (
+from hpcft.core.chat_templates import (
     FALLBACK_PREFIX,
     JINJA,
     TOKENIZER_DEFAULT,
@@ -25,8 +25,8 @@ from hpcft.launcher.chat_templates import (
     chat_template_text,
     end_of_turn_token,
 )
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig
 
 IGNORE_INDEX = -100
 MIN_SAMPLE_LEN = 2  # axolotl's min_sample_len default

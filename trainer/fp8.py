@@ -15,8 +15,8 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
-from hpcft.launcher.fp8 import FP8_MIN_CAPABILITY
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.features.fp8 import FP8_MIN_CAPABILITY
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -10,7 +10,7 @@ import importlib.util
 import logging
 from typing import Any
 
-from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
+from hpcft.core.schema import LIGER_KEYS, TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from peft import LoftQConfig
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

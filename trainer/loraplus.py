@@ -15,8 +15,8 @@ from peft.optimizers import create_loraplus_optimizer
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_optimizer import is_optimizer_factory
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 
 # axolotl's default learning rate for LoRA on embedding layers.
 DEFAULT_LR_EMBEDDING = 1e-6

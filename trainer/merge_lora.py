@@ -10,8 +10,8 @@ import transformers
 from peft import PeftModel
 from transformers import AutoTokenizer
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.args import resolve_precision
 from hpcft.trainer.checkpoints import check_saved_weights
 from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales

@@ -16,8 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.protocol import METRICS_FILE, STARTS_FILE
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.protocol import METRICS_FILE, STARTS_FILE
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.progress import StepClock, format_eval_line, format_step_line
 
 log = logging.getLogger("hpcft.trainer")

@@ -14,8 +14,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.formats import _SENTINEL, DEFAULT_ROLES, IGNORE_INDEX, ChatTemplateFormatter, Sample
 
 

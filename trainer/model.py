@@ -13,9 +13,9 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from tokenizers import AddedToken
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.peft_extensions import PEFT_PASS_THROUGH
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.peft_extensions import PEFT_PASS_THROUGH
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.args import Precision, checkpointing_kwargs
 from hpcft.trainer.bitnet import bitnet_linear_layers
 from hpcft.trainer.distributed import is_main_process, local_rank

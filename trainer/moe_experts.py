@@ -23,8 +23,8 @@ from peft import LoraConfig, PeftModel, get_peft_model, load_peft_weights, set_p
 from peft.tuners.lora.layer import ParamWrapper
 from torch.nn.utils import parametrize
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

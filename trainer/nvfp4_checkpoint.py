@@ -24,8 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.nvfp4 import GROUP_SIZE, nvfp4_quantization
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.nvfp4 import GROUP_SIZE, nvfp4_quantization
 from hpcft.trainer.distributed import local_rank
 
 log = logging.getLogger("hpcft.trainer")

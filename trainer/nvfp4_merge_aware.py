@@ -180,7 +180,7 @@ def register_merge_aware(config: LoraConfig, model: nn.Module) -> LoraConfig:
 
 def prepare_merge_aware(model: nn.Module, scales: dict[str, float], base_model: str) -> None:
     """Attach the checkpoint's NVFP4 scales to the loaded model; a base that was not NVFP4 cannot be merge-aware."""
-    from hpcft.launcher.errors import ConfigError
+    from hpcft.core.errors import ConfigError
 
     found = attach_tensor_scales(model, scales) if scales else 0
     if not found:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

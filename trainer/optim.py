@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig, check_optimizer_name
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig, check_optimizer_name
 
 
 def optimizer_name(name: str) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from hpcft.launcher.parallelism import ParallelLayout, deepspeed_layout, resolve_layout
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.features.parallelism import ParallelLayout, deepspeed_layout, resolve_layout
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.preference_fields import first_missing, required_fields
-from hpcft.launcher.schema import DatasetConfig, TrainConfig, UserDefinedPreferenceType, preference_type_name
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.preference_fields import first_missing, required_fields
+from hpcft.core.schema import DatasetConfig, TrainConfig, UserDefinedPreferenceType, preference_type_name
 from hpcft.trainer.formats import KEPT, TOO_LONG, TOO_SHORT, map_keeping_kept, resolve_chat_template
 
 Texts = dict[str, Any]  # {"prompt", "chosen", "rejected"} or {"prompt", "completion", "label"}

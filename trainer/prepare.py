@@ -25,10 +25,10 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher import dataset_cache
-from hpcft.launcher.dataset_cache import file_lock, prepared_root
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core import dataset_cache
+from hpcft.core.dataset_cache import file_lock, prepared_root
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset
 from hpcft.trainer.deduplicate import deduplicate
 from hpcft.trainer.formats import STATUSES, tokenize_dataset

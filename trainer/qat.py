@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hpcft.launcher.qat import QatConfig
+from hpcft.core.features.qat import QatConfig
 
 log = logging.getLogger("hpcft.trainer")
 

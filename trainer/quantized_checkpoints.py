@@ -8,7 +8,7 @@ from typing import Any
 
 import transformers
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -20,8 +20,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

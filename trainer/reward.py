@@ -19,7 +19,7 @@ from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from trl import RewardConfig, RewardTrainer
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.packing import make_collator
 
 log = logging.getLogger("hpcft.trainer")

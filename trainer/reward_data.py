@@ -15,9 +15,9 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.preference_fields import REWARD_FIELDS, first_missing, stepwise_row_problem
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.preference_fields import REWARD_FIELDS, first_missing, stepwise_row_problem
+from hpcft.core.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.formats import IGNORE_INDEX, KEPT, NO_TRAINABLE, TOO_SHORT, map_keeping_kept, resolve_chat_template
 
 STEP_LABELS = "hpcft_step_labels"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.sparse_finetuning import keep_sparsity_targets
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.sparse_finetuning import keep_sparsity_targets
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import datasets
 
-from hpcft.launcher.dataset_cache import is_saved_dataset, local_files
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.dataset_cache import is_saved_dataset, local_files
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, file_builder, hub_reachable, load_saved_dataset
 from hpcft.trainer.formats import KEPT, make_formatter, sample_status
 from hpcft.trainer.packing import pack_columns, pack_dataset

@@ -15,8 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.training_loop import swanlab_logged_in
+from hpcft.core.features.training_loop import swanlab_logged_in
+from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -19,10 +19,10 @@ import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from hpcft.core.features.deepspeed_config import zero_stage
+from hpcft.core.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
+from hpcft.core.schema import TrainConfig
 from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.deepspeed_config import zero_stage
-from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
-from hpcft.launcher.schema import TrainConfig
 from hpcft.trainer.args import resolve_precision, training_argument_values
 from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
 from hpcft.trainer.checkpoints import (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from hpcft.launcher.protocol import STACKS_DIR, hang_timeout_from_env, run_dir_from_env
+from hpcft.core.protocol import STACKS_DIR, hang_timeout_from_env, run_dir_from_env
 
 HANG_EXIT_CODE = 124  # what `timeout` uses: the job ended because it made no progress
 

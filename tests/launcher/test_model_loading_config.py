@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.model_loading import QUANTIZATION_CONFIG_KWARGS
+from hpcft.core.schema import TrainConfig
+from hpcft.core.validation import check_keys
 from hpcft.launcher.cli import main
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.validation import check_keys
 
 CHAT = {"path": "d.jsonl", "type": "chat_template"}
 LORA = {"adapter": "lora", "lora_target_linear": True}

@@ -18,7 +18,7 @@ HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate")
 def test_cli_imports_nothing_heavy():
     code = (
         "import sys; from hpcft.launcher.cli import build_parser; build_parser(); "
-        "import hpcft.launcher.render, hpcft.launcher.config, hpcft.launcher.chat_templates; "
+        "import hpcft.launcher.render, hpcft.launcher.config, hpcft.core.chat_templates; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -42,7 +42,8 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
         "hpcft/configs/examples/tiny-cpu.yaml",
         "hpcft/configs/deepspeed/zero3.json",
         "hpcft/templates/chat/llama3.jinja",
-        "hpcft/launcher/axolotl_keys.txt",
+        "hpcft/core/axolotl_keys.txt",
+        "hpcft/core/features/fsdp.py",
     ]:
         assert expected in names, expected
     assert not any(n.startswith(("launcher/", "trainer/", "hpcft/__init__.py")) for n in names)

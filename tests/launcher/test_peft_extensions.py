@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 BASE = {"base_model": "m", "datasets": [{"path": "d.jsonl"}]}
 QLORA = {"adapter": "qlora", "load_in_4bit": True, "lora_target_modules": ["q_proj"]}

@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcft.launcher import protocol
+from hpcft.core import protocol
 
 
 def test_protocol_imports_nothing_heavy_and_the_trainer_uses_its_names():
     code = (
-        "import sys, hpcft.launcher.protocol; "
+        "import sys, hpcft.core.protocol; "
         "print(sorted(m for m in ('torch', 'transformers', 'pydantic', 'omegaconf') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
@@ -24,7 +24,7 @@ def test_protocol_imports_nothing_heavy_and_the_trainer_uses_its_names():
         "trainer/faults.py": ["HPCFT_STOP_FILE"],
     }.items():
         source = (Path(__file__).resolve().parents[2] / module).read_text()
-        assert "hpcft.launcher.protocol" in source, module
+        assert "hpcft.core.protocol" in source, module
         for name in names:
             value = getattr(protocol, name, None) or name
             assert f'"{value}"' not in source, f"{module} spells {value!r} itself"

@@ -15,9 +15,9 @@ import torch
 import yaml
 from transformers import TrainerControl, TrainerState
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig
 from hpcft.launcher.config import axolotl_deepspeed_preset, load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig
 from hpcft.trainer.args import Precision, training_arguments
 from hpcft.trainer.data_sources import load_raw_dataset
 from hpcft.trainer.freeze import freeze_except

@@ -7,8 +7,8 @@ import json
 import datasets
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig
 from hpcft.trainer.data_sources import load_raw_dataset
 
 ROWS = [{"text": "one two"}, {"text": "three four"}]

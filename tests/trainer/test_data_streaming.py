@@ -16,7 +16,7 @@ import torch
 import yaml
 from accelerate.data_loader import prepare_data_loader
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.args import training_argument_values
 from hpcft.trainer.formats import IGNORE_INDEX, tokenize_dataset
 from hpcft.trainer.packing import make_collator

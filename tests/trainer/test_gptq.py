@@ -18,8 +18,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
 from hpcft.trainer.args import Precision
 from hpcft.trainer.model import load_model, load_tokenizer
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.args import Precision, training_arguments
 from hpcft.trainer.liger import liger_arguments, liger_kernel_config
 

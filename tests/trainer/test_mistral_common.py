@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.formats import make_formatter
 from hpcft.trainer.model import load_tokenizer
 

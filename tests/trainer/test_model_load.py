@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 from hpcft.trainer.args import Precision
 from hpcft.trainer.model import load_model, load_tokenizer, lora_target_modules, resolve_attention
 

@@ -19,7 +19,7 @@ import transformers
 import yaml
 from safetensors.torch import load_file, save_file
 
-from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
+from hpcft.core.features.model_loading import QUANTIZATION_CONFIG_KWARGS
 from hpcft.trainer.args import Precision, resolve_precision, training_arguments
 from hpcft.trainer.bitnet import bitnet_linear_layers
 from hpcft.trainer.metrics import METRICS_FILE
@@ -148,7 +148,7 @@ def test_base_model_ignore_patterns_downloads_the_hub_model_without_those_files(
     (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("abc123")
     script = (
-        "from hpcft.launcher.schema import TrainConfig\n"
+        "from hpcft.core.schema import TrainConfig\n"
         "from hpcft.trainer.model import model_source\n"
         f"for model in ('org/tiny', {str(tiny_model_dir)!r}):\n"
         "    cfg = TrainConfig.model_validate({'base_model': model, 'base_model_ignore_patterns': 'pytorch*',"

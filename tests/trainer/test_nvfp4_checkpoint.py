@@ -19,8 +19,8 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.args import Precision
 from hpcft.trainer.merge_lora import merge_lora
 from hpcft.trainer.model import load_model, load_tokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.preference_data import make_text_builder, tokenize_texts
 
 PREFERENCE_JSONL = Path(__file__).resolve().parents[2] / "configs" / "examples" / "data" / "preference.jsonl"
@@ -2182,8 +2182,8 @@ def test_texts_and_token_ids_per_type(tiny_tokenizer, rl, type_, entry, row, tex
 
 
 def test_the_trainer_builds_every_type_the_schema_admits():
-    from hpcft.launcher.preference_fields import required_fields
-    from hpcft.launcher.schema import PREFERENCE_TYPES, DatasetConfig
+    from hpcft.core.features.preference_fields import required_fields
+    from hpcft.core.schema import PREFERENCE_TYPES, DatasetConfig
     from hpcft.trainer.preference_data import FAMILIES, make_text_builder
 
     for rl, types in PREFERENCE_TYPES.items():
@@ -2199,7 +2199,7 @@ def test_the_trainer_builds_every_type_the_schema_admits():
 
 
 def _cfg(rl: str, type_name: str):
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
     return TrainConfig.model_validate(
         {"base_model": "m", "rl": rl, "micro_batch_size": 2, "datasets": [{"path": "d.jsonl", "type": type_name}]}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpcft.launcher.qat import QatConfig
+from hpcft.core.features.qat import QatConfig
 from hpcft.trainer.qat import (
     Nvfp4EmulatedLinear,
     QatSwitchCallback,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoModelForSequenceClassification
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 from hpcft.trainer.elastic import BatchLayout
 from hpcft.trainer.formats import IGNORE_INDEX
 from hpcft.trainer.merge_lora import merge_lora

@@ -117,7 +117,7 @@ def test_muon_trains_hidden_matrices_with_muon_and_the_rest_with_adamw(train_con
 def test_muon_refuses_a_deepspeed_train_yaml(train_config):
     from transformers import TrainingArguments
 
-    from hpcft.launcher.errors import ConfigError
+    from hpcft.core.errors import ConfigError
     from hpcft.trainer.muon import muon_optimizer
 
     cfg = train_config(optimizer="muon")

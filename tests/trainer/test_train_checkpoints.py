@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 from hpcft.trainer.checkpoints import (
     COMPLETE_MARKER,
     CompleteCheckpointCallback,

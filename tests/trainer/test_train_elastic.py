@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 from hpcft.trainer.checkpoints import COMPLETE_MARKER, FINISHED_MARKER, mark_complete
 from hpcft.trainer.elastic import BatchLayout, Conversion, plan_resume, record_attempt
 from hpcft.trainer.metrics import METRICS_FILE

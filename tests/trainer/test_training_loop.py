@@ -244,8 +244,8 @@ def test_swanlab_offline_logs_the_run_under_output_dir_without_network(train_con
 
 
 def test_save_only_model_checkpoints_hold_no_optimizer_state_and_a_requeue_restarts_from_step_0(train_config, tmp_path):
-    from hpcft.launcher.protocol import STARTS_FILE
-    from hpcft.launcher.training_loop import has_optimizer_state
+    from hpcft.core.features.training_loop import has_optimizer_state
+    from hpcft.core.protocol import STARTS_FILE
     from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
 
     from .test_train_single import RUN, read_metrics, run_train, write_config
@@ -409,7 +409,7 @@ def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp
 
 
 def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends_an_allocation(train_config, tmp_path):
-    from hpcft.launcher.training_loop import has_optimizer_state
+    from hpcft.core.features.training_loop import has_optimizer_state
     from hpcft.trainer.faults import StopFileCallback
 
     cfg = train_config(save_only_model=True, save_steps=1, max_steps=4, micro_batch_size=2)
@@ -423,7 +423,7 @@ def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends
 
 
 def test_a_requeue_resumes_from_the_newest_checkpoint_that_holds_optimizer_state(train_config):
-    from hpcft.launcher.protocol import is_complete, write_complete_marker
+    from hpcft.core.protocol import is_complete, write_complete_marker
     from hpcft.trainer.checkpoints import resolve_resume_checkpoint
 
     cfg = train_config(save_only_model=True, max_steps=10)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from hpcft.launcher.axolotl_keys import (
+from hpcft.core.axolotl_keys import (
     ATTENTION_KERNELS_WITHOUT_EFFECT,
     AXOLOTL_VALUES,
     PLUGINS_WITHOUT_EFFECT,
@@ -19,9 +19,9 @@ from hpcft.launcher.axolotl_keys import (
     axolotl_key_space,
     refusal_message,
 )
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.objectives import objective_warnings
-from hpcft.launcher.schema import (
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.objectives import objective_warnings
+from hpcft.core.schema import (
     RL_NEEDS_GENERATION,
     DatasetConfig,
     LaunchConfig,

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, chat_template_text
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.chat_templates import CHAT_TEMPLATE_NAMES, FALLBACK_PREFIX, chat_template_text
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig
 
 FORMAT_VERSION = 3  # bump when the trainer's formats/packing change what they produce: old caches become stale
 CACHE_FIELDS = (

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 # Dataset type -> the objective that reads it (axolotl: bradley_terry.* for reward_model, stepwise_supervised for
 # process_reward_model).

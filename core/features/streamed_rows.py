@@ -7,10 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 
-from hpcft.launcher.dataset_cache import local_files
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.preference_fields import _json_rows, first_missing
-from hpcft.launcher.schema import DatasetConfig, TrainConfig
+from hpcft.core.dataset_cache import local_files
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.preference_fields import _json_rows, first_missing
+from hpcft.core.schema import DatasetConfig, TrainConfig
 
 # The key that names the column a type reads, for the error's hint.
 COLUMN_KEYS = {"pretrain": "text_column", "completion": "field", "chat_template": "field_messages"}

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.model_size import find_model_config
+from hpcft.core.errors import ConfigError
+from hpcft.core.model_size import find_model_config
 
 GROUP_SIZE = 16
 

@@ -504,7 +504,7 @@ class AxolotlKeySpace:
 @cache
 def axolotl_key_space() -> AxolotlKeySpace:
     """Read the snapshot shipped with the package."""
-    text = files("hpcft.launcher").joinpath("axolotl_keys.txt").read_text()
+    text = files("hpcft.core").joinpath("axolotl_keys.txt").read_text()
     commit = ""
     sections: dict[str, set[str]] = {
         name: set() for name in ("top", "dataset", "plugin", "chat_template", "optimizer", "rl", "dataset_type")

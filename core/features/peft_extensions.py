@@ -193,8 +193,8 @@ def _mentions_experts(config: Any) -> bool:
 def moe_model_problem(cfg: Any) -> str | None:
     """quantize_moe_experts on a model whose config.json (found on this login node) has no experts: say so here
     rather than after the queue wait. Nothing to say when the config cannot be found."""
-    from hpcft.launcher.errors import ConfigError
-    from hpcft.launcher.model_size import find_model_config
+    from hpcft.core.errors import ConfigError
+    from hpcft.core.model_size import find_model_config
 
     if not cfg.quantize_moe_experts:
         return None

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig, TrainConfig, UserDefinedPreferenceType, preference_type_name
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig, TrainConfig, UserDefinedPreferenceType, preference_type_name
 
 # Each entry is one required field, given as its accepted spellings (the first one found is used).
 _PROMPT_ANY = ("prompt", "input", "question", "instruction")

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 # The classes axolotl builds for model_quantization_config, with the keyword arguments each accepts
 # (transformers 5.24's signatures). Both describe how a pre-quantised checkpoint is loaded.
@@ -186,7 +186,7 @@ def check_job_loading(cfg: TrainConfig, where: str) -> list[str]:
     check_local_checkpoint(cfg, where)
     gpus = cfg.launch.gpus_per_node
     if cfg.use_onebitllms and gpus and not cfg.uses_fsdp:
-        from hpcft.launcher.deepspeed_config import default_preset, load_source, zero_stage
+        from hpcft.core.features.deepspeed_config import default_preset, load_source, zero_stage
 
         if zero_stage(load_source(cfg.deepspeed or default_preset(cfg))) == 3:
             raise ConfigError(

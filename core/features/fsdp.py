@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcft.launcher.parallelism import runs_autotp
-from hpcft.launcher.schema import FsdpConfig, TrainConfig
+from hpcft.core.features.parallelism import runs_autotp
+from hpcft.core.schema import FsdpConfig, TrainConfig
 
 DEFAULT_FSDP_VERSION = 1  # axolotl's default when a config names no version
 

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 
 def has_optimizer_state(checkpoint: str | Path) -> bool:
@@ -130,7 +130,7 @@ def training_loop_warnings(cfg: TrainConfig, where: str, secret_file: bool = Fal
         or cfg.jagged_restart_steps
     )
     if shaped and cfg.deepspeed and not runs_plain_ddp(cfg):
-        from hpcft.launcher.deepspeed_config import load_source
+        from hpcft.core.features.deepspeed_config import load_source
 
         if "scheduler" in load_source(cfg.deepspeed):
             raise ConfigError(

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 
 @dataclass(frozen=True)

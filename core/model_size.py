@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 # Per family: gated MLP (gate/up/down vs up/down), q/k norms, bias on q/k/v (and on o), extra scalars per layer
 # (Apertus' xIELU activation has two), and head_dim when the config leaves it out.

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 LLMCOMPRESSOR_PLUGINS = (
     "axolotl.integrations.llm_compressor.LLMCompressorPlugin",

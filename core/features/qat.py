@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 QatDtype = Literal["int4", "int8", "float8_e4m3fn", "nvfp4", "mxfp4"]
 QAT_DTYPES: tuple[str, ...] = ("int4", "int8", "float8_e4m3fn", "nvfp4", "mxfp4")

@@ -14,34 +14,34 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpcft.launcher.axolotl_keys import (
+from hpcft.core.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
     axolotl_key_space,
     dataset_type_message,
     plugin_refusal_message,
 )
-from hpcft.launcher.best_checkpoint import check_best_checkpoint
-from hpcft.launcher.chat_templates import chat_template_choice_error
-from hpcft.launcher.fp8 import check_fp8
-from hpcft.launcher.model_loading import check_model_loading
-from hpcft.launcher.nvfp4 import check_nvfp4_merge_aware
-from hpcft.launcher.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
-from hpcft.launcher.optimizers import (
+from hpcft.core.chat_templates import chat_template_choice_error
+from hpcft.core.features.best_checkpoint import check_best_checkpoint
+from hpcft.core.features.fp8 import check_fp8
+from hpcft.core.features.model_loading import check_model_loading
+from hpcft.core.features.nvfp4 import check_nvfp4_merge_aware
+from hpcft.core.features.objectives import DIFFUSION_PLUGINS, REWARD_DATASET_TYPES, DiffusionConfig, check_objectives
+from hpcft.core.features.optimizers import (
     COMMON_OPTIMIZERS,
     HPCFT_OPTIMIZERS,
     TRANSFORMERS_OPTIMIZERS,
     check_cosine_constant,
     check_muon,
 )
-from hpcft.launcher.peft_extensions import (
+from hpcft.core.features.peft_extensions import (
     PeftBlock,
     check_bnb_config_kwargs,
     check_peft_extensions,
     check_unfrozen_with_adapter,
 )
-from hpcft.launcher.qat import QatConfig, check_qat
-from hpcft.launcher.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
-from hpcft.launcher.training_loop import check_training_loop
+from hpcft.core.features.qat import QatConfig, check_qat
+from hpcft.core.features.sparse_finetuning import LLMCOMPRESSOR_PLUGINS, LlmCompressorConfig, check_llmcompressor
+from hpcft.core.features.training_loop import check_training_loop
 
 SLURM_TIME_RE = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 # torch's float8 matrix multiply runs on CUDA GPUs from Ada/Hopper on (sm_89: L40S; sm_90: H100, GH200) and on CPUs.
 FP8_MIN_CAPABILITY = (8, 9)

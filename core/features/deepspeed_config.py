@@ -14,11 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.parallelism import deepspeed_settings, resolve_layout, runs_autotp
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.parallelism import deepspeed_settings, resolve_layout, runs_autotp
 
 if TYPE_CHECKING:
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
 PRESETS = ("zero1", "zero2", "zero3", "zero3_offload")
 
