@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from hpcft.core.manifest import read_manifest
 from hpcft.launcher import slurm
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 

@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.profile:
         job_from_args(args)
     else:
-        from hpcft.launcher.config import load_train_yaml
+        from hpcft.core.yaml_config import load_train_yaml
 
         load_train_yaml(args.config)
     print(f"{args.config}: OK")
@@ -358,8 +358,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def print_curves(ref: str) -> None:
     """Draw the loss curve(s) of a run in the terminal, and say where its loss.png is."""
+    from hpcft.core.loss_curve import read_curve
     from hpcft.launcher.logs import use_color
-    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, terminal_plot
+    from hpcft.launcher.plot import curve_sources, curve_title, terminal_plot
 
     for source in curve_sources(ref):
         curve = read_curve(source.output_dir)
@@ -374,7 +375,8 @@ def print_curves(ref: str) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, write_png
+    from hpcft.core.loss_curve import read_curve, write_png
+    from hpcft.launcher.plot import curve_sources, curve_title
 
     drawn = 0
     for source in curve_sources(args.ref, args.out):

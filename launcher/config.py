@@ -38,13 +38,13 @@ from hpcft.core.features.streamed_rows import check_streamed_rows
 from hpcft.core.features.training_loop import runs_plain_ddp, training_loop_warnings
 from hpcft.core.schema import LIGER_KEYS, TrainConfig
 from hpcft.core.validation import as_list, check_keys, format_validation_error
+from hpcft.core.yaml_config import omegaconf_problem, read_yaml_config, resolve_interpolations
 from hpcft.launcher.jobplan import job_paths, make_plan
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
 
-_ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
 _LIST_UNION_KEYS = ("mounts",)
 _LIST_CONCAT_KEYS = ("sbatch_args", "srun_args")
@@ -63,79 +63,6 @@ class Job:
     warnings: list[str] = field(default_factory=list)
 
 
-# A training config is a few KB; anything near these limits is a data file passed by mistake, or a YAML alias
-# bomb whose expansion would exhaust memory.
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-MAX_CONFIG_VALUES = 200_000
-MAX_CONFIG_DEPTH = 50
-
-
-def read_yaml_config(path: Path) -> dict[str, Any]:
-    """Read the YAML file with OmegaConf (interpolations stay unresolved here)."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"{path}: {size / 2**20:.1f} MiB is too large for a training config (the limit is "
-                f"{MAX_CONFIG_BYTES // 2**20} MiB); is this a data file? Put data under datasets: path:"
-            )
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); check the file's permissions") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, even for PyYAML's
-        raise ConfigError(f"{path}{line}: invalid YAML ({problem}); fix the syntax") from None
-    except RecursionError:
-        raise ConfigError(
-            f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
-    _check_structure(data, path)
-    return data
-
-
-def _check_structure(data: Any, path: Path) -> None:
-    """Refuse what no training config contains before anything walks it recursively: huge or deeply nested
-    structures (YAML aliases share objects, so a few lines can describe billions of values: every visit counts)
-    and keys that are not names (`1: 2`)."""
-    budget = MAX_CONFIG_VALUES
-    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
-    while stack:
-        value, depth, where = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise ConfigError(
-                f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated "
-                "many times?); a training config is much smaller, write it out plainly"
-            )
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    inside = f" (in '{where}')" if where else ""
-                    raise ConfigError(
-                        f"{path}: {key!r}{inside} is not a key name; config keys are names like "
-                        "learning_rate (quote it if it is meant as text)"
-                    )
-                stack.append((item, depth + 1, f"{where}.{key}" if where else key))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
-
-
 def apply_overrides(
     data: dict[str, Any], overrides: list[str], where: str = "command line", config: str = "config"
 ) -> dict[str, Any]:
@@ -145,7 +72,7 @@ def apply_overrides(
     try:
         conf = OmegaConf.create(data)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{config}: {_omegaconf_problem(exc)}") from None
+        raise ConfigError(f"{config}: {omegaconf_problem(exc)}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{where}: override '{item}' must look like key=value (e.g. learning_rate=1e-5)")
@@ -159,40 +86,6 @@ def apply_overrides(
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{where}: cannot set '{key}': {exc}") from None
     return OmegaConf.to_container(conf, resolve=False)
-
-
-def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """Resolve `${oc.env:SCRATCH}`-style interpolations, then shell-style `$USER` references in strings."""
-    try:
-        resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{where}: {_omegaconf_problem(exc)}") from None
-    return _expand_env(resolved, where, "")
-
-
-def _omegaconf_problem(exc: OmegaConfBaseException) -> str:
-    key = getattr(exc, "full_key", "") or ""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"key '{key}': {first}" if key else first
-
-
-def _expand_env(value: Any, where: str, key: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_env(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str) and "$" in value:
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(
-                    f"{where}: key '{key}': environment variable ${name} is not set; export it or write the path out"
-                )
-            return os.environ[name]
-
-        return _ENV_REF.sub(sub, value)
-    return value
 
 
 def merge_launch(
@@ -534,20 +427,6 @@ def _refuse_secret_values(data: dict[str, Any], profile: Profile, where: str) ->
                 f"{where}: the config contains the value of the secret ${name}; remove it, the job "
                 "receives secrets from your environment without writing them to disk"
             )
-
-
-def load_train_yaml(path: str | Path) -> TrainConfig:
-    """Read a rendered train.yaml on the node (already resolved: no profile, no interpolation left)."""
-    path = Path(path)
-    data = read_yaml_config(path)
-    data = resolve_interpolations(data, str(path))
-    try:
-        check_keys(data, str(path))
-        return TrainConfig.model_validate(data)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-        if isinstance(exc, ValidationError):
-            raise ConfigError(format_validation_error(exc, str(path))) from None
-        raise ConfigError(str(exc)) from None
 
 
 def _check_secret_file(profile: Profile) -> list[str]:

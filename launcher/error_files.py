@@ -183,27 +183,3 @@ def _read_one(error_file: Path) -> _Entry | None:
     order = (float(int(stamp)) if stamp is not None else mtime_ns / 1e9, mtime_ns)
     restart = note.get("restart") if isinstance(note.get("restart"), int) else 0
     return _Entry(failure, restart, order)
-
-
-def worker_note(environ: dict[str, str]) -> dict[str, object] | None:
-    """What the trainer writes next to its error file at start-up (None when torchrun gave it no error file)."""
-    error_file = environ.get("TORCHELASTIC_ERROR_FILE")
-    if not error_file:
-        return None
-
-    def number(name: str) -> int | None:
-        value = environ.get(name, "")
-        return int(value) if value.strip().isdigit() else None
-
-    import socket
-
-    return {
-        "rank": number("RANK"),
-        "local_rank": number("LOCAL_RANK"),
-        "world_size": number("WORLD_SIZE"),
-        # Slurm's name for the node (several slurmd may share one machine in a test cluster).
-        "node_rank": number("SLURM_PROCID"),
-        "host": environ.get("SLURMD_NODENAME") or socket.gethostname(),
-        "job_id": environ.get("SLURM_JOB_ID"),
-        "restart": number("SLURM_RESTART_COUNT") or 0,
-    }

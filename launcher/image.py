@@ -345,7 +345,8 @@ def cmd_image_import(args: argparse.Namespace) -> int:
 
 def _profile_and_image(args: argparse.Namespace):
     """The profile and image `hpcft image check` looks at: the config's job when one is given, else the profile."""
-    from hpcft.launcher.config import load_job, resolve_interpolations
+    from hpcft.core.yaml_config import resolve_interpolations
+    from hpcft.launcher.config import load_job
     from hpcft.launcher.profiles import load_profile
 
     if args.config:

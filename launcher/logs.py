@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import IO
 
+from hpcft.core.manifest import read_manifest
 from hpcft.launcher import slurm
 from hpcft.launcher.error_files import ERROR_DIR, format_report, read_error_files
 from hpcft.launcher.log_scan import scan_logs
 from hpcft.launcher.logstream import FileCursor, LogView, byte_writer, print_new, print_tail
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 _SUBMITIT_TASK = re.compile(r"_(\d+)_log\.(?:out|err)$")

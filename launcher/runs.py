@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcft.core.errors import ConfigError
+from hpcft.core.manifest import read_manifest, update_manifest
 from hpcft.launcher import slurm
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -25,28 +26,6 @@ def state_dir() -> Path:
 
 def index_path() -> Path:
     return state_dir() / "jobs.jsonl"
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{run_dir} is not an hpcft run directory (no manifest.json); "
-            "give a run directory written by `hpcft render`/`hpcft submit`, or a job id"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: unreadable manifest ({exc}); re-render the run") from None
-
-
-def update_manifest(run_dir: Path, **values: Any) -> dict[str, Any]:
-    data = read_manifest(run_dir)
-    data.update(values)
-    tmp = run_dir / f".manifest.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(run_dir / "manifest.json")  # atomic: a reader sees the old or the new manifest
-    return data
 
 
 def record_submission(run_dir: Path, job_id: str, backend: str) -> None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcft.core.manifest import read_manifest
 from hpcft.core.protocol import last_metrics
 from hpcft.launcher import slurm
-from hpcft.launcher.runs import RunRef, read_manifest
+from hpcft.launcher.runs import RunRef
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 

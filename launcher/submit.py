@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcft.core.errors import ConfigError
+from hpcft.core.manifest import update_manifest
 from hpcft.launcher import slurm
-from hpcft.launcher.runs import default_run_dir, record_submission, update_manifest
+from hpcft.launcher.runs import default_run_dir, record_submission
 from hpcft.launcher.sweeps import SweepPoint, render_sweep_files
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel

@@ -65,8 +65,7 @@ def _torchao_cuda_libraries_on_cpu(record: logging.LogRecord) -> bool:
 
 def note_worker() -> None:
     """Next to this rank's error file, note who it is (global rank, node, host): torch's file does not say."""
-    from hpcft.core.protocol import WORKER_NOTE
-    from hpcft.launcher.error_files import worker_note
+    from hpcft.core.protocol import WORKER_NOTE, worker_note
 
     note = worker_note(dict(os.environ))
     if note is None:

@@ -247,7 +247,7 @@ def record_attempt(
 ) -> None:
     """Add this attempt (world size, what it resumed from, any conversion) to the run directory's manifest
     ("attempts"), which `hpcft status` shows. Nothing without a run directory (a run started by hand)."""
-    from hpcft.launcher.runs import read_manifest, update_manifest
+    from hpcft.core.manifest import read_manifest, update_manifest
 
     if not run_dir or not (Path(run_dir) / "manifest.json").is_file():
         return

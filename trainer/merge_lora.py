@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 
 from hpcft.core.errors import ConfigError
-from hpcft.launcher.config import load_train_yaml
+from hpcft.core.yaml_config import load_train_yaml
 from hpcft.trainer.args import resolve_precision
 from hpcft.trainer.checkpoints import check_saved_weights
 from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales

@@ -230,7 +230,7 @@ def prepare_datasets(
 def run_preprocess(config_path: str | Path, processes: int | None = None) -> PreparedData:
     """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed). processes:
     the CPUs of a preprocessing job, used unless the config sets dataset_processes itself."""
-    from hpcft.launcher.config import load_train_yaml
+    from hpcft.core.yaml_config import load_train_yaml
     from hpcft.trainer.model import load_tokenizer  # the training tokenizer, so training finds this cache
 
     cfg = load_train_yaml(config_path)

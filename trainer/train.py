@@ -22,7 +22,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from hpcft.core.features.deepspeed_config import zero_stage
 from hpcft.core.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.core.schema import TrainConfig
-from hpcft.launcher.config import load_train_yaml
+from hpcft.core.yaml_config import load_train_yaml
 from hpcft.trainer.args import resolve_precision, training_argument_values
 from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
 from hpcft.trainer.checkpoints import (
@@ -306,7 +306,7 @@ def train(config_path: str | Path) -> int:
 def draw_loss_png(output_dir: str) -> Path | None:
     """loss.png of the whole run (all restarts so far) into the run directory, where the user looks first
     (loss-<task>.png for a sweep's array task), else into output_dir. A plot that fails never fails the run."""
-    from hpcft.launcher.plot import read_curve, write_png
+    from hpcft.core.loss_curve import read_curve, write_png
 
     run_dir, task = run_dir_from_env(), os.environ.get("SLURM_ARRAY_TASK_ID")
     folder = run_dir if run_dir and run_dir.is_dir() else Path(output_dir)

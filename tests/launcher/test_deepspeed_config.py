@@ -9,7 +9,7 @@ import pytest
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.features.deepspeed_config import load_source, resolve_deepspeed, zero_stage
-from hpcft.launcher.config import load_train_yaml
+from hpcft.core.yaml_config import load_train_yaml
 
 
 def test_presets_files_and_inline_mappings(tmp_path, workspace):

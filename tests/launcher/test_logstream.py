@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.error_files import failure_kind, format_report, read_error_files, worker_note
+from hpcft.core.protocol import worker_note
+from hpcft.launcher.error_files import failure_kind, format_report, read_error_files
 from hpcft.launcher.log_scan import scan_logs
 from hpcft.launcher.logstream import FileCursor, LogView, print_new, print_tail, tail_offset
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hpcft.core.errors import ConfigError
-from hpcft.launcher.config import load_train_yaml
+from hpcft.core.yaml_config import load_train_yaml
 from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
 
 
