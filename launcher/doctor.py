@@ -101,14 +101,12 @@ def run_doctor(
 ) -> tuple[int, str]:
     """Submit the doctor job, wait for it, read what each node found. Returns (exit code, the report text)."""
     from hpcft.launcher.doctor_report import analyse, format_result
+    from hpcft.launcher.image import check_image
     from hpcft.launcher.logs import follow_job
     from hpcft.launcher.render import render_run_dir
     from hpcft.launcher.runs import default_run_dir
 
-    if job.profile.runtime != "none":
-        from hpcft.launcher.image import check_image
-
-        check_image(job)
+    check_image(job)
     target = Path(out_dir).expanduser().resolve() if out_dir else default_run_dir(job)
     script = doctor_script(job, target, max_mib, write_mib, iters)
     run_dir = render_run_dir(

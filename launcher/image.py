@@ -1,7 +1,8 @@
 """The training image: the commands that build it and import it for a runtime, with the versions filled in from
 the checkout's pyproject.toml, and the check that the image file a job names exists before it is submitted.
-(Over 300 lines: the build and import steps of both runtimes are kept side by side; what is inside an image is
-read by image_contents.py.)"""
+The image formats and which runtime runs which are launcher/runtimes/'s; `--runtime` takes a profile's runtime
+(edf, pyxis, apptainer) or the tool that writes its image (enroot, apptainer). (Over 300 lines: the build and
+import steps of both formats are kept side by side; what is inside an image is read by image_contents.py.)"""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcft.core.errors import ConfigError
+from hpcft.launcher.runtimes import RUNTIMES, runtime_for
+from hpcft.launcher.runtimes.base import IMAGE_FORMATS, SQUASHFS, ImageFormat
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,7 +30,11 @@ DOCKERFILE = Path("containers/Dockerfile")
 APPTAINER_DEF = Path("containers/hpcft.def")
 INSTALL_SCRIPT = Path("containers/install-hpcft.sh")
 EXTRAS = ("train", "gpu")
-RUNTIMES = ("enroot", "apptainer")
+# `hpcft image --runtime`: the tools that write the two formats, then the profiles' runtimes that run them.
+RUNTIME_CHOICES = (
+    *IMAGE_FORMATS,
+    *(name for name, r in RUNTIMES.items() if r.image_format and name not in IMAGE_FORMATS),
+)
 # CSCS's layout for a folder of container images: small files on one OST, large ones striped over all of them,
 # so that every node of a job reading the image does not queue on one storage server (CSCS LLM tutorials).
 LUSTRE_STRIPE = ("-E", "4M", "-c", "1", "-E", "64M", "-c", "4", "-E", "-1", "-c", "-1", "-S", "4M")
@@ -44,8 +51,6 @@ _REGISTRY_PREFIXES = (
     "docker-daemon://",
 )
 _LOCAL_SUFFIXES = (".sqsh", ".squashfs", ".sif", ".img")
-_SQUASHFS_MAGIC = b"hsqs"
-_SIF_MAGIC = b"SIF_MAGIC"
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,14 @@ def _version_build_args(checkout: Checkout, flag: str) -> list[str]:
     return [word for name, value in values.items() for word in (flag, f"{name}={value}")]
 
 
+def image_format_for(runtime: str) -> ImageFormat:
+    """The image format `--runtime` names: a tool (enroot, apptainer) or a profile's runtime (edf, pyxis, ...)."""
+    image = IMAGE_FORMATS.get(runtime) or runtime_for(runtime).image_format
+    if image is None:
+        raise ConfigError(f"the {runtime} runtime runs no container image; choose one of {', '.join(RUNTIME_CHOICES)}")
+    return image
+
+
 def default_output(runtime: str, version: str) -> Path:
     scratch = os.environ.get("SCRATCH")
     if not scratch:
@@ -150,9 +163,8 @@ def default_output(runtime: str, version: str) -> Path:
             "$SCRATCH is not set, so there is no default place for the image; pass --output PATH "
             "(a folder on a parallel file system that the compute nodes see)"
         )
-    if runtime == "enroot":
-        return Path(scratch) / "ce-images" / f"{IMAGE_NAME}-{version}.sqsh"
-    return Path(scratch) / "images" / f"{IMAGE_NAME}-{version}.sif"
+    image = image_format_for(runtime)
+    return Path(scratch) / image.folder / f"{IMAGE_NAME}-{version}{image.suffix}"
 
 
 def _image_folder_steps(output: Path) -> list[Step]:
@@ -172,7 +184,7 @@ def build_steps(
 ) -> list[Step]:
     """Build the image for `runtime` and leave it at `output` (.sqsh for enroot, .sif for apptainer)."""
     extra = {"NGC_TAG": ngc_tag, "MAX_JOBS": jobs}
-    if runtime == "apptainer":
+    if image_format_for(runtime) is not SQUASHFS:
         args = ["apptainer", "build", "--build-arg", f"SRC={checkout.root}"]
         args += _version_build_args(checkout, "--build-arg")
         args += [w for k, v in extra.items() if v is not None for w in ("--build-arg", f"{k}={v}")]
@@ -191,7 +203,7 @@ def build_steps(
 def import_steps(runtime: str, tag: str, output: Path, engine: str = "podman", make_folder: bool = True) -> list[Step]:
     """Turn the local image `tag` (built with podman or docker) into the file the runtime runs."""
     folder = _image_folder_steps(output) if make_folder else []
-    if runtime == "enroot":
+    if image_format_for(runtime) is SQUASHFS:
         # CSCS builds land in /dev/shm (podman's storage there), so this runs in the same job as the build.
         source = f"{'dockerd' if engine == 'docker' else 'podman'}://{tag}"
         return [*folder, Step(["enroot", "import", "-x", "mount", "-o", str(output), source])]
@@ -262,37 +274,17 @@ def check_image_file(image: str, runtime: str, where: str) -> Path:
             "write the path out or export the variable"
         )
     path = Path(expanded).absolute()
+    kind = runtime_for(runtime)
+    tool = kind.image_format.tool if kind.image_format else runtime
     how = (
-        "build and import it first (`hpcft image build --runtime "
-        f"{'apptainer' if runtime == 'apptainer' else 'enroot'}`, see containers/README.md) or fix launch.image"
+        f"build and import it first (`hpcft image build --runtime {tool}`, see containers/README.md) "
+        "or fix launch.image"
     )
     if not path.exists():
         raise ConfigError(f"{where}: image file not found: {path}; {how}")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{where}: image file {path} is not readable by you; fix its permissions or copy it")
-    if path.is_dir():
-        if runtime == "apptainer":  # a sandbox folder
-            return path
-        raise ConfigError(
-            f"{where}: image {path} is a folder; the {runtime} runtime needs the .sqsh file that `enroot import` writes"
-        )
-    with path.open("rb") as f:
-        head = f.read(64)
-    if not head:
-        raise ConfigError(f"{where}: image file {path} is empty (an interrupted import?); {how}")
-    is_squashfs, is_sif = head.startswith(_SQUASHFS_MAGIC), _SIF_MAGIC in head
-    if runtime in ("edf", "pyxis") and not is_squashfs:
-        kind = "a SIF image (that is for apptainer)" if is_sif else "not a squashfs image"
-        raise ConfigError(
-            f"{where}: image file {path} is {kind}; the {runtime} runtime needs the .sqsh file that "
-            "`enroot import -x mount -o FILE.sqsh podman://IMAGE` writes"
-        )
-    if runtime == "apptainer" and not (is_sif or is_squashfs):
-        raise ConfigError(
-            f"{where}: image file {path} is neither a SIF nor a squashfs image; build it with "
-            "`apptainer build FILE.sif containers/hpcft.def`"
-        )
-    return path
+    return kind.check_image_file(path, where, how)
 
 
 def check_image(job) -> None:
@@ -300,7 +292,7 @@ def check_image(job) -> None:
 
     Registry references (nvcr.io#nvidia/pytorch:25.01-py3) are pulled on the nodes and are not checked."""
     profile, image = job.profile, job.cfg.launch.image
-    if profile.runtime == "none":
+    if runtime_for(profile.runtime).image_format is None:
         return
     if not image:
         raise ConfigError(
@@ -359,7 +351,7 @@ def _profile_and_image(args: argparse.Namespace):
 
 def cmd_image_check(args: argparse.Namespace) -> int:
     profile, image = _profile_and_image(args)
-    if profile.runtime == "none":
+    if runtime_for(profile.runtime).image_format is None:
         print(f"profile '{profile.name}' runs without a container; nothing to check")
         return 0
     if not image:
@@ -422,9 +414,9 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--runtime",
-            choices=RUNTIMES,
+            choices=RUNTIME_CHOICES,
             default="enroot",
-            help="enroot: a .sqsh for the CSCS Container Engine or pyxis (default); apptainer: a .sif",
+            help="enroot (or edf, pyxis): a .sqsh for the CSCS Container Engine or pyxis (default); apptainer: a .sif",
         )
         parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
         parser.add_argument(

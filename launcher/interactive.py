@@ -14,16 +14,13 @@ if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs
 
 def _in_container(plan: JobPlan) -> bool:
     """On one node the shell itself runs in the container; on several it runs on the first node's host."""
-    return plan.runtime != "none" and plan.nodes == 1
+    return plan.runtime.image_format is not None and plan.nodes == 1
 
 
 def session_setup(plan: JobPlan) -> list[str]:
     """The batch job's environment for the session's shell. Inside an Apptainer container the APPTAINERENV_
-    values are what the container would have received, so they are set under their own names."""
-    lines = plan.shell_setup()
-    if plan.runtime == "apptainer" and _in_container(plan):
-        lines = [line.replace("export APPTAINERENV_", "export ", 1) for line in lines]
-    return lines
+    values are what the container would have received (the runtime says how)."""
+    return plan.runtime.session_setup(plan.shell_setup(), _in_container(plan))
 
 
 def interactive_rc(plan: JobPlan, torchrun_line: str) -> str:

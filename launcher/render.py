@@ -105,8 +105,7 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
         "job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context),
         "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context),
     }
-    if plan.runtime == "edf":
-        files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
+    files.update(plan.runtime.run_files(lambda name: jenv.get_template(name).render(context)))
     files.update(sharding_files(job, launch.nodes * launch.nproc_per_node))
     files["train.yaml"] = train_yaml_text(cfg, run_dir / "deepspeed.json", job)
     return files

@@ -101,7 +101,7 @@ def submit_with_submitit(job: Job, plan: JobPlan) -> Any:
     launch = job.cfg.launch
     # In a container runtime the task's Python is the image's; elsewhere it is the one running hpcft.
     python = dict(plan.exports)[protocol.PYTHON_ENV]  # already quoted for the shell
-    executor_python = python if plan.runtime in ("edf", "pyxis") else shlex.quote(sys.executable)
+    executor_python = python if plan.runtime.python_in_container else shlex.quote(sys.executable)
     executor = submitit.SlurmExecutor(
         folder=Path(plan.run_dir) / "submitit",
         python=executor_python,
