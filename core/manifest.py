@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.core.errors import ConfigError
+from hpcft.core.protocol import MANIFEST
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
+    path = run_dir / MANIFEST
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -29,5 +30,5 @@ def update_manifest(run_dir: Path, **values: Any) -> dict[str, Any]:
     data.update(values)
     tmp = run_dir / f".manifest.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(run_dir / "manifest.json")  # atomic: a reader sees the old or the new manifest
+    tmp.replace(run_dir / MANIFEST)  # atomic: a reader sees the old or the new manifest
     return data

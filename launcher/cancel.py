@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from hpcft.core.manifest import read_manifest
+from hpcft.core.run_paths import RunPaths
 from hpcft.launcher import slurm
 from hpcft.launcher.runs import RunRef
 from hpcft.launcher.slurm import JobInfo, SlurmError
@@ -13,7 +14,7 @@ from hpcft.launcher.slurm import JobInfo, SlurmError
 def cancel_run(run: RunRef) -> list[str]:
     """Cancel the run's jobs: the training job and, when it has one, its preprocessing job. Returns their ids."""
     cancelled = []
-    manifest = read_manifest(run.run_dir) if run.run_dir and (run.run_dir / "manifest.json").is_file() else {}
+    manifest = read_manifest(run.run_dir) if run.run_dir and RunPaths(run.run_dir).manifest.is_file() else {}
     pre = (manifest.get("preprocess") or {}).get("job_id")
     if pre and "_" not in run.job_id and run.job_id != pre:
         if any(not m.finished for m in slurm.job_members(pre)):

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from hpcft.core.dataset_cache import BUILDER_BY_DS_TYPE
 from hpcft.core.errors import ConfigError
 from hpcft.core.features.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
-from hpcft.core.features.deepspeed_config import default_preset, resolve_deepspeed
 from hpcft.core.features.fp8 import fp8_notes
 from hpcft.core.features.fsdp import cpu_translation_note, transformers_fsdp_config
 from hpcft.core.features.model_loading import check_job_loading
@@ -35,7 +34,7 @@ from hpcft.core.features.preference_fields import check_preference_rows
 from hpcft.core.features.qat import qat_cpu_note
 from hpcft.core.features.sparse_finetuning import sparse_notes
 from hpcft.core.features.streamed_rows import check_streamed_rows
-from hpcft.core.features.training_loop import runs_plain_ddp, training_loop_warnings
+from hpcft.core.features.training_loop import training_loop_warnings
 from hpcft.core.schema import LIGER_KEYS, TrainConfig
 from hpcft.core.validation import as_list, check_keys, format_validation_error
 from hpcft.core.yaml_config import omegaconf_problem, read_yaml_config, resolve_interpolations
@@ -44,6 +43,7 @@ from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.profiles import Profile, load_profile
 from hpcft.launcher.runs import default_run_dir
+from hpcft.launcher.sharding import sharding_files
 
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
 _LIST_UNION_KEYS = ("mounts",)
@@ -61,6 +61,8 @@ class Job:
     config_sha256: str
     overrides: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # deepspeed.json or fsdp.json, built once by check_job (None for a Job made without it).
+    sharding: dict[str, str] | None = None
 
 
 def apply_overrides(
@@ -408,10 +410,8 @@ def load_job(
 def check_job(job: Job) -> None:
     """The checks that need the whole job: its plan (mounts, image), the DeepSpeed file against the batch sizes,
     and whether the compute nodes can see its paths. validate, render and submit all run them here."""
-    launch = job.cfg.launch
     make_plan(job, default_run_dir(job))  # the run folder may still change (-o): render checks the real one
-    if not runs_plain_ddp(job.cfg):
-        resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
+    job.sharding = sharding_files(job.cfg, str(job.config_path))
     job.warnings.extend(check_node_paths(job, job_paths(job)))
 
 

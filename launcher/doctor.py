@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.core.errors import ConfigError
+from hpcft.core.run_paths import DOCTOR_LOG, RunPaths
 from hpcft.launcher import __version__, slurm
 from hpcft.launcher.config import Job, load_job
 from hpcft.launcher.quoting import sbatch_value
@@ -44,7 +45,7 @@ def doctor_script(job: Job, run_dir: Path, max_mib: int, write_mib: int, iters: 
     """doctor.sbatch: the training job's plan with the probe in place of the trainer."""
     from hpcft.launcher.jobplan import make_plan
 
-    plan = make_plan(job, run_dir, log_name="doctor-%j")
+    plan = make_plan(job, run_dir, log_kind=DOCTOR_LOG)
     probe = [
         "-m",
         "hpcft.trainer",
@@ -73,8 +74,8 @@ def doctor_script(job: Job, run_dir: Path, max_mib: int, write_mib: int, iters: 
         if key not in _SKIPPED_OPTIONS:
             lines.append(f"#SBATCH --{key}" + ("" if value is None else f"={sbatch_value(value)}"))
     lines += [
-        f"#SBATCH --output={sbatch_value(run_dir / 'logs' / 'doctor-%j.out')}",
-        f"#SBATCH --error={sbatch_value(run_dir / 'logs' / 'doctor-%j.err')}",
+        f"#SBATCH --output={sbatch_value(RunPaths(run_dir).log(DOCTOR_LOG, 'out'))}",
+        f"#SBATCH --error={sbatch_value(RunPaths(run_dir).log(DOCTOR_LOG, 'err'))}",
         "",
         "set -eo pipefail",
         'echo "hpcft doctor: job ${SLURM_JOB_ID} on ${SLURM_NNODES} node(s): ${SLURM_JOB_NODELIST}"',

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hpcft.core import protocol
 from hpcft.core.errors import ConfigError
+from hpcft.core.run_paths import ARRAY_TASK, JOB_LOG, ONE_JOB, RunPaths
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.quoting import shell_env_value
 from hpcft.launcher.runtimes import ContainerRuntime, runtime_for
@@ -166,7 +167,7 @@ def job_mounts(job: Job, run_dir: Path) -> list[str]:
     return unique_mounts([*job.cfg.launch.mounts, *own])
 
 
-def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -> list[tuple[str, str | None]]:
+def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_kind: str) -> list[tuple[str, str | None]]:
     launch, profile = job.cfg.launch, job.profile
     options: list[tuple[str, str | None]] = [
         ("job-name", str(launch.job_name)),
@@ -183,9 +184,10 @@ def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -
     for key in ("account", "partition", "qos", "reservation", "constraint", "mem"):
         if getattr(launch, key):
             options.append((key, str(getattr(launch, key))))
+    paths, job_pattern = RunPaths(run_dir), ARRAY_TASK if array else ONE_JOB
     options += [
-        ("output", f"{run_dir}/logs/{log_name}.out"),
-        ("error", f"{run_dir}/logs/{log_name}.err"),
+        ("output", str(paths.log(log_kind, "out", job_pattern))),
+        ("error", str(paths.log(log_kind, "err", job_pattern))),
         ("open-mode", "append"),
     ]
     if launch.requeue:
@@ -252,8 +254,9 @@ def _torchrun() -> list[str]:
     ]
 
 
-def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> JobPlan:
-    """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range)."""
+def make_plan(job: Job, run_dir: Path, array: str | None = None, log_kind: str = JOB_LOG) -> JobPlan:
+    """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range); its logs
+    are RunPaths' `log_kind` ones."""
     profile, launch = job.profile, job.cfg.launch
     runtime = runtime_for(profile.runtime)
     if runtime.image_format is not None and not launch.image:
@@ -272,7 +275,7 @@ def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str =
     return JobPlan(
         run_dir=run_dir,
         runtime=runtime,
-        sbatch_options=_sbatch_options(job, run_dir, array, log_name),
+        sbatch_options=_sbatch_options(job, run_dir, array, log_kind),
         exports=_exports(job, run_dir, python_for(profile.python), array),
         prologue=_prologue(job),
         rendezvous=rendezvous,

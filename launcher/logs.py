@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from hpcft.core.manifest import read_manifest
+from hpcft.core.run_paths import RunPaths
 from hpcft.launcher import slurm
 from hpcft.launcher.error_files import ERROR_DIR, format_report, read_error_files
 from hpcft.launcher.log_scan import scan_logs
@@ -30,12 +31,7 @@ def log_files(run: RunRef) -> list[Path]:
         pre = _preprocess_job_id(run)
         if pre:
             ids.append(pre)
-        token = re.compile(r"(?<![0-9])(" + "|".join(re.escape(i) for i in ids) + r")(?![0-9])")
-        found = []
-        for sub in ("logs", "submitit"):
-            folder = run.run_dir / sub
-            if folder.is_dir():
-                found += [p for p in folder.iterdir() if p.suffix in (".out", ".err") and token.search(p.name)]
+        found = RunPaths(run.run_dir).job_logs(ids)
         return sorted(found, key=_log_sort_key)
     paths: list[Path] = []
     for record in slurm.scontrol_show_job(run.job_id):
@@ -127,7 +123,7 @@ def _say_if_preprocessing_failed(run: RunRef) -> None:
 
 
 def _preprocess_job_id(run: RunRef) -> str | None:
-    manifest = run.run_dir / "manifest.json" if run.run_dir else None
+    manifest = RunPaths(run.run_dir).manifest if run.run_dir else None
     if manifest is None or not manifest.is_file() or "_" in run.job_id:
         return None
     return (json.loads(manifest.read_text()).get("preprocess") or {}).get("job_id")

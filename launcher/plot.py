@@ -12,6 +12,7 @@ from pathlib import Path
 from hpcft.core.errors import ConfigError
 from hpcft.core.loss_curve import Curve, points
 from hpcft.core.protocol import METRICS_FILE
+from hpcft.core.run_paths import RunPaths
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -64,7 +65,7 @@ def curve_sources(ref: str | None, out: str | Path | None = None) -> list[CurveS
     from hpcft.launcher.runs import resolve_run
 
     given = Path(ref).expanduser() if ref and ref != "latest" else None
-    if given is not None and (given / METRICS_FILE).is_file() and not (given / "manifest.json").is_file():
+    if given is not None and (given / METRICS_FILE).is_file() and not RunPaths(given).manifest.is_file():
         png = Path(out) if out else given / "loss.png"
         return [CurveSource(given.name, given, png)]
     run = resolve_run(ref)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.manifest import read_manifest, update_manifest
+from hpcft.core.run_paths import RunPaths
 from hpcft.launcher import slurm
 
 if TYPE_CHECKING:  # config pulls in OmegaConf and pydantic: not needed for logs/status/cancel
@@ -57,7 +58,7 @@ def submissions() -> list[dict[str, Any]]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if (Path(entry.get("run_dir", "")) / "manifest.json").is_file():
+        if RunPaths(Path(entry.get("run_dir", ""))).manifest.is_file():
             found.append(entry)
     return found
 
@@ -105,7 +106,7 @@ def _run_dir_of(job_id: str) -> Path | None:
     # Submitted by hand (`sbatch job.sbatch`) or from another machine: hpcft submits from the run directory,
     # and Slurm remembers each job's working directory.
     for member in slurm.job_members(base):
-        if member.work_dir and (Path(member.work_dir) / "manifest.json").is_file():
+        if member.work_dir and RunPaths(Path(member.work_dir)).manifest.is_file():
             return Path(member.work_dir)
     return None
 

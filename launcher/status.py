@@ -8,6 +8,7 @@ from typing import Any
 
 from hpcft.core.manifest import read_manifest
 from hpcft.core.protocol import last_metrics
+from hpcft.core.run_paths import RunPaths
 from hpcft.launcher import slurm
 from hpcft.launcher.runs import RunRef
 from hpcft.launcher.slurm import JobInfo, SlurmError
@@ -36,7 +37,7 @@ def _output_dir_for(member: JobInfo, manifest: dict[str, Any]) -> str | None:
 
 def preprocess_job_id(run: RunRef) -> str | None:
     """The run's preprocessing job (submitted before the training job), from its manifest."""
-    if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+    if run.run_dir is None or not RunPaths(run.run_dir).manifest.is_file():
         return None
     return (read_manifest(run.run_dir).get("preprocess") or {}).get("job_id")
 
@@ -134,7 +135,7 @@ def run_details(runs: list[RunRef]) -> str:
     """Below the table, per run: its jobs and attempts as the manifest records them."""
     blocks = []
     for run in runs:
-        if run.run_dir is None or not (run.run_dir / "manifest.json").is_file():
+        if run.run_dir is None or not RunPaths(run.run_dir).manifest.is_file():
             continue
         lines = attempt_lines(read_manifest(run.run_dir))
         if lines:

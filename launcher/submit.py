@@ -84,7 +84,6 @@ def submit_run(
             command_line=command_line,
             extra_files=render_sweep_files(sweep, target),
             array=f"0-{len(sweep) - 1}",
-            log_name="slurm-%A_%a",
         )
         update_manifest(
             run_dir,

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpcft.core.errors import ConfigError
-from hpcft.core.protocol import COMPLETE_MARKER
+from hpcft.core.protocol import COMPLETE_MARKER, MANIFEST
 from hpcft.core.schema import TrainConfig
 
 log = logging.getLogger("hpcft.trainer")
@@ -249,7 +249,7 @@ def record_attempt(
     ("attempts"), which `hpcft status` shows. Nothing without a run directory (a run started by hand)."""
     from hpcft.core.manifest import read_manifest, update_manifest
 
-    if not run_dir or not (Path(run_dir) / "manifest.json").is_file():
+    if not run_dir or not (Path(run_dir) / MANIFEST).is_file():
         return
     entry = {
         "job_id": job_id,
