@@ -110,7 +110,7 @@ def check_optimizer_name(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class UserDefinedPreferenceType(_Strict):

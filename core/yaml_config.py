@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.schema import TrainConfig
 from hpcft.core.validation import check_keys, format_validation_error
+
+if TYPE_CHECKING:
+    from omegaconf.errors import OmegaConfBaseException
 
 _ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -97,11 +98,24 @@ def _check_structure(data: Any, path: Path) -> None:
 
 def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
     """Resolve `${oc.env:SCRATCH}`-style interpolations, then shell-style `$USER` references in strings."""
+    if not _has_interpolation(data):
+        return _expand_env(data, where, "")  # OmegaConf (a tenth of a command's start-up) is not needed
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {omegaconf_problem(exc)}") from None
     return _expand_env(resolved, where, "")
+
+
+def _has_interpolation(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_interpolation(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_interpolation(v) for v in value)
+    return isinstance(value, str) and "${" in value
 
 
 def omegaconf_problem(exc: OmegaConfBaseException) -> str:

@@ -1,11 +1,8 @@
 """hpcft's launcher: config schema, cluster profiles, rendering and Slurm job management (no torch here)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("hpcft")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    __version__ = "0+unknown"
+# pyproject.toml's version, written here as well (tests/launcher/test_packaging.py keeps the two equal): asking
+# importlib.metadata costs every command more than a bare interpreter's whole start-up.
+__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

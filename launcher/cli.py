@@ -17,9 +17,6 @@ from pathlib import Path
 
 from hpcft.core.errors import ConfigError
 from hpcft.launcher import __version__
-from hpcft.launcher.runs import RunRef, recent_runs, resolve_run
-from hpcft.launcher.slurm import SLURM_EXIT_CODE, SlurmError
-from hpcft.launcher.submit import BACKENDS
 
 # Command-line job options and the launch keys they set (command line wins over profile and config).
 LAUNCH_OPTIONS = {
@@ -170,7 +167,7 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--dry-run", action="store_true", help="render and print the sbatch command only")
     submit.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=("sbatch", "submitit"),  # submit.BACKENDS, spelled here so that --help does not load it
         default="sbatch",
         help="sbatch (the rendered job.sbatch) or submitit (its executor, same torchrun command)",
     )
@@ -271,6 +268,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
         return 0
     from hpcft.launcher.logs import follow_job
+    from hpcft.launcher.runs import RunRef
 
     code = follow_job(RunRef(result.job_id, result.run_dir))
     try:
@@ -315,6 +313,7 @@ def cmd_interactive(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from hpcft.launcher.logs import follow_job, show_errors
+    from hpcft.launcher.runs import resolve_run
 
     if args.tail is not None and args.tail < 0:
         raise ConfigError(f"--tail {args.tail}: give a number of lines >= 0")
@@ -341,6 +340,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from hpcft.launcher.runs import recent_runs, resolve_run
     from hpcft.launcher.status import format_status_table, run_details, status_rows
 
     runs = [resolve_run(args.ref)] if args.ref else recent_runs(args.all)
@@ -391,6 +391,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from hpcft.launcher.cancel import cancel_run
+    from hpcft.launcher.runs import resolve_run
 
     run = resolve_run(args.ref)
     ids = cancel_run(run)
@@ -490,11 +491,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hpcft: error: {exc}", file=sys.stderr)
         return 2
-    except SlurmError as exc:
-        print(f"hpcft: error: {exc}", file=sys.stderr)
-        return SLURM_EXIT_CODE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Commands import slurm.py only when they talk to Slurm: if it is not loaded, no SlurmError was raised.
+        slurm = sys.modules.get("hpcft.launcher.slurm")
+        if slurm is None or not isinstance(exc, slurm.SlurmError):
+            raise
+        print(f"hpcft: error: {exc}", file=sys.stderr)
+        return slurm.SLURM_EXIT_CODE
 
 
 if __name__ == "__main__":

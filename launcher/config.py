@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from hpcft.core.dataset_cache import BUILDER_BY_DS_TYPE
@@ -71,6 +69,9 @@ def apply_overrides(
     """Apply `key=value` overrides (dotted keys, `datasets.0.path=...`) with YAML-typed values."""
     if not overrides:
         return data
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         conf = OmegaConf.create(data)
     except OmegaConfBaseException as exc:

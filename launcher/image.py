@@ -20,11 +20,6 @@ from hpcft.core.errors import ConfigError
 from hpcft.launcher.runtimes import RUNTIMES, runtime_for
 from hpcft.launcher.runtimes.base import IMAGE_FORMATS, SQUASHFS, ImageFormat
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 IMAGE_NAME = "hpcft"
 DOCKERFILE = Path("containers/Dockerfile")
 APPTAINER_DEF = Path("containers/hpcft.def")
@@ -95,6 +90,11 @@ def read_checkout(root: str | Path = ".") -> Checkout:
             f"{root} is not an hpcft checkout (no pyproject.toml and {DOCKERFILE}); images are built "
             "from the source: run this in the repository root or pass --context DIR"
         )
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
     data = tomllib.loads(pyproject.read_text())
     return Checkout(root=root, version=data["project"]["version"], pins=pinned_versions(data))
 

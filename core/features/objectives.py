@@ -38,7 +38,7 @@ class DiffusionConfig(BaseModel):
     random masking ratio, its trained tokens are replaced by the mask token with that probability, and the model,
     attending in both directions, is trained to recover them."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     noise_schedule: Literal["linear", "cosine"] = "linear"
     """Accepted as in axolotl, whose training samples the masking ratio uniformly whatever this says."""

@@ -43,7 +43,7 @@ INIT_LORA_WEIGHTS = ("gaussian", "pissa", "olora", "orthogonal")
 class LoftqConfig(BaseModel):
     """`peft.loftq_config:` LoftQ initialisation of the LoRA weights."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     loftq_bits: Literal[4, 8] = 4
     """Bits of the quantised base LoftQ fits the adapter to (4 or 8)."""
@@ -52,7 +52,7 @@ class LoftqConfig(BaseModel):
 class PeftBlock(BaseModel):
     """`peft:` block (axolotl's subset of peft options)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     loftq_config: LoftqConfig | None = None
     """LoftQ: initialise LoRA so that quantised base + adapter approximates the original weights."""

@@ -38,7 +38,7 @@ NO_EMBEDDING_OR_SWITCH = ("nvfp4", "mxfp4")
 class QatConfig(BaseModel):
     """`qat:` (axolotl semantics)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     activation_dtype: QatDtype | None = None
     """Fake-quantise activations to this format: int8, float8_e4m3fn (`fp8`), nvfp4, mxfp4; unset: weights only."""

@@ -28,7 +28,7 @@ _WHOLE_RUN = (None, 0, -1)
 class LlmCompressorConfig(BaseModel):
     """`llmcompressor:` (axolotl semantics)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     recipe: dict[str, Any] = Field(...)
     """The llmcompressor recipe (inline, or as YAML text), e.g. `{finetuning_stage: {finetuning_modifiers:
