@@ -31,10 +31,9 @@ from hpcft.core.errors import ConfigError
 from hpcft.core.schema import DatasetConfig, TrainConfig
 from hpcft.trainer.data_sources import entry_name, load_raw_dataset
 from hpcft.trainer.deduplicate import deduplicate
-from hpcft.trainer.formats import STATUSES, tokenize_dataset
+from hpcft.trainer.formats import STATUSES
+from hpcft.trainer.objectives import objective_for
 from hpcft.trainer.packing import pack_dataset, pad_to_multiple
-from hpcft.trainer.preference_data import tokenize_preference_dataset
-from hpcft.trainer.reward_data import tokenize_reward_dataset
 
 __all__ = ["cache_key", "file_lock", "prepare_datasets", "prepared_root", "run_preprocess"]
 
@@ -103,10 +102,7 @@ def _tokenize_group(
         raw = load_raw_dataset(ds, where, index, seed=cfg.seed)
         # Progress in a job's log, where the libraries' bars are off (trainer/progress.py): say what starts.
         log(f"{name}: tokenizing {len(raw)} rows ...")
-        tokenize = tokenize_preference_dataset if cfg.rl else tokenize_dataset
-        if cfg.reward_model or cfg.process_reward_model:
-            tokenize = tokenize_reward_dataset
-        tokenized, entry_counts = tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
+        tokenized, entry_counts = objective_for(cfg).tokenize(raw, ds, cfg, tokenizer, name, cfg.dataset_processes)
         log(f"{name}: {len(raw)} rows -> " + ", ".join(f"{s} {entry_counts[s]}" for s in STATUSES))
         counts.update(entry_counts)
         parts.append(tokenized)
@@ -146,7 +142,7 @@ def build_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
         eval_ds = _tokenize_group(cfg, tokenizer, cfg.test_datasets, "test_datasets", Counter())
         if cfg.dataset_exact_deduplication:
             # axolotl: evaluation data against itself; with rl also against the training rows.
-            eval_ds, _, dropped = deduplicate(eval_ds, seen if cfg.rl else None)
+            eval_ds, _, dropped = deduplicate(eval_ds, seen if objective_for(cfg).eval_dedup_against_train else None)
             log(f"dataset_exact_deduplication: dropped {dropped} duplicate evaluation samples")
             if len(eval_ds) == 0:
                 log("dataset_exact_deduplication: every evaluation sample is a training sample; no evaluation")

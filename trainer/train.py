@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hpcft.core.features.deepspeed_config import zero_stage
@@ -34,7 +34,6 @@ from hpcft.trainer.checkpoints import (
     resolve_resume_checkpoint,
     trained_steps,
 )
-from hpcft.trainer.diffusion import DiffusionTrainer, diffusion_trainer_arguments
 from hpcft.trainer.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
@@ -42,7 +41,6 @@ from hpcft.trainer.distributed import (
     sharding_plan,
     world_size,
 )
-from hpcft.trainer.eaft import eaft_loss_function
 from hpcft.trainer.elastic import (
     BatchLayout,
     Conversion,
@@ -56,19 +54,15 @@ from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
 from hpcft.trainer.fp8 import fp8_callbacks
 from hpcft.trainer.hub import push_to_hub
 from hpcft.trainer.lisa import LisaCallback
-from hpcft.trainer.loraplus import loraplus_optimizer
 from hpcft.trainer.metrics import MetricsCallback, tracker_environment
 from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
 from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.muon import muon_optimizer
 from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
-from hpcft.trainer.packing import make_collator
+from hpcft.trainer.objectives import objective_for
 from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
-from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
 from hpcft.trainer.prepare import PreparedData, prepare_datasets
 from hpcft.trainer.qat import convert_qat, qat_callbacks
 from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
-from hpcft.trainer.reward import build_reward_trainer, reward_arguments
 from hpcft.trainer.sample_record import SampleRecorder
 from hpcft.trainer.schedule_shape import ScheduleShapeCallback
 from hpcft.trainer.sparse_finetuning import keep_sparsity, save_compressed_note
@@ -105,13 +99,10 @@ def build_trainer(
         world_size=layout_of(cfg, layout.world_size).data_parallel,
         fsdp_config=fsdp_config,
     )
-    reward = cfg.reward_model or cfg.process_reward_model
     parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)
     arg_values.update(parallel)
-    if cfg.rl:
-        args = preference_arguments(cfg, arg_values)
-    else:
-        args = reward_arguments(cfg, arg_values) if reward else TrainingArguments(**arg_values)
+    objective = objective_for(cfg)
+    args = objective.arguments(cfg, arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
@@ -138,33 +129,10 @@ def build_trainer(
         ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
     callbacks = [c for c in callbacks if c is not None]
-    if cfg.rl:
-        model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
-    elif reward:
-        model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = build_reward_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
-    else:
-        # diffusion: its own loss (and mask token, added to the tokenizer before the model is loaded); use_eaft:
-        # the entropy-weighted loss.
-        trainer_cls, loss_kwargs = Trainer, {"compute_loss_func": eaft_loss_function(cfg)}
-        if cfg.diffusion is not None:
-            trainer_cls, loss_kwargs = DiffusionTrainer, diffusion_trainer_arguments(cfg, tokenizer)
-        model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = trainer_cls(
-            model=model,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.eval,
-            data_collator=make_collator(cfg, tokenizer),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            **loss_kwargs,
-            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model) or muon_optimizer(cfg, args),
-        )
+    extra = objective.before_model(cfg, tokenizer)
+    model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=objective.wraps_adapter(cfg))
+    callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
+    trainer = objective.trainer(cfg, model, tokenizer, data, args, callbacks, extra)
     if recorder is not None:
         recorder.attach(trainer.model)
     if causal_lm_eval is not None:
