@@ -94,7 +94,7 @@ def check_chat_template_name(value: str | None) -> str | None:
 
 
 def check_optimizer_name(value: str) -> str:
-    """`optimizer:` must be a transformers optimizer or muon (trainer/muon.py); axolotl's other ones are refused by
+    """`optimizer:` must be a transformers optimizer or muon (trainer/loop/muon.py); axolotl's other ones are refused by
     name."""
     if value in TRANSFORMERS_OPTIMIZERS or value in HPCFT_OPTIMIZERS:
         return value
@@ -959,7 +959,7 @@ class TrainConfig(_Strict):
     """Create the Hub repository as private."""
 
     # Training loop: activation offloading, model-only checkpoints, schedule shaping, LISA, metrics endpoint,
-    # SwanLab (checked in launcher/training_loop.py, applied in trainer/training_loop.py)
+    # SwanLab (checked in core/features/training_loop.py, applied in trainer/training_loop.py)
     activation_offloading: bool | Literal["legacy", "disk", "hidden_states"] | None = None
     """Keep the activations saved for the backward pass in CPU memory instead of GPU memory (needs
     gradient_checkpointing); `true`, `legacy`, `hidden_states` and `disk` all offload to CPU memory in hpcft."""
@@ -1032,7 +1032,7 @@ class TrainConfig(_Strict):
     plugins: list[str] | None = None
     """axolotl plugins; only ones without effect on results are accepted (with a warning)."""
 
-    # Parallelism sizes (launcher/parallelism.py lays them out over the job's processes; docs/parallelism.md)
+    # Parallelism sizes (core/features/parallelism.py lays them out over the job's processes; docs/parallelism.md)
     dp_shard_size: int | None = Field(None, ge=1)
     """Processes that shard the weights together (default: all data-parallel ones); smaller is HSDP."""
     dp_replicate_size: int | None = Field(None, ge=1)
@@ -1080,7 +1080,7 @@ class TrainConfig(_Strict):
     trl: TrlConfig | None = None
     """TRL options that apply to the preference methods (see "Preference tuning" below)."""
 
-    # Reward models, EAFT, diffusion (launcher/objectives.py; docs/reward-models.md)
+    # Reward models, EAFT, diffusion (core/features/objectives.py; docs/reward-models.md)
     reward_model: bool | None = None
     """Train a reward model (a sequence classifier scoring chosen above rejected, Bradley-Terry loss; TRL's
     RewardTrainer) on `type: bradley_terry.chat_template` data."""

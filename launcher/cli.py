@@ -98,7 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from hpcft.launcher.forecast import format_forecast, make_forecast
+    from hpcft.launcher.estimates.forecast import format_forecast, make_forecast
 
     job = job_from_args(args)
     forecast = make_forecast(
@@ -109,7 +109,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from hpcft.launcher.doctor import doctor_job, run_doctor
+    from hpcft.launcher.jobs.doctor import doctor_job, run_doctor
 
     job = doctor_job(args.profile, args.config, args.overrides, cli_launch(args))
     for warning in job.warnings:
@@ -243,8 +243,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hpcft.launcher.submit import submit_run
-    from hpcft.launcher.sweeps import load_sweep
+    from hpcft.launcher.jobs.submit import submit_run
+    from hpcft.launcher.jobs.sweeps import load_sweep
 
     job = job_from_args(args)
     sweep = None
@@ -267,8 +267,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
         return 0
-    from hpcft.launcher.logs import follow_job
-    from hpcft.launcher.runs import RunRef
+    from hpcft.launcher.jobs.runs import RunRef
+    from hpcft.launcher.logs.job_logs import follow_job
 
     code = follow_job(RunRef(result.job_id, result.run_dir))
     try:
@@ -293,10 +293,10 @@ def cmd_interactive(args: argparse.Namespace) -> int:
             )
             job = load_job(placeholder, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
     if not args.dry_run:
-        from hpcft.launcher.image import check_image
+        from hpcft.launcher.runtimes.image import check_image
 
         check_image(job)
-    from hpcft.launcher.interactive import prepare_interactive
+    from hpcft.launcher.jobs.interactive import prepare_interactive
 
     run_dir, argv, torchrun_line = prepare_interactive(job, out_dir=args.out, command_line=_command_line(args))
     print(shlex.join(argv))
@@ -312,8 +312,8 @@ def cmd_interactive(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from hpcft.launcher.logs import follow_job, show_errors
-    from hpcft.launcher.runs import resolve_run
+    from hpcft.launcher.jobs.runs import resolve_run
+    from hpcft.launcher.logs.job_logs import follow_job, show_errors
 
     if args.tail is not None and args.tail < 0:
         raise ConfigError(f"--tail {args.tail}: give a number of lines >= 0")
@@ -340,8 +340,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hpcft.launcher.runs import recent_runs, resolve_run
-    from hpcft.launcher.status import format_status_table, run_details, status_rows
+    from hpcft.launcher.jobs.runs import recent_runs, resolve_run
+    from hpcft.launcher.jobs.status import format_status_table, run_details, status_rows
 
     runs = [resolve_run(args.ref)] if args.ref else recent_runs(args.all)
     if not runs:
@@ -359,8 +359,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def print_curves(ref: str) -> None:
     """Draw the loss curve(s) of a run in the terminal, and say where its loss.png is."""
     from hpcft.core.loss_curve import read_curve
-    from hpcft.launcher.logs import use_color
-    from hpcft.launcher.plot import curve_sources, curve_title, terminal_plot
+    from hpcft.launcher.logs.job_logs import use_color
+    from hpcft.launcher.logs.plot import curve_sources, curve_title, terminal_plot
 
     for source in curve_sources(ref):
         curve = read_curve(source.output_dir)
@@ -376,7 +376,7 @@ def print_curves(ref: str) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from hpcft.core.loss_curve import read_curve, write_png
-    from hpcft.launcher.plot import curve_sources, curve_title
+    from hpcft.launcher.logs.plot import curve_sources, curve_title
 
     drawn = 0
     for source in curve_sources(args.ref, args.out):
@@ -390,8 +390,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from hpcft.launcher.cancel import cancel_run
-    from hpcft.launcher.runs import resolve_run
+    from hpcft.launcher.jobs.cancel import cancel_run
+    from hpcft.launcher.jobs.runs import resolve_run
 
     run = resolve_run(args.ref)
     ids = cancel_run(run)
@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.add_argument("name", nargs="?")
     profiles.set_defaults(func=cmd_profiles)
 
-    from hpcft.launcher.image import add_image_commands
+    from hpcft.launcher.runtimes.image import add_image_commands
 
     add_image_commands(sub)
 

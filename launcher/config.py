@@ -37,10 +37,10 @@ from hpcft.core.schema import LIGER_KEYS, TrainConfig
 from hpcft.core.validation import as_list, check_keys, format_validation_error
 from hpcft.core.yaml_config import omegaconf_problem, read_yaml_config, resolve_interpolations
 from hpcft.launcher.jobplan import job_paths, make_plan
+from hpcft.launcher.jobs.runs import default_run_dir
 from hpcft.launcher.mounts import unique_mounts
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.profiles import Profile, load_profile
-from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.sharding import sharding_files
 
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")

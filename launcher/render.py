@@ -29,9 +29,9 @@ from hpcft.core.schema import TrainConfig
 from hpcft.launcher import __version__
 from hpcft.launcher.config import Job
 from hpcft.launcher.jobplan import JobPlan, job_env, make_plan
+from hpcft.launcher.jobs.runs import default_run_dir
 from hpcft.launcher.node_paths import check_node_paths
 from hpcft.launcher.quoting import sbatch_value, toml_key, toml_str
-from hpcft.launcher.runs import default_run_dir
 from hpcft.launcher.sharding import fsdp_runs_as_zero, sharding_files
 
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
@@ -121,7 +121,9 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
         "# This is what the trainer reads; edit the source config and re-render instead.\n"
     )
     if runs_plain_ddp(cfg):
-        header += "# lisa_n_layers/relora/optimizer: muon: plain DDP, no DeepSpeed (see launcher/training_loop.py).\n"
+        header += (
+            "# lisa_n_layers/relora/optimizer: muon: plain DDP, no DeepSpeed (see core/features/training_loop.py).\n"
+        )
     elif not cfg.uses_fsdp:
         data["deepspeed"] = str(deepspeed_path)
     elif fsdp_runs_as_zero(cfg):

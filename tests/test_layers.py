@@ -65,7 +65,7 @@ import json, sys
 from hpcft.core.yaml_config import load_train_yaml
 cfg = load_train_yaml(sys.argv[1])
 after_yaml = sorted(m for m in sys.modules if m.startswith(("hpcft.launcher", "torch", "transformers")))
-import hpcft.trainer.__main__, hpcft.trainer.train, hpcft.trainer.prepare, hpcft.trainer.merge_lora
+import hpcft.trainer.__main__, hpcft.trainer.train, hpcft.trainer.data.prepare, hpcft.trainer.merge_lora
 after_trainer = sorted(m for m in sys.modules if m.startswith("hpcft.launcher"))
 print(json.dumps({"model": cfg.base_model, "after_yaml": after_yaml, "after_trainer": after_trainer}))
 """

@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from hpcft.core.errors import ConfigError
-from hpcft.trainer.progress import quiet_progress_bars_in_logs
+from hpcft.trainer.reporting.progress import quiet_progress_bars_in_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             # directory, see job.sbatch), where `hpcft logs --errors` finds the first failure of the job.
             return record(train)(args.config)
         if args.command == "preprocess":
-            from hpcft.trainer.prepare import run_preprocess
+            from hpcft.trainer.data.prepare import run_preprocess
 
             run_preprocess(args.config, args.dataset_processes)
             return 0

@@ -11,7 +11,7 @@ import os
 import socket
 
 from hpcft.core.schema import TrainConfig
-from hpcft.trainer.data_sources import hub_reachable
+from hpcft.trainer.data.data_sources import hub_reachable
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -12,10 +12,10 @@ from transformers import AutoTokenizer
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.yaml_config import load_train_yaml
-from hpcft.trainer.args import resolve_precision
-from hpcft.trainer.checkpoints import check_saved_weights
-from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
-from hpcft.trainer.nvfp4_merge_aware import snap_merged_model
+from hpcft.trainer.loop.args import resolve_precision
+from hpcft.trainer.loop.checkpoints import check_saved_weights
+from hpcft.trainer.model.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
+from hpcft.trainer.model.nvfp4_merge_aware import snap_merged_model
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -35,7 +35,8 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     dtype = resolve_precision(cfg).dtype
     model_cls = getattr(transformers, cfg.model_type)
     head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}  # a reward model's score head
-    # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained (trainer/nvfp4_checkpoint.py).
+    # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained
+    # (trainer/model/nvfp4_checkpoint.py).
     source = nvfp4_source(cfg.base_model, cfg.model_revision, dtype, cfg.adapter) or cfg.base_model
     base = model_cls.from_pretrained(
         source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision, **head

@@ -23,9 +23,11 @@ from hpcft.core.features.deepspeed_config import zero_stage
 from hpcft.core.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
 from hpcft.core.schema import TrainConfig
 from hpcft.core.yaml_config import load_train_yaml
-from hpcft.trainer.args import resolve_precision, training_argument_values
-from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
-from hpcft.trainer.checkpoints import (
+from hpcft.trainer.data.prepare import PreparedData, prepare_datasets
+from hpcft.trainer.data.streaming import streaming_datasets
+from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.loop.args import resolve_precision, training_argument_values
+from hpcft.trainer.loop.checkpoints import (
     CompleteCheckpointCallback,
     check_saved_weights,
     finish_from_checkpoint,
@@ -34,14 +36,14 @@ from hpcft.trainer.checkpoints import (
     resolve_resume_checkpoint,
     trained_steps,
 )
-from hpcft.trainer.distributed import (
+from hpcft.trainer.loop.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
     rank,
     sharding_plan,
     world_size,
 )
-from hpcft.trainer.elastic import (
+from hpcft.trainer.loop.elastic import (
     BatchLayout,
     Conversion,
     ResumePlan,
@@ -50,26 +52,24 @@ from hpcft.trainer.elastic import (
     plan_resume,
     record_attempt,
 )
-from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
-from hpcft.trainer.fp8 import fp8_callbacks
-from hpcft.trainer.hub import push_to_hub
-from hpcft.trainer.lisa import LisaCallback
-from hpcft.trainer.metrics import MetricsCallback, tracker_environment
-from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
+from hpcft.trainer.loop.faults import FaultInjectionCallback, StopFileCallback
+from hpcft.trainer.loop.lisa import LisaCallback
+from hpcft.trainer.loop.parallelism import ParallelismReport, layout_of, parallelism_arguments
+from hpcft.trainer.loop.relora import ReLoraCallback, merge_for_final_save
+from hpcft.trainer.loop.schedule_shape import ScheduleShapeCallback
+from hpcft.trainer.loop.stopping import stopping_callbacks
+from hpcft.trainer.loop.watchdog import HangWatchdog
+from hpcft.trainer.model.fp8 import fp8_callbacks
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.model.nvfp4_merge_aware import MergeAwareStartCallback
+from hpcft.trainer.model.qat import convert_qat, qat_callbacks
+from hpcft.trainer.model.sparse_finetuning import keep_sparsity, save_compressed_note
 from hpcft.trainer.objectives import objective_for
-from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
-from hpcft.trainer.prepare import PreparedData, prepare_datasets
-from hpcft.trainer.qat import convert_qat, qat_callbacks
-from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
-from hpcft.trainer.sample_record import SampleRecorder
-from hpcft.trainer.schedule_shape import ScheduleShapeCallback
-from hpcft.trainer.sparse_finetuning import keep_sparsity, save_compressed_note
-from hpcft.trainer.stopping import stopping_callbacks
-from hpcft.trainer.streaming import streaming_datasets
-from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback
-from hpcft.trainer.watchdog import HangWatchdog
+from hpcft.trainer.reporting.causal_lm_eval import CausalLMEvalCallback
+from hpcft.trainer.reporting.metrics import MetricsCallback, tracker_environment
+from hpcft.trainer.reporting.metrics_endpoint import MetricsEndpointCallback
+from hpcft.trainer.reporting.sample_record import SampleRecorder
+from hpcft.trainer.reporting.swanlab_logging import SwanLabLoggingCallback
 
 log = logging.getLogger("hpcft.trainer")
 

@@ -4,7 +4,7 @@ a best model can be loaded at the end.
 
 transformers decides what "best" is (it compares `eval_<metric>` after each evaluation); hpcft only makes the
 combination valid before the queue and keeps the best checkpoint out of save_total_limit's rotation
-(trainer/checkpoints.py)."""
+(trainer/loop/checkpoints.py)."""
 
 from __future__ import annotations
 

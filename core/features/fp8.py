@@ -1,5 +1,5 @@
 """axolotl's `fp8` and `fp8_enable_fsdp_float8_all_gather`, checked on the login node (the trainer side is
-trainer/fp8.py): FP8 mixed precision with torchao's float8 linear layers."""
+trainer/model/fp8.py): FP8 mixed precision with torchao's float8 linear layers."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ checks of a config that trains on one. No torch here: the launcher reads only co
 On disk such a checkpoint stores each quantised linear layer as `weight` (uint8, two e2m1 values per byte),
 `weight_scale` (float8_e4m3fn, one per 16 values), `weight_scale_2` (float32, one per tensor) and `input_scale`;
 the excluded modules (lm_head, routers, ...) stay 16-bit. transformers 5 cannot load it, so the trainer
-(trainer/nvfp4_checkpoint.py) dequantises it once to a 16-bit copy and trains LoRA on that.
+(trainer/model/nvfp4_checkpoint.py) dequantises it once to a 16-bit copy and trains LoRA on that.
 """
 
 from __future__ import annotations

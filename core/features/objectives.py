@@ -1,8 +1,8 @@
 """Training objectives beside next-token SFT and preference tuning, as axolotl names them: reward models
 (`reward_model`), process reward models (`process_reward_model`), the entropy-weighted loss (`use_eaft`) and
 masked-diffusion training (`diffusion:` with axolotl's DiffusionPlugin). Their keys, their dataset types and the
-combinations that make sense, checked on the login node (torch-free: the trainer's side is trainer/reward.py,
-trainer/eaft.py and trainer/diffusion.py).
+combinations that make sense, checked on the login node (torch-free: the trainer's side is
+trainer/objectives/reward_trainer.py, trainer/objectives/eaft.py and trainer/objectives/diffusion_trainer.py).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ TRANSFORMERS_OPTIMIZERS: tuple[str, ...] = (
     "apollo_adamw_layerwise",
     "stable_adamw",
 )
-# Optimizers hpcft builds itself (trainer/muon.py), outside transformers' names.
+# Optimizers hpcft builds itself (trainer/loop/muon.py), outside transformers' names.
 HPCFT_OPTIMIZERS: tuple[str, ...] = ("muon",)
 # What error messages suggest first.
 COMMON_OPTIMIZERS: tuple[str, ...] = (

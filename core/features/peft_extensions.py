@@ -25,7 +25,7 @@ BNB_4BIT_KWARGS = {
 }
 
 
-# Keys handed to peft's LoraConfig unchanged (trainer/model.py): axolotl key -> LoraConfig argument.
+# Keys handed to peft's LoraConfig unchanged (trainer/model/loading.py): axolotl key -> LoraConfig argument.
 PEFT_PASS_THROUGH = {
     "lora_rank_pattern": "rank_pattern",
     "lora_alpha_pattern": "alpha_pattern",
@@ -157,7 +157,7 @@ def check_peft_extensions(cfg: Any) -> None:
 
 
 def check_unfrozen_with_adapter(cfg: Any) -> None:
-    """unfrozen_parameters with an adapter selects which adapter weights train (trainer/freeze.py); row ranges and
+    """unfrozen_parameters with an adapter selects which adapter weights train (trainer/model/freeze.py); row ranges and
     TRL-added adapters have no meaning there."""
     for pattern in cfg.unfrozen_parameters:
         if re.search(r"\[\d*(:\d*)?\]$", pattern):

@@ -34,7 +34,7 @@ _FAMILY_KTO: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-# Reward-model data (reward_model / process_reward_model; trainer/reward_data.py).
+# Reward-model data (reward_model / process_reward_model; trainer/objectives/reward_data.py).
 REWARD_FIELDS: dict[str, list[tuple[str, ...]]] = {
     "bradley_terry.chat_template": [("input",), ("chosen",), ("rejected",)],
     "stepwise_supervised": [("prompt",), ("completions",), ("labels",)],

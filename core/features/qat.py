@@ -3,7 +3,7 @@
 QAT trains full-precision weights through fake quantisation (quantise, then dequantise, in the forward pass) so
 the model learns to live with the rounding of the format it will be served in; at the end the fake quantisers are
 removed and the saved model is an ordinary full-precision one, ready for post-training quantisation to the same
-format. The trainer side is trainer/qat.py.
+format. The trainer side is trainer/model/qat.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """axolotl's `llmcompressor:` block (the LLMCompressor plugin), checked on the login node: sparse fine-tuning
-that keeps the zeros of a pruned model's weights (trainer/sparse_finetuning.py does it).
+that keeps the zeros of a pruned model's weights (trainer/model/sparse_finetuning.py does it).
 
 axolotl hands the block's recipe to the llmcompressor package; hpcft reads the one kind of modifier that sparse
 fine-tuning uses, ConstantPruningModifier (its `targets` name the weights whose zeros stay zero), and refuses any

@@ -8,7 +8,7 @@ import yaml
 
 from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.submit import preprocessing_job_needed
+from hpcft.launcher.jobs.submit import preprocessing_job_needed
 
 PRETRAIN = """\
 base_model: ./model

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from hpcft.launcher.config import load_job
-from hpcft.launcher.interactive import prepare_interactive
 from hpcft.launcher.jobplan import make_plan
+from hpcft.launcher.jobs.interactive import prepare_interactive
+from hpcft.launcher.jobs.submitit_backend import submit_with_submitit
 from hpcft.launcher.render import render_run_dir
-from hpcft.launcher.submitit_backend import submit_with_submitit
 
 IMAGE = {
     "cscs": "/capstor/store/hpcft.sqsh",

@@ -77,7 +77,7 @@ def test_the_launcher_version_is_pyprojects():
 
 def test_the_cli_offers_the_backends_submit_knows():
     from hpcft.launcher.cli import build_parser
-    from hpcft.launcher.submit import BACKENDS
+    from hpcft.launcher.jobs.submit import BACKENDS
 
     submit = build_parser()._subparsers._group_actions[0].choices["submit"]
     assert next(a for a in submit._actions if a.dest == "backend").choices == BACKENDS

@@ -1,4 +1,5 @@
-"""Login-node rules of the LoRA/quantisation extensions (launcher/peft_extensions.py): one message naming the key."""
+"""Login-node rules of the LoRA/quantisation extensions (core/features/peft_extensions.py): one message naming
+the key."""
 
 from __future__ import annotations
 

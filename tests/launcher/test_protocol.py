@@ -1,4 +1,4 @@
-"""The launcher/trainer contract (launcher/protocol.py) is one torch-free module both sides use."""
+"""The launcher/trainer contract (core/protocol.py) is one torch-free module both sides use."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ def test_protocol_imports_nothing_heavy_and_the_trainer_uses_its_names():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
     # The trainer's modules take the names from the protocol instead of spelling them again.
     for module, names in {
-        "trainer/checkpoints.py": ["COMPLETE_MARKER"],
-        "trainer/metrics.py": ["METRICS_FILE"],
-        "trainer/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
-        "trainer/faults.py": ["HPCFT_STOP_FILE"],
+        "trainer/loop/checkpoints.py": ["COMPLETE_MARKER"],
+        "trainer/reporting/metrics.py": ["METRICS_FILE"],
+        "trainer/loop/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
+        "trainer/loop/faults.py": ["HPCFT_STOP_FILE"],
     }.items():
         source = (Path(__file__).resolve().parents[2] / module).read_text()
         assert "hpcft.core.protocol" in source, module

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import slurm, submitit_backend, sweeps
-from hpcft.launcher.log_scan import scan_logs
-from hpcft.launcher.logstream import FileCursor, LogView, print_new
+from hpcft.launcher import slurm
+from hpcft.launcher.jobs import submitit_backend, sweeps
+from hpcft.launcher.logs.log_scan import scan_logs
+from hpcft.launcher.logs.logstream import FileCursor, LogView, print_new
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -254,4 +255,4 @@ def test_first_traceback_of_the_real_trainer_is_the_workers_not_torchruns():
     lines = report.first.traceback.splitlines()
     assert lines[0] == "Traceback (most recent call last):"
     assert lines[1].startswith('  File "<frozen runpy>"')  # indentation kept after the prefix is removed
-    assert lines[-1] == "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
+    assert lines[-1] == "hpcft.trainer.loop.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"

@@ -16,7 +16,7 @@ import yaml
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.yaml_config import load_train_yaml
-from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
+from hpcft.trainer.data.prepare import cache_key, prepare_datasets, run_preprocess
 
 
 def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset):
@@ -149,7 +149,7 @@ def test_the_login_node_key_finds_the_trainers_cache_without_torch(train_config,
     assert not dataset_cache.is_prepared(train_config(sequence_len=256))  # another content, another key
     # What `hpcft submit` imports to decide on a preprocessing job loads neither torch nor datasets.
     probe = (
-        "import sys, hpcft.launcher.submit, hpcft.core.dataset_cache as d; "
+        "import sys, hpcft.launcher.jobs.submit, hpcft.core.dataset_cache as d; "
         "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"

@@ -9,7 +9,7 @@ import pytest
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.schema import DatasetConfig
-from hpcft.trainer.data_sources import load_raw_dataset
+from hpcft.trainer.data.data_sources import load_raw_dataset
 
 ROWS = [{"text": "one two"}, {"text": "three four"}]
 

@@ -23,7 +23,7 @@ from hpcft.core.chat_templates import (
     chat_template_text,
 )
 from hpcft.core.errors import ConfigError
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter
 
 S, Q1, A1, Q2, A2, R = (
     "You are a tiny assistant.",

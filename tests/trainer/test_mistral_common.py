@@ -11,8 +11,8 @@ import pytest
 
 from hpcft.core.errors import ConfigError
 from hpcft.core.schema import TrainConfig
-from hpcft.trainer.formats import make_formatter
-from hpcft.trainer.model import load_tokenizer
+from hpcft.trainer.data.formats import make_formatter
+from hpcft.trainer.model.loading import load_tokenizer
 
 CONVERSATION = [
     {"from": "system", "value": "Be brief."},

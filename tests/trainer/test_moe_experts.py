@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from hpcft.core.schema import TrainConfig
-from hpcft.trainer.args import Precision
-from hpcft.trainer.loftq import loftq_arguments
-from hpcft.trainer.model import load_model, load_tokenizer, quantization_config
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer, quantization_config
+from hpcft.trainer.model.loftq import loftq_arguments
 from hpcft.trainer.tiny import make_tiny_moe
 
 EXPERTS = ["experts.gate_up_proj", "experts.down_proj"]

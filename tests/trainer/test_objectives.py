@@ -31,7 +31,9 @@ def test_every_objective_is_registered_once():
     assert sorted(OBJECTIVES) == ["diffusion", "preference", "reward", "sft"]
 
 
-@pytest.mark.parametrize(("module", "function"), [("prepare.py", "_tokenize_group"), ("train.py", "build_trainer")])
+@pytest.mark.parametrize(
+    ("module", "function"), [("data/prepare.py", "_tokenize_group"), ("train.py", "build_trainer")]
+)
 def test_prepare_and_build_trainer_do_not_branch_on_the_objective(module, function):
     tree = ast.parse((ROOT / "trainer" / module).read_text())
     body = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hpcft.core.features.qat import QatConfig
-from hpcft.trainer.qat import (
+from hpcft.trainer.model.qat import (
     Nvfp4EmulatedLinear,
     QatSwitchCallback,
     _nvfp4_round,

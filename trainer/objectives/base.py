@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
     from hpcft.core.schema import DatasetConfig, TrainConfig
-    from hpcft.trainer.prepare import PreparedData
+    from hpcft.trainer.data.prepare import PreparedData
 
 
 class Objective(Protocol):

@@ -1,12 +1,12 @@
 """Diffusion language models (diffusion:): SFT's rows, a masked-denoising loss over bidirectional attention
-(trainer/diffusion.py's DiffusionTrainer)."""
+(trainer/objectives/diffusion_trainer.py's DiffusionTrainer)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpcft.trainer.formats import tokenize_dataset
+from hpcft.trainer.data.formats import tokenize_dataset
 from hpcft.trainer.objectives.sft import causal_lm_trainer
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
     from hpcft.core.schema import DatasetConfig, TrainConfig
-    from hpcft.trainer.prepare import PreparedData
+    from hpcft.trainer.data.prepare import PreparedData
 
 
 class Diffusion:
@@ -42,7 +42,7 @@ class Diffusion:
         return TrainingArguments(**values)
 
     def before_model(self, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        from hpcft.trainer.diffusion import diffusion_trainer_arguments
+        from hpcft.trainer.objectives.diffusion_trainer import diffusion_trainer_arguments
 
         # Its own loss, and the mask token, added to the tokenizer before the model is loaded.
         return diffusion_trainer_arguments(cfg, tokenizer)
@@ -60,7 +60,7 @@ class Diffusion:
         callbacks: list[TrainerCallback],
         extra: dict[str, Any],
     ) -> Trainer:
-        from hpcft.trainer.diffusion import DiffusionTrainer
+        from hpcft.trainer.objectives.diffusion_trainer import DiffusionTrainer
 
         return causal_lm_trainer(DiffusionTrainer, cfg, model, tokenizer, data, args, callbacks, extra)
 

@@ -1,12 +1,12 @@
 """Preference tuning (rl: dpo, ipo, kto, orpo, simpo): prompt / chosen / rejected rows, TRL's trainer of the
-method (trainer/preference.py)."""
+method (trainer/objectives/preference_trainer.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpcft.trainer.preference_data import tokenize_preference_dataset
+from hpcft.trainer.objectives.preference_data import tokenize_preference_dataset
 
 if TYPE_CHECKING:
     import datasets
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
     from hpcft.core.schema import DatasetConfig, TrainConfig
-    from hpcft.trainer.prepare import PreparedData
+    from hpcft.trainer.data.prepare import PreparedData
 
 
 class Preference:
@@ -36,7 +36,7 @@ class Preference:
         return tokenize_preference_dataset(raw, ds, cfg, tokenizer, name, processes)
 
     def arguments(self, cfg: TrainConfig, values: dict[str, Any]) -> TrainingArguments:
-        from hpcft.trainer.preference import preference_arguments
+        from hpcft.trainer.objectives.preference_trainer import preference_arguments
 
         return preference_arguments(cfg, values)
 
@@ -44,7 +44,7 @@ class Preference:
         return {}
 
     def wraps_adapter(self, cfg: TrainConfig) -> bool:
-        from hpcft.trainer.preference import adapter_for_trl
+        from hpcft.trainer.objectives.preference_trainer import adapter_for_trl
 
         return not adapter_for_trl(cfg)
 
@@ -58,7 +58,7 @@ class Preference:
         callbacks: list[TrainerCallback],
         extra: dict[str, Any],
     ) -> Trainer:
-        from hpcft.trainer.preference import build_preference_trainer
+        from hpcft.trainer.objectives.preference_trainer import build_preference_trainer
 
         return build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
 

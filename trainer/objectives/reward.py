@@ -1,12 +1,13 @@
 """Reward models (reward_model: a sequence score from chosen / rejected pairs, TRL's RewardTrainer) and process
-reward models (process_reward_model: a label per reasoning step, token classification); trainer/reward.py."""
+reward models (process_reward_model: a label per reasoning step, token classification);
+trainer/objectives/reward_trainer.py."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpcft.trainer.reward_data import tokenize_reward_dataset
+from hpcft.trainer.objectives.reward_data import tokenize_reward_dataset
 
 if TYPE_CHECKING:
     import datasets
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
     from hpcft.core.schema import DatasetConfig, TrainConfig
-    from hpcft.trainer.prepare import PreparedData
+    from hpcft.trainer.data.prepare import PreparedData
 
 
 class Reward:
@@ -36,7 +37,7 @@ class Reward:
         return tokenize_reward_dataset(raw, ds, cfg, tokenizer, name, processes)
 
     def arguments(self, cfg: TrainConfig, values: dict[str, Any]) -> TrainingArguments:
-        from hpcft.trainer.reward import reward_arguments
+        from hpcft.trainer.objectives.reward_trainer import reward_arguments
 
         return reward_arguments(cfg, values)
 
@@ -56,7 +57,7 @@ class Reward:
         callbacks: list[TrainerCallback],
         extra: dict[str, Any],
     ) -> Trainer:
-        from hpcft.trainer.reward import build_reward_trainer
+        from hpcft.trainer.objectives.reward_trainer import build_reward_trainer
 
         return build_reward_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
 

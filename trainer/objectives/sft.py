@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpcft.trainer.formats import tokenize_dataset
+from hpcft.trainer.data.formats import tokenize_dataset
 
 if TYPE_CHECKING:
     import datasets
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
     from hpcft.core.schema import DatasetConfig, TrainConfig
-    from hpcft.trainer.prepare import PreparedData
+    from hpcft.trainer.data.prepare import PreparedData
 
 
 class Sft:
@@ -41,7 +41,7 @@ class Sft:
         return TrainingArguments(**values)
 
     def before_model(self, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-        from hpcft.trainer.eaft import eaft_loss_function
+        from hpcft.trainer.objectives.eaft import eaft_loss_function
 
         return {"compute_loss_func": eaft_loss_function(cfg)}  # None unless use_eaft
 
@@ -74,9 +74,9 @@ def causal_lm_trainer(
     extra: dict[str, Any],
 ) -> Trainer:
     """A transformers Trainer (or subclass) over packed or padded causal-LM rows, with the optimizer hpcft picks."""
-    from hpcft.trainer.loraplus import loraplus_optimizer
-    from hpcft.trainer.muon import muon_optimizer
-    from hpcft.trainer.packing import make_collator
+    from hpcft.trainer.data.packing import make_collator
+    from hpcft.trainer.loop.loraplus import loraplus_optimizer
+    from hpcft.trainer.loop.muon import muon_optimizer
 
     return trainer_cls(
         model=model,
