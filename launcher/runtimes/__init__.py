@@ -1,8 +1,8 @@
 """Container runtimes as objects: one module per value of a profile's `runtime` (none, edf, pyxis, apptainer),
-each giving the srun options, environment, mounts, interactive shell and image format of running a job in it.
+each giving the srun options, environment, mounts, interactive shell and image format of running a job in it;
+and the training image (image.py: build, import, check; image_contents.py: what is inside one).
 
-May import hpcft.core and hpcft.launcher's leaf modules (quoting, mounts). A new runtime is one module here and
-one line in RUNTIMES.
+May import hpcft.core and hpcft.launcher. A new runtime is one module here and one line in RUNTIMES.
 """
 
 from __future__ import annotations
