@@ -79,3 +79,13 @@ def test_a_node_loads_no_launcher_module(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.splitlines()[-1])
     assert seen == {"model": "tiny", "after_yaml": [], "after_trainer": []}
+
+
+def test_folders_stay_small_and_say_what_they_hold():
+    """No package holds more than 20 modules, and each opens with what lives there and what it may import."""
+    for folder in ("core", "launcher", "trainer"):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            modules = [p for p in init.parent.glob("*.py") if p.name != "__init__.py"]
+            assert len(modules) <= 20, f"{init.parent.relative_to(ROOT)} holds {len(modules)} modules"
+            doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+            assert "import" in doc, f"{init.relative_to(ROOT)}: say what lives here and what it may import"
