@@ -129,7 +129,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     from hpcft.launcher.profiles import available_profiles, load_profile, profile_as_yaml
 
-    if args.action == "list":
+    # As `git branch`: no verb lists them; a name alone shows that profile.
+    if args.action not in (None, "list", "show"):
+        args.action, args.name = "show", args.action
+    if args.action in (None, "list"):
         for name, source in available_profiles().items():
             description = load_profile(name).description
             print(f"{name:12s} {description}  [{source}]")
@@ -459,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cmd_doctor)
 
     profiles = sub.add_parser("profiles", help="list cluster profiles or show one, merged")
-    profiles.add_argument("action", choices=["list", "show"])
+    profiles.add_argument("action", nargs="?", metavar="list | show | NAME", help="default: list")
     profiles.add_argument("name", nargs="?")
     profiles.set_defaults(func=cmd_profiles)
 

@@ -232,14 +232,14 @@ def _prologue(job: Job) -> list[str]:
 
 def _torchrun() -> list[str]:
     """torchrun on one node: one rendezvous for all nodes (c10d on the first), no restarts (a failed rank ends
-    the job, which Slurm then ends everywhere), then the trainer on the resolved config."""
+    the job, which Slurm then ends everywhere), then the trainer on the resolved config. No --node_rank: c10d
+    assigns the node ranks itself and torchrun says in every log that it ignores the flag."""
     return [
         f'"${protocol.PYTHON_ENV}"',
         "-m",
         "torch.distributed.run",
         '--nnodes="$SLURM_NNODES"',
         f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"',
-        '--node_rank="$SLURM_PROCID"',
         "--rdzv_backend=c10d",
         '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"',
         '--rdzv_id="$SLURM_JOB_ID"',
