@@ -39,6 +39,7 @@ from hpcft.trainer.loop.checkpoints import (
 from hpcft.trainer.loop.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
+    node_ranks_line,
     rank,
     sharding_plan,
     world_size,
@@ -203,6 +204,9 @@ def convert_for_world_size(plan: ResumePlan) -> Conversion | None:
 def train(config_path: str | Path) -> int:
     """Run training for a train.yaml; returns the process exit code (0 also when stopped by the stop file)."""
     cfg = load_train_yaml(config_path)
+    ranks = node_ranks_line()
+    if ranks:
+        print(ranks, flush=True)
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
     resume = resolve_resume_checkpoint(cfg)

@@ -34,6 +34,21 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def node_ranks_line(environ: dict[str, str] | None = None) -> str | None:
+    """What the first process of each node says once in a multi-node job: c10d numbers the nodes itself, so the
+    node that holds global rank 0 (the one writing the step lines) need not be Slurm's first task, which `hpcft
+    logs` labels /0. None on one node."""
+    env = os.environ if environ is None else environ
+    nodes = int(env.get("GROUP_WORLD_SIZE", "1"))  # torchrun: the nodes (agents) of the rendezvous
+    if nodes <= 1 or env.get("LOCAL_RANK", "0") != "0":
+        return None
+    first, count = int(env.get("RANK", "0")), int(env.get("LOCAL_WORLD_SIZE", "1"))
+    where = env.get("SLURMD_NODENAME") or os.uname().nodename
+    ranks = f"global rank {first}" if count == 1 else f"global ranks {first}-{first + count - 1}"
+    note = " (rank 0: the step lines come from here)" if first == 0 else ""
+    return f"hpcft: {where} is node {env.get('GROUP_RANK', '?')} of {nodes} in the rendezvous, {ranks}{note}"
+
+
 def sharding_plan(
     cfg: TrainConfig, cuda: bool, quiet: bool = False, resume: ResumePlan | None = None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
