@@ -216,26 +216,26 @@ def test_missing_slurm_command_says_what_to_check(monkeypatch):
 
 def test_lifecycle_modules_import_neither_torch_nor_submitit():
     modules = ", ".join(
-        f"hpcft.launcher.{m}"
+        f"hpcft.{m}"
         for m in (
-            "api",
-            "cli",
-            "runs",
-            "sweeps",
-            "submit",
-            "submitit_backend",
-            "logs",
-            "status",
-            "cancel",
-            "interactive",
-            "protocol",
-            "deepspeed_config",
-            "jobplan",
-            "quoting",
-            "node_paths",
-            "image_contents",
-            "config",
-            "render",
+            "launcher.api",
+            "launcher.cli",
+            "launcher.jobs.runs",
+            "launcher.jobs.sweeps",
+            "launcher.jobs.submit",
+            "launcher.jobs.submitit_backend",
+            "launcher.logs.job_logs",
+            "launcher.jobs.status",
+            "launcher.jobs.cancel",
+            "launcher.jobs.interactive",
+            "core.protocol",
+            "core.features.deepspeed_config",
+            "launcher.jobplan",
+            "launcher.quoting",
+            "launcher.node_paths",
+            "launcher.runtimes.image_contents",
+            "launcher.config",
+            "launcher.render",
         )
     )
     code = (
@@ -255,4 +255,4 @@ def test_first_traceback_of_the_real_trainer_is_the_workers_not_torchruns():
     lines = report.first.traceback.splitlines()
     assert lines[0] == "Traceback (most recent call last):"
     assert lines[1].startswith('  File "<frozen runpy>"')  # indentation kept after the prefix is removed
-    assert lines[-1] == "hpcft.trainer.loop.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
+    assert lines[-1] == "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1"
