@@ -68,8 +68,8 @@ def config_kind(raw: Any) -> str:
 
 def validate_one(path: Path, shown: str) -> Outcome:
     """Validate in-process (as `hpcft validate --profile local` does); a traceback is caught and counted."""
+    from hpcft.core.errors import ConfigError
     from hpcft.launcher.config import load_job
-    from hpcft.launcher.errors import ConfigError
 
     try:
         raw = yaml.safe_load(path.read_text())
@@ -328,8 +328,8 @@ def free_port() -> str:
 
 def train_one(outcome: Outcome, work: Path, models: dict[str, Path], timeout: int) -> tuple[str, str]:
     """Swap model and data, validate again, run 2 steps; return (result, detail)."""
+    from hpcft.core.protocol import METRICS_FILE
     from hpcft.launcher.config import load_job
-    from hpcft.launcher.protocol import METRICS_FILE
 
     vision = vision_family(str(outcome.raw["base_model"])) if outcome.kind == "multimodal" else None
     family = vision[0] if vision else model_family(str(outcome.raw["base_model"])) or "llama"

@@ -1,5 +1,5 @@
 """Side by side with axolotl: reward-model rows (bradley_terry.chat_template, stepwise_supervised) through axolotl's
-own prompt strategies and through hpcft's (trainer/reward_data.py), token ids and labels compared row by row.
+own prompt strategies and through hpcft's (trainer/objectives/reward_data.py), token ids and labels compared row by row.
 
 The tokenizer is hpcft's tiny BPE with its ChatML template (both sides get the same template text). axolotl's
 strategies need two small packages beyond hpcft's:
@@ -54,9 +54,9 @@ def axolotl_stepwise(tokenizer: Any, row: dict, keys: dict) -> dict[str, list[in
 
 
 def hpcft_rows(model_dir: Path, kind: str, row: dict, keys: dict) -> dict[str, list[int]]:
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.model import load_tokenizer
-    from hpcft.trainer.reward_data import tokenize_bradley_terry, tokenize_stepwise
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.model.loading import load_tokenizer
+    from hpcft.trainer.objectives.reward_data import tokenize_bradley_terry, tokenize_stepwise
 
     objective = {"reward_model": True} if kind == "bradley_terry.chat_template" else {"process_reward_model": True}
     cfg = TrainConfig.model_validate(

@@ -71,8 +71,8 @@ def axolotl_chat(tokenizer: Any, row: dict, ds: dict, cfg: dict) -> tuple[list[i
 
 
 def hpcft_rows(kind: str | None, tokenizer: Any, row: dict, ds: dict, cfg: dict) -> tuple[list[int], list[int]]:
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.formats import make_formatter
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.data.formats import make_formatter
 
     config = TrainConfig.model_validate(
         {"base_model": "unused", "datasets": [{"path": "x.jsonl", "type": kind, **ds}], **cfg}
@@ -267,9 +267,9 @@ def main() -> int:
     from axolotl.utils.chat_templates import _CHAT_TEMPLATES
     from axolotl.utils.dict import DictDefault
 
-    from hpcft.launcher.chat_templates import CHAT_TEMPLATE_NAMES, END_OF_TURN, chat_template_text
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.formats import make_formatter
+    from hpcft.core.chat_templates import CHAT_TEMPLATE_NAMES, END_OF_TURN, chat_template_text
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.data.formats import make_formatter
     from hpcft.trainer.tiny import make_tiny_tokenizer
 
     base = tempfile.mkdtemp()

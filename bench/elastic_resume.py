@@ -3,7 +3,7 @@ tiny model), and the GPU-hours that preprocessing in its own CPU job saves (arit
 measured tokenization throughput and the CSCS tutorial's job shape).
 
 Trains the tiny model 2 steps under ZeRO-3 with 2 processes (torchrun, CPU), then times
-hpcft.trainer.elastic.convert_to_universal on its checkpoint as a resume on 1 rank does (3 repetitions).
+hpcft.trainer.loop.elastic.convert_to_universal on its checkpoint as a resume on 1 rank does (3 repetitions).
 Run: python bench/elastic_resume.py [--tokens-per-s 310126] [--dataset-tokens 1e9]
 """
 
@@ -73,8 +73,8 @@ def tiny_checkpoint(work: Path) -> Path:
 
 
 def conversion_seconds(checkpoint: Path, repeats: int) -> tuple[list[float], int]:
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.elastic import convert_to_universal, plan_resume
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.loop.elastic import convert_to_universal, plan_resume
 
     cfg = TrainConfig.model_validate(
         {"base_model": "x", "datasets": [{"path": "x", "type": "completion"}], "micro_batch_size": 2}

@@ -63,8 +63,8 @@ def pretokenized(path: Path, rows: int, seq: int) -> None:
 
 
 def run(model_dir: Path, data: Path, out: Path, steps: int, seq: int, mbs: int, lora: bool) -> tuple[float, int]:
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.model import load_tokenizer
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.model.loading import load_tokenizer
     from hpcft.trainer.train import build_trainer
 
     keys = {

@@ -70,8 +70,8 @@ def make_models(work: Path) -> dict[str, Path]:
 
 def worker(model_dir: str, out: str, steps: int, extra: str) -> None:
     """Train one configuration in this process; print steps/s of train() and the process's peak RSS."""
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.model import load_tokenizer
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.model.loading import load_tokenizer
     from hpcft.trainer.train import build_trainer
 
     cfg = TrainConfig.model_validate(

@@ -49,9 +49,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.packing import pack_sequences, packing_efficiency
-    from hpcft.trainer.prepare import build_datasets
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.data.packing import pack_sequences, packing_efficiency
+    from hpcft.trainer.data.prepare import build_datasets
     from hpcft.trainer.tiny import make_tiny_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:

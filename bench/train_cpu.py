@@ -25,8 +25,8 @@ CHAT = ROOT / "configs" / "examples" / "data" / "chat.jsonl"
 
 
 def run_hpcft(model_dir: Path, out: Path, steps: int, seq: int, mbs: int, packing: bool) -> tuple[float, int]:
-    from hpcft.launcher.schema import TrainConfig
-    from hpcft.trainer.model import load_tokenizer
+    from hpcft.core.schema import TrainConfig
+    from hpcft.trainer.model.loading import load_tokenizer
     from hpcft.trainer.train import build_trainer
 
     cfg = TrainConfig.model_validate(

@@ -1,11 +1,9 @@
-"""hpcft's launcher: config schema, cluster profiles, rendering and Slurm job management (no torch here)."""
+"""hpcft's launcher, on the login node: cluster profiles, loading a job, rendering its run folder, and Slurm
+(jobs/, logs/, estimates/, runtimes/). May import hpcft.core; never the trainer, never torch."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("hpcft")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    __version__ = "0+unknown"
+# pyproject.toml's version, written here as well (tests/launcher/test_packaging.py keeps the two equal): asking
+# importlib.metadata costs every command more than a bare interpreter's whole start-up.
+__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.launcher import slurm
-from hpcft.launcher.logs import follow_job
-from hpcft.launcher.runs import RunRef
-from hpcft.launcher.submit import submit_run
-from hpcft.launcher.sweeps import load_sweep
+from hpcft.launcher.jobs.runs import RunRef
+from hpcft.launcher.jobs.submit import submit_run
+from hpcft.launcher.jobs.sweeps import load_sweep
+from hpcft.launcher.logs.job_logs import follow_job
 
 
 @dataclass

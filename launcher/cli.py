@@ -15,12 +15,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher import __version__
-from hpcft.launcher.errors import ConfigError
 from hpcft.launcher.resolve_path import current_folder
-from hpcft.launcher.runs import RunRef, recent_runs, resolve_run
-from hpcft.launcher.slurm import SLURM_EXIT_CODE, SlurmError
-from hpcft.launcher.submit import BACKENDS
 
 # Command-line job options and the launch keys they set (command line wins over profile and config).
 LAUNCH_OPTIONS = {
@@ -105,7 +102,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.profile:
         job_from_args(args)
     else:
-        from hpcft.launcher.config import load_train_yaml
+        from hpcft.core.yaml_config import load_train_yaml
 
         warnings: list[str] = []
         load_train_yaml(args.config, strict=args.strict, warnings=warnings)
@@ -116,7 +113,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from hpcft.launcher.forecast import format_forecast, make_forecast
+    from hpcft.launcher.estimates.forecast import format_forecast, make_forecast
 
     job = job_from_args(args)
     forecast = make_forecast(
@@ -127,7 +124,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from hpcft.launcher.doctor import doctor_job, run_doctor
+    from hpcft.launcher.jobs.doctor import doctor_job, run_doctor
 
     job = doctor_job(args.profile, args.config, args.overrides, cli_launch(args))
     for warning in job.warnings:
@@ -147,7 +144,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     from hpcft.launcher.profiles import available_profiles, load_profile, profile_as_yaml
 
-    if args.action == "list":
+    # As `git branch`: no verb lists them; a name alone shows that profile.
+    if args.action not in (None, "list", "show"):
+        args.action, args.name = "show", args.action
+    if args.action in (None, "list"):
         for name, source in available_profiles().items():
             try:
                 description = load_profile(name).description
@@ -189,7 +189,7 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--dry-run", action="store_true", help="render and print the sbatch command only")
     submit.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=("sbatch", "submitit"),  # submit.BACKENDS, spelled here so that --help does not load it
         default="sbatch",
         help="sbatch (the rendered job.sbatch) or submitit (its executor, same torchrun command)",
     )
@@ -265,9 +265,9 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from hpcft.launcher.jobs.submit import submit_run
+    from hpcft.launcher.jobs.sweeps import check_sweep_size, load_sweep
     from hpcft.launcher.slurm import max_array_size
-    from hpcft.launcher.submit import submit_run
-    from hpcft.launcher.sweeps import check_sweep_size, load_sweep
 
     if args.sweep:
         check_sweep_size(args.sweep, max_array_size())  # before anything is loaded, let alone rendered
@@ -294,7 +294,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.follow:
         print(f"follow it with: hpcft logs -f {result.job_id}", file=sys.stderr)
         return 0
-    from hpcft.launcher.logs import follow_job
+    from hpcft.launcher.jobs.runs import RunRef
+    from hpcft.launcher.logs.job_logs import follow_job
 
     code = follow_job(RunRef(result.job_id, result.run_dir))
     try:
@@ -319,10 +320,10 @@ def cmd_interactive(args: argparse.Namespace) -> int:
             )
             job = load_job(placeholder, args.profile, overrides=args.overrides, cli_launch=cli_launch(args))
     if not args.dry_run:
-        from hpcft.launcher.image import check_image
+        from hpcft.launcher.runtimes.image import check_image
 
         check_image(job)
-    from hpcft.launcher.interactive import prepare_interactive
+    from hpcft.launcher.jobs.interactive import prepare_interactive
 
     run_dir, argv, torchrun_line = prepare_interactive(job, out_dir=args.out, command_line=_command_line(args))
     print(shlex.join(argv))
@@ -338,7 +339,8 @@ def cmd_interactive(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from hpcft.launcher.logs import follow_job, show_errors
+    from hpcft.launcher.jobs.runs import resolve_run
+    from hpcft.launcher.logs.job_logs import follow_job, show_errors
 
     if args.tail is not None and args.tail < 0:
         raise ConfigError(f"--tail {args.tail}: give a number of lines >= 0")
@@ -359,7 +361,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hpcft.launcher.status import format_status_table, run_details, status_rows
+    from hpcft.launcher.jobs.runs import recent_runs, resolve_run
+    from hpcft.launcher.jobs.status import format_status_table, run_details, status_rows
 
     runs = [resolve_run(args.ref)] if args.ref else recent_runs(args.all)
     if not runs:
@@ -374,13 +377,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_curves(args.ref)
     for problem in problems:
         print(f"hpcft: error: {problem}", file=sys.stderr)
+    from hpcft.launcher.slurm import SLURM_EXIT_CODE
+
     return SLURM_EXIT_CODE if problems else 0
 
 
 def print_curves(ref: str) -> None:
     """Draw the loss curve(s) of a run in the terminal, and say where its loss.png is."""
-    from hpcft.launcher.logs import use_color
-    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, terminal_plot
+    from hpcft.core.loss_curve import read_curve
+    from hpcft.launcher.logs.job_logs import use_color
+    from hpcft.launcher.logs.plot import curve_sources, curve_title, terminal_plot
 
     for source in curve_sources(ref):
         curve = read_curve(source.output_dir)
@@ -395,7 +401,8 @@ def print_curves(ref: str) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from hpcft.launcher.plot import curve_sources, curve_title, read_curve, write_png
+    from hpcft.core.loss_curve import read_curve, write_png
+    from hpcft.launcher.logs.plot import curve_sources, curve_title
 
     drawn = 0
     for source in curve_sources(args.ref, args.out):
@@ -409,7 +416,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from hpcft.launcher.cancel import cancel_run
+    from hpcft.launcher.jobs.cancel import cancel_run
+    from hpcft.launcher.jobs.runs import resolve_run
 
     run = resolve_run(args.ref)
     ids = cancel_run(run)
@@ -482,11 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cmd_doctor)
 
     profiles = sub.add_parser("profiles", help="list cluster profiles or show one, merged")
-    profiles.add_argument("action", choices=["list", "show"])
+    profiles.add_argument("action", nargs="?", metavar="list | show | NAME", help="default: list")
     profiles.add_argument("name", nargs="?")
     profiles.set_defaults(func=cmd_profiles)
 
-    from hpcft.launcher.image import add_image_commands
+    from hpcft.launcher.runtimes.image import add_image_commands
 
     add_image_commands(sub)
 
@@ -515,9 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hpcft: error: {exc}", file=sys.stderr)
         return 2
-    except SlurmError as exc:
-        print(f"hpcft: error: {exc}", file=sys.stderr)
-        return SLURM_EXIT_CODE
     except BrokenPipeError:
         # `hpcft profiles list | head -1`: the reader has what it wanted; stop quietly, as cat and grep do. stdout
         # goes to /dev/null so that Python's flush at exit does not fail on the closed pipe again.
@@ -525,6 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Commands import slurm.py only when they talk to Slurm: if it is not loaded, no SlurmError was raised.
+        slurm = sys.modules.get("hpcft.launcher.slurm")
+        if slurm is None or not isinstance(exc, slurm.SlurmError):
+            raise
+        print(f"hpcft: error: {exc}", file=sys.stderr)
+        return slurm.SLURM_EXIT_CODE
 
 
 if __name__ == "__main__":

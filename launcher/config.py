@@ -16,43 +16,40 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from hpcft.launcher.chat_template_check import MAX_CHAT_TEMPLATE_BYTES
-from hpcft.launcher.dataset_cache import BUILDER_BY_DS_TYPE
-from hpcft.launcher.dataset_heads import check_dataset_heads
-from hpcft.launcher.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
-from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.eval_datasets import check_eval_datasets, resolve_eval_paths
-from hpcft.launcher.fp8 import fp8_notes
-from hpcft.launcher.fsdp import cpu_translation_note, transformers_fsdp_config
-from hpcft.launcher.interpolation_size import check_interpolation_size
+from hpcft.core.checks.chat_template_check import MAX_CHAT_TEMPLATE_BYTES
+from hpcft.core.checks.dataset_heads import check_dataset_heads
+from hpcft.core.checks.resume_checkpoint import resume_checkpoint_problem
+from hpcft.core.dataset_cache import BUILDER_BY_DS_TYPE
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import PRESETS as DEEPSPEED_PRESETS
+from hpcft.core.features.eval_datasets import check_eval_datasets, resolve_eval_paths
+from hpcft.core.features.fp8 import fp8_notes
+from hpcft.core.features.fsdp import cpu_translation_note, transformers_fsdp_config
+from hpcft.core.features.model_loading import check_job_loading
+from hpcft.core.features.multimodal import check_multimodal
+from hpcft.core.features.nvfp4 import check_nvfp4_base
+from hpcft.core.features.optimizers import muon_without_fsdp
+from hpcft.core.features.parallelism import check_parallelism
+from hpcft.core.features.peft_extensions import gpu_only_notes, moe_model_problem
+from hpcft.core.features.preference_fields import check_preference_rows
+from hpcft.core.features.qat import qat_cpu_note
+from hpcft.core.features.sparse_finetuning import sparse_notes
+from hpcft.core.features.streamed_rows import check_streamed_rows
+from hpcft.core.features.training_loop import training_loop_warnings
+from hpcft.core.schema import LIGER_KEYS, TrainConfig
+from hpcft.core.validation import as_list, check_keys, format_validation_error
+from hpcft.core.yaml_config import MAX_CONFIG_BYTES, omegaconf_problem, read_yaml_config, resolve_interpolations
 from hpcft.launcher.jobplan import job_env, job_paths, make_plan
-from hpcft.launcher.model_loading import check_job_loading
+from hpcft.launcher.jobs.runs import default_run_dir
 from hpcft.launcher.mounts import unique_mounts
-from hpcft.launcher.multimodal import check_multimodal
 from hpcft.launcher.node_paths import check_node_paths
-from hpcft.launcher.nvfp4 import check_nvfp4_base
-from hpcft.launcher.optimizers import muon_without_fsdp
-from hpcft.launcher.parallelism import check_parallelism
-from hpcft.launcher.peft_extensions import gpu_only_notes, moe_model_problem
-from hpcft.launcher.preference_fields import check_preference_rows
 from hpcft.launcher.profiles import Profile, load_profile
-from hpcft.launcher.qat import qat_cpu_note
 from hpcft.launcher.resolve_path import absolute_path, current_folder
-from hpcft.launcher.resume_checkpoint import resume_checkpoint_problem
-from hpcft.launcher.runs import default_run_dir
-from hpcft.launcher.schema import LIGER_KEYS, TrainConfig
 from hpcft.launcher.secret_values import refuse_secrets
-from hpcft.launcher.sparse_finetuning import sparse_notes
-from hpcft.launcher.streamed_rows import check_streamed_rows
-from hpcft.launcher.training_loop import runs_plain_ddp, training_loop_warnings
-from hpcft.launcher.validation import as_list, check_keys, format_validation_error
+from hpcft.launcher.sharding import sharding_files
 
-_ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
 _LIST_UNION_KEYS = ("mounts",)
 _LIST_CONCAT_KEYS = ("sbatch_args", "srun_args")
@@ -69,79 +66,8 @@ class Job:
     config_sha256: str
     overrides: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-# A training config is a few KB; anything near these limits is a data file passed by mistake, or a YAML alias
-# bomb whose expansion would exhaust memory.
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-MAX_CONFIG_VALUES = 200_000
-MAX_CONFIG_DEPTH = 50
-
-
-def read_yaml_config(path: Path) -> dict[str, Any]:
-    """Read the YAML file with OmegaConf (interpolations stay unresolved here)."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"{path}: {size / 2**20:.1f} MiB is too large for a training config (the limit is "
-                f"{MAX_CONFIG_BYTES // 2**20} MiB); is this a data file? Put data under datasets: path:"
-            )
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); check the file's permissions") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, even for PyYAML's
-        raise ConfigError(f"{path}{line}: invalid YAML ({problem}); fix the syntax") from None
-    except RecursionError:
-        raise ConfigError(
-            f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of keys to values")
-    _check_structure(data, path)
-    return data
-
-
-def _check_structure(data: Any, path: Path) -> None:
-    """Refuse what no training config contains before anything walks it recursively: huge or deeply nested
-    structures (YAML aliases share objects, so a few lines can describe billions of values: every visit counts)
-    and keys that are not names (`1: 2`)."""
-    budget = MAX_CONFIG_VALUES
-    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
-    while stack:
-        value, depth, where = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise ConfigError(
-                f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated "
-                "many times?); a training config is much smaller, write it out plainly"
-            )
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"{path}: nested too deeply to be a training config (at most {MAX_CONFIG_DEPTH} levels)")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    inside = f" (in '{where}')" if where else ""
-                    raise ConfigError(
-                        f"{path}: {key!r}{inside} is not a key name; config keys are names like "
-                        "learning_rate (quote it if it is meant as text)"
-                    )
-                stack.append((item, depth + 1, f"{where}.{key}" if where else key))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+    # deepspeed.json or fsdp.json, built once by check_job (None for a Job made without it).
+    sharding: dict[str, str] | None = None
 
 
 def apply_overrides(
@@ -150,10 +76,13 @@ def apply_overrides(
     """Apply `key=value` overrides (dotted keys, `datasets.0.path=...`) with YAML-typed values."""
     if not overrides:
         return data
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         conf = OmegaConf.create(data)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{config}: {_omegaconf_problem(exc)}") from None
+        raise ConfigError(f"{config}: {omegaconf_problem(exc)}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{where}: override '{item}' must look like key=value (e.g. learning_rate=1e-5)")
@@ -187,41 +116,6 @@ def _override_problem(exc: Exception, data: Any, key: str) -> str:
             break
         name = f"{name}.{part}" if name else part
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def resolve_interpolations(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """Resolve `${oc.env:SCRATCH}`-style interpolations, then shell-style `$USER` references in strings."""
-    check_interpolation_size(data, where)
-    try:
-        resolved = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{where}: {_omegaconf_problem(exc)}") from None
-    return _expand_env(resolved, where, "")
-
-
-def _omegaconf_problem(exc: OmegaConfBaseException) -> str:
-    key = getattr(exc, "full_key", "") or ""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"key '{key}': {first}" if key else first
-
-
-def _expand_env(value: Any, where: str, key: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_env(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str) and "$" in value:
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(
-                    f"{where}: key '{key}': environment variable ${name} is not set; export it or write the path out"
-                )
-            return os.environ[name]
-
-        return _ENV_REF.sub(sub, value)
-    return value
 
 
 def merge_launch(
@@ -660,10 +554,8 @@ def load_job(
 def check_job(job: Job) -> None:
     """The checks that need the whole job: its plan (mounts, image), the DeepSpeed file against the batch sizes,
     and whether the compute nodes can see its paths. validate, render and submit all run them here."""
-    launch = job.cfg.launch
     make_plan(job, default_run_dir(job))  # the run folder may still change (-o): render checks the real one
-    if not runs_plain_ddp(job.cfg):
-        resolve_deepspeed(job.cfg.deepspeed or default_preset(job.cfg), job.cfg, launch.nodes * launch.nproc_per_node)
+    job.sharding = sharding_files(job.cfg, str(job.config_path))
     job.warnings.extend(check_node_paths(job, job_paths(job)))
     _check_train_yaml_size(job)
     job.warnings.extend(check_eval_datasets(job.cfg, job_env(job), str(job.config_path)))
@@ -685,24 +577,6 @@ def _check_train_yaml_size(job: Job) -> None:
             f"the {MAX_CONFIG_BYTES // 2**20} MiB the trainer reads; use smaller templates or name one template "
             "for all datasets (chat_template_jinja at the top level)"
         )
-
-
-def load_train_yaml(path: str | Path, strict: bool = False, warnings: list[str] | None = None) -> TrainConfig:
-    """Read a rendered train.yaml on the node (already resolved: no profile, no interpolation left).
-
-    warnings: where the key warnings go (`hpcft validate` without a profile prints them)."""
-    path = Path(path)
-    data = read_yaml_config(path)
-    data = resolve_interpolations(data, str(path))
-    try:
-        found = check_keys(data, str(path), strict=strict)
-        if warnings is not None:
-            warnings.extend(found)
-        return TrainConfig.model_validate(data)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-        if isinstance(exc, ValidationError):
-            raise ConfigError(format_validation_error(exc, str(path))) from None
-        raise ConfigError(str(exc)) from None
 
 
 def _check_secret_file(profile: Profile) -> list[str]:

@@ -3,14 +3,7 @@
 job.sbatch (templates/job.sbatch.j2), the submitit backend and `hpcft interactive` all consume the same plan,
 so the Slurm options, the environment, the mounts and the torchrun command cannot drift between them.
 
-Runtimes, as their docs describe them:
-- edf (CSCS Container Engine): srun --environment=<run dir>/environment.toml; image, mounts and env in the EDF.
-- pyxis (enroot): srun --container-image/--container-mounts/--container-workdir; enroot mounts neither home nor
-  anything else by default, so every path the job reads or writes is mounted, and caches are put on a mounted
-  path (the profile's `env`).
-- apptainer: `apptainer exec --nv --cleanenv`: the login node's environment (PYTHONPATH, ...) stays out;
-  what the job needs goes in explicitly as APPTAINERENV_<NAME> (which also wins over the image's own ENV).
-- none: torchrun on the node itself (the local test cluster).
+How the step enters its container is the profile's runtime's (launcher/runtimes/, one module per runtime).
 """
 
 from __future__ import annotations
@@ -22,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcft.launcher import protocol
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.eval_datasets import eval_and_tracking_paths, folders_to_create
+from hpcft.core import protocol
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.eval_datasets import eval_and_tracking_paths, folders_to_create
+from hpcft.core.quoting import shell_env_value
+from hpcft.core.run_paths import ARRAY_TASK, JOB_LOG, ONE_JOB, RunPaths
 from hpcft.launcher.mounts import unique_mounts
-from hpcft.launcher.quoting import shell_env_value
+from hpcft.launcher.runtimes import ContainerRuntime, runtime_for
+from hpcft.launcher.runtimes.pyxis import enroot_image
 
 if TYPE_CHECKING:  # config.py builds the plan while loading a job
     from hpcft.launcher.config import Job
@@ -62,7 +58,7 @@ class JobPlan:
     """Everything a job does on the nodes, as data; built by `make_plan` and not changed afterwards."""
 
     run_dir: Path
-    runtime: str
+    runtime: ContainerRuntime
     # Slurm options in the order job.sbatch writes them: ("nodes", "2"); a flag without value has None.
     sbatch_options: list[tuple[str, str | None]]
     # Variables exported before srun, as (NAME, value already quoted for the shell).
@@ -103,13 +99,7 @@ class JobPlan:
     def node_command(self, wrap: bool = False) -> str:
         """The shell command every node's task runs (`bash -c` in job.sbatch, submitit and interactive);
         `wrap` breaks it over lines for a person to read."""
-        lines = []
-        if self.runtime == "apptainer":
-            # With --cleanenv only APPTAINERENV_ variables reach the container; Slurm sets the GPUs per step.
-            lines.append(
-                'if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then '
-                'export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; fi'
-            )
+        lines = self.runtime.node_lines()
         words = [*map(shlex.quote, self.container_prefix), *self.torchrun]
         command = "exec " + " ".join(words)
         if not wrap:
@@ -128,17 +118,6 @@ class JobPlan:
     def shell_setup(self) -> list[str]:
         """The lines that give a shell the job's environment: exports, prologue, rendezvous."""
         return [*(f"export {name}={value}" for name, value in self.exports), *self.prologue, *self.rendezvous]
-
-
-def enroot_image(image: str) -> str:
-    """enroot (pyxis, the CSCS EDF) separates registry and path with '#': nvcr.io/nvidia/x:1 -> nvcr.io#nvidia/x:1."""
-    image = image.removeprefix("docker://")
-    if image.startswith(("/", "./", "~")) or "#" in image:
-        return image
-    host, sep, rest = image.partition("/")
-    if sep and ("." in host or ":" in host or host == "localhost"):
-        return f"{host}#{rest}"
-    return image
 
 
 def python_for(profile_python: str) -> str:
@@ -186,23 +165,11 @@ def job_paths(job: Job) -> list[str]:
 def job_mounts(job: Job, run_dir: Path) -> list[str]:
     """The profile's and the config's mounts plus the run directory and every path the job uses."""
     own = [str(run_dir), *job_paths(job), *filter(None, [cache_dir(job)])]
-    if job.profile.runtime in ("pyxis", "apptainer", "edf"):
-        # Container runtimes separate mounts with ',' and a source from its destination with ':'.
-        for path in own:
-            if ":" in path or "," in path:
-                raise ConfigError(
-                    f"{path} contains ':' or ',', which the container runtime reads as separators in "
-                    "its mount list; rename the folder (or launch.job_name / launch.runs_dir)"
-                )
-        for mount in job.cfg.launch.mounts:
-            if "," in mount or mount.count(":") > 1:
-                raise ConfigError(
-                    f"launch.mounts: '{mount}' must be /path or /source:/destination, without ',' or a second ':'"
-                )
+    runtime_for(job.profile.runtime).check_mounts(job, own)
     return unique_mounts([*job.cfg.launch.mounts, *own])
 
 
-def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -> list[tuple[str, str | None]]:
+def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_kind: str) -> list[tuple[str, str | None]]:
     launch, profile = job.cfg.launch, job.profile
     options: list[tuple[str, str | None]] = [
         ("job-name", str(launch.job_name)),
@@ -219,9 +186,10 @@ def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -
     for key in ("account", "partition", "qos", "reservation", "constraint", "mem"):
         if getattr(launch, key):
             options.append((key, str(getattr(launch, key))))
+    paths, job_pattern = RunPaths(run_dir), ARRAY_TASK if array else ONE_JOB
     options += [
-        ("output", f"{run_dir}/logs/{log_name}.out"),
-        ("error", f"{run_dir}/logs/{log_name}.err"),
+        ("output", str(paths.log(log_kind, "out", job_pattern))),
+        ("error", str(paths.log(log_kind, "err", job_pattern))),
         ("open-mode", "append"),
     ]
     if launch.requeue:
@@ -235,7 +203,7 @@ def _sbatch_options(job: Job, run_dir: Path, array: str | None, log_name: str) -
 
 
 def _exports(job: Job, run_dir: Path, python: str, array: str | None) -> list[tuple[str, str]]:
-    launch, runtime = job.cfg.launch, job.profile.runtime
+    launch = job.cfg.launch
     train_yaml = (
         f'"${{{protocol.RUN_DIR_ENV}}}/points/${{SLURM_ARRAY_TASK_ID}}/{protocol.TRAIN_YAML}"'
         if array
@@ -250,13 +218,8 @@ def _exports(job: Job, run_dir: Path, python: str, array: str | None) -> list[tu
         (protocol.DONE_FILE_ENV, protocol.DONE_FILE_SHELL),
         (protocol.HANG_TIMEOUT_ENV, str(launch.hang_timeout)),
     ]
-    env = job_env(job)
-    if runtime == "edf":
-        return exports  # the EDF's [env] table carries the job's variables
-    if runtime == "apptainer":
-        exports += [(f"APPTAINERENV_{name}", f'"${{{name}}}"') for name in _TRAINER_VARIABLES]
-        return exports + [(f"APPTAINERENV_{k}", shell_env_value(v)) for k, v in env.items()]
-    return exports + [(k, shell_env_value(v)) for k, v in env.items()]
+    env = [(name, shell_env_value(value)) for name, value in job_env(job).items()]
+    return runtime_for(job.profile.runtime).exports(exports, env, _TRAINER_VARIABLES)
 
 
 def _prologue(job: Job) -> list[str]:
@@ -265,50 +228,20 @@ def _prologue(job: Job) -> list[str]:
     if profile.secret_file:
         secret = shlex.quote(str(Path(profile.secret_file).expanduser()))
         lines.append(f"if [ -r {secret} ]; then set -a; . {secret}; set +a; fi")
-    if profile.runtime == "apptainer":
-        # --cleanenv keeps the login node's environment out, secrets included: pass those by name, never by value.
-        lines += [
-            f'if [ -n "${{{name}:-}}" ]; then export APPTAINERENV_{name}="${name}"; fi' for name in profile.secret_env
-        ]
+    lines += runtime_for(profile.runtime).secret_lines(profile)
     return lines + list(profile.setup)
-
-
-def _container(job: Job, run_dir: Path, mounts: list[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(srun options, words before the Python) that run the step inside the profile's container."""
-    profile, launch = job.profile, job.cfg.launch
-    if profile.runtime == "edf":
-        return [f"--environment={run_dir}/environment.toml"], []
-    if profile.runtime == "pyxis":
-        # enroot's container is read-only unless asked; torch, Triton and pip write into it.
-        args = [
-            f"--container-image={enroot_image(launch.image or '')}",
-            "--container-writable",
-            f"--container-workdir={run_dir}",
-        ]
-        if mounts:
-            args.append("--container-mounts=" + ",".join(m if ":" in m else f"{m}:{m}" for m in mounts))
-        if env:
-            # The image's ENV wins over the host's unless pyxis is told to pass the variable through.
-            args.append("--container-env=" + ",".join(sorted(env)))
-        return args, []
-    if profile.runtime == "apptainer":
-        words = ["apptainer", "exec", "--nv", "--cleanenv", *profile.apptainer_args]
-        if mounts:
-            words += ["--bind", ",".join(mounts)]
-        return [], [*words, "--pwd", str(run_dir), launch.image or ""]
-    return [], []
 
 
 def _torchrun() -> list[str]:
     """torchrun on one node: one rendezvous for all nodes (c10d on the first), no restarts (a failed rank ends
-    the job, which Slurm then ends everywhere), then the trainer on the resolved config."""
+    the job, which Slurm then ends everywhere), then the trainer on the resolved config. No --node_rank: c10d
+    assigns the node ranks itself and torchrun says in every log that it ignores the flag."""
     return [
         f'"${protocol.PYTHON_ENV}"',
         "-m",
         "torch.distributed.run",
         '--nnodes="$SLURM_NNODES"',
         f'--nproc_per_node="${protocol.NPROC_PER_NODE_ENV}"',
-        '--node_rank="$SLURM_PROCID"',
         "--rdzv_backend=c10d",
         '--rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"',
         '--rdzv_id="$SLURM_JOB_ID"',
@@ -323,17 +256,19 @@ def _torchrun() -> list[str]:
     ]
 
 
-def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> JobPlan:
-    """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range)."""
+def make_plan(job: Job, run_dir: Path, array: str | None = None, log_kind: str = JOB_LOG) -> JobPlan:
+    """The plan of a validated job in `run_dir` (for a sweep, `array` is the job array's index range); its logs
+    are RunPaths' `log_kind` ones."""
     profile, launch = job.profile, job.cfg.launch
-    if profile.runtime != "none" and not launch.image:
+    runtime = runtime_for(profile.runtime)
+    if runtime.image_format is not None and not launch.image:
         raise ConfigError(
             f"profile '{profile.name}' runs in a container ({profile.runtime}) but no image is set; "
             "set launch.image in the config or the profile, or pass --image"
         )
     mounts = job_mounts(job, run_dir)
     env = job_env(job)
-    srun_args, prefix = _container(job, run_dir, mounts, env)
+    srun_args, prefix = runtime.container(job, run_dir, mounts, env)
     rendezvous = [
         'MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)',
         f"MASTER_PORT=$(( {profile.rdzv_port_base} + SLURM_JOB_ID % 10000 ))",
@@ -341,8 +276,8 @@ def make_plan(job: Job, run_dir: Path, array: str | None = None, log_name: str =
     ]
     return JobPlan(
         run_dir=run_dir,
-        runtime=profile.runtime,
-        sbatch_options=_sbatch_options(job, run_dir, array, log_name),
+        runtime=runtime,
+        sbatch_options=_sbatch_options(job, run_dir, array, log_kind),
         exports=_exports(job, run_dir, python_for(profile.python), array),
         prologue=_prologue(job),
         rendezvous=rendezvous,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from hpcft.launcher.config import Job

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.mlflow_tracking import MLFLOW_SECRET_ENV
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.mlflow_tracking import MLFLOW_SECRET_ENV
+from hpcft.core.quoting import MAX_RDZV_PORT_BASE, check_env_name
+from hpcft.core.schema import LaunchConfig
+from hpcft.core.validation import as_list, format_validation_error
 from hpcft.launcher.mounts import unique_mounts
-from hpcft.launcher.quoting import MAX_RDZV_PORT_BASE, check_env_name
-from hpcft.launcher.schema import LaunchConfig
 from hpcft.launcher.secret_values import env_secret_problem, setup_secret_problem
-from hpcft.launcher.validation import as_list, format_validation_error
 
 DEFAULT_SECRET_ENV = [
     "HF_TOKEN",
@@ -226,8 +225,9 @@ def load_profile(name: str) -> Profile:
             chain.append(_parse_yaml(shipped[current].read_text(), current))
             parent = chain[-1].get("extends")
         current = parent
-    merged = OmegaConf.merge(*[OmegaConf.create(c) for c in reversed(chain)])
-    data = OmegaConf.to_container(merged, resolve=False)
+    data: dict[str, Any] = {}
+    for layer in reversed(chain):
+        data = merge_mappings(data, layer)
     # Lists replace each other in a merge, but a profile that extends another adds mounts, it does not drop them.
     mounts = [m for c in reversed(chain) for m in _as_mount_list((c.get("launch") or {}).get("mounts"))]
     dropped = {d.rstrip("/") for d in data.get("drop_mounts") or []}
@@ -240,6 +240,18 @@ def load_profile(name: str) -> Profile:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"profile '{name}'")) from None
+
+
+def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """OmegaConf.merge's rule for plain YAML data: mappings merge key by key, anything else (lists too) is
+    replaced; interpolations stay as written. Kept here so that loading a profile does not import OmegaConf."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_mappings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _as_mount_list(value: Any) -> list[str]:

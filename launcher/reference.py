@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
+import textwrap
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hpcft.launcher.axolotl_keys import (
+from hpcft.core.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
     REFUSED_DATASET_KEYS,
     REFUSED_KEYS,
@@ -18,10 +21,11 @@ from hpcft.launcher.axolotl_keys import (
     plugin_refusal_message,
     refusal_message,
 )
-from hpcft.launcher.objectives import DiffusionConfig
-from hpcft.launcher.prompt_strategies import UserDefinedPromptType
-from hpcft.launcher.qat import QatConfig
-from hpcft.launcher.schema import (
+from hpcft.core.features.objectives import DiffusionConfig
+from hpcft.core.features.prompt_strategies import UserDefinedPromptType
+from hpcft.core.features.qat import QatConfig
+from hpcft.core.features.sparse_finetuning import LlmCompressorConfig
+from hpcft.core.schema import (
     IMPLEMENTED_PLUGINS,
     DatasetConfig,
     FsdpConfig,
@@ -31,12 +35,11 @@ from hpcft.launcher.schema import (
     UserDefinedPreferenceType,
     field_aliases,
 )
-from hpcft.launcher.sparse_finetuning import LlmCompressorConfig
-from hpcft.launcher.validation import known_keys
+from hpcft.core.validation import known_keys
 
 
 def _type_name(annotation: Any) -> str:
-    text = re.sub(r"hpcft\.launcher\.\w+\.", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
+    text = re.sub(r"hpcft\.(?:\w+\.)+", "", str(annotation).replace("typing.", "")).replace("NoneType", "null")
     for noise in ("<class '", "'>"):
         text = text.replace(noise, "")
     return text
@@ -51,14 +54,36 @@ def _default(field: Any) -> str:
     return f"`{value}`"
 
 
+def attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
+    """The string under each field of the model's classes (`key: int = 1` followed by a string). Read here, from the
+    source, rather than by pydantic's use_attribute_docstrings, which parses every model's source at import:
+    a fifth of every command's start-up for text that only this reference shows."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        for statement, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docs
+
+
 def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    docs = attribute_docstrings(model)
     for name, field in model.model_fields.items():
         others = field_aliases(name, field)
         alias = f" (or {', '.join(f'`{prefix}{a}`' for a in others)})" if others else ""
         kind = _type_name(field.annotation).replace(" | None", " | null").replace("|", "\\|")
         # A docstring's line breaks would end the table row; Markdown reads the cell as one paragraph anyway.
-        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+        meaning = " ".join((field.description or docs.get(name, "")).split()).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}`{alias} | {kind} | {_default(field)} | {meaning} |")
     return rows
 
@@ -138,7 +163,7 @@ def config_reference_markdown() -> str:
     parts = [
         "# Config reference",
         "",
-        "Generated from `launcher/schema.py` by `hpcft reference`; do not edit by hand.",
+        "Generated from `core/schema.py` by `hpcft reference`; do not edit by hand.",
         "Keys have axolotl's names and meaning. Relative paths are taken from the config file's folder.",
         "",
         "## Training keys",

@@ -21,18 +21,19 @@ from typing import Any
 import jinja2
 import yaml
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.fsdp import cpu_translation_note, fsdp_version
+from hpcft.core.features.training_loop import runs_plain_ddp
+from hpcft.core.quoting import comment_text, sbatch_value, toml_key, toml_str
+from hpcft.core.run_paths import RunPaths
+from hpcft.core.schema import TrainConfig
 from hpcft.launcher import __version__
 from hpcft.launcher.config import Job
-from hpcft.launcher.deepspeed_config import default_preset, resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.fsdp import cpu_translation_note, fsdp_version, transformers_fsdp_config, zero_preset_for_fsdp
-from hpcft.launcher.jobplan import job_env, make_plan
+from hpcft.launcher.jobplan import JobPlan, job_env, make_plan
+from hpcft.launcher.jobs.runs import default_run_dir
 from hpcft.launcher.node_paths import check_node_paths
-from hpcft.launcher.quoting import comment_text, sbatch_value, toml_key, toml_str
 from hpcft.launcher.resolve_path import absolute_path
-from hpcft.launcher.runs import default_run_dir
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.training_loop import runs_plain_ddp
+from hpcft.launcher.sharding import fsdp_runs_as_zero, sharding_files
 
 _HASH_LIMIT = 64 * 1024 * 1024  # hash input files up to this size; larger ones are recorded by size and mtime
 
@@ -87,16 +88,18 @@ def input_fingerprints(cfg: TrainConfig) -> list[dict[str, Any]]:
     return [_file_fingerprint(p) for p in dict.fromkeys(files)]
 
 
-def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: str = "slurm-%j") -> dict[str, str]:
-    """Render every file of the run directory into memory: {relative name: text}."""
+def render_files(job: Job, run_dir: Path, array: str | None = None, plan: JobPlan | None = None) -> dict[str, str]:
+    """Render every file of the run directory into memory: {relative name: text}. `plan` is the job's plan in
+    run_dir when the caller has built it already."""
     cfg, launch = job.cfg, job.cfg.launch
-    plan = make_plan(job, run_dir, array=array, log_name=log_name)
+    plan = plan or make_plan(job, run_dir, array=array)
     context = {
         "version": __version__,
         "config_path": str(job.config_path),
         "profile": job.profile,
         "launch": launch,
         "run_dir": str(run_dir),
+        "paths": RunPaths(run_dir),
         "plan": plan,
         # The preprocessing job's own resources, defaulting to the training job's partition and account.
         "preprocess_options": [
@@ -115,34 +118,10 @@ def render_files(job: Job, run_dir: Path, array: str | None = None, log_name: st
         "job.sbatch": jenv.get_template("templates/job.sbatch.j2").render(context),
         "preprocess.sbatch": jenv.get_template("templates/preprocess.sbatch.j2").render(context),
     }
-    if plan.runtime == "edf":
-        files["environment.toml"] = jenv.get_template("edf/environment.toml.j2").render(context)
-    files.update(sharding_files(job, launch.nodes * launch.nproc_per_node))
+    files.update(plan.runtime.run_files(lambda name: jenv.get_template(name).render(context)))
+    files.update(job.sharding if job.sharding is not None else sharding_files(cfg, str(job.config_path)))
     files["train.yaml"] = train_yaml_text(cfg, run_dir / "deepspeed.json", job)
     return files
-
-
-def fsdp_runs_as_zero(job: Job) -> bool:
-    """FSDP asked for on a profile without GPUs: the trainer runs the equivalent ZeRO stage (launcher/fsdp.py)."""
-    return job.cfg.uses_fsdp and job.cfg.launch.gpus_per_node == 0
-
-
-def sharding_files(job: Job, world_size: int) -> dict[str, str]:
-    """deepspeed.json (the ZeRO config used, also FSDP's CPU translation) or fsdp.json (FSDP on GPUs)."""
-    cfg = job.cfg
-    if runs_plain_ddp(cfg):
-        return {}
-    if not cfg.uses_fsdp:
-        ds = resolve_deepspeed(cfg.deepspeed or default_preset(cfg), cfg, world_size)
-        return {"deepspeed.json": json.dumps(ds, indent=2) + "\n"}
-    if fsdp_runs_as_zero(job):
-        ds = resolve_deepspeed(zero_preset_for_fsdp(cfg), cfg, world_size)
-        return {"deepspeed.json": json.dumps(ds, indent=2) + "\n"}
-    try:
-        fsdp = transformers_fsdp_config(cfg)
-    except ValueError as exc:
-        raise ConfigError(f"{job.config_path}: {exc}") from None
-    return {"fsdp.json": json.dumps(fsdp, indent=2) + "\n"}
 
 
 def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
@@ -153,10 +132,12 @@ def train_yaml_text(cfg: TrainConfig, deepspeed_path: Path, job: Job) -> str:
         "# This is what the trainer reads; edit the source config and re-render instead.\n"
     )
     if runs_plain_ddp(cfg):
-        header += "# lisa_n_layers/relora/optimizer: muon: plain DDP, no DeepSpeed (see launcher/training_loop.py).\n"
+        header += (
+            "# lisa_n_layers/relora/optimizer: muon: plain DDP, no DeepSpeed (see core/features/training_loop.py).\n"
+        )
     elif not cfg.uses_fsdp:
         data["deepspeed"] = str(deepspeed_path)
-    elif fsdp_runs_as_zero(job):
+    elif fsdp_runs_as_zero(cfg):
         header += f"# {cpu_translation_note(cfg)}: see deepspeed.json.\n"
     else:
         header += (
@@ -192,15 +173,15 @@ def render_run_dir(
     command_line: list[str] | None = None,
     extra_files: dict[str, str] | None = None,
     array: str | None = None,
-    log_name: str = "slurm-%j",
 ) -> Path:
     """Write the run directory for `job` and return its absolute path."""
     run_dir = target_run_dir(job, out_dir)
     check_node_paths(job, [str(run_dir)])
-    files = render_files(job, run_dir, array=array, log_name=log_name)
+    plan = make_plan(job, run_dir, array=array)
+    files = render_files(job, run_dir, plan=plan)
     files.update(extra_files or {})
-    files["manifest.json"] = json.dumps(manifest(job, run_dir, command_line), indent=2) + "\n"
-    write_atomically(run_dir, files, make_plan(job, run_dir).create_dirs)
+    files[RunPaths(run_dir).manifest.name] = json.dumps(manifest(job, run_dir, command_line), indent=2) + "\n"
+    write_atomically(run_dir, files, plan.create_dirs)
     return run_dir
 
 
@@ -229,10 +210,11 @@ def write_atomically(run_dir: Path, files: dict[str, str], create_dirs: list[str
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        (tmp / "logs").mkdir(exist_ok=True)
-        for script in ("job.sbatch", "preprocess.sbatch"):
-            if (tmp / script).is_file():
-                (tmp / script).chmod(0o755)
+        inside = RunPaths(tmp)
+        inside.logs.mkdir(exist_ok=True)
+        for script in (inside.job_script, inside.preprocess_script):
+            if script.is_file():
+                script.chmod(0o755)
         for folder in create_dirs or []:
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 
 def absolute_path(value: str | Path, what: str, base: Path | None = None) -> Path:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
 
 # Names every profile protects (profiles.py adds its `secret_env`), and others whose meaning is plain.
 WELL_KNOWN_SECRETS = (

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcft.launcher.quoting import check_job_id
+from hpcft.core.quoting import check_job_id
 
 # squeue -o fields (one line per array task with --array). The job name goes last: it may contain '|'.
 SQUEUE_FIELDS = {

@@ -1,4 +1,4 @@
-"""Write the snapshot of axolotl's config key space that launcher/axolotl_keys.py classifies.
+"""Write the snapshot of axolotl's config key space that core/axolotl_keys.py classifies.
 
 Reads an axolotl checkout's pydantic schema with `ast` (importing axolotl would need torch and its whole
 dependency tree): every field of `AxolotlInputConfig` and its bases, every plugin's argument class, every field

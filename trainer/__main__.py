@@ -10,8 +10,8 @@ import os
 import sys
 import warnings
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.progress import quiet_progress_bars_in_logs
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.reporting.progress import quiet_progress_bars_in_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,8 +65,7 @@ def _torchao_cuda_libraries_on_cpu(record: logging.LogRecord) -> bool:
 
 def note_worker() -> None:
     """Next to this rank's error file, note who it is (global rank, node, host): torch's file does not say."""
-    from hpcft.launcher.error_files import worker_note
-    from hpcft.launcher.protocol import WORKER_NOTE
+    from hpcft.core.protocol import WORKER_NOTE, worker_note
 
     note = worker_note(dict(os.environ))
     if note is None:
@@ -95,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             from hpcft.trainer.train import train
 
             note_worker()
-            from hpcft.trainer.image_info import log_image
+            from hpcft.trainer.reporting.image_info import log_image
 
             log_image()
             # record: an exception on this rank is written to torchrun's TORCHELASTIC_ERROR_FILE (in the run
             # directory, see job.sbatch), where `hpcft logs --errors` finds the first failure of the job.
             return record(train)(args.config)
         if args.command == "preprocess":
-            from hpcft.trainer.prepare import run_preprocess
+            from hpcft.trainer.data.prepare import run_preprocess
 
             run_preprocess(args.config, args.dataset_processes)
             return 0

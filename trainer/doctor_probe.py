@@ -9,7 +9,7 @@ rank that hangs or dies still says how far it got):
   - the write speed of the output filesystem (one writer per node).
 
 NCCL's own debug output (NCCL_DEBUG=INFO, subsystems INIT and NET) goes to DIR/nccl-<host>-<pid>.log; the
-launcher reads which network plugin NCCL actually loaded from it (hpcft.launcher.doctor).
+launcher reads which network plugin NCCL actually loaded from it (hpcft.launcher.jobs.doctor).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _version(package: str) -> str | None:
 def node_facts(image: str | None) -> dict[str, Any]:
     import torch
 
-    from hpcft.trainer.image_info import describe_image
+    from hpcft.trainer.reporting.image_info import describe_image
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     nccl = None

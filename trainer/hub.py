@@ -10,8 +10,8 @@ import logging
 import os
 import socket
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.data_sources import hub_reachable
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.data.data_sources import hub_reachable
 
 log = logging.getLogger("hpcft.trainer")
 

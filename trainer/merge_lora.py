@@ -10,13 +10,13 @@ import transformers
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.args import resolve_precision
-from hpcft.trainer.checkpoints import check_saved_weights
-from hpcft.trainer.multimodal_model import load_processor, model_class_name
-from hpcft.trainer.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
-from hpcft.trainer.nvfp4_merge_aware import snap_merged_model
+from hpcft.core.errors import ConfigError
+from hpcft.core.yaml_config import load_train_yaml
+from hpcft.trainer.loop.args import resolve_precision
+from hpcft.trainer.loop.checkpoints import check_saved_weights
+from hpcft.trainer.model.multimodal_model import load_processor, model_class_name
+from hpcft.trainer.model.nvfp4_checkpoint import nvfp4_source, nvfp4_tensor_scales
+from hpcft.trainer.model.nvfp4_merge_aware import snap_merged_model
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -36,7 +36,8 @@ def merge_lora(config_path: str | Path, lora_dir: str | Path | None = None, out_
     dtype = resolve_precision(cfg).dtype
     model_cls = getattr(transformers, model_class_name(cfg))  # processor_type: AutoModelForImageTextToText
     head = {"num_labels": cfg.num_labels} if cfg.num_labels else {}  # a reward model's score head
-    # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained (trainer/nvfp4_checkpoint.py).
+    # An NVFP4 (ModelOpt) base merges into its dequantised 16-bit copy, as it was trained
+    # (trainer/model/nvfp4_checkpoint.py).
     source = nvfp4_source(cfg.base_model, cfg.model_revision, dtype, cfg.adapter) or cfg.base_model
     base = model_cls.from_pretrained(
         source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.model_revision, **head

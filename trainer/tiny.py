@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from hpcft.launcher.chat_templates import chat_template_text
+from hpcft.core.chat_templates import chat_template_text
 
 BOS, EOS, PAD = "<s>", "<|im_end|>", "<pad>"
 IM_START = "<|im_start|>"

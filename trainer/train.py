@@ -16,17 +16,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.deepspeed_config import zero_stage
-from hpcft.launcher.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import resolve_precision, training_argument_values
-from hpcft.trainer.bench_eval import BenchEvalCallback
-from hpcft.trainer.causal_lm_eval import CausalLMEvalCallback
-from hpcft.trainer.checkpoints import (
+from hpcft.core.features.deepspeed_config import zero_stage
+from hpcft.core.protocol import DONE_FILE_ENV, RUN_DIR_ENV, run_dir_from_env
+from hpcft.core.schema import TrainConfig
+from hpcft.core.yaml_config import load_train_yaml
+from hpcft.trainer.data.prepare import PreparedData, prepare_datasets
+from hpcft.trainer.data.streaming import streaming_datasets
+from hpcft.trainer.hub import push_to_hub
+from hpcft.trainer.loop.args import resolve_precision, training_argument_values
+from hpcft.trainer.loop.checkpoints import (
     CompleteCheckpointCallback,
     check_saved_weights,
     finish_from_checkpoint,
@@ -35,16 +36,15 @@ from hpcft.trainer.checkpoints import (
     resolve_resume_checkpoint,
     trained_steps,
 )
-from hpcft.trainer.diffusion import DiffusionTrainer, diffusion_trainer_arguments
-from hpcft.trainer.distributed import (
+from hpcft.trainer.loop.distributed import (
     ensure_deepspeed_comm,
     is_main_process,
+    node_ranks_line,
     rank,
     sharding_plan,
     world_size,
 )
-from hpcft.trainer.eaft import eaft_loss_function
-from hpcft.trainer.elastic import (
+from hpcft.trainer.loop.elastic import (
     BatchLayout,
     Conversion,
     ResumePlan,
@@ -53,35 +53,29 @@ from hpcft.trainer.elastic import (
     plan_resume,
     record_attempt,
 )
-from hpcft.trainer.faults import FaultInjectionCallback, StopFileCallback
-from hpcft.trainer.fp8 import fp8_callbacks
-from hpcft.trainer.hub import push_to_hub
-from hpcft.trainer.lisa import LisaCallback
-from hpcft.trainer.lm_eval_after_training import evaluate_final_model, lm_eval_wanted
-from hpcft.trainer.loraplus import loraplus_optimizer
-from hpcft.trainer.metrics import MetricsCallback, tracker_environment
-from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
-from hpcft.trainer.mlflow_logging import MlflowRunRecorder
-from hpcft.trainer.mlflow_logging import resume_environment as mlflow_resume_environment
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.multimodal_data import multimodal_collator
-from hpcft.trainer.multimodal_model import load_processor
-from hpcft.trainer.muon import muon_optimizer
-from hpcft.trainer.nvfp4_merge_aware import MergeAwareStartCallback
-from hpcft.trainer.packing import make_collator
-from hpcft.trainer.parallelism import ParallelismReport, layout_of, parallelism_arguments
-from hpcft.trainer.preference import adapter_for_trl, build_preference_trainer, preference_arguments
-from hpcft.trainer.prepare import PreparedData, prepare_datasets
-from hpcft.trainer.qat import convert_qat, qat_callbacks
-from hpcft.trainer.relora import ReLoraCallback, merge_for_final_save
-from hpcft.trainer.reward import build_reward_trainer, reward_arguments
-from hpcft.trainer.sample_record import SampleRecorder
-from hpcft.trainer.schedule_shape import ScheduleShapeCallback
-from hpcft.trainer.sparse_finetuning import keep_sparsity, save_compressed_note
-from hpcft.trainer.stopping import stopping_callbacks
-from hpcft.trainer.streaming import streaming_datasets
-from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback
-from hpcft.trainer.watchdog import HangWatchdog
+from hpcft.trainer.loop.faults import FaultInjectionCallback, StopFileCallback
+from hpcft.trainer.loop.lisa import LisaCallback
+from hpcft.trainer.loop.parallelism import ParallelismReport, layout_of, parallelism_arguments
+from hpcft.trainer.loop.relora import ReLoraCallback, merge_for_final_save
+from hpcft.trainer.loop.schedule_shape import ScheduleShapeCallback
+from hpcft.trainer.loop.stopping import stopping_callbacks
+from hpcft.trainer.loop.watchdog import HangWatchdog
+from hpcft.trainer.model.fp8 import fp8_callbacks
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.model.multimodal_model import load_processor
+from hpcft.trainer.model.nvfp4_merge_aware import MergeAwareStartCallback
+from hpcft.trainer.model.qat import convert_qat, qat_callbacks
+from hpcft.trainer.model.sparse_finetuning import keep_sparsity, save_compressed_note
+from hpcft.trainer.objectives import objective_for
+from hpcft.trainer.reporting.bench_eval import BenchEvalCallback
+from hpcft.trainer.reporting.causal_lm_eval import CausalLMEvalCallback
+from hpcft.trainer.reporting.lm_eval_after_training import evaluate_final_model, lm_eval_wanted
+from hpcft.trainer.reporting.metrics import MetricsCallback, tracker_environment
+from hpcft.trainer.reporting.metrics_endpoint import MetricsEndpointCallback
+from hpcft.trainer.reporting.mlflow_logging import MlflowRunRecorder
+from hpcft.trainer.reporting.mlflow_logging import resume_environment as mlflow_resume_environment
+from hpcft.trainer.reporting.sample_record import SampleRecorder
+from hpcft.trainer.reporting.swanlab_logging import SwanLabLoggingCallback
 
 log = logging.getLogger("hpcft.trainer")
 
@@ -111,15 +105,10 @@ def build_trainer(
         world_size=layout_of(cfg, layout.world_size).data_parallel,
         fsdp_config=fsdp_config,
     )
-    reward = cfg.reward_model or cfg.process_reward_model
     parallel = parallelism_arguments(cfg, layout.world_size, deepspeed=deepspeed_config is not None)
     arg_values.update(parallel)
-    if cfg.processor_type:  # the samples' image tensors travel in a column the model's signature does not name
-        arg_values["remove_unused_columns"] = False
-    if cfg.rl:
-        args = preference_arguments(cfg, arg_values)
-    else:
-        args = reward_arguments(cfg, arg_values) if reward else TrainingArguments(**arg_values)
+    objective = objective_for(cfg)
+    args = objective.arguments(cfg, arg_values)
     if deepspeed_config is not None:
         ensure_deepspeed_comm()
     # FSDP shards like ZeRO-3: 4-bit weights need a uniform storage dtype and no per-rank device_map.
@@ -149,33 +138,10 @@ def build_trainer(
         ParallelismReport(layout_of(cfg, layout.world_size)),
     ]
     callbacks = [c for c in callbacks if c is not None]
-    if cfg.rl:
-        model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=not adapter_for_trl(cfg))
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = build_preference_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
-    elif reward:
-        model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = build_reward_trainer(cfg, model, tokenizer, data.train, data.eval, args, callbacks)
-    else:
-        # diffusion: its own loss (and mask token, added to the tokenizer before the model is loaded); use_eaft:
-        # the entropy-weighted loss.
-        trainer_cls, loss_kwargs = Trainer, {"compute_loss_func": eaft_loss_function(cfg)}
-        if cfg.diffusion is not None:
-            trainer_cls, loss_kwargs = DiffusionTrainer, diffusion_trainer_arguments(cfg, tokenizer)
-        model = load_model(cfg, tokenizer, precision, zero3=zero3)
-        callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
-        trainer = trainer_cls(
-            model=model,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.eval,
-            data_collator=multimodal_collator(tokenizer) if cfg.processor_type else make_collator(cfg, tokenizer),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            **loss_kwargs,
-            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model) or muon_optimizer(cfg, args),
-        )
+    extra = objective.before_model(cfg, tokenizer)
+    model = load_model(cfg, tokenizer, precision, zero3=zero3, wrap_adapter=objective.wraps_adapter(cfg))
+    callbacks += low_precision_callbacks(cfg, model, fsdp=fsdp_config is not None)
+    trainer = objective.trainer(cfg, model, tokenizer, data, args, callbacks, extra)
     if recorder is not None:
         recorder.attach(trainer.model)
     if causal_lm_eval is not None:
@@ -248,6 +214,9 @@ def convert_for_world_size(plan: ResumePlan) -> Conversion | None:
 def train(config_path: str | Path) -> int:
     """Run training for a train.yaml; returns the process exit code (0 also when stopped by the stop file)."""
     cfg = load_train_yaml(config_path)
+    ranks = node_ranks_line()
+    if ranks:
+        print(ranks, flush=True)
     os.environ.update(tracker_environment(cfg))  # wandb/tensorboard read their settings from this process's env
     set_seed(cfg.seed)
     resume = resolve_resume_checkpoint(cfg)
@@ -330,7 +299,7 @@ def train(config_path: str | Path) -> int:
 def draw_loss_png(output_dir: str) -> Path | None:
     """loss.png of the whole run (all restarts so far) into the run directory, where the user looks first
     (loss-<task>.png for a sweep's array task), else into output_dir. A plot that fails never fails the run."""
-    from hpcft.launcher.plot import read_curve, write_png
+    from hpcft.core.loss_curve import read_curve, write_png
 
     run_dir, task = run_dir_from_env(), os.environ.get("SLURM_ARRAY_TASK_ID")
     folder = run_dir if run_dir and run_dir.is_dir() else Path(output_dir)

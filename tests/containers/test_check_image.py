@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.image import check_image, is_local_image
+from hpcft.launcher.runtimes.image import check_image, is_local_image
 
 
 def _job(workspace, profile, image):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.image import check_image
+from hpcft.launcher.runtimes.image import check_image
 
 if sys.version_info >= (3, 11):
     import tomllib

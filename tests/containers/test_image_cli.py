@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.image import DOCKERFILE, LUSTRE_STRIPE, Step, run_steps
+from hpcft.launcher.runtimes.image import DOCKERFILE, LUSTRE_STRIPE, Step, run_steps
 
 from .conftest import REPO
 

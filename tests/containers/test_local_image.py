@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.image import read_checkout
-from hpcft.launcher.image_local import build_env, deps_key, find_torch_wheel, image_key
+from hpcft.core.errors import ConfigError
+from hpcft.launcher.runtimes.image import read_checkout
+from hpcft.launcher.runtimes.image_local import build_env, deps_key, find_torch_wheel, image_key
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.image import APPTAINER_DEF, DOCKERFILE, INSTALL_SCRIPT
+from hpcft.launcher.runtimes.image import APPTAINER_DEF, DOCKERFILE, INSTALL_SCRIPT
 
 from .conftest import REPO
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hpcft.launcher.image import (
+from hpcft.launcher.runtimes.image import (
     APPTAINER_DEF,
     DOCKERFILE,
     INSTALL_SCRIPT,
@@ -32,7 +32,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def _pyproject_pins() -> dict[str, str]:
-    # Read independently of hpcft.launcher.image, so a bug in its parser cannot hide a drift.
+    # Read independently of hpcft.launcher.runtimes.image, so a bug in its parser cannot hide a drift.
     pins = {}
     for extra in ("train", "gpu"):
         for requirement in PYPROJECT["project"]["optional-dependencies"][extra]:

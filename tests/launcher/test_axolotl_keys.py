@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.axolotl_keys import (
+from hpcft.core.axolotl_keys import (
     PLUGINS_WITHOUT_EFFECT,
     REFUSED_DATASET_KEYS,
     REFUSED_KEYS,
@@ -21,8 +21,8 @@ from hpcft.launcher.axolotl_keys import (
     WARN_ONLY_KEYS,
     axolotl_key_space,
 )
-from hpcft.launcher.schema import DatasetConfig, TrainConfig, check_chat_template_name
-from hpcft.launcher.validation import check_keys, known_keys
+from hpcft.core.schema import DatasetConfig, TrainConfig, check_chat_template_name
+from hpcft.core.validation import check_keys, known_keys
 
 REPO = Path(__file__).resolve().parents[2]
 SPACE = axolotl_key_space()
@@ -244,7 +244,7 @@ def test_readme_promise_kernel_only_keys_are_accepted_with_a_warning():
 def test_axolotl_values_hpcft_lacks_are_named_as_axolotl_options():
     from pydantic import ValidationError
 
-    from hpcft.launcher.validation import format_validation_error
+    from hpcft.core.validation import format_validation_error
 
     for key, value in (("gradient_checkpointing", "offload"), ("lr_scheduler", "rex")):
         try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.submit import preprocessing_job_needed
+from hpcft.launcher.jobs.submit import preprocessing_job_needed
 
 PRETRAIN = """\
 base_model: ./model

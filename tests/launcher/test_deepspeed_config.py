@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.deepspeed_config import load_source, resolve_deepspeed, zero_stage
-from hpcft.launcher.errors import ConfigError
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import load_source, resolve_deepspeed, zero_stage
+from hpcft.core.yaml_config import load_train_yaml
 
 
 def test_presets_files_and_inline_mappings(tmp_path, workspace):

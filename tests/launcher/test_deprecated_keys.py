@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.axolotl_keys import axolotl_key_space
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.validation import check_keys
+from hpcft.core.axolotl_keys import axolotl_key_space
+from hpcft.core.schema import TrainConfig
+from hpcft.core.validation import check_keys
 
 CHAT = {"path": "d.jsonl", "type": "chat_template"}
 PREF = {"path": "p.jsonl", "type": "chatml.intel"}

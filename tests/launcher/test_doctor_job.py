@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from hpcft.launcher.doctor import doctor_job, doctor_script
+from hpcft.launcher.jobs.doctor import doctor_job, doctor_script
 from hpcft.launcher.render import render_run_dir
 
 IMAGES = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hpcft.launcher.doctor_report import analyse, format_result, parse_nccl_debug
+from hpcft.launcher.jobs.doctor_report import analyse, format_result, parse_nccl_debug
 
 # NCCL 2.2x with the aws-ofi-nccl plugin on Slingshot (CSCS Alps): host:pid:tid [cuda device] NCCL INFO text.
 ALPS_NCCL = """\

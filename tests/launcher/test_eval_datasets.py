@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.eval_datasets import LM_EVAL_TASK_DATASETS, bench_source, hub_dataset_cached
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.eval_datasets import LM_EVAL_TASK_DATASETS, bench_source, hub_dataset_cached
 
 from .conftest import BASE_CONFIG
 
@@ -110,7 +110,7 @@ def test_bench_dataset_sources_as_axolotl_reads_them(workspace, hf_home, train_c
 
 @pytest.fixture
 def train_config_from(workspace):
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
     def make(**keys):
         data = [{"path": str(workspace / "data" / "pretrain.jsonl"), "type": "completion"}]
@@ -163,7 +163,7 @@ def test_the_table_of_task_datasets_is_what_the_pinned_lm_eval_reads():
 def test_submit_queues_the_preprocessing_job_to_download_missing_benchmark_data(
     workspace, hf_home, tmp_path, monkeypatch
 ):
-    from hpcft.launcher.submit import preprocessing_job_needed
+    from hpcft.launcher.jobs.submit import preprocessing_job_needed
 
     (workspace / "model" / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
     profile = _online_profile(tmp_path, monkeypatch)

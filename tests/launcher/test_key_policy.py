@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.axolotl_keys import axolotl_key_space
-from hpcft.launcher.key_policy import edit_distance, typo_of
-from hpcft.launcher.validation import check_keys
+from hpcft.core.axolotl_keys import axolotl_key_space
+from hpcft.core.keys.key_policy import edit_distance, typo_of
+from hpcft.core.validation import check_keys
 
 CHAT = {"path": "d.jsonl", "type": "chat_template"}
 

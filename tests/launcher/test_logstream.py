@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.error_files import failure_kind, format_report, read_error_files, worker_note
-from hpcft.launcher.log_scan import scan_logs
-from hpcft.launcher.logstream import FileCursor, LogView, print_new, print_tail, tail_offset
+from hpcft.core.protocol import worker_note
+from hpcft.launcher.logs.error_files import failure_kind, format_report, read_error_files
+from hpcft.launcher.logs.log_scan import scan_logs
+from hpcft.launcher.logs.logstream import FileCursor, LogView, print_new, print_tail, tail_offset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from synthetic_log import SyntheticLog, write_synthetic_log  # noqa: E402

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.sparse_finetuning import keep_sparsity_targets
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.sparse_finetuning import keep_sparsity_targets
 
 from .conftest import DATA
 

@@ -1,4 +1,4 @@
-"""Login-node checks of the model/tokenizer loading keys (launcher/model_loading.py): a bad value or combination is
+"""Login-node checks of the model/tokenizer loading keys (core/features/model_loading.py): a bad value or combination is
 one line naming the key, exit 2, before anything is queued."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.model_loading import QUANTIZATION_CONFIG_KWARGS
+from hpcft.core.schema import TrainConfig
+from hpcft.core.validation import check_keys
 from hpcft.launcher.cli import main
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.validation import check_keys
 
 CHAT = {"path": "d.jsonl", "type": "chat_template"}
 LORA = {"adapter": "lora", "lora_target_linear": True}
@@ -52,7 +52,7 @@ def test_quantization_config_class_and_arguments_are_checked():
 
 def test_half_precision_keys_agree_with_the_mixed_precision_ones():
     assert config(float16=True, bf16=False).float16
-    assert config(float16=True).bf16 == "auto"  # auto: the weights' fp16 wins (see trainer/args.py)
+    assert config(float16=True).bf16 == "auto"  # auto: the weights' fp16 wins (see trainer/loop/args.py)
     refused("float16 and bfloat16 are mutually exclusive", float16=True, bfloat16=True)
     refused("float16 \\(weights in fp16\\) and bf16 disagree", float16=True, bf16=True)
     refused("float16 trains fp16 weights without mixed precision", float16=True, fp16=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.multimodal import read_row
+from hpcft.core.schema import DatasetConfig
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.multimodal import read_row
-from hpcft.launcher.schema import DatasetConfig
 
 # axolotl's examples/qwen2_5-vl/lora-7b.yaml, with its dataset swapped for a local file.
 QWEN25_VL = """\
@@ -112,8 +112,8 @@ def test_unsupported_combinations_are_refused_by_name(tmp_path, model_type, extr
 
 
 def test_a_hub_audio_model_is_refused_without_its_config():
-    from hpcft.launcher.multimodal import _check_family
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.features.multimodal import _check_family
+    from hpcft.core.schema import TrainConfig
 
     cfg = TrainConfig.model_validate(
         {"base_model": "mistralai/Voxtral-Mini-3B-2507", "processor_type": "AutoProcessor", "datasets": [{"path": "x"}]}
@@ -145,7 +145,7 @@ def test_rows_read_as_axolotl_reads_them():
 
 
 def test_a_hub_vision_model_gets_a_preprocessing_job_even_when_the_cache_cannot_be_checked(tmp_path, monkeypatch):
-    from hpcft.launcher.submit import preprocessing_job_needed
+    from hpcft.launcher.jobs.submit import preprocessing_job_needed
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     config = _workspace(tmp_path, [_row({"type": "image", "url": "https://example.org/red.png"})])

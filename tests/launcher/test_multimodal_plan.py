@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.model_size import model_shape
-from hpcft.launcher.multimodal_plan import image_tokens
+from hpcft.core.model_size import model_shape
+from hpcft.core.multimodal_plan import image_tokens
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.nvfp4 import nvfp4_quantization
 from hpcft.launcher.cli import main
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.nvfp4 import nvfp4_quantization
 
 MODELOPT = {"quant_algo": "NVFP4", "group_size": 16, "exclude_modules": ["lm_head"]}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
 
 AXOLOTL_EXAMPLES = {
     # examples/qwen2/prm.yaml (commit 067b021c), its trl-lib/math_shepherd data swapped for a local file.

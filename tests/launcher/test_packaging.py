@@ -18,7 +18,7 @@ HEAVY = ("torch", "transformers", "deepspeed", "datasets", "peft", "accelerate",
 def test_cli_imports_nothing_heavy():
     code = (
         "import sys; from hpcft.launcher.cli import build_parser; build_parser(); "
-        "import hpcft.launcher.render, hpcft.launcher.config, hpcft.launcher.chat_templates; "
+        "import hpcft.launcher.render, hpcft.launcher.config, hpcft.core.chat_templates; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -42,7 +42,9 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
         "hpcft/configs/examples/tiny-cpu.yaml",
         "hpcft/configs/deepspeed/zero3.json",
         "hpcft/templates/chat/llama3.jinja",
-        "hpcft/launcher/axolotl_keys.txt",
+        "hpcft/core/axolotl_keys.txt",
+        "hpcft/core/features/fsdp.py",
+        "hpcft/launcher/runtimes/pyxis.py",
     ]:
         assert expected in names, expected
     assert not any(n.startswith(("launcher/", "trainer/", "hpcft/__init__.py")) for n in names)
@@ -62,3 +64,20 @@ def test_wheel_carries_data_and_installs_without_torch(tmp_path):
     # The axolotl key snapshot is read through the package, not the checkout.
     reference = subprocess.run([env_dir / "bin" / "hpcft", "reference"], capture_output=True, text=True, cwd=tmp_path)
     assert reference.returncode == 0 and "| `flash_attn_rms_norm` | accepted with a warning |" in reference.stdout
+
+
+def test_the_launcher_version_is_pyprojects():
+    tomllib = pytest.importorskip("tomllib")
+
+    from hpcft.launcher import __version__
+
+    pyproject = tomllib.loads((Path(ROOT) / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
+
+
+def test_the_cli_offers_the_backends_submit_knows():
+    from hpcft.launcher.cli import build_parser
+    from hpcft.launcher.jobs.submit import BACKENDS
+
+    submit = build_parser()._subparsers._group_actions[0].choices["submit"]
+    assert next(a for a in submit._actions if a.dest == "backend").choices == BACKENDS

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.deepspeed_config import resolve_deepspeed
+from hpcft.core.features.parallelism import ParallelLayout, resolve_layout
+from hpcft.core.schema import TrainConfig
 from hpcft.launcher.config import load_job
-from hpcft.launcher.deepspeed_config import resolve_deepspeed
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.parallelism import ParallelLayout, resolve_layout
-from hpcft.launcher.schema import TrainConfig
 
 
 def config(**keys) -> TrainConfig:

@@ -1,10 +1,11 @@
-"""Login-node rules of the LoRA/quantisation extensions (launcher/peft_extensions.py): one message naming the key."""
+"""Login-node rules of the LoRA/quantisation extensions (core/features/peft_extensions.py): one message naming
+the key."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 
 BASE = {"base_model": "m", "datasets": [{"path": "d.jsonl"}]}
 QLORA = {"adapter": "qlora", "load_in_4bit": True, "lora_target_modules": ["q_proj"]}

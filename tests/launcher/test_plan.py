@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcft.launcher.forecast import tokens_per_s_per_gpu
-from hpcft.launcher.model_size import KNOWN_MODELS
+from hpcft.core.model_size import KNOWN_MODELS
+from hpcft.launcher.estimates.forecast import tokens_per_s_per_gpu
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LLAMA_8B = KNOWN_MODELS["meta-llama/Llama-3.1-8B"]

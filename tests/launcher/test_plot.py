@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.core.loss_curve import Curve, read_curve
 from hpcft.launcher.cli import print_curves
-from hpcft.launcher.plot import Curve, read_curve, terminal_plot
+from hpcft.launcher.logs.plot import terminal_plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

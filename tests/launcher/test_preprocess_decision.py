@@ -3,9 +3,9 @@ torch-free cache key (the job pair itself runs in tests/slurm/test_preprocess_jo
 
 from __future__ import annotations
 
+from hpcft.core.dataset_cache import prepared_dir
 from hpcft.launcher.config import load_job
-from hpcft.launcher.dataset_cache import prepared_dir
-from hpcft.launcher.submit import preprocessing_job_needed
+from hpcft.launcher.jobs.submit import preprocessing_job_needed
 
 
 def test_a_job_only_when_the_prepared_dataset_is_missing(workspace):

@@ -1,4 +1,4 @@
-"""The launcher/trainer contract (launcher/protocol.py) is one torch-free module both sides use."""
+"""The launcher/trainer contract (core/protocol.py) is one torch-free module both sides use."""
 
 from __future__ import annotations
 
@@ -7,24 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpcft.launcher import protocol
+from hpcft.core import protocol
 
 
 def test_protocol_imports_nothing_heavy_and_the_trainer_uses_its_names():
     code = (
-        "import sys, hpcft.launcher.protocol; "
+        "import sys, hpcft.core.protocol; "
         "print(sorted(m for m in ('torch', 'transformers', 'pydantic', 'omegaconf') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
     # The trainer's modules take the names from the protocol instead of spelling them again.
     for module, names in {
-        "trainer/checkpoints.py": ["COMPLETE_MARKER"],
-        "trainer/metrics.py": ["METRICS_FILE"],
-        "trainer/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
-        "trainer/faults.py": ["HPCFT_STOP_FILE"],
+        "trainer/loop/checkpoints.py": ["COMPLETE_MARKER"],
+        "trainer/reporting/metrics.py": ["METRICS_FILE"],
+        "trainer/loop/watchdog.py": ["HPCFT_RUN_DIR", "HPCFT_HANG_TIMEOUT"],
+        "trainer/loop/faults.py": ["HPCFT_STOP_FILE"],
     }.items():
         source = (Path(__file__).resolve().parents[2] / module).read_text()
-        assert "hpcft.launcher.protocol" in source, module
+        assert "hpcft.core.protocol" in source, module
         for name in names:
             value = getattr(protocol, name, None) or name
             assert f'"{value}"' not in source, f"{module} spells {value!r} itself"

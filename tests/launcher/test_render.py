@@ -149,6 +149,9 @@ def test_user_profile_extends_shipped(run_cli, workspace, monkeypatch):
     assert merged["runtime"] == "edf"
     listed = run_cli("profiles", "list")
     assert re.search(r"^mine\s", listed.out, re.M) and re.search(r"^local\s", listed.out, re.M)
+    # As `git branch`: no verb lists, a name alone shows.
+    assert run_cli("profiles").out == listed.out
+    assert run_cli("profiles", "mine").out == shown.out
 
 
 def test_overrides_are_typed_and_recorded(run_cli, workspace):
@@ -224,7 +227,7 @@ def test_tutorial_config_renders_to_the_tutorial_job(run_cli, workspace, monkeyp
     ]:
         assert f"#SBATCH {line}\n" in text
     assert "HPCFT_NPROC_PER_NODE=4" in text
-    assert '--node_rank="$SLURM_PROCID"' in text  # expanded on the node, inside single quotes
+    assert '--rdzv_id="$SLURM_JOB_ID"' in text and "--node_rank" not in text  # expanded on the node, in single quotes
     assert 'MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)' in text
     assert "srun --label --kill-on-bad-exit=1 --wait=60" in text
     train = yaml.safe_load((out / "train.yaml").read_text())

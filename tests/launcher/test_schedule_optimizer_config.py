@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
+from hpcft.core.schema import check_optimizer_name
 from hpcft.launcher.config import load_job
-from hpcft.launcher.schema import check_optimizer_name
 
 from .conftest import BASE_CONFIG
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.launcher.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
+from hpcft.core.schema import DatasetConfig, LaunchConfig, TrainConfig, field_aliases
 
 SEED = 24
 HOSTILE_VALUES: list[object] = [

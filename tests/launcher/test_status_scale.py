@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hpcft.launcher.runs import RunRef
-from hpcft.launcher.status import status_rows
+from hpcft.launcher.jobs.runs import RunRef
+from hpcft.launcher.jobs.status import status_rows
 
 RUNS = 10_000
 ARRAY_TASKS = 1_000

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
 
 from .conftest import BASE_CONFIG
 
@@ -113,7 +113,7 @@ def test_schedule_shapes_refuse_a_deepspeed_file_with_its_own_scheduler(workspac
 
 
 def test_relora_is_refused_with_preference_tuning():
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
     keys = {"base_model": "m", "datasets": [{"path": "p.jsonl", "type": "chatml.intel"}], "rl": "dpo"}
     keys |= {"adapter": "lora", "lora_target_linear": True, "relora": True, "jagged_restart_steps": 50}

@@ -20,7 +20,9 @@ import yaml
 def main(argv: list[str]) -> int:
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     train_yaml = argv[-1]
-    rank = int(opts.get("node_rank", "-1"))
+    # torchrun gets no --node_rank (c10d numbers the nodes as they join); with no rendezvous, the fake takes
+    # Slurm's task number.
+    rank = int(opts.get("node_rank", os.environ.get("SLURM_PROCID", "-1")))
     print(
         f"fake-torchrun host={socket.gethostname()} SLURM_PROCID={os.environ.get('SLURM_PROCID')} "
         f"node_rank={rank} nnodes={opts.get('nnodes')} rdzv={opts.get('rdzv_endpoint')} "

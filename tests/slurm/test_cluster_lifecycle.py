@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import cancel, logs, runs, slurm
+import hpcft.launcher.logs.job_logs as logs
+from hpcft.launcher import slurm
 from hpcft.launcher.api import JobHandle, submit
+from hpcft.launcher.jobs import cancel, runs
 
 pytestmark = pytest.mark.slurm
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.trainer.sample_record import read_sample_record
+from hpcft.trainer.reporting.sample_record import read_sample_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

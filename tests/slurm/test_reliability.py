@@ -1,5 +1,5 @@
 """Nothing lost: the real trainer (configs/examples/tiny-cpu.yaml, ZeRO-3 on CPU) on the local two-node cluster,
-with faults injected through the trainer's HPCFT_FAULT_* variables (trainer/faults.py): time-limit requeue and
+with faults injected through the trainer's HPCFT_FAULT_* variables (trainer/loop/faults.py): time-limit requeue and
 resume, a crashing rank, a hanging rank, a kill in the middle of a checkpoint save.
 
 Each job runs 2 nodes x 1 process; start-up (torch, deepspeed, rendezvous) is ~12 s of each."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.trainer.checkpoints import COMPLETE_MARKER
+from hpcft.trainer.loop.checkpoints import COMPLETE_MARKER
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -148,7 +148,9 @@ def test_a_crashing_rank_ends_the_job_fast_with_the_cause_named(tiny_cpu, real_w
     )
     assert where and where.group(1) == f"node{int(where.group(2)) + 1}", errors.out
     assert "Traceback (most recent call last):" in errors.out
-    assert "hpcft.trainer.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
+    assert (
+        "hpcft.trainer.loop.faults.InjectedFault: HPCFT_FAULT_CRASH_AT_STEP=3: injected crash on rank 1" in errors.out
+    )
     # Rank 0 either lost its peer in a collective (its own error file) or was stopped by torchrun/srun first.
     assert re.fullmatch(
         r"1 other rank failed after it: 1 (lost peer|stopped by a signal \(no error of its own\))",
@@ -168,7 +170,7 @@ def _failure_essentials(report: str) -> list[str]:
     """Who failed, with what, and how many after it; not where it was read from nor the traceback's frames."""
     lines = report.rstrip().splitlines()
     who = re.sub(r"( at [-\d]+ [:\d]+)? \(from the .*$", "", lines[0])
-    exception = next(line for line in lines if line.startswith("hpcft.trainer.faults.InjectedFault"))
+    exception = next(line for line in lines if line.startswith("hpcft.trainer.loop.faults.InjectedFault"))
     return [who, exception, lines[-1]]
 
 

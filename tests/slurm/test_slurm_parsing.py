@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher import slurm, submitit_backend, sweeps
-from hpcft.launcher.log_scan import scan_logs
-from hpcft.launcher.logstream import FileCursor, LogView, print_new
+from hpcft.launcher import slurm
+from hpcft.launcher.jobs import submitit_backend, sweeps
+from hpcft.launcher.logs.log_scan import scan_logs
+from hpcft.launcher.logs.logstream import FileCursor, LogView, print_new
 from hpcft.launcher.slurm import JobInfo, SlurmError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -215,26 +216,26 @@ def test_missing_slurm_command_says_what_to_check(monkeypatch):
 
 def test_lifecycle_modules_import_neither_torch_nor_submitit():
     modules = ", ".join(
-        f"hpcft.launcher.{m}"
+        f"hpcft.{m}"
         for m in (
-            "api",
-            "cli",
-            "runs",
-            "sweeps",
-            "submit",
-            "submitit_backend",
-            "logs",
-            "status",
-            "cancel",
-            "interactive",
-            "protocol",
-            "deepspeed_config",
-            "jobplan",
-            "quoting",
-            "node_paths",
-            "image_contents",
-            "config",
-            "render",
+            "launcher.api",
+            "launcher.cli",
+            "launcher.jobs.runs",
+            "launcher.jobs.sweeps",
+            "launcher.jobs.submit",
+            "launcher.jobs.submitit_backend",
+            "launcher.logs.job_logs",
+            "launcher.jobs.status",
+            "launcher.jobs.cancel",
+            "launcher.jobs.interactive",
+            "core.protocol",
+            "core.features.deepspeed_config",
+            "launcher.jobplan",
+            "launcher.quoting",
+            "launcher.node_paths",
+            "launcher.runtimes.image_contents",
+            "launcher.config",
+            "launcher.render",
         )
     )
     code = (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.trainer.sample_record import read_sample_record
+from hpcft.trainer.reporting.sample_record import read_sample_record
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.tiny import make_tiny_model
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "configs" / "examples" / "data"

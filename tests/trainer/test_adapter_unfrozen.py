@@ -8,8 +8,8 @@ import logging
 import pytest
 import torch
 
-from hpcft.trainer.args import Precision
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer
 
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}
 

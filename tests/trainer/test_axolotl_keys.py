@@ -15,15 +15,15 @@ import torch
 import yaml
 from transformers import TrainerControl, TrainerState
 
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig
 from hpcft.launcher.config import axolotl_deepspeed_preset, load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig
-from hpcft.trainer.args import Precision, training_arguments
-from hpcft.trainer.data_sources import load_raw_dataset
-from hpcft.trainer.freeze import freeze_except
-from hpcft.trainer.metrics import METRICS_FILE
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.stopping import LossWatchdogCallback
+from hpcft.trainer.data.data_sources import load_raw_dataset
+from hpcft.trainer.loop.args import Precision, training_arguments
+from hpcft.trainer.loop.stopping import LossWatchdogCallback
+from hpcft.trainer.model.freeze import freeze_except
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.reporting.metrics import METRICS_FILE
 
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}
 
@@ -218,7 +218,7 @@ def test_gradient_checkpointing_offload_routes_saved_activations_through_the_off
 
 
 def test_min_sample_len_drops_shorter_samples(train_config, chat_dataset, tiny_tokenizer):
-    from hpcft.trainer.formats import TOO_SHORT, tokenize_dataset
+    from hpcft.trainer.data.formats import TOO_SHORT, tokenize_dataset
 
     cfg = train_config(min_sample_len=40)
     raw = load_raw_dataset(cfg.datasets[0])

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hpcft.trainer.args import Precision, training_argument_values
-from hpcft.trainer.bench_eval import LETTERS, BenchEvalCallback, load_bench_rows
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision, training_argument_values
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.reporting.bench_eval import LETTERS, BenchEvalCallback, load_bench_rows
 
 ROWS, SEQ = 8, 16
 QUESTIONS = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.trainer.args import Precision, training_arguments
+from hpcft.trainer.loop.args import Precision, training_arguments
 from tests.trainer.test_train_single import RUN, run_train, write_config
 
 

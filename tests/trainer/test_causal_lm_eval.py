@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from hpcft.trainer.causal_lm_eval import SCORES_FILE, CausalLMEvalCallback, corpus_scores, split_samples
-from hpcft.trainer.formats import IGNORE_INDEX
+from hpcft.trainer.data.formats import IGNORE_INDEX
+from hpcft.trainer.reporting.causal_lm_eval import SCORES_FILE, CausalLMEvalCallback, corpus_scores, split_samples
 
 X = IGNORE_INDEX  # a position not trained
 

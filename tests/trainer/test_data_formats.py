@@ -7,8 +7,8 @@ import json
 import datasets
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter, tokenize_dataset
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter, tokenize_dataset
 
 SYSTEM, Q1, A1, Q2, A2 = (
     "You are a tiny assistant.",

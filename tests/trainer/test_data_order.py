@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.trainer.args import eval_arguments, sampling_strategy
-from hpcft.trainer.packing import pack_sequences_in_order
-from hpcft.trainer.prepare import build_datasets
+from hpcft.trainer.data.packing import pack_sequences_in_order
+from hpcft.trainer.data.prepare import build_datasets
+from hpcft.trainer.loop.args import eval_arguments, sampling_strategy
 
 ROWS = [{"instruction": f"Add {n} and {n}.", "output": f"{n} plus {n} is {n}."} for n in ("one", "two", "three")]
 

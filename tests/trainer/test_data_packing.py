@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
-from hpcft.trainer.formats import IGNORE_INDEX
-from hpcft.trainer.packing import (
+from hpcft.trainer.data.formats import IGNORE_INDEX
+from hpcft.trainer.data.packing import (
     PackedCollator,
     make_collator,
     pack_dataset,
@@ -89,8 +89,8 @@ def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def mixed_samples(train_config, tokenizer, chat_dataset, pretrain_dataset, n: int) -> datasets.Dataset:
     """n chat samples (first token untrained) and n completion samples (every token trained, BOS included)."""
-    from hpcft.trainer.data_sources import load_raw_dataset
-    from hpcft.trainer.formats import tokenize_dataset
+    from hpcft.trainer.data.data_sources import load_raw_dataset
+    from hpcft.trainer.data.formats import tokenize_dataset
 
     cfg = train_config(datasets=[chat_dataset, pretrain_dataset])
     parts = [tokenize_dataset(load_raw_dataset(ds).select(range(n)), ds, cfg, tokenizer, "d")[0] for ds in cfg.datasets]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.launcher.config import load_train_yaml
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.prepare import cache_key, prepare_datasets, run_preprocess
+from hpcft.core.errors import ConfigError
+from hpcft.core.yaml_config import load_train_yaml
+from hpcft.trainer.data.prepare import cache_key, prepare_datasets, run_preprocess
 
 
 def test_pipeline_counts_split_and_packing(train_config, tiny_tokenizer, chat_dataset, pretrain_dataset):
@@ -85,7 +85,7 @@ def test_cache_is_reused_and_invalidated_by_a_data_edit(train_config, tiny_token
 def _prepare_in_child(cfg_json: str, tokenizer_dir: str, barrier, results) -> None:
     from transformers import AutoTokenizer
 
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
     cfg = TrainConfig.model_validate_json(cfg_json)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -140,7 +140,7 @@ def test_nothing_left_after_formatting_is_one_clear_error(train_config, tiny_tok
 
 
 def test_the_login_node_key_finds_the_trainers_cache_without_torch(train_config, tiny_tokenizer):
-    from hpcft.launcher import dataset_cache
+    from hpcft.core import dataset_cache
 
     cfg = train_config(sequence_len=128)
     assert not dataset_cache.is_prepared(cfg)
@@ -149,7 +149,7 @@ def test_the_login_node_key_finds_the_trainers_cache_without_torch(train_config,
     assert not dataset_cache.is_prepared(train_config(sequence_len=256))  # another content, another key
     # What `hpcft submit` imports to decide on a preprocessing job loads neither torch nor datasets.
     probe = (
-        "import sys, hpcft.launcher.submit, hpcft.launcher.dataset_cache as d; "
+        "import sys, hpcft.launcher.jobs.submit, hpcft.core.dataset_cache as d; "
         "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"

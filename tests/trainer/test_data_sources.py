@@ -7,10 +7,10 @@ import json
 import datasets
 import pytest
 
-from hpcft.launcher.dataset_heads import HEAD_BYTES, file_problem
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import DatasetConfig
-from hpcft.trainer.data_sources import load_raw_dataset
+from hpcft.core.checks.dataset_heads import HEAD_BYTES, file_problem
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import DatasetConfig
+from hpcft.trainer.data.data_sources import load_raw_dataset
 
 ROWS = [{"text": "one two"}, {"text": "three four"}]
 

@@ -16,11 +16,11 @@ import torch
 import yaml
 from accelerate.data_loader import prepare_data_loader
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import training_argument_values
-from hpcft.trainer.formats import IGNORE_INDEX, tokenize_dataset
-from hpcft.trainer.packing import make_collator
-from hpcft.trainer.streaming import streaming_arguments, streaming_datasets, training_stream
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.data.formats import IGNORE_INDEX, tokenize_dataset
+from hpcft.trainer.data.packing import make_collator
+from hpcft.trainer.data.streaming import streaming_arguments, streaming_datasets, training_stream
+from hpcft.trainer.loop.args import training_argument_values
 
 
 @pytest.fixture

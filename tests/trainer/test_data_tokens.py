@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.chat_templates import (
+from hpcft.core.chat_templates import (
     CHAT_TEMPLATE_NAMES,
     END_OF_TURN,
     chat_template_choice_error,
     chat_template_text,
 )
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter
 
 S, Q1, A1, Q2, A2, R = (
     "You are a tiny assistant.",

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter
 
 S, Q1, A1, Q2, A2, R = (
     "You are a tiny assistant.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from hpcft.launcher.dataset_heads import file_problem
+from hpcft.core.checks.dataset_heads import file_problem
 
 CASES = {
     # name: (builder, bytes, refused by the login node)

@@ -10,8 +10,8 @@ from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 from deepspeed.runtime.zero.offload_config import DeepSpeedZeroOffloadOptimizerConfig, DeepSpeedZeroOffloadParamConfig
 from pydantic import BaseModel, ValidationError
 
-from hpcft.launcher.deepspeed_checks import OFFLOAD_KEYS, ZERO_KEYS, deepspeed_problem
-from hpcft.launcher.deepspeed_config import PRESETS
+from hpcft.core.checks.deepspeed_checks import OFFLOAD_KEYS, ZERO_KEYS, deepspeed_problem
+from hpcft.core.features.deepspeed_config import PRESETS
 
 
 def _names(model: type[BaseModel]) -> set[str]:

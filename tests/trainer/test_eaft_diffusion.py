@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from hpcft.trainer.args import Precision
-from hpcft.trainer.diffusion import bidirectional_mask, diffusion_loss, mask_tokens, segment_ids
-from hpcft.trainer.eaft import eaft_loss
-from hpcft.trainer.elastic import BatchLayout
-from hpcft.trainer.formats import IGNORE_INDEX
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.data.formats import IGNORE_INDEX
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.loop.elastic import BatchLayout
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.objectives.diffusion_trainer import bidirectional_mask, diffusion_loss, mask_tokens, segment_ids
+from hpcft.trainer.objectives.eaft import eaft_loss
 from hpcft.trainer.train import build_trainer
 
 DIFFUSION_PLUGIN = "axolotl.integrations.diffusion.DiffusionPlugin"

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hpcft.launcher.memory_model import Sharding, model_states
-from hpcft.launcher.model_size import KNOWN_MODELS, shape_from_config
+from hpcft.core.model_size import KNOWN_MODELS, shape_from_config
+from hpcft.launcher.estimates.memory_model import Sharding, model_states
 
 LLAMA_1B, LLAMA_8B = "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B"
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpcft.trainer.args import Precision
-from hpcft.trainer.fp8 import Float8AllGatherScales, apply_fp8, converts_to_float8, float8_config, fp8_callbacks
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.fp8 import Float8AllGatherScales, apply_fp8, converts_to_float8, float8_config, fp8_callbacks
+from hpcft.trainer.model.loading import load_model, load_tokenizer
 
 
 def test_load_model_trains_the_linear_layers_in_float8(train_config, tiny_model, caplog):

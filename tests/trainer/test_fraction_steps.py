@@ -3,7 +3,7 @@ to whole steps in the TrainingArguments (so that saves aligned to evaluations st
 
 from __future__ import annotations
 
-from hpcft.trainer.args import Precision, training_arguments
+from hpcft.trainer.loop.args import Precision, training_arguments
 
 
 def test_fractions_become_whole_steps_of_the_run(train_config):

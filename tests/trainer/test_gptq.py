@@ -18,10 +18,10 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from hpcft.core.errors import ConfigError
 from hpcft.launcher.config import load_job
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.args import Precision
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer
 
 BITS, GROUP = 4, 16
 LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpcft.trainer import image_info
+from hpcft.trainer.reporting import image_info
 
 
 def test_an_hpcft_image_is_named_with_its_os(tmp_path, monkeypatch, capsys):

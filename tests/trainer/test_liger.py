@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import Precision, training_arguments
-from hpcft.trainer.liger import liger_arguments, liger_kernel_config
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.loop.args import Precision, training_arguments
+from hpcft.trainer.model.liger import liger_arguments, liger_kernel_config
 
 # The Liger lines of axolotl's examples/llama-3/fft-8b-liger-fsdp.yaml.
 AXOLOTL_LIGER = {

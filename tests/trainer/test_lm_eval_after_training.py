@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.trainer.lm_eval_after_training import lm_eval_requests, model_arguments, scores, summary_lines
+from hpcft.trainer.reporting.lm_eval_after_training import lm_eval_requests, model_arguments, scores, summary_lines
 
 from .test_train_single import run_train, write_config
 
@@ -152,7 +152,7 @@ def test_scores_and_summary_read_lm_eval_result_keys():
 
 
 def test_the_child_process_does_not_see_torchrun(monkeypatch):
-    from hpcft.trainer.lm_eval_after_training import child_environment
+    from hpcft.trainer.reporting.lm_eval_after_training import child_environment
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -167,7 +167,7 @@ def test_the_child_process_does_not_see_torchrun(monkeypatch):
 def test_the_preprocessing_job_caches_the_benchmark_datasets(train_config, tmp_path, monkeypatch):
     import datasets
 
-    from hpcft.trainer.eval_downloads import fetch_eval_datasets
+    from hpcft.trainer.reporting.eval_downloads import fetch_eval_datasets
 
     cache = tmp_path / "datasets-cache"
     # The job sets HF_DATASETS_CACHE before `datasets` is imported; in this process it may be imported already.
@@ -189,7 +189,7 @@ def test_an_adapter_run_is_evaluated_as_the_base_model_with_its_adapter(train_co
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hpcft.trainer.lm_eval_after_training import lm_eval_requests, run_request
+    from hpcft.trainer.reporting.lm_eval_after_training import lm_eval_requests, run_request
 
     tasks = write_colors_task(tmp_path / "tasks")
     cfg = train_config(
@@ -217,7 +217,7 @@ def test_an_adapter_run_is_evaluated_as_the_base_model_with_its_adapter(train_co
 
 
 def test_a_tracker_that_fails_is_a_warning_not_a_failed_job(monkeypatch, tmp_path, caplog):
-    from hpcft.trainer.lm_eval_after_training import log_to_trackers
+    from hpcft.trainer.reporting.lm_eval_after_training import log_to_trackers
 
     # TensorBoard asked for (use_tensorboard) but its package missing here: the scores stay in the results file.
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))

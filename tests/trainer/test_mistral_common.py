@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.formats import make_formatter
-from hpcft.trainer.model import load_tokenizer
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.data.formats import make_formatter
+from hpcft.trainer.model.loading import load_tokenizer
 
 CONVERSATION = [
     {"from": "system", "value": "Be brief."},

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import Trainer, TrainingArguments
 
-from hpcft.trainer.args import Precision, training_argument_values
-from hpcft.trainer.metrics import MetricsCallback, tracker_arguments, tracker_environment
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision, training_argument_values
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.reporting.metrics import MetricsCallback, tracker_arguments, tracker_environment
 
 ROWS, SEQ = 8, 16
 
@@ -117,7 +117,7 @@ def test_no_mlflow_without_its_keys_and_use_mlflow_false_wins(train_config):
 
 
 def test_a_resumed_job_continues_the_same_mlflow_run(train_config, tmp_path, monkeypatch):
-    from hpcft.trainer.mlflow_logging import RUN_FILE, MlflowRunRecorder, resume_environment
+    from hpcft.trainer.reporting.mlflow_logging import RUN_FILE, MlflowRunRecorder, resume_environment
 
     store = tmp_path / "mlruns"
     keys = {"mlflow_tracking_uri": f"file://{store}", "mlflow_experiment_name": "requeue", "micro_batch_size": 2}

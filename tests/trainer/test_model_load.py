@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.args import Precision
-from hpcft.trainer.model import load_model, load_tokenizer, lora_target_modules, resolve_attention
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer, lora_target_modules, resolve_attention
 
 LLAMA_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8}

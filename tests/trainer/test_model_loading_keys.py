@@ -19,12 +19,12 @@ import transformers
 import yaml
 from safetensors.torch import load_file, save_file
 
-from hpcft.launcher.model_loading import QUANTIZATION_CONFIG_KWARGS
-from hpcft.trainer.args import Precision, resolve_precision, training_arguments
-from hpcft.trainer.bitnet import bitnet_linear_layers
-from hpcft.trainer.metrics import METRICS_FILE
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.quantized_checkpoints import checkpoint_quantization
+from hpcft.core.features.model_loading import QUANTIZATION_CONFIG_KWARGS
+from hpcft.trainer.loop.args import Precision, resolve_precision, training_arguments
+from hpcft.trainer.model.bitnet import bitnet_linear_layers
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.model.quantized_checkpoints import checkpoint_quantization
+from hpcft.trainer.reporting.metrics import METRICS_FILE
 
 
 def test_float16_loads_and_trains_fp16_weights_without_mixed_precision(train_config, tmp_path):
@@ -148,8 +148,8 @@ def test_base_model_ignore_patterns_downloads_the_hub_model_without_those_files(
     (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("abc123")
     script = (
-        "from hpcft.launcher.schema import TrainConfig\n"
-        "from hpcft.trainer.model import model_source\n"
+        "from hpcft.core.schema import TrainConfig\n"
+        "from hpcft.trainer.model.loading import model_source\n"
         f"for model in ('org/tiny', {str(tiny_model_dir)!r}):\n"
         "    cfg = TrainConfig.model_validate({'base_model': model, 'base_model_ignore_patterns': 'pytorch*',"
         " 'datasets': [{'path': 'd'}]})\n"

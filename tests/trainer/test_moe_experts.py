@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import Precision
-from hpcft.trainer.loftq import loftq_arguments
-from hpcft.trainer.model import load_model, load_tokenizer, quantization_config
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer, quantization_config
+from hpcft.trainer.model.loftq import loftq_arguments
 from hpcft.trainer.tiny import make_tiny_moe
 
 EXPERTS = ["experts.gate_up_proj", "experts.down_proj"]
@@ -129,7 +129,7 @@ def test_lora_target_parameters_on_unquantized_experts_with_separate_names(tiny_
 
 
 def test_lora_target_parameters_that_match_nothing_name_the_expert_weights(tiny_moe_dir, tmp_path):
-    from hpcft.launcher.errors import ConfigError
+    from hpcft.core.errors import ConfigError
 
     cfg = _cfg(tiny_moe_dir, tmp_path, adapter="lora", lora_target_modules=["q_proj"], lora_target_parameters="w9")
     with pytest.raises(ConfigError, match=r"lora_target_parameters \['w9'\] match no parameter.*experts.gate_up_proj"):

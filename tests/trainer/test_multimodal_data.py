@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.formats import IGNORE_INDEX
-from hpcft.trainer.multimodal_data import MEDIA, MultimodalFormatter, multimodal_collator, unpack_media
-from hpcft.trainer.multimodal_model import load_processor
-from hpcft.trainer.prepare import build_datasets
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.data.formats import IGNORE_INDEX
+from hpcft.trainer.data.multimodal_data import MEDIA, MultimodalFormatter, multimodal_collator, unpack_media
+from hpcft.trainer.data.prepare import build_datasets
+from hpcft.trainer.model.multimodal_model import load_processor
 from hpcft.trainer.tiny_vlm import draw_shape
 
 

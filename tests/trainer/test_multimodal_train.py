@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from hpcft.launcher.schema import TrainConfig
+from hpcft.core.schema import TrainConfig
 from hpcft.trainer.tiny_vlm import COLOURS, SHAPES, draw_shape
 
 QUESTION = "What colour is it?"
@@ -107,7 +107,7 @@ def assert_predicts_colours(base: Path, adapter: Path, cfg: TrainConfig) -> None
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from hpcft.trainer.multimodal_model import load_processor
+    from hpcft.trainer.model.multimodal_model import load_processor
 
     processor = load_processor(cfg)
     model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter).eval()
@@ -126,10 +126,10 @@ def assert_predicts_colours(base: Path, adapter: Path, cfg: TrainConfig) -> None
 def test_freeze_mm_modules_freezes_what_plan_counts_as_the_vision_tower(tiny_vlm_dir, tmp_path):
     """Full fine-tuning with freeze_mm_modules: the frozen parameters are the tower and projector plan sizes from
     config.json; a LoRA list that names the tower's layers gets them frozen too (axolotl freezes after the adapter)."""
-    from hpcft.launcher.model_size import model_shape
-    from hpcft.trainer.args import resolve_precision
-    from hpcft.trainer.model import load_model
-    from hpcft.trainer.multimodal_model import is_vision_module, load_processor
+    from hpcft.core.model_size import model_shape
+    from hpcft.trainer.loop.args import resolve_precision
+    from hpcft.trainer.model.loading import load_model
+    from hpcft.trainer.model.multimodal_model import is_vision_module, load_processor
 
     data = colour_data(tmp_path / "data", rows=1)
     full = vlm_config(

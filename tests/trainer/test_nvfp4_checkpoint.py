@@ -19,13 +19,13 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.args import Precision
+from hpcft.core.errors import ConfigError
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.loop.args import Precision
 from hpcft.trainer.merge_lora import merge_lora
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.nvfp4_checkpoint import SCALES_FILE, dequantize_fp8, dequantize_nvfp4, write_dequantized
-from hpcft.trainer.nvfp4_merge_aware import (
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.model.nvfp4_checkpoint import SCALES_FILE, dequantize_fp8, dequantize_nvfp4, write_dequantized
+from hpcft.trainer.model.nvfp4_merge_aware import (
     MergeAwareStartCallback,
     Nvfp4MergeAwareExperts,
     Nvfp4MergeAwareLinear,
@@ -310,7 +310,7 @@ def test_full_fine_tuning_of_an_nvfp4_base_is_refused_before_the_copy(tmp_path, 
 
 
 def test_trainer_switches_merge_aware_on_at_the_start_step(tmp_path, hf_home, caplog):
-    from hpcft.trainer.elastic import BatchLayout
+    from hpcft.trainer.loop.elastic import BatchLayout
     from hpcft.trainer.train import build_trainer
 
     from .conftest import CHAT_DATASET
@@ -355,7 +355,7 @@ def test_hub_nvfp4_model_is_found_and_dequantised_on_the_node(tmp_path, hf_home)
     _hub_cache_entry(hf_home, "someone/Tiny-16bit", plain)
     script = (
         "import torch\n"
-        "from hpcft.trainer.nvfp4_checkpoint import nvfp4_source\n"
+        "from hpcft.trainer.model.nvfp4_checkpoint import nvfp4_source\n"
         "print(nvfp4_source('nvidia/Tiny-NVFP4', None, torch.float32, 'lora'))\n"
         "print(nvfp4_source('someone/Tiny-16bit', None, torch.float32, 'lora'))\n"
     )

@@ -2,7 +2,7 @@
 
 from transformers.training_args import OptimizerNames
 
-from hpcft.launcher.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
+from hpcft.core.features.optimizers import COMMON_OPTIMIZERS, TRANSFORMERS_OPTIMIZERS
 
 
 def test_optimizer_list_matches_transformers():

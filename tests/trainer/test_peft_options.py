@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpcft.trainer.args import Precision
-from hpcft.trainer.model import load_model, load_tokenizer
+from hpcft.trainer.loop.args import Precision
+from hpcft.trainer.model.loading import load_model, load_tokenizer
 
 LORA = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}
 
@@ -72,7 +72,7 @@ def test_peft_options_need_an_adapter(train_config):
 def test_loraplus_gives_the_b_matrices_their_own_learning_rate(train_config, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from hpcft.trainer.loraplus import loraplus_optimizer
+    from hpcft.trainer.loop.loraplus import loraplus_optimizer
 
     cfg = train_config(**LORA, learning_rate=1e-3, loraplus_lr_ratio=16, optimizer="adamw_torch")
     model = load_model(cfg, load_tokenizer(cfg), Precision())

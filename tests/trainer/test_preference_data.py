@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.preference_data import make_text_builder, tokenize_texts
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.objectives.preference_data import make_text_builder, tokenize_texts
 
 PREFERENCE_JSONL = Path(__file__).resolve().parents[2] / "configs" / "examples" / "data" / "preference.jsonl"
 
@@ -2182,9 +2182,9 @@ def test_texts_and_token_ids_per_type(tiny_tokenizer, rl, type_, entry, row, tex
 
 
 def test_the_trainer_builds_every_type_the_schema_admits():
-    from hpcft.launcher.preference_fields import required_fields
-    from hpcft.launcher.schema import PREFERENCE_TYPES, DatasetConfig
-    from hpcft.trainer.preference_data import FAMILIES, make_text_builder
+    from hpcft.core.features.preference_fields import required_fields
+    from hpcft.core.schema import PREFERENCE_TYPES, DatasetConfig
+    from hpcft.trainer.objectives.preference_data import FAMILIES, make_text_builder
 
     for rl, types in PREFERENCE_TYPES.items():
         for type_name in types:
@@ -2199,7 +2199,7 @@ def test_the_trainer_builds_every_type_the_schema_admits():
 
 
 def _cfg(rl: str, type_name: str):
-    from hpcft.launcher.schema import TrainConfig
+    from hpcft.core.schema import TrainConfig
 
     return TrainConfig.model_validate(
         {"base_model": "m", "rl": rl, "micro_batch_size": 2, "datasets": [{"path": "d.jsonl", "type": type_name}]}
@@ -2212,7 +2212,7 @@ def test_precomputed_reference_log_probs_are_keyed_on_the_reference_weights(tiny
     import os
     import shutil
 
-    from hpcft.trainer.prepare import cache_key
+    from hpcft.trainer.data.prepare import cache_key
 
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model_dir, other)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hpcft.trainer.metrics import format_metrics_line, preference_values
+from hpcft.trainer.reporting.metrics import format_metrics_line, preference_values
 
 TRL_LOGS = {
     "loss": 0.5,

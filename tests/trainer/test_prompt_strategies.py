@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.launcher.prompt_strategies import UserDefinedPromptType
-from hpcft.launcher.validation import check_keys
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
+from hpcft.core.errors import ConfigError
+from hpcft.core.features.prompt_strategies import UserDefinedPromptType
+from hpcft.core.validation import check_keys
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter
 
 from .test_data_tokens import expected_tokens, readable
 
@@ -302,8 +302,8 @@ def test_rows_without_the_columns_a_type_reads_are_one_clear_error(type_, row, m
 
 
 def test_a_streamed_file_is_checked_for_the_columns_its_type_reads():
-    from hpcft.launcher.schema import DatasetConfig
-    from hpcft.launcher.streamed_rows import required_columns
+    from hpcft.core.features.streamed_rows import required_columns
+    from hpcft.core.schema import DatasetConfig
 
     assert required_columns(DatasetConfig(path="x", type="alpaca_chat.load_qa")) == [("question",), ("answer",)]
     assert required_columns(DatasetConfig(path="x", type="oasst:chat")) == [("INSTRUCTION",), ("RESPONSE",)]
@@ -349,8 +349,8 @@ def test_chat_template_keys_on_these_types_are_a_warning_that_they_do_nothing():
 def test_docs_list_every_strategy_and_every_listed_name_validates():
     from pathlib import Path
 
-    from hpcft.launcher.prompt_strategies import STRATEGY_COLUMNS
-    from hpcft.launcher.schema import DatasetConfig
+    from hpcft.core.features.prompt_strategies import STRATEGY_COLUMNS
+    from hpcft.core.schema import DatasetConfig
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
     listed = {name for name in STRATEGY_COLUMNS if f"`{name}`" in docs or f"`.{name.split('.')[-1]}`" in docs}
@@ -370,7 +370,7 @@ def test_docs_list_every_strategy_and_every_listed_name_validates():
     ],
 )
 def test_type_names_axolotl_does_not_have_are_refused_with_the_name_meant(type_, message):
-    from hpcft.launcher.schema import DatasetConfig
+    from hpcft.core.schema import DatasetConfig
 
     with pytest.raises(ValueError, match="type") as error:
         DatasetConfig(path="x", type=type_)
@@ -450,7 +450,7 @@ def test_columns_a_row_lacks_are_empty_through_the_dataset_pipeline(train_config
     axolotl, which reads the same columns), and the other row keeps its own."""
     import datasets
 
-    from hpcft.trainer.formats import tokenize_dataset
+    from hpcft.trainer.data.formats import tokenize_dataset
 
     rows = [{**ADD_NO_INPUT, "system": "Be brief."}, dict(ADD_NO_INPUT)]
     cfg = train_config(datasets=[{"path": "x.jsonl", "type": "alpaca_w_system"}])

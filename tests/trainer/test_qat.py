@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpcft.launcher.qat import QatConfig
-from hpcft.trainer.qat import (
+from hpcft.core.features.qat import QatConfig
+from hpcft.trainer.model.qat import (
     Nvfp4EmulatedLinear,
     QatSwitchCallback,
     _nvfp4_round,

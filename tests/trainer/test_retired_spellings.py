@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hpcft.launcher.schema import TrainConfig
-from hpcft.launcher.validation import check_keys
-from hpcft.trainer.formats import IGNORE_INDEX, make_formatter
+from hpcft.core.schema import TrainConfig
+from hpcft.core.validation import check_keys
+from hpcft.trainer.data.formats import IGNORE_INDEX, make_formatter
 from tests.trainer.test_data_formats import CHAT
 
 GUANACO = {

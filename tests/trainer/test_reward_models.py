@@ -16,12 +16,12 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoModelForSequenceClassification
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.elastic import BatchLayout
-from hpcft.trainer.formats import IGNORE_INDEX
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.data.formats import IGNORE_INDEX
+from hpcft.trainer.loop.elastic import BatchLayout
 from hpcft.trainer.merge_lora import merge_lora
-from hpcft.trainer.model import load_tokenizer
-from hpcft.trainer.reward_data import tokenize_bradley_terry, tokenize_stepwise
+from hpcft.trainer.model.loading import load_tokenizer
+from hpcft.trainer.objectives.reward_data import tokenize_bradley_terry, tokenize_stepwise
 from hpcft.trainer.train import build_trainer, save_final_model
 
 BT_ROW = {

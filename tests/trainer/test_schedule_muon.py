@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcft.trainer.muon import MuonWithAdamW, split_parameters
-from hpcft.trainer.schedule_shape import ScheduleShapeCallback, cosine_then_constant
+from hpcft.trainer.loop.muon import MuonWithAdamW, split_parameters
+from hpcft.trainer.loop.schedule_shape import ScheduleShapeCallback, cosine_then_constant
 
 from .test_training_loop import RecordRates, make_trainer
 
@@ -70,7 +70,7 @@ def test_cosine_constant_lr_ratio_zero_is_off_as_in_axolotl(train_config):
 
 
 def _muon_trainer(train_config, callbacks=(), **keys):
-    from hpcft.trainer.muon import muon_optimizer
+    from hpcft.trainer.loop.muon import muon_optimizer
 
     cfg = train_config(optimizer="muon", learning_rate=0.02, max_steps=12, micro_batch_size=2, **keys)
     trainer = make_trainer(cfg, list(callbacks))
@@ -117,8 +117,8 @@ def test_muon_trains_hidden_matrices_with_muon_and_the_rest_with_adamw(train_con
 def test_muon_refuses_a_deepspeed_train_yaml(train_config):
     from transformers import TrainingArguments
 
-    from hpcft.launcher.errors import ConfigError
-    from hpcft.trainer.muon import muon_optimizer
+    from hpcft.core.errors import ConfigError
+    from hpcft.trainer.loop.muon import muon_optimizer
 
     cfg = train_config(optimizer="muon")
     args = TrainingArguments(output_dir=cfg.output_dir, fsdp="full_shard", use_cpu=True)
@@ -173,9 +173,9 @@ def test_axolotl_muon_pretrain_example_trains_two_steps(tmp_path, monkeypatch):
 def test_muon_decays_matrices_and_embeddings_but_not_norms(train_config):
     from transformers import TrainingArguments
 
-    from hpcft.trainer.args import Precision
-    from hpcft.trainer.model import load_model, load_tokenizer
-    from hpcft.trainer.muon import build_muon
+    from hpcft.trainer.loop.args import Precision
+    from hpcft.trainer.loop.muon import build_muon
+    from hpcft.trainer.model.loading import load_model, load_tokenizer
 
     cfg = train_config(optimizer="muon", weight_decay=0.1)
     model = load_model(cfg, load_tokenizer(cfg), Precision())

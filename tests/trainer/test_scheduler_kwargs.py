@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType, get_scheduler
 
-from hpcft.launcher.scheduler_kwargs import SCHEDULER_KWARGS
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.optim import scheduler_arguments
+from hpcft.core.checks.scheduler_kwargs import SCHEDULER_KWARGS
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.loop.optim import scheduler_arguments
 
 # What Trainer passes itself: never a user's kwarg.
 PASSED_BY_TRAINER = {"optimizer", "num_warmup_steps", "num_training_steps"}

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.sparse_finetuning import keep_sparsity, targeted_weights
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.model.sparse_finetuning import keep_sparsity, targeted_weights
 
 from .test_train_single import RUN, run_train, write_config
 

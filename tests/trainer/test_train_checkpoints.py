@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.checkpoints import (
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.loop.checkpoints import (
     COMPLETE_MARKER,
     CompleteCheckpointCallback,
     find_latest_complete_checkpoint,
@@ -17,7 +17,7 @@ from hpcft.trainer.checkpoints import (
     resolve_resume_checkpoint,
     rotate_checkpoints,
 )
-from hpcft.trainer.faults import FaultInjectionCallback, InjectedFault, StopFileCallback
+from hpcft.trainer.loop.faults import FaultInjectionCallback, InjectedFault, StopFileCallback
 
 
 def _checkpoint(root: Path, step: int, complete: bool) -> Path:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.checkpoints import COMPLETE_MARKER, FINISHED_MARKER, mark_complete
-from hpcft.trainer.elastic import BatchLayout, Conversion, plan_resume, record_attempt
-from hpcft.trainer.metrics import METRICS_FILE
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.loop.checkpoints import COMPLETE_MARKER, FINISHED_MARKER, mark_complete
+from hpcft.trainer.loop.elastic import BatchLayout, Conversion, plan_resume, record_attempt
+from hpcft.trainer.reporting.metrics import METRICS_FILE
 
 RUN = {"sequence_len": 128, "sample_packing": True, "micro_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1}
 
@@ -117,7 +117,7 @@ def test_a_finished_run_resumed_again_trains_nothing(train_config, tmp_path):
 
 
 def test_the_deepspeed_config_gets_the_resumed_layout_and_universal_loading(train_config, tmp_path):
-    from hpcft.trainer.elastic import deepspeed_for_resume
+    from hpcft.trainer.loop.elastic import deepspeed_for_resume
 
     checkpoint = _checkpoint(tmp_path, 4, world_size=2, micro=2, accumulation=2)
     (checkpoint / "global_step4").mkdir()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from transformers import TrainingArguments
 
-from hpcft.launcher.deepspeed_config import zero_stage
-from hpcft.launcher.fsdp import transformers_fsdp_config, zero_preset_for_fsdp
-from hpcft.launcher.schema import TrainConfig
-from hpcft.trainer.distributed import sharding_plan
+from hpcft.core.features.deepspeed_config import zero_stage
+from hpcft.core.features.fsdp import transformers_fsdp_config, zero_preset_for_fsdp
+from hpcft.core.schema import TrainConfig
+from hpcft.trainer.loop.distributed import sharding_plan
 
 # The FSDP block of axolotl's examples/llama-3/qlora-fsdp-70b.yaml (FSDP1, fsdp_-prefixed spellings).
 AXOLOTL_FSDP1 = {

@@ -11,7 +11,7 @@ import re
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from hpcft.trainer.metrics import (
+from hpcft.trainer.reporting.metrics import (
     METRICS_FILE,
     TRAIN_KEYS,
     MetricsCallback,
@@ -19,7 +19,7 @@ from hpcft.trainer.metrics import (
     tracker_arguments,
     tracker_environment,
 )
-from hpcft.trainer.progress import (
+from hpcft.trainer.reporting.progress import (
     PROGRESS_BAR_SWITCHES,
     format_step_line,
     quiet_progress_bars_in_logs,

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM, TrainingArguments
 
-from hpcft.trainer.args import Precision, training_argument_values
-from hpcft.trainer.metrics import METRICS_FILE
-from hpcft.trainer.packing import make_collator
-from hpcft.trainer.parallelism import parallelism_arguments
+from hpcft.trainer.data.packing import make_collator
+from hpcft.trainer.loop.args import Precision, training_argument_values
+from hpcft.trainer.loop.parallelism import parallelism_arguments
+from hpcft.trainer.reporting.metrics import METRICS_FILE
 
 RUN = {"sequence_len": 128, "micro_batch_size": 2, "max_steps": 2, "logging_steps": 1, "save_strategy": "no"}
 

@@ -6,9 +6,15 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments, get_scheduler
 
-from hpcft.launcher.errors import ConfigError
-from hpcft.trainer.args import eval_arguments, per_epoch_to_steps, resolve_precision, save_arguments, steps_per_epoch
-from hpcft.trainer.optim import optim_args_string, optimizer_arguments, optimizer_name, scheduler_arguments
+from hpcft.core.errors import ConfigError
+from hpcft.trainer.loop.args import (
+    eval_arguments,
+    per_epoch_to_steps,
+    resolve_precision,
+    save_arguments,
+    steps_per_epoch,
+)
+from hpcft.trainer.loop.optim import optim_args_string, optimizer_arguments, optimizer_name, scheduler_arguments
 
 
 def _lrs(cfg, total_steps: int) -> list[float]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
-from hpcft.trainer.metrics import METRICS_FILE, STARTS_FILE
+from hpcft.trainer.loop.checkpoints import find_latest_complete_checkpoint
+from hpcft.trainer.reporting.metrics import METRICS_FILE, STARTS_FILE
 
 # Losses of steps 1..12 for the tiny model (seed 0) on the example chat data, packed to 128 tokens, 2 rows a
 # step, AdamW lr 1e-3 cosine, seed 42, fp32 on CPU. A change here means the numerics changed: find out why

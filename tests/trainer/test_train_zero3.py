@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
-from hpcft.trainer.metrics import METRICS_FILE
+from hpcft.trainer.loop.checkpoints import find_latest_complete_checkpoint
+from hpcft.trainer.reporting.metrics import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 

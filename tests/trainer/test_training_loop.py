@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hpcft.trainer.args import Precision, training_argument_values
-from hpcft.trainer.lisa import LisaCallback
-from hpcft.trainer.metrics_endpoint import MetricsEndpointCallback
-from hpcft.trainer.model import load_model, load_tokenizer
-from hpcft.trainer.schedule_shape import ScheduleShapeCallback, jagged_restarts, quadratic_warmup
-from hpcft.trainer.swanlab_logging import SwanLabLoggingCallback, swanlab_init_arguments
+from hpcft.trainer.loop.args import Precision, training_argument_values
+from hpcft.trainer.loop.lisa import LisaCallback
+from hpcft.trainer.loop.schedule_shape import ScheduleShapeCallback, jagged_restarts, quadratic_warmup
+from hpcft.trainer.model.loading import load_model, load_tokenizer
+from hpcft.trainer.reporting.metrics_endpoint import MetricsEndpointCallback
+from hpcft.trainer.reporting.swanlab_logging import SwanLabLoggingCallback, swanlab_init_arguments
 
 ROWS = 8
 SEQ = 16
@@ -244,9 +244,9 @@ def test_swanlab_offline_logs_the_run_under_output_dir_without_network(train_con
 
 
 def test_save_only_model_checkpoints_hold_no_optimizer_state_and_a_requeue_restarts_from_step_0(train_config, tmp_path):
-    from hpcft.launcher.protocol import STARTS_FILE
-    from hpcft.launcher.training_loop import has_optimizer_state
-    from hpcft.trainer.checkpoints import find_latest_complete_checkpoint
+    from hpcft.core.features.training_loop import has_optimizer_state
+    from hpcft.core.protocol import STARTS_FILE
+    from hpcft.trainer.loop.checkpoints import find_latest_complete_checkpoint
 
     from .test_train_single import RUN, read_metrics, run_train, write_config
 
@@ -277,7 +277,7 @@ class ReLoraProbe(TrainerCallback):
         self.ids, self.before, self.after = ids, {}, {}
 
     def _look(self, model) -> dict:
-        from hpcft.trainer.relora import base_weight, lora_layers
+        from hpcft.trainer.loop.relora import base_weight, lora_layers
 
         layers = lora_layers(model)
         with torch.no_grad():
@@ -300,7 +300,13 @@ class ReLoraProbe(TrainerCallback):
 
 
 def test_relora_merges_restarts_prunes_and_resumes_with_the_merged_base(train_config):
-    from hpcft.trainer.relora import BASE_WEIGHTS_FILE, ReLoraCallback, base_weight, lora_layers, merge_for_final_save
+    from hpcft.trainer.loop.relora import (
+        BASE_WEIGHTS_FILE,
+        ReLoraCallback,
+        base_weight,
+        lora_layers,
+        merge_for_final_save,
+    )
 
     cfg = train_config(
         adapter="lora",
@@ -348,7 +354,7 @@ def test_relora_merges_restarts_prunes_and_resumes_with_the_merged_base(train_co
 
 
 def test_relora_restart_on_a_4bit_base_requantises_the_merged_weight(train_config):
-    from hpcft.trainer.relora import ReLoraCallback, base_weight, lora_layers
+    from hpcft.trainer.loop.relora import ReLoraCallback, base_weight, lora_layers
 
     cfg = train_config(
         adapter="qlora",
@@ -377,7 +383,7 @@ def test_relora_restart_on_a_4bit_base_requantises_the_merged_weight(train_confi
 
 @pytest.mark.slow
 def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp_path):
-    from hpcft.trainer.relora import BASE_WEIGHTS_FILE
+    from hpcft.trainer.loop.relora import BASE_WEIGHTS_FILE
 
     from .test_train_single import RUN, write_config
     from .test_train_zero3 import torchrun
@@ -409,8 +415,8 @@ def test_lisa_and_relora_train_on_two_processes_with_plain_ddp(train_config, tmp
 
 
 def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends_an_allocation(train_config, tmp_path):
-    from hpcft.launcher.training_loop import has_optimizer_state
-    from hpcft.trainer.faults import StopFileCallback
+    from hpcft.core.features.training_loop import has_optimizer_state
+    from hpcft.trainer.loop.faults import StopFileCallback
 
     cfg = train_config(save_only_model=True, save_steps=1, max_steps=4, micro_batch_size=2)
     stop = tmp_path / "STOP"
@@ -423,8 +429,8 @@ def test_save_only_model_still_saves_the_optimizer_state_when_the_stop_file_ends
 
 
 def test_a_requeue_resumes_from_the_newest_checkpoint_that_holds_optimizer_state(train_config):
-    from hpcft.launcher.protocol import is_complete, write_complete_marker
-    from hpcft.trainer.checkpoints import resolve_resume_checkpoint
+    from hpcft.core.protocol import is_complete, write_complete_marker
+    from hpcft.trainer.loop.checkpoints import resolve_resume_checkpoint
 
     cfg = train_config(save_only_model=True, max_steps=10)
     out = Path(cfg.output_dir)
