@@ -2,7 +2,7 @@
 # The CPU training image without a registry, for the local test cluster: a Debian root file system from
 # debootstrap instead of the NGC image, then the same install steps as containers/Dockerfile
 # (install-hpcft.sh deps, install-hpcft.sh hpcft SRC) with the same ENV, then mksquashfs.
-# `hpcft image build --local` runs it and caches both stages by their content (launcher/image_local.py).
+# `hpcft image build --local` runs it and caches both stages by their content (launcher/runtimes/image_local.py).
 #   build-local-image.sh deps DIR                  root file system + Python venv + torch + the pinned libraries
 #   build-local-image.sh image DEPS_DIR SRC OUT    DEPS_DIR (unchanged, through an overlay) + hpcft from SRC -> OUT
 # The versions come from the environment, as the Dockerfile's ARGs give them; TORCH_WHEEL names the local CPU
@@ -79,7 +79,7 @@ cmd_image() {
         mkdir -p "$root/opt/hpcft/src"
         cp "$here/install-hpcft.sh" "$here/cache-env.sh" "$root/opt/hpcft/"
         # What the Dockerfile COPYs, and only that.
-        for p in pyproject.toml README.md launcher trainer templates cluster_profiles edf configs; do
+        for p in pyproject.toml README.md core launcher trainer templates cluster_profiles edf configs; do
             cp -a "$src/$p" "$root/opt/hpcft/src/"
         done
         find "$root/opt/hpcft/src" -name __pycache__ -prune -exec rm -rf {} +

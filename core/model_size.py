@@ -158,7 +158,7 @@ class ModelShape:
     qk_norm: bool
     act_params: int
     source: str = ""
-    vision_parameters: int = 0  # a vision language model's tower and projector (launcher/multimodal_plan.py)
+    vision_parameters: int = 0  # a vision language model's tower and projector (core/multimodal_plan.py)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear layer in one decoder layer."""

@@ -719,7 +719,7 @@ class TrainConfig(_Strict):
     """Tokens that end a turn in the chat template, e.g. `["<|eot_id|>"]` (default: the EOS token); trained as
     each dataset's `train_on_eot` says. Each must be one token of the tokenizer."""
 
-    # Vision (and audio) language models: docs/multimodal.md (checks in launcher/multimodal.py)
+    # Vision (and audio) language models: docs/multimodal.md (checks in core/features/multimodal.py)
     processor_type: str | None = None
     """Train a vision language model with its processor: `AutoProcessor` (or the processor's class name). Dataset
     rows are `messages` whose content holds `{type: image, path|url|base64|image: ...}` parts, or an `images`
@@ -984,7 +984,7 @@ class TrainConfig(_Strict):
     answers (default: sacrebleu, ter, chrf). axolotl's `comet` needs a neural model from the Hub and is refused."""
     eval_max_new_tokens: int | None = Field(None, ge=1)
     """do_causal_lm_eval: tokens generated per answer at most (default 128)."""
-    # Benchmarks during training (bench eval) and after it (lm-evaluation-harness): launcher/eval_datasets.py
+    # Benchmarks during training (bench eval) and after it (lm-evaluation-harness): core/features/eval_datasets.py
     do_bench_eval: bool | None = None
     """At each evaluation, also score multiple-choice questions (bench_dataset): accuracy of the answer letter
     A-G the model ranks first, per subject and in total."""
@@ -1078,7 +1078,7 @@ class TrainConfig(_Strict):
     """Upload the model to Weights & Biases: `checkpoint` or `end`."""
     use_tensorboard: bool = False
     """Write TensorBoard logs under output_dir."""
-    # MLflow (checked in launcher/mlflow_tracking.py, applied in trainer/metrics.py)
+    # MLflow (checked in core/features/mlflow_tracking.py, applied in trainer/reporting/metrics.py)
     use_mlflow: bool | None = None
     """Log to MLflow (on as well when mlflow_tracking_uri or mlflow_experiment_name is set)."""
     mlflow_tracking_uri: str | None = None

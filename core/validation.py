@@ -59,7 +59,7 @@ def check_keys(raw: dict[str, Any], where: str, strict: bool = False) -> list[st
 
     Blank values (`lora_r:`) mean unset, as in axolotl: they are dropped so the default applies. Keys that only
     tune axolotl's kernels are dropped with a warning; refused axolotl keys are errors naming them. Keys axolotl
-    lacks too are dropped with a warning (launcher/key_policy.py), unless a near-certain typo or `strict`.
+    lacks too are dropped with a warning (core/keys/key_policy.py), unless a near-certain typo or `strict`.
     """
     space = axolotl_key_space()
     warnings: list[str] = translate_retired(raw, where) + translate_deprecated(raw, where)

@@ -1,7 +1,7 @@
 """axolotl's other SFT prompt strategies (oasst, alpaca_chat.load_qa, context_qa.load_v2, input_output, user-defined
 formats, ...): their `type:` names, the columns each reads, and the user-defined format (`type:` as a mapping).
 
-Torch-free, for the login node: names, columns and formats are checked here; trainer/prompt_strategies.py turns
+Torch-free, for the login node: names, columns and formats are checked here; trainer/data/prompt_strategies.py turns
 rows into tokens as axolotl's strategy of the same name does.
 """
 

@@ -18,7 +18,17 @@ from hpcft.launcher.runtimes.image import INSTALL_SCRIPT, Checkout, build_arg_na
 BUILD_SCRIPT = Path("containers/build-local-image.sh")
 CACHE_ENV = Path("containers/cache-env.sh")
 # What the Dockerfile copies into the image (and so what the image's hash covers).
-SOURCE_PATHS = ("pyproject.toml", "README.md", "launcher", "trainer", "templates", "cluster_profiles", "edf", "configs")
+SOURCE_PATHS = (
+    "pyproject.toml",
+    "README.md",
+    "core",
+    "launcher",
+    "trainer",
+    "templates",
+    "cluster_profiles",
+    "edf",
+    "configs",
+)
 DEFAULT_CACHE = "/var/tmp/hpcft-images"
 LATEST_NAME = "hpcft-local.sqsh"
 # A CPU image: no gpu extra; the op the CPU jobs use (DeepSpeed's shared-memory all-reduce) compiled in, not at

@@ -1,4 +1,4 @@
-"""axolotl's deprecated keys and value forms (launcher/deprecated_keys.py): accepted with axolotl's meaning and a
+"""axolotl's deprecated keys and value forms (core/keys/deprecated_keys.py): accepted with axolotl's meaning and a
 warning naming the current key, or refused by name when axolotl refuses them too."""
 
 from __future__ import annotations

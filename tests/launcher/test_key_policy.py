@@ -1,4 +1,4 @@
-"""The key policy (launcher/key_policy.py): keys axolotl lacks too are warnings, near-certain typos are errors,
+"""The key policy (core/keys/key_policy.py): keys axolotl lacks too are warnings, near-certain typos are errors,
 --strict and launch.strict_keys: true refuse every key that has no effect."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The login node's dataset-file check (launcher/dataset_heads.py) agrees with datasets: what it refuses,
+"""The login node's dataset-file check (core/checks/dataset_heads.py) agrees with datasets: what it refuses,
 datasets.load_dataset cannot read either; what it accepts, datasets reads into rows."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The launcher's DeepSpeed checks (launcher/deepspeed_checks.py) against DeepSpeed's own config models."""
+"""The launcher's DeepSpeed checks (core/checks/deepspeed_checks.py) against DeepSpeed's own config models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retired axolotl spellings (launcher/retired_spellings.py) train the same tokens as the modern form their
+"""Retired axolotl spellings (core/keys/retired_spellings.py) train the same tokens as the modern form their
 warning prints: the same row through the formatter, ids and labels equal, token by token."""
 
 from __future__ import annotations

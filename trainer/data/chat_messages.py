@@ -55,7 +55,7 @@ class MessagesFormatter:
         self.content_keys = (mappings["content"],) if "content" in mappings else CONTENT_KEYS
         self.train_on_inputs = cfg.train_on_inputs if ds.train_on_inputs is None else ds.train_on_inputs
         self.pieces = message_format(ds.chat_template or cfg.chat_template)
-        if self.pieces is None:  # checked on the login node too (launcher/prompt_strategies.py)
+        if self.pieces is None:  # checked on the login node too (core/features/prompt_strategies.py)
             raise ConfigError(f"{name}: type messages writes chatml or llama3 only (chat_template:)")
 
     def _key(self, message: dict, keys: tuple[str, ...]) -> str | None:

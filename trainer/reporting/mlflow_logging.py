@@ -1,6 +1,6 @@
 """MLflow across requeues: the run transformers' MLflowCallback started is recorded in output_dir, and a job that
 resumes from a checkpoint continues that run (MLFLOW_RUN_ID) instead of starting a second one, as WANDB_RUN_ID
-does for W&B. The logging itself is MLflowCallback's (report_to: mlflow, trainer/metrics.py)."""
+does for W&B. The logging itself is MLflowCallback's (report_to: mlflow, trainer/reporting/metrics.py)."""
 
 from __future__ import annotations
 
