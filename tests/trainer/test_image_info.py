@@ -1,4 +1,4 @@
-"""trainer/reporting/image_info.py: the line each node logs about the image it runs in (the proof a job ran inside it)."""
+"""trainer/reporting/image_info.py: the line each node logs about the image it runs in (proof the job ran in it)."""
 
 from __future__ import annotations
 

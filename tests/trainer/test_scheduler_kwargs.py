@@ -1,4 +1,4 @@
-"""The launcher's table of lr_scheduler_kwargs (core/checks/scheduler_kwargs.py) against transformers' real schedules."""
+"""The table of lr_scheduler_kwargs (core/checks/scheduler_kwargs.py) against transformers' real schedules."""
 
 from __future__ import annotations
 
