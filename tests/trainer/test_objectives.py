@@ -21,6 +21,7 @@ BASE = {"base_model": "m", "datasets": [{"path": "d.jsonl", "type": "alpaca"}], 
         ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "chatml.intel"}]}, "preference"),
         ({"reward_model": True, "datasets": [{"path": "d.jsonl", "type": "bradley_terry.chat_template"}]}, "reward"),
         ({"diffusion": {}, "plugins": ["axolotl.integrations.diffusion.DiffusionPlugin"]}, "diffusion"),
+        ({"processor_type": "AutoProcessor", "datasets": [{"path": "d.jsonl", "type": "chat_template"}]}, "multimodal"),
     ],
 )
 def test_the_config_picks_its_objective(keys, name):
@@ -28,7 +29,7 @@ def test_the_config_picks_its_objective(keys, name):
 
 
 def test_every_objective_is_registered_once():
-    assert sorted(OBJECTIVES) == ["diffusion", "preference", "reward", "sft"]
+    assert sorted(OBJECTIVES) == ["diffusion", "multimodal", "preference", "reward", "sft"]
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_every_objective_is_registered_once():
 def test_prepare_and_build_trainer_do_not_branch_on_the_objective(module, function):
     tree = ast.parse((ROOT / "trainer" / module).read_text())
     body = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
-    keys = {"rl", "reward_model", "process_reward_model", "diffusion"}
+    keys = {"rl", "reward_model", "process_reward_model", "diffusion", "processor_type"}
     tested = [
         node.attr
         for test in ast.walk(body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from hpcft.trainer.objectives.sft import Sft
+from hpcft.trainer.objectives.sft import Sft, causal_lm_trainer
 
 if TYPE_CHECKING:
     import datasets
@@ -55,20 +55,9 @@ class Multimodal(Sft):
         from transformers import Trainer
 
         from hpcft.trainer.data.multimodal_data import multimodal_collator
-        from hpcft.trainer.loop.loraplus import loraplus_optimizer
-        from hpcft.trainer.loop.muon import muon_optimizer
 
-        return Trainer(
-            model=model,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.eval,
-            data_collator=multimodal_collator(tokenizer),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            **extra,
-            optimizer_cls_and_kwargs=loraplus_optimizer(cfg, args, model) or muon_optimizer(cfg, args),
-        )
+        collator = multimodal_collator(tokenizer)  # `tokenizer` is the processor
+        return causal_lm_trainer(Trainer, cfg, model, tokenizer, data, args, callbacks, extra, collator)
 
 
 MULTIMODAL = Multimodal()

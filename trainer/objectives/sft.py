@@ -72,8 +72,10 @@ def causal_lm_trainer(
     args: TrainingArguments,
     callbacks: list[TrainerCallback],
     extra: dict[str, Any],
+    collator: Any = None,
 ) -> Trainer:
-    """A transformers Trainer (or subclass) over packed or padded causal-LM rows, with the optimizer hpcft picks."""
+    """A transformers Trainer (or subclass) over packed or padded causal-LM rows (or `collator`'s batches), with
+    the optimizer hpcft picks."""
     from hpcft.trainer.data.packing import make_collator
     from hpcft.trainer.loop.loraplus import loraplus_optimizer
     from hpcft.trainer.loop.muon import muon_optimizer
@@ -83,7 +85,7 @@ def causal_lm_trainer(
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=make_collator(cfg, tokenizer),
+        data_collator=collator or make_collator(cfg, tokenizer),
         processing_class=tokenizer,
         callbacks=callbacks,
         **extra,
