@@ -55,7 +55,9 @@ def log(message: str) -> None:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary/merges, special tokens and chat template."""
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer (processor_type)
+    from hpcft.trainer.model.multimodal_model import text_tokenizer
+
+    tokenizer = text_tokenizer(tokenizer)  # a processor's tokenizer (processor_type)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # without truncation/padding: calling the tokenizer changes those, not the ids
         state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}

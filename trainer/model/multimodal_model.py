@@ -98,5 +98,8 @@ def freeze_vision_tower(cfg: TrainConfig, model: torch.nn.Module) -> int:
 
 
 def text_tokenizer(tokenizer_or_processor: Any) -> Any:
-    """The tokenizer inside a processor (or the tokenizer itself)."""
-    return getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
+    """The tokenizer inside a processor (or the tokenizer itself). Only a processor is unwrapped: hpcft's
+    mistral-common tokenizer also holds a `.tokenizer` (Mistral's own), which is not a transformers tokenizer."""
+    if hasattr(tokenizer_or_processor, "image_processor") or hasattr(tokenizer_or_processor, "feature_extractor"):
+        return tokenizer_or_processor.tokenizer
+    return tokenizer_or_processor
