@@ -78,8 +78,12 @@ def test_a_fresh_cache_gets_a_preprocessing_job_then_training_and_a_filled_one_n
 
 
 def test_a_malformed_jsonl_line_fails_preprocessing_and_no_training_job_is_left(tiny_cpu, real_workspace, run_cli):
+    # Past the first MiB, which validate reads on the login node (a bad line there is refused before the queue):
+    # only the preprocessing job, which parses every line, can find this one.
     data = real_workspace / "broken.jsonl"
-    data.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three",}\n{"text": "four"}\n')
+    good = "".join(f'{{"text": "row {i}"}}\n' for i in range(60_000))
+    data.write_text(good + '{"text": "three",}\n{"text": "four"}\n')
+    bad_line = 60_001
     config = yaml.safe_load(tiny_cpu.read_text())
     config.update(
         base_model=str(tiny_cpu.parent / "tiny-assets" / "model"),
@@ -94,7 +98,7 @@ def test_a_malformed_jsonl_line_fails_preprocessing_and_no_training_job_is_left(
     assert result.code != 0
     pre_id, train_id = submitted(result.out, "preprocessing job "), submitted(result.out, "job ")
     assert pre_id and train_id, result.out
-    assert f"{data} line 3 is not valid JSON" in result.out, result.out[-3000:]
+    assert f"{data} line {bad_line} is not valid JSON" in result.out, result.out[-3000:]
     assert f"preprocessing job {pre_id} FAILED" in result.err and "cancelled without starting" in result.err
     assert sacct_times(pre_id)["state"] == "FAILED"
     assert sacct_times(train_id)["state"].startswith("CANCELLED")  # not pending forever
