@@ -231,7 +231,7 @@ def test_lifecycle_modules_import_neither_torch_nor_submitit():
             "core.protocol",
             "core.features.deepspeed_config",
             "launcher.jobplan",
-            "launcher.quoting",
+            "core.quoting",
             "launcher.node_paths",
             "launcher.runtimes.image_contents",
             "launcher.config",
