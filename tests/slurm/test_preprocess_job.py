@@ -98,7 +98,7 @@ def test_a_malformed_jsonl_line_fails_preprocessing_and_no_training_job_is_left(
     assert result.code != 0
     pre_id, train_id = submitted(result.out, "preprocessing job "), submitted(result.out, "job ")
     assert pre_id and train_id, result.out
-    assert f"{data} line {bad_line} is not valid JSON" in result.out, result.out[-3000:]
+    assert f"{data}: line {bad_line} is not valid JSON" in result.out, result.out[-3000:]
     assert f"preprocessing job {pre_id} FAILED" in result.err and "cancelled without starting" in result.err
     assert sacct_times(pre_id)["state"] == "FAILED"
     assert sacct_times(train_id)["state"].startswith("CANCELLED")  # not pending forever
