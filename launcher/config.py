@@ -185,24 +185,6 @@ _PATH_KEYS = (
 )
 
 
-def _refuse_blank_paths(data: dict[str, Any], where: str) -> None:
-    # axolotl tests these for truth, so a blank value means unset there; users' configs write them that way.
-    for key in ("resume_from_checkpoint", "lora_model_dir", "dataset_prepared_path"):
-        if isinstance(data.get(key), str) and not data[key].strip():
-            del data[key]
-    blank = [key for key in _PATH_KEYS if isinstance(data.get(key), str) and not data[key].strip()]
-    for list_key in ("datasets", "test_datasets", "pretraining_dataset"):
-        entries = data.get(list_key)
-        for i, entry in enumerate(entries if isinstance(entries, list) else []):
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str) and not entry["path"].strip():
-                blank.append(f"{list_key}[{i}].path")
-    if blank:
-        raise ConfigError(
-            f"{where}: key '{blank[0]}' is empty; give a file, a folder or a Hub name, or remove the key "
-            "(an empty path would mean the config's own folder)"
-        )
-
-
 # axolotl's examples name the DeepSpeed files of its repository (deepspeed_configs/zero3_bf16.json, ...): without
 # such a file next to the config, the hpcft preset with the same ZeRO stage and offload runs instead.
 _AXOLOTL_DEEPSPEED = re.compile(
@@ -237,8 +219,8 @@ def _unusable_path(value: str) -> str | None:
     return None
 
 
-def _check_path_values(data: dict[str, Any], where: str) -> None:
-    """Refuse, before any file system call, the values that are read as paths and cannot be one."""
+def _named_path_values(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every value read as a path, with the key a message names: the top-level keys, launch's, each dataset's."""
     named: list[tuple[str, Any]] = [(key, data.get(key)) for key in _PATH_KEYS]
     launch = data.get("launch") or {}
     named += [(f"launch.{key}", launch.get(key)) for key in ("runs_dir", "job_name", "image")]
@@ -253,7 +235,30 @@ def _check_path_values(data: dict[str, Any], where: str) -> None:
                 named.append((f"{list_key}[{i}].path", entry.get("path")))
                 named.append((f"{list_key}[{i}].chat_template_jinja", entry.get("chat_template_jinja")))
                 named += [(f"{list_key}[{i}].data_files", f) for f in (files if isinstance(files, list) else [files])]
-    for key, value in named:
+    return named
+
+
+def _refuse_blank_paths(data: dict[str, Any], where: str) -> None:
+    # axolotl tests these for truth, so a blank value means unset there; users' configs write them that way.
+    for key in ("resume_from_checkpoint", "lora_model_dir", "dataset_prepared_path"):
+        if isinstance(data.get(key), str) and not data[key].strip():
+            del data[key]
+    # The top-level path keys and each dataset's path (launch's and data_files have their own checks).
+    blank = [
+        key
+        for key, value in _named_path_values(data)
+        if (key in _PATH_KEYS or key.endswith("].path")) and isinstance(value, str) and not value.strip()
+    ]
+    if blank:
+        raise ConfigError(
+            f"{where}: key '{blank[0]}' is empty; give a file, a folder or a Hub name, or remove the key "
+            "(an empty path would mean the config's own folder)"
+        )
+
+
+def _check_path_values(data: dict[str, Any], where: str) -> None:
+    """Refuse, before any file system call, the values that are read as paths and cannot be one."""
+    for key, value in _named_path_values(data):
         if not isinstance(value, str) or (key.endswith("chat_template_jinja") and ("\n" in value or "{" in value)):
             continue  # chat_template_jinja holding the template's text rather than naming a file
         problem = _unusable_path(value)
