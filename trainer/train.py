@@ -61,8 +61,7 @@ from hpcft.trainer.loop.schedule_shape import ScheduleShapeCallback
 from hpcft.trainer.loop.stopping import stopping_callbacks
 from hpcft.trainer.loop.watchdog import HangWatchdog
 from hpcft.trainer.model.fp8 import fp8_callbacks
-from hpcft.trainer.model.loading import load_model, load_tokenizer
-from hpcft.trainer.model.multimodal_model import load_processor
+from hpcft.trainer.model.loading import load_model, load_training_tokenizer
 from hpcft.trainer.model.nvfp4_merge_aware import MergeAwareStartCallback
 from hpcft.trainer.model.qat import convert_qat, qat_callbacks
 from hpcft.trainer.model.sparse_finetuning import keep_sparsity, save_compressed_note
@@ -236,8 +235,7 @@ def train(config_path: str | Path) -> int:
             return finish_from_last_checkpoint(cfg, resume, step)
     plan = plan_resume(cfg, resume, world_size()) if resume else None
     layout = plan.layout if plan else BatchLayout(world_size(), cfg.micro_batch_size, cfg.gradient_accumulation_steps)
-    # processor_type: the model's processor stands in for the tokenizer (it holds one) all the way through.
-    tokenizer = load_processor(cfg) if cfg.processor_type else load_tokenizer(cfg)
+    tokenizer = load_training_tokenizer(cfg)
     trainer, stop = build_trainer(cfg, tokenizer, layout, plan)
 
     conversion = None

@@ -230,10 +230,7 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
     """`python -m hpcft.trainer preprocess train.yaml`: fill the prepared-dataset cache (no GPU needed). processes:
     the CPUs of a preprocessing job, used unless the config sets dataset_processes itself."""
     from hpcft.core.yaml_config import load_train_yaml
-    from hpcft.trainer.model.loading import (
-        load_tokenizer,  # the training tokenizer, so training finds this cache
-    )
-    from hpcft.trainer.model.multimodal_model import load_processor
+    from hpcft.trainer.model.loading import load_training_tokenizer  # the training's, so it finds this cache
 
     cfg = load_train_yaml(config_path)
     if cfg.streaming:  # the launcher queues no preprocessing job for a stream; run by hand, it says so
@@ -241,8 +238,7 @@ def run_preprocess(config_path: str | Path, processes: int | None = None) -> Pre
         return PreparedData(train=datasets.Dataset.from_dict({}), eval=None, stats={"streaming": True})
     if processes and not cfg.dataset_processes:
         cfg = cfg.model_copy(update={"dataset_processes": processes})
-    tokenizer = load_processor(cfg) if cfg.processor_type else load_tokenizer(cfg)
-    prepared = prepare_datasets(cfg, tokenizer, world_size=1)
+    prepared = prepare_datasets(cfg, load_training_tokenizer(cfg), world_size=1)
     from hpcft.trainer.reporting.eval_downloads import fetch_eval_datasets  # the benchmarks' datasets, while on a CPU
 
     fetch_eval_datasets(cfg)

@@ -74,6 +74,17 @@ def from_pretrained_with_attention(model_cls: Any, base_model: str, kwargs: dict
     return model_cls.from_pretrained(base_model, **{**kwargs, "attn_implementation": "eager"})
 
 
+def load_training_tokenizer(cfg: TrainConfig) -> Any:
+    """What tokenizes the rows: the tokenizer, or for a vision language model (processor_type) its processor,
+    which holds the tokenizer and stands in for it all the way through (preprocessing and training alike, so both
+    find the same prepared-dataset cache)."""
+    if cfg.processor_type:
+        from hpcft.trainer.model.multimodal_model import load_processor
+
+        return load_processor(cfg)
+    return load_tokenizer(cfg)
+
+
 def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     """The tokenizer of base_model (or tokenizer_config) with the config's special_tokens and tokens added."""
     if cfg.tokenizer_use_mistral_common:
